@@ -1,0 +1,88 @@
+"""Agents API routes (``agents-api.txt``, ``agents-api-legacy.txt``): a thin layer over chat.py and store.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, delete, get, patch, post
+
+from ..errors import error
+from ..http import json_body, require_key, services_of
+from . import chat as chat_mod
+from . import store as agents_store
+
+
+@get("/api/public/agent", summary="List the organisation's agents")
+async def list_agents(request: Request) -> dict[str, Any]:
+    principal = await require_key(request)
+    return {"agents": await agents_store.list_agents(services_of(request).store, principal.org_id)}
+
+
+@post("/api/public/agent", summary="Create an agent (admin)", status_code=201)
+async def create_agent(request: Request) -> dict[str, Any]:
+    principal = await require_key(request)
+    services = services_of(request)
+    body = await json_body(request)
+    return await agents_store.create_agent(services.store, principal.org_id, body, services.models.names())
+
+
+async def _own_agent(request: Request, agent_id: str) -> dict:
+    principal = await require_key(request)
+    return await chat_mod.load_agent_for(services_of(request), principal, agent_id)
+
+
+@get("/api/public/agent/{agent_id:str}", summary="Get an agent")
+async def get_agent(request: Request, agent_id: str) -> dict[str, Any]:
+    return await _own_agent(request, agent_id)
+
+
+@patch("/api/public/agent/{agent_id:str}", summary="Update an agent (admin)")
+async def update_agent(request: Request, agent_id: str) -> dict[str, Any]:
+    agent = await _own_agent(request, agent_id)
+    services = services_of(request)
+    body = await json_body(request)
+    updated = await agents_store.update_agent(services.store, agent["org_id"], agent_id, body, services.models.names())
+    if updated is None:
+        raise error(404, "Agent not found", "No agent exists with this ID")
+    return updated
+
+
+@delete("/api/public/agent/{agent_id:str}", summary="Delete an agent (admin)", status_code=200)
+async def delete_agent(request: Request, agent_id: str) -> dict[str, Any]:
+    agent = await _own_agent(request, agent_id)
+    await agents_store.delete_agent(services_of(request).store, agent["org_id"], agent_id)
+    return {"message": "Agent deleted successfully"}
+
+
+@get("/api/public/agent/{agent_id:str}/threads/{thread_id:str}", summary="A thread's messages")
+async def get_thread(request: Request, agent_id: str, thread_id: str) -> dict[str, Any]:
+    agent = await _own_agent(request, agent_id)
+    services = services_of(request)
+    await chat_mod.check_thread(services, request.state.principal, agent["id"], thread_id)
+    return {"thread_id": thread_id, "agent_id": agent_id, "messages": await agents_store.thread_messages(services.store, thread_id)}
+
+
+async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Response:
+    principal = await require_key(request)
+    services = services_of(request)
+    body = await json_body(request)
+    chat_input = chat_mod.parse_chat_body(body, agent_id, services.config.max_message_chars)
+    agent = await chat_mod.prepare(services, principal, chat_input)
+    if chat_input.callback_url:
+        await chat_mod.accept_async(services, principal, chat_input, legacy)
+        return Response(chat_mod.ASYNC_ACK, status_code=202)
+    outcome = await chat_mod.chat(services, principal, chat_input, agent)
+    return Response(chat_mod.response_body(outcome, legacy=legacy), status_code=200)
+
+
+@post("/api/public/agent/{agent_id:str}/chat", summary="Chat with an agent")
+async def agent_chat(request: Request, agent_id: str) -> Response:
+    return await _chat(request, agent_id, legacy=False)
+
+
+@post("/agent", summary="Chat with an agent (legacy form, agent_id in the body)")
+async def legacy_chat(request: Request) -> Response:
+    return await _chat(request, None, legacy=True)
+
+
+ROUTES = [list_agents, create_agent, get_agent, update_agent, delete_agent, get_thread, agent_chat, legacy_chat]

@@ -1,0 +1,346 @@
+"""One agent chat turn: parse the request, run the model with tools, store the turn atomically,
+and shape the documented response. The HTTP layer (``api.py``) only calls these functions."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable
+
+from ..errors import ApiError, ContextTooLong, ModelError, error
+from ..ids import iso, new_id, short_id
+from ..models import ChatRequest, generate
+from ..orgs import Principal
+from ..services import Services
+from ..usage import charge, credits_for, has_credits
+from . import store as agents_store
+from .tools import Tool, ToolContext, tools_for_agent
+
+MAX_TOOL_ROUNDS = 4
+ROLES = ("user", "assistant", "system")
+
+
+@dataclass
+class ChatInput:
+    agent_id: str
+    messages: list[dict[str, Any]]
+    thread_id: str | None = None
+    callback_url: str | None = None
+
+
+def parse_chat_body(body: Any, agent_id: str | None, max_chars: int) -> ChatInput:
+    """The three documented shapes of ``messages``; every problem is a 400 naming the field."""
+    if not isinstance(body, dict):
+        raise error(400, "Invalid JSON body", "The request body must be a JSON object.")
+    if agent_id is None:  # legacy: agent_id in the body
+        agent_id = body.get("agent_id")
+    if not isinstance(agent_id, str) or not agent_id.strip():
+        raise error(400, "agent_id is required and must be a non-empty string")
+    raw = body.get("messages")
+    if isinstance(raw, str):
+        raw = [{"role": "user", "content": raw}]
+    elif isinstance(raw, dict):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise error(400, "Validation failed", "\"messages\" is required: a string, a message object or a non-empty array of message objects.")
+    messages = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise error(400, "Validation failed", f"messages[{index}] must be an object with \"role\" and \"content\".")
+        role, content = item.get("role", "user"), item.get("content")
+        if role not in ROLES:
+            raise error(400, "Validation failed", f"messages[{index}].role must be one of: {', '.join(ROLES)}.")
+        if isinstance(content, list):  # content parts: keep the text parts
+            if not all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
+                raise error(400, "Validation failed", f"messages[{index}].content parts must be objects with a \"text\" string.")
+            content = "".join(p.get("text", "") for p in content if p.get("type", "text") == "text")
+        if not isinstance(content, str) or not content.strip():
+            raise error(400, "Validation failed", f"messages[{index}].content must be a non-empty string.")
+        if len(content) > max_chars:
+            raise error(400, "Validation failed", f"messages[{index}].content must be {max_chars} characters or less.")
+        messages.append({"role": role, "content": content, "id": short_id("msg")})
+    if messages[-1]["role"] == "system":
+        raise error(400, "Validation failed", "The last message must be from the user or the assistant.")
+    thread_id = body.get("thread_id")
+    if thread_id is not None and (not isinstance(thread_id, str) or not thread_id.strip()):
+        raise error(400, "Validation failed", "\"thread_id\" must be a non-empty string.")
+    callback_url = body.get("callback_url")
+    if callback_url is not None:
+        if not isinstance(callback_url, str) or not callback_url.startswith(("http://", "https://")) or len(callback_url) > 2048:
+            raise error(400, "Validation failed", "\"callback_url\" must be an http:// or https:// URL.")
+    return ChatInput(agent_id.strip(), messages, thread_id, callback_url)
+
+
+async def load_agent_for(services: Services, principal: Principal, agent_id: str) -> dict:
+    agent = await agents_store.get_agent(services.store, agent_id)
+    if agent is None:
+        raise error(404, "Agent not found", "No agent exists with this ID")
+    if agent["org_id"] != principal.org_id:
+        raise error(403, "Access denied", "This agent does not belong to your organisation")
+    return agent
+
+
+async def check_thread(services: Services, principal: Principal, agent_id: str, thread_id: str | None) -> None:
+    if thread_id is None:
+        return
+    thread = await agents_store.get_thread(services.store, thread_id)
+    if thread is None or thread["org_id"] != principal.org_id or thread["agent_id"] != agent_id:
+        raise error(404, "Thread not found", "No thread with this ID exists for this agent")
+
+
+def wrapped_error(status: int, agent_id: str | None, message: str, detail: str) -> ApiError:
+    """The chat endpoint's documented ``{statusCode, body}`` error shape."""
+    body: dict[str, Any] = {"agent_id": agent_id, "message": message, "error": detail}
+    return ApiError(status, {"statusCode": status, "body": body})
+
+
+async def prepare(services: Services, principal: Principal, chat: ChatInput) -> dict:
+    """All checks that must pass before a chat is accepted (sync or async). Returns the agent."""
+    agent = await load_agent_for(services, principal, chat.agent_id)
+    await check_thread(services, principal, chat.agent_id, chat.thread_id)
+    if not await has_credits(services.store, principal.org_id):
+        raise wrapped_error(402, agent["id"], "No credits available", "No credits available")
+    if not services.models.knows(agent["model"]):
+        raise wrapped_error(503, agent["id"], "Service temporarily unavailable", f"Model {agent['model']!r} is not configured")
+    return agent
+
+
+# -- the turn ---------------------------------------------------------------------------------
+
+def to_model_messages(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored Agents-API messages → OpenAI-shaped messages for a backend."""
+    out: list[dict[str, Any]] = []
+    for message in history:
+        content = message["content"]
+        if message["role"] == "tool":
+            for part in content if isinstance(content, list) else []:
+                if part.get("type") == "tool-result":
+                    out.append({"role": "tool", "tool_call_id": part["toolCallId"], "name": part["toolName"],
+                                "content": json.dumps(part["result"])})
+            continue
+        if isinstance(content, list):
+            text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+            calls = [{"id": p["toolCallId"], "name": p["toolName"], "arguments": p.get("args") or {}}
+                     for p in content if p.get("type") == "tool-call"]
+            entry: dict[str, Any] = {"role": message["role"], "content": text}
+            if calls:
+                entry["tool_calls"] = calls
+            out.append(entry)
+        else:
+            out.append({"role": message["role"], "content": content})
+    return out
+
+
+def fit_context(backend, system: list[dict], history: list[dict], max_tokens: int) -> list[dict]:
+    """Drops the oldest history until the prompt and the reply fit the model's context."""
+    budget = backend.n_ctx - max_tokens
+    start = 0
+    while start < len(history) - 1 and backend.count_tokens(system + history[start:]) > budget:
+        start += 1
+        while start < len(history) - 1 and history[start]["role"] == "tool":
+            start += 1  # never start on a tool result without its call
+    return system + history[start:]
+
+
+@dataclass
+class TurnResult:
+    text: str
+    new_messages: list[dict[str, Any]]
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    model: str = ""
+
+
+async def run_turn(
+    services: Services,
+    agent: dict,
+    history: list[dict[str, Any]],
+    incoming: list[dict[str, Any]],
+    on_text: Callable[[str], Awaitable[None]] | None = None,
+    on_tool: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> TurnResult:
+    """Runs the model (and its tools) on a thread's history plus the incoming messages."""
+    backend = await services.models.get(agent["model"])
+    ctx = ToolContext(services.store, agent["org_id"], agent["id"], services)
+    tools: dict[str, Tool] = {t.name: t for t in await tools_for_agent(ctx, agent)}
+    max_tokens = agent["max_tokens"] or services.config.default_max_tokens
+    system = [{"role": "system", "content": agent["instructions"]}] if agent["instructions"].strip() else []
+    new_messages: list[dict[str, Any]] = []
+    result = TurnResult(text="", new_messages=new_messages)
+    for round_no in range(MAX_TOOL_ROUNDS + 1):
+        messages = fit_context(backend, system, to_model_messages(history + incoming + new_messages), max_tokens)
+        request = ChatRequest(
+            messages=messages, max_tokens=max_tokens, temperature=agent["temperature"],
+            tools=[t.spec for t in tools.values()], tool_choice="auto" if round_no < MAX_TOOL_ROUNDS else "none",
+        )
+        try:
+            out = await generate(backend, request, key=agent["org_id"], on_text=on_text)
+        except ContextTooLong as exc:
+            raise error(400, "Validation failed", str(exc)) from exc
+        result.prompt_tokens += out.prompt_tokens
+        result.completion_tokens += out.completion_tokens
+        result.model = out.model
+        if not out.tool_calls:
+            result.text = out.text.strip()
+            new_messages.append({"role": "assistant", "content": result.text, "id": short_id("msg")})
+            return result
+        call_parts, result_parts = [], []
+        if out.text.strip():
+            call_parts.append({"type": "text", "text": out.text.strip()})
+        for call in out.tool_calls:
+            tool = tools.get(call.name)
+            if tool is None:
+                value: Any = {"error": f"unknown tool {call.name}"}
+            else:
+                try:
+                    value = await tool.run(call.arguments, ctx)
+                except Exception as exc:  # a tool's failure is the model's to read, not a 500
+                    value = {"error": f"{type(exc).__name__}: {exc}"}
+            call_parts.append({"type": "tool-call", "toolCallId": call.id, "toolName": call.name, "args": call.arguments})
+            result_parts.append({"type": "tool-result", "toolCallId": call.id, "toolName": call.name, "result": value})
+            record = {"toolCallId": call.id, "toolName": call.name, "args": call.arguments, "result": value}
+            result.tool_calls.append(record)
+            if on_tool is not None:
+                await on_tool(record)
+        new_messages.append({"role": "assistant", "content": call_parts, "id": short_id("msg")})
+        new_messages.append({"role": "tool", "content": result_parts, "id": short_id("msg")})
+    raise AssertionError("unreachable: the last round runs without tools")
+
+
+async def chat(
+    services: Services,
+    principal: Principal,
+    chat_input: ChatInput,
+    agent: dict,
+    *,
+    run_id: str | None = None,
+    on_text: Callable[[str], Awaitable[None]] | None = None,
+    on_tool: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """A whole turn. Returns the pieces of the documented response (see ``response_body``).
+
+    The thread, the incoming messages, the replies and the usage row are written in one
+    transaction after the model has answered: a failed or interrupted turn leaves no trace.
+    """
+    started = time.perf_counter()
+    history = await agents_store.thread_messages(services.store, chat_input.thread_id) if chat_input.thread_id else []
+    try:
+        turn = await run_turn(services, agent, history, chat_input.messages, on_text=on_text, on_tool=on_tool)
+    except ModelError as exc:
+        raise wrapped_error(503, agent["id"], "Service temporarily unavailable", "AI provider is currently experiencing high traffic") from exc
+    elapsed = time.perf_counter() - started
+    credits = credits_for(turn.prompt_tokens, turn.completion_tokens)
+    run_id = run_id or new_id()
+    timestamp = iso()
+    async with services.store.write() as tx:
+        thread_id = chat_input.thread_id
+        if thread_id is None or not await tx.fetchone("SELECT 1 FROM threads WHERE id = ?", [thread_id]):
+            thread_id = await agents_store.create_thread(tx, principal.org_id, agent["id"], thread_id)
+        await agents_store.append_messages(tx, thread_id, chat_input.messages + turn.new_messages)
+        await tx.execute(
+            "INSERT INTO runs (id, org_id, agent_id, thread_id, status, model, prompt_tokens, completion_tokens, credits, created_at, finished_at) "
+            "VALUES (?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(id) DO UPDATE SET status='completed', thread_id=excluded.thread_id, model=excluded.model, "
+            "prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens, credits=excluded.credits, finished_at=excluded.finished_at",
+            [run_id, principal.org_id, agent["id"], thread_id, turn.model, turn.prompt_tokens, turn.completion_tokens, credits, timestamp, timestamp],
+        )
+        await charge(tx, principal.org_id, credits)
+        history = await agents_store.thread_messages(tx, thread_id)
+    return {
+        "agent_id": agent["id"],
+        "conversation_history": history,
+        "run_id": run_id,
+        "model": turn.model,
+        "timestamp": timestamp,
+        "tool_calls": turn.tool_calls,
+        "execution_seconds": elapsed,
+        "used_credits": credits,
+        "thread_id": thread_id,
+        "text": turn.text,
+        "usage": {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens},
+    }
+
+
+def response_body(outcome: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
+    """The documented success shape. The legacy endpoint differs only where its document does:
+    ``tool_calls`` is a list and ``execution_time`` is seconds as a string."""
+    if legacy:
+        tool_calls: Any = outcome["tool_calls"]
+        execution_time: Any = f"{outcome['execution_seconds']:.2f}"
+    else:
+        tool_calls = {c["toolCallId"]: {k: v for k, v in c.items() if k != "toolCallId"} for c in outcome["tool_calls"]}
+        execution_time = round(outcome["execution_seconds"] * 1000)
+    return {
+        "statusCode": 200,
+        "body": {
+            "agent_id": outcome["agent_id"],
+            "conversation_history": outcome["conversation_history"],
+            "metadata": {
+                "id": outcome["run_id"],
+                "model": outcome["model"],
+                "timestamp": outcome["timestamp"],
+                "tool_calls": tool_calls,
+                "execution_time": execution_time,
+                "used_credits": outcome["used_credits"],
+                "thread_id": outcome["thread_id"],
+            },
+        },
+    }
+
+
+# -- asynchronous runs (callback_url) -------------------------------------------------------------
+
+ASYNC_ACK = {"message": "Request accepted and being processed asynchronously", "status": "processing"}
+
+# Called with (services, run row, response body) once an async run has finished; the outbox
+# (callback delivery) registers here.
+RunFinishedHook = Callable[[Services, dict, dict], Awaitable[None]]
+RUN_FINISHED_HOOKS: list[RunFinishedHook] = []
+
+
+async def accept_async(services: Services, principal: Principal, chat_input: ChatInput, legacy: bool) -> str:
+    """Stores the accepted request first (so a restart resumes it), then runs it in the background."""
+    run_id = new_id()
+    request = {"agent_id": chat_input.agent_id, "messages": chat_input.messages, "thread_id": chat_input.thread_id, "legacy": legacy}
+    async with services.store.write() as tx:
+        await tx.execute(
+            "INSERT INTO runs (id, org_id, agent_id, thread_id, status, callback_url, request, created_at) VALUES (?, ?, ?, ?, 'processing', ?, ?, ?)",
+            [run_id, principal.org_id, chat_input.agent_id, chat_input.thread_id, chat_input.callback_url, json.dumps(request), iso()],
+        )
+    services.spawn(run_async(services, run_id), name=f"run-{run_id}")
+    return run_id
+
+
+async def run_async(services: Services, run_id: str) -> None:
+    row = await services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id])
+    if row is None or row["status"] != "processing":
+        return
+    run = dict(row)
+    request = json.loads(run["request"])
+    principal = Principal(org_id=run["org_id"], key_id="")
+    chat_input = ChatInput(request["agent_id"], request["messages"], request["thread_id"], run["callback_url"])
+    try:
+        agent = await prepare(services, principal, chat_input)
+        outcome = await chat(services, principal, chat_input, agent, run_id=run_id)
+        body = response_body(outcome, legacy=request.get("legacy", False))
+        async with services.store.write() as tx:
+            await tx.execute("UPDATE runs SET response = ? WHERE id = ?", [json.dumps(body), run_id])
+    except ApiError as exc:
+        body = exc.body if isinstance(exc.body, dict) and "statusCode" in exc.body else {"statusCode": exc.status, "body": exc.body}
+        async with services.store.write() as tx:
+            await tx.execute(
+                "UPDATE runs SET status = 'error', error = ?, response = ?, finished_at = ? WHERE id = ?",
+                [json.dumps(exc.body), json.dumps(body), iso(), run_id],
+            )
+    run = dict(await services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id]))
+    for hook in RUN_FINISHED_HOOKS:
+        await hook(services, run, body)
+
+
+async def resume_async_runs(services: Services) -> None:
+    """At startup: runs accepted before a stop or crash are run now."""
+    rows = await services.store.fetchall("SELECT id FROM runs WHERE status = 'processing' ORDER BY created_at")
+    for row in rows:
+        services.spawn(run_async(services, row["id"]), name=f"run-{row['id']}")

@@ -1,0 +1,67 @@
+"""``flowbox serve``: prepare what is missing, print the first key once, and serve every API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+import click
+
+from .. import orgs
+from ..errors import StartupError
+from .common import check_data_dir, config_options, fail, load_config, with_store
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(serve)
+
+
+def _port_free(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
+@click.option("--log-level", default=None, help="debug, info, warning or error.")
+@config_options
+def serve(host, port, log_level, config_path, data_dir):
+    """Serve the Agents, Chats and Messaging APIs and the console."""
+    cfg = load_config(config_path, data_dir=data_dir, host=host, port=port, log_level=log_level)
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    check_data_dir(cfg)
+    if not _port_free(cfg.host, cfg.port):
+        fail(f"port {cfg.port} on {cfg.host} is in use; stop the other server or pass --port")
+    try:
+        from ..models.files import check_gguf, ensure_model
+
+        check_gguf(ensure_model(cfg.models_path, cfg.chat_model, progress=True))
+    except StartupError as exc:
+        fail(str(exc))
+
+    org, first_key = with_store(cfg, orgs.ensure_default_org)
+    url = f"http://{cfg.host if ':' not in cfg.host else '[' + cfg.host + ']'}:{cfg.port}"
+    click.echo(f"flowbox serving on {url}  (data: {cfg.data_path})", err=True)
+    if first_key:
+        click.echo(f"First API key for org '{org['name']}' (shown once, store it now): {first_key}", err=True)
+
+    import uvicorn
+
+    from ..app import create_app
+
+    app = create_app(cfg)
+    try:
+        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False, timeout_graceful_shutdown=10)
+    except StartupError as exc:
+        fail(str(exc))
+    except KeyboardInterrupt:  # pragma: no cover
+        pass
+    asyncio.set_event_loop(None)

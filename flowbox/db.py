@@ -1,0 +1,163 @@
+"""The SQLite store: connections with sqlite-vec loaded, migrations, async access.
+
+One file in WAL mode. Reads use a small pool of aiosqlite connections; every write goes
+through one writer connection behind a lock, in ``BEGIN IMMEDIATE``: SQLite has one writer,
+and the code admits it (the shape Datasette uses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable, Iterable
+
+import aiosqlite
+import sqlite_utils
+import sqlite_vec
+
+try:  # the stdlib sqlite3 of many Pythons cannot load extensions
+    import pysqlite3.dbapi2 as sqlite3  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover - platforms where stdlib sqlite3 can
+    import sqlite3  # type: ignore[no-redef]
+
+from .errors import StartupError
+
+Row = sqlite3.Row
+IntegrityError = sqlite3.IntegrityError
+
+# Modules that define a ``migrations`` set (sqlite_utils.migrations.Migrations), applied in order.
+MIGRATION_MODULES = ["flowbox.migrations"]
+
+
+def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A plain connection with sqlite-vec loaded and flowbox's pragmas set."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread, timeout=30)
+    conn.row_factory = sqlite3.Row
+    conn.enable_load_extension(True)
+    sqlite_vec.load(conn)
+    conn.enable_load_extension(False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+def migration_sets() -> list:
+    return [importlib.import_module(name).migrations for name in MIGRATION_MODULES]
+
+
+def migrate(path: str | Path) -> str:
+    """Apply pending migrations; refuse a database written by a newer flowbox. Returns vec_version()."""
+    conn = connect(path)
+    try:
+        db = sqlite_utils.Database(conn)
+        known = {(m.name, mig.name) for m in migration_sets() for mig in m._migrations}
+        if db["_sqlite_migrations"].exists():
+            applied = {(r["migration_set"], r["name"]) for r in db["_sqlite_migrations"].rows}
+            ours = {s.name for s in migration_sets()}
+            newer = sorted(n for (s, n) in applied - known if s in ours)
+            if newer:
+                raise StartupError(
+                    f"database {path} was written by a newer flowbox (migration {newer[0]!r}); "
+                    "upgrade flowbox or restore a backup"
+                )
+        for m in migration_sets():
+            m.apply(db)
+        return conn.execute("select vec_version()").fetchone()[0]
+    finally:
+        conn.close()
+
+
+class Tx:
+    """The writer connection inside one transaction."""
+
+    def __init__(self, conn: aiosqlite.Connection):
+        self.conn = conn
+
+    async def execute(self, sql: str, params: Iterable[Any] | dict = ()) -> int:
+        cursor = await self.conn.execute(sql, params)
+        return cursor.rowcount
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        await self.conn.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Iterable[Any] | dict = ()) -> Row | None:
+        cursor = await self.conn.execute(sql, params)
+        return await cursor.fetchone()
+
+    async def fetchall(self, sql: str, params: Iterable[Any] | dict = ()) -> list[Row]:
+        cursor = await self.conn.execute(sql, params)
+        return list(await cursor.fetchall())
+
+    async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(sqlite3_connection, *args)`` on the writer thread (bulk work in one hop)."""
+        conn = self.conn
+        return await conn._execute(lambda: fn(conn._conn, *args))
+
+
+class Store:
+    def __init__(self, path: str | Path, readers: int = 3):
+        self.path = Path(path)
+        self._n_readers = readers
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers: list[aiosqlite.Connection] = []
+        self._writer: aiosqlite.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self.vec_version = ""
+
+    async def open(self) -> "Store":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.vec_version = await asyncio.to_thread(migrate, self.path)
+        factory = lambda: connect(self.path, check_same_thread=False)  # noqa: E731
+        self._writer = await aiosqlite.Connection(factory, 64)
+        for _ in range(self._n_readers):
+            reader = await aiosqlite.Connection(factory, 64)
+            self._all_readers.append(reader)
+            self._readers.put_nowait(reader)
+        return self
+
+    async def close(self) -> None:
+        for conn in [self._writer, *self._all_readers]:
+            if conn is not None:
+                await conn.close()
+        self._writer = None
+        self._all_readers.clear()
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[Tx]:
+        """One transaction on the single writer: commits on success, rolls back on any error."""
+        assert self._writer is not None, "store is not open"
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield Tx(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            else:
+                await self._writer.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        reader = await self._readers.get()
+        try:
+            yield Tx(reader)
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def fetchone(self, sql: str, params: Iterable[Any] | dict = ()) -> Row | None:
+        async with self.read() as tx:
+            return await tx.fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Iterable[Any] | dict = ()) -> list[Row]:
+        async with self.read() as tx:
+            return await tx.fetchall(sql, params)
+
+
+def open_sync(path: str | Path) -> sqlite_utils.Database:
+    """For the CLI: migrate, then a sqlite-utils Database on a flowbox connection."""
+    migrate(path)
+    return sqlite_utils.Database(connect(path))

@@ -1,0 +1,49 @@
+"""One error family. ``ApiError`` carries the exact JSON body a spec documents and its status;
+one exception handler (in ``app.py``) turns it into the response."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlowboxError(Exception):
+    """Base class for errors flowbox raises on purpose."""
+
+
+class StartupError(FlowboxError):
+    """Flowbox cannot start or run a command; the message says what to do (one line)."""
+
+
+class ApiError(FlowboxError):
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
+        super().__init__(f"{status}: {body}")
+        self.status = status
+        self.body = body
+        self.headers = headers or {}
+
+
+def error(status: int, error: str, message: str | None = None, **extra: Any) -> ApiError:
+    """The common ``{"error": ..., "message": ...}`` shape of the Agents API."""
+    body: dict[str, Any] = {"error": error}
+    if message is not None:
+        body["message"] = message
+    body.update(extra)
+    return ApiError(status, body)
+
+
+class ModelError(FlowboxError):
+    """A model failed or is unavailable (maps to the documented 503)."""
+
+
+class ModelBusy(ModelError):
+    """Too many requests are waiting for the model."""
+
+
+class ContextTooLong(FlowboxError):
+    def __init__(self, n_tokens: int, n_ctx: int):
+        super().__init__(
+            f"This model's maximum context length is {n_ctx} tokens. "
+            f"However, your messages resulted in {n_tokens} tokens."
+        )
+        self.n_tokens = n_tokens
+        self.n_ctx = n_ctx

@@ -1,0 +1,82 @@
+"""Core schema, as named migrations (sqlite-utils). Append new ones; never edit an applied one.
+
+Each area package (knowledge, messaging, chats, ...) keeps its own migration set and adds its
+module to ``db.MIGRATION_MODULES``.
+"""
+
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("flowbox")
+
+
+@migrations()
+def m001_core(db):
+    db.executescript(
+        """
+        CREATE TABLE orgs (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            credits REAL,               -- NULL: unlimited
+            created_at TEXT NOT NULL
+        );
+        CREATE TABLE api_keys (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            name TEXT NOT NULL,
+            prefix TEXT NOT NULL,        -- shown in listings, never enough to authenticate
+            key_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE TABLE agents (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            name TEXT NOT NULL,
+            description TEXT NOT NULL DEFAULT '',
+            instructions TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT 'local',
+            temperature REAL NOT NULL DEFAULT 0.2,
+            max_tokens INTEGER,
+            tools TEXT NOT NULL DEFAULT '[]',   -- JSON list of tool names
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX agents_org ON agents(org_id);
+        CREATE TABLE threads (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE TABLE messages (
+            id TEXT PRIMARY KEY,
+            thread_id TEXT NOT NULL REFERENCES threads(id) ON DELETE CASCADE,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,              -- JSON: a string or a list of content parts
+            created_at TEXT NOT NULL,
+            UNIQUE(thread_id, seq)
+        );
+        -- One row per agent call: the usage ledger and the record of async runs.
+        CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            agent_id TEXT NOT NULL,
+            thread_id TEXT,
+            status TEXT NOT NULL,               -- processing, completed, error
+            model TEXT,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            credits REAL NOT NULL DEFAULT 0,
+            callback_url TEXT,
+            request TEXT,                       -- JSON of the accepted request (for async runs)
+            response TEXT,                      -- JSON of the result
+            error TEXT,
+            created_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX runs_agent_day ON runs(agent_id, created_at);
+        CREATE INDEX runs_status ON runs(status);
+        """
+    )

@@ -1,0 +1,88 @@
+"""What every chat backend takes and gives. Messages are OpenAI-shaped dicts."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]  # JSON schema of the arguments
+    examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (user text, arguments): few-shot for small models
+    # Optional: argument values the request itself suggests (e.g. expressions found in the user's
+    # text). A small local model copies these far more reliably than it writes them.
+    candidates: Callable[[str], dict[str, list[Any]]] | None = None
+
+    def openai(self) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict[str, Any]]
+    max_tokens: int = 256
+    temperature: float = 0.2
+    tools: list[ToolSpec] = field(default_factory=list)
+    tool_choice: str = "auto"  # auto | none
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+
+@dataclass
+class ChatResult:
+    text: str = ""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"
+    model: str = ""
+
+
+@dataclass
+class TextDelta:
+    text: str
+
+
+@dataclass
+class Done:
+    result: ChatResult
+
+
+Event = TextDelta | Done
+
+
+class ChatBackend(Protocol):
+    name: str
+    n_ctx: int
+
+    def stream(self, request: ChatRequest, key: str = "") -> AsyncIterator[Event]:
+        """Yields text deltas as they are generated, then one Done. Closing it stops generation."""
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int: ...
+
+
+async def generate(
+    backend: ChatBackend,
+    request: ChatRequest,
+    key: str = "",
+    on_text: Callable[[str], Awaitable[None]] | None = None,
+) -> ChatResult:
+    """Runs a request to the end, passing text deltas to ``on_text`` as they come."""
+    async with contextlib.aclosing(backend.stream(request, key)) as events:
+        async for event in events:
+            if isinstance(event, Done):
+                return event.result
+            if on_text is not None:
+                await on_text(event.text)
+    raise RuntimeError("backend ended without a result")

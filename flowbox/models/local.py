@@ -1,0 +1,319 @@
+"""The local chat model: one llama.cpp model, loaded once, shared, one generation at a time.
+
+Prompt evaluation is the expensive part on a CPU, so the evaluated state of recent prompts is
+kept (``LlamaRAMCache``): a continued thread, or any prompt that shares a prefix with a recent
+one (an agent's system prompt, the tool router), evaluates only its new tokens.
+
+Tool calls: small local models do not follow a native function-calling format, so a separate
+short "router" prompt asks which tool to use, and the answer is constrained by a JSON-schema
+grammar to exactly one of the enabled tools (or none), with tight argument schemas.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import ctypes
+import json
+import threading
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import numpy as np
+
+from ..errors import ContextTooLong, ModelError
+from ..ids import short_id
+from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, ToolSpec
+from .files import check_gguf
+from .scheduler import FairScheduler
+
+
+def _stateful_llama_class():
+    import llama_cpp
+
+    class StatefulLlama(llama_cpp.Llama):
+        """Llama whose saved states skip the logits array: sampling happens in llama.cpp's
+        sampler, so the scores are never read back, and copying them costs ~100 MB a save."""
+
+        def save_state(self):
+            size = llama_cpp.llama_state_get_size(self._ctx.ctx)
+            buffer = (ctypes.c_uint8 * int(size))()
+            n_bytes = llama_cpp.llama_state_get_data(self._ctx.ctx, buffer, size)
+            if int(n_bytes) > int(size):
+                raise RuntimeError("failed to copy llama state")
+            return llama_cpp.LlamaState(
+                scores=np.empty((0, 0), dtype=np.single),
+                input_ids=self.input_ids[: self.n_tokens].copy(),
+                n_tokens=self.n_tokens,
+                llama_state=bytes(buffer)[: int(n_bytes)],
+                llama_state_size=int(n_bytes),
+                seed=self._seed,
+            )
+
+        def load_state(self, state):
+            self.input_ids[: state.n_tokens] = state.input_ids[: state.n_tokens]
+            self.n_tokens = state.n_tokens
+            self._requires_eval = True
+            self._seed = state.seed
+            array = (ctypes.c_uint8 * state.llama_state_size).from_buffer_copy(state.llama_state)
+            if llama_cpp.llama_state_set_data(self._ctx.ctx, array, state.llama_state_size) != state.llama_state_size:
+                raise RuntimeError("failed to restore llama state")
+
+    return StatefulLlama
+
+
+ROUTER_SYSTEM = (
+    "You decide whether the user's last message needs a tool. "
+    "Answer with JSON: {\"tool\": \"<name>\", \"arguments\": {...}} to call a tool, "
+    "or {\"tool\": \"none\"} when the message can be answered without one.\n"
+    "Tools:\n"
+)
+
+
+class LocalChatModel:
+    def __init__(self, path: Path, *, name: str, n_ctx: int = 4096, n_threads: int = 2,
+                 cache_bytes: int = 1 << 30, max_waiting: int = 64):
+        import llama_cpp
+
+        check_gguf(path)
+        self.name = name
+        self.path = path
+        try:
+            self.llm = _stateful_llama_class()(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model {path}: {exc}") from exc
+        self.n_ctx = self.llm.n_ctx()
+        if cache_bytes > 0:
+            self.llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        eos = self.llm.detokenize([self.llm.token_eos()]).decode("utf-8", "ignore")
+        bos = self.llm.detokenize([self.llm.token_bos()]).decode("utf-8", "ignore")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self.scheduler = FairScheduler(max_waiting)
+        # One thread owns the model: llama.cpp contexts are not re-entrant.
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowbox-llm")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            self.llm.close()
+
+    # -- prompts -------------------------------------------------------------------------
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        """The chat template applied to OpenAI-shaped messages, tool turns folded into text."""
+        return self._formatter(messages=_plain_messages(messages)).prompt
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return len(self.llm.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True))
+
+    def _tokens(self, prompt: str) -> list[int]:
+        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _run(self, prompt_tokens: list[int], *, max_tokens: int, temperature: float, grammar, stop,
+             seed, cancel: threading.Event, emit) -> tuple[str, int, str]:
+        """Runs on the model thread. Returns (text, completion tokens, finish reason)."""
+        import llama_cpp
+
+        counted = {"n": 0}
+        start = len(prompt_tokens)
+
+        def stop_when_cancelled(ids, logits) -> bool:
+            counted["n"] = len(ids) - start
+            return cancel.is_set()
+
+        pieces: list[str] = []
+        finish = "stop"
+        for chunk in self.llm.create_completion(
+            prompt_tokens,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            grammar=grammar,
+            stop=stop or None,
+            seed=seed,
+            stream=True,
+            stopping_criteria=llama_cpp.StoppingCriteriaList([stop_when_cancelled]),
+        ):
+            choice = chunk["choices"][0]
+            if choice["text"]:
+                pieces.append(choice["text"])
+                emit(choice["text"])
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        if cancel.is_set():
+            finish = "cancelled"
+        return "".join(pieces), max(counted["n"], len(pieces)), finish
+
+    async def _generate(self, prompt_tokens, *, on_text=None, **options) -> tuple[str, int, str]:
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def emit(text: str) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, text)
+
+        future = loop.run_in_executor(self._executor, lambda: self._run(prompt_tokens, cancel=cancel, emit=emit, **options))
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, None))
+        try:
+            while True:
+                text = await queue.get()
+                if text is None:
+                    break
+                if on_text is not None:
+                    await on_text(text)
+            return future.result()
+        finally:
+            if not future.done():
+                cancel.set()  # stops at the next token; the model is free once the thread returns
+                await asyncio.wait([future])
+
+    def _check_context(self, n_prompt: int, max_tokens: int) -> None:
+        if n_prompt + 1 > self.n_ctx:
+            raise ContextTooLong(n_prompt, self.n_ctx)
+
+    async def stream(self, request: ChatRequest, key: str = "") -> AsyncIterator[Event]:
+        async with self.scheduler.slot(key):
+            result = ChatResult(model=self.name)
+            if request.tools and request.tool_choice != "none":
+                call, used = await self._route(request)
+                result.prompt_tokens += used[0]
+                result.completion_tokens += used[1]
+                if call is not None:
+                    result.tool_calls.append(call)
+                    result.finish_reason = "tool_calls"
+                    yield Done(result)
+                    return
+            prompt_tokens = self._tokens(self.render(request.messages))
+            self._check_context(len(prompt_tokens), request.max_tokens)
+            max_tokens = max(1, min(request.max_tokens, self.n_ctx - len(prompt_tokens)))
+            deltas: asyncio.Queue = asyncio.Queue()
+
+            async def on_text(text: str) -> None:
+                deltas.put_nowait(text)
+
+            task = asyncio.ensure_future(self._generate(
+                prompt_tokens, on_text=on_text, max_tokens=max_tokens, temperature=request.temperature,
+                grammar=None, stop=request.stop, seed=request.seed,
+            ))
+            task.add_done_callback(lambda _: deltas.put_nowait(None))
+            try:
+                while True:
+                    text = await deltas.get()
+                    if text is None:
+                        break
+                    yield TextDelta(text)
+                text, n_completion, finish = task.result()
+            finally:
+                if not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            result.text = text
+            result.prompt_tokens += len(prompt_tokens)
+            result.completion_tokens += n_completion
+            result.finish_reason = "length" if finish == "length" else "stop"
+            yield Done(result)
+
+    async def _route(self, request: ChatRequest) -> tuple[ToolCall | None, tuple[int, int]]:
+        """Asks the router prompt which tool (if any) the last user message needs."""
+        from llama_cpp import LlamaGrammar
+
+        user_text = _last_user_text(request.messages)
+        if not user_text:
+            return None, (0, 0)
+        schema = router_schema(request.tools, user_text)
+        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        prompt = self.render(router_messages(request.tools, user_text))
+        tokens = self._tokens(prompt)
+        self._check_context(len(tokens), 64)
+        text, n_completion, _ = await self._generate(
+            tokens, max_tokens=96, temperature=0.0, grammar=grammar, stop=[], seed=0,
+        )
+        try:
+            decision = json.loads(text)
+        except json.JSONDecodeError:
+            return None, (len(tokens), n_completion)
+        name = decision.get("tool")
+        if name in (None, "none"):
+            return None, (len(tokens), n_completion)
+        return ToolCall(id=short_id("call"), name=name, arguments=decision.get("arguments") or {}), (len(tokens), n_completion)
+
+
+def router_messages(tools: list[ToolSpec], user_text: str) -> list[dict[str, Any]]:
+    """The router's prompt: the same system prompt and few-shot turns for every request with the
+    same tools, so its evaluated prefix is reused across threads; only the user text is new."""
+    lines = [ROUTER_SYSTEM]
+    for tool in tools:
+        lines.append(f"- {tool.name}: {tool.description}")
+    messages: list[dict[str, Any]] = [{"role": "system", "content": "\n".join(lines)}]
+    for tool in tools:
+        for text, arguments in tool.examples:
+            messages.append({"role": "user", "content": text})
+            messages.append({"role": "assistant", "content": json.dumps({"tool": tool.name, "arguments": arguments})})
+    messages.append({"role": "user", "content": "Hello, how are you?"})
+    messages.append({"role": "assistant", "content": json.dumps({"tool": "none"})})
+    messages.append({"role": "user", "content": user_text})
+    return messages
+
+
+def router_schema(tools: list[ToolSpec], user_text: str) -> dict[str, Any]:
+    options: list[dict[str, Any]] = [
+        {"type": "object", "properties": {"tool": {"const": "none"}}, "required": ["tool"], "additionalProperties": False}
+    ]
+    for tool in tools:
+        parameters = json.loads(json.dumps(tool.parameters))  # a copy we may narrow
+        if tool.candidates is not None:
+            for arg, values in tool.candidates(user_text).items():
+                if values and arg in parameters.get("properties", {}):
+                    parameters["properties"][arg] = {"enum": values}
+        options.append({
+            "type": "object",
+            "properties": {"tool": {"const": tool.name}, "arguments": parameters},
+            "required": ["tool", "arguments"],
+            "additionalProperties": False,
+        })
+    return {"oneOf": options}
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _text(message.get("content"))
+        if message.get("role") == "tool":
+            return ""  # a tool already answered this turn: no second routing
+    return ""
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
+def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat templates of small models know system/user/assistant only: tool calls become nothing
+    (the result says it all) and tool results become a system note before the reply."""
+    plain = []
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            plain.append({"role": "system", "content": f"Result of the {message.get('name', 'tool')} tool: {_text(message.get('content'))}"})
+        elif role == "assistant" and message.get("tool_calls"):
+            if _text(message.get("content")):
+                plain.append({"role": "assistant", "content": _text(message.get("content"))})
+        else:
+            plain.append({"role": role, "content": _text(message.get("content"))})
+    return plain

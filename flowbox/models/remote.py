@@ -1,0 +1,109 @@
+"""A remote OpenAI-compatible chat model, with native function calling and SSE streaming."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+import httpx
+
+from ..config import RemoteModel
+from ..errors import ModelError
+from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall
+
+
+class RemoteChatModel:
+    def __init__(self, remote: RemoteModel, n_ctx: int = 8192, timeout: float = 120.0):
+        self.name = remote.name
+        self.remote = remote
+        self.n_ctx = n_ctx
+        headers = {"Authorization": f"Bearer {remote.api_key}"} if remote.api_key else {}
+        self._client = httpx.AsyncClient(base_url=remote.base_url, headers=headers, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return sum(len(json.dumps(m)) for m in messages) // 4  # an estimate; the server counts for real
+
+    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.remote.model,
+            "messages": [_wire(m) for m in request.messages],
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if request.stop:
+            payload["stop"] = request.stop
+        if request.seed is not None:
+            payload["seed"] = request.seed
+        if request.tools and request.tool_choice != "none":
+            payload["tools"] = [t.openai() for t in request.tools]
+            payload["tool_choice"] = request.tool_choice
+        return payload
+
+    async def stream(self, request: ChatRequest, key: str = "") -> AsyncIterator[Event]:
+        result = ChatResult(model=self.remote.model)
+        calls: dict[int, dict[str, Any]] = {}
+        texts: list[str] = []
+        try:
+            async with self._client.stream("POST", "/chat/completions", json=self._payload(request)) as response:
+                if response.status_code >= 400:
+                    body = (await response.aread()).decode("utf-8", "replace")[:300]
+                    raise ModelError(f"remote model {self.name} answered {response.status_code}: {body}")
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if chunk.get("usage"):
+                        result.prompt_tokens = chunk["usage"].get("prompt_tokens", 0)
+                        result.completion_tokens = chunk["usage"].get("completion_tokens", 0)
+                    for choice in chunk.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        if delta.get("content"):
+                            texts.append(delta["content"])
+                            yield TextDelta(delta["content"])
+                        for call in delta.get("tool_calls") or []:
+                            slot = calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+                            slot["id"] = call.get("id") or slot["id"]
+                            function = call.get("function") or {}
+                            slot["name"] += function.get("name") or ""
+                            slot["arguments"] += function.get("arguments") or ""
+                        if choice.get("finish_reason"):
+                            result.finish_reason = choice["finish_reason"]
+        except httpx.HTTPError as exc:
+            raise ModelError(f"remote model {self.name} is unreachable: {type(exc).__name__}") from exc
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"remote model {self.name} sent a malformed stream") from exc
+        result.text = "".join(texts)
+        for index in sorted(calls):
+            slot = calls[index]
+            try:
+                arguments = json.loads(slot["arguments"] or "{}")
+            except json.JSONDecodeError:
+                arguments = {}
+            result.tool_calls.append(ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=arguments))
+        if result.tool_calls:
+            result.finish_reason = "tool_calls"
+        if not result.completion_tokens:
+            result.completion_tokens = len(texts)
+        yield Done(result)
+
+
+def _wire(message: dict[str, Any]) -> dict[str, Any]:
+    """Our stored message shape → the OpenAI wire shape."""
+    out = {"role": message["role"], "content": message.get("content")}
+    if message.get("tool_calls"):
+        out["tool_calls"] = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+            for c in message["tool_calls"]
+        ]
+    if message["role"] == "tool":
+        out["tool_call_id"] = message.get("tool_call_id")
+        out["content"] = message.get("content") if isinstance(message.get("content"), str) else json.dumps(message.get("content"))
+    return out
