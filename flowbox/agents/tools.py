@@ -105,12 +105,19 @@ CALCULATOR = Tool(
         },
         examples=(("What is 12 * 7?", {"expression": "12 * 7"}), ("how much is 150 + 275 - 20", {"expression": "150 + 275 - 20"})),
         candidates=lambda text: {"expression": expressions_in(text)},
+        applies=lambda text: bool(expressions_in(text)),
     ),
     _calculator,
 )
 
 
 # -- date and time -------------------------------------------------------------------------
+
+_TIME_WORDS = re.compile(
+    r"\b(date|day|days|time|today|tonight|tomorrow|yesterday|week|weekday|month|year|clock|hour|now|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b",
+    re.IGNORECASE,
+)
 
 async def _datetime(args: dict[str, Any], ctx: ToolContext) -> Any:
     moment = dt.datetime.now(dt.timezone.utc)
@@ -128,6 +135,7 @@ DATETIME = Tool(
         description="Gives the current date, time (UTC) and day of the week.",
         parameters={"type": "object", "properties": {}, "additionalProperties": False},
         examples=(("What day is it today?", {}), ("what time is it now", {})),
+        applies=lambda text: bool(_TIME_WORDS.search(text)),
     ),
     _datetime,
 )

@@ -12,10 +12,12 @@ class ToolSpec:
     name: str
     description: str
     parameters: dict[str, Any]  # JSON schema of the arguments
-    examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (user text, arguments): few-shot for small models
+    examples: tuple[tuple[str, dict[str, Any]], ...] = ()  # (user text, arguments): shown to small models
     # Optional: argument values the request itself suggests (e.g. expressions found in the user's
     # text). A small local model copies these far more reliably than it writes them.
     candidates: Callable[[str], dict[str, list[Any]]] | None = None
+    # Optional precondition on the user's message; when it fails the tool is not offered.
+    applies: Callable[[str], bool] | None = None
 
     def openai(self) -> dict[str, Any]:
         return {"type": "function", "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}

@@ -63,12 +63,8 @@ def _stateful_llama_class():
     return StatefulLlama
 
 
-ROUTER_SYSTEM = (
-    "You decide whether the user's last message needs a tool. "
-    "Answer with JSON: {\"tool\": \"<name>\", \"arguments\": {...}} to call a tool, "
-    "or {\"tool\": \"none\"} when the message can be answered without one.\n"
-    "Tools:\n"
-)
+ROUTER_SYSTEM = "You are a router. Pick the tool that answers the user's message, or none.\nTools:\n"
+ROUTER_NONE = "- none: no tool is needed (greetings, general knowledge, chit-chat).\nAnswer in JSON."
 
 
 class LocalChatModel:
@@ -230,11 +226,12 @@ class LocalChatModel:
         from llama_cpp import LlamaGrammar
 
         user_text = _last_user_text(request.messages)
-        if not user_text:
+        tools = offered_tools(request.tools, user_text) if user_text else []
+        if not tools:
             return None, (0, 0)
-        schema = router_schema(request.tools, user_text)
+        schema = router_schema(tools, user_text)
         grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-        prompt = self.render(router_messages(request.tools, user_text))
+        prompt = self.render(router_messages(tools, user_text))
         tokens = self._tokens(prompt)
         self._check_context(len(tokens), 64)
         text, n_completion, _ = await self._generate(
@@ -250,21 +247,22 @@ class LocalChatModel:
         return ToolCall(id=short_id("call"), name=name, arguments=decision.get("arguments") or {}), (len(tokens), n_completion)
 
 
+def offered_tools(tools: list[ToolSpec], user_text: str) -> list[ToolSpec]:
+    """Tools whose precondition holds for this message: a tiny model over-calls tools, so one
+    that cannot apply (a calculator with no arithmetic in sight) is not offered at all."""
+    return [t for t in tools if t.applies is None or t.applies(user_text)]
+
+
 def router_messages(tools: list[ToolSpec], user_text: str) -> list[dict[str, Any]]:
-    """The router's prompt: the same system prompt and few-shot turns for every request with the
-    same tools, so its evaluated prefix is reused across threads; only the user text is new."""
+    """The router's prompt. Its system part depends only on the offered tools, so its evaluated
+    prefix is reused across threads; only the user text is new. (Few-shot examples as chat turns
+    made SmolLM2 copy the last one; examples inside the tool lines work.)"""
     lines = [ROUTER_SYSTEM]
     for tool in tools:
-        lines.append(f"- {tool.name}: {tool.description}")
-    messages: list[dict[str, Any]] = [{"role": "system", "content": "\n".join(lines)}]
-    for tool in tools:
-        for text, arguments in tool.examples:
-            messages.append({"role": "user", "content": text})
-            messages.append({"role": "assistant", "content": json.dumps({"tool": tool.name, "arguments": arguments})})
-    messages.append({"role": "user", "content": "Hello, how are you?"})
-    messages.append({"role": "assistant", "content": json.dumps({"tool": "none"})})
-    messages.append({"role": "user", "content": user_text})
-    return messages
+        examples = "; ".join(f'"{text}"' for text, _ in tool.examples)
+        lines.append(f"- {tool.name}: {tool.description}" + (f" For example: {examples}" if examples else "") + "\n")
+    lines.append(ROUTER_NONE)
+    return [{"role": "system", "content": "".join(lines)}, {"role": "user", "content": user_text}]
 
 
 def router_schema(tools: list[ToolSpec], user_text: str) -> dict[str, Any]:
