@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import socket
 
 import click
@@ -58,10 +59,16 @@ def serve(host, port, log_level, config_path, data_dir):
     from ..app import create_app
 
     app = create_app(cfg)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit 0, not -15.
+    signal.signal(signal.SIGTERM, stop)
     try:
         uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False, timeout_graceful_shutdown=10)
     except StartupError as exc:
         fail(str(exc))
-    except KeyboardInterrupt:  # pragma: no cover
+    except KeyboardInterrupt:
         pass
     asyncio.set_event_loop(None)

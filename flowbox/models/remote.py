@@ -39,6 +39,8 @@ class RemoteChatModel:
             payload["stop"] = request.stop
         if request.seed is not None:
             payload["seed"] = request.seed
+        if request.json_schema:
+            payload["response_format"] = {"type": "json_schema", "json_schema": {"name": "answer", "schema": request.json_schema}}
         if request.tools and request.tool_choice != "none":
             payload["tools"] = [t.openai() for t in request.tools]
             payload["tool_choice"] = request.tool_choice
@@ -90,8 +92,10 @@ class RemoteChatModel:
             result.tool_calls.append(ToolCall(id=slot["id"] or f"call_{index}", name=slot["name"], arguments=arguments))
         if result.tool_calls:
             result.finish_reason = "tool_calls"
-        if not result.completion_tokens:
+        if not result.completion_tokens:  # servers that ignore stream_options send no usage
             result.completion_tokens = len(texts)
+        if not result.prompt_tokens:
+            result.prompt_tokens = self.count_tokens(request.messages)
         yield Done(result)
 
 
