@@ -113,7 +113,7 @@ def _wait_up(proc: subprocess.Popen, port: int) -> list[str]:
     while time.time() < deadline:
         line = proc.stdout.readline()
         lines.append(line)
-        if "Application startup complete" in line:
+        if "Uvicorn running on" in line:
             return lines
         if proc.poll() is not None:
             break

@@ -39,7 +39,7 @@ def start_server(data_dir: Path, models_dir: Path, port: int) -> tuple[subproces
         match = re.search(r"First API key .*: (fbx_\S+)", line)
         if match:
             key = match.group(1)
-        if "Application startup complete" in line:
+        if "Uvicorn running on" in line:
             break
     threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
     return proc, key
