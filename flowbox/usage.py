@@ -1,17 +1,28 @@
-"""Credits: what an agent call costs, and whether an org may spend."""
+"""Credits: what an agent call costs, whether an org may spend, balances, and the usage ledger.
+
+The ledger is the ``runs`` table: one row per agent call with the credits it was charged.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import math
+from typing import Any
 
 from .db import Store, Tx
+from .ids import iso
 
-TOKENS_PER_CREDIT = 1000
+DEFAULT_TOKENS_PER_CREDIT = 1000
+DEFAULT_MIN_CREDITS = 1
 
 
-def credits_for(prompt_tokens: int, completion_tokens: int) -> int:
-    """One credit per started 1,000 tokens, at least one per call."""
-    return max(1, math.ceil((prompt_tokens + completion_tokens) / TOKENS_PER_CREDIT))
+def credits_for(prompt_tokens: int, completion_tokens: int, config: Any = None) -> int:
+    """The configured rule: one credit per started ``tokens_per_credit`` tokens, at least
+    ``min_credits_per_call`` (``tokens_per_credit = 0``: a flat ``min_credits_per_call``)."""
+    per = getattr(config, "tokens_per_credit", DEFAULT_TOKENS_PER_CREDIT)
+    least = getattr(config, "min_credits_per_call", DEFAULT_MIN_CREDITS)
+    by_tokens = math.ceil((prompt_tokens + completion_tokens) / per) if per else 0
+    return max(least, by_tokens)
 
 
 async def has_credits(store: Store, org_id: str) -> bool:
@@ -22,3 +33,54 @@ async def has_credits(store: Store, org_id: str) -> bool:
 async def charge(tx: Tx, org_id: str, credits: float) -> None:
     """Deducts from a limited balance (NULL means unlimited), inside the run's transaction."""
     await tx.execute("UPDATE orgs SET credits = MAX(credits - ?, 0) WHERE id = ? AND credits IS NOT NULL", [credits, org_id])
+
+
+def number(value: float | None) -> int | float | None:
+    """Whole credits print as integers."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+async def balance(store: Store, org_id: str) -> dict:
+    """The org's balance (``credits`` None = unlimited) and what it has spent."""
+    row = await store.fetchone(
+        "SELECT o.id, o.name, o.credits, (SELECT COALESCE(SUM(credits), 0) FROM runs WHERE org_id = o.id AND credits > 0) AS used "
+        "FROM orgs o WHERE o.id = ?",
+        [org_id],
+    )
+    if row is None:
+        raise LookupError(f"no org with id {org_id}")
+    return {"org_id": row["id"], "name": row["name"], "credits": number(row["credits"]),
+            "unlimited": row["credits"] is None, "used_credits": number(float(row["used"]))}
+
+
+async def set_credits(store: Store, org_id: str, credits: float | None, add: bool = False) -> dict:
+    """Sets the balance (None: unlimited), or adds to it when ``add`` (to an unlimited balance: no change)."""
+    if credits is not None and (not math.isfinite(credits) or (credits < 0 and not add)):
+        raise ValueError("credits must be a finite number, at least 0")
+    async with store.write() as tx:
+        if add:
+            changed = await tx.execute("UPDATE orgs SET credits = MAX(credits + ?, 0) WHERE id = ? AND credits IS NOT NULL", [credits, org_id])
+            changed = changed or bool(await tx.fetchone("SELECT 1 FROM orgs WHERE id = ?", [org_id]))
+        else:
+            changed = await tx.execute("UPDATE orgs SET credits = ? WHERE id = ?", [credits, org_id])
+        if not changed:
+            raise LookupError(f"no org with id {org_id}")
+    return await balance(store, org_id)
+
+
+async def daily_credits(store: Store, agent_id: str, start: dt.date, end: dt.date, since: dt.date | None = None) -> dict[str, float]:
+    """Credits charged per UTC day (``YYYY-MM-DD``) for an agent's calls from ``start`` to ``end``
+    inclusive, counting only positive charges and only from ``since``; days without any are absent."""
+    first = max(start, since) if since else start
+    if first > end:
+        return {}
+    rows = await store.fetchall(
+        "SELECT substr(created_at, 1, 10) AS day, SUM(credits) AS used FROM runs "
+        "WHERE agent_id = ? AND credits > 0 AND created_at >= ? AND created_at < ? GROUP BY day",
+        [agent_id, iso(_midnight(first)), iso(_midnight(end + dt.timedelta(days=1)))],
+    )
+    return {r["day"]: r["used"] for r in rows}
+
+
+def _midnight(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)

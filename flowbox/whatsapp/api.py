@@ -1,0 +1,68 @@
+"""WhatsApp routes: the documented template send, and admin endpoints for the connection."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, delete, get, post, put
+
+from ..errors import ApiError, error
+from ..http import json_body, require_key, services_of
+from ..usage_api import owned_agent, require_agent_id
+from . import cloud
+from . import store as wa_store
+
+NOT_CONNECTED = ("WhatsApp connection not found", "No WhatsApp connection found for this agent")
+
+
+@post("/api/public/agent/{agent_id:str}/waba", summary="Send a WhatsApp template message")
+async def send_template(request: Request, agent_id: str) -> Response:
+    principal = await require_key(request)
+    agent_id = require_agent_id(agent_id)
+    services = services_of(request)
+    message = cloud.parse_send(await json_body(request))
+    await owned_agent(services, principal, agent_id)
+    connection = await wa_store.connection_for(services.store, principal.org_id, agent_id)
+    if connection is None:
+        raise error(404, *NOT_CONNECTED)
+    record = {"org_id": principal.org_id, "agent_id": agent_id, "connection_id": connection["id"], "recipient": message.recipient,
+              "customer_name": message.customer_name, "template_name": message.template_name, "language": message.language}
+    try:
+        status, reply = await cloud.send(services.config, connection, message)
+    except ApiError as exc:
+        await wa_store.log_send(services.store, **record, status="failed", http_status=exc.status, error=exc.body.get("message"))
+        raise
+    ids = [m.get("id") for m in reply.get("messages") or [] if isinstance(m, dict)]
+    await wa_store.log_send(services.store, **record, status="sent", http_status=status, message_id=ids[0] if ids else None)
+    return Response(reply, status_code=200)
+
+
+@post("/api/public/agent/waba", include_in_schema=False)
+async def send_template_without_id(request: Request) -> Response:
+    """``/api/public/agent//waba`` (an empty agent_id) arrives here once the path is normalised."""
+    await require_key(request)
+    require_agent_id("")
+    raise AssertionError("unreachable")
+
+
+@get("/api/public/waba/connection", summary="The organisation's WhatsApp connections (admin; tokens masked)")
+async def get_connections(request: Request) -> dict[str, Any]:
+    principal = await require_key(request)
+    return {"connections": await wa_store.list_connections(services_of(request).store, principal.org_id)}
+
+
+@put("/api/public/waba/connection", summary="Create or replace a WhatsApp connection (admin)")
+async def put_connection(request: Request) -> dict[str, Any]:
+    principal = await require_key(request)
+    return await wa_store.save_connection(services_of(request).store, principal.org_id, await json_body(request))
+
+
+@delete("/api/public/waba/connection", summary="Remove a WhatsApp connection (admin; ?agent_id= for an agent's own)", status_code=200)
+async def delete_connection(request: Request) -> dict[str, Any]:
+    principal = await require_key(request)
+    if not await wa_store.delete_connection(services_of(request).store, principal.org_id, request.query_params.get("agent_id")):
+        raise error(404, *NOT_CONNECTED)
+    return {"message": "WhatsApp connection deleted successfully"}
+
+
+ROUTES = [send_template, send_template_without_id, get_connections, put_connection, delete_connection]
