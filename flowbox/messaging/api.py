@@ -1,0 +1,313 @@
+"""Messaging routes: REST v1 (``/rest/v1/...``, a project's bearer token) and the Management
+API (``/v1/projects/...``, the project's token or an org API key). A thin layer over the
+plain functions in this package; every error is ``{"status": "error", "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from litestar import Request, delete, get, patch, post, put
+from litestar.response import File
+
+from .. import orgs
+from ..http import presented_key, services_of
+from ..services import Services
+from . import conversation, flows, projects, socket_api, sockets, threads, webhooks
+from .common import rest_error
+from .flows import MAX_PAUSE_SECONDS
+from .incoming import check_thread_id, from_rest
+from .media import forget_project, get_media, is_multipart, message_body, read_json, upload_message
+
+OK = {"status": "ok"}
+IMPORT_MAX_BYTES = 16 << 20
+
+
+# -- auth and query parameters ----------------------------------------------------------------
+
+async def rest_project(request: Request) -> dict[str, Any]:
+    """REST v1: the project whose token is presented (``Authorization: Bearer <token>``)."""
+    token = presented_key(request)
+    if not token:
+        raise rest_error(401, "Authorization header with the project's API token is required")
+    project = await projects.by_token(services_of(request).store, token)
+    if project is None:
+        raise rest_error(401, "Invalid API token")
+    return project
+
+
+async def managed_project(request: Request, project_id: str) -> dict[str, Any]:
+    """Management API: the project, reached with its own token or an API key of its org."""
+    token = presented_key(request)
+    if not token:
+        raise rest_error(401, "Authorization header with a bearer token is required")
+    store = services_of(request).store
+    project = await projects.by_token(store, token)
+    if project is not None:
+        if project["id"] != project_id:
+            raise rest_error(403, "This token belongs to another project")
+        return project
+    principal = await orgs.authenticate(store, token)
+    if principal is None:
+        raise rest_error(401, "Invalid API token")
+    project = await projects.get_project(store, project_id)
+    if project is None or project["org_id"] != principal.org_id:
+        raise rest_error(404, "Project not found")
+    return project
+
+
+async def org_of(request: Request) -> str:
+    token = presented_key(request)
+    principal = await orgs.authenticate(services_of(request).store, token) if token else None
+    if principal is None:
+        raise rest_error(401, "An API key of the organisation is required")
+    return principal.org_id
+
+
+def int_param(request: Request, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise rest_error(400, f"{name} must be a whole number of at least {minimum}{upper}")
+    return value
+
+
+def is_sync(request: Request) -> bool:
+    return request.query_params.get("sync", "").lower() in ("true", "1", "yes")
+
+
+async def optional_json(request: Request) -> Any:
+    raw = await request.body() if int(request.headers.get("content-length") or 0) else b""
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise rest_error(400, f"The request body is not valid JSON: {exc}") from None
+
+
+async def _known_thread(services: Services, project: dict[str, Any], thread_id: str) -> dict[str, Any]:
+    check_thread_id(thread_id)
+    thread = await threads.get_thread(services.store, project["id"], thread_id)
+    if thread is None:
+        raise rest_error(404, f"Thread not found: no messages for threadId {thread_id}")
+    return thread
+
+
+async def _answer(request: Request, project: dict[str, Any], sync_body: dict[str, Any], event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """With ``sync=true`` the answer is ``{"status": "ok", **sync_body}``; without, ``{"status": "ok"}``
+    and ``payload`` goes to the webhook as ``event_type`` ("you call us, we'll call you")."""
+    if is_sync(request):
+        return {"status": "ok", **sync_body}
+    services = services_of(request)
+    if project.get("webhook_url"):
+        async with services.store.write() as tx:
+            await webhooks.emit(tx, project, event_type, payload)
+        webhooks.wake(services)
+    return OK
+
+
+# -- REST v1 ----------------------------------------------------------------------------------
+
+@post("/rest/v1/messages/{thread_id:str}", status_code=200, request_max_body_size=None, summary="Send a message (text, event, location, media)")
+async def send_message(request: Request, thread_id: str) -> dict[str, Any]:
+    project = await rest_project(request)
+    services = services_of(request)
+    check_thread_id(thread_id)
+    if is_multipart(request):
+        async def parse(fields: dict[str, str], upload: dict[str, Any] | None) -> tuple[dict, Any]:
+            return project, from_rest(message_body(fields), upload)
+
+        _, incoming = await upload_message(request, services, parse)
+    else:
+        incoming = from_rest(await read_json(request, services.config.max_body_bytes))
+    await conversation.handle(services, project, thread_id, incoming)
+    return OK
+
+
+@get("/rest/v1/messages/{thread_id:str}", summary="A thread's message history (20 per page)")
+async def message_history(request: Request, thread_id: str) -> dict[str, Any]:
+    project = await rest_project(request)
+    services = services_of(request)
+    await _known_thread(services, project, thread_id)
+    page = int_param(request, "page", 1, 1, 1_000_000)
+    result = await threads.history_page(services.store, project["id"], thread_id, page)
+    return await _answer(request, project, {"result": result}, "thread.history", result)
+
+
+@get("/rest/v1/businesshours", summary="The project's business hours")
+async def business_hours(request: Request) -> dict[str, Any]:
+    project = await rest_project(request)
+    hours = {"businessHours": project["business_hours"]}
+    return await _answer(request, project, hours, "businesshours", hours)
+
+
+@post("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Pause the bot on a thread")
+async def pause(request: Request, thread_id: str) -> dict[str, Any]:
+    project = await rest_project(request)
+    services = services_of(request)
+    body = await optional_json(request)
+    seconds = body.get("secondsToPause") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or (seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
+                                                               or not 0 <= seconds <= MAX_PAUSE_SECONDS)):
+        raise rest_error(400, f"The body must be an object; secondsToPause, when given, a whole number of seconds up to {MAX_PAUSE_SECONDS}")
+    await _known_thread(services, project, thread_id)
+    await conversation.set_paused(services, project, thread_id, True, seconds or None)
+    return OK
+
+
+@delete("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Resume the bot on a thread")
+async def resume(request: Request, thread_id: str) -> dict[str, Any]:
+    project = await rest_project(request)
+    services = services_of(request)
+    await _known_thread(services, project, thread_id)
+    await conversation.set_paused(services, project, thread_id, False)
+    return OK
+
+
+@get("/rest/v1/pause/{thread_id:str}", summary="Whether the bot is paused on a thread")
+async def pause_status(request: Request, thread_id: str) -> dict[str, Any]:
+    project = await rest_project(request)
+    services = services_of(request)
+    thread = await _known_thread(services, project, thread_id)
+    paused = threads.paused_now(thread)
+    # ``isPaued`` is the document's spelling, which existing clients read; ``isPaused`` is offered beside it.
+    status = {"isPaued": paused, "isPaused": paused, "threadId": thread_id}
+    return await _answer(request, project, status, "control.status", status)
+
+
+@get("/rest/v1/media/{media_id:str}", summary="An uploaded media file (the id is the capability)")
+async def media_file(request: Request, media_id: str) -> File:
+    media = await get_media(services_of(request).store, media_id)
+    if media is None or not Path(media["path"]).is_file():
+        raise rest_error(404, "Media not found")
+    return File(media["path"], media_type=media["mimetype"], filename=media["name"], content_disposition_type="inline")
+
+
+# -- Management API: projects ----------------------------------------------------------------
+
+@get("/v1/projects", summary="List the organisation's messaging projects")
+async def list_projects(request: Request) -> list[dict[str, Any]]:
+    org_id = await org_of(request)
+    return [projects.public(p) for p in await projects.list_projects(services_of(request).store, org_id)]
+
+
+@post("/v1/projects", status_code=201, summary="Create a messaging project (its token is shown once)")
+async def create_project(request: Request) -> dict[str, Any]:
+    org_id = await org_of(request)
+    services = services_of(request)
+    body = await read_json(request, services.config.max_body_bytes)
+    if not isinstance(body, dict):
+        raise rest_error(400, "The request body must be a JSON object")
+    settings = {k: v for k, v in body.items() if k != "name"}
+    project, token = await projects.create_project(services.store, org_id, body.get("name"), settings,
+                                                   allow_private=services.config.allow_private_outbound)
+    return {**projects.public(project), "token": token}
+
+
+@get("/v1/projects/{project_id:str}", summary="A messaging project and its settings")
+async def get_project(request: Request, project_id: str) -> dict[str, Any]:
+    return projects.public(await managed_project(request, project_id))
+
+
+@patch("/v1/projects/{project_id:str}", summary="Change a project's settings")
+async def update_project(request: Request, project_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    services = services_of(request)
+    body = await read_json(request, services.config.max_body_bytes)
+    project = await projects.update_project(services.store, project_id, body, allow_private=services.config.allow_private_outbound)
+    if project is None:
+        raise rest_error(404, "Project not found")
+    return projects.public(project)
+
+
+@delete("/v1/projects/{project_id:str}", status_code=200, summary="Delete a project with its flows and threads")
+async def delete_project(request: Request, project_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    services = services_of(request)
+    await projects.delete_project(services.store, project_id)
+    conversation.forget(services, project_id)
+    await asyncio.to_thread(forget_project, services.config.data_path, project_id)
+    return OK
+
+
+@post("/v1/projects/{project_id:str}/token", status_code=200, summary="Replace the project's API token")
+async def rotate_token(request: Request, project_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    return {"status": "ok", "token": await projects.rotate_token(services_of(request).store, project_id)}
+
+
+# -- Management API: flows -------------------------------------------------------------------
+
+@get("/v1/projects/{project_id:str}/flows", summary="List all Flows (limit, skip)")
+async def list_flows(request: Request, project_id: str) -> list[dict[str, Any]]:
+    await managed_project(request, project_id)
+    limit = int_param(request, "limit", None, 1, 1000)
+    skip = int_param(request, "skip", 0, 0, 1_000_000_000)
+    return [flows.list_view(f) for f in await flows.list_flows(services_of(request).store, project_id, limit, skip)]
+
+
+@post("/v1/projects/{project_id:str}/flows", status_code=201, summary="Create a Flow")
+async def create_flow(request: Request, project_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    services = services_of(request)
+    return await flows.create_flow(services.store, project_id, await read_json(request, services.config.max_body_bytes))
+
+
+@post("/v1/projects/{project_id:str}/flows/import", status_code=200, request_max_body_size=None,
+      summary="Import Flows (one, a list, or an export); replace=true deletes flows not in it")
+async def import_flows(request: Request, project_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    document = await read_json(request, IMPORT_MAX_BYTES)
+    replace = request.query_params.get("replace", "").lower() in ("true", "1", "yes")
+    return {"status": "ok", **await flows.import_flows(services_of(request).store, project_id, document, replace)}
+
+
+@get("/v1/projects/{project_id:str}/flows/export", summary="Export every Flow of the project")
+async def export_flows(request: Request, project_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    return await flows.export_flows(services_of(request).store, project_id)
+
+
+@get("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="A Flow")
+async def get_flow(request: Request, project_id: str, flow_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    flow = await flows.get_flow(services_of(request).store, project_id, flow_id)
+    if flow is None:
+        raise rest_error(404, "Flow not found")
+    return flow
+
+
+@put("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="Replace a Flow")
+async def replace_flow(request: Request, project_id: str, flow_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    services = services_of(request)
+    flow = await flows.replace_flow(services.store, project_id, flow_id, await read_json(request, services.config.max_body_bytes))
+    if flow is None:
+        raise rest_error(404, "Flow not found")
+    return flow
+
+
+@delete("/v1/projects/{project_id:str}/flows/{flow_id:str}", status_code=200, summary="Delete a Flow")
+async def delete_flow(request: Request, project_id: str, flow_id: str) -> dict[str, Any]:
+    await managed_project(request, project_id)
+    if not await flows.delete_flow(services_of(request).store, project_id, flow_id):
+        raise rest_error(404, "Flow not found")
+    return OK
+
+
+# The socket channel lives in its own modules (``socket_api``: /socket.info and the SDK's calls; ``sockets``: /ws/<token>).
+ROUTES = socket_api.ROUTES + sockets.ROUTES + [
+    send_message, message_history, business_hours, pause, resume, pause_status, media_file,
+    list_projects, create_project, get_project, update_project, delete_project, rotate_token,
+    list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow,
+]

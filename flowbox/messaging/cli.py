@@ -1,0 +1,255 @@
+"""``flowbox projects`` and ``flowbox flows``: the same functions the Management API calls."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..cli.common import config_options, fail, load_config, output
+from ..cli.common import with_store as _with_store
+from ..cli.keys import _org_id
+from ..errors import ApiError
+from . import flows as flows_mod
+from . import projects as projects_mod
+from .media import forget_project
+
+COLUMNS = ["projectId", "name", "clientId", "tokenPrefix", "webhookUrl", "agentId"]
+FLOW_COLUMNS = ["flowId", "title", "group", "disabled", "steps"]
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(projects)
+    cli.add_command(flows)
+
+
+def with_store(cfg, fn):
+    try:
+        return _with_store(cfg, fn)
+    except ApiError as exc:
+        problems = exc.body.get("errors") or []
+        for problem in problems[1:]:
+            click.echo(f"  {problem['path']}: {problem['message']}", err=True)
+        fail(exc.body.get("message") or str(exc.body))
+
+
+def json_option(fn):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(fn)
+
+
+def setting_options(fn):
+    for option in reversed([
+        click.option("--webhook-url", default=None, help="Where replies and events are POSTed ('' to clear)."),
+        click.option("--verify-token", default=None, help="Sent as verifyToken with every webhook call, and signs it."),
+        click.option("--agent", "agent_id", default=None, help="Agent id answering UNKNOWN messages ('' to clear)."),
+        click.option("--business-hours", "hours_file", type=click.File("r"), default=None,
+                     help="JSON file with the businessHours list."),
+        click.option("--outside-hours-event", default=None, help="Event fired for messages outside business hours ('' to clear)."),
+        click.option("--threshold", type=float, default=None, help="Intent match threshold, 0-1 (default: server setting)."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
+def _settings(webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold) -> dict:
+    settings = {"webhookUrl": webhook_url, "webhookVerifyToken": verify_token, "agentId": agent_id,
+                "outsideHoursEvent": outside_hours_event, "intentThreshold": threshold}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if hours_file is not None:
+        try:
+            settings["businessHours"] = json.load(hours_file)
+        except json.JSONDecodeError as exc:
+            fail(f"{hours_file.name} is not valid JSON: {exc}")
+    return settings
+
+
+async def _project(store, project_id: str) -> dict:
+    project = await projects_mod.get_project(store, project_id)
+    if project is None:
+        raise LookupError(f"no project with id {project_id}")
+    return project
+
+
+@click.group()
+def projects() -> None:
+    """Messaging projects: flows, threads, webhook and business hours."""
+
+
+@projects.command("create")
+@click.argument("name")
+@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
+@setting_options
+@json_option
+@config_options
+def projects_create(name, org_id, webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold, as_json, config_path, data_dir):
+    """Create a project. Its API token is printed once."""
+    cfg = load_config(config_path, data_dir=data_dir)
+    settings = _settings(webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold)
+
+    async def go(store):
+        project, token = await projects_mod.create_project(store, await _org_id(store, org_id), name, settings,
+                                                           allow_private=cfg.allow_private_outbound)
+        return {**projects_mod.public(project), "token": token}
+
+    record = with_store(cfg, go)
+    if as_json:
+        output(record, True)
+    else:
+        click.echo(f"API token (shown once, store it now): {record['token']}")
+        click.echo(f"projectId: {record['projectId']}  clientId: {record['clientId']}  name: {record['name']}")
+
+
+@projects.command("list")
+@click.option("--org", "org_id", default=None, help="Only this org's projects.")
+@json_option
+@config_options
+def projects_list(org_id, as_json, config_path, data_dir):
+    """List projects."""
+    cfg = load_config(config_path, data_dir=data_dir)
+
+    async def go(store):
+        return [projects_mod.public(p) for p in await projects_mod.list_projects(store, org_id)]
+
+    output(with_store(cfg, go), as_json, COLUMNS)
+
+
+@projects.command("show")
+@click.argument("project_id")
+@json_option
+@config_options
+def projects_show(project_id, as_json, config_path, data_dir):
+    """A project and its settings."""
+    cfg = load_config(config_path, data_dir=data_dir)
+
+    async def go(store):
+        return projects_mod.public(await _project(store, project_id))
+
+    output(with_store(cfg, go), as_json, COLUMNS)
+
+
+@projects.command("update")
+@click.argument("project_id")
+@click.option("--name", default=None)
+@setting_options
+@json_option
+@config_options
+def projects_update(project_id, name, webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold, as_json, config_path, data_dir):
+    """Change a project's name or settings."""
+    cfg = load_config(config_path, data_dir=data_dir)
+    settings = _settings(webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold)
+    if name is not None:
+        settings["name"] = name
+
+    async def go(store):
+        await _project(store, project_id)
+        return projects_mod.public(await projects_mod.update_project(store, project_id, settings, allow_private=cfg.allow_private_outbound))
+
+    output(with_store(cfg, go), as_json, COLUMNS)
+
+
+@projects.command("token")
+@click.argument("project_id")
+@json_option
+@config_options
+def projects_token(project_id, as_json, config_path, data_dir):
+    """Replace a project's API token (the old one stops working). Printed once."""
+    cfg = load_config(config_path, data_dir=data_dir)
+
+    async def go(store):
+        await _project(store, project_id)
+        return {"projectId": project_id, "token": await projects_mod.rotate_token(store, project_id)}
+
+    record = with_store(cfg, go)
+    output(record, True) if as_json else click.echo(f"API token (shown once, store it now): {record['token']}")
+
+
+@projects.command("delete")
+@click.argument("project_id")
+@json_option
+@config_options
+def projects_delete(project_id, as_json, config_path, data_dir):
+    """Delete a project with its flows, threads and history."""
+    cfg = load_config(config_path, data_dir=data_dir)
+    deleted = with_store(cfg, lambda store: projects_mod.delete_project(store, project_id))
+    if not deleted:
+        fail(f"no project with id {project_id}")
+    forget_project(cfg.data_path, project_id)
+    output({"projectId": project_id, "deleted": True}, as_json)
+
+
+@click.group()
+def flows() -> None:
+    """Author a project's flows: import, export, list, delete."""
+
+
+def project_option(fn):
+    return click.option("--project", "project_id", required=True, help="Project id.")(fn)
+
+
+@flows.command("import")
+@click.argument("file", type=click.File("r"))
+@project_option
+@click.option("--replace", is_flag=True, help="Delete the project's flows that the file does not hold.")
+@json_option
+@config_options
+def flows_import(file, project_id, replace, as_json, config_path, data_dir):
+    """Import FILE: one Flow, a list of Flows, or an export ({"flows": [...]}). All or nothing."""
+    cfg = load_config(config_path, data_dir=data_dir)
+    try:
+        document = json.load(file)
+    except json.JSONDecodeError as exc:
+        fail(f"{file.name} is not valid JSON: {exc}")
+
+    async def go(store):
+        await _project(store, project_id)
+        return await flows_mod.import_flows(store, project_id, document, replace)
+
+    result = with_store(cfg, go)
+    if as_json:
+        output(result, True)
+    else:
+        click.echo(f"created {len(result['created'])}, updated {len(result['updated'])}, deleted {len(result['deleted'])} flows")
+
+
+@flows.command("export")
+@project_option
+@click.option("-o", "--output", "out", type=click.File("w"), default="-", help="File to write (default: stdout).")
+@config_options
+def flows_export(project_id, out, config_path, data_dir):
+    """Write every flow of a project as JSON (what ``flows import`` reads)."""
+    cfg = load_config(config_path, data_dir=data_dir)
+
+    async def go(store):
+        await _project(store, project_id)
+        return await flows_mod.export_flows(store, project_id)
+
+    out.write(json.dumps(with_store(cfg, go), indent=2) + "\n")
+
+
+@flows.command("list")
+@project_option
+@json_option
+@config_options
+def flows_list(project_id, as_json, config_path, data_dir):
+    """List a project's flows."""
+    cfg = load_config(config_path, data_dir=data_dir)
+
+    async def go(store):
+        await _project(store, project_id)
+        return await flows_mod.list_flows(store, project_id)
+
+    rows = with_store(cfg, go)
+    output(rows if as_json else [{**f, "steps": len(f["steps"])} for f in rows], as_json, FLOW_COLUMNS)
+
+
+@flows.command("delete")
+@click.argument("flow_id")
+@project_option
+@json_option
+@config_options
+def flows_delete(flow_id, project_id, as_json, config_path, data_dir):
+    """Delete a flow."""
+    cfg = load_config(config_path, data_dir=data_dir)
+    if not with_store(cfg, lambda store: flows_mod.delete_flow(store, project_id, flow_id)):
+        fail(f"no flow {flow_id} in project {project_id}")
+    output({"flowId": flow_id, "deleted": True}, as_json)

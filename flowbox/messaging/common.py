@@ -1,0 +1,26 @@
+"""What every messaging module shares: the REST error shape and the bot's originator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import ApiError
+
+# The engine speaks as this originator; the id keeps the value widgets written for the
+# original service already know.
+BOT_ORIGINATOR: dict[str, Any] = {"userId": "flowai|system", "name": "system", "role": "bot", "profile": {}}
+
+
+def rest_error(status: int, message: str, **extra: Any) -> ApiError:
+    """Messaging errors mirror the documented ``{"status": "ok"}`` answers:
+    ``{"status": "error", "message": ...}`` (plus details such as ``errors`` for flows)."""
+    return ApiError(status, {"status": "error", "message": message, **extra})
+
+
+def is_str(value: Any, max_len: int = 255, allow_empty: bool = False) -> bool:
+    return isinstance(value, str) and len(value) <= max_len and (allow_empty or bool(value.strip()))
+
+
+def public_base(request: Any, config: Any) -> str:
+    """How clients reach flowbox: the ``public_url`` setting, else the request's own scheme and host."""
+    return config.public_url.rstrip("/") or str(request.base_url).rstrip("/")

@@ -1,0 +1,298 @@
+"""One incoming message end to end; the entry point every channel (REST now, sockets next) calls.
+
+``handle(services, project, thread_id, incoming)``: under a per-thread lock, run the engine
+(unless the thread is paused or the sender is a human agent), then store the user's message,
+the replies, the new thread state and the webhook events in one transaction, then publish the
+same events on the hub. A reply that needs the fallback agent (an LLM) is produced in the
+background and goes out the same way when it is ready.
+
+A socket subscribed to the thread (``hub_of(services).subscribe(project_id, thread_id)``) gets
+every event of this call and of any other channel; the returned ``Outcome`` serves a caller that
+is not subscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from ..ids import short_id
+from ..orgs import Principal
+from ..services import Services
+from . import threads, webhooks
+from .common import BOT_ORIGINATOR
+from .engine import Decision, Graph, Input, build_graph, decide, unknown_reply
+from .flows import list_flows
+from .hours import is_open
+from .hub import hub_of
+from .incoming import Incoming
+from .matcher import embeddings_of
+
+log = logging.getLogger("flowbox.messaging")
+_AGENT_THREAD_NS = uuid.UUID("0b8f61a2-3c1e-4b8e-9a57-8d2b6f0e4c11")
+
+
+@dataclass
+class Outcome:
+    """What one message led to (the socket channel answers from it)."""
+
+    delivered: dict[str, Any]
+    reply: dict[str, Any] | None = None     # the message.received payload, if the engine answered now
+    paused: bool = False
+    agent_pending: bool = False             # the fallback agent's answer follows later
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+# -- per-thread locks and compiled flows -------------------------------------------------------
+
+class _Locks:
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], list] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
+        entry = self._locks.setdefault(key, [asyncio.Lock(), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                self._locks.pop(key, None)
+
+
+def thread_lock(services: Services, project_id: str, thread_id: str):
+    """Messages of one thread are handled one at a time, in arrival order."""
+    locks = services.extras.setdefault("messaging_locks", _Locks())
+    return locks.hold((project_id, thread_id))
+
+
+async def graph_for(services: Services, project: dict[str, Any]) -> Graph:
+    """The project's flows compiled for the engine, cached per flow version."""
+    cache: dict[str, Graph] = services.extras.setdefault("messaging_graphs", {})
+    graph = cache.get(project["id"])
+    if graph is None or graph.version != project["flows_version"]:
+        compile_locks = services.extras.setdefault("messaging_compile_locks", {})
+        async with compile_locks.setdefault(project["id"], asyncio.Lock()):
+            row = await services.store.fetchone("SELECT flows_version FROM msg_projects WHERE id = ?", [project["id"]])
+            version = row["flows_version"] if row else project["flows_version"]
+            graph = cache.get(project["id"])
+            if graph is None or graph.version != version:
+                graph = build_graph(await list_flows(services.store, project["id"]), version)
+                await graph.index.attach(embeddings_of(services))
+                cache[project["id"]] = graph
+    elif graph.index.matrix is None and graph.index.texts:
+        await graph.index.attach(embeddings_of(services))  # the embedder was unavailable; retried at most once a minute
+    return graph
+
+
+def forget(services: Services, project_id: str) -> None:
+    """Drops a deleted project's compiled flows."""
+    services.extras.get("messaging_graphs", {}).pop(project_id, None)
+
+
+def threshold_of(services: Services, project: dict[str, Any]) -> float:
+    value = project.get("intent_threshold")
+    return value if value is not None else services.config.messaging_intent_threshold / 100
+
+
+def reply_payload(thread_id: str, messages: list[dict[str, Any]], trace_id: Any, originator: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``message.received`` (socket) / ``message.reply`` (webhook) payload."""
+    payload: dict[str, Any] = {"threadId": thread_id, "messages": messages, "originator": originator or BOT_ORIGINATOR}
+    if trace_id is not None:
+        payload["traceId"] = trace_id
+    return payload
+
+
+class _Events:
+    """Webhook events queued in the transaction, and the same events for the hub after it."""
+
+    def __init__(self, tx, project: dict[str, Any]):
+        self.tx, self.project = tx, project
+        self.hub: list[dict[str, Any]] = []
+
+    async def add(self, hub_type: str, webhook_type: str, payload: dict[str, Any]) -> None:
+        await webhooks.emit(self.tx, self.project, webhook_type, payload)
+        self.hub.append({"type": hub_type, "payload": payload})
+
+
+def _publish(services: Services, project_id: str, thread_id: str, events: list[dict[str, Any]]) -> None:
+    webhooks.wake(services)
+    hub = hub_of(services)
+    for event in events:
+        hub.publish(project_id, thread_id, event)
+
+
+async def _pause_events(events: _Events, thread_id: str, paused: bool, seconds: int | None = None, reason: str = "api") -> None:
+    if paused:
+        await events.add("control.pause", "control.pause", {"threadId": thread_id, "isPaused": True, "secondsToPause": seconds or 0, "reason": reason})
+    else:
+        await events.add("control.resume", "control.resume", {"threadId": thread_id, "isPaused": False, "reason": reason})
+
+
+# -- the message path -------------------------------------------------------------------------
+
+def _engine_input(project: dict[str, Any], incoming: Incoming) -> Input:
+    inp = incoming.engine_input()
+    event = project.get("outside_hours_event")
+    if event and incoming.kind in ("text", "location", "media") and not is_open(project["business_hours"]):
+        # Outside business hours the configured event answers instead of the flows.
+        inp = Input(kind="event", event=event, reply_to=inp.reply_to, params=inp.params,
+                    turn_params={**inp.turn_params, "event": [{"type": "custom", "value": {"name": event}}],
+                                 "businessHours": [{"value": "closed"}]})
+    return inp
+
+
+async def handle(services: Services, project: dict[str, Any], thread_id: str, incoming: Incoming) -> Outcome:
+    if incoming.from_moderator:
+        return await moderator_reply(services, project, thread_id, incoming)
+    store = services.store
+    async with thread_lock(services, project["id"], thread_id):
+        thread = await threads.get_thread(store, project["id"], thread_id)
+        paused = threads.paused_now(thread)
+        decision: Decision | None = None
+        if not paused:
+            graph = await graph_for(services, project)
+            decision = await decide(graph, thread["state"] if thread else {}, _engine_input(project, incoming),
+                                    threshold=threshold_of(services, project), has_agent=bool(project.get("agent_id")))
+        outcome = Outcome(delivered=incoming.delivered(thread_id), paused=paused)
+        async with store.write() as tx:
+            events = _Events(tx, project)
+            await threads.ensure_thread(tx, project["id"], thread_id)
+            if thread and thread["paused"] and not paused:  # a timed pause ran out
+                await threads.set_paused(tx, project["id"], thread_id, False)
+                await _pause_events(events, thread_id, False, reason="timeout")
+            await threads.append(tx, project["id"], thread_id, "user", incoming.originator,
+                                 incoming.stored(decision.contexts if decision else None, decision.intents if decision else None),
+                                 incoming.trace_id)
+            await events.add("message.delivered", "message.delivered", outcome.delivered)
+            if decision is None:
+                await threads.save_state(tx, project["id"], thread_id, thread["state"], incoming.originator)
+            else:
+                await threads.save_state(tx, project["id"], thread_id, decision.state, incoming.originator)
+                await _store_replies(events, project, thread_id, decision, incoming.trace_id, outcome)
+        outcome.events = events.hub
+        _publish(services, project["id"], thread_id, events.hub)
+    if decision is not None and decision.agent:
+        outcome.agent_pending = True
+        services.spawn(_agent_answer(services, project, thread_id, incoming, decision), name=f"messaging-agent-{thread_id}")
+    return outcome
+
+
+async def _store_replies(events: _Events, project: dict[str, Any], thread_id: str, decision: Decision,
+                         trace_id: Any, outcome: Outcome | None = None) -> None:
+    tx = events.tx
+    stored = [await threads.append(tx, project["id"], thread_id, "bot", BOT_ORIGINATOR, m, trace_id) for m in decision.messages]
+    if stored:
+        payload = reply_payload(thread_id, stored, trace_id)
+        await events.add("message.received", "message.reply", payload)
+        if outcome is not None:
+            outcome.reply = payload
+    if decision.handover is not None:
+        seconds = decision.handover["secondsToPause"] or None
+        await threads.set_paused(tx, project["id"], thread_id, True, seconds)
+        await events.add("control.handover", "control.handover",
+                         {"threadId": thread_id, "stepId": decision.handover["stepId"], "secondsToPause": seconds or 0})
+        await _pause_events(events, thread_id, True, seconds, reason="handover")
+
+
+async def moderator_reply(services: Services, project: dict[str, Any], thread_id: str, incoming: Incoming) -> Outcome:
+    """A human agent's message (originator role ``moderator``): stored and sent to the user as a
+    reply, whether or not the bot is paused; the engine never sees it."""
+    fallback, responses = incoming.content()
+    originator = {**incoming.originator, "role": "moderator"}
+    message = {"fallback": fallback, "silent": False, "replyTo": None, "originator": originator, "actions": [],
+               "responses": responses, "params": incoming.params, "contexts": [], "intents": []}
+    async with thread_lock(services, project["id"], thread_id):
+        async with services.store.write() as tx:
+            events = _Events(tx, project)
+            await threads.ensure_thread(tx, project["id"], thread_id)
+            stored = await threads.append(tx, project["id"], thread_id, "moderator", originator, message, incoming.trace_id)
+            payload = reply_payload(thread_id, [stored], incoming.trace_id, originator)
+            await events.add("message.received", "message.reply", payload)
+        _publish(services, project["id"], thread_id, events.hub)
+    return Outcome(delivered=incoming.delivered(thread_id), reply=payload, events=events.hub)
+
+
+# -- the fallback agent -----------------------------------------------------------------------
+
+async def _agent_answer(services: Services, project: dict[str, Any], thread_id: str, incoming: Incoming, decision: Decision) -> None:
+    """Asks the project's agent (Agents API, its own thread per messaging thread, usage and
+    credits as any agent call) and sends its answer; when it cannot answer, the UNKNOWN step does."""
+    from ..agents import chat as chat_mod
+
+    agent_thread = str(uuid.uuid5(_AGENT_THREAD_NS, f"{project['id']}|{thread_id}|{project['agent_id']}"))
+    principal = Principal(org_id=project["org_id"], key_id="")
+    chat_input = chat_mod.ChatInput(project["agent_id"], [{"role": "user", "content": incoming.speech, "id": short_id("msg")}])
+    hub_events: list[dict[str, Any]] = []
+    silent = {"paused": False}
+
+    async def in_tx(tx, outcome: dict[str, Any]) -> None:
+        thread = await threads.get_thread(tx, project["id"], thread_id)
+        if threads.paused_now(thread):
+            silent["paused"] = True  # a human took over meanwhile: the bot stays silent
+            return
+        text = (outcome["text"] or "").strip()
+        if not text:
+            return
+        message = {
+            "fallback": text, "silent": False, "replyTo": incoming.speech, "originator": BOT_ORIGINATOR,
+            "actions": [], "responses": [{"type": "text", "payload": {"text": text}, "delay": 0}],
+            "flow": None, "step": {"stepId": None, "title": "UNKNOWN", "type": "UNKNOWN"},
+            "params": decision.state.get("params", {}), "contexts": [], "intents": [],
+            "agent": {"agentId": project["agent_id"], "runId": outcome["run_id"]},
+        }
+        stored = await threads.append(tx, project["id"], thread_id, "bot", BOT_ORIGINATOR, message, incoming.trace_id)
+        events = _Events(tx, project)
+        await events.add("message.received", "message.reply", reply_payload(thread_id, [stored], incoming.trace_id))
+        hub_events.extend(events.hub)
+
+    try:
+        agent = await chat_mod.prepare(services, principal, chat_input)
+        chat_input.thread_id = agent_thread  # chat() creates it on first use; later turns continue it
+        await chat_mod.chat(services, principal, chat_input, agent, in_tx=in_tx)
+    except Exception as exc:  # any failure (model, credits, agent gone) falls back to the flow's UNKNOWN
+        log.warning("fallback agent %s failed for thread %s: %r", project.get("agent_id"), thread_id, exc)
+        hub_events.clear()
+    if not hub_events and not silent["paused"]:  # no answer (an error, or empty text)
+        if decision.unknown_step is not None:
+            await _unknown_instead(services, project, thread_id, incoming, decision)
+        return
+    _publish(services, project["id"], thread_id, hub_events)
+
+
+async def _unknown_instead(services: Services, project: dict[str, Any], thread_id: str, incoming: Incoming, decision: Decision) -> None:
+    async with thread_lock(services, project["id"], thread_id):
+        thread = await threads.get_thread(services.store, project["id"], thread_id)
+        if threads.paused_now(thread):
+            return
+        graph = await graph_for(services, project)
+        if decision.unknown_step["stepId"] not in graph.steps:
+            return
+        fallback = unknown_reply(graph, graph.steps[decision.unknown_step["stepId"]], thread["state"], incoming.engine_input())
+        async with services.store.write() as tx:
+            events = _Events(tx, project)
+            await threads.save_state(tx, project["id"], thread_id, fallback.state)
+            await _store_replies(events, project, thread_id, fallback, incoming.trace_id)
+        _publish(services, project["id"], thread_id, events.hub)
+
+
+# -- pause and resume -------------------------------------------------------------------------
+
+async def set_paused(services: Services, project: dict[str, Any], thread_id: str, paused: bool, seconds: int | None = None) -> bool:
+    """Pauses (optionally for ``seconds``) or resumes the bot on a thread; tells the webhook
+    and the hub. False when the thread does not exist."""
+    async with thread_lock(services, project["id"], thread_id):
+        async with services.store.write() as tx:
+            if await threads.get_thread(tx, project["id"], thread_id) is None:
+                return False
+            events = _Events(tx, project)
+            await threads.set_paused(tx, project["id"], thread_id, paused, seconds)
+            await _pause_events(events, thread_id, paused, seconds)
+        _publish(services, project["id"], thread_id, events.hub)
+    return True

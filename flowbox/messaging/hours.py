@@ -1,0 +1,123 @@
+"""Business hours: the documented shape, validated, and whether a moment falls inside them.
+
+A project keeps a list of entries ``{weekdays: [{weekday, content: [{from, to}]}], holidays:
+[{holiday, date}], label, timezone}``. ``timezone`` is the documented display form
+``"(UTC+03:00) Minsk"`` (its offset is used) or an IANA name such as ``"Europe/Amsterdam"``.
+A range whose ``to`` is not after its ``from`` runs past midnight. No entries: always open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .common import is_str, rest_error
+
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
+_OFFSET = re.compile(r"^\(UTC(?:([+-])(\d{1,2}):(\d{2}))?\)")
+_DATE = re.compile(r"^(\d{4}-\d{2}-\d{2})")
+MAX_ENTRIES = 50
+
+
+def _minutes(value: Any, where: str) -> int:
+    match = _TIME.match(value) if isinstance(value, str) else None
+    if not match or int(match[2]) > 59 or int(match[1]) > 24 or (int(match[1]) == 24 and int(match[2])):
+        raise rest_error(400, f"{where} must be a time \"H:MM\" between 0:00 and 24:00")
+    return int(match[1]) * 60 + int(match[2])
+
+
+def timezone_of(name: str) -> dt.tzinfo | None:
+    match = _OFFSET.match(name)
+    if match:
+        sign, hours, minutes = match.groups()
+        if sign is None:
+            return dt.timezone.utc
+        delta = dt.timedelta(hours=int(hours), minutes=int(minutes))
+        return dt.timezone(-delta if sign == "-" else delta)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def validate_business_hours(value: Any) -> list[dict[str, Any]]:
+    """The documented list, normalised (weekday names capitalised, holidays and label present)."""
+    if not isinstance(value, list) or len(value) > MAX_ENTRIES:
+        raise rest_error(400, f"\"businessHours\" must be a list of at most {MAX_ENTRIES} business hours objects")
+    out = []
+    for i, entry in enumerate(value):
+        where = f"businessHours[{i}]"
+        if not isinstance(entry, dict):
+            raise rest_error(400, f"{where} must be an object with weekdays, holidays, label and timezone")
+        if not isinstance(entry.get("weekdays") or [], list) or not isinstance(entry.get("holidays") or [], list):
+            raise rest_error(400, f"{where}.weekdays and {where}.holidays must be lists")
+        timezone = entry.get("timezone", "(UTC) UTC")
+        if not is_str(timezone, 100) or timezone_of(timezone) is None:
+            raise rest_error(400, f"{where}.timezone must look like \"(UTC+03:00) Minsk\" or be an IANA name like \"Europe/Amsterdam\"")
+        label = entry.get("label", "")
+        if not is_str(label, 200, allow_empty=True):
+            raise rest_error(400, f"{where}.label must be a string of at most 200 characters")
+        weekdays, seen = [], set()
+        for j, day in enumerate(entry.get("weekdays") or []):
+            dwhere = f"{where}.weekdays[{j}]"
+            name = day.get("weekday") if isinstance(day, dict) else None
+            name = name.capitalize() if isinstance(name, str) else name
+            if name not in WEEKDAYS or name in seen:
+                raise rest_error(400, f"{dwhere}.weekday must be one of {', '.join(WEEKDAYS)}, each at most once")
+            seen.add(name)
+            content = day.get("content") or []
+            if not isinstance(content, list):
+                raise rest_error(400, f"{dwhere}.content must be a list of {{from, to}} ranges")
+            ranges = []
+            for k, span in enumerate(content):
+                if not isinstance(span, dict):
+                    raise rest_error(400, f"{dwhere}.content[{k}] must be an object with from and to")
+                _minutes(span.get("from"), f"{dwhere}.content[{k}].from")
+                _minutes(span.get("to"), f"{dwhere}.content[{k}].to")
+                ranges.append({"from": span["from"], "to": span["to"]})
+            weekdays.append({"weekday": name, "content": ranges})
+        holidays = []
+        for j, holiday in enumerate(entry.get("holidays") or []):
+            hwhere = f"{where}.holidays[{j}]"
+            if not isinstance(holiday, dict) or not is_str(holiday.get("holiday", ""), 200, allow_empty=True):
+                raise rest_error(400, f"{hwhere} must be an object with a \"holiday\" name and a \"date\"")
+            date = holiday.get("date")
+            match = _DATE.match(date) if isinstance(date, str) else None
+            try:
+                dt.date.fromisoformat(match[1]) if match else None
+            except ValueError:
+                match = None
+            if not match:
+                raise rest_error(400, f"{hwhere}.date must be an ISO date such as \"2019-12-31T00:00:00.000Z\"")
+            holidays.append({"holiday": holiday.get("holiday", ""), "date": date})
+        out.append({"weekdays": weekdays, "holidays": holidays, "label": label, "timezone": timezone})
+    return out
+
+
+def _entry_open(entry: dict[str, Any], moment: dt.datetime) -> bool:
+    local = moment.astimezone(timezone_of(entry["timezone"]) or dt.timezone.utc)
+    if any(h["date"][:10] == local.date().isoformat() for h in entry["holidays"]):
+        return False
+    days = {d["weekday"]: d["content"] for d in entry["weekdays"]}
+    now = local.hour * 60 + local.minute
+    today, yesterday = WEEKDAYS[local.weekday()], WEEKDAYS[(local.weekday() - 1) % 7]
+    for span in days.get(today, []):
+        start, end = _minutes(span["from"], "from"), _minutes(span["to"], "to")
+        if start <= now < end or (end <= start and now >= start):
+            return True
+    for span in days.get(yesterday, []):  # yesterday's overnight range reaching into today
+        start, end = _minutes(span["from"], "from"), _minutes(span["to"], "to")
+        if end <= start and now < end:
+            return True
+    return False
+
+
+def is_open(entries: list[dict[str, Any]], moment: dt.datetime | None = None) -> bool:
+    """Open when any entry is open at ``moment`` (default now). No entries: always open."""
+    if not entries:
+        return True
+    moment = moment or dt.datetime.now(dt.timezone.utc)
+    return any(_entry_open(entry, moment) for entry in entries)

@@ -1,0 +1,192 @@
+"""Messaging projects: the unit that owns flows, threads and settings, inside an org.
+
+A project has a ``clientId`` (what socket clients present), one bearer token for the REST
+and Management APIs (random, shown once, stored hashed like org keys), and its settings:
+webhook URL + verify token, business hours, an optional fallback agent for UNKNOWN, the
+event fired outside business hours and the intent-match threshold.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from typing import Any
+
+from .. import netguard
+from ..db import Store
+from ..ids import iso, new_id
+from ..orgs import hash_key
+from .common import is_str, rest_error
+from .hours import validate_business_hours
+
+TOKEN_PREFIX = "fbm_"
+# Settings as the HTTP API and ``flowbox projects`` name them -> column.
+SETTINGS = {
+    "name": "name",
+    "webhookUrl": "webhook_url",
+    "webhookVerifyToken": "webhook_verify_token",
+    "agentId": "agent_id",
+    "businessHours": "business_hours",
+    "outsideHoursEvent": "outside_hours_event",
+    "intentThreshold": "intent_threshold",
+}
+
+
+def _row(row) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    project = dict(row)
+    project["business_hours"] = json.loads(project["business_hours"])
+    return project
+
+
+def public(project: dict[str, Any]) -> dict[str, Any]:
+    """A project as the API and CLI show it (never the token itself)."""
+    return {
+        "projectId": project["id"],
+        "orgId": project["org_id"],
+        "name": project["name"],
+        "clientId": project["client_id"],
+        "tokenPrefix": project["token_prefix"],
+        "webhookUrl": project["webhook_url"],
+        "webhookVerifyToken": project["webhook_verify_token"],
+        "agentId": project["agent_id"],
+        "businessHours": project["business_hours"],
+        "outsideHoursEvent": project["outside_hours_event"],
+        "intentThreshold": project["intent_threshold"],
+        "createdAt": project["created_at"],
+        "updatedAt": project["updated_at"],
+    }
+
+
+async def validate_settings(store: Store, org_id: str, fields: Any, allow_private: bool = True) -> dict[str, Any]:
+    """Checks settings given by their API names; returns column -> stored value.
+    Every problem is a 400 naming the field. ``allow_private``: the server's
+    ``allow_private_outbound``, so a webhook it would refuse is refused now."""
+    if not isinstance(fields, dict):
+        raise rest_error(400, "The request body must be a JSON object")
+    unknown = sorted(set(fields) - set(SETTINGS))
+    if unknown:
+        raise rest_error(400, f"Unknown field \"{unknown[0]}\"; known fields: {', '.join(SETTINGS)}")
+    out: dict[str, Any] = {}
+    if "name" in fields:
+        if not is_str(fields["name"], 200):
+            raise rest_error(400, "\"name\" must be a non-empty string of at most 200 characters")
+        out["name"] = fields["name"].strip()
+    if "webhookUrl" in fields:
+        url = fields["webhookUrl"]
+        if url in (None, ""):
+            out["webhook_url"] = None
+        else:
+            try:
+                netguard.check_url(url, allow_private=allow_private)
+            except netguard.URLRefused as exc:
+                raise rest_error(400, f"\"webhookUrl\" {exc}") from None
+            out["webhook_url"] = url.strip()
+    if "webhookVerifyToken" in fields:
+        token = fields["webhookVerifyToken"]
+        if token is not None and not is_str(token, 200, allow_empty=True):
+            raise rest_error(400, "\"webhookVerifyToken\" must be a string of at most 200 characters")
+        out["webhook_verify_token"] = token or None
+    if "agentId" in fields:
+        agent_id = fields["agentId"]
+        if agent_id in (None, ""):
+            out["agent_id"] = None
+        else:
+            row = await store.fetchone("SELECT org_id FROM agents WHERE id = ?", [agent_id]) if isinstance(agent_id, str) else None
+            if row is None or row["org_id"] != org_id:
+                raise rest_error(400, "\"agentId\" must be the id of an agent of this project's organisation")
+            out["agent_id"] = agent_id
+    if "businessHours" in fields:
+        out["business_hours"] = json.dumps(validate_business_hours(fields["businessHours"]))
+    if "outsideHoursEvent" in fields:
+        event = fields["outsideHoursEvent"]
+        if event is not None and event != "" and not is_str(event, 255):
+            raise rest_error(400, "\"outsideHoursEvent\" must be an event name (a string) or null")
+        out["outside_hours_event"] = event or None
+    if "intentThreshold" in fields:
+        value = fields["intentThreshold"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
+            raise rest_error(400, "\"intentThreshold\" must be a number greater than 0 and at most 1, or null")
+        out["intent_threshold"] = None if value is None else float(value)
+    return out
+
+
+def new_client_id() -> str:
+    """Base64 of ``<random>|<channel>``, the shape the published JS SDK decodes to name new threads
+    (``<uuid>|<channel>``); hex around the fixed ``|`` always encodes to letters and digits only."""
+    return base64.b64encode(f"{secrets.token_hex(8)}|{secrets.token_hex(8)}".encode()).decode()
+
+
+def _new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_project(store: Store, org_id: str, name: Any, settings: dict[str, Any] | None = None,
+                         allow_private: bool = True) -> tuple[dict, str]:
+    """Returns (the project, its bearer token). The token is shown once and stored hashed."""
+    values = await validate_settings(store, org_id, {**(settings or {}), "name": name}, allow_private)
+    token = _new_token()
+    now = iso()
+    row = {
+        "id": new_id(), "org_id": org_id, "client_id": new_client_id(),
+        "token_hash": hash_key(token), "token_prefix": token[:10], "created_at": now, "updated_at": now,
+        "business_hours": "[]", **values,
+    }
+    async with store.write() as tx:
+        if not await tx.fetchone("SELECT 1 FROM orgs WHERE id = ?", [org_id]):
+            raise LookupError(f"no org with id {org_id}")
+        await tx.execute(f"INSERT INTO msg_projects ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})", row)
+        project = _row(await tx.fetchone("SELECT * FROM msg_projects WHERE id = ?", [row["id"]]))
+    return project, token
+
+
+async def get_project(store: Store, project_id: str) -> dict[str, Any] | None:
+    return _row(await store.fetchone("SELECT * FROM msg_projects WHERE id = ?", [project_id]))
+
+
+async def project_by_client_id(store: Store, client_id: str) -> dict[str, Any] | None:
+    return _row(await store.fetchone("SELECT * FROM msg_projects WHERE client_id = ?", [client_id]))
+
+
+async def list_projects(store: Store, org_id: str | None = None) -> list[dict[str, Any]]:
+    sql = "SELECT * FROM msg_projects" + (" WHERE org_id = ?" if org_id else "") + " ORDER BY created_at, id"
+    return [_row(r) for r in await store.fetchall(sql, [org_id] if org_id else [])]
+
+
+async def update_project(store: Store, project_id: str, fields: Any, allow_private: bool = True) -> dict[str, Any] | None:
+    project = await get_project(store, project_id)
+    if project is None:
+        return None
+    values = await validate_settings(store, project["org_id"], fields, allow_private)
+    if not values:
+        return project
+    values["updated_at"] = iso()
+    async with store.write() as tx:
+        await tx.execute(
+            f"UPDATE msg_projects SET {', '.join(f'{k} = :{k}' for k in values)} WHERE id = :id", {**values, "id": project_id}
+        )
+        return _row(await tx.fetchone("SELECT * FROM msg_projects WHERE id = ?", [project_id]))
+
+
+async def rotate_token(store: Store, project_id: str) -> str | None:
+    """A new bearer token; the old one stops working at once."""
+    token = _new_token()
+    async with store.write() as tx:
+        changed = await tx.execute(
+            "UPDATE msg_projects SET token_hash = ?, token_prefix = ?, updated_at = ? WHERE id = ?",
+            [hash_key(token), token[:10], iso(), project_id],
+        )
+    return token if changed else None
+
+
+async def delete_project(store: Store, project_id: str) -> bool:
+    """Deletes a project with its flows, threads and history."""
+    async with store.write() as tx:  # threads and messages go by ON DELETE CASCADE
+        return await tx.execute("DELETE FROM msg_projects WHERE id = ?", [project_id]) > 0
+
+
+async def by_token(store: Store, token: str) -> dict[str, Any] | None:
+    """The project a bearer token belongs to (lookup by hash, like org keys)."""
+    return _row(await store.fetchone("SELECT * FROM msg_projects WHERE token_hash = ?", [hash_key(token)]))

@@ -1,0 +1,102 @@
+"""Socket frames: ``{"type", "payload"}`` both ways.
+
+``incoming_from_send`` reads a ``message.send`` payload (the document's fields, and what the
+published JS SDK adds: ``nonce``, ``metadata.contexts`` and ``metadata.domain``, params as plain
+values, ``step`` and ``flow`` attachments) into the ``Incoming`` every channel shares, with the
+same field checks as REST. Problems raise the messaging ``ApiError``; the socket turns its
+message into an ``error`` frame.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .common import is_str, rest_error
+from .incoming import Incoming, check_lang, check_media, check_originator, check_params, check_speech, check_timezone, check_trace_id
+
+# What each kind of client is sent. The SDK reports any other type as an error, and the document
+# names only these; control.* events are for webhooks, user typing for consoles.
+DOCUMENT_FRAMES = frozenset({"message.delivered", "message.received"})
+SDK_FRAMES = DOCUMENT_FRAMES | {"agent.typing"}
+MAX_DOMAIN_BYTES = 4096
+
+
+def frame(type_: str, payload: dict[str, Any] | None = None, **extra: Any) -> str:
+    body: dict[str, Any] = {"type": type_}
+    if payload is not None:
+        body["payload"] = payload
+    return json.dumps({**body, **extra}, separators=(",", ":"))
+
+
+def error_frame(message: str, **context: Any) -> str:
+    """The document's ``{"type": "error", "message": ...}``; the payload repeats the message with
+    what identifies the frame it answers (``threadId``, ``traceId``)."""
+    return frame("error", {"message": message, **{k: v for k, v in context.items() if v is not None}}, message=message)
+
+
+def _params(value: Any) -> Any:
+    """The SDK's ``metadata.addParam(key, "value")`` sends plain values; the engine wants the
+    document's ``[{"value": ...}]`` lists."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        items = item if isinstance(item, list) else [item]
+        out[key] = [i if isinstance(i, dict) and "value" in i else {"value": i} for i in items]
+    return out
+
+
+def incoming_from_send(payload: Any, *, moderator_ok: bool = False, upload: dict[str, Any] | None = None) -> Incoming:
+    """A ``message.send`` payload (or, with ``upload``, the SDK's ``thread.upload`` message)."""
+    if not isinstance(payload, dict):
+        raise rest_error(400, "payload must be an object")
+    metadata = payload.get("metadata")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict):
+        raise rest_error(400, "metadata must be an object with language, timezone and params")
+    contexts, domain = metadata.get("contexts"), metadata.get("domain")
+    if contexts is not None and not (isinstance(contexts, list) and all(is_str(c, 255) for c in contexts)):
+        raise rest_error(400, "metadata.contexts must be a list of names")
+    if domain is not None and (not isinstance(domain, dict) or len(json.dumps(domain)) > MAX_DOMAIN_BYTES):
+        raise rest_error(400, f"metadata.domain must be an object of at most {MAX_DOMAIN_BYTES} bytes")
+    originator = check_originator(payload.get("originator"))
+    if originator["role"] == "moderator" and not moderator_ok:
+        raise rest_error(403, "originator.role moderator is for human agents: open the socket with the project's API token")
+    incoming = Incoming(
+        kind="text", trace_id=check_trace_id(payload.get("traceId")), originator=originator, channel="socket",
+        lang=check_lang(metadata.get("language")), timezone=check_timezone(metadata.get("timezone")),
+        params=check_params(_params(metadata.get("params"))),
+    )
+    speech, attachment = payload.get("speech"), payload.get("attachment")
+    if upload is not None:
+        incoming.kind, incoming.media = "media", check_media({"mimetype": payload.get("mimetype")}, upload)
+    elif attachment is None:
+        if speech is None:
+            raise rest_error(400, "speech is required: the text of the message")
+        incoming.speech = check_speech(speech)
+        return incoming
+    else:
+        _attachment(incoming, attachment)
+    incoming.speech = check_speech(speech) if speech is not None else ""
+    if incoming.from_moderator and incoming.kind not in ("text", "media"):
+        raise rest_error(400, "A moderator sends text or media, not events")
+    return incoming
+
+
+def _attachment(incoming: Incoming, attachment: Any) -> None:
+    if not isinstance(attachment, dict) or not isinstance(attachment.get("payload"), dict):
+        raise rest_error(400, "attachment must be an object with type and payload")
+    kind, body = attachment.get("type"), attachment["payload"]
+    if kind == "event":
+        if not is_str(body.get("name"), 255):
+            raise rest_error(400, "attachment.payload.name is required: the name of the event to trigger")
+        incoming.kind, incoming.event_name = "event", body["name"]
+    elif kind in ("step", "flow"):
+        key = "stepId" if kind == "step" else "flowImmutableId" if "flowImmutableId" in body else "flowId"
+        if not is_str(body.get(key), 255):
+            raise rest_error(400, f"attachment.payload.{key} is required for a {kind} attachment")
+        incoming.kind, incoming.target = kind, body[key]
+    else:
+        raise rest_error(400, "attachment.type must be event (or the SDK's step or flow)")
