@@ -1,0 +1,103 @@
+"""``flowbox selfcheck`` (hidden): the build's smoke run. It proves, inside the built executable,
+that sqlite-vec loads, both models load from the bundle and answer, and the console is packaged."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .common import config_options, fail, handle_errors, load_config, output
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(selfcheck)
+
+
+def check_sqlite() -> dict:
+    from ..db import connect
+
+    conn = connect(":memory:")
+    try:
+        version = conn.execute("select vec_version()").fetchone()[0]
+        distance = conn.execute("select vec_distance_l2(vec_f32('[0,0]'), vec_f32('[3,4]'))").fetchone()[0]
+    finally:
+        conn.close()
+    if distance != 5.0:
+        raise AssertionError(f"sqlite-vec computed {distance}, expected 5.0")
+    return {"vec_version": version}
+
+
+def _model_file(cfg, name: str) -> Path:
+    from ..models.files import bundled_model, ensure_model
+
+    # Inside the executable the models must come from the bundle, never from a download.
+    if getattr(sys, "frozen", False):
+        path = bundled_model(name)
+        if path is None:
+            raise AssertionError(f"model {name} is not bundled in the executable")
+        return path
+    return ensure_model(cfg.models_path, name, progress=False)
+
+
+def check_chat_model(cfg) -> dict:
+    from ..models import ChatRequest, generate
+    from ..models.local import LocalChatModel
+
+    path = _model_file(cfg, cfg.chat_model)
+    model = LocalChatModel(path, name=path.stem, n_ctx=512, n_threads=cfg.threads)
+    try:
+        request = ChatRequest(messages=[{"role": "user", "content": "Say hello."}], max_tokens=4, temperature=0.0)
+        result = asyncio.run(generate(model, request))
+    finally:
+        model.close()
+    if result.completion_tokens < 1:
+        raise AssertionError("the chat model generated nothing")
+    return {"chat_model": str(path), "completion_tokens": result.completion_tokens}
+
+
+def check_embedding_model(cfg) -> dict:
+    from ..embeddings import LocalEmbedder
+
+    path = _model_file(cfg, cfg.embedding_model)
+    embedder = LocalEmbedder(path, name=cfg.embedding_model, n_threads=cfg.threads)
+    try:
+        vector = embedder.embed_sync(["flowbox self check"])[0]
+    finally:
+        embedder.close()
+    if len(vector) != embedder.dim or abs(sum(v * v for v in vector) - 1) > 1e-3:
+        raise AssertionError("the embedding model returned a malformed vector")
+    return {"embedding_model": str(path), "dim": len(vector)}
+
+
+def check_console() -> dict:
+    from ..admin.console import STATIC_DIR
+
+    if not (STATIC_DIR / "index.html").exists():
+        raise AssertionError(f"console files missing from {STATIC_DIR}")
+    return {"console_files": sum(1 for p in STATIC_DIR.rglob("*") if p.is_file())}
+
+
+CHECKS = [("sqlite-vec", lambda cfg: check_sqlite()), ("chat model", check_chat_model),
+          ("embedding model", check_embedding_model), ("console", lambda cfg: check_console())]
+
+
+@click.command(hidden=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@config_options
+@handle_errors
+def selfcheck(as_json, config_path, data_dir):
+    """Verify extension loading, model loading and packaged files (the build's smoke run)."""
+    cfg = load_config(config_path, data_dir=data_dir)
+    report: dict = {"frozen": bool(getattr(sys, "frozen", False))}
+    for name, check in CHECKS:
+        started = time.perf_counter()
+        try:
+            report.update(check(cfg))
+        except Exception as exc:  # the smoke run reports which part is broken, in one line
+            fail(f"selfcheck failed at {name}: {type(exc).__name__}: {exc}")
+        report[f"{name.replace(' ', '_').replace('-', '_')}_seconds"] = round(time.perf_counter() - started, 3)
+    output(report, as_json)
