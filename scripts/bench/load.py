@@ -1,0 +1,188 @@
+"""Mixed load benchmark (issue 11), all on 127.0.0.1, bounded in time. Prints, from one run:
+
+- a bare Litestar hello-world's req/s (the baseline, measured here, same wrk settings)
+- flowbox's authed GET /api/public/agent req/s and p99 alone, and its ratio to the baseline (goal >= 0.5)
+- a mixed load at once: authed GETs, intent-flow REST messages, knowledge searches, with sockets held
+  open: req/s, p99 and errors for each (goal: 0 errors)
+
+Needs `wrk` (Debian package). Usage: python scripts/bench/load.py [--seconds 8] [--sockets 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+HELLO_APP = textwrap.dedent('''
+    from litestar import Litestar, get
+    import uvicorn
+
+    @get("/hello")
+    async def hello() -> dict:
+        return {"hello": "world"}
+
+    uvicorn.run(Litestar([hello]), host="127.0.0.1", port=int(__import__("sys").argv[1]), log_level="warning")
+''')
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None = None, lua: str | None = None) -> dict:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    for name, value in (headers or {}).items():
+        cmd += ["-H", f"{name}: {value}"]
+    script = None
+    if lua:
+        script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)
+        script.write(lua)
+        script.close()
+        cmd += ["-s", script.name]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True).stdout
+    if script:
+        os.unlink(script.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else float("nan")
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
+    return {"rps": rps, "p99_ms": p99_ms, "errors": errors}
+
+
+def post_lua(body: dict, headers: dict[str, str]) -> str:
+    lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}", 'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    return "\n".join(lines) + "\n"
+
+
+def cli(env: dict, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "flowbox", *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(result.stderr)
+    return json.loads(result.stdout)
+
+
+async def hold_sockets(base: str, client_id: str, count: int, stop: threading.Event, opened: list) -> None:
+    import websockets
+
+    sockets = []
+    async with httpx.AsyncClient(base_url=base) as http:
+        for i in range(count):
+            info = (await http.get("/socket.info", params={"clientId": client_id, "sessionId": f"load-{i}"})).json()
+            sockets.append(await websockets.connect(info["payload"]["endpoint"]))
+            opened.append(1)
+    while not stop.is_set():
+        await asyncio.sleep(5)
+        for ws in sockets:
+            await ws.send(json.dumps({"type": "ping"}))
+    for ws in sockets:
+        await ws.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--sockets", type=int, default=200)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="flowbox-load-"))
+    env = {**os.environ, "FLOWBOX_DATA_DIR": str(tmp / "data"), "FLOWBOX_RATE_LIMIT_PER_MINUTE": "0"}
+    if os.environ.get("FLOWBOX_TEST_MODELS_DIR"):
+        env["FLOWBOX_MODELS_DIR"] = os.environ["FLOWBOX_TEST_MODELS_DIR"]
+    procs = []
+    try:
+        hello_port = free_port()
+        (tmp / "hello.py").write_text(HELLO_APP)
+        procs.append(subprocess.Popen([sys.executable, str(tmp / "hello.py"), str(hello_port)]))
+        wait_http(f"http://127.0.0.1:{hello_port}/hello")
+        baseline = wrk(f"http://127.0.0.1:{hello_port}/hello", args.seconds, args.connections)
+        procs.pop().terminate()
+
+        key = cli(env, "keys", "create", "--json")["key"]
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        procs.append(subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT))
+        wait_http(f"{base}/healthz")
+        auth = {"Authorization": key}
+        alone = wrk(f"{base}/api/public/agent", args.seconds, args.connections, auth)
+        print(f"hello-world baseline: {baseline['rps']:.0f} req/s, p99 {baseline['p99_ms']:.1f} ms")
+        print(f"authed GET alone:     {alone['rps']:.0f} req/s, p99 {alone['p99_ms']:.1f} ms, errors {alone['errors']} "
+              f"-> ratio {alone['rps'] / baseline['rps']:.2f} (goal >= 0.5)")
+
+        # a messaging project with a small flow, knowledge for an agent
+        project = cli(env, "projects", "create", "load", "--json")
+        flow_file = ROOT / "tests" / "messaging_flow.json"
+        cli(env, "flows", "import", str(flow_file), "--project", project["projectId"], "--json")
+        agent = httpx.post(f"{base}/api/public/agent", headers=auth, json={"name": "kb"}).json()
+        for i in range(50):
+            httpx.post(f"{base}/api/public/knowledge", headers=auth, timeout=60, json={
+                "name": f"doc {i}", "content": f"Store {i} opens at {8 + i % 4} am and sells item number {i}.", "agent_ids": agent["id"]})
+
+        stop, opened = threading.Event(), []
+        holder = threading.Thread(target=lambda: asyncio.run(hold_sockets(base, project["clientId"], args.sockets, stop, opened)))
+        holder.start()
+        deadline = time.time() + 60
+        while len(opened) < args.sockets and holder.is_alive() and time.time() < deadline:
+            time.sleep(0.1)
+
+        results: dict[str, dict] = {}
+        jobs = {
+            "authed GET": lambda: wrk(f"{base}/api/public/agent", args.seconds, args.connections // 2, auth),
+            "intent-flow message": lambda: wrk(f"{base}/rest/v1/messages/load-thread", args.seconds, 4, lua=post_lua(
+                {"payload": {"type": "text", "speech": "Hello", "originator": {"name": "Load", "role": "external"}}},
+                {"Authorization": f"Bearer {project['token']}"})),
+            "knowledge search": lambda: wrk(f"{base}/api/public/knowledge/search?q=when+does+store+7+open&agent_id={agent['id']}&limit=5",
+                                            args.seconds, 4, auth),
+        }
+        threads = [threading.Thread(target=lambda n=n, f=f: results.__setitem__(n, f())) for n, f in jobs.items()]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stop.set()
+        holder.join(timeout=30)
+        print(f"mixed load for {args.seconds} s with {len(opened)} sockets open:")
+        total_errors = 0
+        for name, r in results.items():
+            total_errors += r["errors"]
+            print(f"  {name:22s} {r['rps']:8.0f} req/s  p99 {r['p99_ms']:8.1f} ms  errors {r['errors']}")
+        print(f"  total errors: {total_errors} (goal 0)")
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
