@@ -1,0 +1,234 @@
+"""Text embeddings: the one place every area gets vectors from.
+
+Local by default: all-MiniLM-L6-v2 (converted to GGUF by ``models/minilm_gguf.py``) run by
+llama.cpp in embedding mode on its own thread, so embedding never waits behind the chat model's
+generation queue, nor blocks the event loop. A remote OpenAI-compatible ``/embeddings`` endpoint
+is used instead when ``embedding_base_url`` is set. Vectors are always L2-normalised, so a dot
+product is the cosine similarity.
+
+``Embedder.name`` identifies the model that made a vector; stores keep it beside their vectors
+so that a model change is noticed and everything can be re-embedded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config
+from .errors import ModelError, StartupError
+from .services import SHUTDOWN_HOOKS, Services
+
+EXTRAS_KEY = "embedder"
+N_CTX = 512  # MiniLM's trained context; longer texts are embedded in pieces and averaged
+REMOTE_BATCH = 64
+# WordPiece's max_input_chars_per_word: longer words (runs of letters and digits; CJK characters
+# are words of their own) are [UNK] for the original tokenizer. llama.cpp would split them into
+# many pieces instead, slowly.
+LONG_WORD = re.compile(r"[^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]{101,}")
+
+
+def _normalise(vectors: np.ndarray) -> list[list[float]]:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return (vectors / np.where(norms == 0, 1, norms)).tolist()
+
+
+class Embedder:
+    """What callers use: ``name``, ``dim``, ``await embed(texts)``, ``embed_sync(texts)``."""
+
+    name: str
+    dim: int
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+
+class LocalEmbedder(Embedder):
+    def __init__(self, path: Path, *, name: str, n_threads: int):
+        import llama_cpp
+
+        from .models.files import check_gguf
+
+        check_gguf(path)
+        try:
+            # One batch = one context: llama.cpp runs an encoder's whole batch in one ubatch.
+            self.llm = llama_cpp.Llama(
+                model_path=str(path), embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
+                n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
+            )
+        except (ValueError, RuntimeError) as exc:
+            raise StartupError(f"cannot load embedding model {path}: {exc}; delete it and run 'flowbox models pull'") from exc
+        self.name = name
+        self.dim = self.llm.n_embd()
+        self._cls = self.llm.token_bos()
+        self._sep = self.llm._model.token_sep()
+        self._max_seqs = self.llm.context_params.n_seq_max
+        self._lock = threading.Lock()  # a llama.cpp context is not re-entrant
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowbox-embed")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        with contextlib.suppress(Exception):
+            self.llm.close()
+
+    def _pieces(self, text: str) -> list[list[int]]:
+        """Token sequences of at most N_CTX tokens, each wrapped in [CLS] ... [SEP], tokenized
+        as the original (Hugging Face) tokenizer does: special tokens written in the text count,
+        and a word over 100 characters is one [UNK]."""
+        text = LONG_WORD.sub(" [UNK] ", text)
+        inner = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        width = N_CTX - 2
+        windows = [inner[i:i + width] for i in range(0, len(inner), width)] or [[]]
+        return [[self._cls, *w, self._sep] for w in windows]
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        import llama_cpp
+
+        pieces = [(index, seq) for index, text in enumerate(texts) for seq in self._pieces(text)]
+        sums = np.zeros((len(texts), self.dim), dtype=np.float64)
+        with self._lock:
+            ctx, batch = self.llm._ctx, self.llm._batch
+            start = 0
+            while start < len(pieces):
+                # Pack whole sequences into one batch of at most N_CTX tokens (and sequences).
+                end, used = start, 0
+                while end < len(pieces) and used + len(pieces[end][1]) <= N_CTX and end - start < self._max_seqs:
+                    used += len(pieces[end][1])
+                    end += 1
+                batch.reset()
+                for seq_id, (_, tokens) in enumerate(pieces[start:end]):
+                    batch.add_sequence(tokens, seq_id, True)
+                ctx.kv_cache_clear()
+                ctx.decode(batch)
+                for seq_id, (index, tokens) in enumerate(pieces[start:end]):
+                    ptr = llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq_id)
+                    vector = np.ctypeslib.as_array(ptr, shape=(self.dim,))
+                    # Mean pooling per piece; a long text is the token-weighted mean of its pieces.
+                    sums[index] += vector * (len(tokens) - 2 or 1)
+                start = end
+            batch.reset()
+            ctx.kv_cache_clear()
+        return _normalise(sums)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.embed_sync, list(texts))
+
+
+class RemoteEmbedder(Embedder):
+    """An OpenAI-compatible ``POST /embeddings`` endpoint."""
+
+    def __init__(self, base_url: str, model: str, api_key: str = "", timeout: float = 60.0):
+        import httpx
+
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.name = f"remote:{model}"
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._timeout = timeout
+        self._async: httpx.AsyncClient | None = None  # made on first async use, on the app's loop
+        self.dim = len(self.embed_sync(["dimension probe"])[0])
+
+    async def aclose(self) -> None:
+        if self._async is not None:
+            await self._async.aclose()
+
+    def _parse(self, response: Any, count: int) -> list[list[float]]:
+        if response.status_code >= 400:
+            raise ModelError(f"embedding server answered {response.status_code}: {response.text[:300]}")
+        try:
+            data = sorted(response.json()["data"], key=lambda d: d.get("index", 0))
+            vectors = np.array([d["embedding"] for d in data], dtype=np.float64)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"embedding server sent a malformed answer: {exc}") from None
+        if len(vectors) != count or vectors.ndim != 2:
+            raise ModelError(f"embedding server returned {len(vectors)} vectors for {count} texts")
+        return _normalise(vectors)
+
+    def _batches(self, texts: list[str]):
+        for i in range(0, len(texts), REMOTE_BATCH):
+            chunk = texts[i:i + REMOTE_BATCH]
+            yield chunk, {"model": self.model, "input": chunk}
+
+    def embed_sync(self, texts: list[str]) -> list[list[float]]:
+        import httpx
+
+        out: list[list[float]] = []
+        for chunk, payload in self._batches(texts):
+            try:
+                response = httpx.post(f"{self.base_url}/embeddings", json=payload, headers=self._headers, timeout=self._timeout)
+            except httpx.HTTPError as exc:
+                raise ModelError(f"embedding server {self.base_url} is unreachable: {type(exc).__name__}") from exc
+            out.extend(self._parse(response, len(chunk)))
+        return out
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        import httpx
+
+        if self._async is None:
+            self._async = httpx.AsyncClient(base_url=self.base_url, headers=self._headers, timeout=self._timeout)
+        out: list[list[float]] = []
+        for chunk, payload in self._batches(texts):
+            try:
+                response = await self._async.post("/embeddings", json=payload)
+            except httpx.HTTPError as exc:
+                raise ModelError(f"embedding server {self.base_url} is unreachable: {type(exc).__name__}") from exc
+            out.extend(self._parse(response, len(chunk)))
+        return out
+
+
+def load_embedder(config: Config, progress: bool = False) -> Embedder:
+    """The configured embedder (blocking: loads a model file or probes a server)."""
+    if config.embedding_base_url:
+        if not config.embedding_remote_model:
+            raise StartupError("setting 'embedding_remote_model' is required when 'embedding_base_url' is set")
+        try:
+            return RemoteEmbedder(config.embedding_base_url, config.embedding_remote_model, config.embedding_api_key)
+        except ModelError as exc:
+            raise StartupError(str(exc)) from None
+    from .models.files import MODELS, ensure_model
+
+    path = ensure_model(config.models_path, config.embedding_model, progress=progress)
+    name = config.embedding_model if config.embedding_model in MODELS else Path(path).stem
+    return LocalEmbedder(path, name=name, n_threads=config.threads)
+
+
+async def get_embedder(services: Services) -> Embedder:
+    """The app's embedder, loaded once (off the event loop) and kept in ``services.extras``."""
+    embedder = services.extras.get(EXTRAS_KEY)
+    if embedder is not None:
+        return embedder
+    lock = services.extras.setdefault("embedder_lock", asyncio.Lock())
+    async with lock:
+        if services.extras.get(EXTRAS_KEY) is None:
+            services.extras[EXTRAS_KEY] = await asyncio.to_thread(load_embedder, services.config)
+    return services.extras[EXTRAS_KEY]
+
+
+async def _close_embedder(services: Services) -> None:
+    embedder = services.extras.pop(EXTRAS_KEY, None)
+    if embedder is not None:
+        await embedder.aclose()
+
+
+SHUTDOWN_HOOKS.append(_close_embedder)

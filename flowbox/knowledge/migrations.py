@@ -1,0 +1,49 @@
+"""Schema of the knowledge base (its own sqlite-utils migration set).
+
+The vector tables are not here: their dimension belongs to the embedding model, so
+``index.py`` creates them (``knowledge_vec_v<N>`` and friends) for the model in use and
+``flowbox knowledge reembed`` builds a new version when the model changes.
+"""
+
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("flowbox.knowledge")
+
+
+@migrations()
+def m001_knowledge(db):
+    db.executescript(
+        """
+        CREATE TABLE knowledge_items (
+            n INTEGER PRIMARY KEY,              -- the rowid of the item's vectors and FTS row
+            id TEXT NOT NULL UNIQUE,
+            org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+            name TEXT,
+            content TEXT NOT NULL,
+            description_to_index_on TEXT,
+            source TEXT NOT NULL DEFAULT 'api', -- api, cli, import
+            source_key TEXT,                    -- imports: "<absolute path>#<part>", for re-import
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX knowledge_items_org ON knowledge_items(org_id, source, created_at);
+        CREATE UNIQUE INDEX knowledge_items_source_key ON knowledge_items(org_id, source_key)
+            WHERE source_key IS NOT NULL;
+        CREATE TABLE knowledge_links (
+            item_n INTEGER NOT NULL REFERENCES knowledge_items(n) ON DELETE CASCADE,
+            agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            pos INTEGER NOT NULL,               -- keeps linked_agents in the order given
+            PRIMARY KEY (item_n, agent_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX knowledge_links_agent ON knowledge_links(agent_id, item_n);
+        -- BM25 over the same text; contentless (the text lives in knowledge_items).
+        CREATE VIRTUAL TABLE knowledge_fts USING fts5(
+            name, body, content='', contentless_delete=1,
+            tokenize='porter unicode61 remove_diacritics 2'
+        );
+        -- model, dim, version of the current vector index
+        CREATE TABLE knowledge_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        -- bumped by every write to an org's vectors: searches reload cached bits when it moves
+        CREATE TABLE knowledge_generations (org_id TEXT PRIMARY KEY, generation INTEGER NOT NULL);
+        """
+    )
