@@ -1,0 +1,157 @@
+"""Fuzzing (issue 11, point 1): schemathesis over the whole OpenAPI document of a live flowbox.
+
+Every operation is called with generated valid and invalid inputs, with the org's key and without
+one. No answer may be a 5xx; answers must match the documented response bodies; and no operation
+outside ``PUBLIC`` answers anything but 401/403 to a caller without a valid key.
+
+The document describes no request bodies yet, so operations that take one are given an
+"any JSON" body here (the fuzzer then sends arbitrary objects, arrays and scalars). Path parameters
+get real ids of seeded resources as examples besides the generated ones, to reach past the 404s.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import httpx
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from conftest import create_agent
+
+EXAMPLES = 12  # per operation: bounded so the test fits in CI
+BUDGET_S = 90
+
+# Operations a caller without an API key may use, and why (each read in its handler).
+PUBLIC = {
+    # The Flow.ai web SDK's calls: a project's clientId is public (it sits in web pages); a thread's
+    # messages need the thread's x-flowai-secret, and an unknown clientId is a 400 before anything.
+    ("GET", "/socket.info"): "web SDK entry; clientId is public, a thread needs its secret",
+    ("GET", "/thread.history"): "web SDK; needs clientId and the thread's x-flowai-secret (403 otherwise)",
+    ("GET", "/thread.unnoticed"): "web SDK; needs clientId and the thread's x-flowai-secret (403 otherwise)",
+    ("POST", "/thread.merger"): "web SDK; needs the thread's x-flowai-secret; no merger key is ever valid",
+    ("POST", "/thread.upload"): "web SDK; 401 unless x-flowai-secret of a known thread is sent",
+    # OAuth2 client credentials: the API key is the client secret, sent in the body or as Basic auth.
+    ("POST", "/oauth/token"): "the credential (client secret) is the request itself",
+    # The unguessable media id is the capability (links in messages that chat widgets render).
+    ("GET", "/rest/v1/media/{media_id}"): "capability URL: the random media id is the secret",
+}
+# Outside the document: /healthz (liveness), / and /static/... (the console page: no data until a
+# key is typed into it), /schema... (the API reference itself). Checked below to stay public.
+PUBLIC_PAGES = ["/healthz", "/", "/static/favicon.svg", "/schema", "/schema/openapi.json"]
+
+# Operations whose documentation lists every status they answer (the others list only their
+# successes and 400, so only bodies of documented statuses and "no 5xx" are checked there).
+FULLY_DOCUMENTED_PREFIXES = ("/api/public/agent", "/api/admin")
+SKIP_STATUS_CONFORMANCE = {
+    ("POST", "/api/public/agent/{agent_id}/waba"),  # the WhatsApp area documents 201 and 400 only
+}
+# Streams that stay open while the resource exists: no seeded id, and a short read timeout.
+STREAMS = {("GET", "/chats/{chat_id}/stream")}
+
+
+def seed(server) -> dict[str, str]:
+    """Real resources whose ids the fuzzer gets as path-parameter examples."""
+    client = server.client()
+    agent = create_agent(client, max_tokens=4)
+    thread = client.post(f"/api/public/agent/{agent['id']}/chat", json={"message": "hi"}).json()
+    flow = client.post("/chatflows", json={"name": "fuzz"}).json()
+    project = client.post("/v1/projects", json={"name": "fuzz"}).json()
+    item = client.post("/api/public/knowledge", json={"title": "fuzz", "content": "a short note"}).json()
+    keys = client.get("/api/admin/keys").json()
+    ids = {
+        "agent_id": agent["id"],
+        "thread_id": thread.get("thread_id") or thread.get("threadId") or "",
+        "flow_id": flow.get("id", ""),
+        "project_id": project.get("id", ""),
+        "item_id": item.get("id", ""),
+        "key_id": (keys.get("keys") or keys.get("data") or [{}])[0].get("id", ""),
+        "model_id": "local",
+    }
+    return {name: value for name, value in ids.items() if isinstance(value, str) and value}
+
+
+def prepared(document: dict, ids: dict[str, str]) -> dict:
+    document = copy.deepcopy(document)
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            if method not in ("get", "post", "put", "patch", "delete"):
+                continue
+            if method in ("post", "put", "patch") and "requestBody" not in op:
+                op["requestBody"] = {"required": False, "content": {"application/json": {"schema": {}}}}
+            if (method.upper(), path) in STREAMS:
+                continue
+            for param in op.get("parameters", []):
+                if param.get("in") == "path" and param["name"] in ids:
+                    param["examples"] = {"seeded": {"value": ids[param["name"]]}}
+    return document
+
+
+def test_fuzz_whole_api(make_server):
+    server = make_server(preload_model=False, allow_private_outbound=False)
+    ids = seed(server)
+    document = httpx.get(server.base_url + "/schema/openapi.json").json()
+    schema = schemathesis.openapi.from_dict(prepared(document, ids))
+    authed = {"Authorization": f"Bearer {server.key}"}
+    failures: list[str] = []
+    fuzzed: dict[str, int] = {}
+    started = time.monotonic()
+
+    def checks_for(method: str, path: str) -> list:
+        checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
+        if (path == "/agent" or path.startswith(FULLY_DOCUMENTED_PREFIXES)) and (method, path) not in SKIP_STATUS_CONFORMANCE:
+            checks.append(status_code_conformance)
+        return checks
+
+    for result in schema.get_all_operations():
+        op = result.ok()
+        method, path = op.method.upper(), op.path
+        label = f"{method} {path}"
+        timeout = 5 if (method, path) in STREAMS else 60
+        checks = checks_for(method, path)
+        public = (method, path) in PUBLIC
+        calls = 0
+
+        def one(case) -> None:
+            nonlocal calls
+            calls += 1
+            try:
+                response = case.call(headers=authed, base_url=server.base_url, timeout=timeout)
+                case.validate_response(response, checks=checks)
+            except (Exception, BaseExceptionGroup) as exc:  # collected, so one run reports every failing operation
+                failures.append(f"{label} (authed): {type(exc).__name__}: {str(exc)[:400]}")
+                return
+            for headers in ({}, {"Authorization": "Bearer fb_not_a_key"}):
+                response = case.call(headers=headers, base_url=server.base_url, timeout=timeout)
+                status = response.status_code
+                if status >= 500:
+                    failures.append(f"{label} (no key): {status} {response.text[:300]}")
+                elif not public and status not in (401, 403):
+                    failures.append(f"{label}: {status} without a valid key ({headers or 'none'}): {response.text[:200]}")
+
+        # Valid inputs only: with untyped string parameters and "any JSON" bodies there is nothing
+        # schemathesis could negate (its negative mode is unsatisfiable for every operation).
+        settings(
+            max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
+            phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
+        )(given(case=op.as_strategy())(one))()
+        fuzzed[label] = calls
+
+    elapsed = time.monotonic() - started
+    for page in PUBLIC_PAGES:
+        assert httpx.get(server.base_url + page).status_code == 200, page
+    print(f"fuzzed {len(fuzzed)} operations, {sum(fuzzed.values())} cases in {elapsed:.1f}s")
+    for label, calls in sorted(fuzzed.items()):
+        print(f"  {calls:3d}  {label}")
+    assert len(fuzzed) >= 60, sorted(fuzzed)
+    assert all(calls > 0 for calls in fuzzed.values()), fuzzed
+    assert not failures, "\n".join(failures)
+    assert elapsed < BUDGET_S
