@@ -2,28 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib
 import logging
 from typing import AsyncIterator
 
 from litestar import Litestar, get
+from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
 
 from . import __version__
+from .admin.console import openapi_config
+from .apidoc import document_400
 from .config import Config
 from .db import Store
 from .errors import ApiError
 from .http import api_error_handler, http_exception_handler, internal_error_handler
+from .middleware import rate_limit, request_log, setup_access_log
 from .models import ModelRegistry
 from .services import SHUTDOWN_HOOKS, STARTUP_HOOKS, Services
 
 log = logging.getLogger("flowbox")
 
 # Each module has ROUTES (a list of Litestar handlers) and may register startup hooks on import.
-ROUTE_MODULES = ["flowbox.agents.api"]
+ROUTE_MODULES = ["flowbox.agents.api", "flowbox.chats.api", "flowbox.usage_api", "flowbox.callbacks", "flowbox.whatsapp.api", "flowbox.admin.api", "flowbox.messaging.api", "flowbox.knowledge.api", "flowbox.openai_compat.api"]
 
 
 @get("/healthz", summary="Liveness check (no authentication)", include_in_schema=False)
@@ -32,20 +34,23 @@ async def healthz() -> dict[str, str]:
 
 
 def create_app(config: Config, *, preload_model: bool = True) -> Litestar:
+    setup_access_log(config.log_level)
     store = Store(config.db_path)
     models = ModelRegistry(config)
     services = Services(config=config, store=store, models=models)
     routes = [healthz]
     for name in ROUTE_MODULES:
         routes.extend(importlib.import_module(name).ROUTES)
+    document_400([handler for handler in routes if hasattr(handler, "http_methods")])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await store.open()
         log.info("store open at %s (sqlite-vec %s)", store.path, store.vec_version)
         if preload_model:
-            # Warm the default model in the background; requests that need it wait for it.
-            services.spawn(models.get("local"), name="preload-model")
+            # Load the default model before serving: llama.cpp silences the process's stdout and
+            # stderr while it loads (verbose=False), which would swallow concurrent log lines.
+            await models.get("local")
         from .agents.chat import resume_async_runs
 
         await resume_async_runs(services)
@@ -69,7 +74,9 @@ def create_app(config: Config, *, preload_model: bool = True) -> Litestar:
             HTTPException: http_exception_handler,
             Exception: internal_error_handler,
         },
-        openapi_config=OpenAPIConfig(title="flowbox", version=__version__, path="/schema"),
+        openapi_config=openapi_config(__version__),  # rendered offline at /schema
+        middleware=[request_log, rate_limit(config.rate_limit_per_minute, config.rate_limit_burst)],
+        cors_config=_cors(config),
         request_max_body_size=config.max_body_bytes,
         debug=False,
     )
@@ -77,7 +84,19 @@ def create_app(config: Config, *, preload_model: bool = True) -> Litestar:
     return app
 
 
-async def wait_ready(services: Services) -> None:
-    """For tests and benchmarks: the default model is loaded."""
-    await services.models.get("local")
-    await asyncio.sleep(0)
+def uvicorn_options(config: Config) -> dict:
+    """How uvicorn serves flowbox: one place for `flowbox serve` and the tests."""
+    return {
+        "host": config.host, "port": config.port, "log_level": config.log_level, "access_log": False,
+        "timeout_graceful_shutdown": 10,
+        "ssl_certfile": config.tls_cert or None, "ssl_keyfile": config.tls_key or None,
+        "ws_max_size": 1 << 20,  # no client frame flowbox accepts is near this (uvicorn's default: 16 MiB)
+    }
+
+
+def _cors(config: Config) -> CORSConfig | None:
+    """Closed unless origins are configured (browser chat widgets on other sites need them)."""
+    origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
+    if not origins:
+        return None
+    return CORSConfig(allow_origins=origins, allow_methods=["*"], allow_headers=["*"], allow_credentials=False, max_age=600)

@@ -28,7 +28,7 @@ Row = sqlite3.Row
 IntegrityError = sqlite3.IntegrityError
 
 # Modules that define a ``migrations`` set (sqlite_utils.migrations.Migrations), applied in order.
-MIGRATION_MODULES = ["flowbox.migrations"]
+MIGRATION_MODULES = ["flowbox.migrations", "flowbox.chats.migrations", "flowbox.outbox", "flowbox.callbacks", "flowbox.whatsapp.migrations", "flowbox.messaging.migrations", "flowbox.knowledge.migrations"]
 
 
 def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -84,16 +84,16 @@ class Tx:
     async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
         await self.conn.executemany(sql, rows)
 
+    # One hop to the connection's thread per query (execute and fetch together): on the hot
+    # path of every authenticated request, each thread hop costs more than the query itself.
     async def fetchone(self, sql: str, params: Iterable[Any] | dict = ()) -> Row | None:
-        cursor = await self.conn.execute(sql, params)
-        return await cursor.fetchone()
+        return await self.run(lambda conn: conn.execute(sql, params).fetchone())
 
     async def fetchall(self, sql: str, params: Iterable[Any] | dict = ()) -> list[Row]:
-        cursor = await self.conn.execute(sql, params)
-        return list(await cursor.fetchall())
+        return await self.run(lambda conn: conn.execute(sql, params).fetchall())
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(sqlite3_connection, *args)`` on the writer thread (bulk work in one hop)."""
+        """Run ``fn(sqlite3_connection, *args)`` on this connection's thread (bulk work in one hop)."""
         conn = self.conn
         return await conn._execute(lambda: fn(conn._conn, *args))
 
@@ -106,6 +106,7 @@ class Store:
         self._all_readers: list[aiosqlite.Connection] = []
         self._writer: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self._quick: sqlite3.Connection | None = None
         self.vec_version = ""
 
     async def open(self) -> "Store":
@@ -117,6 +118,8 @@ class Store:
             reader = await aiosqlite.Connection(factory, 64)
             self._all_readers.append(reader)
             self._readers.put_nowait(reader)
+        self._quick = connect(self.path, check_same_thread=False)
+        self._quick.execute("PRAGMA busy_timeout=0")  # never wait on the loop
         return self
 
     async def close(self) -> None:
@@ -125,6 +128,9 @@ class Store:
                 await conn.close()
         self._writer = None
         self._all_readers.clear()
+        if self._quick is not None:
+            self._quick.close()
+            self._quick = None
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
@@ -149,12 +155,34 @@ class Store:
             self._readers.put_nowait(reader)
 
     async def fetchone(self, sql: str, params: Iterable[Any] | dict = ()) -> Row | None:
-        async with self.read() as tx:
-            return await tx.fetchone(sql, params)
+        reader = await self._readers.get()
+        try:
+            return await Tx(reader).fetchone(sql, params)
+        finally:
+            self._readers.put_nowait(reader)
 
     async def fetchall(self, sql: str, params: Iterable[Any] | dict = ()) -> list[Row]:
-        async with self.read() as tx:
-            return await tx.fetchall(sql, params)
+        reader = await self._readers.get()
+        try:
+            return await Tx(reader).fetchall(sql, params)
+        finally:
+            self._readers.put_nowait(reader)
+
+    async def lookup(self, sql: str, params: Iterable[Any] | dict = ()) -> list[Row]:
+        """A small indexed read (a key, an org's agents) on the event loop's own connection.
+
+        Such a read takes microseconds from SQLite's page cache, less than the hop to a reader
+        thread and back; that hop was the largest cost of a cheap authenticated GET. The
+        connection never waits for a lock: if SQLite is busy, the read goes to a reader thread.
+        Anything that scans or may be slow uses fetchone/fetchall instead.
+        """
+        if self._quick is not None:
+            try:
+                return self._quick.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+        return await self.fetchall(sql, params)
 
 
 def open_sync(path: str | Path) -> sqlite_utils.Database:

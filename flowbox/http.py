@@ -19,6 +19,18 @@ MISSING_KEY = ("API key is required", "Please provide an API key in the Authoriz
 INVALID_KEY = ("Invalid API key", "The provided API key is not valid")
 
 
+def is_text(value: Any) -> bool:
+    """A string that can be stored, tokenized and embedded: JSON can carry lone UTF-16 surrogates
+    (``"\\ud800"``), UTF-8 cannot."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def services_of(request: Request) -> Services:
     return request.app.state.services
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from .db import Store
@@ -85,16 +86,38 @@ async def revoke_key(store: Store, key_id: str, org_id: str | None = None) -> bo
         sql += " AND org_id = ?"
         params.append(org_id)
     async with store.write() as tx:
-        return await tx.execute(sql, params) > 0
+        revoked = await tx.execute(sql, params) > 0
+    forget_verified_keys()
+    return revoked
+
+
+# Recently verified keys (digest -> (principal, monotonic expiry)): saves a database round trip on
+# every authenticated request. Revocations in this process clear it at once; a key revoked by
+# another process (the CLI) stops working within AUTH_CACHE_SECONDS.
+AUTH_CACHE_SECONDS = 1.0
+_auth_cache: dict[str, tuple[Principal, float]] = {}
+
+
+def forget_verified_keys() -> None:
+    _auth_cache.clear()
 
 
 async def authenticate(store: Store, key: str) -> Principal | None:
     """The principal for a key, or None. The lookup is by hash; the final compare is constant-time."""
     digest = hash_key(key)
-    row = await store.fetchone("SELECT id, org_id, key_hash, revoked_at FROM api_keys WHERE key_hash = ?", [digest])
+    cached = _auth_cache.get(digest)
+    if cached is not None and cached[1] > time.monotonic():
+        return cached[0]
+    rows = await store.lookup("SELECT id, org_id, key_hash, revoked_at FROM api_keys WHERE key_hash = ?", [digest])
+    row = rows[0] if rows else None
     if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], digest):
+        _auth_cache.pop(digest, None)
         return None
-    return Principal(org_id=row["org_id"], key_id=row["id"])
+    principal = Principal(org_id=row["org_id"], key_id=row["id"])
+    if len(_auth_cache) > 10_000:
+        _auth_cache.clear()
+    _auth_cache[digest] = (principal, time.monotonic() + AUTH_CACHE_SECONDS)
+    return principal
 
 
 async def ensure_default_org(store: Store, with_key: bool = True) -> tuple[dict, str | None]:

@@ -19,7 +19,7 @@ import uvicorn
 
 from flowbox import config as config_mod
 from flowbox import orgs
-from flowbox.app import create_app
+from flowbox.app import create_app, uvicorn_options
 from flowbox.models.files import ensure_model
 
 MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
@@ -29,6 +29,7 @@ MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".c
 def models_dir() -> Path:
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     ensure_model(MODELS_DIR, "smollm2", progress=False)
+    ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=False)
     return MODELS_DIR
 
 
@@ -95,10 +96,11 @@ class Server:
 
 def start_server(tmp_path: Path, preload_model: bool = True, **overrides) -> Server:
     port = free_port()
+    overrides.setdefault("rate_limit_per_minute", 0)  # tests that test limits turn them on
     cfg = config_mod.load(None).replace(host="127.0.0.1", port=port, **overrides)
     app = create_app(cfg, preload_model=preload_model)
     server = Server(config=cfg, app=app, base_url=f"http://127.0.0.1:{port}")
-    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    uv = uvicorn.Server(uvicorn.Config(app, **{**uvicorn_options(cfg), "log_level": "warning"}, lifespan="on"))
     uv.install_signal_handlers = lambda: None  # not the main thread
 
     def run():

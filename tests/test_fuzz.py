@@ -4,9 +4,11 @@ Every operation is called with generated valid and invalid inputs, with the org'
 one. No answer may be a 5xx; answers must match the documented response bodies; and no operation
 outside ``PUBLIC`` answers anything but 401/403 to a caller without a valid key.
 
-The document describes no request bodies yet, so operations that take one are given an
-"any JSON" body here (the fuzzer then sends arbitrary objects, arrays and scalars). Path parameters
-get real ids of seeded resources as examples besides the generated ones, to reach past the 404s.
+Operations whose request body the document describes (``apidoc.body_doc``) also get invalid inputs
+(schemathesis' negative mode: wrong types, missing fields, values past the documented limits); the
+others are given an "any JSON" body here (the fuzzer then sends arbitrary objects, arrays and
+scalars). Path parameters get real ids of seeded resources as examples besides the generated ones,
+to reach past the 404s.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 
 import httpx
 import schemathesis
+from schemathesis import GenerationMode
 from hypothesis import HealthCheck, Phase, given, settings
 
 from schemathesis.checks import not_a_server_error
@@ -28,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from conftest import create_agent
 
 EXAMPLES = 12  # per operation: bounded so the test fits in CI
+NEGATIVE_EXAMPLES = 8  # more per operation with a documented body, all invalid
 BUDGET_S = 90
 
 # Operations a caller without an API key may use, and why (each read in its handler).
@@ -62,21 +66,23 @@ def seed(server) -> dict[str, str]:
     """Real resources whose ids the fuzzer gets as path-parameter examples."""
     client = server.client()
     agent = create_agent(client, max_tokens=4)
-    thread = client.post(f"/api/public/agent/{agent['id']}/chat", json={"message": "hi"}).json()
-    flow = client.post("/chatflows", json={"name": "fuzz"}).json()
+    thread = client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "hi"}).json()
+    flow = client.post("/chatflows", json={"name": "fuzz", "agents": [{"name": "a", "instructions": "Say hi."}]}).json()
     project = client.post("/v1/projects", json={"name": "fuzz"}).json()
-    item = client.post("/api/public/knowledge", json={"title": "fuzz", "content": "a short note"}).json()
-    keys = client.get("/api/admin/keys").json()
+    item = client.post("/api/public/knowledge", json={"name": "fuzz", "content": "a short note", "agent_ids": agent["id"]}).json()
+    spare_key = client.post("/api/admin/keys", json={"name": "fuzz"}).json()  # the fuzzer may revoke it (not the one it calls with)
     ids = {
         "agent_id": agent["id"],
-        "thread_id": thread.get("thread_id") or thread.get("threadId") or "",
+        "thread_id": thread["body"]["metadata"]["thread_id"],
         "flow_id": flow.get("id", ""),
-        "project_id": project.get("id", ""),
+        "project_id": project.get("projectId", ""),
         "item_id": item.get("id", ""),
-        "key_id": (keys.get("keys") or keys.get("data") or [{}])[0].get("id", ""),
+        "key_id": spare_key.get("id", ""),
         "model_id": "local",
     }
-    return {name: value for name, value in ids.items() if isinstance(value, str) and value}
+    missing = [name for name, value in ids.items() if not (isinstance(value, str) and value)]
+    assert not missing, f"seeding failed for {missing}"  # else the fuzzer never gets past the 404s there
+    return ids
 
 
 def prepared(document: dict, ids: dict[str, str]) -> dict:
@@ -137,12 +143,16 @@ def test_fuzz_whole_api(make_server):
                 elif not public and status not in (401, 403):
                     failures.append(f"{label}: {status} without a valid key ({headers or 'none'}): {response.text[:200]}")
 
-        # Valid inputs only: with untyped string parameters and "any JSON" bodies there is nothing
-        # schemathesis could negate (its negative mode is unsatisfiable for every operation).
-        settings(
-            max_examples=EXAMPLES, deadline=None, database=None, derandomize=True,
-            phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-        )(given(case=op.as_strategy())(one))()
+        # Valid inputs: with untyped string parameters and "any JSON" bodies there is nothing
+        # schemathesis could negate; a documented body can be (bad bodies must get 4xx, not 5xx).
+        modes = [(GenerationMode.POSITIVE, EXAMPLES)]
+        if "requestBody" in document["paths"][path].get(method.lower(), {}):
+            modes.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))
+        for mode, examples in modes:
+            settings(
+                max_examples=examples, deadline=None, database=None, derandomize=True,
+                phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
+            )(given(case=op.as_strategy(mode))(one))()
         fuzzed[label] = calls
 
     elapsed = time.monotonic() - started

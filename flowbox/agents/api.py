@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import logging
+from typing import Any, AsyncIterator
 
 from litestar import Request, Response, delete, get, patch, post
 
-from ..errors import error
+from ..apidoc import body_doc, doc
+from ..callbacks import check_callback_url
+from ..errors import ApiError, error
 from ..http import json_body, require_key, services_of
+from ..orgs import Principal
+from ..services import Services
+from ..sse import EventStream, event, pump, wants_event_stream
 from . import chat as chat_mod
 from . import store as agents_store
+from .schemas import (AGENT_CREATE_BODY, AGENT_UPDATE_BODY, CHAT_BODY, LEGACY_CHAT_BODY, Agent, AgentList, AsyncAccepted,
+                      ChatError, ChatResponse, Deleted, LegacyChatResponse, Thread)
 
 
-@get("/api/public/agent", summary="List the organisation's agents")
+@get("/api/public/agent", summary="List the organisation's agents", responses=doc(200, AgentList, 401))
 async def list_agents(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     return {"agents": await agents_store.list_agents(services_of(request).store, principal.org_id)}
 
 
-@post("/api/public/agent", summary="Create an agent (admin)", status_code=201)
+@post("/api/public/agent", summary="Create an agent (admin)", status_code=201, responses=doc(201, Agent, 400, 401),
+      operation_class=body_doc(AGENT_CREATE_BODY))
 async def create_agent(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     services = services_of(request)
@@ -31,12 +41,13 @@ async def _own_agent(request: Request, agent_id: str) -> dict:
     return await chat_mod.load_agent_for(services_of(request), principal, agent_id)
 
 
-@get("/api/public/agent/{agent_id:str}", summary="Get an agent")
+@get("/api/public/agent/{agent_id:str}", summary="Get an agent", responses=doc(200, Agent, 401, 403, 404))
 async def get_agent(request: Request, agent_id: str) -> dict[str, Any]:
     return await _own_agent(request, agent_id)
 
 
-@patch("/api/public/agent/{agent_id:str}", summary="Update an agent (admin)")
+@patch("/api/public/agent/{agent_id:str}", summary="Update an agent (admin)", responses=doc(200, Agent, 400, 401, 403, 404),
+       operation_class=body_doc(AGENT_UPDATE_BODY))
 async def update_agent(request: Request, agent_id: str) -> dict[str, Any]:
     agent = await _own_agent(request, agent_id)
     services = services_of(request)
@@ -47,14 +58,14 @@ async def update_agent(request: Request, agent_id: str) -> dict[str, Any]:
     return updated
 
 
-@delete("/api/public/agent/{agent_id:str}", summary="Delete an agent (admin)", status_code=200)
+@delete("/api/public/agent/{agent_id:str}", summary="Delete an agent (admin)", status_code=200, responses=doc(200, Deleted, 401, 403, 404))
 async def delete_agent(request: Request, agent_id: str) -> dict[str, Any]:
     agent = await _own_agent(request, agent_id)
     await agents_store.delete_agent(services_of(request).store, agent["org_id"], agent_id)
     return {"message": "Agent deleted successfully"}
 
 
-@get("/api/public/agent/{agent_id:str}/threads/{thread_id:str}", summary="A thread's messages")
+@get("/api/public/agent/{agent_id:str}/threads/{thread_id:str}", summary="A thread's messages", responses=doc(200, Thread, 401, 403, 404))
 async def get_thread(request: Request, agent_id: str, thread_id: str) -> dict[str, Any]:
     agent = await _own_agent(request, agent_id)
     services = services_of(request)
@@ -62,25 +73,59 @@ async def get_thread(request: Request, agent_id: str, thread_id: str) -> dict[st
     return {"thread_id": thread_id, "agent_id": agent_id, "messages": await agents_store.thread_messages(services.store, thread_id)}
 
 
+async def _chat_events(services: Services, principal: Principal, chat_input: chat_mod.ChatInput, agent: dict,
+                       legacy: bool) -> AsyncIterator[str]:
+    """The opt-in stream (``Accept: text/event-stream``): ``delta`` events ``{"text"}`` as the reply is
+    generated, a ``tool`` event per tool call (its ``metadata.tool_calls`` record, after it ran), then
+    ``done`` carrying the exact response body, or ``error`` carrying the documented error body."""
+
+    async def work(emit):
+        async def on_text(text: str) -> None:
+            emit(event({"text": text}, "delta"))
+
+        async def on_tool(record: dict[str, Any]) -> None:
+            emit(event(record, "tool"))
+
+        return await chat_mod.chat(services, principal, chat_input, agent, on_text=on_text, on_tool=on_tool)
+
+    try:
+        async with contextlib.aclosing(pump(work)) as events:  # closed with us: the turn stops at once
+            async for done, item in events:
+                yield event(chat_mod.response_body(item, legacy=legacy), "done") if done else item
+    except ApiError as exc:
+        yield event(exc.body, "error")
+    except Exception:
+        logging.getLogger("flowbox").exception("streamed chat failed")
+        yield event({"statusCode": 500, "body": {"error": "An unexpected error occurred while processing your request"}}, "error")
+
+
 async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Response:
     principal = await require_key(request)
     services = services_of(request)
     body = await json_body(request)
     chat_input = chat_mod.parse_chat_body(body, agent_id, services.config.max_message_chars)
+    if chat_input.callback_url:
+        check_callback_url(services.config, chat_input.callback_url)
     agent = await chat_mod.prepare(services, principal, chat_input)
     if chat_input.callback_url:
         await chat_mod.accept_async(services, principal, chat_input, legacy)
         return Response(chat_mod.ASYNC_ACK, status_code=202)
+    if wants_event_stream(request.headers.get("accept", "")):
+        return EventStream(_chat_events(services, principal, chat_input, agent, legacy))
     outcome = await chat_mod.chat(services, principal, chat_input, agent)
     return Response(chat_mod.response_body(outcome, legacy=legacy), status_code=200)
 
 
-@post("/api/public/agent/{agent_id:str}/chat", summary="Chat with an agent")
+@post("/api/public/agent/{agent_id:str}/chat", summary="Chat with an agent", status_code=200,
+      responses=doc(200, ChatResponse, 202, AsyncAccepted, 400, 401, 402, ChatError, 403, 404, 503, ChatError),
+      operation_class=body_doc(CHAT_BODY))
 async def agent_chat(request: Request, agent_id: str) -> Response:
     return await _chat(request, agent_id, legacy=False)
 
 
-@post("/agent", summary="Chat with an agent (legacy form, agent_id in the body)")
+@post("/agent", summary="Chat with an agent (legacy form, agent_id in the body)", status_code=200,
+      responses=doc(200, LegacyChatResponse, 202, AsyncAccepted, 400, 401, 402, ChatError, 403, 404, 503, ChatError),
+      operation_class=body_doc(LEGACY_CHAT_BODY))
 async def legacy_chat(request: Request) -> Response:
     return await _chat(request, None, legacy=True)
 

@@ -8,14 +8,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+from ..db import Tx
 from ..errors import ApiError, ContextTooLong, ModelError, error
+from ..http import is_text
 from ..ids import iso, new_id, short_id
-from ..models import ChatRequest, generate
+from ..models import ChatRequest, ToolCall, ToolSpec, generate
 from ..orgs import Principal
 from ..services import Services
 from ..usage import charge, credits_for, has_credits
 from . import store as agents_store
-from .tools import Tool, ToolContext, tools_for_agent
+from .tools import CONTEXT_PROVIDERS, Tool, ToolContext, tools_for_agent
 
 MAX_TOOL_ROUNDS = 4
 ROLES = ("user", "assistant", "system")
@@ -35,7 +37,7 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int) -> ChatInpu
         raise error(400, "Invalid JSON body", "The request body must be a JSON object.")
     if agent_id is None:  # legacy: agent_id in the body
         agent_id = body.get("agent_id")
-    if not isinstance(agent_id, str) or not agent_id.strip():
+    if not is_text(agent_id) or not agent_id.strip():
         raise error(400, "agent_id is required and must be a non-empty string")
     raw = body.get("messages")
     if isinstance(raw, str):
@@ -55,19 +57,19 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int) -> ChatInpu
             if not all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
                 raise error(400, "Validation failed", f"messages[{index}].content parts must be objects with a \"text\" string.")
             content = "".join(p.get("text", "") for p in content if p.get("type", "text") == "text")
-        if not isinstance(content, str) or not content.strip():
-            raise error(400, "Validation failed", f"messages[{index}].content must be a non-empty string.")
+        if not is_text(content) or not content.strip():
+            raise error(400, "Validation failed", f"messages[{index}].content must be a non-empty string of valid Unicode text.")
         if len(content) > max_chars:
             raise error(400, "Validation failed", f"messages[{index}].content must be {max_chars} characters or less.")
         messages.append({"role": role, "content": content, "id": short_id("msg")})
     if messages[-1]["role"] == "system":
         raise error(400, "Validation failed", "The last message must be from the user or the assistant.")
     thread_id = body.get("thread_id")
-    if thread_id is not None and (not isinstance(thread_id, str) or not thread_id.strip()):
+    if thread_id is not None and (not is_text(thread_id) or not thread_id.strip()):
         raise error(400, "Validation failed", "\"thread_id\" must be a non-empty string.")
     callback_url = body.get("callback_url")
     if callback_url is not None:
-        if not isinstance(callback_url, str) or not callback_url.startswith(("http://", "https://")) or len(callback_url) > 2048:
+        if not is_text(callback_url) or not callback_url.startswith(("http://", "https://")) or len(callback_url) > 2048:
             raise error(400, "Validation failed", "\"callback_url\" must be an http:// or https:// URL.")
     return ChatInput(agent_id.strip(), messages, thread_id, callback_url)
 
@@ -151,6 +153,27 @@ class TurnResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     model: str = ""
+    finish_reason: str = "stop"
+    caller_calls: list[ToolCall] = field(default_factory=list)  # calls of caller_tools, for the caller to run
+
+
+def _call_part(call: ToolCall) -> dict[str, Any]:
+    return {"type": "tool-call", "toolCallId": call.id, "toolName": call.name, "args": call.arguments}
+
+
+async def _record_tool_round(result: TurnResult, text: str, done: list[tuple[ToolCall, Any]], on_tool) -> None:
+    """One assistant message with the calls and one tool message with their results."""
+    call_parts: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    result_parts = []
+    for call, value in done:
+        call_parts.append(_call_part(call))
+        result_parts.append({"type": "tool-result", "toolCallId": call.id, "toolName": call.name, "result": value})
+        record = {"toolCallId": call.id, "toolName": call.name, "args": call.arguments, "result": value}
+        result.tool_calls.append(record)
+        if on_tool is not None:
+            await on_tool(record)
+    result.new_messages.append({"role": "assistant", "content": call_parts, "id": short_id("msg")})
+    result.new_messages.append({"role": "tool", "content": result_parts, "id": short_id("msg")})
 
 
 async def run_turn(
@@ -160,8 +183,11 @@ async def run_turn(
     incoming: list[dict[str, Any]],
     on_text: Callable[[str], Awaitable[None]] | None = None,
     on_tool: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    caller_tools: list[ToolSpec] | tuple = (),
 ) -> TurnResult:
-    """Runs the model (and its tools) on a thread's history plus the incoming messages."""
+    """Runs the model (and its tools) on a thread's history plus the incoming messages.
+    ``caller_tools`` (the OpenAI-compatible API) are offered too, but a call to one ends the turn:
+    it is returned in ``caller_calls`` for the caller to run and answer in a next turn."""
     backend = await services.models.get(agent["model"])
     ctx = ToolContext(services.store, agent["org_id"], agent["id"], services)
     tools: dict[str, Tool] = {t.name: t for t in await tools_for_agent(ctx, agent)}
@@ -169,11 +195,16 @@ async def run_turn(
     system = [{"role": "system", "content": agent["instructions"]}] if agent["instructions"].strip() else []
     new_messages: list[dict[str, Any]] = []
     result = TurnResult(text="", new_messages=new_messages)
+    user_text = next((m["content"] for m in reversed(incoming) if m["role"] == "user" and isinstance(m["content"], str)), "")
+    for provider in CONTEXT_PROVIDERS:  # e.g. knowledge retrieved for the agent
+        done = [(ToolCall(short_id("call"), name, args), value) for name, args, value in await provider(ctx, agent, user_text)]
+        if done:
+            await _record_tool_round(result, "", done, on_tool)
     for round_no in range(MAX_TOOL_ROUNDS + 1):
         messages = fit_context(backend, system, to_model_messages(history + incoming + new_messages), max_tokens)
         request = ChatRequest(
             messages=messages, max_tokens=max_tokens, temperature=agent["temperature"],
-            tools=[t.spec for t in tools.values()], tool_choice="auto" if round_no < MAX_TOOL_ROUNDS else "none",
+            tools=[t.spec for t in tools.values()] + list(caller_tools), tool_choice="auto" if round_no < MAX_TOOL_ROUNDS else "none",
         )
         try:
             out = await generate(backend, request, key=agent["org_id"], on_text=on_text)
@@ -182,13 +213,19 @@ async def run_turn(
         result.prompt_tokens += out.prompt_tokens
         result.completion_tokens += out.completion_tokens
         result.model = out.model
+        result.finish_reason = out.finish_reason
         if not out.tool_calls:
             result.text = out.text.strip()
             new_messages.append({"role": "assistant", "content": result.text, "id": short_id("msg")})
             return result
-        call_parts, result_parts = [], []
-        if out.text.strip():
-            call_parts.append({"type": "text", "text": out.text.strip()})
+        theirs = {t.name for t in caller_tools}
+        if any(call.name in theirs for call in out.tool_calls):
+            result.text = out.text.strip()
+            result.caller_calls = [call for call in out.tool_calls if call.name in theirs]
+            text_part = [{"type": "text", "text": result.text}] if result.text else []
+            new_messages.append({"role": "assistant", "content": text_part + [_call_part(c) for c in result.caller_calls], "id": short_id("msg")})
+            return result
+        done = []
         for call in out.tool_calls:
             tool = tools.get(call.name)
             if tool is None:
@@ -198,14 +235,8 @@ async def run_turn(
                     value = await tool.run(call.arguments, ctx)
                 except Exception as exc:  # a tool's failure is the model's to read, not a 500
                     value = {"error": f"{type(exc).__name__}: {exc}"}
-            call_parts.append({"type": "tool-call", "toolCallId": call.id, "toolName": call.name, "args": call.arguments})
-            result_parts.append({"type": "tool-result", "toolCallId": call.id, "toolName": call.name, "result": value})
-            record = {"toolCallId": call.id, "toolName": call.name, "args": call.arguments, "result": value}
-            result.tool_calls.append(record)
-            if on_tool is not None:
-                await on_tool(record)
-        new_messages.append({"role": "assistant", "content": call_parts, "id": short_id("msg")})
-        new_messages.append({"role": "tool", "content": result_parts, "id": short_id("msg")})
+            done.append((call, value))
+        await _record_tool_round(result, out.text.strip(), done, on_tool)
     raise AssertionError("unreachable: the last round runs without tools")
 
 
@@ -218,20 +249,23 @@ async def chat(
     run_id: str | None = None,
     on_text: Callable[[str], Awaitable[None]] | None = None,
     on_tool: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+    in_tx: Callable[[Tx, dict[str, Any]], Awaitable[None]] | None = None,
+    caller_tools: list[ToolSpec] | tuple = (),
 ) -> dict[str, Any]:
     """A whole turn. Returns the pieces of the documented response (see ``response_body``).
 
     The thread, the incoming messages, the replies and the usage row are written in one
     transaction after the model has answered: a failed or interrupted turn leaves no trace.
+    ``in_tx(tx, outcome)`` runs inside that transaction, for writes that must commit with the turn.
     """
     started = time.perf_counter()
     history = await agents_store.thread_messages(services.store, chat_input.thread_id) if chat_input.thread_id else []
     try:
-        turn = await run_turn(services, agent, history, chat_input.messages, on_text=on_text, on_tool=on_tool)
+        turn = await run_turn(services, agent, history, chat_input.messages, on_text=on_text, on_tool=on_tool, caller_tools=caller_tools)
     except ModelError as exc:
         raise wrapped_error(503, agent["id"], "Service temporarily unavailable", "AI provider is currently experiencing high traffic") from exc
     elapsed = time.perf_counter() - started
-    credits = credits_for(turn.prompt_tokens, turn.completion_tokens)
+    credits = credits_for(turn.prompt_tokens, turn.completion_tokens, services.config)
     run_id = run_id or new_id()
     timestamp = iso()
     async with services.store.write() as tx:
@@ -248,19 +282,24 @@ async def chat(
         )
         await charge(tx, principal.org_id, credits)
         history = await agents_store.thread_messages(tx, thread_id)
-    return {
-        "agent_id": agent["id"],
-        "conversation_history": history,
-        "run_id": run_id,
-        "model": turn.model,
-        "timestamp": timestamp,
-        "tool_calls": turn.tool_calls,
-        "execution_seconds": elapsed,
-        "used_credits": credits,
-        "thread_id": thread_id,
-        "text": turn.text,
-        "usage": {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens},
-    }
+        outcome = {
+            "agent_id": agent["id"],
+            "conversation_history": history,
+            "run_id": run_id,
+            "model": turn.model,
+            "timestamp": timestamp,
+            "tool_calls": turn.tool_calls,
+            "execution_seconds": elapsed,
+            "used_credits": credits,
+            "thread_id": thread_id,
+            "text": turn.text,
+            "usage": {"prompt_tokens": turn.prompt_tokens, "completion_tokens": turn.completion_tokens},
+            "finish_reason": turn.finish_reason,
+            "caller_tool_calls": turn.caller_calls,
+        }
+        if in_tx is not None:
+            await in_tx(tx, outcome)
+    return outcome
 
 
 def response_body(outcome: dict[str, Any], legacy: bool = False) -> dict[str, Any]:
@@ -323,10 +362,14 @@ async def run_async(services: Services, run_id: str) -> None:
     chat_input = ChatInput(request["agent_id"], request["messages"], request["thread_id"], run["callback_url"])
     try:
         agent = await prepare(services, principal, chat_input)
-        outcome = await chat(services, principal, chat_input, agent, run_id=run_id)
-        body = response_body(outcome, legacy=request.get("legacy", False))
-        async with services.store.write() as tx:
-            await tx.execute("UPDATE runs SET response = ? WHERE id = ?", [json.dumps(body), run_id])
+        legacy = request.get("legacy", False)
+
+        async def store_response(tx: Tx, outcome: dict[str, Any]) -> None:
+            # with the turn, so a completed run always has the response its callback needs
+            await tx.execute("UPDATE runs SET response = ? WHERE id = ?", [json.dumps(response_body(outcome, legacy=legacy)), run_id])
+
+        outcome = await chat(services, principal, chat_input, agent, run_id=run_id, in_tx=store_response)
+        body = response_body(outcome, legacy=legacy)
     except ApiError as exc:
         body = exc.body if isinstance(exc.body, dict) and "statusCode" in exc.body else {"statusCode": exc.status, "body": exc.body}
         async with services.store.write() as tx:

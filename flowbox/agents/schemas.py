@@ -4,6 +4,11 @@
 # (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
 from typing import Any, NotRequired, TypedDict
 
+from ..apidoc import obj, string
+from .chat import ROLES
+from .store import MAX_INSTRUCTIONS
+from .tools import BUILTIN_TOOLS
+
 
 class Agent(TypedDict):
     """The agent"""
@@ -147,3 +152,29 @@ class Usage(TypedDict):
     time_range: TimeRange
     usage: UsageTotals
     note: NotRequired[str]
+
+
+# Request bodies (JSON schema; the handlers check them and answer the documented 400s).
+_MESSAGE = obj(("content",), role={"type": "string", "enum": list(ROLES), "default": "user"},
+               content={"oneOf": [string(), {"type": "array", "items": obj(type={"type": "string"}, text={"type": "string"})}]})
+_CHAT_FIELDS = {
+    "messages": {"oneOf": [string(), _MESSAGE, {"type": "array", "minItems": 1, "items": _MESSAGE}],
+                 "description": "A message string, a message object, or an array of message objects "
+                                "(content at most `max_message_chars`, 32000 by default)"},
+    "thread_id": string(description="Continue this thread (returned in the response's metadata)"),
+    "callback_url": string(2048, pattern="^https?://", description="Answer 202 now and POST the response here"),
+}
+CHAT_BODY = obj(("messages",), **_CHAT_FIELDS)
+LEGACY_CHAT_BODY = obj(("agent_id", "messages"), agent_id=string(), **_CHAT_FIELDS)
+
+_AGENT_FIELDS = {
+    "name": string(200),
+    "description": string(2000, min_length=0),
+    "instructions": string(MAX_INSTRUCTIONS, min_length=0),
+    "model": string(description="`local` or a configured remote model's name"),
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "max_tokens": {"type": ["integer", "null"], "minimum": 1, "maximum": 8192},
+    "tools": {"type": "array", "items": {"type": "string", "enum": list(BUILTIN_TOOLS)}},
+}
+AGENT_CREATE_BODY = obj(("name",), closed=True, **_AGENT_FIELDS)
+AGENT_UPDATE_BODY = obj(closed=True, **_AGENT_FIELDS)

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..db import Store, Tx
 from ..errors import error
+from ..http import is_text
 from ..ids import iso, new_id
 from .tools import BUILTIN_TOOLS
 
@@ -34,13 +35,13 @@ def validate_agent(fields: dict[str, Any], model_names: list[str], partial: bool
     out: dict[str, Any] = {}
     if "name" in fields or not partial:
         name = fields.get("name")
-        if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        if not is_text(name) or not name.strip() or len(name) > 200:
             raise bad("\"name\" must be a non-empty string of at most 200 characters.")
         out["name"] = name.strip()
     for key, limit in (("description", 2000), ("instructions", MAX_INSTRUCTIONS)):
         if key in fields:
             value = fields[key]
-            if not isinstance(value, str) or len(value) > limit:
+            if not is_text(value) or len(value) > limit:
                 raise bad(f"\"{key}\" must be a string of at most {limit} characters.")
             out[key] = value
     if "model" in fields:
@@ -85,7 +86,7 @@ async def get_agent(store: Store | Tx, agent_id: str) -> dict | None:
 
 
 async def list_agents(store: Store, org_id: str) -> list[dict]:
-    rows = await store.fetchall("SELECT * FROM agents WHERE org_id = ? ORDER BY created_at, id", [org_id])
+    rows = await store.lookup("SELECT * FROM agents WHERE org_id = ? ORDER BY created_at, id", [org_id])
     return [agent_out(r) for r in rows]
 
 

@@ -147,6 +147,12 @@ BUILTIN_TOOLS: dict[str, Tool] = {t.name: t for t in (CALCULATOR, DATETIME)}
 ToolProvider = Callable[[ToolContext, dict], Awaitable[list[Tool]]]
 TOOL_PROVIDERS: list[ToolProvider] = []
 
+# Functions (ctx, agent, user text) -> [(tool name, arguments, result)]: tool calls made for the
+# agent before the model runs (the knowledge base retrieves context this way), recorded in the
+# thread like the model's own calls so the history shows what an answer was based on.
+ContextProvider = Callable[[ToolContext, dict, str], Awaitable[list[tuple[str, dict, Any]]]]
+CONTEXT_PROVIDERS: list[ContextProvider] = []
+
 
 async def tools_for_agent(ctx: ToolContext, agent: dict) -> list[Tool]:
     tools = [BUILTIN_TOOLS[name] for name in agent["tools"] if name in BUILTIN_TOOLS]

@@ -12,12 +12,19 @@ from litestar import Request, Response, WebSocket, delete, get, patch, post, web
 from litestar.exceptions import WebSocketDisconnect
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from ..apidoc import body_doc, obj, string
 from ..errors import ApiError, error
-from ..http import json_body, services_of
+from ..http import is_text, json_body, services_of
 from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
 from .auth import require_principal, token_endpoint
+
+CHAT_BODY = obj(("from_flow",), from_flow=string(description="The flow's id (see GET /chatflows)"),
+                from_type={"type": "string", "enum": ["flow"], "default": "flow"},
+                name=string(200, description="Defaults to the flow's name"))
+MESSAGE_BODY = obj(("message",), message=string(description="At most `max_message_chars` (32000 by default)"))
+INPUT_BODY = obj(("message",), message=string(min_length=0, description="The human's answer; 'exit' ends the chat"))
 
 
 def _object(body: Any) -> dict[str, Any]:
@@ -84,7 +91,7 @@ async def list_chats(request: Request) -> list[dict[str, Any]]:
     return await chats_store.list_chats(services_of(request).store, principal.org_id)
 
 
-@post("/chats", summary="Start a chat session from a flow", status_code=201)
+@post("/chats", summary="Start a chat session from a flow", status_code=201, operation_class=body_doc(CHAT_BODY))
 async def create_chat(request: Request) -> dict[str, Any]:
     principal = await require_principal(request)
     services = services_of(request)
@@ -124,7 +131,7 @@ async def delete_chat(request: Request, chat_id: str) -> dict[str, Any]:
 
 def _message_text(request: Request, body: Any, allow_empty: bool = False) -> str:
     text = _object(body).get("message")
-    if not isinstance(text, str) or (not allow_empty and not text.strip()):
+    if not is_text(text) or (not allow_empty and not text.strip()):
         raise error(400, "Validation failed", "\"message\" is required and must be a non-empty string."
                     if not allow_empty else "\"message\" is required and must be a string.")
     limit = services_of(request).config.max_message_chars
@@ -138,7 +145,8 @@ async def _accepted(request: Request, chat_id: str, message: dict | None) -> Res
     return Response({"chat": chat, "message": chats_store.message_out(message) if message else None}, status_code=202)
 
 
-@post("/chats/{chat_id:str}/messages", summary="Send a message: starts a conversation of the chat's flow")
+@post("/chats/{chat_id:str}/messages", summary="Send a message: starts a conversation of the chat's flow",
+      operation_class=body_doc(MESSAGE_BODY))
 async def post_message(request: Request, chat_id: str) -> Response:
     chat = await _own_chat(request, chat_id)
     text = _message_text(request, await json_body(request))
@@ -146,7 +154,8 @@ async def post_message(request: Request, chat_id: str) -> Response:
     return await _accepted(request, chat["id"], message)
 
 
-@post("/chats/{chat_id:str}/input", summary="Answer a chat that waits for human input ('exit' ends it)")
+@post("/chats/{chat_id:str}/input", summary="Answer a chat that waits for human input ('exit' ends it)",
+      operation_class=body_doc(INPUT_BODY))
 async def post_input(request: Request, chat_id: str) -> Response:
     chat = await _own_chat(request, chat_id)
     text = _message_text(request, await json_body(request), allow_empty=True)

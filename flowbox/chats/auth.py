@@ -123,7 +123,7 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
 
 
-@post("/oauth/token", summary="OAuth2 token endpoint (client credentials; the API key is the client secret)")
+@post("/oauth/token", summary="OAuth2 token endpoint (client credentials; the API key is the client secret)", status_code=200)
 async def token_endpoint(request: Request) -> Response:
     params = await _token_params(request)
     basic = _basic_credentials(request)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 
@@ -33,12 +34,19 @@ def _port_free(host: str, port: int) -> bool:
 @click.option("--host", default=None, help="Address to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
+@click.option("--tls-cert", default=None, help="PEM certificate: serve HTTPS and wss:// (with --tls-key).")
+@click.option("--tls-key", default=None, help="PEM private key for --tls-cert.")
 @config_options
-def serve(host, port, log_level, config_path, data_dir):
+def serve(host, port, log_level, tls_cert, tls_key, config_path, data_dir):
     """Serve the Agents, Chats and Messaging APIs and the console."""
-    cfg = load_config(config_path, data_dir=data_dir, host=host, port=port, log_level=log_level)
+    cfg = load_config(config_path, data_dir=data_dir, host=host, port=port, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     check_data_dir(cfg)
+    if bool(cfg.tls_cert) != bool(cfg.tls_key):
+        fail("TLS needs both --tls-cert and --tls-key")
+    for path in filter(None, (cfg.tls_cert, cfg.tls_key)):
+        if not os.path.isfile(path):
+            fail(f"TLS file not found: {path}")
     if not _port_free(cfg.host, cfg.port):
         fail(f"port {cfg.port} on {cfg.host} is in use; stop the other server or pass --port")
     try:
@@ -49,14 +57,15 @@ def serve(host, port, log_level, config_path, data_dir):
         fail(str(exc))
 
     org, first_key = with_store(cfg, orgs.ensure_default_org)
-    url = f"http://{cfg.host if ':' not in cfg.host else '[' + cfg.host + ']'}:{cfg.port}"
+    scheme = "https" if cfg.tls_cert else "http"
+    url = f"{scheme}://{cfg.host if ':' not in cfg.host else '[' + cfg.host + ']'}:{cfg.port}"
     click.echo(f"flowbox serving on {url}  (data: {cfg.data_path})", err=True)
     if first_key:
         click.echo(f"First API key for org '{org['name']}' (shown once, store it now): {first_key}", err=True)
 
     import uvicorn
 
-    from ..app import create_app
+    from ..app import create_app, uvicorn_options
 
     app = create_app(cfg)
 
@@ -66,7 +75,7 @@ def serve(host, port, log_level, config_path, data_dir):
     # uvicorn shuts down gracefully on SIGTERM, then re-raises it: exit 0, not -15.
     signal.signal(signal.SIGTERM, stop)
     try:
-        uvicorn.run(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, access_log=False, timeout_graceful_shutdown=10)
+        uvicorn.run(app, **uvicorn_options(cfg))
     except StartupError as exc:
         fail(str(exc))
     except KeyboardInterrupt:

@@ -8,12 +8,20 @@ from typing import Any, AsyncIterator
 
 from litestar import Request, delete, get, patch, post
 
+from ..apidoc import body_doc, obj, string
 from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
 from ..http import is_text, json_body, require_key, services_of
 from ..services import STARTUP_HOOKS, Services
 from . import agent_tools  # noqa: F401  (registers the agents' knowledge tool and context)
 from . import store as kb
+
+_AGENT_IDS = {"oneOf": [string(), {"type": "array", "minItems": 1, "items": string()}],
+              "description": "Agent ids to link the item to (one string or an array)"}
+_OPTIONAL = {"name": string(kb.MAX_NAME, description="Display name"),
+             "description_to_index_on": string(kb.MAX_CONTENT, min_length=0, description="Embedded instead of the content")}
+CREATE_BODY = obj(("content", "agent_ids"), content=string(kb.MAX_CONTENT), agent_ids=_AGENT_IDS, **_OPTIONAL)
+UPDATE_BODY = obj(content=string(kb.MAX_CONTENT, description="Replaces the content (re-embeds it)"), agent_ids=_AGENT_IDS, **_OPTIONAL)
 
 SEARCH_MODES = ("hybrid", "vector", "keyword")
 MAX_SEARCH_LIMIT = 50
@@ -33,7 +41,7 @@ async def _embedder(request: Request) -> Embedder:
         return await get_embedder(services_of(request))
 
 
-@post("/api/public/knowledge", summary="Add a knowledge item", status_code=200)
+@post("/api/public/knowledge", summary="Add a knowledge item", status_code=200, operation_class=body_doc(CREATE_BODY))
 async def add_knowledge(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     services = services_of(request)
@@ -89,7 +97,7 @@ async def get_knowledge(request: Request, item_id: str) -> dict[str, Any]:
     return await kb.get_item(services_of(request).store, principal.org_id, item_id)
 
 
-@patch("/api/public/knowledge/{item_id:str}", summary="Update a knowledge item")
+@patch("/api/public/knowledge/{item_id:str}", summary="Update a knowledge item", operation_class=body_doc(UPDATE_BODY))
 async def update_knowledge(request: Request, item_id: str) -> dict[str, Any]:
     principal = await require_key(request)
     services = services_of(request)

