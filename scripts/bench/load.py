@@ -116,7 +116,9 @@ def main() -> None:
     parser.add_argument("--sockets", type=int, default=200)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="flowbox-load-"))
-    env = {**os.environ, "FLOWBOX_DATA_DIR": str(tmp / "data"), "FLOWBOX_RATE_LIMIT_PER_MINUTE": "0"}
+    env = {**os.environ, "FLOWBOX_DATA_DIR": str(tmp / "data"), "FLOWBOX_RATE_LIMIT_PER_MINUTE": "0",
+           # every load socket comes from 127.0.0.1: lift the per-address socket cap for this run
+           "FLOWBOX_MESSAGING_SOCKET_MAX_PER_ADDRESS": str(max(1000, 2 * args.sockets))}
     if os.environ.get("FLOWBOX_TEST_MODELS_DIR"):
         env["FLOWBOX_MODELS_DIR"] = os.environ["FLOWBOX_TEST_MODELS_DIR"]
     procs = []
