@@ -33,10 +33,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def create_app(config: Config, *, preload_model: bool = True) -> Litestar:
+def create_app(config: Config, *, preload_model: bool = True, models: ModelRegistry | None = None) -> Litestar:
+    """``models``: a registry whose model is already loaded (``flowbox serve`` loads it first, so a
+    bad model file is a one-line error before anything starts)."""
     setup_access_log(config.log_level)
     store = Store(config.db_path)
-    models = ModelRegistry(config)
+    models = models or ModelRegistry(config)
     services = Services(config=config, store=store, models=models)
     routes = [healthz]
     for name in ROUTE_MODULES:
@@ -46,19 +48,19 @@ def create_app(config: Config, *, preload_model: bool = True) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await store.open()
-        log.info("store open at %s (sqlite-vec %s)", store.path, store.vec_version)
-        if preload_model:
-            # Load the default model before serving: llama.cpp silences the process's stdout and
-            # stderr while it loads (verbose=False), which would swallow concurrent log lines.
-            await models.get("local")
-        from .agents.chat import resume_async_runs
-
-        await resume_async_runs(services)
-        for hook in STARTUP_HOOKS:
-            await hook(services)
         try:
+            log.info("store open at %s (sqlite-vec %s)", store.path, store.vec_version)
+            if preload_model:
+                # Load the default model before serving: llama.cpp silences the process's stdout and
+                # stderr while it loads (verbose=False), which would swallow concurrent log lines.
+                await models.get("local")
+            from .agents.chat import resume_async_runs
+
+            await resume_async_runs(services)
+            for hook in STARTUP_HOOKS:
+                await hook(services)
             yield
-        finally:
+        finally:  # also when startup fails: no thread may outlive the app
             for hook in SHUTDOWN_HOOKS:
                 with contextlib.suppress(Exception):
                     await hook(services)

@@ -17,12 +17,14 @@ from conftest import free_port
 
 from flowbox import config as config_mod
 from flowbox.db import connect, migrate
+from flowbox.models.files import model_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def flowbox(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "flowbox", *args], capture_output=True, text=True, timeout=120, **kwargs)
+    kwargs.setdefault("timeout", 120)
+    result = subprocess.run([sys.executable, "-m", "flowbox", *args], capture_output=True, text=True, **kwargs)
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -157,9 +159,18 @@ def test_serve_refuses_a_busy_port_and_an_unwritable_dir(tmp_path):
     assert result.returncode != 0 and "not writable" in result.stderr
 
 
-def test_corrupt_model_file_is_a_one_line_error(tmp_path):
+def test_corrupt_model_file_is_a_one_line_error(tmp_path, models_dir):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"this is not a model")
     result = flowbox("serve", "--port", str(free_port()), "--data-dir", str(tmp_path / "d"), check=False,
                      env={**os.environ, "FLOWBOX_CHAT_MODEL": str(bad)})
     assert result.returncode != 0 and "corrupt" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    # a file cut short keeps its GGUF header: llama.cpp itself refuses it, and that is one line too
+    truncated = tmp_path / "truncated.gguf"
+    with open(model_path(models_dir, "smollm2"), "rb") as whole:
+        truncated.write_bytes(whole.read(2_000_000))
+    result = flowbox("serve", "--port", str(free_port()), "--data-dir", str(tmp_path / "e"), check=False,
+                     env={**os.environ, "FLOWBOX_CHAT_MODEL": str(truncated)}, timeout=60)
+    assert result.returncode != 0 and "cannot load chat model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "e" / "flowbox.db").exists()  # nothing touched

@@ -49,10 +49,11 @@ def serve(host, port, log_level, tls_cert, tls_key, config_path, data_dir):
             fail(f"TLS file not found: {path}")
     if not _port_free(cfg.host, cfg.port):
         fail(f"port {cfg.port} on {cfg.host} is in use; stop the other server or pass --port")
-    try:
-        from ..models.files import check_gguf, ensure_model
+    from ..models import ModelRegistry
 
-        check_gguf(ensure_model(cfg.models_path, cfg.chat_model, progress=True))
+    models = ModelRegistry(cfg)
+    try:  # fetch, prepare and load the chat model first: a bad file is one line, with nothing touched
+        models.load_local(progress=True)
     except StartupError as exc:
         fail(str(exc))
 
@@ -67,7 +68,7 @@ def serve(host, port, log_level, tls_cert, tls_key, config_path, data_dir):
 
     from ..app import create_app, uvicorn_options
 
-    app = create_app(cfg)
+    app = create_app(cfg, models=models)
 
     def stop(signum, frame):
         raise KeyboardInterrupt
