@@ -130,3 +130,60 @@ def test_kill9_during_chat_turns_loses_nothing_acknowledged(tmp_path):
         assert response.status_code == 200
     finally:
         server.stop()
+
+
+def test_kill9_during_knowledge_ingest_leaves_no_entry_without_vectors(tmp_path):
+    from flowbox.db import connect
+
+    data_dir = tmp_path / "data"
+    server = Proc(data_dir)
+    headers = {"Authorization": server.first_key}
+    agent = httpx.post(f"{server.base}/api/public/agent", headers=headers, json={"name": "kb"}).json()
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def ingest(n: int):
+        with httpx.Client(base_url=server.base, headers=headers, timeout=60) as c:
+            i = 0
+            while not stop.is_set():
+                try:
+                    response = c.post("/api/public/knowledge", json={
+                        "name": f"w{n}-{i}", "agent_ids": agent["id"],
+                        "content": f"Shop {n}-{i} opens at {i % 12 + 1} o'clock and sells item {i}. " * 20})
+                except httpx.HTTPError:
+                    return
+                assert response.status_code == 200, response.text
+                acknowledged.append(response.json()["id"])
+                i += 1
+
+    workers = [threading.Thread(target=ingest, args=(n,)) for n in range(3)]
+    for w in workers:
+        w.start()
+    deadline = time.time() + 90
+    while len(acknowledged) < 6 and time.time() < deadline:
+        time.sleep(0.05)
+    server.kill9()
+    stop.set()
+    for w in workers:
+        w.join()
+    assert acknowledged
+
+    db = connect(data_dir / "flowbox.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        vec = db.execute("select name from sqlite_master where type = 'table' and name glob 'knowledge_vec_v*' "
+                         "and sql like 'CREATE VIRTUAL TABLE%'").fetchone()[0]
+        items = {r["id"]: r["n"] for r in db.execute("select id, n from knowledge_items")}
+        assert set(acknowledged) <= set(items)  # every acknowledged entry is there
+        for n in items.values():  # and none is there without its vector and its FTS row
+            assert db.execute(f"select count(*) from {vec} where rowid = ?", [n]).fetchone()[0] == 1
+            assert db.execute("select count(*) from knowledge_fts where rowid = ?", [n]).fetchone()[0] == 1
+    finally:
+        db.close()
+    server = Proc(data_dir)  # and it serves on after the crash
+    try:
+        found = httpx.get(f"{server.base}/api/public/knowledge/search", headers=headers, timeout=60,
+                          params={"q": "when does shop 0-1 open", "agent_id": agent["id"], "limit": 3})
+        assert found.status_code == 200
+    finally:
+        server.stop()
