@@ -187,3 +187,53 @@ def test_kill9_during_knowledge_ingest_leaves_no_entry_without_vectors(tmp_path)
         assert found.status_code == 200
     finally:
         server.stop()
+
+
+def test_kill9_during_flow_imports_leaves_a_whole_flow(tmp_path):
+    data_dir = tmp_path / "data"
+    flow = json.loads((Path(__file__).parent / "messaging_flow.json").read_text())
+    project = json.loads(subprocess.run(
+        [sys.executable, "-m", "flowbox", "projects", "create", "crash", "--json", "--data-dir", str(data_dir)],
+        capture_output=True, text=True, check=True).stdout)
+    server = Proc(data_dir)
+    headers = {"Authorization": f"Bearer {project['token']}"}
+    url = f"/v1/projects/{project['projectId']}/flows/import"
+    sent: list[str] = []
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def importer():
+        with httpx.Client(base_url=server.base, headers=headers, timeout=60) as c:
+            i = 0
+            while not stop.is_set():
+                title = f"Shop assistant {i}"
+                sent.append(title)
+                try:
+                    response = c.post(url, json={**flow, "title": title})
+                except httpx.HTTPError:
+                    return
+                assert response.status_code == 200, response.text
+                acknowledged.append(title)
+                i += 1
+
+    worker = threading.Thread(target=importer)
+    worker.start()
+    deadline = time.time() + 60
+    while len(acknowledged) < 5 and time.time() < deadline:
+        time.sleep(0.02)
+    server.kill9()
+    stop.set()
+    worker.join()
+    assert acknowledged
+
+    server = Proc(data_dir)
+    try:
+        exported = httpx.get(f"{server.base}/v1/projects/{project['projectId']}/flows/export", headers=headers, timeout=60).json()
+        flows = exported if isinstance(exported, list) else exported.get("flows", [exported])
+        assert len(flows) == 1
+        stored = flows[0]
+        # the last acknowledged import or a later one, never an older one, and never a partial flow
+        assert sent.index(stored["title"]) >= sent.index(acknowledged[-1])
+        assert len(stored["steps"]) == len(flow["steps"])
+    finally:
+        server.stop()
