@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, AsyncIterator
 
 from litestar import Request, delete, get, patch, post
@@ -116,10 +117,14 @@ async def delete_knowledge(request: Request, item_id: str) -> dict[str, Any]:
 
 
 async def preload_embedder(services: Services) -> None:
-    """Loads the embedding model in the background when there is knowledge to search, so the
-    first search or chat does not wait for it."""
+    """Loads the embedding model at startup when there is knowledge to search, so the first search
+    or chat does not wait for it. Before serving, not beside it: llama.cpp silences the process's
+    stdout and stderr while a model loads, which would swallow the server's own log lines."""
     if await services.store.fetchone("SELECT 1 FROM knowledge_items LIMIT 1"):
-        services.spawn(get_embedder(services), name="preload-embedder")
+        try:
+            await get_embedder(services)
+        except (ModelError, StartupError) as exc:  # searches answer 503 until it is fixed
+            logging.getLogger("flowbox").warning("embedding model not loaded: %s", exc)
 
 
 STARTUP_HOOKS.append(preload_embedder)
