@@ -183,9 +183,3 @@ class Store:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
         return await self.fetchall(sql, params)
-
-
-def open_sync(path: str | Path) -> sqlite_utils.Database:
-    """For the CLI: migrate, then a sqlite-utils Database on a flowbox connection."""
-    migrate(path)
-    return sqlite_utils.Database(connect(path))
