@@ -8,7 +8,6 @@ import re
 import httpx
 import jsonschema
 import pytest
-from conftest import create_agent
 
 from flowbox import orgs, usage
 

@@ -8,7 +8,7 @@ import json
 import click
 
 from ..cli.agents import with_store
-from ..cli.common import config_options, fail, load_config, output
+from ..cli.common import config_options, fail, json_option, org_option, output
 from ..cli.keys import _org_id
 from ..models import ModelRegistry
 from . import flows as flows_mod
@@ -41,8 +41,6 @@ def _show(data, as_json: bool, columns: list[str]) -> None:
         output([_table(f) for f in data] if isinstance(data, list) else _table(data), False, columns)
 
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-org_option = click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
 
 
 @click.group()
@@ -54,9 +52,8 @@ def chatflows() -> None:
 @org_option
 @json_option
 @config_options
-def flows_list(org_id, as_json, config_path, data_dir):
+def flows_list(org_id, as_json, cfg):
     """List flows."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         return await flows_mod.list_flows(store, await _org_id(store, org_id))
@@ -67,9 +64,8 @@ def flows_list(org_id, as_json, config_path, data_dir):
 @chatflows.command("show")
 @click.argument("flow_id")
 @config_options
-def flows_show(flow_id, config_path, data_dir):
+def flows_show(flow_id, cfg):
     """Print a flow's definition (JSON)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     flow = with_store(cfg, lambda store: flows_mod.require_flow(store, None, flow_id))
     output({k: v for k, v in flow.items() if k != "org_id"}, True)
 
@@ -88,9 +84,8 @@ def _create(cfg, org_id, document) -> dict:
 @org_option
 @json_option
 @config_options
-def flows_create(file, name, org_id, as_json, config_path, data_dir):
+def flows_create(file, name, org_id, as_json, cfg):
     """Create a flow from a JSON definition (name, agents, speaker_selection, max_rounds, ...)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     fields = _read_json(file)
     if name is not None and isinstance(fields, dict):
         fields["name"] = name
@@ -102,9 +97,8 @@ def flows_create(file, name, org_id, as_json, config_path, data_dir):
 @click.argument("file", type=click.File("r"))
 @json_option
 @config_options
-def flows_update(flow_id, file, as_json, config_path, data_dir):
+def flows_update(flow_id, file, as_json, cfg):
     """Change a flow: the JSON file's top-level fields replace the flow's."""
-    cfg = load_config(config_path, data_dir=data_dir)
     fields = _read_json(file)
     flow = with_store(cfg, lambda store: flows_mod.update_flow(store, None, flow_id, fields, ModelRegistry(cfg).names()))
     _show(flow, as_json, FLOW_COLUMNS)
@@ -114,9 +108,8 @@ def flows_update(flow_id, file, as_json, config_path, data_dir):
 @click.argument("flow_id")
 @json_option
 @config_options
-def flows_delete(flow_id, as_json, config_path, data_dir):
+def flows_delete(flow_id, as_json, cfg):
     """Delete a flow (chats started from it keep running on their copy)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     with_store(cfg, lambda store: flows_mod.delete_flow(store, None, flow_id))
     output({"id": flow_id, "deleted": True}, as_json)
 
@@ -125,9 +118,8 @@ def flows_delete(flow_id, as_json, config_path, data_dir):
 @click.argument("flow_id")
 @click.option("-o", "--output", "out", type=click.File("w"), default="-", help="Write to this file (default stdout).")
 @config_options
-def flows_export(flow_id, out, config_path, data_dir):
+def flows_export(flow_id, out, cfg):
     """Write a flow as a portable JSON document (for `flowbox chatflows import`)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     flow = with_store(cfg, lambda store: flows_mod.require_flow(store, None, flow_id))
     out.write(json.dumps(flows_mod.export_document(flow), indent=2) + "\n")
 
@@ -137,9 +129,8 @@ def flows_export(flow_id, out, config_path, data_dir):
 @org_option
 @json_option
 @config_options
-def flows_import(file, org_id, as_json, config_path, data_dir):
+def flows_import(file, org_id, as_json, cfg):
     """Create a flow from an exported document (or a bare definition)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     _show(_create(cfg, org_id, _read_json(file)), as_json, FLOW_COLUMNS)
 
 
@@ -152,9 +143,8 @@ def chats() -> None:
 @click.option("--org", "org_id", default=None, help="Only this org's chats.")
 @json_option
 @config_options
-def chats_list(org_id, as_json, config_path, data_dir):
+def chats_list(org_id, as_json, cfg):
     """List chats and their status."""
-    cfg = load_config(config_path, data_dir=data_dir)
     output(with_store(cfg, lambda store: chats_store.list_chats(store, org_id)), as_json, CHAT_COLUMNS)
 
 
@@ -162,9 +152,8 @@ def chats_list(org_id, as_json, config_path, data_dir):
 @click.argument("chat_id")
 @json_option
 @config_options
-def chats_messages(chat_id, as_json, config_path, data_dir):
+def chats_messages(chat_id, as_json, cfg):
     """A chat's messages in order."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         if await chats_store.get_chat(store, chat_id) is None:

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import json
 
 import click
 
 from ..agents import store as agents_store
-from ..errors import ApiError
 from ..models import ModelRegistry
-from .common import config_options, fail, load_config, output
-from .common import with_store as _with_store
+from .common import config_options, json_option, org_option, output, with_store
 from .keys import _org_id
 
 COLUMNS = ["id", "name", "model", "tools", "temperature", "max_tokens"]
@@ -18,13 +15,6 @@ COLUMNS = ["id", "name", "model", "tools", "temperature", "max_tokens"]
 
 def register(cli: click.Group) -> None:
     cli.add_command(agents)
-
-
-def with_store(cfg, fn):
-    try:
-        return _with_store(cfg, fn)
-    except ApiError as exc:
-        fail(exc.body.get("message") or exc.body.get("error"))
 
 
 def _fields(name, instructions, description, model, temperature, max_tokens, tools) -> dict:
@@ -44,7 +34,7 @@ def agent_options(fn):
         click.option("--temperature", type=float, default=None),
         click.option("--max-tokens", type=int, default=None),
         click.option("--tools", default=None, help="Comma-separated tool names, e.g. calculator,datetime."),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+        json_option,
     ]):
         fn = option(fn)
     return config_options(fn)
@@ -57,11 +47,10 @@ def agents() -> None:
 
 @agents.command("create")
 @click.argument("name")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
+@org_option
 @agent_options
-def agents_create(name, org_id, instructions, description, model, temperature, max_tokens, tools, as_json, config_path, data_dir):
+def agents_create(name, org_id, instructions, description, model, temperature, max_tokens, tools, as_json, cfg):
     """Create an agent."""
-    cfg = load_config(config_path, data_dir=data_dir)
     fields = _fields(name, instructions, description, model, temperature, max_tokens, tools)
 
     async def go(store):
@@ -71,12 +60,11 @@ def agents_create(name, org_id, instructions, description, model, temperature, m
 
 
 @agents.command("list")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@org_option
+@json_option
 @config_options
-def agents_list(org_id, as_json, config_path, data_dir):
+def agents_list(org_id, as_json, cfg):
     """List agents."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         return await agents_store.list_agents(store, await _org_id(store, org_id))
@@ -88,9 +76,8 @@ def agents_list(org_id, as_json, config_path, data_dir):
 @click.argument("agent_id")
 @click.option("--name", default=None)
 @agent_options
-def agents_update(agent_id, name, instructions, description, model, temperature, max_tokens, tools, as_json, config_path, data_dir):
+def agents_update(agent_id, name, instructions, description, model, temperature, max_tokens, tools, as_json, cfg):
     """Change an agent's fields."""
-    cfg = load_config(config_path, data_dir=data_dir)
     fields = _fields(name, instructions, description, model, temperature, max_tokens, tools)
 
     async def go(store):
@@ -104,11 +91,10 @@ def agents_update(agent_id, name, instructions, description, model, temperature,
 
 @agents.command("delete")
 @click.argument("agent_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def agents_delete(agent_id, as_json, config_path, data_dir):
+def agents_delete(agent_id, as_json, cfg):
     """Delete an agent and its threads."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         agent = await agents_store.get_agent(store, agent_id)

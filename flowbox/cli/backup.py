@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .. import backup as backup_mod
-from .common import check_data_dir, config_options, handle_errors, load_config, output
+from .common import check_data_dir, config_options, handle_errors, json_option, output
 
 
 def register(cli: click.Group) -> None:
@@ -17,22 +17,20 @@ def register(cli: click.Group) -> None:
 
 @click.command()
 @click.argument("path", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
 @handle_errors
-def backup(path, as_json, config_path, data_dir):
+def backup(path, as_json, cfg):
     """Write a consistent copy of the live database to PATH (a file, or a folder)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     output(backup_mod.backup(cfg.db_path, Path(path)), as_json)
 
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
 @handle_errors
-def restore(path, as_json, config_path, data_dir):
+def restore(path, as_json, cfg):
     """Check the backup at PATH and bring it back (the current database is kept beside it)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     check_data_dir(cfg)
     output(backup_mod.restore(cfg.db_path, Path(path)), as_json)

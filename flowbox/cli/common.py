@@ -12,14 +12,26 @@ import click
 
 from .. import config as config_mod
 from ..db import Store
-from ..errors import FlowboxError, StartupError
+from ..errors import ApiError, FlowboxError, StartupError
 
 
-def config_options(fn):
-    """--config and --data-dir, on every command."""
-    fn = click.option("--data-dir", envvar="FLOWBOX_DATA_DIR", default=None, help="Data directory (env FLOWBOX_DATA_DIR).")(fn)
-    fn = click.option("--config", "config_path", envvar="FLOWBOX_CONFIG", default=None, type=click.Path(), help="TOML config file.")(fn)
-    return fn
+def config_options(fn=None, *, overrides: tuple[str, ...] = ()):
+    """``--config`` and ``--data-dir`` on a command, which is called with the loaded ``cfg`` instead
+    of them. ``overrides`` names the command's own options that override settings (``serve --port``)."""
+    if fn is None:
+        return functools.partial(config_options, overrides=overrides)
+
+    @functools.wraps(fn)
+    def wrapper(*args, config_path, data_dir, **kwargs):
+        settings = {name: kwargs.pop(name) for name in overrides}
+        return fn(*args, cfg=load_config(config_path, data_dir=data_dir, **settings), **kwargs)
+
+    wrapper = click.option("--data-dir", envvar="FLOWBOX_DATA_DIR", default=None, help="Data directory (env FLOWBOX_DATA_DIR).")(wrapper)
+    return click.option("--config", "config_path", envvar="FLOWBOX_CONFIG", default=None, type=click.Path(), help="TOML config file.")(wrapper)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+org_option = click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
 
 
 def load_config(config_path: str | None, **overrides: Any):
@@ -59,6 +71,12 @@ def with_store(cfg, fn: Callable[[Store], Awaitable[Any]]) -> Any:
     check_data_dir(cfg)
     try:
         return asyncio.run(go())
+    except ApiError as exc:  # the functions the HTTP layer calls: the body's message, as one line
+        body = exc.body if isinstance(exc.body, dict) else {"error": str(exc.body)}
+        for problem in (body.get("errors") or [])[1:]:  # a flow's further validation problems
+            if isinstance(problem, dict):
+                click.echo(f"  {problem.get('path')}: {problem.get('message')}", err=True)
+        fail(body.get("message") or body.get("error") or str(body))
     except (FlowboxError, LookupError) as exc:
         fail(str(exc).strip("'\""))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import usage
-from .common import config_options, fail, load_config, output, with_store
+from .common import config_options, fail, json_option, org_option, output, with_store
 from .keys import _org_id
 
 COLUMNS = ["org_id", "name", "credits", "used_credits"]
@@ -28,13 +28,12 @@ def _show(records: dict | list[dict], as_json: bool) -> None:
 
 
 @credits.command("show")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
+@org_option
 @click.option("--all", "all_orgs", is_flag=True, help="Every org.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def credits_show(org_id, all_orgs, as_json, config_path, data_dir):
+def credits_show(org_id, all_orgs, as_json, cfg):
     """An org's balance ("unlimited" until set) and the credits it has used."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         if all_orgs:
@@ -46,11 +45,11 @@ def credits_show(org_id, all_orgs, as_json, config_path, data_dir):
 
 @credits.command("set", context_settings={"ignore_unknown_options": True})  # AMOUNT may be negative with --add
 @click.argument("amount")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
+@org_option
 @click.option("--add", is_flag=True, help="Add AMOUNT (may be negative) to the balance instead of setting it.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def credits_set(amount, org_id, add, as_json, config_path, data_dir):
+def credits_set(amount, org_id, add, as_json, cfg):
     """Set the balance to AMOUNT credits, or to "unlimited". At 0, chats answer 402."""
     if amount.lower() == "unlimited":
         if add:
@@ -61,7 +60,6 @@ def credits_set(amount, org_id, add, as_json, config_path, data_dir):
             value = float(amount)
         except ValueError:
             fail(f"AMOUNT must be a number or 'unlimited', got {amount!r}")
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         try:

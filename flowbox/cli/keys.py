@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import orgs
-from .common import config_options, load_config, output, with_store
+from .common import config_options, json_option, org_option, output, with_store
 
 
 def register(cli: click.Group) -> None:
@@ -29,12 +29,11 @@ async def _org_id(store, org_id: str | None) -> str:
 
 @keys.command("create")
 @click.option("--name", default="cli", help="A label for the key.")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@org_option
+@json_option
 @config_options
-def keys_create(name, org_id, as_json, config_path, data_dir):
+def keys_create(name, org_id, as_json, cfg):
     """Create a key. It is printed once and never again."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         key, record = await orgs.create_key(store, await _org_id(store, org_id), name)
@@ -50,22 +49,20 @@ def keys_create(name, org_id, as_json, config_path, data_dir):
 
 @keys.command("list")
 @click.option("--org", "org_id", default=None, help="Only this org's keys.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def keys_list(org_id, as_json, config_path, data_dir):
+def keys_list(org_id, as_json, cfg):
     """List keys (their prefixes, never the keys)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     rows = with_store(cfg, lambda store: orgs.list_keys(store, org_id))
     output(rows, as_json, ["id", "org_id", "name", "prefix", "created_at", "revoked_at"])
 
 
 @keys.command("revoke")
 @click.argument("key_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def keys_revoke(key_id, as_json, config_path, data_dir):
+def keys_revoke(key_id, as_json, cfg):
     """Revoke a key by its id: it stops working at once."""
-    cfg = load_config(config_path, data_dir=data_dir)
     revoked = with_store(cfg, lambda store: orgs.revoke_key(store, key_id))
     if as_json:
         output({"id": key_id, "revoked": revoked}, True)
@@ -84,11 +81,10 @@ def orgs_group() -> None:
 
 @orgs_group.command("create")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def orgs_create(name, as_json, config_path, data_dir):
+def orgs_create(name, as_json, cfg):
     """Create an org with a first API key (printed once)."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         org = await orgs.create_org(store, name)
@@ -103,9 +99,8 @@ def orgs_create(name, as_json, config_path, data_dir):
 
 
 @orgs_group.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def orgs_list(as_json, config_path, data_dir):
+def orgs_list(as_json, cfg):
     """List orgs."""
-    cfg = load_config(config_path, data_dir=data_dir)
     output(with_store(cfg, orgs.list_orgs), as_json, ["id", "name", "credits", "created_at"])

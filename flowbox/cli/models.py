@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..models.files import MODELS, model_path
-from .common import config_options, handle_errors, load_config, output
+from .common import config_options, handle_errors, json_option, output
 
 
 def register(cli: click.Group) -> None:
@@ -19,25 +19,22 @@ def models() -> None:
 
 @models.command("pull")
 @click.argument("names", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
 @handle_errors
-def models_pull(names, as_json, config_path, data_dir):
+def models_pull(names, as_json, cfg):
     """Fetch and prepare models (default: the configured chat and embedding models)."""
     from ..models.files import ensure_model
-
-    cfg = load_config(config_path, data_dir=data_dir)
     names = names or (cfg.chat_model, cfg.embedding_model)
     done = [{"name": n, "path": str(ensure_model(cfg.models_path, n, progress=not as_json))} for n in names]
     output(done, as_json, ["name", "path"])
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def models_list(as_json, config_path, data_dir):
+def models_list(as_json, cfg):
     """Known local models and whether they are prepared."""
-    cfg = load_config(config_path, data_dir=data_dir)
     rows = []
     for name, known in MODELS.items():
         path = model_path(cfg.models_path, name)

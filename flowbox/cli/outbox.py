@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from .. import outbox
-from .common import config_options, fail, load_config, output, with_store
+from .common import config_options, fail, json_option, org_option, output, with_store
 from .keys import _org_id
 
 COLUMNS = ["id", "kind", "status", "attempts", "last_status", "last_error", "created_at", "next_attempt_at", "url"]
@@ -21,8 +21,7 @@ def outbox_group() -> None:
     """Inspect and retry outbound deliveries (async chat callbacks, webhooks)."""
 
 
-def _list(status, org_id, kind, limit, as_json, config_path, data_dir) -> None:
-    cfg = load_config(config_path, data_dir=data_dir)
+def _list(status, org_id, kind, limit, as_json, cfg) -> None:
     rows = with_store(cfg, lambda store: outbox.list_deliveries(store, status, org_id, kind, limit))
     output(rows, as_json, COLUMNS)
 
@@ -32,7 +31,7 @@ def list_options(fn):
         click.option("--org", "org_id", default=None, help="Only this org's deliveries."),
         click.option("--kind", default=None, help="Only this kind, e.g. agent.callback."),
         click.option("--limit", type=click.IntRange(1), default=100, show_default=True),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON document."),
+        json_option,
     ]):
         fn = option(fn)
     return config_options(fn)
@@ -41,25 +40,24 @@ def list_options(fn):
 @outbox_group.command("list")
 @click.option("--status", type=click.Choice(["pending", "delivered", "dead"]), default=None, help="Only deliveries in this state.")
 @list_options
-def outbox_list(status, org_id, kind, limit, as_json, config_path, data_dir):
+def outbox_list(status, org_id, kind, limit, as_json, cfg):
     """Deliveries, newest first."""
-    _list(status, org_id, kind, limit, as_json, config_path, data_dir)
+    _list(status, org_id, kind, limit, as_json, cfg)
 
 
 @outbox_group.command("dead")
 @list_options
-def outbox_dead(org_id, kind, limit, as_json, config_path, data_dir):
+def outbox_dead(org_id, kind, limit, as_json, cfg):
     """Dead letters: deliveries that failed for their whole age limit, or were refused."""
-    _list("dead", org_id, kind, limit, as_json, config_path, data_dir)
+    _list("dead", org_id, kind, limit, as_json, cfg)
 
 
 @outbox_group.command("show")
 @click.argument("delivery_id")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def outbox_show(delivery_id, as_json, config_path, data_dir):
+def outbox_show(delivery_id, as_json, cfg):
     """One delivery, with its body and extra headers."""
-    cfg = load_config(config_path, data_dir=data_dir)
     record = with_store(cfg, lambda store: outbox.get_delivery(store, delivery_id))
     if record is None:
         fail(f"no delivery with id {delivery_id}")
@@ -73,13 +71,12 @@ def outbox_show(delivery_id, as_json, config_path, data_dir):
 @outbox_group.command("retry")
 @click.argument("delivery_ids", nargs=-1)
 @click.option("--all-dead", is_flag=True, help="Every dead letter.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def outbox_retry(delivery_ids, all_dead, as_json, config_path, data_dir):
+def outbox_retry(delivery_ids, all_dead, as_json, cfg):
     """Attempt dead (or pending) deliveries again now, with a fresh age limit."""
     if not delivery_ids and not all_dead:
         fail("name delivery ids, or pass --all-dead")
-    cfg = load_config(config_path, data_dir=data_dir)
     changed = with_store(cfg, lambda store: outbox.retry(store, list(delivery_ids), all_dead))
     missing = sorted(set(delivery_ids) - set(changed))
     if as_json:
@@ -91,13 +88,12 @@ def outbox_retry(delivery_ids, all_dead, as_json, config_path, data_dir):
 
 
 @outbox_group.command("secret")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
+@org_option
 @click.option("--rotate", is_flag=True, help="Replace the secret; deliveries from now on are signed with the new one.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def outbox_secret(org_id, rotate, as_json, config_path, data_dir):
+def outbox_secret(org_id, rotate, as_json, cfg):
     """The org's signing secret: receivers check X-Flowbox-Signature (sha256=HMAC-SHA256 of the body) with it."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         org = await _org_id(store, org_id)

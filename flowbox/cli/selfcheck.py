@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .common import config_options, fail, handle_errors, load_config, output
+from .common import config_options, fail, handle_errors, json_option, output
 
 
 def register(cli: click.Group) -> None:
@@ -86,12 +86,11 @@ CHECKS = [("sqlite-vec", lambda cfg: check_sqlite()), ("chat model", check_chat_
 
 
 @click.command(hidden=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
 @handle_errors
-def selfcheck(as_json, config_path, data_dir):
+def selfcheck(as_json, cfg):
     """Verify extension loading, model loading and packaged files (the build's smoke run)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     report: dict = {"frozen": bool(getattr(sys, "frozen", False))}
     for name, check in CHECKS:
         started = time.perf_counter()

@@ -12,7 +12,7 @@ import click
 
 from .. import orgs
 from ..errors import StartupError
-from .common import check_data_dir, config_options, fail, load_config, with_store
+from .common import check_data_dir, config_options, fail, with_store
 
 
 def register(cli: click.Group) -> None:
@@ -36,10 +36,9 @@ def _port_free(host: str, port: int) -> bool:
 @click.option("--log-level", default=None, help="debug, info, warning or error.")
 @click.option("--tls-cert", default=None, help="PEM certificate: serve HTTPS and wss:// (with --tls-key).")
 @click.option("--tls-key", default=None, help="PEM private key for --tls-cert.")
-@config_options
-def serve(host, port, log_level, tls_cert, tls_key, config_path, data_dir):
+@config_options(overrides=("host", "port", "log_level", "tls_cert", "tls_key"))
+def serve(cfg):
     """Serve the Agents, Chats and Messaging APIs and the console."""
-    cfg = load_config(config_path, data_dir=data_dir, host=host, port=port, log_level=log_level, tls_cert=tls_cert, tls_key=tls_key)
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
     check_data_dir(cfg)
     if bool(cfg.tls_cert) != bool(cfg.tls_key):

@@ -8,11 +8,10 @@ from typing import Any, Awaitable, Callable
 
 import click
 
-from ..cli.common import config_options, fail, load_config, output, with_store
+from ..cli.common import config_options, fail, json_option, org_option, output, with_store
 from ..cli.keys import _org_id
 from ..db import Store
 from ..embeddings import Embedder, load_embedder
-from ..errors import ApiError
 from . import store as kb
 
 COLUMNS = ["id", "name", "source", "linked_agents", "updated_at"]
@@ -35,11 +34,7 @@ def run(cfg, fn: Callable[..., Awaitable[Any]], embedder: bool = False) -> Any:
         finally:
             await model.aclose()
 
-    try:
-        return with_store(cfg, go)
-    except ApiError as exc:
-        body = exc.body if isinstance(exc.body, dict) else {"error": str(exc.body)}
-        fail(body.get("message") or body.get("error"))
+    return with_store(cfg, go)
 
 
 async def _item_org(store: Store, item_id: str) -> str:
@@ -58,8 +53,6 @@ def _table(items: list[dict]) -> list[dict]:
 
 
 agent_option = click.option("--agent", "agents", multiple=True, help="Agent id to link (repeat, or comma-separated).")
-org_option = click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 
 
 @click.group()
@@ -76,9 +69,8 @@ def knowledge() -> None:
 @org_option
 @json_option
 @config_options
-def knowledge_add(content, file, name, description, agents, org_id, as_json, config_path, data_dir):
+def knowledge_add(content, file, name, description, agents, org_id, as_json, cfg):
     """Add one item (at most 4000 characters) linked to agents."""
-    cfg = load_config(config_path, data_dir=data_dir)
     if file is not None:
         content = file.read()
     if content is None:
@@ -101,9 +93,8 @@ def knowledge_add(content, file, name, description, agents, org_id, as_json, con
 @org_option
 @json_option
 @config_options
-def knowledge_list(agent_id, source, page, limit, org_id, as_json, config_path, data_dir):
+def knowledge_list(agent_id, source, page, limit, org_id, as_json, cfg):
     """List items, newest first (one page; --json includes the pagination object)."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         return await kb.list_items(store, await _org_id(store, org_id), agent_id=agent_id, page=page, limit=limit,
@@ -117,9 +108,8 @@ def knowledge_list(agent_id, source, page, limit, org_id, as_json, config_path, 
 @click.argument("item_id")
 @json_option
 @config_options
-def knowledge_get(item_id, as_json, config_path, data_dir):
+def knowledge_get(item_id, as_json, cfg):
     """Show one item with its content."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         return await kb.get_item(store, await _item_org(store, item_id), item_id)
@@ -141,9 +131,8 @@ def knowledge_get(item_id, as_json, config_path, data_dir):
 @agent_option
 @json_option
 @config_options
-def knowledge_update(item_id, content, file, name, description, agents, as_json, config_path, data_dir):
+def knowledge_update(item_id, content, file, name, description, agents, as_json, cfg):
     """Change an item; a new content (or description) is re-embedded."""
-    cfg = load_config(config_path, data_dir=data_dir)
     body: dict[str, Any] = {}
     if file is not None:
         content = file.read()
@@ -162,9 +151,8 @@ def knowledge_update(item_id, content, file, name, description, agents, as_json,
 @click.argument("item_id")
 @json_option
 @config_options
-def knowledge_delete(item_id, as_json, config_path, data_dir):
+def knowledge_delete(item_id, as_json, cfg):
     """Delete an item and its vectors."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         await kb.delete_item(store, await _item_org(store, item_id), item_id)
@@ -181,9 +169,8 @@ def knowledge_delete(item_id, as_json, config_path, data_dir):
 @org_option
 @json_option
 @config_options
-def knowledge_search(query, agent_id, limit, mode, org_id, as_json, config_path, data_dir):
+def knowledge_search(query, agent_id, limit, mode, org_id, as_json, cfg):
     """Hybrid search (vectors + BM25, fused by reciprocal rank), best first."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store, embedder):
         org = await _org_id(store, org_id)
@@ -205,14 +192,12 @@ def knowledge_search(query, agent_id, limit, mode, org_id, as_json, config_path,
 @org_option
 @json_option
 @config_options
-def knowledge_import(paths, chunk_size, agents, org_id, as_json, config_path, data_dir):
+def knowledge_import(paths, chunk_size, agents, org_id, as_json, cfg):
     """Import .txt, .md, .rst and .html files (folders: all such files in them). Importing the
     same files again is a no-op; edited files update only their changed parts."""
     from tqdm import tqdm
 
     from .importer import collect, import_paths
-
-    cfg = load_config(config_path, data_dir=data_dir)
     files = collect(list(paths))
 
     async def go(store, embedder):
@@ -234,13 +219,11 @@ def knowledge_import(paths, chunk_size, agents, org_id, as_json, config_path, da
 @knowledge.command("reembed")
 @json_option
 @config_options
-def knowledge_reembed(as_json, config_path, data_dir):
+def knowledge_reembed(as_json, cfg):
     """Embed every item again with the configured embedding model (after changing it)."""
     from tqdm import tqdm
 
     from .reembed import reembed
-
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store, embedder):
         total = (await store.fetchone("SELECT count(*) AS c FROM knowledge_items"))["c"]

@@ -6,10 +6,8 @@ import json
 
 import click
 
-from ..cli.common import config_options, fail, load_config, output
-from ..cli.common import with_store as _with_store
+from ..cli.common import config_options, fail, json_option, org_option, output, with_store
 from ..cli.keys import _org_id
-from ..errors import ApiError
 from . import flows as flows_mod
 from . import projects as projects_mod
 from .media import forget_project
@@ -21,20 +19,6 @@ FLOW_COLUMNS = ["flowId", "title", "group", "disabled", "steps"]
 def register(cli: click.Group) -> None:
     cli.add_command(projects)
     cli.add_command(flows)
-
-
-def with_store(cfg, fn):
-    try:
-        return _with_store(cfg, fn)
-    except ApiError as exc:
-        problems = exc.body.get("errors") or []
-        for problem in problems[1:]:
-            click.echo(f"  {problem['path']}: {problem['message']}", err=True)
-        fail(exc.body.get("message") or str(exc.body))
-
-
-def json_option(fn):
-    return click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(fn)
 
 
 def setting_options(fn):
@@ -77,13 +61,12 @@ def projects() -> None:
 
 @projects.command("create")
 @click.argument("name")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
+@org_option
 @setting_options
 @json_option
 @config_options
-def projects_create(name, org_id, webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold, as_json, config_path, data_dir):
+def projects_create(name, org_id, webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold, as_json, cfg):
     """Create a project. Its API token is printed once."""
-    cfg = load_config(config_path, data_dir=data_dir)
     settings = _settings(webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold)
 
     async def go(store):
@@ -103,9 +86,8 @@ def projects_create(name, org_id, webhook_url, verify_token, agent_id, hours_fil
 @click.option("--org", "org_id", default=None, help="Only this org's projects.")
 @json_option
 @config_options
-def projects_list(org_id, as_json, config_path, data_dir):
+def projects_list(org_id, as_json, cfg):
     """List projects."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         return [projects_mod.public(p) for p in await projects_mod.list_projects(store, org_id)]
@@ -117,9 +99,8 @@ def projects_list(org_id, as_json, config_path, data_dir):
 @click.argument("project_id")
 @json_option
 @config_options
-def projects_show(project_id, as_json, config_path, data_dir):
+def projects_show(project_id, as_json, cfg):
     """A project and its settings."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         return projects_mod.public(await _project(store, project_id))
@@ -133,9 +114,8 @@ def projects_show(project_id, as_json, config_path, data_dir):
 @setting_options
 @json_option
 @config_options
-def projects_update(project_id, name, webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold, as_json, config_path, data_dir):
+def projects_update(project_id, name, webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold, as_json, cfg):
     """Change a project's name or settings."""
-    cfg = load_config(config_path, data_dir=data_dir)
     settings = _settings(webhook_url, verify_token, agent_id, hours_file, outside_hours_event, threshold)
     if name is not None:
         settings["name"] = name
@@ -151,9 +131,8 @@ def projects_update(project_id, name, webhook_url, verify_token, agent_id, hours
 @click.argument("project_id")
 @json_option
 @config_options
-def projects_token(project_id, as_json, config_path, data_dir):
+def projects_token(project_id, as_json, cfg):
     """Replace a project's API token (the old one stops working). Printed once."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         await _project(store, project_id)
@@ -167,9 +146,8 @@ def projects_token(project_id, as_json, config_path, data_dir):
 @click.argument("project_id")
 @json_option
 @config_options
-def projects_delete(project_id, as_json, config_path, data_dir):
+def projects_delete(project_id, as_json, cfg):
     """Delete a project with its flows, threads and history."""
-    cfg = load_config(config_path, data_dir=data_dir)
     deleted = with_store(cfg, lambda store: projects_mod.delete_project(store, project_id))
     if not deleted:
         fail(f"no project with id {project_id}")
@@ -192,9 +170,8 @@ def project_option(fn):
 @click.option("--replace", is_flag=True, help="Delete the project's flows that the file does not hold.")
 @json_option
 @config_options
-def flows_import(file, project_id, replace, as_json, config_path, data_dir):
+def flows_import(file, project_id, replace, as_json, cfg):
     """Import FILE: one Flow, a list of Flows, or an export ({"flows": [...]}). All or nothing."""
-    cfg = load_config(config_path, data_dir=data_dir)
     try:
         document = json.load(file)
     except json.JSONDecodeError as exc:
@@ -215,9 +192,8 @@ def flows_import(file, project_id, replace, as_json, config_path, data_dir):
 @project_option
 @click.option("-o", "--output", "out", type=click.File("w"), default="-", help="File to write (default: stdout).")
 @config_options
-def flows_export(project_id, out, config_path, data_dir):
+def flows_export(project_id, out, cfg):
     """Write every flow of a project as JSON (what ``flows import`` reads)."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         await _project(store, project_id)
@@ -230,9 +206,8 @@ def flows_export(project_id, out, config_path, data_dir):
 @project_option
 @json_option
 @config_options
-def flows_list(project_id, as_json, config_path, data_dir):
+def flows_list(project_id, as_json, cfg):
     """List a project's flows."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         await _project(store, project_id)
@@ -247,9 +222,8 @@ def flows_list(project_id, as_json, config_path, data_dir):
 @project_option
 @json_option
 @config_options
-def flows_delete(flow_id, project_id, as_json, config_path, data_dir):
+def flows_delete(flow_id, project_id, as_json, cfg):
     """Delete a flow."""
-    cfg = load_config(config_path, data_dir=data_dir)
     if not with_store(cfg, lambda store: flows_mod.delete_flow(store, project_id, flow_id)):
         fail(f"no flow {flow_id} in project {project_id}")
     output({"flowId": flow_id, "deleted": True}, as_json)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..cli.agents import with_store
-from ..cli.common import config_options, fail, load_config, output
+from ..cli.common import config_options, fail, json_option, org_option, output
 from ..cli.keys import _org_id
 from . import store as wa_store
 
@@ -28,12 +28,11 @@ def whatsapp() -> None:
 @click.option("--base-url", default=None, help="API base URL (default: the whatsapp_api_base_url setting).")
 @click.option("--api-version", default=None, help="API version, e.g. v21.0 (default: the whatsapp_api_version setting).")
 @click.option("--agent", "agent_id", default=None, help="Only for this agent (default: every agent of the org).")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@org_option
+@json_option
 @config_options
-def whatsapp_connect(phone_number_id, token, base_url, api_version, agent_id, org_id, as_json, config_path, data_dir):
+def whatsapp_connect(phone_number_id, token, base_url, api_version, agent_id, org_id, as_json, cfg):
     """Create or replace a connection."""
-    cfg = load_config(config_path, data_dir=data_dir)
     fields = {"phone_number_id": phone_number_id, "access_token": token, "api_base_url": base_url, "api_version": api_version, "agent_id": agent_id}
 
     async def go(store):
@@ -44,22 +43,20 @@ def whatsapp_connect(phone_number_id, token, base_url, api_version, agent_id, or
 
 @whatsapp.command("list")
 @click.option("--org", "org_id", default=None, help="Only this org's connections.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def whatsapp_list(org_id, as_json, config_path, data_dir):
+def whatsapp_list(org_id, as_json, cfg):
     """Connections (tokens masked)."""
-    cfg = load_config(config_path, data_dir=data_dir)
     output(with_store(cfg, lambda store: wa_store.list_connections(store, org_id)), as_json, COLUMNS)
 
 
 @whatsapp.command("disconnect")
 @click.option("--agent", "agent_id", default=None, help="Remove this agent's own connection (default: the org's).")
-@click.option("--org", "org_id", default=None, help="Org id (default: the default org).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@org_option
+@json_option
 @config_options
-def whatsapp_disconnect(agent_id, org_id, as_json, config_path, data_dir):
+def whatsapp_disconnect(agent_id, org_id, as_json, cfg):
     """Remove a connection."""
-    cfg = load_config(config_path, data_dir=data_dir)
 
     async def go(store):
         return await wa_store.delete_connection(store, await _org_id(store, org_id), agent_id)
@@ -78,9 +75,8 @@ def whatsapp_disconnect(agent_id, org_id, as_json, config_path, data_dir):
 @whatsapp.command("sends")
 @click.option("--org", "org_id", default=None, help="Only this org's sends.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@json_option
 @config_options
-def whatsapp_sends(org_id, limit, as_json, config_path, data_dir):
+def whatsapp_sends(org_id, limit, as_json, cfg):
     """Template sends, newest first."""
-    cfg = load_config(config_path, data_dir=data_dir)
     output(with_store(cfg, lambda store: wa_store.list_sends(store, org_id, limit)), as_json, SEND_COLUMNS)
