@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import ContextTooLong, ModelError
 from ..ids import short_id
+from ..sse import pump
 from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, ToolSpec
 from .files import check_gguf
 from .scheduler import FairScheduler
@@ -152,27 +153,19 @@ class LocalChatModel:
         return "".join(pieces), max(counted["n"], len(pieces)), finish
 
     async def _generate(self, prompt_tokens, *, on_text=None, **options) -> tuple[str, int, str]:
+        """Runs the model on its thread; ``on_text`` gets each piece on the loop, in order (the pieces
+        and the thread's completion are both handed over with call_soon_threadsafe, which keeps order)."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
-        queue: asyncio.Queue = asyncio.Queue()
-
-        def emit(text: str) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, text)
-
+        emit = (lambda text: loop.call_soon_threadsafe(on_text, text)) if on_text else (lambda text: None)
         future = loop.run_in_executor(self._executor, lambda: self._run(prompt_tokens, cancel=cancel, emit=emit, **options))
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(queue.put_nowait, None))
         try:
-            while True:
-                text = await queue.get()
-                if text is None:
-                    break
-                if on_text is not None:
-                    await on_text(text)
-            return future.result()
+            await asyncio.wait([future])  # not `await future`: cancelling this must not orphan the thread
         finally:
             if not future.done():
                 cancel.set()  # stops at the next token; the model is free once the thread returns
                 await asyncio.wait([future])
+        return future.result()
 
     def _check_context(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + 1 > self.n_ctx:
@@ -193,28 +186,16 @@ class LocalChatModel:
             prompt_tokens = self._tokens(self.render(request.messages))
             self._check_context(len(prompt_tokens), request.max_tokens)
             max_tokens = max(1, min(request.max_tokens, self.n_ctx - len(prompt_tokens)))
-            deltas: asyncio.Queue = asyncio.Queue()
-
-            async def on_text(text: str) -> None:
-                deltas.put_nowait(text)
-
-            task = asyncio.ensure_future(self._generate(
-                prompt_tokens, on_text=on_text, max_tokens=max_tokens, temperature=request.temperature,
+            generation = pump(lambda emit: self._generate(
+                prompt_tokens, on_text=emit, max_tokens=max_tokens, temperature=request.temperature,
                 grammar=_schema_grammar(request.json_schema), stop=request.stop, seed=request.seed,
             ))
-            task.add_done_callback(lambda _: deltas.put_nowait(None))
-            try:
-                while True:
-                    text = await deltas.get()
-                    if text is None:
-                        break
-                    yield TextDelta(text)
-                text, n_completion, finish = task.result()
-            finally:
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            async with contextlib.aclosing(generation):  # closed early, it stops the model at the next token
+                async for done, item in generation:
+                    if not done:
+                        yield TextDelta(item)
+                    else:
+                        text, n_completion, finish = item
             result.text = text
             result.prompt_tokens += len(prompt_tokens)
             result.completion_tokens += n_completion
