@@ -61,15 +61,24 @@ class StatusErrorBody(TypedDict):
     message: str
 
 
-def document_400(handlers: list[Any]) -> None:
-    """Litestar documents its own 400 body (``status_code``, ``detail``) for every handler with
-    parameters, but flowbox never answers it (its exception handler reshapes Litestar's errors):
-    document the shapes flowbox does answer where a handler says nothing of its own 400."""
-    spec = ResponseSpec(data_container=ErrorBody | StatusErrorBody, generate_examples=False, description=DESCRIPTIONS[400])
+def document_common(handlers: list[Any]) -> None:
+    """Statuses any operation may answer, documented where a handler says nothing of its own:
+    400 (Litestar documents its own ``status_code``/``detail`` body for handlers with parameters, but
+    flowbox reshapes Litestar's errors, so the shapes flowbox does answer), 429 (the per-key rate
+    limit, in front of every route) and 413 (``max_body_bytes``) for methods that take a body."""
+    common = {
+        400: ResponseSpec(data_container=ErrorBody | StatusErrorBody, generate_examples=False, description=DESCRIPTIONS[400]),
+        429: ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[429]),
+    }
+    too_large = ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[413])
     for handler in handlers:
-        responses = getattr(handler, "responses", None)
-        if getattr(handler, "include_in_schema", False) and not (responses and 400 in responses):
-            handler.responses = {**(responses or {}), 400: spec}
+        if not getattr(handler, "include_in_schema", False):
+            continue
+        responses = dict(getattr(handler, "responses", None) or {})
+        extra = dict(common)
+        if set(handler.http_methods) & {"POST", "PUT", "PATCH"}:
+            extra[413] = too_large
+        handler.responses = dict(sorted({**extra, **responses}.items()))
 
 
 def body_doc(schema: dict[str, Any]) -> type[Operation]:

@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException
 
 from . import __version__
 from .admin.console import openapi_config
-from .apidoc import document_400
+from .apidoc import document_common
 from .config import Config
 from .db import Store
 from .errors import ApiError
@@ -43,7 +43,7 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     routes = [healthz]
     for name in ROUTE_MODULES:
         routes.extend(importlib.import_module(name).ROUTES)
-    document_400([handler for handler in routes if hasattr(handler, "http_methods")])
+    document_common([handler for handler in routes if hasattr(handler, "http_methods")])
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ to reach past the 404s.
 from __future__ import annotations
 
 import copy
+import os
 import time
 
 import httpx
@@ -52,12 +53,17 @@ PUBLIC = {
 # key is typed into it), /schema... (the API reference itself). Checked below to stay public.
 PUBLIC_PAGES = ["/healthz", "/", "/static/favicon.svg", "/schema", "/schema/openapi.json"]
 
-# Operations whose documentation lists every status they answer (the others list only their
-# successes and 400, so only bodies of documented statuses and "no 5xx" are checked there).
-FULLY_DOCUMENTED_PREFIXES = ("/api/public/agent", "/api/admin")
-SKIP_STATUS_CONFORMANCE = {
-    ("POST", "/api/public/agent/{agent_id}/waba"),  # the WhatsApp area documents 201 and 400 only
-}
+# Every operation's documentation lists every status it answers (checked: status_code_conformance),
+# except under these prefixes, whose documentation is still being completed (issue 11).
+PARTLY_DOCUMENTED_PREFIXES: tuple[str, ...] = (
+    "/chatflows", "/chats", "/oauth",  # chats area
+    "/rest/v1", "/v1/projects",  # messaging REST and management
+    "/socket.info", "/thread.", "/v1/models", "/v1/chat", "/v1/embeddings",  # web SDK calls, OpenAI-compatible
+    "/api/public/knowledge", "/api/public/waba", "/api/public/agent/{agent_id}/waba", "/api/admin/keys",
+)
+# FLOWBOX_FUZZ_ONLY=/chats,/oauth fuzzes only operations under these prefixes (while working on an
+# area); the full run, which CI does, also checks that the document covers the whole API.
+ONLY = tuple(p for p in os.environ.get("FLOWBOX_FUZZ_ONLY", "").split(",") if p)
 # Streams that stay open while the resource exists: no seeded id, and a short read timeout.
 STREAMS = {("GET", "/chats/{chat_id}/stream")}
 
@@ -113,13 +119,15 @@ def test_fuzz_whole_api(make_server):
 
     def checks_for(method: str, path: str) -> list:
         checks = [not_a_server_error, response_schema_conformance, content_type_conformance]
-        if (path == "/agent" or path.startswith(FULLY_DOCUMENTED_PREFIXES)) and (method, path) not in SKIP_STATUS_CONFORMANCE:
+        if not path.startswith(PARTLY_DOCUMENTED_PREFIXES):
             checks.append(status_code_conformance)
         return checks
 
     for result in schema.get_all_operations():
         op = result.ok()
         method, path = op.method.upper(), op.path
+        if ONLY and not path.startswith(ONLY):
+            continue
         label = f"{method} {path}"
         timeout = 5 if (method, path) in STREAMS else 60
         checks = checks_for(method, path)
@@ -161,7 +169,7 @@ def test_fuzz_whole_api(make_server):
     print(f"fuzzed {len(fuzzed)} operations, {sum(fuzzed.values())} cases in {elapsed:.1f}s")
     for label, calls in sorted(fuzzed.items()):
         print(f"  {calls:3d}  {label}")
-    assert len(fuzzed) >= 60, sorted(fuzzed)
+    assert ONLY or len(fuzzed) >= 60, sorted(fuzzed)
     assert all(calls > 0 for calls in fuzzed.values()), fuzzed
     assert not failures, "\n".join(failures)
     assert elapsed < BUDGET_S
