@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .config import Config
-from .errors import ModelError, StartupError
+from .errors import ModelError, StartupError, upstream_refusal
 from .services import SHUTDOWN_HOOKS, Services
 
 EXTRAS_KEY = "embedder"
@@ -144,6 +144,7 @@ class RemoteEmbedder(Embedder):
         self.base_url = base_url.rstrip("/")
         self.model = model
         self.name = f"remote:{model}"
+        self._api_key = api_key
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._timeout = timeout
         self._async: httpx.AsyncClient | None = None  # made on first async use, on the app's loop
@@ -155,7 +156,7 @@ class RemoteEmbedder(Embedder):
 
     def _parse(self, response: Any, count: int) -> list[list[float]]:
         if response.status_code >= 400:
-            raise ModelError(f"embedding server answered {response.status_code}: {response.text[:300]}")
+            raise upstream_refusal("embedding server", response.status_code, response.text, self._api_key)
         try:
             data = sorted(response.json()["data"], key=lambda d: d.get("index", 0))
             vectors = np.array([d["embedding"] for d in data], dtype=np.float64)

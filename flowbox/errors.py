@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .redact import scrub
+
 
 class FlowboxError(Exception):
     """Base class for errors flowbox raises on purpose."""
@@ -33,6 +35,13 @@ def error(status: int, error: str, message: str | None = None, **extra: Any) -> 
 
 class ModelError(FlowboxError):
     """A model failed or is unavailable (maps to the documented 503)."""
+
+
+def upstream_refusal(what: str, status: int, body: str, credential: str = "") -> ModelError:
+    """An upstream server's error answer: the start of its body helps whoever reads the error, but
+    some servers echo the credential they were sent, so that never passes through (replaced before
+    the body is cut, so no part of it is left either)."""
+    return ModelError(f"{what} answered {status}: {scrub(body, credential)[:300]}")
 
 
 class ModelBusy(ModelError):

@@ -17,6 +17,7 @@ from .. import netguard
 from ..db import Store
 from ..ids import iso, new_id
 from ..orgs import hash_key
+from ..redact import mask
 from .common import is_str, rest_error
 from .hours import validate_business_hours
 
@@ -42,7 +43,7 @@ def _row(row) -> dict[str, Any] | None:
 
 
 def public(project: dict[str, Any]) -> dict[str, Any]:
-    """A project as the API and CLI show it (never the token itself)."""
+    """A project as the API and CLI show it (never its token; its webhook verify token masked)."""
     return {
         "projectId": project["id"],
         "orgId": project["org_id"],
@@ -50,7 +51,7 @@ def public(project: dict[str, Any]) -> dict[str, Any]:
         "clientId": project["client_id"],
         "tokenPrefix": project["token_prefix"],
         "webhookUrl": project["webhook_url"],
-        "webhookVerifyToken": project["webhook_verify_token"],
+        "webhookVerifyToken": mask(project["webhook_verify_token"]),  # a webhook secret: set, never shown
         "agentId": project["agent_id"],
         "businessHours": project["business_hours"],
         "outsideHoursEvent": project["outside_hours_event"],

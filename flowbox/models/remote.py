@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 import httpx
 
 from ..config import RemoteModel
-from ..errors import ModelError
+from ..errors import ModelError, upstream_refusal
 from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall
 
 
@@ -53,8 +53,8 @@ class RemoteChatModel:
         try:
             async with self._client.stream("POST", "/chat/completions", json=self._payload(request)) as response:
                 if response.status_code >= 400:
-                    body = (await response.aread()).decode("utf-8", "replace")[:300]
-                    raise ModelError(f"remote model {self.name} answered {response.status_code}: {body}")
+                    body = (await response.aread()).decode("utf-8", "replace")
+                    raise upstream_refusal(f"remote model {self.name}", response.status_code, body, self.remote.api_key)
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
                         continue

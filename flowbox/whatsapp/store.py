@@ -9,6 +9,7 @@ from .. import netguard
 from ..db import Store
 from ..errors import error
 from ..ids import iso, new_id
+from ..redact import mask
 
 FIELDS = ("phone_number_id", "access_token", "api_base_url", "api_version", "agent_id")
 PHONE_NUMBER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -55,8 +56,7 @@ def validate_connection(fields: Any) -> dict[str, Any]:
 def public(row) -> dict[str, Any]:
     """A connection as shown: the token masked to its last four characters."""
     record = dict(row)
-    token = record.pop("access_token")
-    record["access_token"] = "****" + (token[-4:] if len(token) > 8 else "")
+    record["access_token"] = mask(record["access_token"])
     record["agent_id"] = record["agent_id"] or None
     return record
 
