@@ -96,6 +96,16 @@ def output(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
         click.echo("  ".join(str(row.get(c, "") if row.get(c) is not None else "").ljust(widths[c]) for c in columns))
 
 
+def output_secret(record: dict[str, Any], as_json: bool, label: str, field: str, *shown: str) -> None:
+    """A record holding a new secret (an API key, a project token): it is printed this once."""
+    if as_json:
+        output(record, True)
+        return
+    click.echo(f"{label} (shown once, store it now): {record[field]}")
+    if shown:
+        click.echo("  ".join(f"{name}: {record[name]}" for name in shown))
+
+
 def handle_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

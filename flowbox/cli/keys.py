@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .. import orgs
-from .common import config_options, json_option, org_option, output, with_store
+from .common import config_options, json_option, org_option, output, output_secret, with_store
 
 
 def register(cli: click.Group) -> None:
@@ -39,12 +39,7 @@ def keys_create(name, org_id, as_json, cfg):
         key, record = await orgs.create_key(store, await _org_id(store, org_id), name)
         return {**record, "key": key}
 
-    record = with_store(cfg, go)
-    if as_json:
-        output(record, True)
-    else:
-        click.echo(f"API key (shown once, store it now): {record['key']}")
-        click.echo(f"id: {record['id']}  org: {record['org_id']}  name: {record['name']}")
+    output_secret(with_store(cfg, go), as_json, "API key", "key", "id", "org_id", "name")
 
 
 @keys.command("list")

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..cli.common import config_options, fail, json_option, org_option, output, with_store
+from ..cli.common import config_options, fail, json_option, org_option, output, output_secret, with_store
 from ..cli.keys import _org_id
 from . import flows as flows_mod
 from . import projects as projects_mod
@@ -74,12 +74,7 @@ def projects_create(name, org_id, webhook_url, verify_token, agent_id, hours_fil
                                                            allow_private=cfg.allow_private_outbound)
         return {**projects_mod.public(project), "token": token}
 
-    record = with_store(cfg, go)
-    if as_json:
-        output(record, True)
-    else:
-        click.echo(f"API token (shown once, store it now): {record['token']}")
-        click.echo(f"projectId: {record['projectId']}  clientId: {record['clientId']}  name: {record['name']}")
+    output_secret(with_store(cfg, go), as_json, "API token", "token", "projectId", "clientId", "name")
 
 
 @projects.command("list")
@@ -138,8 +133,7 @@ def projects_token(project_id, as_json, cfg):
         await _project(store, project_id)
         return {"projectId": project_id, "token": await projects_mod.rotate_token(store, project_id)}
 
-    record = with_store(cfg, go)
-    output(record, True) if as_json else click.echo(f"API token (shown once, store it now): {record['token']}")
+    output_secret(with_store(cfg, go), as_json, "API token", "token")
 
 
 @projects.command("delete")
