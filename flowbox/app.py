@@ -51,8 +51,7 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
         try:
             log.info("store open at %s (sqlite-vec %s)", store.path, store.vec_version)
             if preload_model:
-                # Load the default model before serving: llama.cpp silences the process's stdout and
-                # stderr while it loads (verbose=False), which would swallow concurrent log lines.
+                # Load the default model before serving, so the first chat does not wait for it.
                 await models.get("local")
             from .agents.chat import resume_async_runs
 

@@ -61,17 +61,14 @@ class Embedder:
 
 class LocalEmbedder(Embedder):
     def __init__(self, path: Path, *, name: str, n_threads: int):
-        import llama_cpp
-
         from .models.files import check_gguf
+        from .models.llama_load import load_llama
 
         check_gguf(path)
         try:
             # One batch = one context: llama.cpp runs an encoder's whole batch in one ubatch.
-            self.llm = llama_cpp.Llama(
-                model_path=str(path), embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
-                n_threads=n_threads, n_threads_batch=n_threads, verbose=False,
-            )
+            self.llm = load_llama(model_path=str(path), embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
+                                  n_threads=n_threads, n_threads_batch=n_threads)
         except (ValueError, RuntimeError) as exc:
             raise StartupError(f"cannot load embedding model {path}: {exc}; delete it and run 'flowbox models pull'") from exc
         self.name = name

@@ -118,8 +118,7 @@ async def delete_knowledge(request: Request, item_id: str) -> dict[str, Any]:
 
 async def preload_embedder(services: Services) -> None:
     """Loads the embedding model at startup when there is knowledge to search, so the first search
-    or chat does not wait for it. Before serving, not beside it: llama.cpp silences the process's
-    stdout and stderr while a model loads, which would swallow the server's own log lines."""
+    or chat does not wait for it."""
     if await services.store.fetchone("SELECT 1 FROM knowledge_items LIMIT 1"):
         try:
             await get_embedder(services)

@@ -27,6 +27,7 @@ from ..ids import short_id
 from ..sse import pump
 from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, ToolSpec
 from .files import check_gguf
+from .llama_load import load_llama
 from .scheduler import FairScheduler
 
 
@@ -77,13 +78,8 @@ class LocalChatModel:
         self.name = name
         self.path = path
         try:
-            self.llm = _stateful_llama_class()(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                verbose=False,
-            )
+            self.llm = load_llama(_stateful_llama_class(), model_path=str(path), n_ctx=n_ctx,
+                                  n_threads=n_threads, n_threads_batch=n_threads)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {path}: {exc}") from exc
         self.n_ctx = self.llm.n_ctx()

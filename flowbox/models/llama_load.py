@@ -1,0 +1,67 @@
+"""Loading llama.cpp models without silencing the process.
+
+Quiet (``verbose=False``), llama-cpp-python points file descriptors 1 and 2 at /dev/null while a
+model loads, which also swallows what every other thread writes meanwhile: the server's log lines,
+when the embedding model loads on the first knowledge call. So flowbox loads with ``verbose=True``
+(no descriptor games) and:
+- sends llama.cpp's own log to the ``flowbox.llama`` logger, errors only; a load's errors go into
+  its exception instead (why a model file was refused, in one line);
+- keeps what llama-cpp-python prints itself while loading out of sys.stdout/sys.stderr (log
+  handlers hold their own stream, so the server's log is not affected).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import logging
+import threading
+from typing import Any
+
+log = logging.getLogger("flowbox.llama")
+GGML_LOG_LEVEL_ERROR = 4  # ggml's enum today: none, debug, info, warn, error, cont
+
+_lock = threading.Lock()
+_callback: Any = None  # the ctypes callback must live as long as the process: llama.cpp keeps its address
+_loading = threading.local()  # llama.cpp logs on the thread that called it: a loading thread's errors go in its exception
+
+
+def _route_llama_log() -> None:
+    global _callback
+    import llama_cpp
+
+    with _lock:
+        if _callback is not None:
+            return
+
+        @llama_cpp.llama_log_callback
+        def forward(level: int, text: bytes, user_data: Any) -> None:
+            if level == GGML_LOG_LEVEL_ERROR:
+                line = text.decode("utf-8", "replace").rstrip()
+                errors = getattr(_loading, "errors", None)
+                if errors is not None:
+                    errors.append(line)
+                else:
+                    log.error("%s", line)
+
+        llama_cpp.llama_log_set(forward, ctypes.c_void_p(0))
+        _callback = forward
+
+
+def load_llama(cls: Any = None, **options: Any) -> Any:
+    """``llama_cpp.Llama(**options)`` (or a subclass), loaded without touching the process's output."""
+    import llama_cpp
+
+    _route_llama_log()
+    _loading.errors = []
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            llm = (cls or llama_cpp.Llama)(verbose=True, **options)
+    except (ValueError, RuntimeError) as exc:
+        reasons = [line.split("error loading model: ", 1)[-1] for line in _loading.errors if "error loading model" in line]
+        raise type(exc)(f"{exc} ({reasons[-1]})" if reasons else str(exc)) from exc
+    finally:
+        _loading.errors = None
+    llm.verbose = False  # and no timing lines after each call
+    return llm
