@@ -8,6 +8,7 @@ import re
 from typing import Any
 
 from litestar import Request, get
+from litestar.params import FromPath
 
 from .agents import store as agents_store
 from .agents.schemas import Usage
@@ -82,7 +83,7 @@ async def usage_report(services: Services, agent_id: str, start: dt.date, end: d
 
 
 @get("/api/public/agent/{agent_id:str}/usage", summary="Credit usage of an agent per day", responses=doc(200, Usage, 400, 401, 403))
-async def agent_usage(request: Request, agent_id: str) -> dict[str, Any]:
+async def agent_usage(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_key(request)
     agent_id = require_agent_id(agent_id)
     services = services_of(request)

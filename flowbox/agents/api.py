@@ -7,6 +7,7 @@ import logging
 from typing import Any, AsyncIterator
 
 from litestar import Request, Response, delete, get, patch, post
+from litestar.params import FromPath
 
 from ..apidoc import body_doc, doc
 from ..callbacks import check_callback_url
@@ -42,13 +43,13 @@ async def _own_agent(request: Request, agent_id: str) -> dict:
 
 
 @get("/api/public/agent/{agent_id:str}", summary="Get an agent", responses=doc(200, Agent, 401, 403, 404))
-async def get_agent(request: Request, agent_id: str) -> dict[str, Any]:
+async def get_agent(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
     return await _own_agent(request, agent_id)
 
 
 @patch("/api/public/agent/{agent_id:str}", summary="Update an agent (admin)", responses=doc(200, Agent, 400, 401, 403, 404),
        operation_class=body_doc(AGENT_UPDATE_BODY))
-async def update_agent(request: Request, agent_id: str) -> dict[str, Any]:
+async def update_agent(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
     agent = await _own_agent(request, agent_id)
     services = services_of(request)
     body = await json_body(request)
@@ -59,14 +60,14 @@ async def update_agent(request: Request, agent_id: str) -> dict[str, Any]:
 
 
 @delete("/api/public/agent/{agent_id:str}", summary="Delete an agent (admin)", status_code=200, responses=doc(200, Deleted, 401, 403, 404))
-async def delete_agent(request: Request, agent_id: str) -> dict[str, Any]:
+async def delete_agent(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
     agent = await _own_agent(request, agent_id)
     await agents_store.delete_agent(services_of(request).store, agent["org_id"], agent_id)
     return {"message": "Agent deleted successfully"}
 
 
 @get("/api/public/agent/{agent_id:str}/threads/{thread_id:str}", summary="A thread's messages", responses=doc(200, Thread, 401, 403, 404))
-async def get_thread(request: Request, agent_id: str, thread_id: str) -> dict[str, Any]:
+async def get_thread(request: Request, agent_id: FromPath[str], thread_id: FromPath[str]) -> dict[str, Any]:
     agent = await _own_agent(request, agent_id)
     services = services_of(request)
     await chat_mod.check_thread(services, request.state.principal, agent["id"], thread_id)
@@ -119,7 +120,7 @@ async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Respons
 @post("/api/public/agent/{agent_id:str}/chat", summary="Chat with an agent", status_code=200,
       responses=doc(200, ChatResponse, 202, AsyncAccepted, 400, 401, 402, ChatError, 403, 404, 503, ChatError),
       operation_class=body_doc(CHAT_BODY))
-async def agent_chat(request: Request, agent_id: str) -> Response:
+async def agent_chat(request: Request, agent_id: FromPath[str]) -> Response:
     return await _chat(request, agent_id, legacy=False)
 
 

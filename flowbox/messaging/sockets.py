@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from litestar import WebSocket, websocket
+from litestar.params import FromPath
 
 from ..errors import ApiError
 from ..services import SHUTDOWN_HOOKS, Services
@@ -277,7 +278,7 @@ class _ProjectGone(Exception):
 
 
 @websocket("/ws/{token:str}", summary="The messaging socket (URL from GET /socket.info)")
-async def socket_endpoint(socket: WebSocket, token: str) -> None:
+async def socket_endpoint(socket: WebSocket, token: FromPath[str]) -> None:
     services: Services = socket.app.state.services
     await socket.accept()
     grant = tokens_of(services).take(token)
