@@ -11,7 +11,7 @@ with ``json_body`` and checks itself (so bad bodies keep their documented 400s).
 # (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict, get_args, get_origin
 
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
@@ -47,8 +47,11 @@ def doc(*items: Any) -> dict[int, ResponseSpec]:
         body: Any = ErrorBody
         if items_list and not isinstance(items_list[0], int):
             body = items_list.pop(0)
-        # Errors are described by their status; a success by its body type's docstring.
+        # Errors are described by their status; a success by its body type's docstring (a list's by its items').
+        item = get_args(body)[0] if get_origin(body) is list else None
         description = DESCRIPTIONS.get(status) if status >= 400 else None
+        if not description and item is not None:
+            description = "A list: " + ((item.__doc__ or "items").strip().splitlines()[0])
         description = description or (body.__doc__ or HTTPStatus(status).phrase).strip().splitlines()[0]
         responses[status] = ResponseSpec(data_container=body, generate_examples=False, description=description)
     return responses
@@ -81,11 +84,12 @@ def document_common(handlers: list[Any]) -> None:
         handler.responses = dict(sorted({**extra, **responses}.items()))
 
 
-def body_doc(schema: dict[str, Any]) -> type[Operation]:
+def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("application/json",), required: bool = True) -> type[Operation]:
     """``@post(..., operation_class=body_doc(schema))``: documents the JSON body a handler parses itself
     (``json_body``), as a plain JSON-schema dict. Documentation only: the handler still checks the body
     and answers its own 400s (Litestar has no ``request_body=`` and would validate a ``data`` parameter)."""
-    request_body = RequestBody(content={"application/json": OpenAPIMediaType(schema=schema)}, required=True)  # type: ignore[arg-type]
+    content = {media_type: OpenAPIMediaType(schema=schema) for media_type in media_types}  # type: ignore[arg-type]
+    request_body = RequestBody(content=content, required=required)
 
     @dataclass
     class WithBody(Operation):

@@ -56,7 +56,6 @@ PUBLIC_PAGES = ["/healthz", "/", "/static/favicon.svg", "/schema", "/schema/open
 # Every operation's documentation lists every status it answers (checked: status_code_conformance),
 # except under these prefixes, whose documentation is still being completed (issue 11).
 PARTLY_DOCUMENTED_PREFIXES: tuple[str, ...] = (
-    "/chatflows", "/chats", "/oauth",  # chats area
     "/rest/v1", "/v1/projects",  # messaging REST and management
     "/socket.info", "/thread.", "/v1/models", "/v1/chat", "/v1/embeddings",  # web SDK calls, OpenAI-compatible
     "/api/public/knowledge", "/api/public/waba", "/api/public/agent/{agent_id}/waba", "/api/admin/keys",

@@ -11,21 +11,17 @@ from typing import Any, AsyncIterator
 from litestar import Request, Response, WebSocket, delete, get, patch, post, websocket
 from litestar.exceptions import WebSocketDisconnect
 from litestar.response import ServerSentEvent, ServerSentEventMessage
+from litestar.params import FromPath
 
-from ..apidoc import body_doc, obj, string
+from ..apidoc import body_doc, doc
 from ..errors import ApiError, error
 from ..http import is_text, json_body, services_of
 from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
 from .auth import require_principal, token_endpoint
-
-CHAT_BODY = obj(("from_flow",), from_flow=string(description="The flow's id (see GET /chatflows)"),
-                from_type={"type": "string", "enum": ["flow"], "default": "flow"},
-                name=string(200, description="Defaults to the flow's name"))
-MESSAGE_BODY = obj(("message",), message=string(description="At most `max_message_chars` (32000 by default)"))
-INPUT_BODY = obj(("message",), message=string(min_length=0, description="The human's answer; 'exit' ends the chat"))
-
+from .schemas import (CHAT_BODY, FLOW_BODY, FLOW_UPDATE_BODY, IMPORT_BODY, INPUT_BODY, MESSAGE_BODY, Accepted, Busy, Chat,
+                      ChatMessage, Deleted, Flow, FlowExport)
 
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
@@ -35,20 +31,22 @@ def _object(body: Any) -> dict[str, Any]:
 
 # -- flows ---------------------------------------------------------------------------------------------
 
-@get("/chatflows", summary="List flows")
+@get("/chatflows", summary="List flows", responses=doc(200, list[Flow], 401))
 async def list_flows(request: Request) -> list[dict[str, Any]]:
     principal = await require_principal(request)
     return await flows_mod.list_flows(services_of(request).store, principal.org_id)
 
 
-@post("/chatflows", summary="Create a flow", status_code=201)
+@post("/chatflows", summary="Create a flow", status_code=201, responses=doc(201, Flow, 400, 401),
+      operation_class=body_doc(FLOW_BODY))
 async def create_flow(request: Request) -> dict[str, Any]:
     principal = await require_principal(request)
     services = services_of(request)
     return await flows_mod.create_flow(services.store, principal.org_id, await json_body(request), services.models.names())
 
 
-@post("/chatflows/import", summary="Import a flow exported by GET /chatflows/{flow_id}/export", status_code=201)
+@post("/chatflows/import", summary="Import a flow exported by GET /chatflows/{flow_id}/export", status_code=201,
+      responses=doc(201, Flow, 400, 401), operation_class=body_doc(IMPORT_BODY))
 async def import_flow(request: Request) -> dict[str, Any]:
     principal = await require_principal(request)
     services = services_of(request)
@@ -56,28 +54,29 @@ async def import_flow(request: Request) -> dict[str, Any]:
     return await flows_mod.create_flow(services.store, principal.org_id, fields, services.models.names())
 
 
-@get("/chatflows/{flow_id:str}", summary="Get a flow")
-async def get_flow(request: Request, flow_id: str) -> dict[str, Any]:
+@get("/chatflows/{flow_id:str}", summary="Get a flow", responses=doc(200, Flow, 401, 404))
+async def get_flow(request: Request, flow_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_principal(request)
     flow = await flows_mod.require_flow(services_of(request).store, principal.org_id, flow_id)
     return {k: v for k, v in flow.items() if k != "org_id"}
 
 
-@get("/chatflows/{flow_id:str}/export", summary="Export a flow as a portable JSON document")
-async def export_flow(request: Request, flow_id: str) -> dict[str, Any]:
+@get("/chatflows/{flow_id:str}/export", summary="Export a flow as a portable JSON document", responses=doc(200, FlowExport, 401, 404))
+async def export_flow(request: Request, flow_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_principal(request)
     return flows_mod.export_document(await flows_mod.require_flow(services_of(request).store, principal.org_id, flow_id))
 
 
-@patch("/chatflows/{flow_id:str}", summary="Change a flow (chats already created keep their definition)")
-async def update_flow(request: Request, flow_id: str) -> dict[str, Any]:
+@patch("/chatflows/{flow_id:str}", summary="Change a flow (chats already created keep their definition)",
+       responses=doc(200, Flow, 400, 401, 404), operation_class=body_doc(FLOW_UPDATE_BODY))
+async def update_flow(request: Request, flow_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_principal(request)
     services = services_of(request)
     return await flows_mod.update_flow(services.store, principal.org_id, flow_id, await json_body(request), services.models.names())
 
 
-@delete("/chatflows/{flow_id:str}", summary="Delete a flow", status_code=200)
-async def delete_flow(request: Request, flow_id: str) -> dict[str, Any]:
+@delete("/chatflows/{flow_id:str}", summary="Delete a flow", status_code=200, responses=doc(200, Deleted, 401, 404))
+async def delete_flow(request: Request, flow_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_principal(request)
     await flows_mod.delete_flow(services_of(request).store, principal.org_id, flow_id)
     return {"id": flow_id, "deleted": True}
@@ -85,13 +84,14 @@ async def delete_flow(request: Request, flow_id: str) -> dict[str, Any]:
 
 # -- chats ---------------------------------------------------------------------------------------------
 
-@get("/chats", summary="List chat sessions")
+@get("/chats", summary="List chat sessions", responses=doc(200, list[Chat], 401))
 async def list_chats(request: Request) -> list[dict[str, Any]]:
     principal = await require_principal(request)
     return await chats_store.list_chats(services_of(request).store, principal.org_id)
 
 
-@post("/chats", summary="Start a chat session from a flow", status_code=201, operation_class=body_doc(CHAT_BODY))
+@post("/chats", summary="Start a chat session from a flow", status_code=201, responses=doc(201, Chat, 400, 401, 404),
+      operation_class=body_doc(CHAT_BODY))
 async def create_chat(request: Request) -> dict[str, Any]:
     principal = await require_principal(request)
     services = services_of(request)
@@ -116,14 +116,15 @@ async def _own_chat(request: Request, chat_id: str) -> dict[str, Any]:
     return await chats_store.require_chat(services_of(request).store, principal.org_id, chat_id)
 
 
-@get("/chats/{chat_id:str}", summary="A chat session and its status")
-async def get_chat(request: Request, chat_id: str) -> dict[str, Any]:
+@get("/chats/{chat_id:str}", summary="A chat session and its status", responses=doc(200, Chat, 401, 404))
+async def get_chat(request: Request, chat_id: FromPath[str]) -> dict[str, Any]:
     chat = await _own_chat(request, chat_id)
     return await chats_store.get_chat(services_of(request).store, chat["id"])
 
 
-@delete("/chats/{chat_id:str}", summary="Delete a chat session (a running one is stopped)", status_code=200)
-async def delete_chat(request: Request, chat_id: str) -> dict[str, Any]:
+@delete("/chats/{chat_id:str}", summary="Delete a chat session (a running one is stopped)", status_code=200,
+        responses=doc(200, Deleted, 401, 404))
+async def delete_chat(request: Request, chat_id: FromPath[str]) -> dict[str, Any]:
     chat = await _own_chat(request, chat_id)
     await engine.stop_and_delete(services_of(request), chat["id"])
     return {"id": chat_id, "deleted": True}
@@ -145,18 +146,18 @@ async def _accepted(request: Request, chat_id: str, message: dict | None) -> Res
     return Response({"chat": chat, "message": chats_store.message_out(message) if message else None}, status_code=202)
 
 
-@post("/chats/{chat_id:str}/messages", summary="Send a message: starts a conversation of the chat's flow",
-      operation_class=body_doc(MESSAGE_BODY))
-async def post_message(request: Request, chat_id: str) -> Response:
+@post("/chats/{chat_id:str}/messages", summary="Send a message: starts a conversation of the chat's flow", status_code=202,
+      responses=doc(202, Accepted, 400, 401, 402, 404, 409, Busy), operation_class=body_doc(MESSAGE_BODY))
+async def post_message(request: Request, chat_id: FromPath[str]) -> Response:
     chat = await _own_chat(request, chat_id)
     text = _message_text(request, await json_body(request))
     message = await engine.start_conversation(services_of(request), chat, text)
     return await _accepted(request, chat["id"], message)
 
 
-@post("/chats/{chat_id:str}/input", summary="Answer a chat that waits for human input ('exit' ends it)",
-      operation_class=body_doc(INPUT_BODY))
-async def post_input(request: Request, chat_id: str) -> Response:
+@post("/chats/{chat_id:str}/input", summary="Answer a chat that waits for human input ('exit' ends it)", status_code=202,
+      responses=doc(202, Accepted, 400, 401, 402, 404, 409, Busy), operation_class=body_doc(INPUT_BODY))
+async def post_input(request: Request, chat_id: FromPath[str]) -> Response:
     chat = await _own_chat(request, chat_id)
     text = _message_text(request, await json_body(request), allow_empty=True)
     message = await engine.give_input(services_of(request), chat, text)
@@ -172,8 +173,9 @@ async def _after_seq(services, chat_id: str, message_id: str | None) -> int:
     return seq
 
 
-@get("/chats/{chat_id:str}/messages", summary="A chat's messages in order (after=<message id>, limit=N)")
-async def get_messages(request: Request, chat_id: str) -> list[dict[str, Any]]:
+@get("/chats/{chat_id:str}/messages", summary="A chat's messages in order (after=<message id>, limit=N)",
+     responses=doc(200, list[ChatMessage], 400, 401, 404))
+async def get_messages(request: Request, chat_id: FromPath[str]) -> list[dict[str, Any]]:
     chat = await _own_chat(request, chat_id)
     services = services_of(request)
     after = await _after_seq(services, chat["id"], request.query_params.get("after"))
@@ -186,8 +188,9 @@ async def get_messages(request: Request, chat_id: str) -> list[dict[str, Any]]:
 
 # -- live streams ----------------------------------------------------------------------------------------
 
-@get("/chats/{chat_id:str}/stream", summary="Server-Sent Events: the chat's messages and status changes")
-async def stream_chat(request: Request, chat_id: str) -> ServerSentEvent:
+@get("/chats/{chat_id:str}/stream", summary="Server-Sent Events: the chat's messages and status changes",
+     responses=doc(400, 401, 404))
+async def stream_chat(request: Request, chat_id: FromPath[str]) -> ServerSentEvent:
     """From the start, or after the message named by ``after`` or by the Last-Event-ID header
     (each message event's id is the message's id)."""
     chat = await _own_chat(request, chat_id)
@@ -206,7 +209,7 @@ async def stream_chat(request: Request, chat_id: str) -> ServerSentEvent:
 
 
 @websocket("/chats/{chat_id:str}/ws")
-async def chat_socket(socket: WebSocket, chat_id: str) -> None:
+async def chat_socket(socket: WebSocket, chat_id: FromPath[str]) -> None:
     """WebSocket: JSON frames ``{"event": "message"|"status"|"deleted"|"ping", "data": ...}``, from
     the start or ``?after=<message id>``. Errors arrive as an ``error`` frame, then close 4000+status."""
     await socket.accept()

@@ -15,10 +15,12 @@ import urllib.parse
 
 from litestar import Request, Response, post
 
+from ..apidoc import body_doc, doc
 from ..errors import ApiError, error
 from ..http import services_of
 from ..ids import iso
 from ..orgs import Principal, authenticate, hash_key
+from .schemas import TOKEN_BODY, AccessToken, OAuthError
 
 TOKEN_PREFIX = "fbt_"
 BEARER_CHALLENGE = 'Bearer realm="flowbox"'
@@ -123,7 +125,9 @@ def _basic_credentials(request: Request) -> tuple[str, str] | None:
     return urllib.parse.unquote_plus(client_id), urllib.parse.unquote_plus(secret)
 
 
-@post("/oauth/token", summary="OAuth2 token endpoint (client credentials; the API key is the client secret)", status_code=200)
+@post("/oauth/token", summary="OAuth2 token endpoint (client credentials; the API key is the client secret)", status_code=200,
+      responses=doc(200, AccessToken, 400, OAuthError, 401, OAuthError),
+      operation_class=body_doc(TOKEN_BODY, ("application/x-www-form-urlencoded", "application/json")))
 async def token_endpoint(request: Request) -> Response:
     params = await _token_params(request)
     basic = _basic_credentials(request)
