@@ -7,9 +7,10 @@ only its own org's keys, and the org's last active key cannot be revoked (that w
 from typing import Any, TypedDict
 
 from litestar import Request, delete, get, post
+from litestar.params import FromPath
 
 from .. import orgs
-from ..apidoc import doc
+from ..apidoc import body_doc, doc, obj, string
 from ..db import Store
 from ..errors import error
 from ..http import json_body, require_key, services_of
@@ -63,7 +64,8 @@ async def list_keys(request: Request) -> dict[str, Any]:
 
 
 @post("/api/admin/keys", summary="Create an API key for the org (the key is in this response only)",
-      status_code=201, responses=doc(201, KeyCreated, 400, 401))
+      status_code=201, responses=doc(201, KeyCreated, 400, 401),
+      operation_class=body_doc(obj(name=string(MAX_NAME, description="Defaults to 'console'")), required=False))
 async def create_key(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     body = await json_body(request) if (await request.body()).strip() else {}
@@ -78,7 +80,7 @@ async def create_key(request: Request) -> dict[str, Any]:
 
 @delete("/api/admin/keys/{key_id:str}", summary="Revoke one of the org's API keys (it stops working at once)",
         status_code=200, responses=doc(200, KeyRevoked, 401, 404, 409))
-async def revoke_key(request: Request, key_id: str) -> dict[str, Any]:
+async def revoke_key(request: Request, key_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_key(request)
     await revoke_unless_last(services_of(request).store, principal.org_id, key_id)
     return {"id": key_id, "revoked": True, "current": key_id == principal.key_id}

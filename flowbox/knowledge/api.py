@@ -8,21 +8,17 @@ import logging
 from typing import Any, AsyncIterator
 
 from litestar import Request, delete, get, patch, post
+from litestar.params import FromPath
 
-from ..apidoc import body_doc, obj, string
+from ..apidoc import body_doc, doc, query
 from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
 from ..http import is_text, json_body, require_key, services_of
 from ..services import STARTUP_HOOKS, Services
 from . import agent_tools  # noqa: F401  (registers the agents' knowledge tool and context)
 from . import store as kb
-
-_AGENT_IDS = {"oneOf": [string(), {"type": "array", "minItems": 1, "items": string()}],
-              "description": "Agent ids to link the item to (one string or an array)"}
-_OPTIONAL = {"name": string(kb.MAX_NAME, description="Display name"),
-             "description_to_index_on": string(kb.MAX_CONTENT, min_length=0, description="Embedded instead of the content")}
-CREATE_BODY = obj(("content", "agent_ids"), content=string(kb.MAX_CONTENT), agent_ids=_AGENT_IDS, **_OPTIONAL)
-UPDATE_BODY = obj(content=string(kb.MAX_CONTENT, description="Replaces the content (re-embeds it)"), agent_ids=_AGENT_IDS, **_OPTIONAL)
+from .schemas import (CREATE_BODY, UPDATE_BODY, Deleted, KnowledgeItem, KnowledgeItemWithContent, KnowledgePage,
+                      SearchResults, UsageLimit)
 
 SEARCH_MODES = ("hybrid", "vector", "keyword")
 MAX_SEARCH_LIMIT = 50
@@ -42,7 +38,8 @@ async def _embedder(request: Request) -> Embedder:
         return await get_embedder(services_of(request))
 
 
-@post("/api/public/knowledge", summary="Add a knowledge item", status_code=200, operation_class=body_doc(CREATE_BODY))
+@post("/api/public/knowledge", summary="Add a knowledge item", status_code=200,
+      responses=doc(200, KnowledgeItem, 400, 401, 402, UsageLimit, 403, 503), operation_class=body_doc(CREATE_BODY))
 async def add_knowledge(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     services = services_of(request)
@@ -54,52 +51,56 @@ async def add_knowledge(request: Request) -> dict[str, Any]:
                                     max_items=services.config.knowledge_max_items)
 
 
-@get("/api/public/knowledge", summary="List knowledge items")
-async def list_knowledge(request: Request) -> dict[str, Any]:
+@get("/api/public/knowledge", summary="List knowledge items", responses=doc(200, KnowledgePage, 400, 401, 403))
+async def list_knowledge(request: Request, page: query("Page number, from 1 (default 1)") = None,
+                         limit: query("Items per page, 1 to 100 (default 20)") = None,
+                         agent_id: query("Only the items linked to this agent") = None) -> dict[str, Any]:
     principal = await require_key(request)
-    params = request.query_params
-    page, limit = kb.page_params(params.get("page"), params.get("limit"))
-    agent_id = params.get("agent_id") or None
-    return await kb.list_items(services_of(request).store, principal.org_id, agent_id=agent_id, page=page, limit=limit)
+    page_no, size = kb.page_params(page, limit)
+    return await kb.list_items(services_of(request).store, principal.org_id, agent_id=agent_id or None, page=page_no, limit=size)
 
 
-@get("/api/public/knowledge/search", summary="Hybrid search over knowledge items (flowbox extension)")
-async def search_knowledge(request: Request) -> dict[str, Any]:
+@get("/api/public/knowledge/search", summary="Hybrid search over knowledge items (flowbox extension)",
+     responses=doc(200, SearchResults, 400, 401, 403, 503))
+async def search_knowledge(request: Request, q: query("The question or keywords (required)") = None,
+                           limit: query(f"Results, 1 to {MAX_SEARCH_LIMIT} (default 5)") = None,
+                           mode: query(f"One of: {', '.join(SEARCH_MODES)} (default hybrid)") = None,
+                           agent_id: query("Only the items linked to this agent") = None) -> dict[str, Any]:
     principal = await require_key(request)
     services = services_of(request)
-    params = request.query_params
-    query = params.get("q") or ""
-    if not is_text(query) or not query.strip():
+    text = q or ""
+    if not is_text(text) or not text.strip():
         raise kb.invalid('"q" is required and must be a non-empty string.')
-    if len(query) > kb.MAX_CONTENT:
+    if len(text) > kb.MAX_CONTENT:
         raise kb.invalid(f'"q" must be {kb.MAX_CONTENT} characters or less.')
     try:
-        limit = int(params.get("limit") or 5)
+        count = int(limit or 5)
     except ValueError:
-        limit = 0
-    if not 1 <= limit <= MAX_SEARCH_LIMIT:
+        count = 0
+    if not 1 <= count <= MAX_SEARCH_LIMIT:
         raise kb.invalid(f'"limit" must be an integer between 1 and {MAX_SEARCH_LIMIT}.')
-    mode = params.get("mode") or "hybrid"
+    mode = mode or "hybrid"
     if mode not in SEARCH_MODES:
         raise kb.invalid(f'"mode" must be one of: {", ".join(SEARCH_MODES)}.')
-    agent_id = params.get("agent_id") or None
+    agent_id = agent_id or None
     if agent_id is not None:
         await kb.check_agent(services.store, principal.org_id, agent_id)
     embedder = await _embedder(request) if mode != "keyword" else None
     async with embedding_errors():
-        results = await kb.search(services.store, embedder, principal.org_id, query.strip(),
-                                  agent_id=agent_id, limit=limit, mode=mode)
-    return {"query": query.strip(), "agent_id": agent_id, "results": results}
+        results = await kb.search(services.store, embedder, principal.org_id, text.strip(),
+                                  agent_id=agent_id, limit=count, mode=mode)
+    return {"query": text.strip(), "agent_id": agent_id, "results": results}
 
 
-@get("/api/public/knowledge/{item_id:str}", summary="Get a knowledge item")
-async def get_knowledge(request: Request, item_id: str) -> dict[str, Any]:
+@get("/api/public/knowledge/{item_id:str}", summary="Get a knowledge item", responses=doc(200, KnowledgeItemWithContent, 401, 404))
+async def get_knowledge(request: Request, item_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_key(request)
     return await kb.get_item(services_of(request).store, principal.org_id, item_id)
 
 
-@patch("/api/public/knowledge/{item_id:str}", summary="Update a knowledge item", operation_class=body_doc(UPDATE_BODY))
-async def update_knowledge(request: Request, item_id: str) -> dict[str, Any]:
+@patch("/api/public/knowledge/{item_id:str}", summary="Update a knowledge item",
+       responses=doc(200, KnowledgeItem, 400, 401, 403, 404, 409, 503), operation_class=body_doc(UPDATE_BODY))
+async def update_knowledge(request: Request, item_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_key(request)
     services = services_of(request)
     body = await json_body(request)
@@ -109,8 +110,8 @@ async def update_knowledge(request: Request, item_id: str) -> dict[str, Any]:
         return await kb.update_item(services.store, embedder, principal.org_id, item_id, body)
 
 
-@delete("/api/public/knowledge/{item_id:str}", summary="Delete a knowledge item", status_code=200)
-async def delete_knowledge(request: Request, item_id: str) -> dict[str, Any]:
+@delete("/api/public/knowledge/{item_id:str}", summary="Delete a knowledge item", status_code=200, responses=doc(200, Deleted, 401, 404))
+async def delete_knowledge(request: Request, item_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_key(request)
     await kb.delete_item(services_of(request).store, principal.org_id, item_id)
     return {"message": "Knowledge item deleted successfully"}

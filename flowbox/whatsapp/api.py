@@ -5,27 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, delete, get, post, put
+from litestar.params import FromPath
 
-from ..apidoc import body_doc, obj, string
+from ..apidoc import body_doc, doc, query
 from ..errors import ApiError, error
 from ..http import json_body, require_key, services_of
 from ..usage_api import owned_agent, require_agent_id
 from . import cloud
 from . import store as wa_store
+from .schemas import CONNECTION_BODY, SEND_BODY, Connection, Connections, Deleted, TemplateSent, WhatsAppError
 
-SEND_BODY = obj(
-    ("recipient_phone_number", "template_name", "language"),
-    recipient_phone_number=string(description="With its country code, e.g. 31612345678"),
-    template_name=string(512, pattern="^[a-z0-9_]+$"),
-    language=string(pattern=f"^{cloud.LANGUAGE.pattern}$", description="e.g. en, en_US, nl_NL"),
-    customer_name=string(256, min_length=0),
-    parameters={"type": "array", "items": obj(("type",), type=string()), "description": "Template components"},
-)
 NOT_CONNECTED = ("WhatsApp connection not found", "No WhatsApp connection found for this agent")
 
 
-@post("/api/public/agent/{agent_id:str}/waba", summary="Send a WhatsApp template message", operation_class=body_doc(SEND_BODY))
-async def send_template(request: Request, agent_id: str) -> Response:
+@post("/api/public/agent/{agent_id:str}/waba", summary="Send a WhatsApp template message", status_code=200,
+      responses=doc(200, TemplateSent, 400, 401, 403, 404, 502, WhatsAppError), operation_class=body_doc(SEND_BODY))
+async def send_template(request: Request, agent_id: FromPath[str]) -> Response:
     principal = await require_key(request)
     agent_id = require_agent_id(agent_id)
     services = services_of(request)
@@ -54,22 +49,25 @@ async def send_template_without_id(request: Request) -> Response:
     raise AssertionError("unreachable")
 
 
-@get("/api/public/waba/connection", summary="The organisation's WhatsApp connections (admin; tokens masked)")
+@get("/api/public/waba/connection", summary="The organisation's WhatsApp connections (admin; tokens masked)",
+     responses=doc(200, Connections, 401))
 async def get_connections(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     return {"connections": await wa_store.list_connections(services_of(request).store, principal.org_id)}
 
 
-@put("/api/public/waba/connection", summary="Create or replace a WhatsApp connection (admin)")
+@put("/api/public/waba/connection", summary="Create or replace a WhatsApp connection (admin)",
+     responses=doc(200, Connection, 400, 401, 403), operation_class=body_doc(CONNECTION_BODY))
 async def put_connection(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     return await wa_store.save_connection(services_of(request).store, principal.org_id, await json_body(request))
 
 
-@delete("/api/public/waba/connection", summary="Remove a WhatsApp connection (admin; ?agent_id= for an agent's own)", status_code=200)
-async def delete_connection(request: Request) -> dict[str, Any]:
+@delete("/api/public/waba/connection", summary="Remove a WhatsApp connection (admin; ?agent_id= for an agent's own)", status_code=200,
+        responses=doc(200, Deleted, 401, 404))
+async def delete_connection(request: Request, agent_id: query("The agent whose own connection to remove") = None) -> dict[str, Any]:
     principal = await require_key(request)
-    if not await wa_store.delete_connection(services_of(request).store, principal.org_id, request.query_params.get("agent_id")):
+    if not await wa_store.delete_connection(services_of(request).store, principal.org_id, agent_id):
         raise error(404, *NOT_CONNECTED)
     return {"message": "WhatsApp connection deleted successfully"}
 
