@@ -14,7 +14,7 @@ from http import HTTPStatus
 from typing import Annotated, Any, NotRequired, TypedDict, get_args, get_origin
 
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import OpenAPIMediaType, Operation, RequestBody
+from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Parameter
 
 
@@ -85,10 +85,12 @@ def document_common(handlers: list[Any]) -> None:
         handler.responses = dict(sorted({**extra, **responses}.items()))
 
 
-def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("application/json",), required: bool = True) -> type[Operation]:
+def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("application/json",), required: bool = True,
+             streams: bool = False) -> type[Operation]:
     """``@post(..., operation_class=body_doc(schema))``: documents the JSON body a handler parses itself
     (``json_body``), as a plain JSON-schema dict. Documentation only: the handler still checks the body
-    and answers its own 400s (Litestar has no ``request_body=`` and would validate a ``data`` parameter)."""
+    and answers its own 400s (Litestar has no ``request_body=`` and would validate a ``data`` parameter).
+    ``streams``: the 200 may also be ``text/event-stream`` (when the body asks for a stream)."""
     content = {media_type: OpenAPIMediaType(schema=schema) for media_type in media_types}  # type: ignore[arg-type]
     request_body = RequestBody(content=content, required=required)
 
@@ -96,6 +98,9 @@ def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("applicatio
     class WithBody(Operation):
         def __post_init__(self) -> None:
             self.request_body = request_body
+            success = (self.responses or {}).get("200")
+            if streams and success is not None and success.content is not None:  # type: ignore[union-attr]
+                success.content["text/event-stream"] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))  # type: ignore[union-attr]
 
     return WithBody
 

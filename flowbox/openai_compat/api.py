@@ -9,31 +9,24 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 
-from ..apidoc import body_doc, obj, string
+from ..apidoc import ErrorBody, body_doc, doc
 from ..http import is_text, presented_key, services_of
 from ..orgs import Principal, authenticate
 from ..sse import EventStream
 from . import completions, embeddings
 from .errors import EXCEPTION_HANDLERS, OpenAIError, bad
-from .params import ROLES, parse
-
-_CONTENT = {"oneOf": [{"type": "string"}, {"type": "array", "items": obj(("type",), type=string(), text={"type": "string"})},
-                      {"type": "null"}]}
-COMPLETION_BODY = obj(
-    ("model", "messages"),
-    model=string(description="An agent id, or a raw model (see GET /v1/models)"),
-    messages={"type": "array", "minItems": 1,
-              "items": obj(("role",), role={"type": "string", "enum": list(ROLES)}, content=_CONTENT,
-                           tool_calls={"type": "array", "items": {"type": "object"}}, tool_call_id={"type": "string"})},
-    stream={"type": "boolean"}, stream_options=obj(include_usage={"type": "boolean"}),
-    max_tokens={"type": "integer", "minimum": 1}, max_completion_tokens={"type": "integer", "minimum": 1},
-    temperature={"type": "number", "minimum": 0, "maximum": 2}, seed={"type": "integer"},
-    stop={"oneOf": [string(), {"type": "array", "maxItems": 4, "items": string()}]},
-    tools={"type": "array", "items": {"type": "object"}}, tool_choice={"oneOf": [{"type": "string"}, {"type": "object"}]},
-    response_format={"type": "object"}, metadata={"type": "object"},
-)
+from .params import parse
+from .schemas import COMPLETION_BODY, EMBEDDINGS_BODY, ChatCompletion, EmbeddingList, Model, ModelList, OpenAIErrorBody
 
 THREAD_HEADER = "X-Flowbox-Thread"
+
+
+def errors(*statuses: int) -> list:
+    """Errors in OpenAI's shape; a 429 may also be the rate limit's, which answers before this router."""
+    items: list = []
+    for status in statuses:
+        items += [status, ErrorBody | OpenAIErrorBody if status == 429 else OpenAIErrorBody]
+    return items
 
 
 async def _principal(request: Request) -> Principal:
@@ -58,7 +51,8 @@ async def _body(request: Request) -> Any:
     return body
 
 
-@get("/models", summary="List models: the organisation's agents and the raw models")
+@get("/models", summary="List models: the organisation's agents and the raw models",
+     responses=doc(200, ModelList, *errors(400, 401, 429)))
 async def list_models(request: Request) -> dict[str, Any]:
     principal = await _principal(request)
     services = services_of(request)
@@ -66,7 +60,7 @@ async def list_models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": data}
 
 
-@get("/models/{model_id:str}", summary="Retrieve a model")
+@get("/models/{model_id:str}", summary="Retrieve a model", responses=doc(200, Model, *errors(400, 401, 404, 429)))
 async def get_model(request: Request, model_id: FromPath[str]) -> dict[str, Any]:
     principal = await _principal(request)
     services = services_of(request)
@@ -77,7 +71,8 @@ async def get_model(request: Request, model_id: FromPath[str]) -> dict[str, Any]
 
 
 @post("/chat/completions", summary="Chat completion on an agent or a raw model (stream: true for SSE)", status_code=200,
-      operation_class=body_doc(COMPLETION_BODY))
+      responses=doc(200, ChatCompletion, *errors(400, 401, 403, 404, 413, 429, 503)),
+      operation_class=body_doc(COMPLETION_BODY, streams=True))
 async def chat_completions(request: Request) -> Response:
     principal = await _principal(request)
     services = services_of(request)
@@ -90,7 +85,8 @@ async def chat_completions(request: Request) -> Response:
     return Response(completions.response(job, await completions.run(job)), headers=headers)
 
 
-@post("/embeddings", summary="Embed texts with flowbox's embedding model", status_code=200)
+@post("/embeddings", summary="Embed texts with flowbox's embedding model", status_code=200,
+      responses=doc(200, EmbeddingList, *errors(400, 401, 404, 413, 429, 503)), operation_class=body_doc(EMBEDDINGS_BODY))
 async def create_embeddings(request: Request) -> dict[str, Any]:
     await _principal(request)
     return await embeddings.create(services_of(request), await _body(request))
