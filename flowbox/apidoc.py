@@ -86,12 +86,15 @@ def document_common(handlers: list[Any]) -> None:
 
 
 def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("application/json",), required: bool = True,
-             streams: bool = False) -> type[Operation]:
+             streams: bool = False, form: dict[str, Any] | None = None) -> type[Operation]:
     """``@post(..., operation_class=body_doc(schema))``: documents the JSON body a handler parses itself
     (``json_body``), as a plain JSON-schema dict. Documentation only: the handler still checks the body
     and answers its own 400s (Litestar has no ``request_body=`` and would validate a ``data`` parameter).
-    ``streams``: the 200 may also be ``text/event-stream`` (when the body asks for a stream)."""
+    ``streams``: the 200 may also be ``text/event-stream`` (when the body asks for a stream);
+    ``form``: the schema of a ``multipart/form-data`` body the handler also takes (uploads)."""
     content = {media_type: OpenAPIMediaType(schema=schema) for media_type in media_types}  # type: ignore[arg-type]
+    if form is not None:
+        content["multipart/form-data"] = OpenAPIMediaType(schema=form)  # type: ignore[arg-type]
     request_body = RequestBody(content=content, required=required)
 
     @dataclass

@@ -12,8 +12,10 @@ from typing import Any
 
 from litestar import Request, delete, get, patch, post, put
 from litestar.response import File
+from litestar.params import FromPath
 
 from .. import orgs
+from ..apidoc import body_doc, doc, query
 from ..http import presented_key, services_of
 from ..services import Services
 from . import conversation, flows, projects, socket_api, sockets, threads, webhooks
@@ -21,6 +23,9 @@ from .common import rest_error
 from .flows import MAX_PAUSE_SECONDS
 from .incoming import check_thread_id, from_rest
 from .media import forget_project, get_media, is_multipart, message_body, read_json, upload_message
+from .schemas import (FLOW_BODY, IMPORT_BODY, MESSAGE_BODY, MESSAGE_FORM, PAUSE_BODY, PROJECT_BODY, PROJECT_UPDATE_BODY,
+                      BusinessHoursAnswer, Flow, FlowExport, HistoryAnswer, Imported, Ok, PauseAnswer, Project, ProjectCreated,
+                      TokenRotated, errors)
 
 OK = {"status": "ok"}
 IMPORT_MAX_BYTES = 16 << 20
@@ -67,8 +72,7 @@ async def org_of(request: Request) -> str:
     return principal.org_id
 
 
-def int_param(request: Request, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
-    raw = request.query_params.get(name)
+def int_param(raw: str | None, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
     if raw is None or raw == "":
         return default
     try:
@@ -81,8 +85,8 @@ def int_param(request: Request, name: str, default: int | None, minimum: int, ma
     return value
 
 
-def is_sync(request: Request) -> bool:
-    return request.query_params.get("sync", "").lower() in ("true", "1", "yes")
+def is_true(raw: str | None) -> bool:
+    return (raw or "").lower() in ("true", "1", "yes")
 
 
 async def optional_json(request: Request) -> Any:
@@ -103,10 +107,11 @@ async def _known_thread(services: Services, project: dict[str, Any], thread_id: 
     return thread
 
 
-async def _answer(request: Request, project: dict[str, Any], sync_body: dict[str, Any], event_type: str, payload: dict[str, Any]) -> dict[str, Any]:
+async def _answer(request: Request, sync: str | None, project: dict[str, Any], sync_body: dict[str, Any], event_type: str,
+                  payload: dict[str, Any]) -> dict[str, Any]:
     """With ``sync=true`` the answer is ``{"status": "ok", **sync_body}``; without, ``{"status": "ok"}``
     and ``payload`` goes to the webhook as ``event_type`` ("you call us, we'll call you")."""
-    if is_sync(request):
+    if is_true(sync):
         return {"status": "ok", **sync_body}
     services = services_of(request)
     if project.get("webhook_url"):
@@ -118,8 +123,9 @@ async def _answer(request: Request, project: dict[str, Any], sync_body: dict[str
 
 # -- REST v1 ----------------------------------------------------------------------------------
 
-@post("/rest/v1/messages/{thread_id:str}", status_code=200, request_max_body_size=None, summary="Send a message (text, event, location, media)")
-async def send_message(request: Request, thread_id: str) -> dict[str, Any]:
+@post("/rest/v1/messages/{thread_id:str}", status_code=200, request_max_body_size=None, summary="Send a message (text, event, location, media)",
+      responses=doc(200, Ok, *errors(400, 401, 413)), operation_class=body_doc(MESSAGE_BODY, form=MESSAGE_FORM))
+async def send_message(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
     check_thread_id(thread_id)
@@ -134,25 +140,28 @@ async def send_message(request: Request, thread_id: str) -> dict[str, Any]:
     return OK
 
 
-@get("/rest/v1/messages/{thread_id:str}", summary="A thread's message history (20 per page)")
-async def message_history(request: Request, thread_id: str) -> dict[str, Any]:
+@get("/rest/v1/messages/{thread_id:str}", summary="A thread's message history (20 per page)",
+     responses=doc(200, HistoryAnswer, *errors(400, 401, 404)))
+async def message_history(request: Request, thread_id: FromPath[str], page: query("From 1 (the newest 20 messages)") = None,
+                          sync: query("true: the answer comes in the response instead of going to the webhook") = None) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
     await _known_thread(services, project, thread_id)
-    page = int_param(request, "page", 1, 1, 1_000_000)
-    result = await threads.history_page(services.store, project["id"], thread_id, page)
-    return await _answer(request, project, {"result": result}, "thread.history", result)
+    page_no = int_param(page, "page", 1, 1, 1_000_000)
+    result = await threads.history_page(services.store, project["id"], thread_id, page_no)
+    return await _answer(request, sync, project, {"result": result}, "thread.history", result)
 
 
-@get("/rest/v1/businesshours", summary="The project's business hours")
-async def business_hours(request: Request) -> dict[str, Any]:
+@get("/rest/v1/businesshours", summary="The project's business hours", responses=doc(200, BusinessHoursAnswer, *errors(401)))
+async def business_hours(request: Request, sync: query("true: the answer comes in the response instead of going to the webhook") = None) -> dict[str, Any]:
     project = await rest_project(request)
     hours = {"businessHours": project["business_hours"]}
-    return await _answer(request, project, hours, "businesshours", hours)
+    return await _answer(request, sync, project, hours, "businesshours", hours)
 
 
-@post("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Pause the bot on a thread")
-async def pause(request: Request, thread_id: str) -> dict[str, Any]:
+@post("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Pause the bot on a thread",
+      responses=doc(200, Ok, *errors(400, 401, 404, 413)), operation_class=body_doc(PAUSE_BODY, required=False))
+async def pause(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
     body = await optional_json(request)
@@ -165,8 +174,8 @@ async def pause(request: Request, thread_id: str) -> dict[str, Any]:
     return OK
 
 
-@delete("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Resume the bot on a thread")
-async def resume(request: Request, thread_id: str) -> dict[str, Any]:
+@delete("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Resume the bot on a thread", responses=doc(200, Ok, *errors(400, 401, 404)))
+async def resume(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
     await _known_thread(services, project, thread_id)
@@ -174,19 +183,19 @@ async def resume(request: Request, thread_id: str) -> dict[str, Any]:
     return OK
 
 
-@get("/rest/v1/pause/{thread_id:str}", summary="Whether the bot is paused on a thread")
-async def pause_status(request: Request, thread_id: str) -> dict[str, Any]:
+@get("/rest/v1/pause/{thread_id:str}", summary="Whether the bot is paused on a thread", responses=doc(200, PauseAnswer, *errors(400, 401, 404)))
+async def pause_status(request: Request, thread_id: FromPath[str], sync: query("true: the answer comes in the response instead of going to the webhook") = None) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
     thread = await _known_thread(services, project, thread_id)
     paused = threads.paused_now(thread)
     # ``isPaued`` is the document's spelling, which existing clients read; ``isPaused`` is offered beside it.
     status = {"isPaued": paused, "isPaused": paused, "threadId": thread_id}
-    return await _answer(request, project, status, "control.status", status)
+    return await _answer(request, sync, project, status, "control.status", status)
 
 
-@get("/rest/v1/media/{media_id:str}", summary="An uploaded media file (the id is the capability)")
-async def media_file(request: Request, media_id: str) -> File:
+@get("/rest/v1/media/{media_id:str}", summary="An uploaded media file (the id is the capability)", responses=doc(*errors(404)))
+async def media_file(request: Request, media_id: FromPath[str]) -> File:
     media = await get_media(services_of(request).store, media_id)
     if media is None or not Path(media["path"]).is_file():
         raise rest_error(404, "Media not found")
@@ -195,13 +204,14 @@ async def media_file(request: Request, media_id: str) -> File:
 
 # -- Management API: projects ----------------------------------------------------------------
 
-@get("/v1/projects", summary="List the organisation's messaging projects")
+@get("/v1/projects", summary="List the organisation's messaging projects", responses=doc(200, list[Project], *errors(401)))
 async def list_projects(request: Request) -> list[dict[str, Any]]:
     org_id = await org_of(request)
     return [projects.public(p) for p in await projects.list_projects(services_of(request).store, org_id)]
 
 
-@post("/v1/projects", status_code=201, summary="Create a messaging project (its token is shown once)")
+@post("/v1/projects", status_code=201, summary="Create a messaging project (its token is shown once)",
+      responses=doc(201, ProjectCreated, *errors(400, 401, 413)), operation_class=body_doc(PROJECT_BODY))
 async def create_project(request: Request) -> dict[str, Any]:
     org_id = await org_of(request)
     services = services_of(request)
@@ -214,13 +224,14 @@ async def create_project(request: Request) -> dict[str, Any]:
     return {**projects.public(project), "token": token}
 
 
-@get("/v1/projects/{project_id:str}", summary="A messaging project and its settings")
-async def get_project(request: Request, project_id: str) -> dict[str, Any]:
+@get("/v1/projects/{project_id:str}", summary="A messaging project and its settings", responses=doc(200, Project, *errors(401, 403, 404)))
+async def get_project(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
     return projects.public(await managed_project(request, project_id))
 
 
-@patch("/v1/projects/{project_id:str}", summary="Change a project's settings")
-async def update_project(request: Request, project_id: str) -> dict[str, Any]:
+@patch("/v1/projects/{project_id:str}", summary="Change a project's settings",
+       responses=doc(200, Project, *errors(400, 401, 403, 404, 413)), operation_class=body_doc(PROJECT_UPDATE_BODY))
+async def update_project(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     services = services_of(request)
     body = await read_json(request, services.config.max_body_bytes)
@@ -230,8 +241,9 @@ async def update_project(request: Request, project_id: str) -> dict[str, Any]:
     return projects.public(project)
 
 
-@delete("/v1/projects/{project_id:str}", status_code=200, summary="Delete a project with its flows and threads")
-async def delete_project(request: Request, project_id: str) -> dict[str, Any]:
+@delete("/v1/projects/{project_id:str}", status_code=200, summary="Delete a project with its flows and threads",
+        responses=doc(200, Ok, *errors(401, 403, 404)))
+async def delete_project(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     services = services_of(request)
     await projects.delete_project(services.store, project_id)
@@ -240,46 +252,50 @@ async def delete_project(request: Request, project_id: str) -> dict[str, Any]:
     return OK
 
 
-@post("/v1/projects/{project_id:str}/token", status_code=200, summary="Replace the project's API token")
-async def rotate_token(request: Request, project_id: str) -> dict[str, Any]:
+@post("/v1/projects/{project_id:str}/token", status_code=200, summary="Replace the project's API token",
+      responses=doc(200, TokenRotated, *errors(401, 403, 404)))
+async def rotate_token(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     return {"status": "ok", "token": await projects.rotate_token(services_of(request).store, project_id)}
 
 
 # -- Management API: flows -------------------------------------------------------------------
 
-@get("/v1/projects/{project_id:str}/flows", summary="List all Flows (limit, skip)")
-async def list_flows(request: Request, project_id: str) -> list[dict[str, Any]]:
+@get("/v1/projects/{project_id:str}/flows", summary="List all Flows (limit, skip)", responses=doc(200, list[Flow], *errors(400, 401, 403, 404)))
+async def list_flows(request: Request, project_id: FromPath[str], limit: query("At most this many, 1 to 1000") = None,
+                     skip: query("Skip this many first") = None) -> list[dict[str, Any]]:
     await managed_project(request, project_id)
-    limit = int_param(request, "limit", None, 1, 1000)
-    skip = int_param(request, "skip", 0, 0, 1_000_000_000)
-    return [flows.list_view(f) for f in await flows.list_flows(services_of(request).store, project_id, limit, skip)]
+    count = int_param(limit, "limit", None, 1, 1000)
+    skipped = int_param(skip, "skip", 0, 0, 1_000_000_000)
+    return [flows.list_view(f) for f in await flows.list_flows(services_of(request).store, project_id, count, skipped)]
 
 
-@post("/v1/projects/{project_id:str}/flows", status_code=201, summary="Create a Flow")
-async def create_flow(request: Request, project_id: str) -> dict[str, Any]:
+@post("/v1/projects/{project_id:str}/flows", status_code=201, summary="Create a Flow",
+      responses=doc(201, Flow, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(FLOW_BODY))
+async def create_flow(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     services = services_of(request)
     return await flows.create_flow(services.store, project_id, await read_json(request, services.config.max_body_bytes))
 
 
 @post("/v1/projects/{project_id:str}/flows/import", status_code=200, request_max_body_size=None,
-      summary="Import Flows (one, a list, or an export); replace=true deletes flows not in it")
-async def import_flows(request: Request, project_id: str) -> dict[str, Any]:
+      summary="Import Flows (one, a list, or an export); replace=true deletes flows not in it",
+      responses=doc(200, Imported, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(IMPORT_BODY))
+async def import_flows(request: Request, project_id: FromPath[str],
+                       replace: query("true: the project's flows that the document does not hold are deleted") = None) -> dict[str, Any]:
     await managed_project(request, project_id)
     document = await read_json(request, IMPORT_MAX_BYTES)
-    replace = request.query_params.get("replace", "").lower() in ("true", "1", "yes")
-    return {"status": "ok", **await flows.import_flows(services_of(request).store, project_id, document, replace)}
+    return {"status": "ok", **await flows.import_flows(services_of(request).store, project_id, document, is_true(replace))}
 
 
-@get("/v1/projects/{project_id:str}/flows/export", summary="Export every Flow of the project")
-async def export_flows(request: Request, project_id: str) -> dict[str, Any]:
+@get("/v1/projects/{project_id:str}/flows/export", summary="Export every Flow of the project", responses=doc(200, FlowExport, *errors(401, 403, 404)))
+async def export_flows(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     return await flows.export_flows(services_of(request).store, project_id)
 
 
-@get("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="A Flow")
-async def get_flow(request: Request, project_id: str, flow_id: str) -> dict[str, Any]:
+@get("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="A Flow", responses=doc(200, Flow, *errors(401, 403, 404)))
+async def get_flow(request: Request, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     flow = await flows.get_flow(services_of(request).store, project_id, flow_id)
     if flow is None:
@@ -287,8 +303,9 @@ async def get_flow(request: Request, project_id: str, flow_id: str) -> dict[str,
     return flow
 
 
-@put("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="Replace a Flow")
-async def replace_flow(request: Request, project_id: str, flow_id: str) -> dict[str, Any]:
+@put("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="Replace a Flow",
+     responses=doc(200, Flow, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(FLOW_BODY))
+async def replace_flow(request: Request, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     services = services_of(request)
     flow = await flows.replace_flow(services.store, project_id, flow_id, await read_json(request, services.config.max_body_bytes))
@@ -297,8 +314,9 @@ async def replace_flow(request: Request, project_id: str, flow_id: str) -> dict[
     return flow
 
 
-@delete("/v1/projects/{project_id:str}/flows/{flow_id:str}", status_code=200, summary="Delete a Flow")
-async def delete_flow(request: Request, project_id: str, flow_id: str) -> dict[str, Any]:
+@delete("/v1/projects/{project_id:str}/flows/{flow_id:str}", status_code=200, summary="Delete a Flow",
+        responses=doc(200, Ok, *errors(401, 403, 404)))
+async def delete_flow(request: Request, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
     await managed_project(request, project_id)
     if not await flows.delete_flow(services_of(request).store, project_id, flow_id):
         raise rest_error(404, "Flow not found")

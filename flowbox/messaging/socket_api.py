@@ -10,12 +10,14 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 
+from ..apidoc import body_doc, doc, query
 from ..http import presented_key, services_of
 from ..services import Services
 from . import conversation, projects, socket_threads, threads
 from .common import public_base, rest_error
 from .incoming import check_thread_id
 from .media import is_multipart, message_body, read_json, upload_message
+from .schemas import MERGER_BODY, UPLOAD_FORM, Delivered, SocketInfo, ThreadHistory, UnnoticedAnswer, errors
 from .socket_frames import incoming_from_send
 from .socket_tokens import Grant, tokens_of
 from .sockets import registry_of
@@ -49,8 +51,13 @@ async def is_agent(request: Request, services: Services, project: dict[str, Any]
     return True
 
 
-@get("/socket.info", summary="A single-use websocket URL (clientId, sessionId)", include_in_schema=True)
-async def socket_info(request: Request) -> Response:
+@get("/socket.info", summary="A single-use websocket URL (clientId, sessionId)",
+     responses=doc(200, SocketInfo, *errors(400, 401, 403, 429)))
+async def socket_info(request: Request, clientId: query("The project's clientId (or the x-flowai-clientid header)") = None,  # noqa: N803
+                      sessionId: query("A unique string per connection (or x-flowai-sessionid)") = None,  # noqa: N803
+                      threadId: query("The thread to join (or x-flowai-threadid)") = None,  # noqa: N803
+                      secret: query("The thread's secret (or x-flowai-secret)") = None) -> Response:
+    # The parameters above are declared for the API document; given() reads each with its header fallback.
     services = services_of(request)
     sdk = any(name.startswith("x-flowai-") for name in request.headers.keys())
     project = await client_project(request, services, given(request, "clientId", "x-flowai-clientid"))
@@ -100,7 +107,8 @@ async def owned_thread(request: Request) -> tuple[Services, dict[str, Any], str]
     return services, project, thread_id
 
 
-@get("/thread.history", summary="The SDK's history call (x-flowai-clientid, -threadid, -secret)")
+@get("/thread.history", summary="The SDK's history call (x-flowai-clientid, -threadid, -secret)",
+     responses=doc(200, ThreadHistory, *errors(400, 401, 403)))
 async def thread_history(request: Request) -> dict[str, Any]:
     services, project, thread_id = await owned_thread(request)
     raw = request.query_params.get("page") or "1"
@@ -110,14 +118,16 @@ async def thread_history(request: Request) -> dict[str, Any]:
     return {"status": "ok", "payload": result}
 
 
-@get("/thread.unnoticed", summary="The SDK's call: replies the user has not noticed yet?")
+@get("/thread.unnoticed", summary="The SDK's call: replies the user has not noticed yet?",
+     responses=doc(200, UnnoticedAnswer, *errors(400, 401, 403)))
 async def thread_unnoticed(request: Request) -> dict[str, Any]:
     services, project, thread_id = await owned_thread(request)
     unnoticed = await socket_threads.unnoticed(services.store, project["id"], thread_id)
     return {"status": "ok", "payload": {"threadId": thread_id, "unnoticed": unnoticed}}
 
 
-@post("/thread.merger", status_code=200, summary="The SDK's thread merge call (no merger keys are issued)")
+@post("/thread.merger", status_code=200, summary="The SDK's thread merge call (no merger keys are issued)",
+      responses=doc(*errors(400, 403, 404, 413)), operation_class=body_doc(MERGER_BODY))
 async def thread_merger(request: Request) -> dict[str, Any]:
     services = services_of(request)
     body = await read_json(request, 65_536)
@@ -132,7 +142,9 @@ async def thread_merger(request: Request) -> dict[str, Any]:
     raise rest_error(404, "Unknown mergerKey")
 
 
-@post("/thread.upload", status_code=200, request_max_body_size=None, summary="The SDK's file message (multipart: file, payload)")
+@post("/thread.upload", status_code=200, request_max_body_size=None, summary="The SDK's file message (multipart: file, payload)",
+      responses=doc(200, Delivered, *errors(400, 401, 403, 413)),
+      operation_class=body_doc(UPLOAD_FORM, media_types=("multipart/form-data",)))
 async def thread_upload(request: Request) -> dict[str, Any]:
     services = services_of(request)
     secret_sha = socket_threads.secret_hash(given(request, "secret", "x-flowai-secret"))

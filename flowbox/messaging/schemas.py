@@ -1,0 +1,208 @@
+"""The Messaging, Management and web-SDK routes' request and response bodies, for the OpenAPI
+document at `/schema` (the handlers build plain dicts; the fuzz test checks real responses
+against these). Every error of these routes is ``{"status": "error", "message": ...}``."""
+
+# (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
+from typing import Any, NotRequired, TypedDict
+
+from ..apidoc import ErrorBody, obj, string
+from .flows import MAX_PAUSE_SECONDS
+
+
+class Ok(TypedDict):
+    """Done"""
+
+    status: str  # "ok"
+
+
+class Problem(TypedDict):
+    path: str
+    message: str
+
+
+class RestError(TypedDict):
+    """The messaging error shape (`errors`: every problem of an invalid flow)"""
+
+    status: str  # "error"
+    message: str
+    errors: NotRequired[list[Problem]]
+
+
+def errors(*statuses: int) -> list:
+    """``doc(...)`` items: each status with the messaging error shape; 413 and 429 may also come in
+    the common shape (a body over ``max_body_bytes``, refused before a handler runs; the rate limit)."""
+    items: list = []
+    for status in statuses:
+        items += [status, RestError | ErrorBody if status in (413, 429) else RestError]
+    return items
+
+
+class HistoryGroup(TypedDict):
+    originator: dict[str, Any]
+    messages: list[dict[str, Any]]
+
+
+class History(TypedDict):
+    history: list[HistoryGroup]  # runs of messages by the same originator, oldest first
+    threadId: str
+    page: int
+    pages: int
+
+
+class HistoryAnswer(TypedDict):
+    """`result` with sync=true; otherwise the history goes to the webhook (`thread.history`)"""
+
+    status: str
+    result: NotRequired[History]
+
+
+class BusinessHoursAnswer(TypedDict):
+    """`businessHours` with sync=true; otherwise they go to the webhook (`businesshours`)"""
+
+    status: str
+    businessHours: NotRequired[Any]
+
+
+class PauseAnswer(TypedDict):
+    """With sync=true the status (`isPaued` is the published spelling, `isPaused` beside it); otherwise it goes to the webhook"""
+
+    status: str
+    isPaued: NotRequired[bool]
+    isPaused: NotRequired[bool]
+    threadId: NotRequired[str]
+
+
+class Project(TypedDict):
+    """The project (its token never; its webhook verify token masked)"""
+
+    projectId: str
+    orgId: str
+    name: str
+    clientId: str
+    tokenPrefix: str
+    webhookUrl: str | None
+    webhookVerifyToken: str | None
+    agentId: str | None
+    businessHours: Any
+    outsideHoursEvent: str | None
+    intentThreshold: float | None
+    createdAt: str
+    updatedAt: str
+
+
+class ProjectCreated(Project):
+    """The new project: `token` (for REST v1 and this project's Management API) is shown here once"""
+
+    token: str
+
+
+class TokenRotated(TypedDict):
+    """The new token, shown once; the old one no longer works"""
+
+    status: str
+    token: str
+
+
+class Flow(TypedDict):
+    """The Flow"""
+
+    flowId: str
+    projectId: str
+    brainId: str
+    title: str
+    group: str
+    createdAt: str
+    disabled: bool
+    steps: list[dict[str, Any]]  # Step objects (in lists, their actions and intent by id)
+
+
+class FlowExport(TypedDict):
+    """Every Flow of the project, complete (POST it to .../flows/import)"""
+
+    flows: list[Flow]
+
+
+class Imported(TypedDict):
+    """The flowIds created, updated and (with replace=true) deleted"""
+
+    status: str
+    created: list[str]
+    updated: list[str]
+    deleted: list[str]
+
+
+class Endpoint(TypedDict):
+    endpoint: str  # ws:// or wss://, single use
+
+
+class SocketInfo(TypedDict):
+    """The websocket URL; `secret` when the SDK starts a thread (it presents it from then on)"""
+
+    status: str
+    secret: NotRequired[str]
+    payload: Endpoint
+
+
+class ThreadHistory(TypedDict):
+    """The thread's history"""
+
+    status: str
+    payload: History
+
+
+class Unnoticed(TypedDict):
+    threadId: str
+    unnoticed: bool
+
+
+class UnnoticedAnswer(TypedDict):
+    """Whether replies came after the user last noticed the thread"""
+
+    status: str
+    payload: Unnoticed
+
+
+class Delivered(TypedDict):
+    """The message as delivered"""
+
+    status: str
+    payload: dict[str, Any]
+
+
+# -- request bodies --------------------------------------------------------------------------------
+
+_ORIGINATOR = obj(name=string(255), role={"type": "string"}, profile={"type": "object"})
+_PAYLOAD = obj(
+    type={"type": "string", "enum": ["text", "event", "location", "media"], "description": "Inferred when left out"},
+    speech=string(min_length=0, description="The text (text messages)"),
+    eventName=string(255, description="Event messages"),
+    lat={"type": ["number", "string"]}, long={"type": ["number", "string"]},
+    mediaType={"type": "string"}, mediaUrl={"type": "string"},
+    originator=_ORIGINATOR, traceId={"type": ["integer", "string"]},
+    lang={"type": "string"}, timezone={"type": ["integer", "string"]}, params={"type": "object"},
+)
+MESSAGE_BODY = obj(("payload",), payload=_PAYLOAD, originator=_ORIGINATOR)
+MESSAGE_FORM = obj(("payload",), payload=string(description="The JSON message body above, as text"),
+                   file={"type": "string", "format": "binary", "description": "With payload.type \"media\""})
+PAUSE_BODY = obj(secondsToPause={"type": "integer", "minimum": 0, "maximum": MAX_PAUSE_SECONDS,
+                                 "description": "Resume by itself after this long; absent: until resumed"})
+_SETTINGS = dict(
+    name=string(200),
+    webhookUrl={"type": ["string", "null"], "description": "Where replies and events are POSTed; null or '' to clear"},
+    webhookVerifyToken={"type": ["string", "null"], "maxLength": 200, "description": "Sent with every webhook call, and signs it"},
+    agentId={"type": ["string", "null"], "description": "An agent of the organisation that answers what no flow matches"},
+    businessHours={"description": "Opening hours per weekday, with a timezone"},
+    outsideHoursEvent={"type": ["string", "null"], "maxLength": 255, "description": "Event fired outside business hours"},
+    intentThreshold={"type": ["number", "null"], "exclusiveMinimum": 0, "maximum": 1},
+)
+PROJECT_BODY = obj(("name",), closed=True, **_SETTINGS)
+PROJECT_UPDATE_BODY = obj(closed=True, **_SETTINGS)
+_STEP = obj(("stepId", "type"), stepId=string(), type=string(), title={"type": "string"}, contexts={"type": "array"},
+            intent={"type": "object"}, actions={"type": "array"}, slot={"type": "object"})
+FLOW_BODY = obj(("title", "steps"), flowId=string(), title=string(), group={"type": "string"}, disabled={"type": "boolean"},
+                createdAt={"type": "string"}, steps={"type": "array", "minItems": 1, "items": _STEP})
+IMPORT_BODY = {"oneOf": [FLOW_BODY, {"type": "array", "items": FLOW_BODY}, obj(("flows",), flows={"type": "array", "items": FLOW_BODY})],
+               "description": "One Flow, a list of Flows, or a document from .../flows/export"}
+MERGER_BODY = obj(("clientId", "threadId", "mergerKey"), clientId=string(200), threadId=string(), mergerKey=string())
+UPLOAD_FORM = obj(("file", "payload"), file={"type": "string", "format": "binary"},
+                  payload=string(description="JSON: clientId, threadId and the message (as a socket `message.send`)"))
