@@ -6,6 +6,7 @@ import json
 import logging
 import re
 import signal
+import ssl
 import sqlite3
 import subprocess
 import sys
@@ -81,7 +82,7 @@ def test_tls_serves_https(tmp_path):
         text = "".join(output)
         assert f"https://127.0.0.1:{port}" in text
         first_key = re.search(r"First API key .*: (fbx_\S+)", text).group(1)
-        response = httpx.get(f"https://127.0.0.1:{port}/api/public/agent", headers={"Authorization": first_key}, verify=str(cert))
+        response = httpx.get(f"https://127.0.0.1:{port}/api/public/agent", headers={"Authorization": first_key}, verify=ssl.create_default_context(cafile=str(cert)))
         assert response.status_code == 200
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/api/public/agent", timeout=5)
