@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -148,6 +152,44 @@ def make_server(tmp_path):
     yield make
     for srv in started:
         srv.stop()
+
+
+class ServeProcess:
+    """``flowbox serve`` as a child process, for what only a real process shows (the first run's output,
+    signals, kill -9, TLS). Started when made; ``output`` is what it printed until it was serving."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, scheme: str = "http"):
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(self.port), *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})})
+        lines = []
+        for line in self.proc.stdout:  # ends early if the process exits
+            lines.append(line)
+            if "Uvicorn running on" in line:
+                break
+        self.output = "".join(lines)
+        assert self.proc.poll() is None, f"flowbox serve exited:\n{self.output}"
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()  # keep its pipe drained
+        match = re.search(r"First API key .*: (fbx_\S+)", self.output)
+        self.first_key = match.group(1) if match else None
+        self.base = f"{scheme}://127.0.0.1:{self.port}"
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """A clean shutdown: exit status 0."""
+        self.proc.send_signal(sig)
+        assert self.proc.wait(timeout=30) == 0
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, made with openssl for this test."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    return cert, key
 
 
 def create_agent(client: httpx.Client, **fields) -> dict:

@@ -8,12 +8,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import ServeProcess, free_port
 
 from flowbox import config as config_mod
 from flowbox.db import connect, migrate
@@ -102,46 +101,21 @@ def test_keys_and_agents_cli_json():
     assert json.loads(flowbox("agents", "delete", agent["id"], "--json").stdout)["deleted"] is True
 
 
-def _start(port: int, data_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "flowbox", "serve", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-
-
-def _wait_up(proc: subprocess.Popen, port: int) -> list[str]:
-    lines = []
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        lines.append(line)
-        if "Uvicorn running on" in line:
-            return lines
-        if proc.poll() is not None:
-            break
-    raise AssertionError("".join(lines))
-
-
 def test_serve_first_run_prints_a_key_once(tmp_path):
-    data_dir, port = tmp_path / "fresh", free_port()
-    proc = _start(port, data_dir)
+    data_dir = tmp_path / "fresh"
+    server = ServeProcess("--data-dir", str(data_dir))
     try:
-        output = "".join(_wait_up(proc, port))
-        match = re.search(r"First API key .*: (fbx_\S+)", output)
-        assert match, output
-        response = httpx.get(f"http://127.0.0.1:{port}/api/public/agent", headers={"Authorization": match.group(1)})
+        assert server.first_key, server.output
+        response = httpx.get(f"{server.base}/api/public/agent", headers={"Authorization": server.first_key})
         assert response.status_code == 200 and response.json() == {"agents": []}
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        server.stop(signal.SIGINT)
     assert (data_dir / "flowbox.db").exists()
-    proc = _start(port, data_dir)
+    again = ServeProcess("--data-dir", str(data_dir))
     try:
-        output = "".join(_wait_up(proc, port))
-        assert "First API key" not in output
+        assert "First API key" not in again.output
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
+        again.stop()
 
 
 def test_serve_refuses_a_busy_port_and_an_unwritable_dir(tmp_path):

@@ -4,9 +4,7 @@ no half-written turn exists, and accepted background runs resume after the resta
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -15,36 +13,11 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import free_port
+from conftest import ServeProcess
 
 
-class Proc:
-    def __init__(self, data_dir: Path):
-        self.data_dir = data_dir
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "flowbox", "serve", "--port", str(self.port), "--data-dir", str(data_dir)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "FLOWBOX_ALLOW_PRIVATE_OUTBOUND": "true"},  # the callback receiver is on loopback
-        )
-        lines = []
-        for line in self.proc.stdout:
-            lines.append(line)
-            if "Uvicorn running on" in line:
-                break
-        text = "".join(lines)
-        match = re.search(r"First API key .*: (fbx_\S+)", text)
-        self.first_key = match.group(1) if match else None
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.port}"
-
-    def kill9(self):
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=30) == 0
+def Proc(data_dir: Path) -> ServeProcess:
+    return ServeProcess("--data-dir", str(data_dir), env={"FLOWBOX_ALLOW_PRIVATE_OUTBOUND": "true"})  # the callback receiver is on loopback
 
 
 def test_kill9_during_chat_turns_loses_nothing_acknowledged(tmp_path):

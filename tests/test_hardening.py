@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import signal
 import ssl
 import sqlite3
 import subprocess
@@ -15,7 +14,7 @@ import time
 
 import httpx
 import pytest
-from conftest import create_agent, free_port
+from conftest import ServeProcess, create_agent, free_port, self_signed_cert
 
 from flowbox.middleware import TokenBuckets
 
@@ -66,29 +65,17 @@ def test_cors_closed_by_default_open_per_origin(make_server):
 
 
 def test_tls_serves_https(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port), "--data-dir", str(tmp_path / "d"),
-                             "--tls-cert", str(cert), "--tls-key", str(key)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cert, key = self_signed_cert(tmp_path)
+    server = ServeProcess("--data-dir", str(tmp_path / "d"), "--tls-cert", str(cert), "--tls-key", str(key), scheme="https")
     try:
-        output = []
-        for line in proc.stdout:
-            output.append(line)
-            if "Uvicorn running on" in line:
-                break
-        text = "".join(output)
-        assert f"https://127.0.0.1:{port}" in text
-        first_key = re.search(r"First API key .*: (fbx_\S+)", text).group(1)
-        response = httpx.get(f"https://127.0.0.1:{port}/api/public/agent", headers={"Authorization": first_key}, verify=ssl.create_default_context(cafile=str(cert)))
+        assert server.base in server.output
+        response = httpx.get(f"{server.base}/api/public/agent", headers={"Authorization": server.first_key},
+                             verify=ssl.create_default_context(cafile=str(cert)))
         assert response.status_code == 200
         with pytest.raises(httpx.HTTPError):
-            httpx.get(f"http://127.0.0.1:{port}/api/public/agent", timeout=5)
+            httpx.get(f"http://127.0.0.1:{server.port}/api/public/agent", timeout=5)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+        server.stop()
     result = subprocess.run([sys.executable, "-m", "flowbox", "serve", "--port", str(free_port()), "--tls-cert", str(cert)],
                             capture_output=True, text=True)
     assert result.returncode != 0 and "tls" in result.stderr.lower()

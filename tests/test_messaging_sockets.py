@@ -22,7 +22,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import free_port
+from conftest import ServeProcess, self_signed_cert
 from flowbox.messaging import projects, sockets
 
 HERE = Path(__file__).parent
@@ -366,36 +366,27 @@ def test_fallback_agent_answer_is_pushed_later(make_server):
 
 
 def test_tls_wss_and_shutdown_close_code(tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    cert, key = self_signed_cert(tmp_path)
     data = ["--data-dir", str(tmp_path / "d")]
     made = subprocess.run([sys.executable, "-m", "flowbox", "projects", "create", "shop", "--json", *data], capture_output=True, text=True)
     assert made.returncode == 0, made.stderr
     client_id = json.loads(made.stdout)["clientId"]
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port), *data, "--tls-cert", str(cert), "--tls-key", str(key)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = ServeProcess(*data, "--tls-cert", str(cert), "--tls-key", str(key), scheme="https")
+    trust = ssl.create_default_context(cafile=str(cert))
     try:
-        output = []
-        for line in proc.stdout:
-            output.append(line)
-            if "Uvicorn running on" in line:
-                break
-        assert proc.poll() is None, "".join(output)
-        info = httpx.get(f"https://127.0.0.1:{port}/socket.info", params={"clientId": client_id, "sessionId": "s"}, verify=ssl.create_default_context(cafile=str(cert))).json()
+        info = httpx.get(f"{server.base}/socket.info", params={"clientId": client_id, "sessionId": "s"}, verify=trust).json()
         endpoint = info["payload"]["endpoint"]
-        assert endpoint.startswith(f"wss://127.0.0.1:{port}/ws/")
-        with connect(endpoint, ssl=ssl.create_default_context(cafile=str(cert))) as ws:
+        assert endpoint.startswith(f"wss://127.0.0.1:{server.port}/ws/")
+        with connect(endpoint, ssl=trust) as ws:
             ping(ws)
-            proc.send_signal(signal.SIGTERM)
+            server.proc.send_signal(signal.SIGTERM)
             code, _ = closed(ws)
             assert code in (1001, 1012)  # going away / service restart: both tell the client to reconnect later
-        assert proc.wait(timeout=30) == 0
+        assert server.proc.wait(timeout=30) == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if server.proc.poll() is None:
+            server.proc.kill()
+            server.proc.wait()
 
 
 def test_public_url_decides_the_socket_url(make_server):

@@ -65,7 +65,7 @@ def test_no_secret_in_answers_logs_or_exports(make_server, monkeypatch, caplog):
             call("GET", path)
         # A key in the wrong place is refused without being repeated.
         call("GET", "/api/public/agent", headers={"Authorization": REMOTE_KEY})
-        call("GET", f"/rest/v1/businesshours", headers={"Authorization": f"Bearer {new_key}x"})
+        call("GET", "/rest/v1/businesshours", headers={"Authorization": f"Bearer {new_key}x"})
     finally:
         upstream.stop()
 
