@@ -12,7 +12,7 @@ from litestar.params import FromPath
 
 from .agents import store as agents_store
 from .agents.schemas import Usage
-from .apidoc import doc
+from .apidoc import doc, query
 from .errors import error
 from .http import require_key, services_of
 from .ids import now
@@ -83,12 +83,13 @@ async def usage_report(services: Services, agent_id: str, start: dt.date, end: d
 
 
 @get("/api/public/agent/{agent_id:str}/usage", summary="Credit usage of an agent per day", responses=doc(200, Usage, 400, 401, 403))
-async def agent_usage(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
+async def agent_usage(request: Request, agent_id: FromPath[str], start_date: query("YYYY-MM-DD") = None,
+                      end_date: query("YYYY-MM-DD, before today; default yesterday (needs start_date)") = None) -> dict[str, Any]:
     principal = await require_key(request)
     agent_id = require_agent_id(agent_id)
     services = services_of(request)
     await owned_agent(services, principal, agent_id)
-    start, end = date_range(request.query_params.get("start_date"), request.query_params.get("end_date"), today())
+    start, end = date_range(start_date, end_date, today())
     return await usage_report(services, agent_id, start, end)
 
 

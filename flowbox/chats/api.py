@@ -13,7 +13,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.params import FromPath
 
-from ..apidoc import body_doc, doc
+from ..apidoc import body_doc, doc, query
 from ..errors import ApiError, error
 from ..http import is_text, json_body, services_of
 from . import engine, live
@@ -175,14 +175,14 @@ async def _after_seq(services, chat_id: str, message_id: str | None) -> int:
 
 @get("/chats/{chat_id:str}/messages", summary="A chat's messages in order (after=<message id>, limit=N)",
      responses=doc(200, list[ChatMessage], 400, 401, 404))
-async def get_messages(request: Request, chat_id: FromPath[str]) -> list[dict[str, Any]]:
+async def get_messages(request: Request, chat_id: FromPath[str], after: query("Only the messages after this message id") = None,
+                       limit: query("At most this many, 1 to 1000") = None) -> list[dict[str, Any]]:
     chat = await _own_chat(request, chat_id)
     services = services_of(request)
-    after = await _after_seq(services, chat["id"], request.query_params.get("after"))
-    limit = request.query_params.get("limit")
+    after_seq = await _after_seq(services, chat["id"], after)
     if limit is not None and (not limit.isdigit() or not 1 <= int(limit) <= 1000):
         raise error(400, "Validation failed", "\"limit\" must be an integer between 1 and 1000.")
-    rows = await chats_store.messages_after(services.store, chat["id"], after, int(limit) if limit else None)
+    rows = await chats_store.messages_after(services.store, chat["id"], after_seq, int(limit) if limit else None)
     return [chats_store.message_out(r) for r in rows]
 
 
@@ -190,15 +190,16 @@ async def get_messages(request: Request, chat_id: FromPath[str]) -> list[dict[st
 
 @get("/chats/{chat_id:str}/stream", summary="Server-Sent Events: the chat's messages and status changes",
      responses=doc(400, 401, 404))
-async def stream_chat(request: Request, chat_id: FromPath[str]) -> ServerSentEvent:
+async def stream_chat(request: Request, chat_id: FromPath[str],
+                      after: query("Start after this message id (or send Last-Event-ID)") = None) -> ServerSentEvent:
     """From the start, or after the message named by ``after`` or by the Last-Event-ID header
     (each message event's id is the message's id)."""
     chat = await _own_chat(request, chat_id)
     services = services_of(request)
-    after = await _after_seq(services, chat["id"], request.headers.get("last-event-id") or request.query_params.get("after"))
+    after_seq = await _after_seq(services, chat["id"], request.headers.get("last-event-id") or after)
 
     async def events() -> AsyncIterator[ServerSentEventMessage]:
-        async for event in live.watch(engine.runtime(services).hub, services.store, chat["id"], after):
+        async for event in live.watch(engine.runtime(services).hub, services.store, chat["id"], after_seq):
             if event.kind == "ping":
                 yield ServerSentEventMessage(data=None, comment="ping")
                 continue

@@ -25,9 +25,9 @@ from .sockets import registry_of
 UNSET = ("", "null", "undefined")  # how the SDK's fetch sends headers it has no value for
 
 
-def given(request: Request, query: str, header: str) -> str | None:
+def given(request: Request, name: str, header: str) -> str | None:
     """A value from the query string (the document) or an ``x-flowai-*`` header (the SDK)."""
-    value = request.query_params.get(query) or request.headers.get(header)
+    value = request.query_params.get(name) or request.headers.get(header)
     return None if value is None or value.strip() in UNSET else value.strip()
 
 
@@ -109,9 +109,9 @@ async def owned_thread(request: Request) -> tuple[Services, dict[str, Any], str]
 
 @get("/thread.history", summary="The SDK's history call (x-flowai-clientid, -threadid, -secret)",
      responses=doc(200, ThreadHistory, *errors(400, 401, 403)))
-async def thread_history(request: Request) -> dict[str, Any]:
+async def thread_history(request: Request, page: query("From 1 (the newest 20 messages)") = None) -> dict[str, Any]:
     services, project, thread_id = await owned_thread(request)
-    raw = request.query_params.get("page") or "1"
+    raw = page or "1"
     if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
         raise rest_error(400, "page must be a whole number of at least 1")
     result = await threads.history_page(services.store, project["id"], thread_id, int(raw))
