@@ -38,7 +38,12 @@ DESCRIPTIONS = {
 }
 
 
+class EventStream:
+    """Server-Sent Events (`text/event-stream`)"""
+
+
 def doc(*items: Any) -> dict[int, ResponseSpec]:
+    """``EventStream`` as a body: the status answers ``text/event-stream``."""
     responses: dict[int, ResponseSpec] = {}
     items_list = list(items)
     while items_list:
@@ -54,6 +59,10 @@ def doc(*items: Any) -> dict[int, ResponseSpec]:
         if not description and item is not None:
             description = "A list: " + ((item.__doc__ or "items").strip().splitlines()[0])
         description = description or (body.__doc__ or HTTPStatus(status).phrase).strip().splitlines()[0]
+        if body is EventStream:
+            responses[status] = ResponseSpec(data_container=str, generate_examples=False, description=description,
+                                             media_type="text/event-stream")
+            continue
         responses[status] = ResponseSpec(data_container=body, generate_examples=False, description=description)
     return responses
 
@@ -90,7 +99,7 @@ def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("applicatio
     """``@post(..., operation_class=body_doc(schema))``: documents the JSON body a handler parses itself
     (``json_body``), as a plain JSON-schema dict. Documentation only: the handler still checks the body
     and answers its own 400s (Litestar has no ``request_body=`` and would validate a ``data`` parameter).
-    ``streams``: the 200 may also be ``text/event-stream`` (when the body asks for a stream);
+    ``streams``: the 200 may also be ``text/event-stream`` (when the body or Accept asks for a stream);
     ``form``: the schema of a ``multipart/form-data`` body the handler also takes (uploads)."""
     content = {media_type: OpenAPIMediaType(schema=schema) for media_type in media_types}  # type: ignore[arg-type]
     if form is not None:

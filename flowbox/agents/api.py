@@ -119,14 +119,14 @@ async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Respons
 
 @post("/api/public/agent/{agent_id:str}/chat", summary="Chat with an agent", status_code=200,
       responses=doc(200, ChatResponse, 202, AsyncAccepted, 400, 401, 402, ChatError, 403, 404, 503, ChatError),
-      operation_class=body_doc(CHAT_BODY))
+      operation_class=body_doc(CHAT_BODY, streams=True))
 async def agent_chat(request: Request, agent_id: FromPath[str]) -> Response:
     return await _chat(request, agent_id, legacy=False)
 
 
 @post("/agent", summary="Chat with an agent (legacy form, agent_id in the body)", status_code=200,
       responses=doc(200, LegacyChatResponse, 202, AsyncAccepted, 400, 401, 402, ChatError, 403, 404, 503, ChatError),
-      operation_class=body_doc(LEGACY_CHAT_BODY))
+      operation_class=body_doc(LEGACY_CHAT_BODY, streams=True))
 async def legacy_chat(request: Request) -> Response:
     return await _chat(request, None, legacy=True)
 

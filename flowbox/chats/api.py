@@ -13,7 +13,7 @@ from litestar.exceptions import WebSocketDisconnect
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.params import FromPath
 
-from ..apidoc import body_doc, doc, query
+from ..apidoc import EventStream, body_doc, doc, query
 from ..errors import ApiError, error
 from ..http import is_text, json_body, services_of
 from . import engine, live
@@ -189,7 +189,7 @@ async def get_messages(request: Request, chat_id: FromPath[str], after: query("O
 # -- live streams ----------------------------------------------------------------------------------------
 
 @get("/chats/{chat_id:str}/stream", summary="Server-Sent Events: the chat's messages and status changes",
-     responses=doc(400, 401, 404))
+     responses=doc(200, EventStream, 400, 401, 404))
 async def stream_chat(request: Request, chat_id: FromPath[str],
                       after: query("Start after this message id (or send Last-Event-ID)") = None) -> ServerSentEvent:
     """From the start, or after the message named by ``after`` or by the Last-Event-ID header
