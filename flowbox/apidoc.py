@@ -95,12 +95,13 @@ def document_common(handlers: list[Any]) -> None:
 
 
 def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("application/json",), required: bool = True,
-             streams: bool = False, form: dict[str, Any] | None = None) -> type[Operation]:
+             streams: bool = False, form: dict[str, Any] | None = None, succeeds: bool = True) -> type[Operation]:
     """``@post(..., operation_class=body_doc(schema))``: documents the JSON body a handler parses itself
     (``json_body``), as a plain JSON-schema dict. Documentation only: the handler still checks the body
     and answers its own 400s (Litestar has no ``request_body=`` and would validate a ``data`` parameter).
     ``streams``: the 200 may also be ``text/event-stream`` (when the body or Accept asks for a stream);
-    ``form``: the schema of a ``multipart/form-data`` body the handler also takes (uploads)."""
+    ``form``: the schema of a ``multipart/form-data`` body the handler also takes (uploads);
+    ``succeeds=False``: drop the 200 Litestar infers for every handler (one that always refuses)."""
     content = {media_type: OpenAPIMediaType(schema=schema) for media_type in media_types}  # type: ignore[arg-type]
     if form is not None:
         content["multipart/form-data"] = OpenAPIMediaType(schema=form)  # type: ignore[arg-type]
@@ -110,6 +111,8 @@ def body_doc(schema: dict[str, Any], media_types: tuple[str, ...] = ("applicatio
     class WithBody(Operation):
         def __post_init__(self) -> None:
             self.request_body = request_body
+            if not succeeds and self.responses:
+                self.responses.pop("200", None)
             success = (self.responses or {}).get("200")
             if streams and success is not None and success.content is not None:  # type: ignore[union-attr]
                 success.content["text/event-stream"] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING))  # type: ignore[union-attr]

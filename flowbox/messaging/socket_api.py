@@ -127,7 +127,7 @@ async def thread_unnoticed(request: Request) -> dict[str, Any]:
 
 
 @post("/thread.merger", status_code=200, summary="The SDK's thread merge call (no merger keys are issued)",
-      responses=doc(*errors(400, 403, 404, 413)), operation_class=body_doc(MERGER_BODY))
+      responses=doc(*errors(400, 403, 404, 413)), operation_class=body_doc(MERGER_BODY, succeeds=False))
 async def thread_merger(request: Request) -> dict[str, Any]:
     services = services_of(request)
     body = await read_json(request, 65_536)
