@@ -19,7 +19,7 @@ from ..apidoc import body_doc, doc, query
 from ..http import presented_key, services_of
 from ..services import Services
 from . import conversation, flows, projects, socket_api, sockets, threads, webhooks
-from .common import rest_error
+from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
 from .incoming import check_thread_id, from_rest
 from .media import forget_project, get_media, is_multipart, message_body, read_json, upload_message
@@ -70,19 +70,6 @@ async def org_of(request: Request) -> str:
     if principal is None:
         raise rest_error(401, "An API key of the organisation is required")
     return principal.org_id
-
-
-def int_param(raw: str | None, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum or (maximum is not None and value > maximum):
-        upper = f" and at most {maximum}" if maximum is not None else ""
-        raise rest_error(400, f"{name} must be a whole number of at least {minimum}{upper}")
-    return value
 
 
 def is_true(raw: str | None) -> bool:
@@ -147,7 +134,7 @@ async def message_history(request: Request, thread_id: FromPath[str], page: quer
     project = await rest_project(request)
     services = services_of(request)
     await _known_thread(services, project, thread_id)
-    page_no = int_param(page, "page", 1, 1, 1_000_000)
+    page_no = int_param(page, "page", 1, 1, threads.MAX_HISTORY_PAGE)
     result = await threads.history_page(services.store, project["id"], thread_id, page_no)
     return await _answer(request, sync, project, {"result": result}, "thread.history", result)
 

@@ -17,6 +17,17 @@ def rest_error(status: int, message: str, **extra: Any) -> ApiError:
     return ApiError(status, {"status": "error", "message": message, **extra})
 
 
+def int_param(raw: str | None, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
+    """A whole-number query parameter (digits only), or ``default`` when absent or empty."""
+    if raw is None or raw == "":
+        return default
+    value = int(raw) if raw.isdigit() else minimum - 1
+    if value < minimum or (maximum is not None and value > maximum):
+        upper = f" and at most {maximum}" if maximum is not None else ""
+        raise rest_error(400, f"{name} must be a whole number of at least {minimum}{upper}")
+    return value
+
+
 def is_str(value: Any, max_len: int = 255, allow_empty: bool = False) -> bool:
     return isinstance(value, str) and len(value) <= max_len and (allow_empty or bool(value.strip()))
 

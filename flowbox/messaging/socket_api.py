@@ -14,7 +14,7 @@ from ..apidoc import body_doc, doc, query
 from ..http import presented_key, services_of
 from ..services import Services
 from . import conversation, projects, socket_threads, threads
-from .common import public_base, rest_error
+from .common import int_param, public_base, rest_error
 from .incoming import check_thread_id
 from .media import is_multipart, message_body, read_json, upload_message
 from .schemas import MERGER_BODY, UPLOAD_FORM, Delivered, SocketInfo, ThreadHistory, UnnoticedAnswer, errors
@@ -111,10 +111,8 @@ async def owned_thread(request: Request) -> tuple[Services, dict[str, Any], str]
      responses=doc(200, ThreadHistory, *errors(400, 401, 403)))
 async def thread_history(request: Request, page: query("From 1 (the newest 20 messages)") = None) -> dict[str, Any]:
     services, project, thread_id = await owned_thread(request)
-    raw = page or "1"
-    if not raw.isdigit() or not 1 <= int(raw) <= 1_000_000:
-        raise rest_error(400, "page must be a whole number of at least 1")
-    result = await threads.history_page(services.store, project["id"], thread_id, int(raw))
+    page_no = int_param(page, "page", 1, 1, threads.MAX_HISTORY_PAGE)
+    result = await threads.history_page(services.store, project["id"], thread_id, page_no)
     return {"status": "ok", "payload": result}
 
 

@@ -17,6 +17,7 @@ from ..ids import iso, new_id
 from .common import BOT_ORIGINATOR
 
 HISTORY_PAGE = 20  # documented: one history request returns at most 20 entries
+MAX_HISTORY_PAGE = 1_000_000  # far past any thread; keeps OFFSET arithmetic small
 
 
 def _thread(row) -> dict[str, Any] | None:
