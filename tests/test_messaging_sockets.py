@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -455,3 +458,47 @@ def test_real_flowai_js_sdk(flowai_sdk, make_server, tmp_path):
     assert steps["weather"]["texts"] == ["Let me check the weather.", "Which city?"]
     assert steps["reconnected"] == {"step": "reconnected", "threadId": thread, "texts": ["The weather in Amsterdam is sunny."]}
     assert steps["done"]["errors"] == []  # no frame the SDK failed to understand
+
+
+# -- fuzzing the frames ---------------------------------------------------------------------------
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                     max_leaves=12)
+_THREAD = st.sampled_from(["t-fuzz", "", "x" * 600, "t/../x"]) | st.text(max_size=20) | _JSON
+_PAYLOAD = st.fixed_dictionaries({}, optional={
+    "threadId": _THREAD, "speech": st.text(max_size=300) | _JSON, "traceId": st.integers() | _JSON,
+    "originator": st.fixed_dictionaries({}, optional={"name": st.text(max_size=20), "role": st.sampled_from(["user", "moderator", "bot", ""]),
+                                                       "profile": _JSON}) | _JSON,
+    "attachment": st.fixed_dictionaries({"type": st.sampled_from(["event", "location", "media", "video", ""]) | _JSON},
+                                        optional={"payload": _JSON}) | _JSON,
+    "metadata": st.fixed_dictionaries({}, optional={"language": _JSON, "timezone": _JSON, "params": _JSON}) | _JSON,
+    "nonce": st.text(max_size=20) | _JSON,
+}) | _JSON
+FRAMES = st.fixed_dictionaries({"type": st.sampled_from(["message.send", "thread.noticed", "activity.user.typing", "log", "ping"])
+                                | st.text(max_size=20), "payload": _PAYLOAD}) | _JSON
+
+
+def test_fuzzed_frames_get_answers_never_internal_errors(make_server, caplog):
+    """Whatever a client sends on the socket: an answer (an error frame naming the problem, or the
+    protocol's own frames), never an internal error, and the socket and the server carry on."""
+    caplog.set_level(logging.ERROR)
+    shop = Shop(make_server(preload_model=False, messaging_socket_frames_per_second=0))
+    sent = 0
+    with shop.open() as ws:
+
+        @settings(max_examples=150, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
+        @given(frame=FRAMES)
+        def one(frame) -> None:
+            nonlocal sent
+            sent += 1
+            ws.send(json.dumps(frame))
+            # A marker after it: its error frame names its traceId, so everything before it is the frame's doing.
+            send(ws, "fuzz.marker", traceId=sent)
+            while (answer := recv(ws)).get("payload", {}).get("traceId") != sent or answer["type"] != "error":
+                assert not (answer["type"] == "error" and answer["message"].startswith("Internal error")), (frame, answer)
+
+        one()
+        assert texts(say(ws, "t-after", "Hello")[1]) == ["Hi! Ask me about the weather, or give feedback."]
+    assert sent == 150
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("flowbox")]

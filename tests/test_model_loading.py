@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 
@@ -67,3 +68,20 @@ def test_a_refused_model_file_says_why(models_dir, tmp_path, caplog):
     with pytest.raises(ModelError, match="corrupted or incomplete"):  # llama.cpp's reason, in the one-line error
         LocalChatModel(broken, name="local", n_ctx=512, cache_bytes=0)
     assert not caplog.records  # said once, in the error, not again in the log
+
+
+def test_loads_at_once_leave_the_streams_as_they_were(models_dir):
+    before = sys.stdout, sys.stderr
+    models = []
+
+    def load(i: int) -> None:
+        models.append(LocalEmbedder(model_path(models_dir, "all-minilm-l6-v2"), name=f"minilm-{i}", n_threads=1))
+
+    threads = [threading.Thread(target=load, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for model in models:
+        model.llm.close()
+    assert len(models) == 3 and (sys.stdout, sys.stderr) == before

@@ -23,6 +23,7 @@ log = logging.getLogger("flowbox.llama")
 GGML_LOG_LEVEL_ERROR = 4  # ggml's enum today: none, debug, info, warn, error, cont
 
 _lock = threading.Lock()
+_load_lock = threading.Lock()
 _callback: Any = None  # the ctypes callback must live as long as the process: llama.cpp keeps its address
 _loading = threading.local()  # llama.cpp logs on the thread that called it: a loading thread's errors go in its exception
 
@@ -56,7 +57,8 @@ def load_llama(cls: Any = None, **options: Any) -> Any:
     _route_llama_log()
     _loading.errors = []
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        # One load at a time: two overlapping redirects would restore each other's stand-ins, not the real streams.
+        with _load_lock, contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             llm = (cls or llama_cpp.Llama)(verbose=True, **options)
     except (ValueError, RuntimeError) as exc:
         reasons = [line.split("error loading model: ", 1)[-1] for line in _loading.errors if "error loading model" in line]
