@@ -87,45 +87,65 @@ def _cli(*args):
     return json.loads(result.stdout)
 
 
-def test_backup_and_restore_under_write_load(server, tmp_path):
-    client = server.client()
-    acknowledged: list[str] = []
-    stop = threading.Event()
+class Writer:
+    """Creates agents as fast as one client can, in a thread; records every answer."""
 
-    def writer():
-        with httpx.Client(base_url=server.base_url, headers={"Authorization": server.key}, timeout=60) as c:
+    def __init__(self, server):
+        self.server, self.acknowledged, self.failures = server, [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.server.base_url, headers={"Authorization": self.server.key}, timeout=60) as c:
             i = 0
-            while not stop.is_set():
+            while not self._stop.is_set():
                 response = c.post("/api/public/agent", json={"name": f"agent {i}"})
-                assert response.status_code == 201
-                acknowledged.append(response.json()["id"])
+                if response.status_code == 201:
+                    self.acknowledged.append(response.json()["id"])
+                else:
+                    self.failures.append(f"{response.status_code} {response.text[:200]}")
                 i += 1
 
-    thread = threading.Thread(target=writer)
-    thread.start()
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def test_backup_and_restore_under_write_load(server, tmp_path):
+    client = server.client()
+    writer = Writer(server)
     try:
         time.sleep(0.5)
-        before_backup = list(acknowledged)
+        before_backup = list(writer.acknowledged)
         info = _cli("backup", str(tmp_path / "snap.db"), "--json")
-        after_backup = list(acknowledged)
+        after_backup = list(writer.acknowledged)
+        time.sleep(0.5)
+
+        # restore while the writes go on: no write fails, and the server serves the backup's agents
+        # plus whatever was acknowledged after the restore returned
+        before_restore = set(writer.acknowledged)
+        result = _cli("restore", info["path"], "--json")
+        after_restore = len(writer.acknowledged)
         time.sleep(0.5)
     finally:
-        stop.set()
-        thread.join()
+        writer.stop()
+    assert not writer.failures, writer.failures[:5]
     snap = sqlite3.connect(info["path"])
     assert snap.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     in_backup = {r[0] for r in snap.execute("select id from agents")}
     snap.close()
     assert set(before_backup) <= in_backup <= set(after_backup)
-    assert len(acknowledged) > len(after_backup)  # writes went on during and after the backup
+    assert len(before_restore) > len(after_backup)  # writes went on during and after the backup
 
-    # restore while the server runs: it serves the backup's agents at once
-    result = _cli("restore", info["path"], "--json")
     assert result["previous_copy"]
     listed = {a["id"] for a in client.get("/api/public/agent").json()["agents"]}
-    assert listed == in_backup
-    # and it still takes writes
-    assert client.post("/api/public/agent", json={"name": "after restore"}).status_code == 201
+    written_since = set(writer.acknowledged[after_restore:])
+    assert written_since and in_backup | written_since <= listed <= in_backup | set(writer.acknowledged)
+    assert not listed & (before_restore - in_backup)  # what the backup did not hold is gone: that is a restore
+    live = sqlite3.connect(server.config.db_path)
+    assert live.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    live.close()
 
 
 def test_restore_refuses_a_bad_file(tmp_path):
