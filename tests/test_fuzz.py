@@ -68,7 +68,9 @@ def seed(server) -> dict[str, str]:
     client = server.client()
     agent = create_agent(client, max_tokens=4)
     thread = client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "hi"}).json()
-    flow = client.post("/chatflows", json={"name": "fuzz", "agents": [{"name": "a", "instructions": "Say hi."}]}).json()
+    flow = client.post("/chatflows", json={"name": "fuzz", "max_rounds": 1,
+                                            "agents": [{"name": "a", "instructions": "Say hi.", "max_tokens": 4}]}).json()
+    chat = client.post("/chats", json={"from_flow": flow["id"]}).json()  # the fuzzer's messages run one short turn
     project = client.post("/v1/projects", json={"name": "fuzz"}).json()
     item = client.post("/api/public/knowledge", json={"name": "fuzz", "content": "a short note", "agent_ids": agent["id"]}).json()
     spare_key = client.post("/api/admin/keys", json={"name": "fuzz"}).json()  # the fuzzer may revoke it (not the one it calls with)
@@ -76,6 +78,7 @@ def seed(server) -> dict[str, str]:
         "agent_id": agent["id"],
         "thread_id": thread["body"]["metadata"]["thread_id"],
         "flow_id": flow.get("id", ""),
+        "chat_id": chat.get("id", ""),
         "project_id": project.get("projectId", ""),
         "item_id": item.get("id", ""),
         "key_id": spare_key.get("id", ""),
@@ -115,8 +118,9 @@ def test_fuzz_whole_api(make_server):
     fuzzed: dict[str, int] = {}
     started = time.monotonic()
 
-    for result in schema.get_all_operations():
-        op = result.ok()
+    # Deletions last, so the seeded resources are there for every other operation first.
+    operations = sorted((result.ok() for result in schema.get_all_operations()), key=lambda op: op.method.upper() == "DELETE")
+    for op in operations:
         method, path = op.method.upper(), op.path
         if ONLY and not path.startswith(ONLY):
             continue
