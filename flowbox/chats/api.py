@@ -143,6 +143,8 @@ def _message_text(request: Request, body: Any, allow_empty: bool = False) -> str
 
 async def _accepted(request: Request, chat_id: str, message: dict | None) -> Response:
     chat = await chats_store.get_chat(services_of(request).store, chat_id)
+    if chat is None:  # deleted in the meantime
+        raise chats_store.not_found(chat_id)
     return Response({"chat": chat, "message": chats_store.message_out(message) if message else None}, status_code=202)
 
 
