@@ -28,6 +28,7 @@ from .schemas import (FLOW_BODY, IMPORT_BODY, MESSAGE_BODY, MESSAGE_FORM, PAUSE_
                       TokenRotated, errors)
 
 OK = {"status": "ok"}
+Sync = query("true: the answer comes in the response instead of going to the webhook")
 IMPORT_MAX_BYTES = 16 << 20
 
 
@@ -130,7 +131,7 @@ async def send_message(request: Request, thread_id: FromPath[str]) -> dict[str, 
 @get("/rest/v1/messages/{thread_id:str}", summary="A thread's message history (20 per page)",
      responses=doc(200, HistoryAnswer, *errors(400, 401, 404)))
 async def message_history(request: Request, thread_id: FromPath[str], page: query("From 1 (the newest 20 messages)") = None,
-                          sync: query("true: the answer comes in the response instead of going to the webhook") = None) -> dict[str, Any]:
+                          sync: Sync = None) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
     await _known_thread(services, project, thread_id)
@@ -140,7 +141,7 @@ async def message_history(request: Request, thread_id: FromPath[str], page: quer
 
 
 @get("/rest/v1/businesshours", summary="The project's business hours", responses=doc(200, BusinessHoursAnswer, *errors(401)))
-async def business_hours(request: Request, sync: query("true: the answer comes in the response instead of going to the webhook") = None) -> dict[str, Any]:
+async def business_hours(request: Request, sync: Sync = None) -> dict[str, Any]:
     project = await rest_project(request)
     hours = {"businessHours": project["business_hours"]}
     return await _answer(request, sync, project, hours, "businesshours", hours)
@@ -171,7 +172,7 @@ async def resume(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
 
 
 @get("/rest/v1/pause/{thread_id:str}", summary="Whether the bot is paused on a thread", responses=doc(200, PauseAnswer, *errors(400, 401, 404)))
-async def pause_status(request: Request, thread_id: FromPath[str], sync: query("true: the answer comes in the response instead of going to the webhook") = None) -> dict[str, Any]:
+async def pause_status(request: Request, thread_id: FromPath[str], sync: Sync = None) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
     thread = await _known_thread(services, project, thread_id)
