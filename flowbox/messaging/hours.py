@@ -2,16 +2,23 @@
 
 A project keeps a list of entries ``{weekdays: [{weekday, content: [{from, to}]}], holidays:
 [{holiday, date}], label, timezone}``. ``timezone`` is the documented display form
-``"(UTC+03:00) Minsk"`` (its offset is used) or an IANA name such as ``"Europe/Amsterdam"``.
-A range whose ``to`` is not after its ``from`` runs past midnight. No entries: always open.
+``"(UTC+03:00) Minsk"`` or an IANA name such as ``"Europe/Amsterdam"``. A display form's places are
+looked up as IANA zones, so daylight saving time applies where it does there; when none of them is
+one (``"(UTC-05:00) Eastern Time (US & Canada)"``) its fixed offset is used.
+
+Times are the zone's wall-clock times. A range whose ``to`` is not after its ``from`` runs past
+midnight. A range belongs to the day it starts on: a holiday (the date part of ``date``, in the
+entry's zone) closes the ranges that start on it, including an overnight one's hours after midnight,
+and does not cut short the previous day's overnight range. No entries: always open.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from .common import is_str, rest_error
 
@@ -29,18 +36,47 @@ def _minutes(value: Any, where: str) -> int:
     return int(match[1]) * 60 + int(match[2])
 
 
+@functools.lru_cache(maxsize=256)
 def timezone_of(name: str) -> dt.tzinfo | None:
+    """The zone a ``timezone`` names, or None when it names none."""
     match = _OFFSET.match(name)
-    if match:
-        sign, hours, minutes = match.groups()
-        if sign is None:
-            return dt.timezone.utc
-        delta = dt.timedelta(hours=int(hours), minutes=int(minutes))
-        return dt.timezone(-delta if sign == "-" else delta)
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    if not match:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            return None
+    sign, hours, minutes = match.groups()
+    if sign is None:
+        return dt.timezone.utc
+    if int(hours) > 14 or int(minutes) > 59:  # the furthest zones are UTC-12:00 and UTC+14:00
         return None
+    offset = dt.timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1)
+    for place in name[match.end():].split(","):
+        zone = _zone_of_place(place)
+        if zone is not None and offset in _offsets_this_year(zone):
+            return zone
+    return dt.timezone(offset)
+
+
+@functools.cache
+def _zones_by_place() -> dict[str, str]:
+    """"minsk" → "Europe/Minsk": the IANA zones by their last part (the city they are named after)."""
+    places: dict[str, str] = {}
+    for name in sorted(available_timezones()):
+        if "/" in name and not name.startswith(("Etc/", "SystemV/", "US/", "posix/", "right/")):
+            places.setdefault(name.rsplit("/", 1)[1].casefold(), name)
+    return places
+
+
+def _zone_of_place(place: str) -> ZoneInfo | None:
+    name = _zones_by_place().get(place.strip().replace(" ", "_").casefold())
+    return ZoneInfo(name) if name else None
+
+
+def _offsets_this_year(zone: dt.tzinfo) -> set[dt.timedelta | None]:
+    """Its offsets in January and July: a display name's offset is one of them (the standard time)."""
+    year = dt.datetime.now(dt.timezone.utc).year
+    return {dt.datetime(year, month, 1, 12, tzinfo=zone).utcoffset() for month in (1, 7)}
 
 
 def validate_business_hours(value: Any) -> list[dict[str, Any]]:
@@ -97,27 +133,35 @@ def validate_business_hours(value: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _entry_open(entry: dict[str, Any], moment: dt.datetime) -> bool:
-    local = moment.astimezone(timezone_of(entry["timezone"]) or dt.timezone.utc)
-    if any(h["date"][:10] == local.date().isoformat() for h in entry["holidays"]):
-        return False
+def _range(span: dict[str, str]) -> tuple[int, int]:
+    return _minutes(span["from"], "from"), _minutes(span["to"], "to")
+
+
+def _entry_open(entry: dict[str, Any], now: dt.datetime) -> bool:
+    local = now.astimezone(timezone_of(entry["timezone"]) or dt.timezone.utc)
+    minute = local.hour * 60 + local.minute
+    holidays = {h["date"][:10] for h in entry["holidays"]}
     days = {d["weekday"]: d["content"] for d in entry["weekdays"]}
-    now = local.hour * 60 + local.minute
-    today, yesterday = WEEKDAYS[local.weekday()], WEEKDAYS[(local.weekday() - 1) % 7]
-    for span in days.get(today, []):
-        start, end = _minutes(span["from"], "from"), _minutes(span["to"], "to")
-        if start <= now < end or (end <= start and now >= start):
-            return True
-    for span in days.get(yesterday, []):  # yesterday's overnight range reaching into today
-        start, end = _minutes(span["from"], "from"), _minutes(span["to"], "to")
-        if end <= start and now < end:
-            return True
+    today = local.date()
+    yesterday = today - dt.timedelta(days=1)
+    if today.isoformat() not in holidays:
+        for start, end in map(_range, days.get(WEEKDAYS[today.weekday()], [])):
+            if start <= minute < end or (end <= start and minute >= start):
+                return True
+    if yesterday.isoformat() not in holidays:
+        for start, end in map(_range, days.get(WEEKDAYS[yesterday.weekday()], [])):
+            if end <= start and minute < end:  # yesterday's overnight range, still running
+                return True
     return False
 
 
-def is_open(entries: list[dict[str, Any]], moment: dt.datetime | None = None) -> bool:
-    """Open when any entry is open at ``moment`` (default now). No entries: always open."""
+def is_open(entries: list[dict[str, Any]], now: dt.datetime | None = None) -> bool:
+    """Open when any entry is open at ``now`` (an aware datetime; default: the current time).
+    No entries: always open."""
     if not entries:
         return True
-    moment = moment or dt.datetime.now(dt.timezone.utc)
-    return any(_entry_open(entry, moment) for entry in entries)
+    if now is None:
+        now = dt.datetime.now(dt.timezone.utc)
+    elif now.tzinfo is None:
+        raise ValueError("business hours need an aware datetime (with its time zone)")
+    return any(_entry_open(entry, now) for entry in entries)
