@@ -13,10 +13,8 @@ so that a model change is noticed and everything can be re-embedded.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import re
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -59,28 +57,77 @@ class Embedder:
         await asyncio.to_thread(self.close)
 
 
-class LocalEmbedder(Embedder):
-    def __init__(self, path: Path, *, name: str, n_threads: int):
-        from .models.files import check_gguf
+class EmbedRunner:
+    """MiniLM itself, in its worker process (``models/worker.py``): token sequences in, vectors out.
+    Tokenizing happens in the server, from the same file's vocabulary."""
+
+    def __init__(self, path: str, n_threads: int):
         from .models.llama_load import load_llama
 
+        # One batch = one context: llama.cpp runs an encoder's whole batch in one ubatch.
+        self.llm = load_llama(model_path=path, embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
+                              n_threads=n_threads, n_threads_batch=n_threads)
+        self.dim = self.llm.n_embd()
+        self.info = {"dim": self.dim}
+
+    def embed(self, pieces: list[tuple[int, list[int]]], n_texts: int, *, cancel, emit) -> list[list[float]]:
+        """Mean-pooled vectors of ``n_texts`` texts from their (text index, token sequence) pieces."""
+        import llama_cpp
+
+        max_seqs = self.llm.context_params.n_seq_max
+        sums = np.zeros((n_texts, self.dim), dtype=np.float64)
+        ctx, batch = self.llm._ctx, self.llm._batch
+        start = 0
+        while start < len(pieces):
+            # Pack whole sequences into one batch of at most N_CTX tokens (and sequences).
+            end, used = start, 0
+            while end < len(pieces) and used + len(pieces[end][1]) <= N_CTX and end - start < max_seqs:
+                used += len(pieces[end][1])
+                end += 1
+            batch.reset()
+            for seq_id, (_, tokens) in enumerate(pieces[start:end]):
+                batch.add_sequence(tokens, seq_id, True)
+            ctx.kv_cache_clear()
+            ctx.decode(batch)
+            for seq_id, (index, tokens) in enumerate(pieces[start:end]):
+                ptr = llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq_id)
+                vector = np.ctypeslib.as_array(ptr, shape=(self.dim,))
+                # Mean pooling per piece; a long text is the token-weighted mean of its pieces.
+                sums[index] += vector * (len(tokens) - 2 or 1)
+            start = end
+        batch.reset()
+        ctx.kv_cache_clear()
+        return _normalise(sums)
+
+
+class LocalEmbedder(Embedder):
+    """MiniLM run in a supervised worker process, so native code cannot take the server down;
+    ``llm`` here is the file's vocabulary only (for tokenizing and counting)."""
+
+    def __init__(self, path: Path, *, name: str, n_threads: int):
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+
+        from .models.files import check_gguf
+        from .models.llama_load import load_llama
+        from .models.worker import ModelWorker
+
         check_gguf(path)
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True
         try:
-            # One batch = one context: llama.cpp runs an encoder's whole batch in one ubatch.
-            self.llm = load_llama(model_path=str(path), embedding=True, n_ctx=N_CTX, n_batch=N_CTX, n_ubatch=N_CTX,
-                                  n_threads=n_threads, n_threads_batch=n_threads)
-        except (ValueError, RuntimeError) as exc:
+            self.llm = load_llama(LlamaModel, path_model=str(path), params=params)
+            self.worker = ModelWorker(EmbedRunner, {"path": str(path), "n_threads": n_threads}, name=name)
+            self.worker.start()
+        except (ValueError, RuntimeError, ModelError) as exc:
             raise StartupError(f"cannot load embedding model {path}: {exc}; delete it and run 'flowbox models pull'") from exc
         self.name = name
-        self.dim = self.llm.n_embd()
+        self.dim = self.worker.info["dim"]
         self._cls = self.llm.token_bos()
-        self._sep = self.llm._model.token_sep()
-        self._max_seqs = self.llm.context_params.n_seq_max
-        self._lock = threading.Lock()  # a llama.cpp context is not re-entrant
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowbox-embed")
+        self._sep = self.llm.token_sep()
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True)
+        self.worker.close()
         with contextlib.suppress(Exception):
             self.llm.close()
 
@@ -89,47 +136,25 @@ class LocalEmbedder(Embedder):
         as the original (Hugging Face) tokenizer does: special tokens written in the text count,
         and a word over 100 characters is one [UNK]."""
         text = LONG_WORD.sub(" [UNK] ", text)
-        inner = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        inner = self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=True)
         width = N_CTX - 2
         windows = [inner[i:i + width] for i in range(0, len(inner), width)] or [[]]
         return [[self._cls, *w, self._sep] for w in windows]
 
+    def _all_pieces(self, texts: list[str]) -> list[tuple[int, list[int]]]:
+        return [(index, seq) for index, text in enumerate(texts) for seq in self._pieces(text)]
+
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        import llama_cpp
-
-        pieces = [(index, seq) for index, text in enumerate(texts) for seq in self._pieces(text)]
-        sums = np.zeros((len(texts), self.dim), dtype=np.float64)
-        with self._lock:
-            ctx, batch = self.llm._ctx, self.llm._batch
-            start = 0
-            while start < len(pieces):
-                # Pack whole sequences into one batch of at most N_CTX tokens (and sequences).
-                end, used = start, 0
-                while end < len(pieces) and used + len(pieces[end][1]) <= N_CTX and end - start < self._max_seqs:
-                    used += len(pieces[end][1])
-                    end += 1
-                batch.reset()
-                for seq_id, (_, tokens) in enumerate(pieces[start:end]):
-                    batch.add_sequence(tokens, seq_id, True)
-                ctx.kv_cache_clear()
-                ctx.decode(batch)
-                for seq_id, (index, tokens) in enumerate(pieces[start:end]):
-                    ptr = llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq_id)
-                    vector = np.ctypeslib.as_array(ptr, shape=(self.dim,))
-                    # Mean pooling per piece; a long text is the token-weighted mean of its pieces.
-                    sums[index] += vector * (len(tokens) - 2 or 1)
-                start = end
-            batch.reset()
-            ctx.kv_cache_clear()
-        return _normalise(sums)
+        return self.worker.call_sync("embed", self._all_pieces(texts), len(texts))
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.embed_sync, list(texts))
+        texts = list(texts)
+        pieces = await asyncio.to_thread(self._all_pieces, texts)  # long documents: off the event loop
+        return await self.worker.call("embed", pieces, len(texts))
 
 
 class RemoteEmbedder(Embedder):

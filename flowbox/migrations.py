@@ -80,3 +80,10 @@ def m001_core(db):
         CREATE INDEX runs_status ON runs(status);
         """
     )
+
+
+@migrations()
+def m002_run_attempts(db):
+    # How often an async run was started: one that took the model (or the server) down twice is
+    # failed instead of being resumed forever.
+    db.execute("ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")

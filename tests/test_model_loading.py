@@ -48,7 +48,7 @@ def test_loading_a_model_keeps_other_threads_output(kind, models_dir, capfd):
     def load():
         if kind == "embedding":
             model = LocalEmbedder(model_path(models_dir, "all-minilm-l6-v2"), name="minilm", n_threads=2)
-            model.llm.close()
+            model.close()
         else:
             model = LocalChatModel(model_path(models_dir, "smollm2"), name="local", n_ctx=512, cache_bytes=0)
             model.close()
@@ -83,5 +83,5 @@ def test_loads_at_once_leave_the_streams_as_they_were(models_dir):
     for thread in threads:
         thread.join()
     for model in models:
-        model.llm.close()
+        model.close()
     assert len(models) == 3 and (sys.stdout, sys.stderr) == before

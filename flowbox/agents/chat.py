@@ -13,6 +13,7 @@ from ..errors import ApiError, ContextTooLong, ModelError, error
 from ..http import is_text
 from ..ids import iso, new_id, short_id
 from ..models import ChatRequest, ToolCall, ToolSpec, generate
+from ..models.worker import ModelCrashed
 from ..orgs import Principal
 from ..services import Services
 from ..usage import charge, credits_for, has_credits
@@ -352,31 +353,58 @@ async def accept_async(services: Services, principal: Principal, chat_input: Cha
     return run_id
 
 
+MAX_RUN_ATTEMPTS = 2  # a run that stopped the model (or the server) this often is failed, not retried
+
+
+async def _start_attempt(services: Services, run_id: str) -> dict | None:
+    """Counts a start of a run still processing (before anything can crash); None if it is not."""
+    async with services.store.write() as tx:
+        await tx.execute("UPDATE runs SET attempts = attempts + 1 WHERE id = ? AND status = 'processing'", [run_id])
+        row = await tx.fetchone("SELECT * FROM runs WHERE id = ? AND status = 'processing'", [run_id])
+    return dict(row) if row is not None else None
+
+
+async def _fail_run(services: Services, run_id: str, exc: ApiError) -> dict:
+    body = exc.body if isinstance(exc.body, dict) and "statusCode" in exc.body else {"statusCode": exc.status, "body": exc.body}
+    async with services.store.write() as tx:
+        await tx.execute(
+            "UPDATE runs SET status = 'error', error = ?, response = ?, finished_at = ? WHERE id = ?",
+            [json.dumps(exc.body), json.dumps(body), iso(), run_id],
+        )
+    return body
+
+
 async def run_async(services: Services, run_id: str) -> None:
-    row = await services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id])
-    if row is None or row["status"] != "processing":
+    while (run := await _start_attempt(services, run_id)) is not None:
+        if run["attempts"] > MAX_RUN_ATTEMPTS:  # it was running when the server stopped, each time
+            body = await _fail_run(services, run_id, wrapped_error(
+                503, run["agent_id"], "Service temporarily unavailable",
+                f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again"))
+            break
+        request = json.loads(run["request"])
+        principal = Principal(org_id=run["org_id"], key_id="")
+        chat_input = ChatInput(request["agent_id"], request["messages"], request["thread_id"], run["callback_url"])
+        try:
+            agent = await prepare(services, principal, chat_input)
+            legacy = request.get("legacy", False)
+
+            async def store_response(tx: Tx, outcome: dict[str, Any]) -> None:
+                # with the turn, so a completed run always has the response its callback needs
+                await tx.execute("UPDATE runs SET response = ? WHERE id = ?", [json.dumps(response_body(outcome, legacy=legacy)), run_id])
+
+            outcome = await chat(services, principal, chat_input, agent, run_id=run_id, in_tx=store_response)
+            body = response_body(outcome, legacy=legacy)
+            break
+        except ApiError as exc:
+            if isinstance(exc.__cause__, ModelCrashed) and run["attempts"] < MAX_RUN_ATTEMPTS:
+                continue  # the model's worker restarts: one more try
+            if isinstance(exc.__cause__, ModelCrashed):
+                exc = wrapped_error(503, run["agent_id"], "Service temporarily unavailable",
+                                    f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again")
+            body = await _fail_run(services, run_id, exc)
+            break
+    else:
         return
-    run = dict(row)
-    request = json.loads(run["request"])
-    principal = Principal(org_id=run["org_id"], key_id="")
-    chat_input = ChatInput(request["agent_id"], request["messages"], request["thread_id"], run["callback_url"])
-    try:
-        agent = await prepare(services, principal, chat_input)
-        legacy = request.get("legacy", False)
-
-        async def store_response(tx: Tx, outcome: dict[str, Any]) -> None:
-            # with the turn, so a completed run always has the response its callback needs
-            await tx.execute("UPDATE runs SET response = ? WHERE id = ?", [json.dumps(response_body(outcome, legacy=legacy)), run_id])
-
-        outcome = await chat(services, principal, chat_input, agent, run_id=run_id, in_tx=store_response)
-        body = response_body(outcome, legacy=legacy)
-    except ApiError as exc:
-        body = exc.body if isinstance(exc.body, dict) and "statusCode" in exc.body else {"statusCode": exc.status, "body": exc.body}
-        async with services.store.write() as tx:
-            await tx.execute(
-                "UPDATE runs SET status = 'error', error = ?, response = ?, finished_at = ? WHERE id = ?",
-                [json.dumps(exc.body), json.dumps(body), iso(), run_id],
-            )
     run = dict(await services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id]))
     for hook in RUN_FINISHED_HOOKS:
         await hook(services, run, body)

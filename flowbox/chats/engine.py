@@ -25,6 +25,7 @@ from typing import Any
 from ..agents import store as agents_store
 from ..agents.chat import run_turn
 from ..errors import ApiError, ModelError, error
+from ..models.grammar import schema_text
 from ..models import ChatRequest, generate
 from ..services import STARTUP_HOOKS, Services
 from ..usage import charge, credits_for, has_credits
@@ -294,15 +295,15 @@ async def _ask_manager(services: Services, chat: dict, candidates: list[dict], h
             {"role": "system", "content": f"You choose who speaks next in a group chat. Participants:\n{roster}"},
             {"role": "user", "content": f"{transcript}\n\nWho should speak next? Answer with one name: {', '.join(names)}."},
         ],
-        max_tokens=32, temperature=0.0, seed=0, json_schema={"enum": names},
+        max_tokens=32, temperature=0.0, seed=0, json_schema={"enum": [schema_text(n) for n in names]},
     )
     result = await generate(backend, request, key=chat["org_id"])
     usage[0] += result.prompt_tokens
     usage[1] += result.completion_tokens
     with contextlib.suppress(json.JSONDecodeError):
         answer = json.loads(result.text)
-        if answer in names:
-            return answer
+        if (match := next((n for n in names if schema_text(n) == answer), None)) is not None:
+            return match
     return next((n for n in names if n in result.text), None)  # a remote model may not obey
 
 

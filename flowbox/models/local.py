@@ -11,8 +11,6 @@ grammar to exactly one of the enabled tools (or none), with tight argument schem
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import ctypes
 import json
@@ -27,8 +25,10 @@ from ..ids import short_id
 from ..sse import pump
 from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, ToolSpec
 from .files import check_gguf
+from .grammar import schema_grammar, schema_text
 from .llama_load import load_llama
 from .scheduler import FairScheduler
+from .worker import ModelWorker
 
 
 def _stateful_llama_class():
@@ -69,54 +69,22 @@ ROUTER_SYSTEM = "You are a router. Pick the tool that answers the user's message
 ROUTER_NONE = "- none: no tool is needed (greetings, general knowledge, chit-chat).\nAnswer in JSON."
 
 
-class LocalChatModel:
-    def __init__(self, path: Path, *, name: str, n_ctx: int = 4096, n_threads: int = 2,
-                 cache_bytes: int = 1 << 30, max_waiting: int = 64):
+class ChatRunner:
+    """The model itself, in its worker process (``models/worker.py``): generation only. Prompts
+    are rendered and tokenized by ``LocalChatModel`` in the server, from the same file's vocabulary."""
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int, cache_bytes: int):
         import llama_cpp
 
-        check_gguf(path)
-        self.name = name
-        self.path = path
-        try:
-            self.llm = load_llama(_stateful_llama_class(), model_path=str(path), n_ctx=n_ctx,
-                                  n_threads=n_threads, n_threads_batch=n_threads)
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load model {path}: {exc}") from exc
-        self.n_ctx = self.llm.n_ctx()
+        self.llm = load_llama(_stateful_llama_class(), model_path=path, n_ctx=n_ctx,
+                              n_threads=n_threads, n_threads_batch=n_threads)
         if cache_bytes > 0:
             self.llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        eos = self.llm.detokenize([self.llm.token_eos()]).decode("utf-8", "ignore")
-        bos = self.llm.detokenize([self.llm.token_bos()]).decode("utf-8", "ignore")
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        self.info = {"n_ctx": self.llm.n_ctx()}
 
-        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        self.scheduler = FairScheduler(max_waiting)
-        # One thread owns the model: llama.cpp contexts are not re-entrant.
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="flowbox-llm")
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        with contextlib.suppress(Exception):
-            self.llm.close()
-
-    # -- prompts -------------------------------------------------------------------------
-
-    def render(self, messages: list[dict[str, Any]]) -> str:
-        """The chat template applied to OpenAI-shaped messages, tool turns folded into text."""
-        return self._formatter(messages=_plain_messages(messages)).prompt
-
-    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return len(self.llm.tokenize(self.render(messages).encode("utf-8"), add_bos=False, special=True))
-
-    def _tokens(self, prompt: str) -> list[int]:
-        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
-
-    # -- generation ----------------------------------------------------------------------
-
-    def _run(self, prompt_tokens: list[int], *, max_tokens: int, temperature: float, grammar, stop,
-             seed, cancel: threading.Event, emit) -> tuple[str, int, str]:
-        """Runs on the model thread. Returns (text, completion tokens, finish reason)."""
+    def generate(self, prompt_tokens: list[int], *, max_tokens: int, temperature: float, grammar: str | None,
+                 stop, seed, cancel: threading.Event, emit) -> tuple[str, int, str]:
+        """Returns (text, completion tokens, finish reason); ``emit`` gets each piece as it comes."""
         import llama_cpp
 
         counted = {"n": 0}
@@ -132,7 +100,7 @@ class LocalChatModel:
             prompt_tokens,
             max_tokens=max_tokens,
             temperature=temperature,
-            grammar=grammar,
+            grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
             stop=stop or None,
             seed=seed,
             stream=True,
@@ -148,20 +116,61 @@ class LocalChatModel:
             finish = "cancelled"
         return "".join(pieces), max(counted["n"], len(pieces)), finish
 
-    async def _generate(self, prompt_tokens, *, on_text=None, **options) -> tuple[str, int, str]:
-        """Runs the model on its thread; ``on_text`` gets each piece on the loop, in order (the pieces
-        and the thread's completion are both handed over with call_soon_threadsafe, which keeps order)."""
-        loop = asyncio.get_running_loop()
-        cancel = threading.Event()
-        emit = (lambda text: loop.call_soon_threadsafe(on_text, text)) if on_text else (lambda text: None)
-        future = loop.run_in_executor(self._executor, lambda: self._run(prompt_tokens, cancel=cancel, emit=emit, **options))
+
+class LocalChatModel:
+    """The local chat backend: prompts, tokens and the fair queue here; generation in a
+    supervised worker process, so a crash in llama.cpp costs the requests in flight (503), not
+    the server."""
+
+    def __init__(self, path: Path, *, name: str, n_ctx: int = 4096, n_threads: int = 2,
+                 cache_bytes: int = 1 << 30, max_waiting: int = 64):
+        import llama_cpp
+        from llama_cpp._internals import LlamaModel
+
+        check_gguf(path)
+        self.name = name
+        self.path = path
+        params = llama_cpp.llama_model_default_params()
+        params.vocab_only = True  # the tokenizer and the chat template, without the weights
         try:
-            await asyncio.wait([future])  # not `await future`: cancelling this must not orphan the thread
-        finally:
-            if not future.done():
-                cancel.set()  # stops at the next token; the model is free once the thread returns
-                await asyncio.wait([future])
-        return future.result()
+            self.vocab = load_llama(LlamaModel, path_model=str(path), params=params)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"cannot load model {path}: {exc}") from exc
+        self.worker = ModelWorker(ChatRunner, {"path": str(path), "n_ctx": n_ctx, "n_threads": n_threads,
+                                               "cache_bytes": cache_bytes}, name=name)
+        self.worker.start()
+        self.n_ctx = self.worker.info["n_ctx"]
+        template = self.vocab.metadata().get("tokenizer.chat_template")
+        eos = self.vocab.detokenize([self.vocab.token_eos()]).decode("utf-8", "ignore")
+        bos = self.vocab.detokenize([self.vocab.token_bos()]).decode("utf-8", "ignore")
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        self.scheduler = FairScheduler(max_waiting)
+
+    def close(self) -> None:
+        self.worker.close()
+        with contextlib.suppress(Exception):
+            self.vocab.close()
+
+    # -- prompts -------------------------------------------------------------------------
+
+    def render(self, messages: list[dict[str, Any]]) -> str:
+        """The chat template applied to OpenAI-shaped messages, tool turns folded into text."""
+        return self._formatter(messages=_plain_messages(messages)).prompt
+
+    def count_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return len(self._tokens(self.render(messages)))
+
+    def _tokens(self, prompt: str) -> list[int]:
+        return self.vocab.tokenize(prompt.encode("utf-8", "replace"), add_bos=False, special=True)
+
+    # -- generation ----------------------------------------------------------------------
+
+    async def _generate(self, prompt_tokens, *, on_text=None, **options) -> tuple[str, int, str]:
+        """Runs the model in its worker; ``on_text`` gets each piece on the loop, in order.
+        Cancelled, it stops the model at the next token and returns once the model is free."""
+        return await self.worker.call("generate", prompt_tokens, on_event=on_text, **options)
 
     def _check_context(self, n_prompt: int, max_tokens: int) -> None:
         if n_prompt + 1 > self.n_ctx:
@@ -228,12 +237,10 @@ def offered_tools(tools: list[ToolSpec], user_text: str) -> list[ToolSpec]:
     return [t for t in tools if t.applies is None or t.applies(user_text)]
 
 
-def _schema_grammar(schema: dict[str, Any] | None):
-    if not schema:
-        return None
-    from llama_cpp import LlamaGrammar
-
-    return LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+def _schema_grammar(schema: dict[str, Any] | None) -> str | None:
+    """The grammar text for the worker (None: unconstrained). Callers' schemas were checked when
+    their request was read, so an ``InvalidSchema`` here is flowbox's own mistake."""
+    return schema_grammar(schema) if schema else None
 
 
 def router_messages(tools: list[ToolSpec], user_text: str) -> list[dict[str, Any]]:
@@ -257,7 +264,7 @@ def router_schema(tools: list[ToolSpec], user_text: str) -> dict[str, Any]:
         if tool.candidates is not None:
             for arg, values in tool.candidates(user_text).items():
                 if values and arg in parameters.get("properties", {}):
-                    parameters["properties"][arg] = {"enum": values}
+                    parameters["properties"][arg] = {"enum": [schema_text(v) if isinstance(v, str) else v for v in values]}
         options.append({
             "type": "object",
             "properties": {"tool": {"const": tool.name}, "arguments": parameters},

@@ -159,11 +159,11 @@ def inline_refs(schema: Any, param: str) -> Any:
 def check_grammar(schema: dict[str, Any], param: str, label: str) -> None:
     """The local model constrains replies with a grammar made from the schema: one it cannot
     make is the caller's mistake (or beyond it), told now rather than mid-reply."""
-    from llama_cpp import LlamaGrammar
+    from ..models.grammar import InvalidSchema, schema_grammar
 
     try:
-        LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
-    except Exception as exc:  # the converter asserts; its message names the bad part
+        schema_grammar(schema)
+    except InvalidSchema as exc:
         raise bad(f"Invalid schema for {label}: {exc}", param, "invalid_function_parameters") from None
 
 
