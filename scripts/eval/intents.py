@@ -1,0 +1,332 @@
+"""Intent evaluation: flowbox's engine beside two plain baselines, on utterances written apart
+from the flows' examples, split into a dev half (tune here) and a test half (report only).
+
+Data (``scripts/eval/data/``): one flow per domain (``<name>_flow.json``, a real Flow document)
+and its utterances (``<name>_utterances.tsv``: expected step, context, text). The expected step
+is a stepId, ``a|b`` when either of two intents in one message is right, or ``UNKNOWN`` for an
+out-of-scope message. A context names the step the thread is in when the message arrives (the
+bot just asked that step's question: a yes/no pair, or a SLOT); the script gets there the way a
+client does, by triggering that step first.
+
+Measured in one run, on the same utterances:
+  * flowbox: every utterance is a message to a real project on a real server (``conversation.handle``,
+    the path REST and sockets take), each on a fresh thread; the answer is the step the message
+    matched (an UNKNOWN step, contextual or not, counts as UNKNOWN);
+  * nearest example, MiniLM cosine: the same embeddings, the candidates the engine would consider
+    (the current step's children and the top-level intents; inside a SLOT question, a top-level
+    intent above the threshold, else the slot), one threshold chosen on dev;
+  * nearest example, BM25 over words: the same, with BM25 scores and its own dev-chosen threshold.
+
+    python scripts/eval/intents.py [--misses dev|test|all]
+
+Runs offline: the MiniLM model is prepared into ~/.cache/flowbox-test-models (as the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "data"
+MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
+DOMAINS = ("telecom", "restaurant")
+READY_SECONDS = 300
+
+
+@dataclass
+class Case:
+    domain: str
+    expected: frozenset[str]
+    context: str
+    text: str
+
+    @property
+    def split(self) -> str:
+        """Deterministic: the same utterance always lands in the same half."""
+        digest = hashlib.sha1(f"{self.domain}|{self.context}|{self.text}".encode()).digest()
+        return "dev" if digest[0] % 2 == 0 else "test"
+
+    @property
+    def in_scope(self) -> bool:
+        return "UNKNOWN" not in self.expected
+
+
+def load_cases(domain: str) -> list[Case]:
+    cases = []
+    for line in (DATA / f"{domain}_utterances.tsv").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        expected, context, text = line.split("\t")
+        cases.append(Case(domain, frozenset(expected.split("|")), context, text))
+    return cases
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+class Server:
+    """A real flowbox server (temp data dir, loopback) in a background thread."""
+
+    def __init__(self) -> None:
+        import uvicorn
+
+        from flowbox import config as config_mod
+        from flowbox.app import create_app
+        from flowbox.models.files import ensure_model
+
+        MODELS_DIR.mkdir(parents=True, exist_ok=True)
+        ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=True)
+        os.environ["FLOWBOX_DATA_DIR"] = tempfile.mkdtemp(prefix="flowbox-eval-intents-")
+        os.environ["FLOWBOX_MODELS_DIR"] = str(MODELS_DIR)
+        with __import__("socket").socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        cfg = config_mod.load(None).replace(host="127.0.0.1", port=port, rate_limit_per_minute=0, log_level="warning")
+        self.app = create_app(cfg, preload_model=False)
+        self.services = self.app.state.services
+        self.uv = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
+        self.uv.install_signal_handlers = lambda: None
+        started = threading.Event()
+
+        def run() -> None:
+            self.loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(self.loop)
+            started.set()
+            self.loop.run_until_complete(self.uv.serve())
+
+        threading.Thread(target=run, daemon=True).start()
+        started.wait()
+        deadline = time.monotonic() + 120
+        while not self.uv.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.02)
+
+    def call(self, coro, timeout: float = 300):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.uv.should_exit = True
+
+
+class Bot:
+    """One domain's flow as a project of its own; ``ask`` sends one utterance on a fresh thread."""
+
+    def __init__(self, server: Server, domain: str, org_id: str):
+        from flowbox.messaging import flows, projects
+
+        self.server, self.domain = server, domain
+        self.flow = json.loads((DATA / f"{domain}_flow.json").read_text())
+        self.project, _ = server.call(projects.create_project(server.services.store, org_id, f"eval-{domain}"))
+        server.call(flows.import_flows(server.services.store, self.project["id"], self.flow))
+        self.project = server.call(projects.get_project(server.services.store, self.project["id"]))
+        self.count = 0
+
+    def wait_ready(self) -> float:
+        """Seconds until the project's intent model is trained (the engine answers meanwhile; the
+        evaluation measures the trained model). Older matchers have nothing to wait for."""
+        from flowbox.messaging import conversation
+
+        started = time.monotonic()
+        ready = getattr(conversation, "intents_ready", None)
+        while ready is not None and not self.server.call(ready(self.server.services, self.project)):
+            if time.monotonic() - started > READY_SECONDS:
+                raise RuntimeError(f"{self.domain}: the intent model was not ready after {READY_SECONDS} s")
+            time.sleep(0.2)
+        return time.monotonic() - started
+
+    def ask(self, case: Case) -> str:
+        from flowbox.messaging import conversation
+        from flowbox.messaging.incoming import Incoming, from_rest
+
+        self.count += 1
+        thread = f"eval-{self.count}"
+        services = self.server.services
+        if case.context:  # the bot asked this step's question first
+            self.server.call(conversation.handle(services, self.project, thread, Incoming(kind="step", target=case.context)))
+        outcome = self.server.call(conversation.handle(services, self.project, thread,
+                                                       from_rest({"payload": {"type": "text", "speech": case.text}})))
+        return _answered_step(outcome)
+
+
+def _answered_step(outcome) -> str:
+    step = getattr(outcome, "step", None)
+    if step is None and outcome.reply and outcome.reply["messages"]:
+        step = outcome.reply["messages"][0].get("step")  # what the reply says, when nothing else does
+    if not step or step.get("type") == "UNKNOWN" or outcome.agent_pending:
+        return "UNKNOWN"
+    return step["stepId"] or "UNKNOWN"
+
+
+# -- baselines ----------------------------------------------------------------------------------
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+class BM25:
+    def __init__(self, docs: list[str], k1: float = 1.2, b: float = 0.75):
+        self.docs = [Counter(_words(d)) for d in docs]
+        self.lengths = np.array([sum(d.values()) for d in self.docs], dtype=float)
+        self.avg = float(self.lengths.mean()) if len(self.docs) else 1.0
+        df = Counter(w for d in self.docs for w in d)
+        n = len(self.docs)
+        self.idf = {w: math.log(1 + (n - f + 0.5) / (f + 0.5)) for w, f in df.items()}
+        self.k1, self.b = k1, b
+
+    def scores(self, query: str) -> np.ndarray:
+        out = np.zeros(len(self.docs))
+        for word in set(_words(query)):
+            idf = self.idf.get(word)
+            if idf is None:
+                continue
+            for i, doc in enumerate(self.docs):
+                tf = doc.get(word)
+                if tf:
+                    out[i] += idf * tf * (self.k1 + 1) / (tf + self.k1 * (1 - self.b + self.b * self.lengths[i] / self.avg))
+        return out
+
+
+class Nearest:
+    """Nearest example among the engine's candidates, one score matrix per domain."""
+
+    def __init__(self, flow: dict, example_scores):
+        steps = flow["steps"]
+        self.types = {s["stepId"]: s["type"] for s in steps}
+        self.children: dict[str, list[str]] = {}
+        for s in steps:
+            for parent in s.get("contexts") or []:
+                self.children.setdefault(parent, []).append(s["stepId"])
+        self.top = [s["stepId"] for s in steps if s["type"] == "INTENT" and not s.get("contexts")]
+        self.owner: list[str] = []
+        texts: list[str] = []
+        for s in steps:
+            if s["type"] == "INTENT":
+                for example in s["intent"]["examples"]:
+                    texts.append(example if isinstance(example, str) else example["query"])
+                    self.owner.append(s["stepId"])
+        self.example_scores = example_scores(texts)  # query -> one score per example
+
+    def best(self, scores: np.ndarray, candidates: list[str]) -> tuple[str, float]:
+        best, value = "UNKNOWN", -math.inf
+        for i, owner in enumerate(self.owner):
+            if owner in candidates and scores[i] > value:
+                best, value = owner, float(scores[i])
+        return best, value
+
+    def predict(self, case: Case, scores: np.ndarray, threshold: float) -> str:
+        children = self.children.get(case.context, [])
+        slot = next((c for c in children if self.types[c] == "SLOT"), None)
+        if slot is not None:  # a SLOT question is pending: a clear top-level intent escapes it
+            step, value = self.best(scores, self.top)
+            return step if value >= threshold else slot
+        step, value = self.best(scores, [c for c in children if self.types[c] == "INTENT"] + self.top)
+        return step if value >= threshold else "UNKNOWN"
+
+
+# -- scoring ------------------------------------------------------------------------------------
+
+def accuracy(cases: list[Case], predicted: list[str]) -> dict[str, float]:
+    hits = [p in c.expected for c, p in zip(cases, predicted)]
+    ins = [h for h, c in zip(hits, cases) if c.in_scope]
+    oos = [h for h, c in zip(hits, cases) if not c.in_scope]
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    return {"overall": mean(hits), "in": mean(ins), "oos": mean(oos)}
+
+
+def tune(cases: list[Case], predict, grid) -> float:
+    """The threshold with the best overall accuracy on ``cases`` (dev only)."""
+    return max(grid, key=lambda t: (accuracy(cases, [predict(c, t) for c in cases])["overall"], -abs(t - np.median(grid))))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--misses", choices=("dev", "test", "all"), help="list the flowbox misses of that half")
+    args = parser.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)
+    started = time.monotonic()
+    server = Server()
+    from flowbox import orgs
+    from flowbox.embeddings import get_embedder
+
+    org, _ = server.call(orgs.ensure_default_org(server.services.store, with_key=False))
+    embedder = server.call(get_embedder(server.services))
+    cases = [c for d in DOMAINS for c in load_cases(d)]
+    bots = {d: Bot(server, d, org["id"]) for d in DOMAINS}
+
+    def embed(texts: list[str]) -> np.ndarray:
+        return np.asarray(server.call(embedder.embed(texts)), dtype=np.float32)
+
+    query_vectors = dict(zip([c.text for c in cases], embed([c.text for c in cases])))
+    cosine = {d: Nearest(b.flow, lambda texts: (lambda m: (lambda q: m @ query_vectors[q]))(embed(texts))) for d, b in bots.items()}
+    bm25 = {d: Nearest(b.flow, lambda texts: (lambda index: index.scores)(BM25(texts))) for d, b in bots.items()}
+    cos_scores = [cosine[c.domain].example_scores(c.text) for c in cases]
+    bm_scores = [bm25[c.domain].example_scores(c.text) for c in cases]
+
+    waited = {d: b.wait_ready() for d, b in bots.items()}
+    latencies, flowbox = [], []
+    for case in cases:
+        t0 = time.perf_counter()
+        flowbox.append(bots[case.domain].ask(case))
+        latencies.append((time.perf_counter() - t0) * 1000)
+
+    dev = [i for i, c in enumerate(cases) if c.split == "dev"]
+    pick = lambda idx: [cases[i] for i in idx]  # noqa: E731
+    index_of = {id(c): i for i, c in enumerate(cases)}
+    cos_t = tune(pick(dev), lambda c, t: cosine[c.domain].predict(c, cos_scores[index_of[id(c)]], t), [round(x, 2) for x in np.arange(0.2, 0.9, 0.01)])
+    bm_t = tune(pick(dev), lambda c, t: bm25[c.domain].predict(c, bm_scores[index_of[id(c)]], t), [round(x, 2) for x in np.arange(0.0, 12.0, 0.1)])
+    systems = {
+        "flowbox (engine, default threshold)": flowbox,
+        f"nearest example, MiniLM cosine >= {cos_t:.2f}": [cosine[c.domain].predict(c, s, cos_t) for c, s in zip(cases, cos_scores)],
+        f"nearest example, BM25 >= {bm_t:.1f}": [bm25[c.domain].predict(c, s, bm_t) for c, s in zip(cases, bm_scores)],
+    }
+
+    n_oos = sum(not c.in_scope for c in cases)
+    print(f"{len(cases)} utterances ({', '.join(f'{d}: {sum(c.domain == d for c in cases)}' for d in DOMAINS)}), "
+          f"{n_oos} out of scope ({n_oos / len(cases):.0%}); dev {len(dev)}, test {len(cases) - len(dev)}; "
+          f"{sum(len(b.flow['steps']) for b in bots.values())} steps, "
+          f"{sum(s['type'] == 'INTENT' for b in bots.values() for s in b.flow['steps'])} intents")
+    print(f"intent model ready after {', '.join(f'{d} {s:.1f} s' for d, s in waited.items())}")
+    print(f"\n{'system':44} | {'dev: all   in    oos':22} | {'test: all   in    oos':22}")
+    for name, predicted in systems.items():
+        row = []
+        for half in ("dev", "test"):
+            idx = [i for i, c in enumerate(cases) if c.split == half]
+            acc = accuracy(pick(idx), [predicted[i] for i in idx])
+            row.append(f"{acc['overall']:.3f} {acc['in']:.3f} {acc['oos']:.3f}")
+        print(f"{name:44} |  {row[0]:21} |  {row[1]:21}")
+    for domain in DOMAINS:
+        line = []
+        for name, predicted in systems.items():
+            idx = [i for i, c in enumerate(cases) if c.domain == domain and c.split == "test"]
+            line.append(f"{name.split(',')[0].split(' (')[0]} {accuracy(pick(idx), [predicted[i] for i in idx])['overall']:.3f}")
+        print(f"  test, {domain}: " + ", ".join(line))
+    ordered = sorted(latencies)
+    print(f"\nflowbox message latency (handle, reply stored): p50 {ordered[len(ordered) // 2]:.1f} ms, "
+          f"p90 {ordered[int(len(ordered) * .9)]:.1f} ms (contexts cost a second message)")
+    if args.misses:
+        print(f"\nflowbox misses ({args.misses}):")
+        for case, got in zip(cases, flowbox):
+            if got not in case.expected and args.misses in ("all", case.split):
+                where = f" [in {case.context}]" if case.context else ""
+                print(f"  {case.domain:10} {case.text!r}{where}: got {got}, want {'|'.join(sorted(case.expected))}")
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
