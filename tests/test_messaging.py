@@ -11,6 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from websockets.sync.client import connect
+
 from flowbox.messaging import projects
 from receiver import Receiver
 
@@ -210,11 +212,63 @@ def test_pause_resume_handover_and_moderator(bot):
     assert rest.get(f"/rest/v1/pause/{t}", params={"sync": "true"}).json()["isPaued"] is False
     assert bot.say(t, "Hello") == ["Hi! Ask me about the weather, or give feedback."]
 
-    # unknown threads
+
+
+def test_threads_that_have_not_spoken_yet(bot):
+    """threadIds are the client's keys: a human agent may pause the bot before the user's first
+    message, and a thread nobody has used yet is simply new (not paused, an empty history)."""
+    rest = bot.rest
+    t = "+31 6 1234 5678"  # a phone number, as channels name threads
+    status = rest.get(f"/rest/v1/pause/{t}", params={"sync": "true"})
+    assert status.status_code == 200 and status.json() == {"status": "ok", "isPaued": False, "isPaused": False, "threadId": t}
+    history = rest.get(f"/rest/v1/messages/{t}", params={"sync": "true"})
+    assert history.status_code == 200
+    assert history.json() == {"status": "ok", "result": {"history": [], "threadId": t, "page": 1, "pages": 0}}
+    # the asynchronous forms answer through the webhook, the same way
+    assert rest.get(f"/rest/v1/pause/{t}").json() == {"status": "ok"}
+    assert rest.get(f"/rest/v1/messages/{t}").json() == {"status": "ok"}
+    assert bot.hooks.wait("control.status", t)[0]["payload"]["isPaued"] is False
+    assert bot.hooks.wait("thread.history", t)[0]["payload"]["history"] == []
+
+    # paused before it spoke (the document's example sends no body): the first message is stored, the bot stays silent
+    response = rest.post(f"/rest/v1/pause/{t}", headers={"Content-Type": "application/json"})
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+    assert bot.hooks.wait("control.pause", t)[0]["payload"]["isPaused"] is True
+    assert rest.get(f"/rest/v1/pause/{t}", params={"sync": "true"}).json()["isPaued"] is True
+    assert bot.send(t, speech="Hello").status_code == 200
+    assert bot.hooks.wait("message.delivered", t)[0]["payload"]["speech"] == "Hello"
+    assert bot.send(t, speech="Anna here.", originator={"name": "Anna", "role": "moderator"}).status_code == 200
+    assert bot.hooks.wait("message.reply", t)[0]["payload"]["originator"]["name"] == "Anna"
+    history = rest.get(f"/rest/v1/messages/{t}", params={"sync": "true"}).json()["result"]["history"]
+    assert [e["originator"]["role"] for e in history] == ["user", "moderator"]  # the bot never answered
+    assert rest.delete(f"/rest/v1/pause/{t}").json() == {"status": "ok"}
+    assert bot.say(t, "Hello") == ["Hi! Ask me about the weather, or give feedback."]
+
+    # a timed pause before the first message ends by itself; resuming a new thread is a harmless no-op
+    assert rest.post("/rest/v1/pause/later", json={"secondsToPause": 1}).status_code == 200
+    assert rest.get("/rest/v1/pause/later", params={"sync": "true"}).json()["isPaued"] is True
+    deadline = time.time() + 30
+    while rest.get("/rest/v1/pause/later", params={"sync": "true"}).json()["isPaued"] and time.time() < deadline:
+        time.sleep(0.1)
+    assert bot.say("later", "Hello") == ["Hi! Ask me about the weather, or give feedback."]
+    assert rest.delete("/rest/v1/pause/never-used").json() == {"status": "ok"}
+    assert rest.get("/rest/v1/pause/never-used", params={"sync": "true"}).json()["isPaued"] is False
+
+    # a socket client on a thread paused before it spoke: its message is delivered, no reply follows
+    assert rest.post("/rest/v1/pause/socket-user", json={}).status_code == 200
+    project = bot.server.call(projects.get_project(bot.server.services.store, bot.project_id))
+    info = httpx.get(f"{bot.server.base_url}/socket.info", params={"clientId": project["client_id"], "sessionId": "s-1"}).json()
+    with connect(info["payload"]["endpoint"], open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "message.send", "payload": {"threadId": "socket-user", "speech": "Hello", "traceId": 1}}))
+        assert json.loads(ws.recv(timeout=15))["type"] == "message.delivered"
+        ws.send(json.dumps({"type": "ping"}))
+        assert json.loads(ws.recv(timeout=15)) == {"type": "pong"}  # nothing came between: the bot stayed silent
+
+    # the threadId is still checked
     for method in ("get", "post", "delete"):
-        response = getattr(rest, method)("/rest/v1/pause/nobody-here")
-        assert response.status_code == 404 and response.json()["status"] == "error"
-    assert rest.get("/rest/v1/messages/nobody-here", params={"sync": "true"}).status_code == 404
+        response = getattr(rest, method)("/rest/v1/pause/%20")
+        assert response.status_code == 400 and response.json()["status"] == "error" and "threadId" in response.json()["message"]
+    assert rest.get("/rest/v1/messages/%20", params={"sync": "true"}).status_code == 400
 
 
 def test_webhook_retried_until_receiver_answers_and_across_restart(make_server):
@@ -269,6 +323,11 @@ def test_bad_input(bot, make_server):
     error(bot.send(t, type="event"), 400)
     error(bot.send(t, type="location", lat="north", long="4"), 400)
     error(bot.send(t, speech="hi", traceId=True), 400)
+    for trace in ("1519091841664", "x", [1], {"n": 1}):  # the document's type is a number: no string, however numeric
+        assert "traceId" in error(bot.send(t, speech="hi", traceId=trace), 400)
+    assert bot.send(t, speech="x" * 255, traceId=1519091841664.5).status_code == 200
+    for payload in ({"speech": "hi"}, {"type": None, "speech": "hi"}, {"eventName": "INTRO"}):  # payload.type is required
+        assert "payload.type" in error(rest.post(f"/rest/v1/messages/{t}", json={"payload": payload}), 400)
     error(bot.send(t, speech="hi", params={"seats": "two"}), 400)
     error(bot.send(t, speech="hi", originator={"role": "king"}), 400)
     error(rest.post(f"/rest/v1/messages/{t}", content=b"{not json", headers={"Content-Type": "application/json"}), 400)
@@ -281,7 +340,7 @@ def test_bad_input(bot, make_server):
     error(rest.post("/rest/v1/pause/t", content=b"[1]", headers={"Content-Type": "application/json"}), 400)
     # the accepted messages are all there, the refused ones are not
     history = rest.get(f"/rest/v1/messages/{t}", params={"sync": "true"}).json()["result"]["history"]
-    assert [m["fallback"] for e in history for m in e["messages"] if e["originator"]["role"] == "user"] == ["x" * 255]
+    assert [m["fallback"] for e in history for m in e["messages"] if e["originator"]["role"] == "user"] == ["x" * 255] * 2
 
 
 def test_media_upload_streamed_with_limit(make_server, receiver, tmp_path):

@@ -230,8 +230,23 @@ def test_engine_slots_entities_and_fallbacks():
     ]}
     # sibling slots in order, an OPTIONAL slot skipped on bad input, a chained slot, then the follow-up
     texts, state = run([booking], ["book a table", "four", "no thanks", "2025-05-01"])
-    assert texts == [["Sure.", "For how many?"], ["Your email?"], ["Which date?"], ["Booked for four on 2025-05-01 ({{email}})."]]  # a param shows its human "match"
+    # a param shows its human "match"; one that is not set (the skipped email) becomes empty text, never "{{email}}"
+    assert texts == [["Sure.", "For how many?"], ["Your email?"], ["Which date?"], ["Booked for four on 2025-05-01 ()."]]
     assert state["params"]["people"][0]["value"] == "4" and "email" not in state["params"]
+
+
+def test_no_template_syntax_reaches_users():
+    greeting = {"title": "Greeting", "steps": [
+        {"stepId": "hi", "type": "EVENT", "title": "HI", "actions": [
+            {"type": "TEXT", "payload": {"texts": ["Hi {{name}}{{ title }}! {{ no such param }}Your code: {{code}}."]}}]},
+    ]}
+    params = {"name": [{"value": "Jane"}], "code": [{"value": 0}]}
+    texts, _ = run([greeting], [Input(kind="event", event="HI", params=params), Input(kind="event", event="HI"),
+                                Input(kind="event", event="HI", params={"name": []})])
+    # params stay on the thread; a param with no value, or none at all, becomes empty text
+    assert texts == [["Hi Jane! Your code: 0."], ["Hi Jane! Your code: 0."], ["Hi ! Your code: 0."]]
+    texts, _ = run([greeting], [Input(kind="event", event="HI")])
+    assert texts == [["Hi ! Your code: ."]]
 
 
 def test_projects_over_http(mgmt):

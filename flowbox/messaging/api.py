@@ -17,7 +17,6 @@ from litestar.params import FromPath
 from .. import orgs
 from ..apidoc import body_doc, doc, query
 from ..http import presented_key, services_of
-from ..services import Services
 from . import conversation, flows, projects, socket_api, sockets, threads, webhooks
 from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
@@ -87,14 +86,6 @@ async def optional_json(request: Request) -> Any:
         raise rest_error(400, f"The request body is not valid JSON: {exc}") from None
 
 
-async def _known_thread(services: Services, project: dict[str, Any], thread_id: str) -> dict[str, Any]:
-    check_thread_id(thread_id)
-    thread = await threads.get_thread(services.store, project["id"], thread_id)
-    if thread is None:
-        raise rest_error(404, f"Thread not found: no messages for threadId {thread_id}")
-    return thread
-
-
 async def _answer(request: Request, sync: str | None, project: dict[str, Any], sync_body: dict[str, Any], event_type: str,
                   payload: dict[str, Any]) -> dict[str, Any]:
     """With ``sync=true`` the answer is ``{"status": "ok", **sync_body}``; without, ``{"status": "ok"}``
@@ -129,12 +120,12 @@ async def send_message(request: Request, thread_id: FromPath[str]) -> dict[str, 
 
 
 @get("/rest/v1/messages/{thread_id:str}", summary="A thread's message history (20 per page)",
-     responses=doc(200, HistoryAnswer, *errors(400, 401, 404)))
+     responses=doc(200, HistoryAnswer, *errors(400, 401)))
 async def message_history(request: Request, thread_id: FromPath[str], page: query("From 1 (the newest 20 messages)") = None,
                           sync: Sync = None) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
-    await _known_thread(services, project, thread_id)
+    check_thread_id(thread_id)  # threadIds are the client's keys: one that has sent nothing has an empty history
     page_no = int_param(page, "page", 1, 1, threads.MAX_HISTORY_PAGE)
     result = await threads.history_page(services.store, project["id"], thread_id, page_no)
     return await _answer(request, sync, project, {"result": result}, "thread.history", result)
@@ -148,7 +139,7 @@ async def business_hours(request: Request, sync: Sync = None) -> dict[str, Any]:
 
 
 @post("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Pause the bot on a thread",
-      responses=doc(200, Ok, *errors(400, 401, 404, 413)), operation_class=body_doc(PAUSE_BODY, required=False))
+      responses=doc(200, Ok, *errors(400, 401, 413)), operation_class=body_doc(PAUSE_BODY, required=False))
 async def pause(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
@@ -157,26 +148,27 @@ async def pause(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
     if not isinstance(body, dict) or (seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
                                                                or not 0 <= seconds <= MAX_PAUSE_SECONDS)):
         raise rest_error(400, f"The body must be an object; secondsToPause, when given, a whole number of seconds up to {MAX_PAUSE_SECONDS}")
-    await _known_thread(services, project, thread_id)
+    check_thread_id(thread_id)
+    # A human agent may pause a thread before its user has said anything: the pause waits for the first message.
     await conversation.set_paused(services, project, thread_id, True, seconds or None)
     return OK
 
 
-@delete("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Resume the bot on a thread", responses=doc(200, Ok, *errors(400, 401, 404)))
+@delete("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Resume the bot on a thread", responses=doc(200, Ok, *errors(400, 401)))
 async def resume(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
-    await _known_thread(services, project, thread_id)
+    check_thread_id(thread_id)
     await conversation.set_paused(services, project, thread_id, False)
     return OK
 
 
-@get("/rest/v1/pause/{thread_id:str}", summary="Whether the bot is paused on a thread", responses=doc(200, PauseAnswer, *errors(400, 401, 404)))
+@get("/rest/v1/pause/{thread_id:str}", summary="Whether the bot is paused on a thread", responses=doc(200, PauseAnswer, *errors(400, 401)))
 async def pause_status(request: Request, thread_id: FromPath[str], sync: Sync = None) -> dict[str, Any]:
     project = await rest_project(request)
     services = services_of(request)
-    thread = await _known_thread(services, project, thread_id)
-    paused = threads.paused_now(thread)
+    check_thread_id(thread_id)
+    paused = threads.paused_now(await threads.get_thread(services.store, project["id"], thread_id))  # a new thread: not paused
     # ``isPaued`` is the document's spelling, which existing clients read; ``isPaused`` is offered beside it.
     status = {"isPaued": paused, "isPaused": paused, "threadId": thread_id}
     return await _answer(request, sync, project, status, "control.status", status)

@@ -284,15 +284,13 @@ async def _unknown_instead(services: Services, project: dict[str, Any], thread_i
 
 # -- pause and resume -------------------------------------------------------------------------
 
-async def set_paused(services: Services, project: dict[str, Any], thread_id: str, paused: bool, seconds: int | None = None) -> bool:
+async def set_paused(services: Services, project: dict[str, Any], thread_id: str, paused: bool, seconds: int | None = None) -> None:
     """Pauses (optionally for ``seconds``) or resumes the bot on a thread; tells the webhook
-    and the hub. False when the thread does not exist."""
+    and the hub. A thread that has sent nothing yet starts here (a human agent took it first)."""
     async with thread_lock(services, project["id"], thread_id):
         async with services.store.write() as tx:
-            if await threads.get_thread(tx, project["id"], thread_id) is None:
-                return False
+            await threads.ensure_thread(tx, project["id"], thread_id)
             events = _Events(tx, project)
             await threads.set_paused(tx, project["id"], thread_id, paused, seconds)
             await _pause_events(events, thread_id, paused, seconds)
         _publish(services, project["id"], thread_id, events.hub)
-    return True

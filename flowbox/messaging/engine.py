@@ -20,7 +20,8 @@ Rules (README "Messaging: how flows run" says the same for authors):
   same text is then matched against the slot step's own children (an ANYTHING child is the
   natural "thanks, got it").
 - Actions: TEXT picks one of ``texts`` at random (``{{label}}`` is replaced by that param's
-  value) with its quickReplies and delay; HANDOVER pauses the thread and tells the webhook.
+  value, or by nothing when it is not set: template syntax never reaches a user) with its
+  quickReplies and delay; HANDOVER pauses the thread and tells the webhook.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .entities import extract
 from .matcher import IntentIndex
 
 MEDIA_STEPS = {"image": "IMAGE", "file": "FILE", "audio": "AUDIO", "video": "VIDEO"}
-_PARAM = re.compile(r"\{\{\s*([\w.-]+)\s*\}\}")
+_PARAM = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")  # any {{...}}: one that names no param is removed too
 
 
 @dataclass
@@ -176,7 +177,7 @@ class _Turn:
                 names.append("handover")
                 self.decision.handover = {"secondsToPause": payload["secondsToPause"], "stepId": step["stepId"]}
                 continue
-            text = _PARAM.sub(lambda m: _param_text(self.params.get(m[1])) or m[0], self.rng.choice(payload["texts"]))
+            text = _PARAM.sub(lambda m: _param_text(self.params.get(m[1])) or "", self.rng.choice(payload["texts"]))
             response: dict[str, Any] = {"type": "text", "payload": {"text": text}, "delay": payload["delay"]}
             if payload["quickReplies"]:
                 response["payload"]["quickReplies"] = payload["quickReplies"]

@@ -107,10 +107,11 @@ def check_speech(speech: Any) -> str:
     return speech
 
 
-def check_trace_id(value: Any) -> Any:
+def check_trace_id(value: Any) -> int | float | None:
+    """The document types traceId as a number; a string (even of digits) is refused, not coerced."""
     if value is None:
         return None
-    if isinstance(value, bool) or not ((isinstance(value, (int, float)) and math.isfinite(value)) or is_str(value, 100)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise rest_error(400, "traceId must be a number")
     return value
 
@@ -212,11 +213,9 @@ def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
         return payload.get(name, body.get(name))
 
     kind = payload.get("type")
-    if kind is None:  # infer, for clients that leave it out
-        kind = "media" if upload is not None or "mediaType" in payload else "event" if "eventName" in payload else \
-            "location" if "lat" in payload else "text"
     if kind not in ("text", "event", "location", "media"):
-        raise rest_error(400, "payload.type must be one of text, event, location, media")
+        what = "is required" if kind is None else "must be"
+        raise rest_error(400, f"payload.type {what}: one of text, event, location, media")
     if upload is not None and kind != "media":
         raise rest_error(400, "An uploaded file needs payload.type \"media\"")
     incoming = Incoming(

@@ -173,12 +173,13 @@ class Delivered(TypedDict):
 
 _ORIGINATOR = obj(name=string(255), role={"type": "string"}, profile={"type": "object"})
 _PAYLOAD = obj(
-    type={"type": "string", "enum": ["text", "event", "location", "media"], "description": "Inferred when left out"},
+    ("type",),
+    type={"type": "string", "enum": ["text", "event", "location", "media"]},
     speech=string(min_length=0, description="The text (text messages)"),
     eventName=string(255, description="Event messages"),
     lat={"type": ["number", "string"]}, long={"type": ["number", "string"]},
     mediaType={"type": "string"}, mediaUrl={"type": "string"},
-    originator=_ORIGINATOR, traceId={"type": ["integer", "string"]},
+    originator=_ORIGINATOR, traceId={"type": "number"},
     lang={"type": "string"}, timezone={"type": ["integer", "string"]}, params={"type": "object"},
 )
 MESSAGE_BODY = obj(("payload",), payload=_PAYLOAD, originator=_ORIGINATOR)

@@ -44,8 +44,8 @@ async def authorize(store: Store, project_id: str, thread_id: str, secret_sha: s
         row = await tx.fetchone("SELECT secret_hash FROM msg_socket_threads WHERE project_id = ? AND thread_id = ?", key)
         if row is not None and row["secret_hash"]:
             return "owner" if secret_sha == row["secret_hash"] else "denied"
-        if await tx.fetchone("SELECT 1 FROM msg_threads WHERE project_id = ? AND thread_id = ?", key):
-            return "open"  # started elsewhere: not claimable
+        if await tx.fetchone("SELECT 1 FROM msg_messages WHERE project_id = ? AND thread_id = ? LIMIT 1", key):
+            return "open"  # started elsewhere: not claimable (a pause alone, before any message, starts nothing)
         await tx.execute(
             "INSERT INTO msg_socket_threads (project_id, thread_id, secret_hash, created_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (project_id, thread_id) DO UPDATE SET secret_hash = excluded.secret_hash",

@@ -1,8 +1,10 @@
 """Threads of a project: engine state, pause state and the message history.
 
-A thread is keyed by (project, threadId), the id the client chose; it exists from its first
-message. Every message, whoever sent it (the user, the bot or a human agent), is one row in
-``msg_messages`` holding a documented message object; history pages are built from them.
+A thread is keyed by (project, threadId), the id the client chose (a user id, a phone number);
+it exists from its first message, or from a pause or resume that came first. One that does
+not exist yet is simply new: not paused, with an empty history. Every message, whoever sent
+it (the user, the bot or a human agent), is one row in ``msg_messages`` holding a documented
+message object; history pages are built from them.
 """
 
 from __future__ import annotations
