@@ -8,13 +8,13 @@ import logging
 from typing import AsyncIterator
 
 from litestar import Litestar, get
-from litestar.config.cors import CORSConfig
 from litestar.exceptions import HTTPException
 
 from . import __version__
 from .admin.console import openapi_config
 from .apidoc import document_common
 from .config import Config
+from .cors import app_cors, bearer_cors
 from .db import Store
 from .errors import ApiError
 from .http import api_error_handler, http_exception_handler, internal_error_handler
@@ -41,8 +41,11 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     models = models or ModelRegistry(config)
     services = Services(config=config, store=store, models=models)
     routes = [healthz]
+    browser_paths: list[str] = []  # bearer-token APIs that pages on any site may call (see flowbox/cors.py)
     for name in ROUTE_MODULES:
-        routes.extend(importlib.import_module(name).ROUTES)
+        module = importlib.import_module(name)
+        routes.extend(module.ROUTES)
+        browser_paths.extend(getattr(module, "BROWSER_PATHS", ()))
     document_common([handler for handler in routes if hasattr(handler, "http_methods")])
 
     @contextlib.asynccontextmanager
@@ -76,8 +79,8 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
             Exception: internal_error_handler,
         },
         openapi_config=openapi_config(__version__),  # rendered offline at /schema
-        middleware=[request_log, rate_limit(config.rate_limit_per_minute, config.rate_limit_burst)],
-        cors_config=_cors(config),
+        middleware=[request_log, bearer_cors(config, browser_paths), rate_limit(config.rate_limit_per_minute, config.rate_limit_burst)],
+        cors_config=app_cors(config),
         request_max_body_size=config.max_body_bytes,
         debug=False,
     )
@@ -94,10 +97,3 @@ def uvicorn_options(config: Config) -> dict:
         "ws_max_size": 1 << 20,  # no client frame flowbox accepts is near this (uvicorn's default: 16 MiB)
     }
 
-
-def _cors(config: Config) -> CORSConfig | None:
-    """Closed unless origins are configured (browser chat widgets on other sites need them)."""
-    origins = [o.strip() for o in config.cors_origins.split(",") if o.strip()]
-    if not origins:
-        return None
-    return CORSConfig(allow_origins=origins, allow_methods=["*"], allow_headers=["*"], allow_credentials=False, max_age=600)

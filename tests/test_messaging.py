@@ -271,6 +271,77 @@ def test_threads_that_have_not_spoken_yet(bot):
     assert rest.get("/rest/v1/messages/%20", params={"sync": "true"}).status_code == 400
 
 
+def preflight(base_url: str, path: str, method: str, headers: str, origin: str = "https://widget.example") -> httpx.Response:
+    """What a browser sends before a cross-origin call with an Authorization header."""
+    return httpx.options(base_url + path, headers={"Origin": origin, "Access-Control-Request-Method": method,
+                                                   "Access-Control-Request-Headers": headers})
+
+
+def test_browser_example_from_another_origin(bot):
+    """The document's browser page (XMLHttpRequest with a bearer token) and the web SDK's calls work
+    from a page on any site out of the box, never with credentials; the console's routes do not open."""
+    base, t = bot.server.base_url, "USER_THREAD_ID"
+    page = {"Origin": "https://widget.example", "Authorization": f"Bearer {bot.token}"}
+    for path, method in ((f"/rest/v1/messages/{t}", "POST"), (f"/rest/v1/messages/{t}?sync=true", "GET"), ("/rest/v1/businesshours", "GET"),
+                         (f"/rest/v1/pause/{t}", "POST"), (f"/rest/v1/pause/{t}", "DELETE"), (f"/rest/v1/pause/{t}?sync=true", "GET")):
+        response = preflight(base, path, method, "authorization,content-type")
+        assert response.status_code in (200, 204), (path, response.status_code)
+        assert response.headers["access-control-allow-origin"] == "*", path
+        assert method in response.headers["access-control-allow-methods"]
+        assert {"authorization", "content-type"} <= {h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")}
+        assert "access-control-allow-credentials" not in response.headers
+    # the calls themselves, as the page makes them: readable answers (errors too), no credentials
+    message = {"payload": {"type": "text", "speech": "Hello", "originator": {"name": "John Doe", "role": "external"}}}
+    calls = [httpx.post(f"{base}/rest/v1/messages/{t}", json=message, headers=page),
+             httpx.get(f"{base}/rest/v1/messages/{t}", params={"sync": "true"}, headers=page),
+             httpx.post(f"{base}/rest/v1/pause/{t}", headers={**page, "Content-Type": "application/json"}),
+             httpx.get(f"{base}/rest/v1/pause/{t}", params={"sync": "true"}, headers=page),
+             httpx.delete(f"{base}/rest/v1/pause/{t}", headers={**page, "Cookie": "session=abc"}),
+             httpx.get(f"{base}/rest/v1/businesshours", params={"sync": "true"}, headers=page)]
+    assert [c.status_code for c in calls] == [200] * 6, [c.text for c in calls]
+    assert calls[3].json()["isPaued"] is True and calls[1].json()["result"]["threadId"] == t
+    refused = httpx.get(f"{base}/rest/v1/businesshours", headers={**page, "Authorization": "Bearer nope"})
+    assert refused.status_code == 401 and refused.json()["status"] == "error"
+    for response in (*calls, refused):
+        assert response.headers["access-control-allow-origin"] == "*" and "access-control-allow-credentials" not in response.headers
+    assert bot.hooks.texts(t, 1) == ["Hi! Ask me about the weather, or give feedback."]
+
+    # the web SDK's calls: socket.info and thread.* with its x-flowai-* headers
+    project = bot.server.call(projects.get_project(bot.server.services.store, bot.project_id))
+    sdk = "content-type,x-flowai-clientid,x-flowai-sessionid,x-flowai-threadid,x-flowai-secret,x-flowai-ott"
+    for path in ("/socket.info", "/thread.history", "/thread.unnoticed"):
+        response = preflight(base, path, "GET", sdk)
+        assert response.headers["access-control-allow-origin"] == "*" and "x-flowai-secret" in response.headers["access-control-allow-headers"]
+    info = httpx.get(f"{base}/socket.info", headers={"Origin": "https://widget.example", "x-flowai-clientid": project["client_id"],
+                                                     "x-flowai-sessionid": "s-1", "x-flowai-threadid": "undefined"})
+    assert info.status_code == 200 and info.headers["access-control-allow-origin"] == "*"
+
+    # routes of the console and the API keys keep their CORS: closed unless cors_origins lists the origin
+    for path in ("/api/public/agent", "/api/admin/keys"):
+        response = preflight(base, path, "GET", "authorization")
+        assert "access-control-allow-origin" not in response.headers, path
+    assert "access-control-allow-origin" not in httpx.get(f"{base}/api/public/agent", headers=page).headers
+
+
+def test_cors_origins_narrow_the_browser_apis(make_server, receiver):
+    bot = Bot(make_server(preload_model=False, allow_private_outbound=True, cors_origins="https://shop.example"), receiver)
+    base = bot.server.base_url
+    listed = preflight(base, "/rest/v1/pause/t", "POST", "authorization", origin="https://shop.example")
+    assert listed.headers["access-control-allow-origin"] == "https://shop.example" and "Origin" in listed.headers.get("vary", "")
+    assert "access-control-allow-credentials" not in listed.headers
+    other = preflight(base, "/rest/v1/pause/t", "POST", "authorization", origin="https://elsewhere.example")
+    assert "access-control-allow-origin" not in other.headers
+    answer = httpx.get(f"{base}/rest/v1/pause/t", params={"sync": "true"},
+                       headers={"Origin": "https://elsewhere.example", "Authorization": f"Bearer {bot.token}"})
+    assert answer.status_code == 200 and "access-control-allow-origin" not in answer.headers
+    answer = httpx.get(f"{base}/rest/v1/pause/t", params={"sync": "true"},
+                       headers={"Origin": "https://shop.example", "Authorization": f"Bearer {bot.token}"})
+    assert answer.headers["access-control-allow-origin"] == "https://shop.example"
+    # the other routes follow cors_origins as before
+    assert preflight(base, "/api/public/agent", "GET", "authorization", origin="https://shop.example").headers[
+        "access-control-allow-origin"] == "https://shop.example"
+
+
 def test_webhook_retried_until_receiver_answers_and_across_restart(make_server):
     answers = {"status": 503}
 

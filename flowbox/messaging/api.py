@@ -303,6 +303,10 @@ async def delete_flow(request: Request, project_id: FromPath[str], flow_id: From
     return OK
 
 
+# Bearer-token APIs that web pages on any site call (the document's browser example, the web SDK):
+# answered for any origin, without credentials, unless ``cors_origins`` narrows them (flowbox/cors.py).
+BROWSER_PATHS = ("/rest/v1/", "/socket.info", "/thread.")
+
 # The socket channel lives in its own modules (``socket_api``: /socket.info and the SDK's calls; ``sockets``: /ws/<token>).
 ROUTES = socket_api.ROUTES + sockets.ROUTES + [
     send_message, message_history, business_hours, pause, resume, pause_status, media_file,
