@@ -1,6 +1,6 @@
-// Drives the published flowai-js SDK (github.com/flow-ai/flowai-js, fetched at test time, never
-// vendored) against a flowbox server: one widget session end to end. Prints one JSON line per
-// step; the Python test (test_messaging_sockets.py) asserts on them.
+// Drives the published flowai-js SDK (github.com/flow-ai/flowai-js, unpacked from its npm pack
+// tarball at test time, never committed) against a flowbox server: one widget session end to end.
+// Prints one JSON line per step; the Python test (test_flowai_sdk.py) asserts on them.
 //
 // env: SDK (path to the SDK's lib/), BASE (server URL), CLIENT_ID, TOKEN (the project's REST token),
 //      IMAGE (a PNG file to upload)
@@ -45,6 +45,18 @@ async function main() {
   const threadId = client.threadId
   out('connected', { threadId, secret: typeof client.secret === 'string' })
 
+  // Before the user says anything, a human agent pauses the bot on the thread (REST, the project's
+  // token), reads its status; the widget's history is empty, not an error; then the bot is resumed.
+  const pauseUrl = `${base}/rest/v1/pause/${encodeURIComponent(threadId)}`
+  const auth = { Authorization: `Bearer ${process.env.TOKEN}` }
+  const pause = await fetch(pauseUrl, { method: 'POST', headers: { ...auth, 'Content-Type': 'application/json' } })
+  const status = await (await fetch(`${pauseUrl}?sync=true`, { headers: auth })).json()
+  let history = next(LiveClient.RECEIVED_HISTORY)
+  client.history()
+  const empty = await history
+  const resume = await fetch(pauseUrl, { method: 'DELETE', headers: auth })
+  out('paused', { pause: pause.status, status, history: empty.history, resume: resume.status })
+
   const metadata = new Message({}).metadata
   metadata.addParam('room', 'kitchen')  // a plain value, as the SDK's own examples send
   let { delivered, reply } = await say('Hello', 1, { metadata })
@@ -72,7 +84,7 @@ async function main() {
   client.checkUnnoticed()
   out('unnoticed', { unnoticed: (await unnoticed).unnoticed })
 
-  const history = next(LiveClient.RECEIVED_HISTORY)
+  history = next(LiveClient.RECEIVED_HISTORY)
   client.history()
   const result = await history
   out('history', { threadId: result.threadId, entries: result.history.map(e => [e.originator.role, e.messages.map(m => m.fallback)]) })
