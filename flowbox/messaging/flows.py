@@ -331,15 +331,13 @@ async def get_flow(store: Store | Tx, project_id: str, flow_id: str) -> dict[str
 
 
 async def _check_ids(tx: Tx, project_id: str, flows: list[dict[str, Any]]) -> None:
-    """Flow ids are global; step ids are unique within a project (contexts refer to them)."""
+    """Flow ids and step ids are unique within a project (contexts refer to steps); another
+    project's ids are never looked at, so nothing here tells whether they exist."""
     incoming = {f["flowId"] for f in flows}
     others = [f for f in await list_flows(tx, project_id) if f["flowId"] not in incoming]
     taken = {s["stepId"]: f["title"] for f in others for s in f["steps"]}
     for i, flow in enumerate(flows):
         prefix = f"flows[{i}]." if len(flows) > 1 else ""
-        row = await tx.fetchone("SELECT project_id FROM msg_flows WHERE id = ?", [flow["flowId"]])
-        if row is not None and row["project_id"] != project_id:
-            raise rest_error(409, f"Invalid flow: {prefix}flowId: \"{flow['flowId']}\" belongs to another project")
         for j, step in enumerate(flow["steps"]):
             if step["stepId"] in taken:
                 raise rest_error(409, f"Invalid flow: {prefix}steps[{j}].stepId: \"{step['stepId']}\" is already used by flow \"{taken[step['stepId']]}\"")
@@ -349,7 +347,7 @@ async def _check_ids(tx: Tx, project_id: str, flows: list[dict[str, Any]]) -> No
 async def _save(tx: Tx, flow: dict[str, Any]) -> None:
     await tx.execute(
         "INSERT INTO msg_flows (id, project_id, title, doc, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT(id) DO UPDATE SET title = excluded.title, doc = excluded.doc, updated_at = excluded.updated_at",
+        "ON CONFLICT(project_id, id) DO UPDATE SET title = excluded.title, doc = excluded.doc, updated_at = excluded.updated_at",
         [flow["flowId"], flow["projectId"], flow["title"], json.dumps(flow), flow["createdAt"], iso()],
     )
 
@@ -361,7 +359,7 @@ async def _bump(tx: Tx, project_id: str) -> None:
 async def create_flow(store: Store, project_id: str, raw: Any) -> dict[str, Any]:
     flow = normalize_flow(raw, project_id)
     async with store.write() as tx:
-        if await tx.fetchone("SELECT 1 FROM msg_flows WHERE id = ?", [flow["flowId"]]):
+        if await tx.fetchone("SELECT 1 FROM msg_flows WHERE project_id = ? AND id = ?", [project_id, flow["flowId"]]):
             raise rest_error(409, f"A flow with flowId \"{flow['flowId']}\" already exists; update it with PUT")
         await _check_ids(tx, project_id, [flow])
         await _save(tx, flow)
@@ -417,7 +415,7 @@ async def import_flows(store: Store, project_id: str, document: Any, replace: bo
         existing = {r["id"] for r in await tx.fetchall("SELECT id FROM msg_flows WHERE project_id = ?", [project_id])}
         removed = sorted(existing - set(ids)) if replace else []
         for flow_id in removed:
-            await tx.execute("DELETE FROM msg_flows WHERE id = ?", [flow_id])
+            await tx.execute("DELETE FROM msg_flows WHERE project_id = ? AND id = ?", [project_id, flow_id])
         await _check_ids(tx, project_id, flows)
         for flow in flows:
             await _save(tx, flow)

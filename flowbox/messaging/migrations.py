@@ -97,3 +97,54 @@ def m002_socket_threads(db):
         CREATE INDEX msg_socket_threads_secret ON msg_socket_threads(secret_hash);
         """
     )
+
+
+@migrations()
+def m003_flow_ids_per_project(db):
+    # A flowId is unique within its project, not across the server: one org can neither learn that
+    # another's flowId exists nor take it. Rebuilt (SQLite cannot change a primary key), rowids kept:
+    # flows list in creation order.
+    db.executescript(
+        """
+        CREATE TABLE msg_flows_new (
+            id TEXT NOT NULL,                    -- flowId, unique within the project
+            project_id TEXT NOT NULL REFERENCES msg_projects(id) ON DELETE CASCADE,
+            title TEXT NOT NULL,
+            doc TEXT NOT NULL,                   -- the Flow object, JSON
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (project_id, id)
+        );
+        INSERT INTO msg_flows_new (rowid, id, project_id, title, doc, created_at, updated_at)
+            SELECT rowid, id, project_id, title, doc, created_at, updated_at FROM msg_flows;
+        DROP TABLE msg_flows;
+        ALTER TABLE msg_flows_new RENAME TO msg_flows;
+        """
+    )
+
+
+@migrations()
+def m004_media_per_project(db):
+    # The per-project quota sums a project's sizes; the retention sweep looks for the oldest.
+    db.executescript(
+        """
+        CREATE INDEX msg_media_project ON msg_media(project_id);
+        CREATE INDEX msg_media_created ON msg_media(created_at);
+        """
+    )
+
+
+@migrations()
+def m005_intent_models(db):
+    db.executescript(
+        """
+        -- Each project's learned intent model (messaging/intents.py), for the flow version whose
+        -- examples hash to data_hash; trained in the background, so a restart trains nothing.
+        CREATE TABLE msg_intent_models (
+            project_id TEXT PRIMARY KEY REFERENCES msg_projects(id) ON DELETE CASCADE,
+            data_hash TEXT NOT NULL,             -- SHA-1 of the embedding model and every intent's examples
+            model TEXT NOT NULL,                 -- JSON: feature weights and scaling
+            created_at TEXT NOT NULL
+        ) WITHOUT ROWID;
+        """
+    )
