@@ -15,7 +15,7 @@ from litestar.params import FromPath
 
 from ..apidoc import EventStream, body_doc, doc, query
 from ..errors import ApiError, error
-from ..http import is_text, json_body, services_of
+from ..http import is_text, json_body, services_of, whole_number
 from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
@@ -182,9 +182,10 @@ async def get_messages(request: Request, chat_id: FromPath[str], after: query("O
     chat = await _own_chat(request, chat_id)
     services = services_of(request)
     after_seq = await _after_seq(services, chat["id"], after)
-    if limit is not None and (not limit.isdigit() or not 1 <= int(limit) <= 1000):
+    count = whole_number(limit, 1, 1000)
+    if limit is not None and count is None:
         raise error(400, "Validation failed", "\"limit\" must be an integer between 1 and 1000.")
-    rows = await chats_store.messages_after(services.store, chat["id"], after_seq, int(limit) if limit else None)
+    rows = await chats_store.messages_after(services.store, chat["id"], after_seq, count)
     return [chats_store.message_out(r) for r in rows]
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import secrets
 import time
 import urllib.parse
@@ -17,7 +16,7 @@ from litestar import Request, Response, post
 
 from ..apidoc import body_doc, doc
 from ..errors import ApiError, error
-from ..http import services_of
+from ..http import BadJSON, decode_json_async, services_of
 from ..ids import iso
 from ..orgs import Principal, authenticate, hash_key
 from .schemas import TOKEN_BODY, AccessToken, OAuthError
@@ -96,9 +95,9 @@ async def _token_params(request: Request) -> dict[str, str]:
     raw = await request.body()
     if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
         try:
-            body = json.loads(raw or b"{}")
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise _oauth_error(400, "invalid_request", "The request body is not valid JSON.") from None
+            body = await decode_json_async(raw or b"{}")
+        except BadJSON as exc:
+            raise _oauth_error(400, "invalid_request", f"The request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
             raise _oauth_error(400, "invalid_request", "The request body must be an object of string parameters.")
         return body

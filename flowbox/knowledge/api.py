@@ -13,7 +13,7 @@ from litestar.params import FromPath
 from ..apidoc import body_doc, doc, query
 from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
-from ..http import is_text, json_body, require_key, services_of
+from ..http import is_text, json_body, require_key, services_of, whole_number
 from ..services import STARTUP_HOOKS, Services
 from . import agent_tools  # noqa: F401  (registers the agents' knowledge tool and context)
 from . import store as kb
@@ -73,11 +73,8 @@ async def search_knowledge(request: Request, q: query("The question or keywords 
         raise kb.invalid('"q" is required and must be a non-empty string.')
     if len(text) > kb.MAX_CONTENT:
         raise kb.invalid(f'"q" must be {kb.MAX_CONTENT} characters or less.')
-    try:
-        count = int(limit or 5)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_SEARCH_LIMIT:
+    count = whole_number(limit or "5", 1, MAX_SEARCH_LIMIT)
+    if count is None:
         raise kb.invalid(f'"limit" must be an integer between 1 and {MAX_SEARCH_LIMIT}.')
     mode = mode or "hybrid"
     if mode not in SEARCH_MODES:

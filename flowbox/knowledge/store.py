@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from ..db import Store
 from ..embeddings import Embedder
 from ..errors import error
-from ..http import is_text
+from ..http import is_text, whole_number
 from ..ids import iso, new_id
 from . import index as idx
 
@@ -21,6 +21,7 @@ MAX_CONTENT = 4000
 MAX_NAME = 500
 MAX_AGENT_IDS = 100
 MAX_PAGE_SIZE = 100
+MAX_PAGE = 1_000_000_000  # "a positive integer"; bounded so OFFSET stays within what SQLite binds
 DEFAULT_PAGE_SIZE = 20
 
 NOT_FOUND = {"error": "Knowledge item not found or access denied"}
@@ -120,12 +121,9 @@ def validate_update(body: Any) -> dict[str, Any]:
 
 def page_params(page: Any, limit: Any) -> tuple[int, int]:
     """Query-string page and limit, or the documented 400."""
-    try:
-        page_no = 1 if page in (None, "") else int(str(page))
-        size = DEFAULT_PAGE_SIZE if limit in (None, "") else int(str(limit))
-    except ValueError:
-        raise error(400, *BAD_PAGE) from None
-    if page_no < 1 or not 1 <= size <= MAX_PAGE_SIZE:
+    page_no = 1 if page in (None, "") else whole_number(str(page), 1, MAX_PAGE)
+    size = DEFAULT_PAGE_SIZE if limit in (None, "") else whole_number(str(limit), 1, MAX_PAGE_SIZE)
+    if page_no is None or size is None:
         raise error(400, *BAD_PAGE)
     return page_no, size
 

@@ -6,7 +6,6 @@ plain functions in this package; every error is ``{"status": "error", "message":
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from litestar.params import FromPath
 
 from .. import orgs
 from ..apidoc import body_doc, doc, query
-from ..http import presented_key, services_of
+from ..http import BadJSON, decode_json_async, presented_key, services_of
 from . import conversation, flows, projects, socket_api, sockets, threads, webhooks
 from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
@@ -81,8 +80,8 @@ async def optional_json(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return await decode_json_async(raw)
+    except BadJSON as exc:
         raise rest_error(400, f"The request body is not valid JSON: {exc}") from None
 
 

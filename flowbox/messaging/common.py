@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ApiError
+from ..http import whole_number
 
 # The engine speaks as this originator; the id keeps the value widgets written for the
 # original service already know.
@@ -18,11 +19,11 @@ def rest_error(status: int, message: str, **extra: Any) -> ApiError:
 
 
 def int_param(raw: str | None, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
-    """A whole-number query parameter (digits only), or ``default`` when absent or empty."""
+    """A whole-number query parameter (ASCII digits only), or ``default`` when absent or empty."""
     if raw is None or raw == "":
         return default
-    value = int(raw) if raw.isdigit() else minimum - 1
-    if value < minimum or (maximum is not None and value > maximum):
+    value = whole_number(raw, minimum, maximum if maximum is not None else 1 << 62)
+    if value is None:
         upper = f" and at most {maximum}" if maximum is not None else ""
         raise rest_error(400, f"{name} must be a whole number of at least {minimum}{upper}")
     return value

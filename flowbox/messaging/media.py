@@ -8,7 +8,6 @@ deleted at once and the request answered 413. Stored files are served at
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import secrets
 import shutil
@@ -19,6 +18,7 @@ import multipart
 from litestar import Request
 
 from ..db import Store
+from ..http import BadJSON, decode_json, decode_json_async
 from ..ids import iso
 from ..services import Services
 from .common import public_base, rest_error
@@ -45,8 +45,8 @@ async def read_json(request: Request, limit: int) -> Any:
     if not data.strip():
         raise rest_error(400, "The request body is empty")
     try:
-        return json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return await decode_json_async(bytes(data))
+    except BadJSON as exc:
         raise rest_error(400, f"The request body is not valid JSON: {exc}") from None
 
 
@@ -173,8 +173,8 @@ def message_body(fields: dict[str, str]) -> Any:
     if raw is None:
         return {"payload": {"type": "media"}}
     try:
-        body = json.loads(raw)
-    except json.JSONDecodeError as exc:
+        body = decode_json(raw)
+    except BadJSON as exc:
         raise rest_error(400, f"The query field is not valid JSON: {exc}") from None
     if isinstance(body, dict) and isinstance(body.get("query"), dict):
         body = body["query"]

@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 
 from ..apidoc import ErrorBody, body_doc, doc
-from ..http import is_text, presented_key, services_of
+from ..http import BadJSON, decode_json_async, presented_key, services_of
 from ..orgs import Principal, authenticate
 from ..sse import EventStream
 from . import completions, embeddings
@@ -42,13 +41,12 @@ async def _principal(request: Request) -> Principal:
 
 async def _body(request: Request) -> Any:
     try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad(f"We could not parse the JSON body of your request ({type(exc).__name__}: {exc}). "
+        return await decode_json_async(await request.body())
+    except BadJSON as exc:
+        if not exc.syntax:
+            raise bad(f"The JSON body of your request holds a value we cannot take: {exc}", None, None) from None
+        raise bad(f"We could not parse the JSON body of your request ({exc}). "
                   "The API expects a JSON payload.", None, None) from None
-    if not is_text(json.dumps(body, ensure_ascii=False)):  # every string reaches the tokenizer as UTF-8
-        raise bad("The JSON body of your request contains a lone UTF-16 surrogate; send valid Unicode text.", None, None)
-    return body
 
 
 @get("/models", summary="List models: the organisation's agents and the raw models",
