@@ -31,6 +31,7 @@ DESCRIPTIONS = {
     402: "No credits available",
     403: "The resource belongs to another organisation",
     404: "Not found",
+    408: "The request's body arrived too slowly (request_body_timeout_ms); the connection is closed",
     409: "Conflicts with the current state",
     413: "Request body too large",
     429: "Too many requests",
@@ -78,12 +79,14 @@ def document_common(handlers: list[Any]) -> None:
     """Statuses any operation may answer, documented where a handler says nothing of its own:
     400 (Litestar documents its own ``status_code``/``detail`` body for handlers with parameters, but
     flowbox reshapes Litestar's errors, so the shapes flowbox does answer), 429 (the per-key rate
-    limit, in front of every route) and 413 (``max_body_bytes``) for methods that take a body."""
+    limit, in front of every route), and 413 (``max_body_bytes``) and 408 (a body sent too slowly) for
+    methods that take a body."""
     common = {
         400: ResponseSpec(data_container=ErrorBody | StatusErrorBody, generate_examples=False, description=DESCRIPTIONS[400]),
         429: ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[429]),
     }
     too_large = ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[413])
+    too_slow = ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[408])
     for handler in handlers:
         if not getattr(handler, "include_in_schema", False):
             continue
@@ -91,6 +94,7 @@ def document_common(handlers: list[Any]) -> None:
         extra = dict(common)
         if set(handler.http_methods) & {"POST", "PUT", "PATCH"}:
             extra[413] = too_large
+            extra[408] = too_slow
         handler.responses = dict(sorted({**extra, **responses}.items()))
 
 

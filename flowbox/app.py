@@ -18,7 +18,7 @@ from .cors import app_cors, bearer_cors
 from .db import Store
 from .errors import ApiError
 from .http import api_error_handler, http_exception_handler, internal_error_handler
-from .middleware import rate_limit, request_log, setup_access_log
+from .middleware import body_deadline, header_deadline, rate_limit, request_log, setup_access_log
 from .models import ModelRegistry
 from .services import SHUTDOWN_HOOKS, STARTUP_HOOKS, Services
 
@@ -79,7 +79,8 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
             Exception: internal_error_handler,
         },
         openapi_config=openapi_config(__version__),  # rendered offline at /schema
-        middleware=[request_log, bearer_cors(config, browser_paths), rate_limit(config.rate_limit_per_minute, config.rate_limit_burst)],
+        middleware=[request_log, bearer_cors(config, browser_paths), body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate),
+                    rate_limit(config.rate_limit_per_minute, config.rate_limit_burst)],
         cors_config=app_cors(config),
         request_max_body_size=config.max_body_bytes,
         debug=False,
@@ -92,8 +93,14 @@ def uvicorn_options(config: Config) -> dict:
     """How uvicorn serves flowbox: one place for `flowbox serve` and the tests."""
     return {
         "host": config.host, "port": config.port, "log_level": config.log_level, "access_log": False,
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    proxies = ",".join(p.strip() for p in config.trusted_proxies.split(",") if p.strip())
         "timeout_graceful_shutdown": 10,
         "ssl_certfile": config.tls_cert or None, "ssl_keyfile": config.tls_key or None,
         "ws_max_size": 1 << 20,  # no client frame flowbox accepts is near this (uvicorn's default: 16 MiB)
     }
 
+        "http": header_deadline(AutoHTTPProtocol, config.request_header_timeout_ms / 1000),
+        # uvicorn believes X-Forwarded-For from loopback by default: any local client could name any address
+        "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None,

@@ -1,8 +1,11 @@
 """ASGI middleware: a request id and one log line per request (never bodies, never query strings,
-which can carry tokens), and per-key rate limits answering 429 with Retry-After."""
+which can carry tokens), per-key rate limits answering 429 with Retry-After, and time limits on
+slow clients (408): ``body_deadline`` for a request's body, ``header_deadline`` (a uvicorn protocol)
+for its headers."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
@@ -129,3 +132,120 @@ def rate_limit(per_minute: int, burst: int) -> Callable[[ASGIApp], ASGIApp]:
         return middleware
 
     return factory
+
+
+# -- slow clients ----------------------------------------------------------------------------------
+
+def _timeout_body(what: str, seconds: float) -> bytes:
+    return json.dumps({"error": "Request timeout",
+                       "message": f"The request {what} did not arrive within {seconds:g} seconds"}).encode()
+
+
+def body_deadline(seconds: float, min_rate: int) -> Callable[[ASGIApp], ASGIApp]:
+    """A request's body must arrive within ``seconds``, plus one second for every ``min_rate`` bytes
+    received (so a large upload on a slow link still finishes, as Apache's mod_reqtimeout does);
+    past it the answer is 408 and the connection closes. A client trickling a body byte by byte
+    would otherwise hold its connection, and the handler waiting on it, for as long as it likes."""
+
+    def factory(app: ASGIApp) -> ASGIApp:
+        if seconds <= 0:
+            return app
+
+        async def middleware(scope, receive, send):
+            if scope["type"] != "http":
+                return await app(scope, receive, send)
+            loop = asyncio.get_running_loop()
+            state = {"deadline": loop.time() + seconds, "reading": True, "expired": False, "started": False}
+
+            async def timed_receive():
+                if not state["reading"]:  # the body is in; later receives wait for a disconnect
+                    return await receive()
+                if state["expired"]:
+                    return {"type": "http.disconnect"}
+                try:
+                    async with asyncio.timeout_at(state["deadline"]):  # a timer, not a task per receive
+                        message = await receive()
+                except TimeoutError:
+                    state["expired"] = True
+                    if not state["started"]:
+                        state["started"] = True
+                        body = _timeout_body("body", seconds)
+                        await send({"type": "http.response.start", "status": 408, "headers": [
+                            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+                        await send({"type": "http.response.body", "body": body})
+                    return {"type": "http.disconnect"}  # the handler stops as if the client had gone
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    state["reading"] = False
+                elif min_rate > 0:
+                    state["deadline"] += len(message.get("body", b"")) / min_rate
+                return message
+
+            async def guarded_send(message):
+                if state["expired"]:
+                    return  # the 408 was the answer
+                if message["type"] == "http.response.start":
+                    state["started"] = True
+                await send(message)
+
+            await app(scope, timed_receive, guarded_send)
+
+        return middleware
+
+    return factory
+
+
+def header_deadline(base: type[asyncio.Protocol], seconds: float) -> type[asyncio.Protocol]:
+    """``base`` (uvicorn's HTTP protocol) closing connections whose request headers take longer than
+    ``seconds``, counted from connecting or from the first byte of a next request on a kept-alive
+    connection. Neither h11 nor httptools limits this time, and the ASGI app never sees a request
+    before its headers are complete, so only the protocol can: a client sending one byte a second
+    would otherwise hold a connection forever. A client that sent part of a request gets a 408."""
+    if seconds <= 0:
+        return base
+
+    class HeaderDeadline(base):  # type: ignore[misc, valid-type]
+        _header_timer: asyncio.TimerHandle | None = None
+        _partial = False
+
+        def connection_made(self, transport):  # type: ignore[override]
+            super().connection_made(transport)
+            self._header_timer = asyncio.get_running_loop().call_later(seconds, self._headers_late)
+
+        def data_received(self, data: bytes) -> None:
+            if self._awaiting_headers():
+                self._partial = True
+                if self._header_timer is None:
+                    self._header_timer = asyncio.get_running_loop().call_later(seconds, self._headers_late)
+            super().data_received(data)
+            # headers complete, or the connection became a websocket (another protocol now)
+            if not self._awaiting_headers() or self.transport.get_protocol() is not self:
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _awaiting_headers(self) -> bool:
+            cycle = getattr(self, "cycle", None)
+            return cycle is None or cycle.response_complete
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            self._partial = False
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            transport = self.transport
+            if transport.is_closing() or transport.get_protocol() is not self or not self._awaiting_headers():
+                return
+            if self._partial:
+                body = _timeout_body("headers", seconds)
+                transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            transport.close()
+
+    HeaderDeadline.__name__ = HeaderDeadline.__qualname__ = f"HeaderDeadline{base.__name__}"
+    return HeaderDeadline

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, Response, Router, get
+from litestar.datastructures import ResponseHeader
 from litestar.enums import MediaType
+from litestar.file_system import BaseLocalFileSystem
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import OpenAPIRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
@@ -29,7 +31,19 @@ async def console_index() -> Response[bytes]:
     return Response((STATIC_DIR / "index.html").read_bytes(), media_type=MediaType.HTML, headers=HEADERS)
 
 
-static_files = create_static_files_router(path="/static", directories=[STATIC_DIR], name="console-static", include_in_schema=False)
+class StaticDir(BaseLocalFileSystem):
+    """A name the OS refuses (a NUL byte, one too long, a file taken for a directory) is a missing
+    file, a 404: Litestar turns those errors into a 500."""
+
+    async def info(self, path: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().info(path, **kwargs)
+        except (OSError, ValueError) as exc:
+            raise FileNotFoundError(str(path)[:200]) from exc
+
+
+static_files = create_static_files_router(path="/static", directories=[STATIC_DIR], name="console-static",
+                                          include_in_schema=False, file_system=StaticDir())
 
 
 class SwaggerOffline(OpenAPIRenderPlugin):
@@ -66,6 +80,9 @@ def openapi_config(version: str) -> OpenAPIConfig:
         description="Agents, Chats and Messaging APIs on a local model. Authorize with an API key "
                     "(the first one is printed by `flowbox serve`; more from `flowbox keys create` or the console).",
         render_plugins=[SwaggerOffline()],
+        # The docs page holds the key typed under "Authorize": the console's headers (CSP, no framing) too.
+        openapi_router=Router("/schema", route_handlers=[], include_in_schema=False,
+                              response_headers=[ResponseHeader(name=k, value=v) for k, v in HEADERS.items()]),
         components=Components(security_schemes=API_KEY_SCHEMES),
         security=[{name: []} for name in API_KEY_SCHEMES],
     )
