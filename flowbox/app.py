@@ -91,16 +91,16 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
 
 def uvicorn_options(config: Config) -> dict:
     """How uvicorn serves flowbox: one place for `flowbox serve` and the tests."""
-    return {
-        "host": config.host, "port": config.port, "log_level": config.log_level, "access_log": False,
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     proxies = ",".join(p.strip() for p in config.trusted_proxies.split(",") if p.strip())
+    return {
+        "host": config.host, "port": config.port, "log_level": config.log_level, "access_log": False,
         "timeout_graceful_shutdown": 10,
         "ssl_certfile": config.tls_cert or None, "ssl_keyfile": config.tls_key or None,
         "ws_max_size": 1 << 20,  # no client frame flowbox accepts is near this (uvicorn's default: 16 MiB)
-    }
-
         "http": header_deadline(AutoHTTPProtocol, config.request_header_timeout_ms / 1000),
         # uvicorn believes X-Forwarded-For from loopback by default: any local client could name any address
         "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None,
+    }
+
