@@ -5,25 +5,32 @@ one. No answer may be a 5xx; answers must have a documented status, content type
 outside ``PUBLIC`` answers anything but 401/403 to a caller without a valid key.
 
 Every operation that takes a body has it described (``apidoc.body_doc``), so each also gets invalid
-inputs (schemathesis' negative mode: wrong types, missing fields, values past the documented limits).
+inputs (schemathesis' negative mode: wrong types, missing fields, values past the documented limits),
+and each of those must be rejected with a 4xx (schemathesis' ``negative_data_rejection``).
 Path parameters get real ids of seeded resources as examples besides the generated ones, to reach
 past the 404s.
+
+Each run draws a new seed, so runs keep trying new cases; the seed is printed and named in any
+failure, and ``FLOWBOX_FUZZ_SEED=<seed>`` replays that run's cases.
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import random
 import time
 
 import httpx
 import schemathesis
 from schemathesis import GenerationMode
+import hypothesis
 from hypothesis import HealthCheck, Phase, given, settings
 
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -55,8 +62,12 @@ PUBLIC_PAGES = ["/healthz", "/", "/static/favicon.svg", "/schema", "/schema/open
 # FLOWBOX_FUZZ_ONLY=/chats,/oauth fuzzes only operations under these prefixes (while working on an
 # area); the full run, which CI does, also checks that the document covers the whole API.
 ONLY = tuple(p for p in os.environ.get("FLOWBOX_FUZZ_ONLY", "").split(",") if p)
-# Every answer: no 5xx, a documented status, a documented content type and body.
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+# Read at import: the test's fixtures clear FLOWBOX_* from the environment.
+SEED = int(os.environ.get("FLOWBOX_FUZZ_SEED") or random.SystemRandom().randrange(2**32))
+# Every answer: no 5xx, a documented status, a documented content type and body; and an invalid
+# input is refused (400, 401, 403, 404, 405, 406, 409, 415, 422, 428, 429; never a 2xx).
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
+          negative_data_rejection]
 # Operations that take no request body (every other POST, PUT and PATCH documents its body).
 NO_BODY = {("POST", "/v1/projects/{project_id}/token")}
 # Streams that stay open while the resource exists: no seeded id, and a short read timeout.
@@ -106,6 +117,7 @@ def prepared(document: dict, ids: dict[str, str]) -> dict:
 
 
 def test_fuzz_whole_api(make_server):
+    print(f"fuzz seed {SEED} (FLOWBOX_FUZZ_SEED={SEED} replays this run)")
     server = make_server(preload_model=False, allow_private_outbound=False)
     ids = seed(server)
     document = httpx.get(server.base_url + "/schema/openapi.json").json()
@@ -116,6 +128,7 @@ def test_fuzz_whole_api(make_server):
     authed = {"Authorization": f"Bearer {server.key}"}
     failures: list[str] = []
     fuzzed: dict[str, int] = {}
+    seconds: dict[str, float] = {}  # per operation, to see where the time goes
     started = time.monotonic()
 
     # Deletions last, so the seeded resources are there for every other operation first.
@@ -128,6 +141,7 @@ def test_fuzz_whole_api(make_server):
         timeout = 5 if (method, path) in STREAMS else 60
         public = (method, path) in PUBLIC
         calls = 0
+        op_started = time.monotonic()
 
         def one(case) -> None:
             nonlocal calls
@@ -153,18 +167,19 @@ def test_fuzz_whole_api(make_server):
             modes.append((GenerationMode.NEGATIVE, NEGATIVE_EXAMPLES))
         for mode, examples in modes:
             settings(
-                max_examples=examples, deadline=None, database=None, derandomize=True,
+                max_examples=examples, deadline=None, database=None,
                 phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck),
-            )(given(case=op.as_strategy(mode))(one))()
+            )(hypothesis.seed(SEED)(given(case=op.as_strategy(mode))(one)))()
         fuzzed[label] = calls
+        seconds[label] = time.monotonic() - op_started
 
     elapsed = time.monotonic() - started
     for page in PUBLIC_PAGES:
         assert httpx.get(server.base_url + page).status_code == 200, page
     print(f"fuzzed {len(fuzzed)} operations, {sum(fuzzed.values())} cases in {elapsed:.1f}s")
     for label, calls in sorted(fuzzed.items()):
-        print(f"  {calls:3d}  {label}")
+        print(f"  {calls:3d} {seconds[label]:5.1f}s  {label}")
     assert ONLY or len(fuzzed) >= 60, sorted(fuzzed)
     assert all(calls > 0 for calls in fuzzed.values()), fuzzed
-    assert not failures, "\n".join(failures)
+    assert not failures, f"FLOWBOX_FUZZ_SEED={SEED} replays these:\n" + "\n".join(failures)
     assert elapsed < BUDGET_S
