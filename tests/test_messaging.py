@@ -264,6 +264,15 @@ def test_threads_that_have_not_spoken_yet(bot):
         ws.send(json.dumps({"type": "ping"}))
         assert json.loads(ws.recv(timeout=15)) == {"type": "pong"}  # nothing came between: the bot stayed silent
 
+    # the web SDK on a thread an agent paused first: the widget still claims it, and its history is empty
+    assert rest.post("/rest/v1/pause/widget-user", json={}).status_code == 200
+    sdk = {"x-flowai-clientid": project["client_id"], "x-flowai-sessionid": "sdk-session", "x-flowai-threadid": "widget-user",
+           "x-flowai-secret": "null", "x-flowai-ott": "null"}
+    claimed = httpx.get(f"{bot.server.base_url}/socket.info", headers=sdk)
+    assert claimed.status_code == 200 and claimed.json()["secret"], claimed.text
+    history = httpx.get(f"{bot.server.base_url}/thread.history", headers={**sdk, "x-flowai-secret": claimed.json()["secret"]})
+    assert history.status_code == 200 and history.json()["payload"]["history"] == [], history.text
+
     # the threadId is still checked
     for method in ("get", "post", "delete"):
         response = getattr(rest, method)("/rest/v1/pause/%20")
