@@ -17,6 +17,7 @@ from .config import Config
 from .cors import app_cors, bearer_cors
 from .db import Store
 from .errors import ApiError
+from .logs import redact_logs
 from .http import api_error_handler, http_exception_handler, internal_error_handler
 from .middleware import body_deadline, header_deadline, rate_limit, request_log, setup_access_log
 from .models import ModelRegistry
@@ -37,6 +38,7 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     """``models``: a registry whose model is already loaded (``flowbox serve`` loads it first, so a
     bad model file is a one-line error before anything starts)."""
     setup_access_log(config.log_level)
+    redact_logs()  # no key or socket token in a log line (uvicorn logs WebSocket URLs with their query)
     store = Store(config.db_path)
     models = models or ModelRegistry(config)
     services = Services(config=config, store=store, models=models)

@@ -1,5 +1,6 @@
 """Server-Sent Events: a streaming response that always stops its producer when the client goes
-away, and ``pump``, which runs work that reports progress through callbacks as its own task.
+away, ``pump``, which runs work that reports progress through callbacks as its own task, and
+``until_revoked``, which ends a stream when the credential that opened it is revoked.
 
 Why a task: Litestar notices a disconnect by cancelling the scope that iterates the response, and
 anyio keeps cancelling every await inside it, so cleanup that has to wait (the model thread
@@ -10,8 +11,9 @@ the response's generator only cancels it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager
 
 import anyio
 from litestar.response import Stream
@@ -77,3 +79,39 @@ async def pump(work: Callable[[Callable[[Any], None]], Awaitable[Any]]) -> Async
         if not task.done():
             task.cancel()  # synchronous: the model stops even if the wait below is interrupted
             await asyncio.wait([task])
+
+
+_REVOKED = object()
+
+
+async def until_revoked(events: AsyncIterator[str], hold: Callable[[Callable[[], None]], ContextManager[Any]],
+                        farewell: str = "") -> AsyncIterator[str]:
+    """``events`` until the stream's credential is revoked, then ``farewell`` (an error event in
+    the API's shape) and the end. ``hold(close)`` registers the stream (``OpenStreams.hold`` with
+    the credential bound); ``events`` runs as its own task so that a revocation need not wait for
+    its next item (a reply still queued for the model has none for a while)."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def forward() -> None:
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            async for item in events:
+                queue.put_nowait(item)
+
+    with hold(lambda: queue.put_nowait(_REVOKED)):
+        task = asyncio.ensure_future(forward())
+        task.add_done_callback(lambda _: queue.put_nowait(_END))
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    task.result()  # its exception, if any, is ours
+                    return
+                if item is _REVOKED:
+                    if farewell:
+                        yield farewell
+                    return
+                yield item
+        finally:
+            if not task.done():
+                task.cancel()  # synchronous: the producer (the model) stops even if the wait is interrupted
+                await asyncio.wait([task])

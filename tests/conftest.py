@@ -169,7 +169,13 @@ class ServeProcess:
                 break
         self.output = "".join(lines)
         assert self.proc.poll() is None, f"flowbox serve exited:\n{self.output}"
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()  # keep its pipe drained
+        self.later: list[str] = []  # what it prints after that (its log), line by line as it comes
+
+        def drain() -> None:  # also keeps its pipe from filling up
+            for line in self.proc.stdout:
+                self.later.append(line)
+
+        threading.Thread(target=drain, daemon=True).start()
         match = re.search(r"First API key .*: (fbx_\S+)", self.output)
         self.first_key = match.group(1) if match else None
         self.base = f"{scheme}://127.0.0.1:{self.port}"

@@ -15,6 +15,7 @@ from ..db import Store
 from ..errors import error
 from ..http import json_body, require_key, services_of
 from ..ids import iso
+from ..revocation import api_key, streams_of
 
 MAX_NAME = 100
 
@@ -82,7 +83,9 @@ async def create_key(request: Request) -> dict[str, Any]:
         status_code=200, responses=doc(200, KeyRevoked, 401, 404, 409))
 async def revoke_key(request: Request, key_id: FromPath[str]) -> dict[str, Any]:
     principal = await require_key(request)
-    await revoke_unless_last(services_of(request).store, principal.org_id, key_id)
+    services = services_of(request)
+    await revoke_unless_last(services.store, principal.org_id, key_id)
+    streams_of(services).revoke(api_key(key_id))  # its open streams close now, not at their next request
     return {"id": key_id, "revoked": True, "current": key_id == principal.key_id}
 
 

@@ -12,10 +12,11 @@ from litestar.params import FromPath
 from ..apidoc import body_doc, doc
 from ..callbacks import check_callback_url
 from ..errors import ApiError, error
-from ..http import json_body, require_key, services_of
+from ..http import INVALID_KEY, json_body, require_key, services_of
 from ..orgs import Principal
+from ..revocation import REVOKED_MESSAGE, api_key, streams_of
 from ..services import Services
-from ..sse import EventStream, event, pump, wants_event_stream
+from ..sse import EventStream, event, pump, until_revoked, wants_event_stream
 from . import chat as chat_mod
 from . import store as agents_store
 from .schemas import (AGENT_CREATE_BODY, AGENT_UPDATE_BODY, CHAT_BODY, LEGACY_CHAT_BODY, Agent, AgentList, AsyncAccepted,
@@ -104,7 +105,7 @@ async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Respons
     principal = await require_key(request)
     services = services_of(request)
     body = await json_body(request)
-    chat_input = chat_mod.parse_chat_body(body, agent_id, services.config.max_message_chars)
+    chat_input = chat_mod.parse_chat_body(body, agent_id, services.config.max_message_chars, services.config.max_messages)
     if chat_input.callback_url:
         check_callback_url(services.config, chat_input.callback_url)
     agent = await chat_mod.prepare(services, principal, chat_input)
@@ -112,7 +113,9 @@ async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Respons
         await chat_mod.accept_async(services, principal, chat_input, legacy)
         return Response(chat_mod.ASYNC_ACK, status_code=202)
     if wants_event_stream(request.headers.get("accept", "")):
-        return EventStream(_chat_events(services, principal, chat_input, agent, legacy))
+        farewell = event(error(401, INVALID_KEY[0], REVOKED_MESSAGE).body, "error")
+        holder = streams_of(services).holder(api_key(principal.key_id))
+        return EventStream(until_revoked(_chat_events(services, principal, chat_input, agent, legacy), holder, farewell))
     outcome = await chat_mod.chat(services, principal, chat_input, agent)
     return Response(chat_mod.response_body(outcome, legacy=legacy), status_code=200)
 

@@ -3,8 +3,10 @@ and shape the documented response. The HTTP layer (``api.py``) only calls these 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
@@ -32,8 +34,9 @@ class ChatInput:
     callback_url: str | None = None
 
 
-def parse_chat_body(body: Any, agent_id: str | None, max_chars: int) -> ChatInput:
-    """The three documented shapes of ``messages``; every problem is a 400 naming the field."""
+def parse_chat_body(body: Any, agent_id: str | None, max_chars: int, max_messages: int) -> ChatInput:
+    """The three documented shapes of ``messages``; every problem is a 400 naming the field.
+    ``max_messages`` (0 = no limit) bounds the work one request can ask for before any is done."""
     if not isinstance(body, dict):
         raise error(400, "Invalid JSON body", "The request body must be a JSON object.")
     if agent_id is None:  # legacy: agent_id in the body
@@ -47,6 +50,8 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int) -> ChatInpu
         raw = [raw]
     if not isinstance(raw, list) or not raw:
         raise error(400, "Validation failed", "\"messages\" is required: a string, a message object or a non-empty array of message objects.")
+    if max_messages and len(raw) > max_messages:
+        raise error(400, "Validation failed", f"\"messages\" holds {len(raw)} messages; at most {max_messages} are accepted in one request.")
     messages = []
     for index, item in enumerate(raw):
         if not isinstance(item, dict):
@@ -135,15 +140,80 @@ def to_model_messages(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+GROW_TRIES = 8  # exact counts spent taking back messages a cautious estimate dropped (it errs by a few tokens)
+
+
 def fit_context(backend, system: list[dict], history: list[dict], max_tokens: int) -> list[dict]:
-    """Drops the oldest history until the prompt and the reply fit the model's context."""
+    """The system messages and the longest suffix of ``history`` that leaves room for the reply.
+
+    Linear: each message is counted once, alone (less the template's fixed part), newest first
+    until the budget is spent; one exact count of the chosen prompt then corrects the estimate.
+    Re-counting the whole prompt per dropped message made a long history quadratic. Blocking
+    (it tokenizes): run it off the event loop."""
     budget = backend.n_ctx - max_tokens
-    start = 0
-    while start < len(history) - 1 and backend.count_tokens(system + history[start:]) > budget:
-        start += 1
-        while start < len(history) - 1 and history[start]["role"] == "tool":
-            start += 1  # never start on a tool result without its call
+    last = len(history) - 1
+    if last <= 0:
+        return system + history
+    fixed = _fixed_tokens(backend)
+    cost: dict[int, int] = {}
+
+    def cost_of(index: int) -> int:
+        if index not in cost:
+            cost[index] = _message_tokens(backend, history[index], fixed)
+        return cost[index]
+
+    start, used = last, backend.count_tokens(system + history[last:])
+    while start > 0 and used + cost_of(start - 1) <= budget:
+        start -= 1
+        used += cost[start]
+    start = _past_tool_results(history, start)
+    while start < last:
+        excess = backend.count_tokens(system + history[start:]) - budget
+        if excess <= 0:
+            break
+        while excess > 0 and start < last:  # the estimate fell short: drop what covers the difference
+            excess -= cost_of(start)
+            start += 1
+        start = _past_tool_results(history, start)
+    for _ in range(GROW_TRIES):  # the estimate was cautious: take back what still fits
+        earlier = start - 1
+        while earlier > 0 and history[earlier]["role"] == "tool":
+            earlier -= 1  # a tool result comes back with its call
+        if earlier < 0 or history[earlier]["role"] == "tool" or backend.count_tokens(system + history[earlier:]) > budget:
+            break
+        start = earlier
     return system + history[start:]
+
+
+def _past_tool_results(history: list[dict], start: int) -> int:
+    while start < len(history) - 1 and history[start]["role"] == "tool":
+        start += 1  # never start on a tool result without its call
+    return start
+
+
+_PROBE_USER, _PROBE_ASSISTANT = {"role": "user", "content": "x"}, {"role": "assistant", "content": "x"}
+_fixed_by_backend: "weakref.WeakKeyDictionary[Any, int]" = weakref.WeakKeyDictionary()
+
+
+def _fixed_tokens(backend) -> int:
+    """The tokens a prompt has whatever its messages (a default system prompt, the reply's header):
+    one message's count less what a message adds to a longer prompt. Measured once per backend."""
+    if backend not in _fixed_by_backend:
+        try:
+            one = backend.count_tokens([_PROBE_USER])
+            added = backend.count_tokens([_PROBE_USER, _PROBE_ASSISTANT, _PROBE_USER]) - backend.count_tokens([_PROBE_USER, _PROBE_ASSISTANT])
+            fixed = max(0, one - added)
+        except Exception:  # a template that refuses the probe: estimates err on the long side
+            fixed = 0
+        _fixed_by_backend[backend] = fixed
+    return _fixed_by_backend[backend]
+
+
+def _message_tokens(backend, message: dict, fixed: int) -> int:
+    try:
+        return max(1, backend.count_tokens([message]) - fixed)
+    except Exception:  # a template that refuses a lone message (strict role order): a rough count
+        return len(json.dumps(message)) // 3 + 1
 
 
 @dataclass
@@ -196,13 +266,14 @@ async def run_turn(
     system = [{"role": "system", "content": agent["instructions"]}] if agent["instructions"].strip() else []
     new_messages: list[dict[str, Any]] = []
     result = TurnResult(text="", new_messages=new_messages)
+    recent = history[-services.config.max_messages:]  # a long thread: only its recent messages can fit anyway
     user_text = next((m["content"] for m in reversed(incoming) if m["role"] == "user" and isinstance(m["content"], str)), "")
     for provider in CONTEXT_PROVIDERS:  # e.g. knowledge retrieved for the agent
         done = [(ToolCall(short_id("call"), name, args), value) for name, args, value in await provider(ctx, agent, user_text)]
         if done:
             await _record_tool_round(result, "", done, on_tool)
     for round_no in range(MAX_TOOL_ROUNDS + 1):
-        messages = fit_context(backend, system, to_model_messages(history + incoming + new_messages), max_tokens)
+        messages = await asyncio.to_thread(fit_context, backend, system, to_model_messages(recent + incoming + new_messages), max_tokens)
         request = ChatRequest(
             messages=messages, max_tokens=max_tokens, temperature=agent["temperature"],
             tools=[t.spec for t in tools.values()] + list(caller_tools), tool_choice="auto" if round_no < MAX_TOOL_ROUNDS else "none",

@@ -16,6 +16,7 @@ from litestar.params import FromPath
 from ..apidoc import EventStream, body_doc, doc, query
 from ..errors import ApiError, error
 from ..http import is_text, json_body, services_of, whole_number
+from ..revocation import api_key, streams_of
 from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
@@ -201,8 +202,10 @@ async def stream_chat(request: Request, chat_id: FromPath[str],
     services = services_of(request)
     after_seq = await _after_seq(services, chat["id"], request.headers.get("last-event-id") or after)
 
+    hold = streams_of(services).holder(api_key(request.state.principal.key_id))
+
     async def events() -> AsyncIterator[ServerSentEventMessage]:
-        async for event in live.watch(engine.runtime(services).hub, services.store, chat["id"], after_seq):
+        async for event in live.watch(engine.runtime(services).hub, services.store, chat["id"], after_seq, hold):
             if event.kind == "ping":
                 yield ServerSentEventMessage(data=None, comment="ping")
                 continue
@@ -226,9 +229,13 @@ async def chat_socket(socket: WebSocket, chat_id: FromPath[str]) -> None:
         await socket.close(code=4000 + exc.status)
         return
 
+    hold = streams_of(services).holder(api_key(socket.state.principal.key_id))
+
     async def pump() -> None:
-        async for event in live.watch(engine.runtime(services).hub, services.store, chat["id"], after):
+        async for event in live.watch(engine.runtime(services).hub, services.store, chat["id"], after, hold):
             await socket.send_json(live.public(event))
+            if event is live.REVOKED:
+                await socket.close(code=4401)
 
     async def until_disconnect() -> None:
         with contextlib.suppress(WebSocketDisconnect):

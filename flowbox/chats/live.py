@@ -9,9 +9,10 @@ twice is dropped by message ``seq`` and by event number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable, ContextManager
 
 from . import store as chats_store
 
@@ -20,7 +21,7 @@ KEEPALIVE_SECONDS = 15.0
 
 @dataclass
 class Event:
-    kind: str          # message | status | deleted | ping
+    kind: str          # message | status | deleted | ping | error (the stream's credential was revoked)
     data: Any = None
     number: int = 0    # publish order (status and deleted events)
     id: str | None = None  # the message id, for SSE's Last-Event-ID
@@ -67,10 +68,19 @@ class Hub:
         self._send(chat_id, Event("deleted", {"id": chat_id}, next(self._numbers)))
 
 
-async def watch(hub: Hub, store, chat_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+REVOKED = Event("error", {"error": "Unauthorized", "message": "The credential this stream was opened with has been revoked"})
+
+
+async def watch(hub: Hub, store, chat_id: str, after_seq: int = 0,
+                hold: Callable[[Callable[[], None]], ContextManager[Any]] | None = None) -> AsyncIterator[Event]:
     """The chat's stored messages after ``after_seq``, its current status, then live events until
-    the chat is deleted. Pings every few seconds of quiet (streams use them to notice a gone peer)."""
+    the chat is deleted. Pings every few seconds of quiet (streams use them to notice a gone peer).
+    ``hold`` registers the stream by its credential (``OpenStreams.holder``): once that is revoked
+    the stream ends with ``REVOKED``, an ``error`` event."""
     queue = hub.subscribe(chat_id)
+    held = contextlib.ExitStack()
+    if hold is not None:
+        held.enter_context(hold(lambda: queue.put_nowait(REVOKED)))
     try:
         last_seq = after_seq
         for message in await chats_store.messages_after(store, chat_id, after_seq):
@@ -91,6 +101,9 @@ async def watch(hub: Hub, store, chat_id: str, after_seq: int = 0) -> AsyncItera
             except asyncio.TimeoutError:
                 yield Event("ping")
                 continue
+            if event is REVOKED:
+                yield event
+                return
             if event.kind == "message":
                 if event.data["seq"] <= last_seq:
                     continue
@@ -105,6 +118,7 @@ async def watch(hub: Hub, store, chat_id: str, after_seq: int = 0) -> AsyncItera
             if event.kind == "deleted":
                 return
     finally:
+        held.close()
         hub.unsubscribe(chat_id, queue)
 
 

@@ -12,6 +12,7 @@ from litestar import Request, Response, get, post
 
 from ..apidoc import body_doc, doc, query
 from ..http import presented_key, services_of
+from ..orgs import hash_key
 from ..services import Services
 from . import conversation, projects, socket_threads, threads
 from .common import int_param, public_base, rest_error
@@ -70,6 +71,8 @@ async def socket_info(request: Request, clientId: query("The project's clientId 
         raise rest_error(429, f"Too many open sockets from this address (at most {limit})")
     grant = Grant(project_id=project["id"], dialect="sdk" if sdk else "document",
                   agent=await is_agent(request, services, project))
+    if grant.agent:
+        grant.token_hash = hash_key(presented_key(request))
     body: dict[str, Any] = {"status": "ok"}
     thread_id = given(request, "threadId", "x-flowai-threadid")
     secret = given(request, "secret", "x-flowai-secret")

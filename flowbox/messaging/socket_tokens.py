@@ -23,6 +23,7 @@ class Grant:
     thread_id: str | None = None   # followed from the start (the SDK's threadId, or ?threadId=)
     secret_hash: str | None = None  # the SDK client's secret, proven or just issued (SHA-256)
     agent: bool = False            # opened with the project's API token: any thread, may speak as moderator
+    token_hash: str | None = None  # agent sockets: that token's hash (rotating the token closes the socket)
     expires: float = 0.0
 
 

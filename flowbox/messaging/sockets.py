@@ -8,7 +8,7 @@ agent later) reach every socket on that thread, ``message.delivered`` before ``m
 
 Close codes: 1000 the client closed; 1001 going away (the server's shutdown hook) or 1012
 (uvicorn, when it stops before the hooks run); 1008 the client stopped reading (its send queue
-overflowed); 1009 a frame past the server's 1 MiB cap (uvicorn's ws_max_size, set by flowbox serve); 4401 unknown, used or expired token;
+overflowed); 1009 a frame past the server's 1 MiB cap (uvicorn's ws_max_size, set by flowbox serve); 4401 unknown, used or expired token, or the project token an agent socket was opened with was rotated;
 4404 the project was deleted; 4408 no frame for ``messaging_socket_idle_ms``; 4429 too many
 sockets from one address, or a flood of frames past the rate limit.
 """
@@ -26,6 +26,7 @@ from litestar import WebSocket, websocket
 from litestar.params import FromPath
 
 from ..errors import ApiError
+from ..revocation import project_token, streams_of
 from ..services import SHUTDOWN_HOOKS, Services
 from . import conversation, projects, socket_threads
 from .common import rest_error
@@ -293,7 +294,8 @@ async def socket_endpoint(socket: WebSocket, token: FromPath[str]) -> None:
         conn = Connection(services, socket, grant, address)
         registry.add(conn)
         try:
-            await conn.run()
+            with streams_of(services).hold(project_token(grant.token_hash), lambda: conn.close_soon(4401, "token revoked")):
+                await conn.run()
         finally:
             registry.remove(conn)
         return

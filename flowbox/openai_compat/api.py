@@ -11,7 +11,8 @@ from litestar.params import FromPath
 from ..apidoc import ErrorBody, body_doc, doc
 from ..http import BadJSON, decode_json_async, presented_key, services_of
 from ..orgs import Principal, authenticate
-from ..sse import EventStream
+from ..revocation import REVOKED_MESSAGE, api_key, streams_of
+from ..sse import EventStream, event, until_revoked
 from . import completions, embeddings
 from .errors import EXCEPTION_HANDLERS, OpenAIError, bad
 from .params import parse
@@ -79,7 +80,9 @@ async def chat_completions(request: Request) -> Response:
     job = await completions.prepare(services, principal, params, body.get("messages"))
     headers = {THREAD_HEADER: job.thread_id} if job.thread_id else {}
     if params.stream:
-        return EventStream(completions.stream(job), headers=headers)
+        farewell = event(OpenAIError(401, REVOKED_MESSAGE, code="invalid_api_key").body) + "data: [DONE]\n\n"
+        holder = streams_of(services).holder(api_key(principal.key_id))
+        return EventStream(until_revoked(completions.stream(job), holder, farewell), headers=headers)
     return Response(completions.response(job, await completions.run(job)), headers=headers)
 
 

@@ -111,6 +111,10 @@ async def _count(backend, messages: list[dict[str, Any]]) -> int:
 
 
 async def prepare(services: Services, principal: Principal, params: CompletionParams, raw_messages: Any) -> Job:
+    limit = services.config.max_messages
+    if limit and isinstance(raw_messages, list) and len(raw_messages) > limit:
+        raise bad(f"Invalid 'messages': array too long. Expected an array with maximum length {limit}, "
+                  f"but got an array with length {len(raw_messages)} instead.", "messages", "array_above_max_length")
     target = await resolve(services, principal, params.model)
     job = Job(services, principal, params, target)
     if not await has_credits(services.store, principal.org_id):

@@ -1,0 +1,58 @@
+"""No credential in any log line. Browsers' WebSockets and EventSource cannot send headers, so keys
+and access tokens travel in query strings (``?access_token=``), and a messaging socket's URL is
+itself a single-use credential (``/ws/<token>``); uvicorn logs every WebSocket handshake with its
+path and query string, and so would anything else that logs a URL. The filter here rewrites such
+records before any handler sees them: query strings and socket tokens become ``[redacted]``, and so
+does anything shaped like a flowbox key or token."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+REDACTED = "[redacted]"
+
+_SECRETS = re.compile(
+    r"(?P<socket>/ws/)[^\s\"'?/]+(?:\?[^\s\"']*)?"  # a messaging socket URL's token (and its query)
+    r"|(?P<path>/[^\s\"'?]*)\?[^\s\"']+"         # a path's query string (access_token=, after=, ...)
+    r"|\b(?:fbx|fbt|fbm)_[A-Za-z0-9_-]{8,}"      # an API key, an OAuth access token, a project token
+)
+
+# The loggers that write URLs: uvicorn's (its WebSocket handshake lines are uvicorn.error's, and the
+# websockets library logs through it), and flowbox's own access log.
+LOGGERS = ("uvicorn.error", "uvicorn.access", "uvicorn.asgi", "websockets.server", "websockets.protocol", "flowbox.access")
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(_replacement, text)
+
+
+def _replacement(match: re.Match) -> str:
+    if match.group("socket"):
+        return match.group("socket") + REDACTED
+    if match.group("path") is not None:
+        return match.group("path") + "?" + REDACTED
+    return REDACTED
+
+
+class RedactSecrets(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):  # arguments one by one: formatters that read them (uvicorn's) keep working
+            record.args = tuple(redact(arg) if isinstance(arg, str) else arg for arg in record.args)
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:  # a secret in the format itself, or in an argument that is not a string
+            record.msg, record.args = cleaned, None
+        return True
+
+
+_FILTER = RedactSecrets()
+
+
+def redact_logs() -> None:
+    """Installs the filter on the loggers that write URLs (idempotent). Filters sit on the loggers, not
+    on handlers, so uvicorn's own logging setup, which replaces handlers, keeps them."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)
