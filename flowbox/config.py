@@ -51,7 +51,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("request_body_timeout_ms", 20_000, "Time a client has to send a request's body, plus one second per request_body_min_rate bytes received; past it 408 and the connection closes. 0 = no limit."),
     Setting("request_body_min_rate", 1000, "Bytes a second a slow request body earns more time for (see request_body_timeout_ms); 0 = the time limit is fixed."),
     Setting("trusted_proxies", "", "Comma-separated addresses of reverse proxies whose X-Forwarded-For and X-Forwarded-Proto are believed (* = any); empty = none: a client's address is the one it connects from."),
-    Setting("cors_origins", "", "Comma-separated origins allowed to call flowbox from a browser (e.g. https://shop.example); empty = none, * = any."),
+    Setting("cors_origins", "", "Comma-separated origins allowed to call flowbox from a browser (e.g. https://shop.example); empty = none, * = any. The bearer-token messaging APIs (REST v1, socket.info, the web SDK's calls) answer any origin when empty, these when set."),
     Setting("tls_cert", "", "PEM certificate file: serve HTTPS and wss:// (with tls_key)."),
     Setting("tls_key", "", "PEM private key file for tls_cert."),
     Setting("tokens_per_credit", 1000, "Credit rule: one credit per started N tokens (prompt + completion) of an agent call; 0 = flat per call."),
