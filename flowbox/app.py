@@ -105,4 +105,3 @@ def uvicorn_options(config: Config) -> dict:
         # uvicorn believes X-Forwarded-For from loopback by default: any local client could name any address
         "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None,
     }
-
