@@ -94,8 +94,8 @@ class Incoming:
 # -- field checks, shared by the channels ------------------------------------------------------
 
 def check_thread_id(thread_id: Any) -> str:
-    if not isinstance(thread_id, str) or not thread_id.strip() or len(thread_id) > MAX_THREAD_ID or any(ord(c) < 32 for c in thread_id):
-        raise rest_error(400, f"threadId must be a non-empty string of at most {MAX_THREAD_ID} characters")
+    if not is_text(thread_id) or not thread_id.strip() or len(thread_id) > MAX_THREAD_ID or any(ord(c) < 32 for c in thread_id):
+        raise rest_error(400, f"threadId must be a non-empty string of at most {MAX_THREAD_ID} characters of valid Unicode text")
     return thread_id
 
 

@@ -5,13 +5,20 @@ published JS SDK adds: ``nonce``, ``metadata.contexts`` and ``metadata.domain``,
 values, ``step`` and ``flow`` attachments) into the ``Incoming`` every channel shares, with the
 same field checks as REST. Problems raise the messaging ``ApiError``; the socket turns its
 message into an ``error`` frame.
+
+``parse_frame`` is the one door for what a client sends: JSON that ``decode_json`` takes (as every
+REST body: no ``NaN`` or ``Infinity``, no deep nesting, no lone surrogates) and a ``traceId`` that
+is a number. Frames out are standard JSON too (``allow_nan=False``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
+from ..errors import ApiError
+from ..http import BadJSON, decode_json, is_text
 from .common import is_str, rest_error
 from .incoming import Incoming, check_lang, check_media, check_originator, check_params, check_speech, check_timezone, check_trace_id
 
@@ -22,17 +29,41 @@ SDK_FRAMES = DOCUMENT_FRAMES | {"agent.typing"}
 MAX_DOMAIN_BYTES = 4096
 
 
+def dumps(body: Any) -> str:
+    """A frame's text: compact, standard JSON (a non-finite number raises instead of going out)."""
+    return json.dumps(body, separators=(",", ":"), allow_nan=False)
+
+
 def frame(type_: str, payload: dict[str, Any] | None = None, **extra: Any) -> str:
     body: dict[str, Any] = {"type": type_}
     if payload is not None:
         body["payload"] = payload
-    return json.dumps({**body, **extra}, separators=(",", ":"))
+    return dumps({**body, **extra})
 
 
 def error_frame(message: str, **context: Any) -> str:
     """The document's ``{"type": "error", "message": ...}``; the payload repeats the message with
-    what identifies the frame it answers (``threadId``, ``traceId``)."""
-    return frame("error", {"message": message, **{k: v for k, v in context.items() if v is not None}}, message=message)
+    what identifies the frame it answers (``threadId``, ``traceId``), echoed only when valid."""
+    echo = {}
+    if isinstance(context.get("threadId"), str) and is_text(context["threadId"]):
+        echo["threadId"] = context["threadId"][:512]
+    with contextlib.suppress(ApiError):
+        if check_trace_id(context.get("traceId")) is not None:
+            echo["traceId"] = context["traceId"]
+    return frame("error", {"message": message, **echo}, message=message)
+
+
+def parse_frame(text: str) -> dict[str, Any]:
+    """A client's frame as ``{"type": str, "payload": ...}``; an ``ApiError`` naming the problem otherwise."""
+    try:
+        body = decode_json(text)
+    except BadJSON as exc:  # deep nesting, NaN, a huge number, a lone surrogate: each says which
+        raise rest_error(400, f"Invalid message format: not JSON ({exc})" if exc.syntax else str(exc)) from None
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        raise rest_error(400, "Invalid message format: a frame is a JSON object with type and payload")
+    if isinstance(body.get("payload"), dict):  # whatever the frame's type: a string traceId is an error
+        check_trace_id(body["payload"].get("traceId"))
+    return body
 
 
 def _params(value: Any) -> Any:

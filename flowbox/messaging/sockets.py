@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from typing import Any
@@ -32,7 +31,7 @@ from . import conversation, projects, socket_threads
 from .common import rest_error
 from .hub import Subscription, hub_of
 from .incoming import check_thread_id
-from .socket_frames import DOCUMENT_FRAMES, SDK_FRAMES, error_frame, frame, incoming_from_send
+from .socket_frames import DOCUMENT_FRAMES, SDK_FRAMES, dumps, error_frame, frame, incoming_from_send, parse_frame
 from .socket_tokens import Grant, tokens_of
 
 log = logging.getLogger("flowbox.messaging.sockets")
@@ -110,7 +109,7 @@ class Connection:
 
     def hub_event(self, event: dict[str, Any]) -> None:
         if event.get("type") in self.allowed:
-            self.push(json.dumps(event, separators=(",", ":")))
+            self.push(dumps(event))
 
     async def write_loop(self) -> None:
         with contextlib.suppress(Exception):  # the client is gone: the reader hears of it too
@@ -191,12 +190,11 @@ class Connection:
         return False
 
     async def on_frame(self, text: str) -> None:
+        """One frame in; whatever it holds, an answer out and the socket stays open."""
         try:
-            body = json.loads(text)
-        except ValueError as exc:
-            return self.push(error_frame(f"Invalid message format: not JSON ({exc})"))
-        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-            return self.push(error_frame("Invalid message format: a frame is a JSON object with type and payload"))
+            body = parse_frame(text)
+        except ApiError as exc:
+            return self.push(error_frame(exc.body["message"]))
         kind, payload = body["type"], body.get("payload")
         context = {"threadId": payload.get("threadId"), "traceId": payload.get("traceId")} if isinstance(payload, dict) else {}
         try:
