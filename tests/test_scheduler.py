@@ -4,8 +4,11 @@ burst 503s only that org while another org's request still gets a place to wait.
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
+from conftest import create_agent
 
 from flowbox.errors import ModelBusy
 from flowbox.models.scheduler import FairScheduler
@@ -126,3 +129,58 @@ def test_a_full_queue_of_equal_shares_refuses_the_newcomer():
         assert not scheduler.busy and scheduler.waiting == 0
 
     asyncio.run(go())
+
+
+def test_a_burst_of_one_org_leaves_room_for_another_end_to_end(make_server):
+    """Through the Agents API on a real server: the model is held busy, org A fills the queue, and
+    org B's chat still gets a place (A's newest waiting chat is the one answered 503)."""
+    server = make_server(max_queue=2, n_threads=1, n_ctx=512)
+    other_org, other_key = server.new_org("quiet")
+    agent_a = create_agent(server.client(), instructions="Answer in one word.", max_tokens=2)
+    agent_b = create_agent(server.client(other_key), instructions="Answer in one word.", max_tokens=2)
+    backend = server.call(server.services.models.get("local"))
+    scheduler = backend.scheduler
+    release = asyncio.Event()
+    held = threading.Event()
+
+    async def hold():
+        async with scheduler.slot("someone"):
+            held.set()
+            await release.wait()
+
+    holder = asyncio.run_coroutine_threadsafe(hold(), server.loop)
+    assert held.wait(30)
+    answers: dict[str, object] = {}
+
+    def chat(name: str, key: str, agent: dict) -> threading.Thread:
+        def go():
+            answers[name] = server.client(key).post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "Hi"}, timeout=300)
+
+        thread = threading.Thread(target=go)
+        thread.start()
+        return thread
+
+    def until(predicate, what: str, deadline: float = 60) -> None:
+        end = time.monotonic() + deadline
+        while not predicate():
+            assert time.monotonic() < end, what
+            time.sleep(0.02)
+
+    a1 = chat("a1", server.key, agent_a)
+    until(lambda: scheduler.waiting_for(server.org_id) == 1, "a1 waits")
+    a2 = chat("a2", server.key, agent_a)
+    until(lambda: scheduler.waiting_for(server.org_id) == 2, "a2 waits")
+    a3 = chat("a3", server.key, agent_a)
+    a3.join(60)
+    assert answers["a3"].status_code == 503  # the queue is full, all of it A's: A's own request is refused
+    b1 = chat("b1", other_key, agent_b)
+    a2.join(60)  # displaced by B's request
+    assert answers["a2"].status_code == 503
+    assert answers["a2"].json()["body"]["message"] == "Service temporarily unavailable"
+    until(lambda: scheduler.waiting_for(other_org) == 1, "b1 waits")
+    server.loop.call_soon_threadsafe(release.set)
+    holder.result(30)
+    for thread in (a1, b1):
+        thread.join(300)
+    assert answers["a1"].status_code == 200 and answers["b1"].status_code == 200
+    assert scheduler.waiting == 0
