@@ -115,7 +115,8 @@ def check(answer: httpx.Response, label: str, failures: list[str]) -> None:
         failures.append(f"{label}: {status} not JSON ({answer.headers.get('content-type')}): {answer.text[:100]}")
 
 
-def assert_responsive(server, limit_s: float = 2.0) -> float:
+def assert_responsive(server, limit_s: float = 5.0) -> float:
+    """Generous for a busy CI machine; a blocked event loop would hold it for the whole slow request."""
     started = time.monotonic()
     answer = httpx.get(server.base_url + "/healthz", timeout=30)
     took = time.monotonic() - started
@@ -161,7 +162,7 @@ def test_hostile_input_over_every_operation(make_server):
                     answer = client.request(method, target, headers=headers)
                     counts["queries"] += 1
                     check(answer, f"{method} {path} [?{param['name']}={value[:20]!r}]", failures)
-            assert_responsive(server, limit_s=5.0)
+            assert_responsive(server)
             took[f"{method} {path}"] = time.monotonic() - op_started
     elapsed = time.monotonic() - started
     print(f"hostile input: {counts} in {elapsed:.1f}s; slowest:",
@@ -308,11 +309,11 @@ def test_body_deadline_grows_with_what_arrives():
 def test_forwarded_for_is_believed_only_from_configured_proxies(make_server):
     """Without a configured proxy, X-Forwarded-For cannot name another address (it would lift the
     per-address limits); from a configured proxy it names the client."""
-    limited = make_server(preload_model=False, rate_limit_per_minute=60, rate_limit_burst=2)
+    limited = make_server(preload_model=False, rate_limit_per_minute=1, rate_limit_burst=2)  # no refill within the test
     statuses = [httpx.get(limited.base_url + "/api/public/agent", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
                 for i in range(4)]
     assert statuses[:2] == [401, 401] and statuses[-1] == 429, statuses  # one caller: 127.0.0.1
-    proxied = make_server(preload_model=False, rate_limit_per_minute=60, rate_limit_burst=2, trusted_proxies="127.0.0.1")
+    proxied = make_server(preload_model=False, rate_limit_per_minute=1, rate_limit_burst=2, trusted_proxies="127.0.0.1")
     statuses = [httpx.get(proxied.base_url + "/api/public/agent", headers={"X-Forwarded-For": f"10.0.0.{i}"}).status_code
                 for i in range(4)]
     assert statuses == [401] * 4, statuses  # four callers, each within its burst
