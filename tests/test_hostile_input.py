@@ -320,3 +320,17 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(make_server):
     statuses = [httpx.get(proxied.base_url + "/api/public/agent", headers={"X-Forwarded-For": "10.0.0.9"}).status_code
                 for i in range(4)]
     assert statuses[-1] == 429, statuses  # and one named address is still limited
+
+
+def test_json_inside_strings_is_decoded_like_bodies(make_server):
+    """OpenAI tool-call arguments are JSON in a string: refused as bodies are, before any model turn."""
+    server = make_server(preload_model=False)
+    client = server.client()
+    for arguments in ("[" * 1000 + "]" * 1000, '{"n": ' + "9" * 5000 + "}", '{"n": NaN}', '{"n": "\\udfff"}'):
+        messages = [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function",
+                                                          "function": {"name": "f", "arguments": arguments}}]},
+                    {"role": "tool", "tool_call_id": "c1", "content": "ok"}]
+        answer = client.post("/v1/chat/completions", json={"model": "local", "messages": messages, "max_tokens": 1})
+        assert answer.status_code == 400, (arguments[:20], answer.text[:300])
+        assert answer.json()["error"]["param"] == "messages[1].tool_calls[0].function.arguments", answer.text[:300]

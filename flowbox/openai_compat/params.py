@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..http import BadJSON, decode_json
 from ..ids import short_id
 from ..models import ToolSpec
 from .errors import bad, unsupported
@@ -272,8 +273,8 @@ def _tool_calls(value: Any, param: str) -> list[dict[str, Any]]:
             raise bad(f"Invalid '{where}': expected an object with 'id', 'type': 'function' and 'function': {{'name', 'arguments'}}.", where)
         arguments = function.get("arguments") or "{}"
         try:
-            args = json.loads(arguments) if isinstance(arguments, str) else None
-        except json.JSONDecodeError:
+            args = decode_json(arguments) if isinstance(arguments, str) else None
+        except BadJSON:
             args = None
         if not isinstance(args, dict):
             raise bad(f"Invalid '{where}.function.arguments': expected a JSON object encoded as a string.", f"{where}.function.arguments")
@@ -315,8 +316,8 @@ def parse_messages(value: Any, known_calls: dict[str, str] | None = None) -> lis
                           "'tool_calls'.", f"{param}.tool_call_id")
             text = _text(content, f"{param}.content")
             try:
-                result = json.loads(text)
-            except json.JSONDecodeError:
+                result = decode_json(text)
+            except BadJSON:  # not JSON flowbox can hold: kept as the text it is
                 result = text
             stored = [{"type": "tool-result", "toolCallId": call_id, "toolName": calls[call_id], "result": result}]
         else:
