@@ -20,7 +20,7 @@ from . import conversation, flows, projects, socket_api, sockets, threads, webho
 from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
 from .incoming import check_thread_id, from_rest
-from .media import forget_project, get_media, is_multipart, message_body, read_json, upload_message
+from .media import forget_project, get_media, is_multipart, media_response, message_body, read_json, upload_message
 from .schemas import (FLOW_BODY, IMPORT_BODY, MESSAGE_BODY, MESSAGE_FORM, PAUSE_BODY, PROJECT_BODY, PROJECT_UPDATE_BODY,
                       BusinessHoursAnswer, Flow, FlowExport, HistoryAnswer, Imported, Ok, PauseAnswer, Project, ProjectCreated,
                       TokenRotated, errors)
@@ -178,7 +178,7 @@ async def media_file(request: Request, media_id: FromPath[str]) -> File:
     media = await get_media(services_of(request).store, media_id)
     if media is None or not Path(media["path"]).is_file():
         raise rest_error(404, "Media not found")
-    return File(media["path"], media_type=media["mimetype"], filename=media["name"], content_disposition_type="inline")
+    return media_response(media)  # never inline as a type that can run script on this origin
 
 
 # -- Management API: projects ----------------------------------------------------------------

@@ -1,31 +1,53 @@
 """Request bodies of the messages endpoint: JSON within the body limit, or multipart/form-data
 with a ``file`` part streamed to disk (never held in memory) and a ``query`` part holding the
 JSON message. The upload limit is enforced while the bytes arrive: past it the partial file is
-deleted at once and the request answered 413. Stored files are served at
-``/rest/v1/media/<id>``; the random id is the capability to read it.
+deleted at once and the request answered 413. A project holds at most ``messaging_media_quota_mb``
+of media; files older than ``messaging_media_keep_days`` are deleted by a sweep (at start, then
+hourly), which also removes files no row names (a deleted project's, or a crash's leftovers).
+
+Stored files are served at ``/rest/v1/media/<id>``; the random id is the capability to read it.
+They are served on flowbox's own origin, where the console keeps its key, so nothing served may run
+there: only raster images, audio and video are shown inline; everything else is an attachment,
+a type that could hold script (HTML, XML, SVG, JavaScript) goes out as ``application/octet-stream``,
+and every answer carries ``nosniff`` and a sandboxing CSP (a document opened anyway gets a unique
+origin and runs no script).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
+import logging
 import os
+import re
 import secrets
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import multipart
 from litestar import Request
+from litestar.response import File
 
 from ..db import Store
 from ..http import BadJSON, decode_json, decode_json_async
-from ..ids import iso
-from ..services import Services
+from ..ids import iso, now
+from ..services import STARTUP_HOOKS, Services
 from .common import public_base, rest_error
+
+log = logging.getLogger("flowbox.messaging.media")
 
 MAX_FIELD_BYTES = 65_536   # the ``query`` part and any other non-file field
 WRITE_BUFFER = 1 << 20     # file bytes are written in ~1 MB pieces, off the event loop
 DRAIN_BYTES = 64 << 20     # after refusing an upload, read (and drop) this much more so the client sees the 413
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})  # and audio/*, video/*
+_ACTIVE = re.compile(r"html|xml|svg|script|xsl", re.IGNORECASE)  # types a browser may run script from
+_MIME = re.compile(r"^[a-z0-9][\w.+-]*/[\w.+-]+$")
+MEDIA_HEADERS = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "default-src 'none'; sandbox"}
+SWEEP_EVERY_SECONDS = 3600
+STALE_FILE_SECONDS = 3600  # an unrecorded file untouched this long is no upload in progress
 
 
 def is_multipart(request: Request) -> bool:
@@ -138,14 +160,20 @@ def _discard(handle, temp: Path) -> None:
     temp.unlink(missing_ok=True)
 
 
-async def keep(store: Store, directory: Path, project_id: str, upload: dict[str, Any]) -> str:
-    """Moves an upload to its final place and records it; returns its id."""
+async def keep(store: Store, directory: Path, project_id: str, upload: dict[str, Any], quota_mb: int = 0) -> str:
+    """Moves an upload to its final place and records it, within the project's quota (checked in
+    the same write, so uploads at once cannot overshoot it together); returns its id."""
     media_id = secrets.token_urlsafe(24)
     final = directory / project_id / media_id
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(upload["path"], final)
     try:
         async with store.write() as tx:
+            if quota_mb:
+                row = await tx.fetchone("SELECT COALESCE(SUM(size), 0) AS used FROM msg_media WHERE project_id = ?", [project_id])
+                if row["used"] + upload["size"] > quota_mb << 20:
+                    raise rest_error(413, f"This project's media storage is full (at most {quota_mb}MB); "
+                                          "files are deleted as they expire")
             await tx.execute(
                 "INSERT INTO msg_media (id, project_id, name, mimetype, size, path, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [media_id, project_id, upload["name"][:255], upload["mimetype"], upload["size"], str(final), iso()],
@@ -166,6 +194,75 @@ async def get_media(store: Store, media_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def served_type(mimetype: str) -> tuple[str, bool]:
+    """(Content-Type, inline) for a stored file of the uploader's ``mimetype``."""
+    main = mimetype.split(";")[0].strip().lower()
+    if not _MIME.match(main) or _ACTIVE.search(main):
+        return "application/octet-stream", False
+    return main, main in INLINE_TYPES or main.startswith(("audio/", "video/"))
+
+
+def media_response(media: dict[str, Any]) -> File:
+    """A stored file as it may be served on flowbox's origin (see the module's docstring)."""
+    content_type, inline = served_type(media["mimetype"])
+    return File(media["path"], media_type=content_type, filename=media["name"],
+                content_disposition_type="inline" if inline else "attachment", headers=MEDIA_HEADERS)
+
+
+async def sweep(services: Services) -> int:
+    """Deletes media past ``messaging_media_keep_days`` (rows and files), and files that no row
+    names. Returns how many files were removed."""
+    store, directory = services.store, media_dir(services.config.data_path)
+    expired: list[str] = []
+    keep_days = services.config.messaging_media_keep_days
+    if keep_days:
+        cutoff = iso(now() - dt.timedelta(days=keep_days))
+        async with store.write() as tx:
+            expired = [r["path"] for r in await tx.fetchall("SELECT path FROM msg_media WHERE created_at < ?", [cutoff])]
+            await tx.execute("DELETE FROM msg_media WHERE created_at < ?", [cutoff])
+    known = {r["id"] for r in await store.fetchall("SELECT id FROM msg_media")}
+    projects = {r["id"] for r in await store.fetchall("SELECT id FROM msg_projects")}
+    return await asyncio.to_thread(_remove_files, directory, expired, known, projects)
+
+
+def _remove_files(directory: Path, expired: list[str], known: set[str], projects: set[str]) -> int:
+    removed = 0
+    for path in expired:
+        with contextlib.suppress(OSError):
+            Path(path).unlink()
+            removed += 1
+    if not directory.is_dir():
+        return removed
+    stale = time.time() - STALE_FILE_SECONDS
+    for entry in directory.iterdir():
+        if entry.is_dir() and entry.name not in projects:  # a deleted project's folder
+            removed += sum(1 for p in entry.rglob("*") if p.is_file())
+            shutil.rmtree(entry, ignore_errors=True)
+            continue
+        # In a project's folder, files no row names; beside them, uploads (.incoming-*) a crash left.
+        for path in entry.iterdir() if entry.is_dir() else [entry]:
+            with contextlib.suppress(OSError):
+                if path.is_file() and path.name not in known and path.stat().st_mtime < stale:
+                    path.unlink()
+                    removed += 1
+    return removed
+
+
+async def sweep_forever(services: Services) -> None:
+    while True:
+        try:
+            removed = await sweep(services)
+            if removed:
+                log.info("media sweep: %d expired or unrecorded files removed", removed)
+        except Exception:  # the next sweep tries again
+            log.exception("media sweep failed")
+        await asyncio.sleep(SWEEP_EVERY_SECONDS)
+
+
+async def start_sweeper(services: Services) -> None:
+    services.spawn(sweep_forever(services), name="messaging-media-sweep")
+
+
 def message_body(fields: dict[str, str]) -> Any:
     """The JSON message of a multipart request: the ``query`` field (``{"payload": ...}``,
     also accepted wrapped as ``{"query": {...}}``); none means a bare media message."""
@@ -181,11 +278,13 @@ def message_body(fields: dict[str, str]) -> Any:
     return body
 
 
-async def upload_message(request: Request, services: Services, parse: Callable[[dict[str, str], dict[str, Any] | None], Awaitable[tuple[dict, Any]]]) -> tuple[dict, Any]:
-    """A multipart message: the file streamed to disk (within ``messaging_max_upload_mb``), then
-    ``parse(fields, upload)`` gives (project, incoming); the file is kept and the message's media
-    points at where it is served. A refused message leaves no file behind."""
-    mb = services.config.messaging_max_upload_mb
+async def upload_message(request: Request, services: Services, parse: Callable[[dict[str, str], dict[str, Any] | None], Awaitable[tuple[dict, Any]]],
+                         max_mb: int | None = None) -> tuple[dict, Any]:
+    """A multipart message: the file streamed to disk (within ``max_mb``, by default
+    ``messaging_max_upload_mb``), then ``parse(fields, upload)`` gives (project, incoming); the file is
+    kept within the project's quota and the message's media points at where it is served. A refused
+    message leaves no file behind."""
+    mb = services.config.messaging_max_upload_mb if max_mb is None else max_mb
     directory = media_dir(services.config.data_path)
     fields, upload = await receive_upload(request, directory, mb << 20, f"{mb}MB")
     try:
@@ -195,7 +294,10 @@ async def upload_message(request: Request, services: Services, parse: Callable[[
             upload["path"].unlink(missing_ok=True)
         raise
     if upload is not None:
-        media_id = await keep(services.store, directory, project["id"], upload)
+        media_id = await keep(services.store, directory, project["id"], upload, services.config.messaging_media_quota_mb)
         incoming.media = {k: v for k, v in incoming.media.items() if k != "path"}
         incoming.media["url"] = f"{public_base(request, services.config)}/rest/v1/media/{media_id}"
     return project, incoming
+
+
+STARTUP_HOOKS.append(start_sweeper)

@@ -163,11 +163,13 @@ async def thread_upload(request: Request) -> dict[str, Any]:
         body = message_body(fields)
         project = await client_project(request, services, body.get("clientId") if isinstance(body, dict) else None)
         thread_id = check_thread_id(body.get("threadId"))
+        if not await socket_threads.secret_known(services.store, secret_sha, project["id"]):  # a secret of another project
+            raise rest_error(403, "x-flowai-secret is not one of this project's clients")
         if await socket_threads.authorize(services.store, project["id"], thread_id, secret_sha) == "denied":
             raise rest_error(403, "This thread belongs to another client (x-flowai-secret does not match)")
         return project, incoming_from_send(body, upload=upload)
 
-    project, incoming = await upload_message(request, services, parse)
+    project, incoming = await upload_message(request, services, parse, services.config.messaging_sdk_max_upload_mb)
     outcome = await conversation.handle(services, project, thread_id, incoming)
     return {"status": "ok", "payload": outcome.delivered}
 

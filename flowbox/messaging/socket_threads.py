@@ -54,9 +54,11 @@ async def authorize(store: Store, project_id: str, thread_id: str, secret_sha: s
     return "claimed"
 
 
-async def secret_known(store: Store, secret_sha: str) -> bool:
-    """Whether any thread is owned by this secret (uploads are refused before reading otherwise)."""
-    return await store.fetchone("SELECT 1 FROM msg_socket_threads WHERE secret_hash = ? LIMIT 1", [secret_sha]) is not None
+async def secret_known(store: Store, secret_sha: str, project_id: str | None = None) -> bool:
+    """Whether a thread (of ``project_id``, when given) is owned by this secret: uploads are refused
+    before a byte is read without one, and after their message is read without one of its project."""
+    sql = "SELECT 1 FROM msg_socket_threads WHERE secret_hash = ?" + (" AND project_id = ?" if project_id else "") + " LIMIT 1"
+    return await store.fetchone(sql, [secret_sha, project_id] if project_id else [secret_sha]) is not None
 
 
 async def mark_noticed(store: Store, project_id: str, thread_id: str) -> None:
