@@ -11,6 +11,7 @@ grammar to exactly one of the enabled tools (or none), with tight argument schem
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -188,7 +189,8 @@ class LocalChatModel:
                     result.finish_reason = "tool_calls"
                     yield Done(result)
                     return
-            prompt_tokens = self._tokens(self.render(request.messages))
+            # rendering and tokenizing a long thread takes a while: off the event loop
+            prompt_tokens = await asyncio.to_thread(lambda: self._tokens(self.render(request.messages)))
             self._check_context(len(prompt_tokens), request.max_tokens)
             max_tokens = max(1, min(request.max_tokens, self.n_ctx - len(prompt_tokens)))
             generation = pump(lambda emit: self._generate(
