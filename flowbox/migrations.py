@@ -87,3 +87,42 @@ def m002_run_attempts(db):
     # How often an async run was started: one that took the model (or the server) down twice is
     # failed instead of being resumed forever.
     db.execute("ALTER TABLE runs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0")
+
+
+@migrations()
+def m003_threads_per_agent(db):
+    """Thread ids may be chosen by clients, so a thread is keyed by (agent_id, id): two agents using
+    the same id have two threads. Messages name their thread by both columns."""
+    db.executescript(
+        """
+        CREATE TABLE threads_new (
+            id TEXT NOT NULL,                   -- chosen by the client or a new UUID
+            org_id TEXT NOT NULL REFERENCES orgs(id),
+            agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            PRIMARY KEY (agent_id, id)
+        );
+        INSERT INTO threads_new (id, org_id, agent_id, created_at, updated_at)
+            SELECT id, org_id, agent_id, created_at, updated_at FROM threads;
+        CREATE TABLE messages_new (
+            id TEXT PRIMARY KEY,
+            agent_id TEXT NOT NULL,
+            thread_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,              -- JSON: a string or a list of content parts
+            created_at TEXT NOT NULL,
+            UNIQUE(agent_id, thread_id, seq),
+            FOREIGN KEY (agent_id, thread_id) REFERENCES threads_new(agent_id, id) ON DELETE CASCADE
+        );
+        INSERT INTO messages_new (id, agent_id, thread_id, seq, role, content, created_at)
+            SELECT m.id, t.agent_id, m.thread_id, m.seq, m.role, m.content, m.created_at
+            FROM messages m JOIN threads t ON t.id = m.thread_id;
+        DROP TABLE messages;
+        DROP TABLE threads;
+        -- renaming rewrites messages_new's foreign key to name "threads"
+        ALTER TABLE threads_new RENAME TO threads;
+        ALTER TABLE messages_new RENAME TO messages;
+        """
+    )

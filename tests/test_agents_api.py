@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import httpx
@@ -132,13 +133,105 @@ def test_legacy_endpoint(server, agent):
     assert len(again.json()["body"]["conversation_history"]) == len(body["conversation_history"]) + 2
 
 
+def test_client_chosen_thread_ids_start_and_continue_threads_of_their_agent(server):
+    client = server.client()
+    agent = create_agent(client, name="brief", max_tokens=8)  # short replies: the turns are what is tested
+    url = f"/api/public/agent/{agent['id']}/chat"
+    # the document's example: a thread id the client chose starts a thread with that id...
+    first = client.post(url, json={"messages": "Hello, I have a question about my order", "thread_id": "thread_123456"})
+    assert first.status_code == 200, first.text
+    body = first.json()["body"]
+    assert body["metadata"]["thread_id"] == "thread_123456"
+    assert [m["role"] for m in body["conversation_history"]] == ["user", "assistant"]
+    # ...and continues it
+    second = client.post(url, json={"messages": {"role": "user", "content": "My order number is 42."}, "thread_id": "thread_123456"})
+    history = second.json()["body"]["conversation_history"]
+    assert second.json()["body"]["metadata"]["thread_id"] == "thread_123456"
+    assert history[:2] == body["conversation_history"] and [m["role"] for m in history] == ["user", "assistant"] * 2
+    stored = client.get(f"/api/public/agent/{agent['id']}/threads/thread_123456").json()
+    assert stored == {"thread_id": "thread_123456", "agent_id": agent["id"], "messages": history}
+
+    # the same id for another agent of the org, and for another org's agent (legacy endpoint), is each one's own thread
+    other = create_agent(client, name="other", max_tokens=8)
+    _, key = server.new_org("another org")
+    theirs = create_agent(server.client(key=key), name="theirs", max_tokens=8)
+    for agent_id, caller, path, extra in ((other["id"], client, f"/api/public/agent/{other['id']}/chat", {}),
+                                          (theirs["id"], server.client(key=key), "/agent", {"agent_id": theirs["id"]})):
+        response = caller.post(path, json={"messages": f"Hi, this is {agent_id}", "thread_id": "thread_123456", **extra})
+        assert response.status_code == 200, response.text
+        own = response.json()["body"]
+        assert own["metadata"]["thread_id"] == "thread_123456"
+        assert [m["content"] for m in own["conversation_history"]][0] == f"Hi, this is {agent_id}"
+        assert len(own["conversation_history"]) == 2
+        assert caller.get(f"/api/public/agent/{agent_id}/threads/thread_123456").json()["messages"] == own["conversation_history"]
+    assert client.get(f"/api/public/agent/{agent['id']}/threads/thread_123456").json()["messages"] == history
+    assert count_rows(server, "threads") == 3
+
+    # the legacy document's example id (a UUID) is a thread id too
+    uuid_id = "123e4567-e89b-12d3-a456-426614174000"
+    response = client.post("/agent", json={"agent_id": agent["id"], "messages": "Hi", "thread_id": uuid_id})
+    assert response.status_code == 200 and response.json()["body"]["metadata"]["thread_id"] == uuid_id
+
+
+def test_two_first_turns_on_one_new_thread_id_make_one_thread(server):
+    agent = create_agent(server.client(), name="brief", max_tokens=8)
+    url = f"{server.base_url}/api/public/agent/{agent['id']}/chat"
+    answers: list[httpx.Response] = []
+
+    def send(text: str) -> None:  # answers are checked in the test's thread
+        answers.append(httpx.post(url, headers={"Authorization": server.key}, timeout=300,
+                                  json={"messages": text, "thread_id": "both-at-once"}))
+
+    senders = [threading.Thread(target=send, args=(text,)) for text in ("first question", "second question")]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join()
+    assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+    stored = server.client().get(f"/api/public/agent/{agent['id']}/threads/both-at-once").json()["messages"]
+    assert [m["role"] for m in stored] == ["user", "assistant"] * 2
+    assert {stored[0]["content"], stored[2]["content"]} == {"first question", "second question"}
+    assert count_rows(server, "threads") == 1
+
+
+def test_threads_of_a_database_from_before_per_agent_thread_ids_are_kept(tmp_path, make_server):
+    import sqlite_utils
+
+    from flowbox.db import connect, migration_sets
+
+    path = tmp_path / "data" / "flowbox.db"  # where the server fixture's data dir keeps it
+    path.parent.mkdir(parents=True)
+    conn = connect(path)
+    migration_sets()[0].apply(sqlite_utils.Database(conn), stop_before="m003_threads_per_agent")
+    conn.executescript("""
+        INSERT INTO orgs (id, name, created_at) VALUES ('org-1', 'old', '2025-01-01T00:00:00.000Z');
+        INSERT INTO agents (id, org_id, name, created_at, updated_at)
+            VALUES ('agent-1', 'org-1', 'old agent', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z');
+        INSERT INTO threads (id, org_id, agent_id, created_at, updated_at)
+            VALUES ('thread-1', 'org-1', 'agent-1', '2025-01-01T00:00:00.000Z', '2025-01-01T00:00:00.000Z');
+        INSERT INTO messages (id, thread_id, seq, role, content, created_at) VALUES
+            ('msg-1', 'thread-1', 1, 'user', '"My name is Ada."', '2025-01-01T00:00:00.000Z'),
+            ('msg-2', 'thread-1', 2, 'assistant', '"Hello Ada!"', '2025-01-01T00:00:00.000Z');
+    """)
+    conn.close()
+    server = make_server()
+    key, _ = server.call(orgs.create_key(server.services.store, "org-1", "old"))
+    client = server.client(key=key)
+    old = [{"role": "user", "content": "My name is Ada.", "id": "msg-1"}, {"role": "assistant", "content": "Hello Ada!", "id": "msg-2"}]
+    assert client.get("/api/public/agent/agent-1/threads/thread-1").json()["messages"] == old
+    response = client.post("/api/public/agent/agent-1/chat", json={"messages": "What is my name?", "thread_id": "thread-1"})
+    assert response.status_code == 200, response.text
+    assert response.json()["body"]["conversation_history"][:2] == old
+    assert len(response.json()["body"]["conversation_history"]) == 4
+
+
 def test_async_callback_ack_and_background_run(make_server):
     server = make_server(allow_private_outbound=True)  # the callback target is on loopback
     client = server.client()
     agent = create_agent(client, name="helper", max_tokens=16)
     before = count_rows(server, "messages")
-    response = client.post(f"/api/public/agent/{agent['id']}/chat",
-                           json={"messages": "Hello there", "callback_url": "http://127.0.0.1:9/hook"})
+    response = client.post(f"/api/public/agent/{agent['id']}/chat",  # a thread id of the client's, new
+                           json={"messages": "Hello there", "callback_url": "http://127.0.0.1:9/hook", "thread_id": "callback-1"})
     assert response.status_code == 202
     assert response.json() == {"message": "Request accepted and being processed asynchronously", "status": "processing"}
 
@@ -151,7 +244,7 @@ def test_async_callback_ack_and_background_run(make_server):
         if rows and rows[0]["status"] != "processing" and rows[0]["response"]:
             break
         time.sleep(0.2)
-    assert rows[0]["status"] == "completed"
+    assert rows[0]["status"] == "completed" and rows[0]["thread_id"] == "callback-1"
     assert count_rows(server, "messages") == before + 2
     stored = client.get(f"/api/public/agent/{agent['id']}/threads/{rows[0]['thread_id']}").json()
     assert stored["messages"][0]["content"] == "Hello there"
@@ -168,6 +261,13 @@ BAD_BODIES = [
     (b'{"messages": [{"role": "wizard", "content": "hi"}]}', 400, "Validation failed"),
     (b'{"messages": [{"role": "user", "content": {"a": 1}}]}', 400, "Validation failed"),
     (b'{"messages": "hi", "thread_id": 12}', 400, "Validation failed"),
+    (b'{"messages": "hi", "thread_id": ""}', 400, "Validation failed"),
+    (b'{"messages": "hi", "thread_id": "a/b"}', 400, "Validation failed"),  # thread ids are path segments
+    (b'{"messages": "hi", "thread_id": ".."}', 400, "Validation failed"),
+    (b'{"messages": "hi", "thread_id": "my thread"}', 400, "Validation failed"),
+    (b'{"messages": "hi", "thread_id": "t\\u00ebst"}', 400, "Validation failed"),
+    (b'{"messages": "hi", "thread_id": "line\\n"}', 400, "Validation failed"),
+    (b'{"messages": "hi", "thread_id": "' + b"x" * 129 + b'"}', 400, "Validation failed"),
     (b'{"messages": "hi", "callback_url": "ftp://example.com/x"}', 400, "Validation failed"),
     (b'{"messages": "half \\ud800 a character"}', 400, "Validation failed"),  # JSON carries it; UTF-8 cannot
     (b'{"messages": [{"role": "user", "content": "\\udfff"}]}', 400, "Validation failed"),
@@ -184,14 +284,11 @@ def test_bad_input_is_4xx_and_changes_nothing(server, agent):
         response = client.post(url, content=raw, headers={"Content-Type": "application/json"})
         assert response.status_code == status, (raw, response.text)
         assert response.json()["error"] == error, (raw, response.text)
-    # unknown agent, unknown thread, thread of another agent
+    # unknown agent; reading a thread that was never started
     response = client.post("/api/public/agent/no-such-agent/chat", json={"messages": "hi"})
     assert response.status_code == 404 and response.json()["error"] == "Agent not found"
-    response = client.post(url, json={"messages": "hi", "thread_id": "no-such-thread"})
+    response = client.get(f"/api/public/agent/{agent['id']}/threads/no-such-thread")
     assert response.status_code == 404 and response.json()["error"] == "Thread not found"
-    other = create_agent(client, name="other")
-    response = client.post(f"/api/public/agent/{other['id']}/chat", json={"messages": "hi", "thread_id": thread_id})
-    assert response.status_code == 404
     # over-long message and huge body
     response = client.post(url, json={"messages": "x" * (server.config.max_message_chars + 1)})
     assert response.status_code == 400
@@ -230,10 +327,16 @@ def test_org_isolation(server, agent):
     assert response.status_code == 403
     assert other.patch(f"/api/public/agent/{agent['id']}", json={"name": "stolen"}).status_code == 403
     assert other.delete(f"/api/public/agent/{agent['id']}").status_code == 403
-    # a thread of this org is not reachable with the other org's agent
-    thread_id = server.client().post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "hi"}).json()["body"]["metadata"]["thread_id"]
-    mine = create_agent(other, name="mine")
-    assert other.post(f"/api/public/agent/{mine['id']}/chat", json={"messages": "hi", "thread_id": thread_id}).status_code == 404
+    # a thread of this org is not reachable with the other org's agent: the same id is that agent's own thread
+    ours = server.client().post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "hi"}).json()["body"]
+    thread_id = ours["metadata"]["thread_id"]
+    mine = create_agent(other, name="mine", max_tokens=8)
+    theirs = other.post(f"/api/public/agent/{mine['id']}/chat", json={"messages": "hello", "thread_id": thread_id})
+    assert theirs.status_code == 200, theirs.text
+    assert [m["content"] for m in theirs.json()["body"]["conversation_history"]][:1] == ["hello"]
+    assert len(theirs.json()["body"]["conversation_history"]) == 2
+    assert other.get(f"/api/public/agent/{agent['id']}/threads/{thread_id}").status_code == 403
+    assert server.client().get(f"/api/public/agent/{agent['id']}/threads/{thread_id}").json()["messages"] == ours["conversation_history"]
     assert server.client().get(f"/api/public/agent/{agent['id']}").json()["name"] == "helper"
 
 
@@ -249,8 +352,6 @@ def test_cheap_get_stays_fast_while_generating(server):
     client = server.client()
     agent = create_agent(client, name="talker", max_tokens=200)
     with httpx.Client(base_url=server.base_url, headers={"Authorization": server.key}, timeout=120) as chat_client:
-        import threading
-
         done = threading.Event()
 
         def chat():

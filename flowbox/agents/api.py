@@ -72,7 +72,8 @@ async def get_thread(request: Request, agent_id: FromPath[str], thread_id: FromP
     agent = await _own_agent(request, agent_id)
     services = services_of(request)
     await chat_mod.check_thread(services, request.state.principal, agent["id"], thread_id)
-    return {"thread_id": thread_id, "agent_id": agent_id, "messages": await agents_store.thread_messages(services.store, thread_id)}
+    messages = await agents_store.thread_messages(services.store, agent["id"], thread_id)
+    return {"thread_id": thread_id, "agent_id": agent_id, "messages": messages}
 
 
 async def _chat_events(services: Services, principal: Principal, chat_input: chat_mod.ChatInput, agent: dict,

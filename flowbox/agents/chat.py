@@ -71,8 +71,8 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int, max_message
     if messages[-1]["role"] == "system":
         raise error(400, "Validation failed", "The last message must be from the user or the assistant.")
     thread_id = body.get("thread_id")
-    if thread_id is not None and (not is_text(thread_id) or not thread_id.strip()):
-        raise error(400, "Validation failed", "\"thread_id\" must be a non-empty string.")
+    if thread_id is not None and not agents_store.valid_thread_id(thread_id):
+        raise error(400, "Validation failed", f"\"thread_id\" must be a string of {agents_store.THREAD_ID_RULE}.")
     callback_url = body.get("callback_url")
     if callback_url is not None:
         if not is_text(callback_url) or not callback_url.startswith(("http://", "https://")) or len(callback_url) > 2048:
@@ -92,7 +92,7 @@ async def load_agent_for(services: Services, principal: Principal, agent_id: str
 async def check_thread(services: Services, principal: Principal, agent_id: str, thread_id: str | None) -> None:
     if thread_id is None:
         return
-    thread = await agents_store.get_thread(services.store, thread_id)
+    thread = await agents_store.get_thread(services.store, agent_id, thread_id)
     if thread is None or thread["org_id"] != principal.org_id or thread["agent_id"] != agent_id:
         raise error(404, "Thread not found", "No thread with this ID exists for this agent")
 
@@ -106,7 +106,6 @@ def wrapped_error(status: int, agent_id: str | None, message: str, detail: str) 
 async def prepare(services: Services, principal: Principal, chat: ChatInput) -> dict:
     """All checks that must pass before a chat is accepted (sync or async). Returns the agent."""
     agent = await load_agent_for(services, principal, chat.agent_id)
-    await check_thread(services, principal, chat.agent_id, chat.thread_id)
     if not await has_credits(services.store, principal.org_id):
         raise wrapped_error(402, agent["id"], "No credits available", "No credits available")
     if not services.models.knows(agent["model"]):
@@ -331,7 +330,7 @@ async def chat(
     ``in_tx(tx, outcome)`` runs inside that transaction, for writes that must commit with the turn.
     """
     started = time.perf_counter()
-    history = await agents_store.thread_messages(services.store, chat_input.thread_id) if chat_input.thread_id else []
+    history = await agents_store.thread_messages(services.store, agent["id"], chat_input.thread_id) if chat_input.thread_id else []
     try:
         turn = await run_turn(services, agent, history, chat_input.messages, on_text=on_text, on_tool=on_tool, caller_tools=caller_tools)
     except ModelError as exc:
@@ -341,10 +340,8 @@ async def chat(
     run_id = run_id or new_id()
     timestamp = iso()
     async with services.store.write() as tx:
-        thread_id = chat_input.thread_id
-        if thread_id is None or not await tx.fetchone("SELECT 1 FROM threads WHERE id = ?", [thread_id]):
-            thread_id = await agents_store.create_thread(tx, principal.org_id, agent["id"], thread_id)
-        await agents_store.append_messages(tx, thread_id, chat_input.messages + turn.new_messages)
+        thread_id = await agents_store.ensure_thread(tx, principal.org_id, agent["id"], chat_input.thread_id)  # a new id starts a thread
+        await agents_store.append_messages(tx, agent["id"], thread_id, chat_input.messages + turn.new_messages)
         await tx.execute(
             "INSERT INTO runs (id, org_id, agent_id, thread_id, status, model, prompt_tokens, completion_tokens, credits, created_at, finished_at) "
             "VALUES (?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?) "
@@ -353,7 +350,7 @@ async def chat(
             [run_id, principal.org_id, agent["id"], thread_id, turn.model, turn.prompt_tokens, turn.completion_tokens, credits, timestamp, timestamp],
         )
         await charge(tx, principal.org_id, credits)
-        history = await agents_store.thread_messages(tx, thread_id)
+        history = await agents_store.thread_messages(tx, agent["id"], thread_id)
         outcome = {
             "agent_id": agent["id"],
             "conversation_history": history,

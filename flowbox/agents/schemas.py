@@ -6,7 +6,7 @@ from typing import Any, NotRequired, TypedDict
 
 from ..apidoc import obj, string
 from .chat import ROLES
-from .store import MAX_INSTRUCTIONS
+from .store import MAX_INSTRUCTIONS, THREAD_ID
 from .tools import BUILTIN_TOOLS
 
 
@@ -161,7 +161,8 @@ _CHAT_FIELDS = {
     "messages": {"oneOf": [string(), _MESSAGE, {"type": "array", "minItems": 1, "items": _MESSAGE}],
                  "description": "A message string, a message object, or an array of message objects "
                                 "(content at most `max_message_chars`, 32000 by default)"},
-    "thread_id": string(description="Continue this thread (returned in the response's metadata)"),
+    "thread_id": string(128, pattern=f"^{THREAD_ID.pattern}$",
+                        description="Continue this thread, or start one with this id (it comes back in the response's metadata)"),
     "callback_url": string(2048, pattern="^https?://", description="Answer 202 now and POST the response here"),
 }
 CHAT_BODY = obj(("messages",), **_CHAT_FIELDS)

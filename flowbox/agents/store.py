@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from ..db import Store, Tx
@@ -109,37 +110,52 @@ async def delete_agent(store: Store, org_id: str, agent_id: str) -> bool:
 
 
 # -- threads and messages -------------------------------------------------------------------
+# A thread is named by its agent and its id: the client may choose the id (as the document's
+# example does), so the same id under two agents is two threads.
+
+THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}")
+THREAD_ID_RULE = "1 to 128 letters, digits or . _ : @ + -, starting with a letter or digit"
+
+
+def valid_thread_id(value: Any) -> bool:
+    """Client-chosen ids are path segments and log fields: UUIDs, ``thread_123456``, user ids."""
+    return isinstance(value, str) and THREAD_ID.fullmatch(value) is not None
+
 
 def message_out(row) -> dict[str, Any]:
     return {"role": row["role"], "content": json.loads(row["content"]), "id": row["id"]}
 
 
-async def get_thread(store: Store, thread_id: str) -> dict | None:
-    row = await store.fetchone("SELECT * FROM threads WHERE id = ?", [thread_id])
+async def get_thread(store: Store | Tx, agent_id: str, thread_id: str) -> dict | None:
+    row = await store.fetchone("SELECT * FROM threads WHERE agent_id = ? AND id = ?", [agent_id, thread_id])
     return dict(row) if row else None
 
 
-async def thread_messages(store: Store | Tx, thread_id: str) -> list[dict[str, Any]]:
-    rows = await store.fetchall("SELECT * FROM messages WHERE thread_id = ? ORDER BY seq", [thread_id])
+async def thread_messages(store: Store | Tx, agent_id: str, thread_id: str) -> list[dict[str, Any]]:
+    rows = await store.fetchall("SELECT * FROM messages WHERE agent_id = ? AND thread_id = ? ORDER BY seq", [agent_id, thread_id])
     return [message_out(r) for r in rows]
 
 
-async def append_messages(tx: Tx, thread_id: str, messages: list[dict[str, Any]]) -> None:
+async def append_messages(tx: Tx, agent_id: str, thread_id: str, messages: list[dict[str, Any]]) -> None:
     """Appends Agents-API-shaped messages (each with an id) to a thread, inside the caller's transaction."""
-    row = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE thread_id = ?", [thread_id])
+    row = await tx.fetchone("SELECT COALESCE(MAX(seq), 0) AS seq FROM messages WHERE agent_id = ? AND thread_id = ?", [agent_id, thread_id])
     seq = row["seq"]
     now = iso()
     rows = []
     for message in messages:
         seq += 1
-        rows.append((message["id"], thread_id, seq, message["role"], json.dumps(message["content"]), now))
+        rows.append((message["id"], agent_id, thread_id, seq, message["role"], json.dumps(message["content"]), now))
     await tx.executemany(
-        "INSERT INTO messages (id, thread_id, seq, role, content, created_at) VALUES (?, ?, ?, ?, ?, ?)", rows
+        "INSERT INTO messages (id, agent_id, thread_id, seq, role, content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)", rows
     )
-    await tx.execute("UPDATE threads SET updated_at = ? WHERE id = ?", [now, thread_id])
+    await tx.execute("UPDATE threads SET updated_at = ? WHERE agent_id = ? AND id = ?", [now, agent_id, thread_id])
 
 
-async def create_thread(tx: Tx, org_id: str, agent_id: str, thread_id: str | None = None) -> str:
+async def ensure_thread(tx: Tx, org_id: str, agent_id: str, thread_id: str | None) -> str:
+    """The agent's thread ``thread_id``, started if it does not exist yet (with a new id when None).
+    Inside the writer's transaction, so two first turns on one new id make one thread."""
+    if thread_id is not None and await get_thread(tx, agent_id, thread_id):
+        return thread_id
     thread_id = thread_id or new_id()
     now = iso()
     await tx.execute(

@@ -165,7 +165,7 @@ async def _prepare_agent(job: Job, raw_messages: Any) -> None:
         except ApiError as exc:
             raise OpenAIError(404, "No thread with this ID exists for this agent", param="metadata.thread_id",
                               code="thread_not_found") from exc
-        for message in await agents_store.thread_messages(services.store, params.thread_id):
+        for message in await agents_store.thread_messages(services.store, agent["id"], params.thread_id):
             if isinstance(message["content"], list):
                 known_calls.update({p["toolCallId"]: p["toolName"] for p in message["content"] if p.get("type") == "tool-call"})
     params.messages = parse_messages(raw_messages, known_calls)
