@@ -159,7 +159,9 @@ def test_conversation_over_rest(bot):
     oldest = rest.get(f"/rest/v1/messages/{t}", params={"sync": "true", "page": 2}).json()["result"]["history"]
     assert oldest[0]["originator"]["role"] == "user" and oldest[0]["messages"][0]["fallback"] == "Hello"
     assert oldest[1]["originator"]["role"] == "bot"
-    assert set(oldest[0]["messages"][0]) == {"fallback", "replyTo", "contexts", "params", "intents", "createdAt", "responses"}
+    # the documented fields, and the step the message matched
+    assert set(oldest[0]["messages"][0]) == {"fallback", "replyTo", "contexts", "params", "intents", "createdAt", "responses", "step"}
+    assert oldest[0]["messages"][0]["step"] == {"stepId": "greet", "title": "Hello!", "type": "INTENT"}
     assert rest.get(f"/rest/v1/messages/{t}", params={"sync": "true", "page": 9}).json()["result"]["history"] == []
     # the async form answers through the webhook
     assert bot.hooks.wait("thread.history", t)[0]["payload"]["page"] == 1

@@ -44,6 +44,7 @@ class Outcome:
     reply: dict[str, Any] | None = None     # the message.received payload, if the engine answered now
     paused: bool = False
     agent_pending: bool = False             # the fallback agent's answer follows later
+    step: dict[str, Any] | None = None      # the step the message matched (stored with it in the history)
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -88,7 +89,14 @@ async def graph_for(services: Services, project: dict[str, Any]) -> Graph:
                 cache[project["id"]] = graph
     elif graph.index.matrix is None and graph.index.texts:
         await graph.index.attach(embeddings_of(services))  # the embedder was unavailable; retried at most once a minute
+    graph.index.learn_in_background(services, project["id"])  # messages meanwhile are matched without the model
     return graph
+
+
+async def intents_ready(services: Services, project: dict[str, Any]) -> bool:
+    """Whether the project's current flows have their learned intent model (or need none)."""
+    index = (await graph_for(services, project)).index
+    return index.ready or not index.texts
 
 
 def forget(services: Services, project_id: str) -> None:
@@ -160,16 +168,17 @@ async def handle(services: Services, project: dict[str, Any], thread_id: str, in
             graph = await graph_for(services, project)
             decision = await decide(graph, thread["state"] if thread else {}, _engine_input(project, incoming),
                                     threshold=threshold_of(services, project), has_agent=bool(project.get("agent_id")))
-        outcome = Outcome(delivered=incoming.delivered(thread_id), paused=paused)
+        outcome = Outcome(delivered=incoming.delivered(thread_id), paused=paused, step=decision.matched if decision else None)
+        stored = incoming.stored(decision.contexts if decision else None, decision.intents if decision else None)
+        if outcome.step is not None:  # what the message matched, for the webhook and the history too
+            stored["step"] = outcome.delivered["step"] = outcome.step
         async with store.write() as tx:
             events = _Events(tx, project)
             await threads.ensure_thread(tx, project["id"], thread_id)
             if thread and thread["paused"] and not paused:  # a timed pause ran out
                 await threads.set_paused(tx, project["id"], thread_id, False)
                 await _pause_events(events, thread_id, False, reason="timeout")
-            await threads.append(tx, project["id"], thread_id, "user", incoming.originator,
-                                 incoming.stored(decision.contexts if decision else None, decision.intents if decision else None),
-                                 incoming.trace_id)
+            await threads.append(tx, project["id"], thread_id, "user", incoming.originator, stored, incoming.trace_id)
             await events.add("message.delivered", "message.delivered", outcome.delivered)
             if decision is None:
                 await threads.save_state(tx, project["id"], thread_id, thread["state"], incoming.originator)

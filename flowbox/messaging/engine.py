@@ -6,8 +6,10 @@ text): REST and sockets call it through ``conversation.handle`` and share one hi
 Rules (README "Messaging: how flows run" says the same for authors):
 - A thread is *in* a step after that step ran. An input is matched first against the
   children of that step (steps whose ``contexts`` name it), then against top-level steps
-  (no contexts).
+  (no contexts). A child intent needs less confidence than a top-level one, unless a
+  top-level intent is more likely (``matcher.IntentIndex.best``).
 - Text: the best INTENT above the threshold (an exact example match wins), else ANYTHING.
+  ``Decision.matched`` is the step an input matched (for a SLOT's answer: the SLOT).
   Empty text: NOTHING. Events: the EVENT step whose title is the event name. Media: IMAGE,
   FILE, AUDIO, VIDEO, else ANYTHING; a location: LOCATION, else ANYTHING.
 - Nothing matched (not for events or empty text): an UNKNOWN child of the current step, else
@@ -91,6 +93,7 @@ class Decision:
     state: dict[str, Any] = field(default_factory=dict)
     intents: list[dict[str, Any]] = field(default_factory=list)   # matched for the user's message
     contexts: list[str] = field(default_factory=list)             # the thread's context on arrival
+    matched: dict[str, Any] | None = None  # the step the input matched ({stepId, title, type}), SLOT answers too
     agent: bool = False                   # UNKNOWN goes to the project's fallback agent
     unknown_step: dict[str, Any] | None = None   # answered when the agent cannot
     handover: dict[str, Any] | None = None
@@ -118,7 +121,7 @@ class _Turn:
 
     # -- matching --------------------------------------------------------------------------
 
-    async def pick(self, level: list[dict[str, Any]]) -> dict[str, Any] | None:
+    async def pick(self, level: list[dict[str, Any]], rivals: list[str] | None = None) -> dict[str, Any] | None:
         inp = self.inp
         if inp.kind == "event":
             named = [s for s in level if s["type"] == "EVENT"]
@@ -128,7 +131,7 @@ class _Turn:
             return next((s for s in level if s["type"] == "NOTHING"), None)
         if inp.kind == "text":
             intents = [s["stepId"] for s in level if s["type"] == "INTENT"]
-            best = await self.graph.index.best(inp.text, intents, self.threshold)
+            best = await self.graph.index.best(inp.text, intents, self.threshold, rivals)
             if best is not None:
                 step = self.graph.steps[best[0]]
                 self.decision.intents = [{"intentId": step["intent"]["intentId"], "title": step["intent"]["title"],
@@ -207,7 +210,12 @@ class _Turn:
             if value is not None:
                 self.params[label] = [value]
 
+    def matched(self, step: dict[str, Any]) -> None:
+        if self.decision.matched is None:
+            self.decision.matched = {"stepId": step["stepId"], "title": step["title"], "type": step["type"]}
+
     def run(self, step: dict[str, Any]) -> None:
+        self.matched(step)
         if step["type"] == "INTENT" and self.inp.kind == "text":
             self.extract_entities(step)
         self.message(step)
@@ -229,12 +237,15 @@ class _Turn:
         """True when the input was consumed by the pending slot."""
         slot = slot_step["slot"]
         value = extract(slot["entityId"], self.inp.text)
+        if value is not None:
+            self.matched(slot_step)
         if value is None:
             top = [s["stepId"] for s in self.graph.top if s["type"] == "INTENT"]
             escape = await self.graph.index.best(self.inp.text, top, self.threshold)
             if escape is not None:  # the user changed the subject
                 self.run(self.graph.steps[escape[0]])
                 return True
+            self.matched(slot_step)  # an answer to the question, if not a valid one
             if slot["validation"] == "REQUIRED":
                 self.message(slot_step)  # ask again
                 return True
@@ -261,9 +272,10 @@ async def decide(graph: Graph, state: dict[str, Any], inp: Input, *, threshold: 
     elif slot and inp.kind == "text" and inp.text.strip() and await turn.fill_slot(graph.steps[slot]):
         pass
     else:
-        levels = ([graph.children.get(current, [])] if current else []) + [graph.top]
-        for level in levels:
-            step = await turn.pick(level)
+        top_intents = [s["stepId"] for s in graph.top if s["type"] == "INTENT"]
+        levels = ([(graph.children.get(current, []), top_intents)] if current else []) + [(graph.top, None)]
+        for level, rivals in levels:
+            step = await turn.pick(level, rivals)
             if step is not None:
                 turn.run(step)
                 break
@@ -274,6 +286,7 @@ async def decide(graph: Graph, state: dict[str, Any], inp: Input, *, threshold: 
                 if contextual is not None:
                     turn.run(contextual)
                 elif has_agent and inp.kind == "text":
+                    decision.matched = {"stepId": fallback["stepId"] if fallback else None, "title": "UNKNOWN", "type": "UNKNOWN"}
                     decision.agent = True
                     decision.unknown_step = fallback
                 elif fallback is not None:

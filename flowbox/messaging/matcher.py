@@ -1,15 +1,22 @@
-"""Intent matching: exact match on normalised examples, then embedding similarity.
+"""Intent matching: exact match on normalised examples, then a learned model per flow.
 
 Example embeddings are computed once per text and model and kept in ``msg_embeddings``, so a
 flow edit re-embeds only new examples and a restart re-embeds nothing; the matrix of one
 project's flow version lives in memory (``IntentIndex``). A message costs one embedding of
-its text (an LRU keeps recent ones) and a matrix-vector product. When the embedding model is
-unavailable the index keeps working on exact matches alone.
+its text (an LRU keeps recent ones), a matrix-vector product and a sparse n-gram lookup.
+
+Each flow version gets a small model (``intents.py``: MiniLM and character n-gram features, a
+logistic model trained leave-one-out on the flow's own examples) built in the background and
+kept in ``msg_intent_models``; until it is ready a message is matched as before (the best cosine
+to an example, at least the threshold), so no message waits for training. When the embedding
+model is unavailable the index keeps working on exact matches alone.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import logging
 import re
 import time
@@ -18,12 +25,20 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..ids import iso
 from ..services import Services
+from .intents import Features, Model, expand, train
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
 QUERY_CACHE = 2048
 RETRY_SECONDS = 60.0
+MAX_LEARNED_EXAMPLES = 20000   # past this a flow keeps the plain cosine match (training would take seconds)
+# Inside a step's question its children are tried first and need less: the user is answering
+# ("nah", "hold off for now"), so a child wins at this share of the threshold if no top-level
+# intent is more likely.
+CONTEXT_SHARE = 0.5
+LEARNED_MAX = 0.9999
 
 
 def normalize(text: str) -> str:
@@ -118,9 +133,13 @@ class IntentIndex:
             for query in queries:
                 self.exact.setdefault(normalize(query), []).append(step_id)
                 self.texts.append(query)
-            self.spans[step_id] = (start, len(self.texts))
+            if len(self.texts) > start:
+                self.spans[step_id] = (start, len(self.texts))
+        self.row = {step_id: i for i, step_id in enumerate(self.spans)}  # an intent's row in the features
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
+        self.learned: tuple[Features, Model] | None = None
+        self.learning: asyncio.Task | None = None
 
     async def attach(self, embeddings: Embeddings) -> None:
         """Loads or computes the example vectors; without an embedder only exact matches work."""
@@ -132,9 +151,55 @@ class IntentIndex:
                 return
             self.embeddings = embeddings
 
-    async def best(self, text: str, step_ids: list[str], threshold: float) -> tuple[str, float] | None:
-        """The best INTENT among ``step_ids`` for ``text``: an exact example match scores 1.0,
-        otherwise the highest cosine similarity to any example, if at least ``threshold``."""
+    @property
+    def ready(self) -> bool:
+        """Whether learning has finished (with a model, or with none to make: too few examples)."""
+        return self.learning is not None and self.learning.done()
+
+    def learn_in_background(self, services: Services, project_id: str) -> None:
+        """Starts building this flow version's model once the example vectors are there."""
+        if self.learning is None and self.matrix is not None and self.embeddings is not None:
+            self.learning = services.spawn(self._learn(services, project_id), name=f"messaging-intents-{project_id}")
+
+    def _key(self) -> str:
+        """What the model depends on: the embedding model and every intent's examples, in order."""
+        spans = [(step_id, self.texts[a:b]) for step_id, (a, b) in self.spans.items()]
+        return hashlib.sha1(json.dumps([self.embeddings.model, spans]).encode()).hexdigest()
+
+    async def _learn(self, services: Services, project_id: str) -> None:
+        if len(self.spans) < 2 or len(self.texts) > MAX_LEARNED_EXAMPLES:
+            return
+        try:
+            key = self._key()
+            starts = [a for a, _ in self.spans.values()]
+            features = await asyncio.to_thread(Features, self.matrix, [expand(t) for t in self.texts], starts)
+            row = await services.store.fetchone(
+                "SELECT model FROM msg_intent_models WHERE project_id = ? AND data_hash = ?", [project_id, key])
+            model = Model.loads(row["model"]) if row else None
+            if model is None:
+                started = time.monotonic()
+                model = await asyncio.to_thread(train, features)
+                if model is None:
+                    return
+                async with services.store.write() as tx:
+                    if await tx.fetchone("SELECT 1 FROM msg_projects WHERE id = ?", [project_id]):
+                        await tx.execute(
+                            "INSERT INTO msg_intent_models (project_id, data_hash, model, created_at) VALUES (?, ?, ?, ?) "
+                            "ON CONFLICT(project_id) DO UPDATE SET data_hash = excluded.data_hash, model = excluded.model, "
+                            "created_at = excluded.created_at", [project_id, key, model.dumps(), iso()])
+                log.info("intent model for project %s trained on %d examples in %.0f ms", project_id,
+                         len(self.texts), (time.monotonic() - started) * 1000)
+            self.learned = (features, model)
+        except Exception as exc:  # noqa: BLE001 - the plain cosine match goes on working
+            log.warning("training the intent model of project %s failed: %r", project_id, exc)
+
+    async def best(self, text: str, step_ids: list[str], threshold: float,
+                   rivals: list[str] | None = None) -> tuple[str, float] | None:
+        """The best INTENT among ``step_ids`` for ``text`` and its confidence, if it is a match:
+        an exact example match scores 1.0; otherwise the learned model's confidence must reach
+        ``threshold`` (before the model is ready: the highest cosine similarity to an example).
+        With ``rivals`` (the top-level intents, when ``step_ids`` are a step's children) a child
+        matches at ``CONTEXT_SHARE`` of the threshold unless a rival is more likely."""
         if not step_ids:
             return None
         exact = self.exact.get(normalize(text), [])
@@ -143,16 +208,30 @@ class IntentIndex:
                 return step_id, 1.0
         if self.matrix is None or self.embeddings is None or not normalize(text):
             return None
+        learned = self.learned
+        query = expand(text) if learned is not None else text
         try:
-            scores = self.matrix @ await self.embeddings.query(text)
+            vector = await self.embeddings.query(query or text)
         except Exception as exc:  # noqa: BLE001 - as if nothing matched: the UNKNOWN step answers
             log.warning("embedding a message failed: %r", exc)
             return None
-        best: tuple[str, float] | None = None
-        for step_id in step_ids:
-            start, end = self.spans.get(step_id, (0, 0))
-            if end > start:
-                score = float(scores[start:end].max())
-                if best is None or score > best[1]:
-                    best = (step_id, score)
-        return best if best is not None and best[1] >= threshold else None
+        if learned is None:
+            scores = self.matrix @ vector
+            best: tuple[str, float] | None = None
+            for step_id in step_ids:
+                start, end = self.spans.get(step_id, (0, 0))
+                if end > start:
+                    score = float(scores[start:end].max())
+                    if best is None or score > best[1]:
+                        best = (step_id, score)
+            return best if best is not None and best[1] >= threshold else None
+        # 1.0 is kept for an exact example match: a learned confidence stays just below it
+        confidence = np.minimum(learned[1].confidence(learned[0].of(vector, query)), LEARNED_MAX)
+        scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
+        if not scored:
+            return None
+        step_id, value = max(scored, key=lambda item: item[1])
+        if rivals is not None:
+            rival = max((float(confidence[self.row[r]]) for r in rivals if r in self.row), default=0.0)
+            return (step_id, value) if value >= threshold * CONTEXT_SHARE and value >= rival else None
+        return (step_id, value) if value >= threshold else None

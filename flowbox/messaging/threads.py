@@ -123,6 +123,8 @@ async def history_page(store: Store, project_id: str, thread_id: str, page: int)
             "intents": message.get("intents", []), "createdAt": message["createdAt"],
             "responses": message.get("responses", []),
         }
+        if message.get("step"):  # the step a user's message matched, or the step a reply came from
+            entry["step"] = message["step"]
         if history and history[-1]["originator"] == originator:
             history[-1]["messages"].append(entry)
         else:

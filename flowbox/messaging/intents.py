@@ -1,0 +1,260 @@
+"""The learned part of intent matching: features that fuse meaning and spelling, and a small
+logistic model per project trained on the project's own examples.
+
+For a message and each intent the features are: the best and the centroid cosine of MiniLM
+embeddings to the intent's examples, the same two for character 3-5-gram TF-IDF vectors (typos
+and one-word messages share n-grams with the examples even when the embedding of "pay bil" or
+"thx" wanders off), and how far each of the two bests lead the best of any other intent.
+
+Training is leave-one-out over the examples: each example, held out of its intent, is a message
+whose right intent is known, and every intent of the flow gives one (features, right or not)
+row. The logistic model over those rows turns features into the probability that an intent is
+the right one for a message it has not seen; that probability is an intent's ``confidence`` and
+``intentThreshold`` is the least confidence that counts as a match. A message far from every
+example (out of scope) has low features everywhere, so the same probability rejects it: the
+calibration comes from the project's own examples, not from one global cosine.
+
+Everything here is plain numpy and takes milliseconds; the engine still trains in the background
+(``matcher.IntentIndex``) so that no message ever waits for it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+FEATURES = ("emb_max", "emb_centroid", "char_max", "char_centroid", "emb_lead", "char_lead")
+MODEL_VERSION = 1
+L2 = 1.0
+# Total weight of the training rows: right intents, wrong intents, intents of a left-out topic.
+SHARES = (0.5, 0.1, 0.4)  # ridge on the standardised weights: a flow has a few hundred rows at most
+GRAMS = (3, 4, 5)
+MIN_HELD_OUT = 30
+# Chat shorthand spelled out before matching; both sides (examples and messages) go through it.
+SHORTHAND = {
+    "thx": "thanks", "thnx": "thanks", "tnx": "thanks", "thks": "thanks", "ty": "thank you", "tyvm": "thank you very much",
+    "cya": "see you", "bb": "bye bye", "u": "you", "ur": "your", "r": "are", "pls": "please", "plz": "please",
+    "y": "yes", "n": "no", "yep": "yes", "yup": "yes", "ya": "yes", "nah": "no", "nope": "no", "gm": "good morning",
+    "gn": "good night", "wanna": "want to", "gonna": "going to", "gotta": "got to", "im": "i am", "idk": "i do not know",
+    "cant": "can not", "dont": "do not", "doesnt": "does not", "isnt": "is not", "wont": "will not", "whats": "what is",
+    "wheres": "where is", "hows": "how is", "msg": "message", "acct": "account", "tmrw": "tomorrow", "2day": "today",
+    "asap": "as soon as possible", "btw": "by the way", "pic": "picture", "info": "information",
+}
+
+def expand(text: str) -> str:
+    """Lower case, punctuation dropped, chat shorthand spelled out."""
+    words = re.sub(r"[^\w\s]", " ", text.lower().replace("'", "")).split()
+    return " ".join(SHORTHAND.get(w, w) for w in words)
+
+
+class CharGrams:
+    """Character n-gram TF-IDF (words padded with spaces, as "char_wb" vectorizers do) fitted on
+    a flow's examples. Vectors are sparse ({column: weight}, L2-normalised, so a dot product is a
+    cosine) and searched through an inverted index: memory grows with the examples' text, not
+    with examples x vocabulary."""
+
+    def __init__(self, texts: list[str]):
+        counts = [self._grams(t) for t in texts]
+        self.vocabulary: dict[str, int] = {}
+        for grams in counts:
+            for gram in grams:
+                self.vocabulary.setdefault(gram, len(self.vocabulary))
+        df = np.zeros(len(self.vocabulary))
+        for grams in counts:
+            for gram in grams:
+                df[self.vocabulary[gram]] += 1
+        self.idf = np.log((1 + len(texts)) / (1 + df)) + 1
+        self.rows = [self._vector(g) for g in counts]
+
+    @staticmethod
+    def _grams(text: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for word in text.split():
+            padded = f" {word} "
+            for n in GRAMS:
+                for i in range(max(1, len(padded) - n + 1)):
+                    gram = padded[i:i + n]
+                    out[gram] = out.get(gram, 0) + 1
+        return out
+
+    def _vector(self, grams: dict[str, int]) -> dict[int, float]:
+        vector = {}
+        for gram, count in grams.items():
+            column = self.vocabulary.get(gram)
+            if column is not None:
+                vector[column] = (1 + np.log(count)) * self.idf[column]
+        norm = float(np.sqrt(sum(v * v for v in vector.values())))
+        return {k: v / norm for k, v in vector.items()} if norm else {}
+
+    def vector(self, text: str) -> dict[int, float]:
+        return self._vector(self._grams(text))
+
+
+class SparseRows:
+    """Rows of sparse vectors, searched by column: ``dot(v)`` is every row's dot product with v."""
+
+    def __init__(self, rows: list[dict[int, float]]):
+        self.n = len(rows)
+        postings: dict[int, tuple[list[int], list[float]]] = {}
+        for r, row in enumerate(rows):
+            for column, value in row.items():
+                entry = postings.setdefault(column, ([], []))
+                entry[0].append(r)
+                entry[1].append(value)
+        self.postings = {c: (np.asarray(ix), np.asarray(vs)) for c, (ix, vs) in postings.items()}
+
+    def dot(self, vector: dict[int, float]) -> np.ndarray:
+        hits = [(self.postings[c], w) for c, w in vector.items() if c in self.postings]
+        if not hits:
+            return np.zeros(self.n)
+        index = np.concatenate([ix for (ix, _), _ in hits])
+        values = np.concatenate([vs * w for (_, vs), w in hits])
+        return np.bincount(index, weights=values, minlength=self.n)
+
+
+def _sum_rows(rows: list[dict[int, float]]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for row in rows:
+        for column, value in row.items():
+            out[column] = out.get(column, 0.0) + value
+    return out
+
+
+def _normalised(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return rows / np.where(norms == 0, 1, norms)
+
+
+def _stack(emb_max, emb_centroid, char_max, char_centroid, emb_lead, char_lead) -> np.ndarray:
+    """The feature rows (last axis: ``FEATURES``)."""
+    return np.stack([emb_max, emb_centroid, char_max, char_centroid, emb_lead, char_lead], axis=-1)
+
+
+def _lead(best: np.ndarray) -> np.ndarray:
+    """Per intent (last axis): its score minus the best score of any other intent."""
+    if best.shape[-1] < 2:
+        return np.zeros_like(best)
+    order = np.sort(best, axis=-1)
+    first, second = order[..., -1:], order[..., -2:-1]
+    return best - np.where(best >= first, second, first)
+
+
+class Features:
+    """One flow's examples (rows grouped by intent, ``starts`` where each intent's rows begin;
+    ``texts`` already through ``expand``) and the features of a message against every intent."""
+
+    def __init__(self, vectors: np.ndarray, texts: list[str], starts: list[int]):
+        self.vectors, self.starts = vectors, np.asarray(starts)
+        self.counts = np.diff(np.append(self.starts, len(vectors)))
+        self.owner = np.repeat(np.arange(len(starts)), self.counts)
+        self.grams = CharGrams(texts)
+        self.char_rows = SparseRows(self.grams.rows)
+        spans = np.append(self.starts, len(texts))
+        sums = [_sum_rows(self.grams.rows[a:b]) for a, b in zip(spans[:-1], spans[1:])]
+        self.char_sums = SparseRows(sums)
+        self.char_sum_norms = np.array([np.sqrt(sum(v * v for v in s.values())) or 1.0 for s in sums])
+        self.emb_sums = np.add.reduceat(vectors, self.starts, axis=0)
+        self.emb_centroids = _normalised(self.emb_sums)
+
+    def of(self, vector: np.ndarray, text: str) -> np.ndarray:
+        """(intents, features) for one message (``text`` through ``expand``)."""
+        grams = self.grams.vector(text)
+        emb_max = np.maximum.reduceat(self.vectors @ vector, self.starts)
+        char_max = np.maximum.reduceat(self.char_rows.dot(grams), self.starts)
+        char_centroid = self.char_sums.dot(grams) / self.char_sum_norms
+        return _stack(emb_max, self.emb_centroids @ vector, char_max, char_centroid, _lead(emb_max), _lead(char_max))
+
+    def leave_one_out(self, limit: int = 3000) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, labels): examples held out of their intent, each against every intent (at most
+        ``limit`` examples, spread evenly); an intent's only example is not held out (nothing would
+        be left to match)."""
+        keep = np.flatnonzero(self.counts[self.owner] > 1)
+        if len(keep) > limit:
+            keep = keep[np.linspace(0, len(keep) - 1, limit).astype(int)]
+        own = self.owner[keep]
+        at = np.arange(len(keep))
+        emb = self.vectors[keep] @ self.vectors.T
+        emb[at, keep] = -np.inf
+        emb_max = np.maximum.reduceat(emb, self.starts, axis=1)
+        emb_centroid = self.vectors[keep] @ self.emb_centroids.T
+        rest = self.emb_sums[own] - self.vectors[keep]  # the intent without the held-out example
+        emb_centroid[at, own] = np.einsum("ij,ij->i", _normalised(rest), self.vectors[keep])
+        char = np.stack([self.char_rows.dot(self.grams.rows[i]) for i in keep])
+        char[at, keep] = -np.inf
+        char_max = np.maximum.reduceat(char, self.starts, axis=1)
+        sum_dots = np.stack([self.char_sums.dot(self.grams.rows[i]) for i in keep])
+        char_centroid = sum_dots / self.char_sum_norms
+        self_norm = np.array([1.0 if self.grams.rows[i] else 0.0 for i in keep])
+        own_dot = sum_dots[at, own] - self_norm  # (sum - x) . x, with |x| = 1
+        own_norm = np.sqrt(np.maximum(self.char_sum_norms[own] ** 2 - 2 * sum_dots[at, own] + self_norm, 1e-12))
+        char_centroid[at, own] = own_dot / own_norm
+        x = _stack(emb_max, emb_centroid, char_max, char_centroid, _lead(emb_max), _lead(char_max))
+        y = np.zeros(emb_max.shape)
+        y[at, own] = 1
+        # The same examples with their whole intent left out stand for messages the flow does not
+        # cover: every remaining intent is wrong for them, however close it comes.
+        outside = np.ones(emb_max.shape, dtype=bool)
+        outside[at, own] = False
+        emb_out, char_out = emb_max.copy(), char_max.copy()
+        emb_out[at, own] = char_out[at, own] = -np.inf
+        x_out = _stack(emb_max, emb_centroid, char_max, char_centroid, _lead(emb_out), _lead(char_out))
+        return (x.reshape(-1, len(FEATURES)), y.reshape(-1), x_out[outside])
+
+
+@dataclass
+class Model:
+    """Logistic regression over standardised features."""
+
+    weights: np.ndarray
+    bias: float
+    mean: np.ndarray
+    scale: np.ndarray
+
+    def confidence(self, features: np.ndarray) -> np.ndarray:
+        z = ((features - self.mean) / self.scale) @ self.weights + self.bias
+        return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
+
+    def dumps(self) -> str:
+        return json.dumps({"version": MODEL_VERSION, "features": FEATURES, "weights": self.weights.tolist(), "bias": self.bias,
+                           "mean": self.mean.tolist(), "scale": self.scale.tolist()})
+
+    @classmethod
+    def loads(cls, text: str) -> Model | None:
+        """None for a model stored by another version (it is trained again)."""
+        data = json.loads(text)
+        if data.get("version") != MODEL_VERSION or tuple(data.get("features", ())) != FEATURES:
+            return None
+        return cls(np.asarray(data["weights"]), float(data["bias"]), np.asarray(data["mean"]), np.asarray(data["scale"]))
+
+
+def train(features: Features) -> Model | None:
+    """Newton's method on the L2-regularised log loss, each kind of row weighted by ``SHARES``
+    in total (one right intent per held-out example against many wrong ones). None when the
+    flow has fewer than ``MIN_HELD_OUT`` examples to hold out: a model learned from a handful
+    would accept nearly anything; such a flow keeps the plain cosine match."""
+    x, y, x_out = features.leave_one_out()
+    if y.sum() < MIN_HELD_OUT:
+        return None
+    x = np.vstack([x, x_out])
+    y = np.append(y, np.zeros(len(x_out)))
+    group = np.append(np.where(y[:len(y) - len(x_out)] == 1, 0, 1), np.full(len(x_out), 2))
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale < 1e-6, 1.0, scale)
+    xs = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+    shares = np.array(SHARES) / np.bincount(group, minlength=3).clip(1)
+    weight = shares[group] * len(y)
+    w = np.zeros(xs.shape[1])
+    ridge = np.full(xs.shape[1], L2)
+    ridge[-1] = 0
+    for _ in range(50):
+        p = 1 / (1 + np.exp(-np.clip(xs @ w, -30, 30)))
+        gradient = xs.T @ (weight * (p - y)) + ridge * w
+        hessian = (xs * (weight * p * (1 - p))[:, None]).T @ xs + np.diag(ridge)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-6:
+            break
+    return Model(w[:-1], float(w[-1]), mean, scale)
