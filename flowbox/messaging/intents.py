@@ -10,9 +10,11 @@ Training is leave-one-out over the examples: each example, held out of its inten
 whose right intent is known, and every intent of the flow gives one (features, right or not)
 row. The logistic model over those rows turns features into the probability that an intent is
 the right one for a message it has not seen; that probability is an intent's ``confidence`` and
-``intentThreshold`` is the least confidence that counts as a match. A message far from every
-example (out of scope) has low features everywhere, so the same probability rejects it: the
-calibration comes from the project's own examples, not from one global cosine.
+``intentThreshold`` is the least confidence that counts as a match. The same examples with their
+whole intent left out stand for messages the flow does not cover, and ``Model.scope`` (percentiles
+of the held-out examples' own best similarities) says how close a message must come to an
+intent's examples to be about it at all: the calibration comes from the project's own examples,
+not from one global cosine.
 
 Everything here is plain numpy and takes milliseconds; the engine still trains in the background
 (``matcher.IntentIndex``) so that no message ever waits for it.
@@ -27,11 +29,14 @@ from dataclasses import dataclass
 import numpy as np
 
 FEATURES = ("emb_max", "emb_centroid", "char_max", "char_centroid", "emb_lead", "char_lead")
-MODEL_VERSION = 1
+MODEL_VERSION = 2
 L2 = 1.0
 # Total weight of the training rows: right intents, wrong intents, intents of a left-out topic.
 SHARES = (0.5, 0.1, 0.4)  # ridge on the standardised weights: a flow has a few hundred rows at most
 GRAMS = (3, 4, 5)
+# Percentiles of the held-out examples' own best similarities (MiniLM, n-grams) that a message must
+# reach for its intent, in one or the other: how close "close enough" is comes from the flow itself.
+SCOPE_PERCENTILES = (10, 75)
 MIN_HELD_OUT = 30
 # Chat shorthand spelled out before matching; both sides (examples and messages) go through it.
 SHORTHAND = {
@@ -206,20 +211,26 @@ class Features:
 
 @dataclass
 class Model:
-    """Logistic regression over standardised features."""
+    """Logistic regression over standardised features, and the flow's scope: the least best
+    similarity (MiniLM, n-grams) an intent needs to be a message's topic at all."""
 
     weights: np.ndarray
     bias: float
     mean: np.ndarray
     scale: np.ndarray
+    scope: tuple[float, float]
 
     def confidence(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.scale) @ self.weights + self.bias
         return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
 
+    def in_scope(self, features: np.ndarray) -> bool:
+        """Whether one intent's features (a row of ``Features.of``) are close enough to be its topic."""
+        return bool(features[0] >= self.scope[0] or features[2] >= self.scope[1])
+
     def dumps(self) -> str:
         return json.dumps({"version": MODEL_VERSION, "features": FEATURES, "weights": self.weights.tolist(), "bias": self.bias,
-                           "mean": self.mean.tolist(), "scale": self.scale.tolist()})
+                           "mean": self.mean.tolist(), "scale": self.scale.tolist(), "scope": list(self.scope)})
 
     @classmethod
     def loads(cls, text: str) -> Model | None:
@@ -227,7 +238,8 @@ class Model:
         data = json.loads(text)
         if data.get("version") != MODEL_VERSION or tuple(data.get("features", ())) != FEATURES:
             return None
-        return cls(np.asarray(data["weights"]), float(data["bias"]), np.asarray(data["mean"]), np.asarray(data["scale"]))
+        return cls(np.asarray(data["weights"]), float(data["bias"]), np.asarray(data["mean"]), np.asarray(data["scale"]),
+                   (float(data["scope"][0]), float(data["scope"][1])))
 
 
 def train(features: Features) -> Model | None:
@@ -238,6 +250,8 @@ def train(features: Features) -> Model | None:
     x, y, x_out = features.leave_one_out()
     if y.sum() < MIN_HELD_OUT:
         return None
+    right = x[y == 1]
+    scope = (float(np.percentile(right[:, 0], SCOPE_PERCENTILES[0])), float(np.percentile(right[:, 2], SCOPE_PERCENTILES[1])))
     x = np.vstack([x, x_out])
     y = np.append(y, np.zeros(len(x_out)))
     group = np.append(np.where(y[:len(y) - len(x_out)] == 1, 0, 1), np.full(len(x_out), 2))
@@ -257,4 +271,4 @@ def train(features: Features) -> Model | None:
         w -= step
         if np.abs(step).max() < 1e-6:
             break
-    return Model(w[:-1], float(w[-1]), mean, scale)
+    return Model(w[:-1], float(w[-1]), mean, scale, scope)

@@ -225,8 +225,9 @@ class IntentIndex:
                     if best is None or score > best[1]:
                         best = (step_id, score)
             return best if best is not None and best[1] >= threshold else None
+        features, model = learned[0].of(vector, query), learned[1]
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
-        confidence = np.minimum(learned[1].confidence(learned[0].of(vector, query)), LEARNED_MAX)
+        confidence = np.minimum(model.confidence(features), LEARNED_MAX)
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
         if not scored:
             return None
@@ -234,4 +235,6 @@ class IntentIndex:
         if rivals is not None:
             rival = max((float(confidence[self.row[r]]) for r in rivals if r in self.row), default=0.0)
             return (step_id, value) if value >= threshold * CONTEXT_SHARE and value >= rival else None
-        return (step_id, value) if value >= threshold else None
+        # A top-level match must also be about the intent's topic: as close to one of its examples
+        # as most of the flow's own held-out examples are to theirs (Model.scope).
+        return (step_id, value) if value >= threshold and model.in_scope(features[self.row[step_id]]) else None
