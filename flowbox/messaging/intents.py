@@ -38,6 +38,7 @@ GRAMS = (3, 4, 5)
 # reach for its intent, in one or the other: how close "close enough" is comes from the flow itself.
 SCOPE_PERCENTILES = (10, 75)
 MIN_HELD_OUT = 30
+MAX_TRAINING_ROWS = 200_000  # held-out examples x intents: bounds training time and memory
 # Chat shorthand spelled out before matching; both sides (examples and messages) go through it.
 SHORTHAND = {
     "thx": "thanks", "thnx": "thanks", "tnx": "thanks", "thks": "thanks", "ty": "thank you", "tyvm": "thank you very much",
@@ -172,11 +173,12 @@ class Features:
         char_centroid = self.char_sums.dot(grams) / self.char_sum_norms
         return _stack(emb_max, self.emb_centroids @ vector, char_max, char_centroid, _lead(emb_max), _lead(char_max))
 
-    def leave_one_out(self, limit: int = 3000) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, labels): examples held out of their intent, each against every intent (at most
-        ``limit`` examples, spread evenly); an intent's only example is not held out (nothing would
-        be left to match)."""
+    def leave_one_out(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, labels, left-out-topic rows): examples held out of their intent, each against
+        every intent (at most ``MAX_TRAINING_ROWS`` rows: a big flow holds out an even spread of its
+        examples); an intent's only example is not held out (nothing would be left to match)."""
         keep = np.flatnonzero(self.counts[self.owner] > 1)
+        limit = max(MIN_HELD_OUT, MAX_TRAINING_ROWS // len(self.starts))
         if len(keep) > limit:
             keep = keep[np.linspace(0, len(keep) - 1, limit).astype(int)]
         own = self.owner[keep]
@@ -187,7 +189,7 @@ class Features:
         emb_centroid = self.vectors[keep] @ self.emb_centroids.T
         rest = self.emb_sums[own] - self.vectors[keep]  # the intent without the held-out example
         emb_centroid[at, own] = np.einsum("ij,ij->i", _normalised(rest), self.vectors[keep])
-        char = np.stack([self.char_rows.dot(self.grams.rows[i]) for i in keep])
+        char = np.stack([self.char_rows.dot(self.grams.rows[i]) for i in keep]).astype(np.float32)
         char[at, keep] = -np.inf
         char_max = np.maximum.reduceat(char, self.starts, axis=1)
         sum_dots = np.stack([self.char_sums.dot(self.grams.rows[i]) for i in keep])

@@ -33,7 +33,8 @@ log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
 QUERY_CACHE = 2048
 RETRY_SECONDS = 60.0
-MAX_LEARNED_EXAMPLES = 20000   # past this a flow keeps the plain cosine match (training would take seconds)
+INLINE_EXAMPLES = 2000         # up to this many examples a message's features take a millisecond or two, inline
+MAX_LEARNED_EXAMPLES = 10000   # past this a flow keeps the plain cosine match (training would take too long)
 # Inside a step's question its children are tried first and need less: the user is answering
 # ("nah", "hold off for now"), so a child wins at this share of the threshold if no top-level
 # intent is more likely.
@@ -225,7 +226,11 @@ class IntentIndex:
                     if best is None or score > best[1]:
                         best = (step_id, score)
             return best if best is not None and best[1] >= threshold else None
-        features, model = learned[0].of(vector, query), learned[1]
+        model = learned[1]
+        if len(self.texts) > INLINE_EXAMPLES:  # milliseconds: off the event loop
+            features = await asyncio.to_thread(learned[0].of, vector, query)
+        else:
+            features = learned[0].of(vector, query)
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
         confidence = np.minimum(model.confidence(features), LEARNED_MAX)
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
