@@ -68,13 +68,19 @@ def test_control_characters_reach_the_parser_only_as_escapes():
     assert schema_text("a\x00b\udfffc\x1b") == "a b c "
 
 
+def test_characters_beyond_the_bmp_are_one_character_in_the_grammar():
+    """The converter JSON-escapes them as surrogate pairs; llama.cpp would read two unwritable characters."""
+    grammar = schema_grammar({"enum": ["\U000ddcb8\U000c4a4e\u00e1&\u00fe)", "\U0001F600"]})
+    assert "\\U000DDCB8\\U000C4A4E" in grammar and "\\U0001F600" in grammar and "\\ud" not in grammar.lower()
+
+
 def test_grammar_with_escaped_controls_generates(srv):
     """What the escapes make is a grammar llama.cpp parses and follows, in the worker."""
     model = local_model(srv)
-    grammar = schema_grammar({"enum": ["yes\x01", "no"]})
+    grammar = schema_grammar({"enum": ["yes\x01", "no", "\U0001F600"]})
     tokens = model._tokens(model.render([{"role": "user", "content": "Answer no."}]))
     text, _, _ = srv.call(model._generate(tokens, max_tokens=8, temperature=0.0, grammar=grammar, stop=[], seed=0))
-    assert json.loads(text) in ("yes\x01", "no")
+    assert json.loads(text) in ("yes\x01", "no", "\U0001F600")
     alive(srv)
 
 

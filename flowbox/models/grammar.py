@@ -24,6 +24,14 @@ MAX_DEPTH = 32
 _CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")  # in the grammar text: all but the rule separator \n
 _USER_CONTROL = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
 _ESCAPES = {"x": 2, "u": 4, "U": 8}
+# The converter writes strings JSON-escaped, so a character beyond U+FFFF becomes a surrogate pair
+# of \u escapes, which llama.cpp's parser would read as two (unwritable) characters.
+_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})")
+
+
+def _join_pair(match: re.Match) -> str:
+    high, low = int(match.group(2), 16), int(match.group(3), 16)
+    return f"{match.group(1)}\\U{0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00):08X}"
 
 
 def _unmatchable(grammar: str) -> str | None:
@@ -101,6 +109,7 @@ def schema_grammar(schema: dict[str, Any]) -> str:
         grammar = json_schema_to_gbnf(json.dumps(schema))
     except Exception as exc:  # the converter asserts or raises; its message names the bad part
         raise InvalidSchema(str(exc) or type(exc).__name__) from None
+    grammar = _PAIR.sub(_join_pair, grammar)
     if (char := _unmatchable(grammar)) is not None:
         raise InvalidSchema(f"it requires the character {char}, which no model can write")
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", grammar)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -26,10 +27,12 @@ from ..ids import short_id
 from ..sse import pump
 from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, ToolSpec
 from .files import check_gguf
-from .grammar import schema_grammar, schema_text
+from .grammar import InvalidSchema, schema_grammar, schema_text
 from .llama_load import load_llama
 from .scheduler import FairScheduler
 from .worker import ModelWorker
+
+log = logging.getLogger("flowbox.models")
 
 
 def _stateful_llama_class():
@@ -215,8 +218,11 @@ class LocalChatModel:
         tools = offered_tools(request.tools, user_text) if user_text else []
         if not tools:
             return None, (0, 0)
-        schema = router_schema(tools, user_text)
-        grammar = _schema_grammar(schema)
+        try:
+            grammar = _schema_grammar(router_schema(tools, user_text))
+        except InvalidSchema as exc:  # text no grammar can hold: answered without a tool
+            log.warning("tool routing skipped: %s", exc)
+            return None, (0, 0)
         prompt = self.render(router_messages(tools, user_text))
         tokens = self._tokens(prompt)
         self._check_context(len(tokens), 64)
