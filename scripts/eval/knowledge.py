@@ -1,0 +1,332 @@
+"""Knowledge retrieval evaluation: flowbox's search beside two plain baselines, on questions
+written apart from the entries, split into a dev half (tune here) and a test half (report only).
+
+Data (``scripts/eval/data/``): one corpus per domain (``<name>_kb.txt``: entries, each starting
+with a ``=== id | name`` line; long ones have markdown headings and are split into chunks of at
+most ``CHUNK`` characters as ``flowbox knowledge import`` splits documents, every chunk an item
+named after its entry) and its questions (``<name>_questions.tsv``: expected entry id, question;
+``NONE`` when nothing in the corpus answers it). The questions use other words than the entries:
+synonyms, user language, typos.
+
+Measured in one run, through the real code (a real SQLite store written by ``save_items``,
+searched by ``flowbox.knowledge.store.search``), on the same questions:
+  * flowbox: the default search (``mode=hybrid``);
+  * vector only: MiniLM cosine over the same chunks (``mode=vector``);
+  * BM25 only: FTS5 over the same chunks (``mode=keyword``).
+A question is answered at rank r when the r-th result is a chunk of its entry. Metrics on the
+answerable questions: hit@1, hit@5, MRR@10. On the questions without an answer: the share whose top
+result is below the "no answer" line (flowbox: its documented ``relevance`` threshold; the
+baselines: one threshold on their top score, chosen on dev for the best balanced accuracy),
+beside the share of answerable questions above it.
+
+    python scripts/eval/knowledge.py [--misses dev|test|all] [--fit]
+
+``--fit`` refits the fusion/relevance models of ``flowbox/knowledge/index.py`` on the dev half
+(printing constants to paste there); the report itself always uses the constants in the code.
+Runs offline: the MiniLM model is prepared into ~/.cache/flowbox-test-models (as the tests do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+DATA = Path(__file__).parent / "data"
+MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
+DOMAINS = ("helpdesk", "municipal")
+CHUNK = 600  # characters: the long entries become two to four chunks
+DEPTH = 10  # results asked for (MRR@10)
+MODES = {"flowbox (hybrid)": "hybrid", "vector only (MiniLM)": "vector", "BM25 only (FTS5)": "keyword"}
+
+
+@dataclass
+class Entry:
+    id: str
+    name: str
+    content: str
+
+
+@dataclass
+class Question:
+    domain: str
+    expected: str | None  # None: nothing answers it
+    text: str
+
+    @property
+    def split(self) -> str:
+        """Deterministic: the same question always lands in the same half."""
+        digest = hashlib.sha1(f"{self.domain}|{self.text}".encode()).digest()
+        return "dev" if digest[0] % 2 == 0 else "test"
+
+
+def load_entries(domain: str) -> list[Entry]:
+    entries: list[Entry] = []
+    for line in (DATA / f"{domain}_kb.txt").read_text().splitlines():
+        head = re.match(r"^=== (\S+) \| (.+)$", line)
+        if head:
+            entries.append(Entry(head.group(1), head.group(2).strip(), ""))
+        elif entries:
+            entries[-1].content += line + "\n"
+    for entry in entries:
+        entry.content = entry.content.strip()
+    return entries
+
+
+def load_questions(domain: str, known: set[str]) -> list[Question]:
+    questions = []
+    for line in (DATA / f"{domain}_questions.tsv").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        expected, text = line.split("\t")
+        if expected != "NONE" and expected not in known:
+            raise SystemExit(f"{domain}: {text!r} names an unknown entry {expected!r}")
+        questions.append(Question(domain, None if expected == "NONE" else expected, text))
+    return questions
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+def rank_of(question: Question, entry_ids: list[str]) -> int | None:
+    return entry_ids.index(question.expected) + 1 if question.expected in entry_ids else None
+
+
+def ranking_metrics(ranks: list[int | None]) -> dict[str, float]:
+    n = len(ranks) or 1
+    return {"hit@1": sum(r == 1 for r in ranks) / n, "hit@5": sum(r is not None and r <= 5 for r in ranks) / n,
+            "mrr@10": sum(1 / r for r in ranks if r is not None and r <= 10) / n}
+
+
+def no_answer_metrics(tops: list[float], answerable: list[bool], threshold: float) -> tuple[float, float]:
+    """(share of no-answer questions below the threshold, share of answerable ones at or above it)."""
+    none = [t < threshold for t, a in zip(tops, answerable) if not a]
+    some = [t >= threshold for t, a in zip(tops, answerable) if a]
+    return sum(none) / (len(none) or 1), sum(some) / (len(some) or 1)
+
+
+def best_threshold(tops: list[float], answerable: list[bool]) -> float:
+    """The threshold with the best balanced accuracy (dev only)."""
+    grid = sorted(set(tops))
+    return max(grid, key=lambda t: sum(no_answer_metrics(tops, answerable, t)))
+
+
+# -- fitting (--fit) ----------------------------------------------------------------------------
+
+def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) -> np.ndarray:
+    """Weights (bias first) of a logistic regression, by Newton's method."""
+    x = np.hstack([np.ones((len(x), 1)), x])
+    w = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-np.clip(x @ w, -30, 30)))
+        grad = x.T @ (p - y) + l2 * np.r_[0, w[1:]]
+        hess = (x * (p * (1 - p))[:, None]).T @ x + l2 * np.diag(np.r_[0, np.ones(len(w) - 1)])
+        w -= np.linalg.solve(hess, grad)
+    return w
+
+
+def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
+    """Chooses the fusion weights for the best dev MRR (ties: hit@1), then fits the calibration
+    (relevance = sigmoid(a * score + b), is this candidate the answer?) and the keyword-only model
+    on the same dev candidates (hits of a deep hybrid search, with similarity and keyword), and
+    prints the constants for ``flowbox/knowledge/index.py``."""
+    best = None
+    for half in (2.0, 5.0, 10.0):
+        groups = []
+        for question, hits in candidates:
+            top = max((h["keyword"] for h in hits), default=0.0)
+            feats = np.array([(h["similarity"], h["keyword"] / (h["keyword"] + half), h["keyword"] / top if top > 0 else 0.0)
+                              for h in hits]).reshape(-1, 3)
+            groups.append((question, feats, [h["entry"] for h in hits]))
+        for w_sat in np.arange(0.0, 0.41, 0.025):
+            for w_rel in np.arange(0.0, 0.31, 0.025):
+                ranks = []
+                for question, feats, entries in groups:
+                    if question.expected is None or not len(feats):
+                        continue
+                    order = np.argsort(-(feats @ np.array([1.0, w_sat, w_rel])), kind="stable")
+                    ranks.append(rank_of(question, list(dict.fromkeys(entries[i] for i in order))[:DEPTH]))
+                m = ranking_metrics(ranks)
+                key = (round(m["mrr@10"], 6), round(m["hit@1"], 6), -abs(w_sat) - abs(w_rel))
+                if best is None or key > best[0]:
+                    best = (key, half, w_sat, w_rel, m, groups)
+    _, half, w_sat, w_rel, m, groups = best
+    scores = np.concatenate([feats @ np.array([1.0, w_sat, w_rel]) for _, feats, _ in groups])
+    feats = np.concatenate([feats for _, feats, _ in groups])
+    labels = np.concatenate([[float(e == q.expected) for e in entries] for q, _, entries in groups])
+    b, a = logistic(scores[:, None], labels)
+    wk = logistic(feats[:, 1:], labels)
+    tops, answerable = [], []
+    for question, f, _ in groups:
+        top = float((f @ np.array([1.0, w_sat, w_rel])).max()) if len(f) else -1.0
+        tops.append(float(1 / (1 + np.exp(-(a * top + b)))))
+        answerable.append(question.expected is not None)
+    t = best_threshold(tops, answerable)
+    print(f"KEYWORD_HALF = {half}\nFUSION = ({w_sat:.3f}, {w_rel:.3f})\nCALIBRATION = ({a:.3f}, {b:.3f})\n"
+          f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\n"
+          f"dev: hit@1 {m['hit@1']:.3f} hit@5 {m['hit@5']:.3f} MRR@10 {m['mrr@10']:.3f}; no-answer threshold with the "
+          f"best balanced accuracy {t:.3f}: {'/'.join(f'{v:.3f}' for v in no_answer_metrics(tops, answerable, t))}")
+
+
+# -- the run ------------------------------------------------------------------------------------
+
+async def run(args) -> None:
+    from flowbox import config as config_mod
+    from flowbox import db, orgs
+    from flowbox.embeddings import load_embedder
+    from flowbox.ids import iso, new_id
+    from flowbox.knowledge import index as idx
+    from flowbox.knowledge import store as kb
+    from flowbox.knowledge.chunking import split_text
+    from flowbox.models.files import ensure_model
+
+    started = time.monotonic()
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=True)
+    os.environ["FLOWBOX_MODELS_DIR"] = str(MODELS_DIR)
+    embedder = load_embedder(config_mod.load(None))
+    store = db.Store(Path(tempfile.mkdtemp(prefix="flowbox-eval-knowledge-")) / "eval.db")
+    await store.open()
+
+    orgs_of: dict[str, str] = {}
+    entry_of: dict[str, str] = {}  # item id -> entry id
+    questions: list[Question] = []
+    chunks = 0
+    for domain in DOMAINS:
+        entries = load_entries(domain)
+        questions += load_questions(domain, {e.id for e in entries})
+        org = await orgs.create_org(store, f"eval-{domain}")
+        orgs_of[domain] = org["id"]
+        now = iso()
+        items = []
+        for entry in entries:
+            for chunk in split_text(entry.content, CHUNK):
+                item = {"n": None, "id": new_id(), "org_id": org["id"], "name": entry.name, "content": chunk,
+                        "description_to_index_on": None, "source": "api", "source_key": None, "created_at": now,
+                        "updated_at": now, "agent_ids": None}
+                entry_of[item["id"]] = entry.id
+                items.append(item)
+        for item, vector in zip(items, await embedder.embed([idx.indexed_text(i) for i in items])):
+            item["vector"] = vector
+        async with store.write() as tx:
+            await tx.run(kb.save_items, embedder.name, embedder.dim, items)
+        chunks += len(items)
+
+    results: dict[str, list[list[dict]]] = {name: [] for name in MODES}
+    latency: dict[str, list[float]] = {name: [] for name in MODES}
+    for question in questions:
+        for name, mode in MODES.items():
+            t0 = time.perf_counter()
+            found = await kb.search(store, embedder if mode != "keyword" else None, orgs_of[question.domain],
+                                    question.text, limit=DEPTH, mode=mode)
+            latency[name].append((time.perf_counter() - t0) * 1000)
+            results[name].append(found)
+
+    if args.fit:
+        dev = []
+        for question in questions:
+            if question.split != "dev":
+                continue
+            vector = (await embedder.embed([question.text]))[0]
+
+            def read(conn, question=question, vector=vector):
+                index = idx.info(conn)
+                hits = idx.hybrid_search(conn, index, orgs_of[question.domain], None, question.text, vector, 40)
+                rows = {r["n"]: r["id"] for r in conn.execute("SELECT n, id FROM knowledge_items")}
+                return [{**h, "entry": entry_of[rows[h["n"]]]} for h in hits]
+
+            async with store.read() as tx:
+                dev.append((question, await tx.run(read)))
+        fit(dev)
+
+    n_none = sum(q.expected is None for q in questions)
+    halves = {half: [i for i, q in enumerate(questions) if q.split == half] for half in ("dev", "test")}
+    print(f"{sum(len(load_entries(d)) for d in DOMAINS)} entries ({chunks} chunks of at most {CHUNK} characters) "
+          f"in {len(DOMAINS)} domains ({', '.join(DOMAINS)}); {len(questions)} questions, {n_none} without an "
+          f"answer ({n_none / len(questions):.0%}); dev {len(halves['dev'])}, test {len(halves['test'])}")
+    print(f"\n{'system':22} | {'dev: hit@1 hit@5 MRR@10':24} | {'test: hit@1 hit@5 MRR@10':25}")
+    ranked: dict[str, list[int | None]] = {}
+    for name in MODES:
+        ranked[name] = [rank_of(q, list(dict.fromkeys(entry_of[r["id"]] for r in found)))
+                        for q, found in zip(questions, results[name])]
+        row = []
+        for half, idxs in halves.items():
+            m = ranking_metrics([ranked[name][i] for i in idxs if questions[i].expected is not None])
+            row.append(f"{m['hit@1']:.3f} {m['hit@5']:.3f} {m['mrr@10']:.3f}")
+        print(f"{name:22} |  {row[0]:23} |  {row[1]:23}")
+    for domain in DOMAINS:
+        line = []
+        for name in MODES:
+            idxs = [i for i in halves["test"] if questions[i].domain == domain and questions[i].expected is not None]
+            m = ranking_metrics([ranked[name][i] for i in idxs])
+            line.append(f"{name.split(' (')[0]} {m['hit@5']:.3f}/{m['mrr@10']:.3f}")
+        print(f"  test, {domain} (hit@5/MRR@10): " + ", ".join(line))
+
+    print("\nno answer: share of no-answer questions whose top result is below the line / share of answerable above it")
+    answerable = [q.expected is not None for q in questions]
+    lines = {
+        f"flowbox relevance < {idx.RELEVANCE_THRESHOLD} (documented)": ([f[0]["relevance"] if f else 0.0 for f in results["flowbox (hybrid)"]], idx.RELEVANCE_THRESHOLD),
+        "vector only: top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (MiniLM)"]], None),
+        "BM25 only: top BM25": ([f[0]["score"] if f else 0.0 for f in results["BM25 only (FTS5)"]], None),
+    }
+    for name, (tops, threshold) in lines.items():
+        if threshold is None:
+            dev_idx = halves["dev"]
+            threshold = best_threshold([tops[i] for i in dev_idx], [answerable[i] for i in dev_idx])
+            name = f"{name} < {threshold:.3f} (dev-tuned)"
+        row = []
+        for half, idxs in halves.items():
+            none, some = no_answer_metrics([tops[i] for i in idxs], [answerable[i] for i in idxs], threshold)
+            row.append(f"{none:.3f} / {some:.3f}")
+        print(f"  {name:48} dev {row[0]}   test {row[1]}")
+    tops = lines[next(iter(lines))][0]
+    print("  flowbox at other relevance thresholds: " + "; ".join(
+        f"{t}: dev {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['dev']], [answerable[i] for i in halves['dev']], t))}"
+        f" test {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['test']], [answerable[i] for i in halves['test']], t))}"
+        for t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)))
+
+    for name in MODES:
+        ms = sorted(latency[name])
+        print(f"{name} search p50 {statistics.median(ms):.1f} ms, p90 {ms[int(len(ms) * .9)]:.1f} ms", end="; ")
+    print(f"machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+    if args.misses:
+        print(f"\nflowbox misses at rank 1 ({args.misses}):")
+        for i, (question, found) in enumerate(zip(questions, results["flowbox (hybrid)"])):
+            if args.misses not in ("all", question.split):
+                continue
+            top = found[0] if found else None
+            got = entry_of[top["id"]] if top else None
+            relevant = top is not None and top["relevance"] >= idx.RELEVANCE_THRESHOLD
+            if (question.expected is None and relevant) or (question.expected is not None and (got != question.expected or not relevant)):
+                print(f"  {question.domain:10} {question.text!r}: got {got} ({top['relevance'] if top else 0:.2f}), "
+                      f"want {question.expected or 'NONE'} (rank {ranked['flowbox (hybrid)'][i]})")
+    print(f"\ntotal {time.monotonic() - started:.0f} s")
+    await store.close()
+    embedder.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--misses", choices=("dev", "test", "all"), help="list flowbox's misses in that half")
+    parser.add_argument("--fit", action="store_true", help="refit index.py's fusion/relevance constants on dev")
+    args = parser.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
