@@ -87,13 +87,13 @@ def test_two_stage_scopes_and_follows_writes(conn):
     assert idx.vector_search(conn, index, "org-b", None, query, 5, exact_limit=0) == []
 
 
-def test_reciprocal_rank_fusion():
-    vector = [(1, 0.9), (2, 0.8), (3, 0.7)]
-    keyword = [(3, 12.0), (4, 9.0)]
-    fused = idx.fuse(vector, keyword)
-    assert [n for n, _ in fused] == [3, 1, 2, 4]  # in both lists beats first in one
-    assert fused[0][1] == pytest.approx(1 / 63 + 1 / 61)
-    assert fused[1][1] == pytest.approx(1 / 61)
+def test_relevance_is_a_probability_rising_with_either_feature():
+    values = [idx.relevance(cos, kw, 10.0) for cos in (-1.0, 0.0, 0.3, 0.6, 1.0) for kw in (0.0, 5.0, 10.0)]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    assert idx.relevance(0.6, 0.0, 10.0) > idx.relevance(0.3, 0.0, 10.0)  # closer vector
+    assert idx.relevance(0.5, 10.0, 10.0) > idx.relevance(0.5, 0.0, 10.0)  # the query's words too
+    assert idx.relevance(None, 10.0, 10.0) > idx.relevance(None, 1.0, 10.0)  # keyword mode: BM25 alone
+    assert idx.relevance(0.1, 0.0, 0.0) < idx.RELEVANCE_THRESHOLD < idx.relevance(0.9, 0.0, 0.0)
 
 
 def test_keyword_query_is_never_fts_syntax():

@@ -2,11 +2,12 @@
 
 Retrieval is scoped twice: to the agent's org and to the items linked to that agent.
 
-Retrieved context is a ``knowledge_search`` call made for the agent before the model runs (when
-the best linked entry is close enough to the user's message), stored in the thread like the
-model's own calls, so ``conversation_history`` shows what the answer was based on. A tiny local
-model rarely decides to search by itself; this way it always sees the relevant entries, and a
-larger model can still call the tool for more.
+Retrieved context is a ``knowledge_search`` call made for the agent before the model runs (for a
+message of two words or more), stored in the thread like the model's own calls, so
+``conversation_history`` shows what the answer was based on. A tiny local model rarely decides to
+search by itself; this way it always sees the relevant entries, and a larger model can still call
+the tool for more. Only results whose ``relevance`` reaches the documented threshold are passed on;
+when none does, the result says so (``NOTHING_RELEVANT``) instead of offering unrelated entries.
 """
 
 from __future__ import annotations
@@ -18,14 +19,15 @@ from typing import Any
 from ..agents.tools import CONTEXT_PROVIDERS, TOOL_PROVIDERS, Tool, ToolContext
 from ..embeddings import get_embedder
 from ..models import ToolSpec
+from . import index as idx
 from . import store as kb
 
 log = logging.getLogger("flowbox.knowledge")
 
 TOOL_NAME = "knowledge_search"
 TOOL_RESULTS = 3
-MIN_SIMILARITY = 0.25  # cosine (MiniLM): below it an entry is about something else
 MAX_QUERY = 500
+NOTHING_RELEVANT = "No relevant entry was found in the knowledge base."
 
 
 def _query_of(text: str) -> str:
@@ -36,19 +38,26 @@ async def has_knowledge(store, agent_id: str) -> bool:
     return await store.fetchone("SELECT 1 FROM knowledge_links WHERE agent_id = ? LIMIT 1", [agent_id]) is not None
 
 
-async def _search(ctx: ToolContext, query: str, limit: int) -> list[dict[str, Any]]:
+def _asks(text: str) -> bool:
+    """Worth a search: two words or more ("hi" is not a question for the knowledge base)."""
+    return len(re.findall(r"\w+", text)) >= 2
+
+
+async def _search(ctx: ToolContext, query: str, limit: int) -> dict[str, Any]:
+    """The tool's result: the relevant entries, or a message saying there are none (unrelated
+    entries would only give a small model something wrong to repeat)."""
     embedder = await get_embedder(ctx.services)
     results = await kb.search(ctx.store, embedder, ctx.org_id, query, agent_id=ctx.agent_id, limit=limit)
-    # Unrelated entries would only give a small model something wrong to repeat.
-    return [{"id": r["id"], "name": r["name"], "content": r["content"], "similarity": r["similarity"]}
-            for r in results if r["similarity"] >= MIN_SIMILARITY]
+    relevant = [{"id": r["id"], "name": r["name"], "content": r["content"], "similarity": r["similarity"],
+                 "relevance": r["relevance"]} for r in results if r["relevance"] >= idx.RELEVANCE_THRESHOLD]
+    return {"query": query, "results": relevant, **({} if relevant else {"message": NOTHING_RELEVANT})}
 
 
 async def _run(args: dict[str, Any], ctx: ToolContext) -> Any:
     query = _query_of(str(args.get("query") or ""))
     if not query:
         return {"error": "query is required"}
-    return {"query": query, "results": await _search(ctx, query, TOOL_RESULTS)}
+    return await _search(ctx, query, TOOL_RESULTS)
 
 
 SEARCH_TOOL = Tool(
@@ -65,7 +74,7 @@ SEARCH_TOOL = Tool(
                   ("which plans include phone support", {"query": "which plans include phone support"})),
         # the user's own words are the best query, and a small model copies them reliably
         candidates=lambda text: {"query": [_query_of(text)]},
-        applies=lambda text: len(re.findall(r"\w+", text)) >= 2,
+        applies=_asks,
     ),
     _run,
 )
@@ -76,17 +85,18 @@ async def knowledge_tools(ctx: ToolContext, agent: dict) -> list[Tool]:
 
 
 async def retrieved_context(ctx: ToolContext, agent: dict, user_text: str) -> list[tuple[str, dict, Any]]:
-    """The search made for the agent before it answers, when something relevant is linked."""
+    """The search made for the agent before it answers, when it has linked knowledge: the relevant
+    entries, or the message that none is."""
     limit = ctx.services.config.knowledge_context_items if ctx.services is not None else 0
     query = _query_of(user_text)
-    if limit <= 0 or not query or not await has_knowledge(ctx.store, agent["id"]):
+    if limit <= 0 or not _asks(query) or not await has_knowledge(ctx.store, agent["id"]):
         return []
     try:
-        results = await _search(ctx, query, limit)
+        result = await _search(ctx, query, limit)
     except Exception as exc:  # retrieval must never fail the chat; the tool stays available
         log.warning("knowledge retrieval for agent %s failed: %r", agent["id"], exc)
         return []
-    return [(TOOL_NAME, {"query": query}, {"query": query, "results": results})] if results else []
+    return [(TOOL_NAME, {"query": query}, result)]
 
 
 TOOL_PROVIDERS.append(knowledge_tools)

@@ -15,7 +15,7 @@ from ..embeddings import Embedder, load_embedder
 from . import store as kb
 
 COLUMNS = ["id", "name", "source", "linked_agents", "updated_at"]
-SEARCH_COLUMNS = ["score", "similarity", "id", "name", "snippet"]
+SEARCH_COLUMNS = ["relevance", "score", "similarity", "id", "name", "snippet"]
 
 
 def register(cli: click.Group) -> None:
@@ -170,7 +170,7 @@ def knowledge_delete(item_id, as_json, cfg):
 @json_option
 @config_options
 def knowledge_search(query, agent_id, limit, mode, org_id, as_json, cfg):
-    """Hybrid search (vectors + BM25, fused by reciprocal rank), best first."""
+    """Hybrid search (vectors + BM25, fused; each result with its relevance), best first."""
 
     async def go(store, embedder):
         org = await _org_id(store, org_id)

@@ -141,7 +141,7 @@ def plan_file(conn, org_id: str, path: Path, text: str, chunk_size: int, agent_i
             "agent_ids": new_links, "vector": None,
         }
         plan.items.append(item)
-        if old is None or idx.indexed_text(dict(old)) != chunk:
+        if old is None or idx.indexed_text(dict(old)) != idx.indexed_text(item):
             plan.to_embed.append(item)
     plan.drop = [row["n"] for row in existing.values()]
     return plan

@@ -9,7 +9,8 @@ Every item ``n`` has, in index version ``v``:
 - ``knowledge_vectors_v<v>``: the float32 vector keyed by ``n``, for exact rescoring.
 
 plus its row in ``knowledge_fts``. The version changes only when ``reembed`` builds an index
-for a new embedding model; ``knowledge_meta`` names the model, dimension and version in use.
+for a new embedding model or text format; ``knowledge_meta`` names the model, dimension, version
+and text format in use.
 
 Two-stage search on large scopes: hamming distance over an org's bits (48 bytes an item at 384
 dimensions) picks ``CANDIDATES`` items, rescored exactly with their float vectors. The bits are
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import math
 import re
 import threading
 from dataclasses import dataclass
@@ -34,8 +36,17 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import error
+from .chunking import first_heading
 
-RRF_K = 60  # reciprocal rank fusion constant (Cormack et al.)
+# Fusion: cosine + weighted BM25 features, the weights chosen for the best MRR on the dev half of
+# scripts/eval/knowledge.py (--fit), which reports the test half beside vector-only search.
+# Relevance: a logistic function of that score (is this result the answer?) fitted there too.
+# (Reciprocal-rank fusion gave every result about the same score, answer or not.)
+KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature is 0.5
+FUSION = (0.0, 0.075)  # weights of the saturated and relative BM25 features (the cosine's is 1)
+CALIBRATION = (17.994, -10.018)  # relevance = sigmoid(a * score + b)
+KEYWORD_ONLY = (-8.629, 4.152, 5.266)  # bias, saturated BM25, relative BM25 (no query vector)
+RELEVANCE_THRESHOLD = 0.32  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
 EXACT_LIMIT = 4096  # scopes up to this many items are scanned exactly
 CANDIDATES = 768  # two-stage search: binary candidates rescored exactly (recall@5 ~0.97 at 100,000)
 CACHED_ORGS = 16  # orgs whose bits stay in memory
@@ -48,11 +59,17 @@ STOPWORDS = frozenset(
 )
 
 
+# What a vector stands for. "titled": the item's name (and the chunk's heading) then its text; an
+# index without the key ("plain": the text alone) is noticed and needs 'flowbox knowledge reembed'.
+TEXT_FORMAT = "titled"
+
+
 @dataclass(frozen=True)
 class IndexInfo:
     model: str
     dim: int
     version: int
+    text: str = TEXT_FORMAT
 
     def table(self, kind: str) -> str:
         return f"knowledge_{kind}_v{self.version}"
@@ -62,15 +79,27 @@ def info(conn) -> IndexInfo | None:
     meta = {row[0]: row[1] for row in conn.execute("SELECT key, value FROM knowledge_meta")}
     if "version" not in meta:
         return None
-    return IndexInfo(meta["model"], int(meta["dim"]), int(meta["version"]))
+    return IndexInfo(meta["model"], int(meta["dim"]), int(meta["version"]), meta.get("text", "plain"))
 
 
 def mismatch(current: IndexInfo, model: str):
+    if current.model == model and current.text != TEXT_FORMAT:
+        return error(
+            503, "Service temporarily unavailable",
+            "The knowledge index was built by an earlier flowbox, which embedded entries without their names; "
+            "run 'flowbox knowledge reembed'.",
+        )
     return error(
         503, "Service temporarily unavailable",
         f"The knowledge index was built with the embedding model {current.model!r}, but {model!r} is "
         "configured; run 'flowbox knowledge reembed'.",
     )
+
+
+def check(current: IndexInfo, model: str, dim: int | None = None) -> None:
+    """A 503 naming the fix unless ``current`` was built for ``model`` in this text format."""
+    if current.model != model or (dim is not None and current.dim != dim) or current.text != TEXT_FORMAT:
+        raise mismatch(current, model)
 
 
 def create_tables(conn, index: IndexInfo) -> None:
@@ -96,7 +125,7 @@ def drop_tables(conn, index: IndexInfo) -> None:
 def set_info(conn, index: IndexInfo) -> None:
     conn.executemany(
         "INSERT INTO knowledge_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-        [("model", index.model), ("dim", str(index.dim)), ("version", str(index.version))],
+        [("model", index.model), ("dim", str(index.dim)), ("version", str(index.version)), ("text", index.text)],
     )
 
 
@@ -107,14 +136,21 @@ def ensure(conn, model: str, dim: int) -> IndexInfo:
         current = IndexInfo(model, dim, 1)
         create_tables(conn, current)
         set_info(conn, current)
-    elif current.model != model or current.dim != dim:
-        raise mismatch(current, model)
+    else:
+        check(current, model, dim)
     return current
 
 
 def indexed_text(item: dict) -> str:
-    """What the vector stands for: the description when one is given, else the content."""
-    return item.get("description_to_index_on") or item["content"]
+    """What the vector stands for: the item's name and the text's heading (when the name does not
+    already hold it) in front of the description when one is given, else the content. A chunk
+    alone often never says what it is about ("Up to 10,000 rows per import."); its title does."""
+    text = item.get("description_to_index_on") or item["content"]
+    title = (item.get("name") or "").strip()
+    heading = first_heading(text)
+    if heading and heading.lower() not in title.lower() and not text.lstrip().startswith("#"):
+        title = f"{title}: {heading}" if title else heading
+    return f"{title}\n{text}" if title else text
 
 
 def text_hash(text: str) -> str:
@@ -273,25 +309,60 @@ def keyword_search(conn, org_id: str, agent_id: str | None, text: str, limit: in
     return [(n, -score) for n, score in rows]
 
 
-def fuse(*rankings: list[tuple[int, float]], k: int = RRF_K) -> list[tuple[int, float]]:
-    """Reciprocal rank fusion: each list adds 1 / (k + rank) for the items it ranks."""
-    scores: dict[int, float] = {}
-    for ranking in rankings:
-        for rank, (n, _) in enumerate(ranking, start=1):
-            scores[n] = scores.get(n, 0.0) + 1.0 / (k + rank)
-    return sorted(scores.items(), key=lambda item: -item[1])
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+
+
+def features(similarity: float, keyword: float, best_keyword: float) -> tuple[float, float, float]:
+    """What fusion and relevance see of one result: its cosine, its BM25 saturated (how well it
+    matches the words at all) and relative to the query's best BM25 (how it ranks among them)."""
+    return (similarity, keyword / (keyword + KEYWORD_HALF), keyword / best_keyword if best_keyword > 0 else 0.0)
+
+
+def fused(similarity: float, keyword: float, best_keyword: float) -> float:
+    """The hybrid ranking score."""
+    cos, sat, rel = features(similarity, keyword, best_keyword)
+    return cos + FUSION[0] * sat + FUSION[1] * rel
+
+
+def relevance(similarity: float | None, keyword: float, best_keyword: float) -> float:
+    """Calibrated probability that the result answers the query (fitted on the dev half of
+    ``scripts/eval/knowledge.py``); without a query vector (keyword mode), from BM25 alone."""
+    if similarity is None:
+        _, sat, rel = features(0.0, keyword, best_keyword)
+        b0, b1, b2 = KEYWORD_ONLY
+        return _sigmoid(b0 + b1 * sat + b2 * rel)
+    a, b = CALIBRATION
+    return _sigmoid(a * fused(similarity, keyword, best_keyword) + b)
 
 
 def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | None, text: str,
                   query: Sequence[float] | None, limit: int, mode: str = "hybrid") -> list[dict]:
-    """The top ``limit`` items as dicts with ``n``, ``score`` (fused), ``similarity`` (cosine),
-    best first. ``mode``: hybrid, vector or keyword."""
+    """The top ``limit`` items as dicts with ``n``, ``score`` (what the mode ranks by), ``similarity``
+    (cosine), ``keyword`` (BM25) and ``relevance`` (0 to 1), best first. ``mode``: hybrid (``fused``:
+    the cosine plus weighted BM25 features), vector (cosine) or keyword (BM25). Every mode's
+    candidates get both features, so ``relevance`` means the same in all."""
     depth = max(limit * 4, 20)
-    vector = vector_search(conn, index, org_id, agent_id, query, depth) if index and query is not None and mode != "keyword" else []
-    keyword = keyword_search(conn, org_id, agent_id, text, depth) if mode != "vector" else []
-    fused = fuse(vector, keyword)[:limit]
+    has_vector = index is not None and query is not None
+    vector = vector_search(conn, index, org_id, agent_id, query, depth) if has_vector and mode != "keyword" else []
+    keyword = dict(keyword_search(conn, org_id, agent_id, text, depth))
     similarity = dict(vector)
-    missing = [n for n, _ in fused if n not in similarity]
-    if missing and index and query is not None:
+    candidates = list(dict.fromkeys([*similarity, *(keyword if mode != "vector" else ())]))
+    missing = [n for n in candidates if n not in similarity]
+    if missing and has_vector:
         similarity.update(rescore(conn, index, missing, query))
-    return [{"n": n, "score": round(score, 6), "similarity": round(similarity.get(n, 0.0), 6)} for n, score in fused]
+    best = max(keyword.values(), default=0.0)
+    hits = []
+    for n in candidates:
+        cos = similarity.get(n) if has_vector else None
+        rel = relevance(cos, keyword.get(n, 0.0), best)
+        if mode == "vector":
+            score = cos or 0.0
+        elif mode == "keyword":
+            score = keyword.get(n, 0.0)
+        else:
+            score = fused(cos or 0.0, keyword.get(n, 0.0), best)
+        hits.append({"n": n, "score": round(score, 6), "similarity": round(cos or 0.0, 6),
+                     "keyword": round(keyword.get(n, 0.0), 6), "relevance": round(rel, 6)})
+    hits.sort(key=lambda h: (-h["score"], -h["similarity"], h["n"]))
+    return hits[:limit]

@@ -1,4 +1,4 @@
-"""Re-embedding every item, for a new embedding model (``flowbox knowledge reembed``).
+"""Re-embedding every item, for a new embedding model or text format (``flowbox knowledge reembed``).
 
 The new vectors go into a new index version beside the current one, in batches, while the
 server keeps answering from the current one; the switch is one transaction that first catches
@@ -26,7 +26,7 @@ def _begin(conn, embedder: Embedder) -> tuple[idx.IndexInfo | None, idx.IndexInf
 
 def _stale(conn, new: idx.IndexInfo, after: int | None, limit: int | None) -> list[dict[str, Any]]:
     """Items (ordered by n, after ``after``) whose vector in ``new`` is missing or for another text."""
-    sql = (f"SELECT i.n, i.org_id, i.content, i.description_to_index_on, v.hash FROM knowledge_items i "
+    sql = (f"SELECT i.n, i.org_id, i.name, i.content, i.description_to_index_on, v.hash FROM knowledge_items i "
            f"LEFT JOIN {new.table('vectors')} v ON v.n = i.n")
     args: list[Any] = []
     if after is not None:

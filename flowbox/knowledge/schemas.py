@@ -46,8 +46,9 @@ class SearchHit(TypedDict):
     name: str | None
     content: str
     source: str
-    score: float  # reciprocal-rank fused
+    score: float  # what the mode ranks by: hybrid, the fused score; vector, cosine; keyword, BM25
     similarity: float  # cosine to the query
+    relevance: float  # 0 to 1: how likely this result answers the query; below index.RELEVANCE_THRESHOLD, nothing relevant
 
 
 class SearchResults(TypedDict):

@@ -350,13 +350,14 @@ async def list_items(store: Store, org_id: str, *, agent_id: str | None = None, 
 async def search(store: Store, embedder: Embedder | None, org_id: str, query: str, *, agent_id: str | None = None,
                  limit: int = 5, mode: str = "hybrid") -> list[dict[str, Any]]:
     """The org's items (or those linked to ``agent_id``) best matching ``query``, best first,
-    each with ``score`` (reciprocal-rank fused) and ``similarity`` (cosine to the query)."""
+    each with ``score`` (what ``mode`` ranks by), ``similarity`` (cosine to the query) and
+    ``relevance`` (0 to 1; below ``index.RELEVANCE_THRESHOLD``: nothing relevant)."""
     vector = (await embedder.embed([query]))[0] if embedder is not None and mode != "keyword" else None
 
     def read(conn):
         index = idx.info(conn)
-        if index is not None and embedder is not None and index.model != embedder.name:
-            raise idx.mismatch(index, embedder.name)
+        if index is not None and embedder is not None:
+            idx.check(index, embedder.name)
         hits = idx.hybrid_search(conn, index, org_id, agent_id, query, vector, limit, mode)
         if not hits:
             return []
@@ -365,7 +366,8 @@ async def search(store: Store, embedder: Embedder | None, org_id: str, query: st
         )}
         return [
             {"id": rows[h["n"]]["id"], "name": rows[h["n"]]["name"], "content": rows[h["n"]]["content"],
-             "source": rows[h["n"]]["source"], "score": h["score"], "similarity": h["similarity"]}
+             "source": rows[h["n"]]["source"], "score": h["score"], "similarity": h["similarity"],
+             "relevance": h["relevance"]}
             for h in hits if h["n"] in rows
         ]
 
