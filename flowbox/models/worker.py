@@ -20,6 +20,7 @@ import contextlib
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import traceback
@@ -127,6 +128,11 @@ class ModelWorker:
             if self._conn is not None:
                 return
             self._closing = False
+            # llama.cpp's CPU threads wait for each other through OpenMP, which spins by default:
+            # with the server, another model or anything else on the same cores, spinning threads
+            # steal the time slices of the ones they wait for, and a reply that takes a second on
+            # an idle machine took minutes. Passive waiting sleeps instead (the child inherits it).
+            os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
             context = multiprocessing.get_context("spawn")  # no fork: the server has threads and an event loop
             conn, child_conn = context.Pipe()
             proc = context.Process(target=_serve, args=(child_conn, self.factory, self.options),

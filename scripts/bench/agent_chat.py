@@ -26,6 +26,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+# The direct side waits for its threads as flowbox's model workers do (models/worker.py), so (a)
+# compares the API layer, not two OpenMP wait policies. Set before llama.cpp is loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from flowbox.models.files import ensure_model  # noqa: E402
 
