@@ -98,7 +98,9 @@ class Server:
             self._thread.join(timeout=30)
 
 
-def start_server(tmp_path: Path, preload_model: bool = True, **overrides) -> Server:
+def start_server(tmp_path: Path, preload_model: bool = False, **overrides) -> Server:
+    """``preload_model=False``: the model's worker starts on the first chat, as in a server whose
+    first request is a chat; most tests never chat, and starting a worker costs a second of CPU."""
     port = free_port()
     overrides.setdefault("rate_limit_per_minute", 0)  # tests that test limits turn them on
     cfg = config_mod.load(None).replace(host="127.0.0.1", port=port, **overrides)

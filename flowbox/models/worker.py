@@ -16,6 +16,7 @@ while a call runs.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import itertools
 import logging
@@ -29,6 +30,13 @@ from typing import Any, Callable
 from ..errors import ModelError
 
 log = logging.getLogger("flowbox.models")
+_exiting = False  # the process is exiting: multiprocessing then stops the workers, which is no crash
+
+
+@atexit.register  # runs before multiprocessing's own exit handler, registered earlier
+def _note_exit() -> None:
+    global _exiting
+    _exiting = True
 
 
 class ModelCrashed(ModelError):
@@ -168,7 +176,7 @@ class ModelWorker:
                 self._proc = self._conn = None
             lost = [call for call in list(self._pending.values()) if call.conn is conn]
         conn.close()
-        if not self._closing:
+        if not (self._closing or _exiting):
             self.crashes += 1
             log.error("the %s model's worker stopped (exit code %s); %d call(s) in flight failed, it restarts on the next call",
                       self.name, proc.exitcode, len(lost))
