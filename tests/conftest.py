@@ -142,6 +142,16 @@ def server(tmp_path):
 
 
 @pytest.fixture
+def receiver():
+    """A real HTTP receiver on 127.0.0.1 for webhooks and callbacks (see receiver.py)."""
+    from receiver import Receiver
+
+    rec = Receiver()
+    yield rec
+    rec.stop()
+
+
+@pytest.fixture
 def make_server(tmp_path):
     """A factory for tests that need config overrides or several servers."""
     started: list[Server] = []

@@ -5,19 +5,10 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-from receiver import Receiver
 
 from conftest import create_agent
 from flowbox import callbacks, outbox
 from flowbox.ids import iso
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.stop()
 
 
 def test_async_chat_posts_its_result_to_the_callback(make_server, receiver):

@@ -81,13 +81,6 @@ class Bot:
 
 
 @pytest.fixture
-def receiver():
-    rec = Receiver()
-    yield rec
-    rec.stop()
-
-
-@pytest.fixture
 def bot(make_server, receiver):
     server = make_server(preload_model=False, allow_private_outbound=True, outbox_retry_base_ms=100, outbox_poll_ms=100)
     return Bot(server, receiver)

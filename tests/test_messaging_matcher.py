@@ -99,13 +99,6 @@ class Shop:
 
 
 @pytest.fixture
-def receiver():
-    rec = Receiver()
-    yield rec
-    rec.stop()
-
-
-@pytest.fixture
 def shop(make_server, receiver):
     return Shop(make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50), receiver)
 
