@@ -432,6 +432,11 @@ async def _start_attempt(services: Services, run_id: str) -> dict | None:
     return dict(row) if row is not None else None
 
 
+def _stopped_too_often(run: dict) -> ApiError:
+    return wrapped_error(503, run["agent_id"], "Service temporarily unavailable",
+                         f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again")
+
+
 async def _fail_run(services: Services, run_id: str, exc: ApiError) -> dict:
     body = exc.body if isinstance(exc.body, dict) and "statusCode" in exc.body else {"statusCode": exc.status, "body": exc.body}
     async with services.store.write() as tx:
@@ -445,9 +450,7 @@ async def _fail_run(services: Services, run_id: str, exc: ApiError) -> dict:
 async def run_async(services: Services, run_id: str) -> None:
     while (run := await _start_attempt(services, run_id)) is not None:
         if run["attempts"] > MAX_RUN_ATTEMPTS:  # it was running when the server stopped, each time
-            body = await _fail_run(services, run_id, wrapped_error(
-                503, run["agent_id"], "Service temporarily unavailable",
-                f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again"))
+            body = await _fail_run(services, run_id, _stopped_too_often(run))
             break
         request = json.loads(run["request"])
         principal = Principal(org_id=run["org_id"], key_id="")
@@ -467,8 +470,7 @@ async def run_async(services: Services, run_id: str) -> None:
             if isinstance(exc.__cause__, ModelCrashed) and run["attempts"] < MAX_RUN_ATTEMPTS:
                 continue  # the model's worker restarts: one more try
             if isinstance(exc.__cause__, ModelCrashed):
-                exc = wrapped_error(503, run["agent_id"], "Service temporarily unavailable",
-                                    f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again")
+                exc = _stopped_too_often(run)
             body = await _fail_run(services, run_id, exc)
             break
     else:
