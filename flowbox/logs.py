@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import re
 
-REDACTED = "[redacted]"
+from .chats.auth import TOKEN_PREFIX as ACCESS_TOKEN_PREFIX
+from .messaging.projects import TOKEN_PREFIX as PROJECT_TOKEN_PREFIX
+from .orgs import KEY_PREFIX
+from .redact import REDACTED
 
+_PREFIXES = "|".join(re.escape(p) for p in (KEY_PREFIX, ACCESS_TOKEN_PREFIX, PROJECT_TOKEN_PREFIX))
 _SECRETS = re.compile(
     r"(?P<socket>/ws/)[^\s\"'?/]+(?:\?[^\s\"']*)?"  # a messaging socket URL's token (and its query)
     r"|(?P<path>/[^\s\"'?]*)\?[^\s\"']+"         # a path's query string (access_token=, after=, ...)
-    r"|\b(?:fbx|fbt|fbm)_[A-Za-z0-9_-]{8,}"      # an API key, an OAuth access token, a project token
+    rf"|\b(?:{_PREFIXES})[A-Za-z0-9_-]{{8,}}"      # an API key, an OAuth access token, a project token
 )
 
 # The loggers that write URLs: uvicorn's (its WebSocket handshake lines are uvicorn.error's, and the

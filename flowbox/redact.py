@@ -6,6 +6,8 @@ remote-model keys) are shown masked, and scrubbed from text that came from elsew
 
 from __future__ import annotations
 
+REDACTED = "[redacted]"
+
 
 def mask(secret: str | None) -> str | None:
     """``****`` and the last four characters (enough to tell two secrets apart), none of a short one."""
@@ -18,5 +20,5 @@ def scrub(text: str, *secrets: str) -> str:
     """``text`` with every occurrence of each secret replaced (upstream servers may echo a credential)."""
     for secret in secrets:
         if secret:
-            text = text.replace(secret, "[redacted]")
+            text = text.replace(secret, REDACTED)
     return text
