@@ -26,7 +26,7 @@ from .services import SHUTDOWN_HOOKS, STARTUP_HOOKS, Services
 log = logging.getLogger("flowbox")
 
 # Each module has ROUTES (a list of Litestar handlers) and may register startup hooks on import.
-ROUTE_MODULES = ["flowbox.agents.api", "flowbox.chats.api", "flowbox.usage_api", "flowbox.callbacks", "flowbox.whatsapp.api", "flowbox.admin.api", "flowbox.messaging.api", "flowbox.knowledge.api", "flowbox.openai_compat.api"]
+ROUTE_MODULES = ["flowbox.agents.api", "flowbox.chats.api", "flowbox.agents.usage_api", "flowbox.agents.callbacks", "flowbox.whatsapp.api", "flowbox.admin.api", "flowbox.messaging.api", "flowbox.knowledge.api", "flowbox.openai_compat.api"]
 
 
 @get("/healthz", summary="Liveness check (no authentication)", include_in_schema=False)

@@ -28,7 +28,7 @@ Row = sqlite3.Row
 IntegrityError = sqlite3.IntegrityError
 
 # Modules that define a ``migrations`` set (sqlite_utils.migrations.Migrations), applied in order.
-MIGRATION_MODULES = ["flowbox.migrations", "flowbox.chats.migrations", "flowbox.outbox", "flowbox.callbacks", "flowbox.whatsapp.migrations", "flowbox.messaging.migrations", "flowbox.knowledge.migrations"]
+MIGRATION_MODULES = ["flowbox.migrations", "flowbox.chats.migrations", "flowbox.outbox", "flowbox.agents.callbacks", "flowbox.whatsapp.migrations", "flowbox.messaging.migrations", "flowbox.knowledge.migrations"]
 
 
 def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:

@@ -10,7 +10,7 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath
 
 from ..apidoc import body_doc, doc
-from ..callbacks import check_callback_url
+from .callbacks import check_callback_url
 from ..errors import ApiError, error
 from ..http import INVALID_KEY, json_body, require_key, services_of
 from ..orgs import Principal

@@ -9,7 +9,7 @@ import click
 from .. import __version__
 
 # Modules with a ``register(cli)`` function adding their commands.
-CLI_MODULES = ["flowbox.cli.serve", "flowbox.cli.keys", "flowbox.cli.agents", "flowbox.cli.models", "flowbox.cli.backup", "flowbox.chats.cli", "flowbox.cli.credits", "flowbox.cli.outbox", "flowbox.whatsapp.cli", "flowbox.cli.selfcheck", "flowbox.messaging.cli", "flowbox.knowledge.cli"]
+CLI_MODULES = ["flowbox.cli.serve", "flowbox.cli.keys", "flowbox.agents.cli", "flowbox.cli.models", "flowbox.cli.backup", "flowbox.chats.cli", "flowbox.cli.credits", "flowbox.cli.outbox", "flowbox.whatsapp.cli", "flowbox.cli.selfcheck", "flowbox.messaging.cli", "flowbox.knowledge.cli"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

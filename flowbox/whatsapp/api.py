@@ -10,7 +10,7 @@ from litestar.params import FromPath
 from ..apidoc import body_doc, doc, query
 from ..errors import ApiError, error
 from ..http import json_body, require_key, services_of
-from ..usage_api import owned_agent, require_agent_id
+from ..agents.usage_api import owned_agent, require_agent_id
 from . import cloud
 from . import store as wa_store
 from .schemas import CONNECTION_BODY, SEND_BODY, Connection, Connections, Deleted, TemplateSent, WhatsAppError

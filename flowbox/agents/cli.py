@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import click
 
-from ..agents import store as agents_store
+from ..cli.common import config_options, json_option, org_option, output, with_store
+from ..cli.keys import _org_id
 from ..models import ModelRegistry
-from .common import config_options, json_option, org_option, output, with_store
-from .keys import _org_id
+from . import store as agents_store
 
 COLUMNS = ["id", "name", "model", "tools", "temperature", "max_tokens"]
 

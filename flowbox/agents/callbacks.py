@@ -15,13 +15,13 @@ import time
 
 from sqlite_utils.migrations import Migrations
 
-from . import netguard, outbox
-from .agents.chat import RUN_FINISHED_HOOKS
-from .config import Config
-from .db import Tx
-from .errors import error
-from .ids import iso
-from .services import STARTUP_HOOKS, Services
+from .. import netguard, outbox
+from ..config import Config
+from ..db import Tx
+from ..errors import error
+from ..ids import iso
+from ..services import STARTUP_HOOKS, Services
+from .chat import RUN_FINISHED_HOOKS
 
 log = logging.getLogger("flowbox.callbacks")
 

@@ -10,15 +10,15 @@ from typing import Any
 from litestar import Request, get
 from litestar.params import FromPath
 
-from .agents import store as agents_store
-from .agents.schemas import Usage
-from .apidoc import doc, query
-from .errors import error
-from .http import require_key, services_of
-from .ids import now
-from .orgs import Principal
-from .services import Services
-from .usage import daily_credits, number
+from ..apidoc import doc, query
+from ..errors import error
+from ..http import require_key, services_of
+from ..ids import now
+from ..orgs import Principal
+from ..services import Services
+from ..usage import daily_credits, number
+from . import store as agents_store
+from .schemas import Usage
 
 TRACKING_STARTS = dt.date(2025, 5, 28)  # the document: no usage is counted before this day
 NOTE = "Endpoint active from 28 May 2025 onwards"
