@@ -23,9 +23,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MODELS_DIR, free_port
 
 from flowbox.db import connect, migrate
+from tests.helpers import MODELS_DIR, free_port
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
-from conftest import ServeProcess
 
+from tests.helpers import ServeProcess
 
 # Generous: a busy CI machine may take minutes for what takes seconds here. Every wait polls for the
 # state it needs and ends as soon as that state is there.
@@ -208,7 +208,7 @@ def test_kill9_during_knowledge_ingest_leaves_no_entry_without_vectors(tmp_path)
 
 def test_kill9_during_flow_imports_leaves_a_whole_flow(tmp_path):
     data_dir = tmp_path / "data"
-    flow = json.loads((Path(__file__).parent / "messaging_flow.json").read_text())
+    flow = json.loads((Path(__file__).parent / "messaging" / "messaging_flow.json").read_text())
     project = json.loads(subprocess.run(
         [sys.executable, "-m", "flowbox", "projects", "create", "crash", "--json", "--data-dir", str(data_dir)],
         capture_output=True, text=True, check=True).stdout)

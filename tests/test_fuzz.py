@@ -22,11 +22,10 @@ import random
 import time
 
 import httpx
-import schemathesis
-from schemathesis import GenerationMode
 import hypothesis
+import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
-
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -35,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import create_agent
+from tests.helpers import create_agent
 
 EXAMPLES = 12  # per operation: bounded so the test fits in CI
 NEGATIVE_EXAMPLES = 8  # more per operation with a documented body, all invalid

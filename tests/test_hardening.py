@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-import ssl
 import sqlite3
+import ssl
 import subprocess
 import sys
 import threading
@@ -14,9 +14,9 @@ import time
 
 import httpx
 import pytest
-from conftest import ServeProcess, create_agent, free_port, self_signed_cert
 
 from flowbox.middleware import TokenBuckets
+from tests.helpers import ServeProcess, create_agent, free_port, self_signed_cert
 
 
 def test_token_buckets_refill():

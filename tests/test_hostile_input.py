@@ -19,10 +19,10 @@ import time
 import urllib.parse
 
 import httpx
-import pytest
-from conftest import create_agent
 
 from flowbox.middleware import body_deadline
+from flowbox.surfaces import rendered
+from tests.helpers import create_agent
 
 # Operations that start a model turn when a body is valid: they get only bodies that are invalid as
 # JSON (strings that would be valid text are not sent there; the model's own robustness is tested apart).
@@ -298,7 +298,7 @@ def test_body_deadline_grows_with_what_arrives():
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-        await body_deadline(0.5, rate)(app)({"type": "http"}, receive, send)
+        await body_deadline(0.5, rate, rendered)(app)({"type": "http"}, receive, send)
         return sent
 
     assert asyncio.run(run(rate=200))[0]["status"] == 200  # 0.5 s plus half a second per 100 bytes: in time

@@ -10,7 +10,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from conftest import ServeProcess
+from tests.helpers import ServeProcess
 
 
 def read_until_closed(url: str) -> int:

@@ -9,9 +9,9 @@ import ipaddress
 import socket
 
 import pytest
-from receiver import Receiver
 
 from flowbox import netguard
+from tests.helpers import Receiver
 
 ALWAYS_REFUSED = [
     "http://169.254.169.254/latest/meta-data/",      # AWS/GCP/Azure metadata

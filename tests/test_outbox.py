@@ -16,12 +16,11 @@ import time
 import httpx
 import pytest
 from click.testing import CliRunner
-from receiver import Receiver
 
-from conftest import free_port
 from flowbox import orgs, outbox
 from flowbox.cli.main import cli
 from flowbox.db import Store
+from tests.helpers import Receiver, free_port
 
 FAST = dict(preload_model=False, allow_private_outbound=True, outbox_retry_base_ms=100, outbox_poll_ms=100)
 

@@ -8,8 +8,7 @@ import json
 import logging
 import time
 
-from conftest import create_agent
-from receiver import Receiver
+from tests.helpers import Receiver, create_agent
 
 REMOTE_KEY = "sk-remote-" + "7" * 24
 VERIFY_TOKEN = "whsec-" + "5" * 24

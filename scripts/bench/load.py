@@ -144,7 +144,7 @@ def main() -> None:
 
         # a messaging project with a small flow, knowledge for an agent
         project = cli(env, "projects", "create", "load", "--json")
-        flow_file = ROOT / "tests" / "messaging_flow.json"
+        flow_file = ROOT / "tests" / "messaging" / "messaging_flow.json"
         cli(env, "flows", "import", str(flow_file), "--project", project["projectId"], "--json")
         agent = httpx.post(f"{base}/api/public/agent", headers=auth, json={"name": "kb"}).json()
         for i in range(50):

@@ -2,7 +2,7 @@
 message.send -> message.received latency with 100 sockets active.
 
 Runs ``flowbox serve`` as its own process (temp data dir, the shop flow of
-tests/messaging_flow.json) so its memory is measured alone, then from this process:
+tests/messaging/messaging_flow.json) so its memory is measured alone, then from this process:
   * opens --sockets websockets offering permessage-deflate (as browsers do), then --sockets more
     without it (as the node SDK's websocket package), each following its own thread as a chat widget
     does; checks every one answers a ping, and reads the server's RSS before and after each batch:
@@ -35,7 +35,7 @@ import httpx
 from websockets.asyncio.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOW = ROOT / "tests" / "messaging_flow.json"
+FLOW = ROOT / "tests" / "messaging" / "messaging_flow.json"
 SCRIPT = ["Hello", "I want to give feedback", "yes"]  # exact examples: greet, feedback, feedback-yes
 
 

@@ -1,0 +1,135 @@
+"""Retrieval quality on a real server with real MiniLM embeddings: the calibrated ``relevance`` of
+search results, the item's name and heading embedded with its text, an index built by an earlier
+flowbox noticed and rebuilt, and agents told when nothing relevant is linked."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowbox.agents.tools import ToolContext, tools_for_agent
+from flowbox.embeddings import get_embedder
+from flowbox.knowledge import agent_tools
+from flowbox.knowledge import index as idx
+from flowbox.knowledge.reembed import reembed
+from tests.helpers import KNOWLEDGE_URL as URL
+from tests.helpers import add_knowledge, knowledge_org
+
+CORPUS = {
+    "Refund policy": "Yearly plans can be refunded in full within 30 days of purchase or renewal if you contact "
+                     "support; after that, no refunds are given for the unused period. Monthly plans are not "
+                     "refunded for partial months.",
+    "Two-factor authentication": "Turn on two-factor authentication under Profile > Security. Scan the QR code "
+                                 "with an authenticator app and enter the six-digit code. Keep the backup codes.",
+    "Mobile apps": "There are apps for iPhone and iPad (iOS 16 or later) and Android (8.0 or later). Recently "
+                   "opened tasks are available offline.",
+    "Bulky waste collection": "Book a pickup online for up to six large items such as sofas, mattresses and "
+                              "fridges. The fee is $35 for up to three items.",
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(srv):
+    """In a fresh org: an agent linked to the corpus, the items' ids by name, a client."""
+    org_id, client, agent = knowledge_org(srv, name="support")
+    ids = {name: add_knowledge(client, [agent["id"]], content, name=name)["id"] for name, content in CORPUS.items()}
+    return org_id, client, agent, ids
+
+
+def search(client, q: str, **params) -> list[dict]:
+    response = client.get(f"{URL}/search", params={"q": q, **params})
+    assert response.status_code == 200, response.text
+    return response.json()["results"]
+
+
+def test_every_result_has_a_relevance_between_0_and_1(corpus):
+    _, client, _, _ = corpus
+    for mode in ("hybrid", "vector", "keyword"):
+        results = search(client, "refund of a yearly plan", mode=mode, limit=10)
+        assert results, mode
+        assert all(0.0 <= r["relevance"] <= 1.0 for r in results), results
+        assert all({"score", "similarity", "relevance"} <= set(r) for r in results)
+    hybrid = search(client, "refund of a yearly plan", limit=10)
+    # the default ranking is by relevance
+    assert [r["relevance"] for r in hybrid] == sorted((r["relevance"] for r in hybrid), reverse=True)
+
+
+def test_paraphrase_is_relevant_and_unrelated_question_is_not(corpus):
+    _, client, _, ids = corpus
+    for question, name in (("is a refund possible if I cancel my yearly plan", "Refund policy"),
+                           ("how much does it cost to have an old sofa taken away", "Bulky waste collection")):
+        answer = search(client, question)
+        assert answer[0]["id"] == ids[name]
+        assert answer[0]["relevance"] >= idx.RELEVANCE_THRESHOLD, answer[0]
+    assert search(client, "I lost my phone with the login codes app")[0]["id"] == ids["Two-factor authentication"]
+    for unrelated in ("what is the boiling point of mercury", "who painted the sistine chapel ceiling"):
+        top = search(client, unrelated)
+        assert top and top[0]["relevance"] < idx.RELEVANCE_THRESHOLD, (unrelated, top[0])
+
+
+def test_the_name_is_embedded_with_the_content(srv):
+    """Two items with the same content, told apart only by their names, even by vectors alone."""
+    _, client, agent = knowledge_org(srv)
+    text = "Bring two recent photos and the old document to the front desk; it takes about three weeks."
+    passport = add_knowledge(client, [agent["id"]], text, name="Renewing a passport")["id"]
+    licence = add_knowledge(client, [agent["id"]], text, name="Renewing a driving licence")["id"]
+    for question, expected in (("how do I renew my passport", passport), ("my driving licence expires, what now", licence)):
+        results = search(client, question, mode="vector")
+        assert results[0]["id"] == expected, (question, results)
+        assert results[0]["similarity"] > results[1]["similarity"]
+    # a new name is a new vector
+    client.patch(f"{URL}/{licence}", json={"name": "Renewing an identity card"})
+    assert search(client, "renew my identity card", mode="vector")[0]["id"] == licence
+
+
+def test_indexed_text_puts_the_name_and_heading_first():
+    assert idx.indexed_text({"name": "Passport", "content": "Bring photos.\n\n## Fees\nIt costs $80."}) == \
+        "Passport: Fees\nBring photos.\n\n## Fees\nIt costs $80."
+    # a heading already opening the text, or already in the name, is not repeated
+    assert idx.indexed_text({"name": "guide.md: Fees", "content": "## Fees\nIt costs $80."}) == "guide.md: Fees\n## Fees\nIt costs $80."
+    assert idx.indexed_text({"name": None, "content": "It costs $80."}) == "It costs $80."
+    assert idx.indexed_text({"name": "Fees", "content": "x", "description_to_index_on": "prices"}) == "Fees\nprices"
+
+
+def test_the_agent_is_told_when_nothing_relevant_is_linked(srv, corpus):
+    org_id, _, agent, ids = corpus
+    ctx = ToolContext(srv.services.store, org_id, agent["id"], srv.services)
+
+    async def run(query: str):
+        tools = {t.name: t for t in await tools_for_agent(ctx, {**agent, "tools": []})}
+        tool = await tools[agent_tools.TOOL_NAME].run({"query": query}, ctx)
+        context = await agent_tools.retrieved_context(ctx, agent, query)
+        return tool, context
+
+    tool, context = srv.call(run("what is the boiling point of mercury"))
+    assert tool["results"] == [] and tool["message"] == agent_tools.NOTHING_RELEVANT == \
+        "No relevant entry was found in the knowledge base."
+    assert [(name, result) for name, _, result in context] == [(agent_tools.TOOL_NAME, tool)]
+
+    tool, context = srv.call(run("how much does it cost to have an old sofa taken away"))
+    assert tool["results"][0]["id"] == ids["Bulky waste collection"] and "message" not in tool
+    assert all(r["relevance"] >= idx.RELEVANCE_THRESHOLD for r in tool["results"])
+    assert context[0][2]["results"][0]["id"] == ids["Bulky waste collection"]
+    # a greeting is no question for the knowledge base
+    assert srv.call(agent_tools.retrieved_context(ctx, agent, "hi")) == []
+
+
+def test_an_index_of_an_earlier_flowbox_is_noticed_and_reembedded(srv, corpus):
+    """An index without the text format (names not embedded) answers 503 naming the command, until
+    'flowbox knowledge reembed' rebuilds it."""
+    _, client, _, ids = corpus
+
+    def forget_format(conn):
+        conn.execute("DELETE FROM knowledge_meta WHERE key = 'text'")
+
+    async def go():
+        async with srv.services.store.write() as tx:
+            await tx.run(forget_format)
+
+    srv.call(go())
+    response = client.get(f"{URL}/search", params={"q": "refund of a yearly plan"})
+    assert response.status_code == 503, response.text
+    assert "run 'flowbox knowledge reembed'" in response.json()["message"]
+    embedder = srv.call(get_embedder(srv.services))
+    result = srv.call(reembed(srv.services.store, embedder), timeout=600)
+    assert result["embedded"] == result["items"] >= len(CORPUS)
+    assert search(client, "refund of a yearly plan")[0]["id"] == ids["Refund policy"]

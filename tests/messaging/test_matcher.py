@@ -1,0 +1,179 @@
+"""The learned intent matcher end to end: a real server and a bike-shop flow driven over REST v1,
+what each message matched read from the real webhook (``message.delivered`` carries the matched
+step) and from the history; the model itself read from the SQLite file."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from flowbox.messaging import conversation, projects
+from tests.helpers import Receiver
+
+
+def intent(step_id: str, examples: list[str], text: str, contexts: tuple[str, ...] = ()) -> dict:
+    return {"stepId": step_id, "title": step_id, "type": "INTENT", "contexts": list(contexts),
+            "intent": {"title": step_id, "examples": examples}, "actions": [{"type": "TEXT", "payload": {"texts": [text]}}]}
+
+
+FLOW = {"flowId": "bikes", "title": "Bike shop", "steps": [
+    intent("greeting", ["hello", "hi there", "good morning", "hey", "good evening"], "Hi! Repairs, rentals or returns?"),
+    intent("goodbye", ["bye", "goodbye", "see you later", "have a nice day", "that's all, bye"], "Bye!"),
+    intent("thanks", ["thank you", "thanks", "thanks for your help", "great, thanks", "that helped, thank you"], "You're welcome."),
+    intent("repair", ["my bike needs a repair", "I have a flat tyre", "fix my brakes", "the chain keeps falling off",
+                      "can you service my bicycle"], "Bring it in, we fix it the same day."),
+    intent("rent", ["I want to rent a bike", "do you have bikes for hire", "rent two bicycles", "how much is a rental",
+                    "can I book an e-bike"], "Happy to rent you bikes."),
+    {"stepId": "bikes", "title": "How many", "type": "SLOT", "contexts": ["rent"],
+     "slot": {"validation": "REQUIRED", "entityId": "system.number", "label": "bikes"},
+     "actions": [{"type": "TEXT", "payload": {"texts": ["How many bikes?"]}}]},
+    {"stepId": "bikes-done", "title": "Booked", "type": "ANYTHING", "contexts": ["bikes"],
+     "actions": [{"type": "TEXT", "payload": {"texts": ["Booked {{bikes}} bikes."]}}]},
+    intent("hours", ["when are you open", "what are your opening hours", "are you open on sunday", "what time do you close",
+                     "are you open today"], "9 to 6, every day."),
+    intent("return", ["I want to return my bike", "can I bring back a bike I bought", "return a purchase",
+                      "I'd like a refund for my bike", "exchange my bicycle"], "Do you still have the receipt?"),
+    intent("return-yes", ["yes", "yes I do", "I have it", "sure"], "Then bring it in.", contexts=("return",)),
+    intent("return-no", ["no", "I lost it", "no receipt", "not anymore"], "We can look it up by card.", contexts=("return",)),
+    intent("human", ["I want to talk to a human", "connect me with an employee", "can I speak to someone",
+                     "real person please", "call me back"], "A colleague will answer."),
+    {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN",
+     "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry, I can help with repairs, rentals and returns."]}}]},
+]}
+
+
+class Shop:
+    """The bike shop as a project; ``say`` answers (matched stepId, reply texts) from the webhook."""
+
+    def __init__(self, server, receiver: Receiver):
+        self.server, self.receiver = server, receiver
+        project, token = server.call(projects.create_project(server.services.store, server.org_id, "bikes",
+                                                             {"webhookUrl": receiver.url("/hook")}))
+        self.project_id = project["id"]
+        self.rest = server.client(f"Bearer {token}")
+        response = self.rest.post(f"/v1/projects/{self.project_id}/flows", json=FLOW)
+        assert response.status_code == 201, response.text
+
+    def events(self, kind: str, thread: str) -> list[dict]:
+        out, seen = [], set()
+        for record in list(self.receiver.requests):
+            body = json.loads(record["body"])
+            delivery = record["headers"].get("x-flowbox-delivery")
+            if body["type"] == kind and body["payload"].get("threadId") == thread and delivery not in seen:
+                seen.add(delivery)
+                out.append(body["payload"])
+        return out
+
+    def wait(self, kind: str, thread: str, count: int, timeout: float = 60) -> list[dict]:
+        deadline = time.time() + timeout
+        while len(found := self.events(kind, thread)) < count:
+            assert time.time() < deadline, f"expected {count} {kind} for {thread}, got {found}"
+            time.sleep(0.02)
+        return found
+
+    def say(self, thread: str, speech: str) -> tuple[str | None, list[str]]:
+        before = len(self.events("message.delivered", thread))
+        response = self.rest.post(f"/rest/v1/messages/{thread}", json={"payload": {"type": "text", "speech": speech}})
+        assert response.status_code == 200, response.text
+        delivered = self.wait("message.delivered", thread, before + 1)[before]
+        replies = self.wait("message.reply", thread, before + 1)  # every message here gets an answer
+        texts = [r["payload"]["text"] for m in replies[before]["messages"] for r in m["responses"]]
+        return (delivered.get("step") or {}).get("stepId"), texts
+
+    def project(self) -> dict:
+        return self.server.call(projects.get_project(self.server.services.store, self.project_id))
+
+    def ready(self) -> None:
+        """Waits until the project's intent model is trained (in the background)."""
+        deadline = time.time() + 120
+        while not self.server.call(conversation.intents_ready(self.server.services, self.project())):
+            assert time.time() < deadline, "the intent model was not trained in time"
+            time.sleep(0.05)
+
+    def stored_model(self) -> dict | None:
+        row = self.server.call(self.server.services.store.fetchone(
+            "SELECT data_hash, model, created_at FROM msg_intent_models WHERE project_id = ?", [self.project_id]))
+        return dict(row) if row else None
+
+
+@pytest.fixture
+def shop(make_server, receiver):
+    return Shop(make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50), receiver)
+
+
+def test_typos_shorthand_and_out_of_scope(shop):
+    shop.ready()
+    # typos and chat shorthand reach their intent; the plain cosine match left "helo" unmatched
+    for n, (text, want) in enumerate([("helo", "greeting"), ("opning hours", "hours"), ("thx", "thanks"),
+                                      ("cya", "goodbye"), ("brakes broken", "repair"), ("my bike has a flat tire", "repair")]):
+        step, _ = shop.say(f"typo-{n}", text)
+        assert step == want, (text, step)
+    # messages the flow does not cover go to UNKNOWN, whatever they share with the examples
+    for n, text in enumerate(["who wrote hamlet", "what is the capital of peru", "how do I bake bread", "purple monkey dishwasher"]):
+        assert shop.say(f"oos-{n}", text) == ("unknown", ["Sorry, I can help with repairs, rentals and returns."]), text
+    # a learned match reports its confidence below 1.0, which only an exact example gets
+    shop.say("conf", "helo")
+    reply = shop.wait("message.reply", "conf", 1)[0]["messages"][0]
+    assert reply["step"]["stepId"] == "greeting" and 0.5 <= reply["intents"][0]["confidence"] < 1
+    shop.say("exact", "hello")
+    assert shop.wait("message.reply", "exact", 1)[0]["messages"][0]["intents"][0]["confidence"] == 1.0
+    # intentThreshold is the least confidence that matches: near 1, only exact examples still do
+    assert shop.rest.patch(f"/v1/projects/{shop.project_id}", json={"intentThreshold": 0.99995}).status_code == 200
+    assert shop.say("strict", "helo")[0] == "unknown"
+    assert shop.say("strict", "hello")[0] == "greeting"
+
+
+def test_a_steps_children_are_tried_first(shop):
+    shop.ready()
+    # "nah" answers the receipt question; the same word without the question matches nothing
+    assert shop.say("r1", "I want to return my bike") == ("return", ["Do you still have the receipt?"])
+    assert shop.say("r1", "nah") == ("return-no", ["We can look it up by card."])
+    assert shop.say("r2", "I want to return my bike")[0] == "return"
+    assert shop.say("r2", "nope, lost it")[0] == "return-no"
+    assert shop.say("r3", "I want to return my bike")[0] == "return"
+    assert shop.say("r3", "yeah I have it")[0] == "return-yes"
+    assert shop.say("r4", "nah")[0] == "unknown"
+    # a top-level intent that is more likely than any child still wins inside the context
+    assert shop.say("r5", "I want to return my bike")[0] == "return"
+    assert shop.say("r5", "when do you close today") == ("hours", ["9 to 6, every day."])
+
+
+def test_slot_answers_report_their_step(shop):
+    shop.ready()
+    assert shop.say("s", "I want to rent a bike") == ("rent", ["Happy to rent you bikes.", "How many bikes?"])
+    assert shop.say("s", "lots of them") == ("bikes", ["How many bikes?"])  # not a number: asked again
+    assert shop.say("s", "3 please") == ("bikes", ["Booked 3 bikes."])
+    history = shop.rest.get("/rest/v1/messages/s", params={"sync": "true"}).json()["result"]["history"]
+    users = [m for group in history if group["originator"]["role"] == "user" for m in group["messages"]]
+    bots = [m for group in history if group["originator"]["role"] == "bot" for m in group["messages"]]
+    assert [(m["fallback"], m["step"]["stepId"], m["step"]["type"]) for m in users] == [
+        ("I want to rent a bike", "rent", "INTENT"), ("lots of them", "bikes", "SLOT"), ("3 please", "bikes", "SLOT")]
+    assert bots[-1]["step"]["stepId"] == "bikes-done" and bots[-1]["params"]["bikes"][0]["value"] == "3"
+
+
+def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_a_flow_change(make_server, receiver):
+    server = make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50)
+    shop = Shop(server, receiver)
+    # the first message is answered whether or not training has finished
+    assert shop.say("first", "hello")[0] == "greeting"
+    shop.ready()
+    stored = shop.stored_model()
+    assert stored is not None and json.loads(stored["model"])["weights"]
+    # a restarted server loads the stored model instead of training again
+    server.stop()
+    again = make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50)
+    shop.server, shop.rest = again, again.client(shop.rest.headers["Authorization"])
+    shop.ready()
+    assert shop.stored_model() == stored
+    assert shop.say("after-restart", "helo")[0] == "greeting"
+    # a changed flow gets a model of its own
+    changed = json.loads(json.dumps(FLOW))
+    changed["steps"][0]["intent"]["examples"].append("hiya")
+    assert shop.rest.put(f"/v1/projects/{shop.project_id}/flows/bikes", json=changed).status_code == 200
+    shop.ready()
+    assert shop.stored_model()["data_hash"] != stored["data_hash"]
+    # a deleted project takes its model along
+    assert again.client().delete(f"/v1/projects/{shop.project_id}").status_code == 200
+    assert shop.stored_model() is None
