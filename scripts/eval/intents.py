@@ -42,7 +42,7 @@ import numpy as np
 
 DATA = Path(__file__).parent / "data"
 MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
-DOMAINS = ("telecom", "restaurant")
+DOMAINS = ("telecom", "restaurant", "clinic")
 READY_SECONDS = 300
 
 

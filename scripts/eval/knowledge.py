@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 DATA = Path(__file__).parent / "data"
 MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
-DOMAINS = ("helpdesk", "municipal")
+DOMAINS = ("helpdesk", "municipal", "devices")
 CHUNK = 600  # characters: the long entries become two to four chunks
 DEPTH = 10  # results asked for (MRR@10)
 MODES = {"flowbox (hybrid)": "hybrid", "vector only (MiniLM)": "vector", "BM25 only (FTS5)": "keyword"}
