@@ -11,7 +11,7 @@ with ``json_body`` and checks itself (so bad bodies keep their documented 400s).
 # (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any, NotRequired, TypedDict, get_args, get_origin
+from typing import Annotated, Any, Callable, NotRequired, TypedDict, get_args, get_origin
 
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
@@ -68,33 +68,25 @@ def doc(*items: Any) -> dict[int, ResponseSpec]:
     return responses
 
 
-class StatusErrorBody(TypedDict):
-    """The Messaging APIs' error shape: ``{"status": "error", "message": ...}``."""
-
-    status: str
-    message: str
-
-
-def document_common(handlers: list[Any]) -> None:
+def document_common(handlers: list[Any], error_body: Callable[[str], type]) -> None:
     """Statuses any operation may answer, documented where a handler says nothing of its own:
     400 (Litestar documents its own ``status_code``/``detail`` body for handlers with parameters, but
-    flowbox reshapes Litestar's errors, so the shapes flowbox does answer), 429 (the per-key rate
+    flowbox reshapes Litestar's errors, so the shape flowbox does answer), 429 (the per-key rate
     limit, in front of every route), and 413 (``max_body_bytes``) and 408 (a body sent too slowly) for
-    methods that take a body."""
-    common = {
-        400: ResponseSpec(data_container=ErrorBody | StatusErrorBody, generate_examples=False, description=DESCRIPTIONS[400]),
-        429: ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[429]),
-    }
-    too_large = ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[413])
-    too_slow = ResponseSpec(data_container=ErrorBody, generate_examples=False, description=DESCRIPTIONS[408])
+    methods that take a body. ``error_body(path)``: the error shape of the surface a path belongs to."""
+
+    def spec(status: int, body: Any) -> ResponseSpec:
+        return ResponseSpec(data_container=body, generate_examples=False, description=DESCRIPTIONS[status])
+
     for handler in handlers:
         if not getattr(handler, "include_in_schema", False):
             continue
         responses = dict(getattr(handler, "responses", None) or {})
-        extra = dict(common)
+        body = error_body(next(iter(handler.paths)))
+        extra = {400: spec(400, body), 429: spec(429, body)}
         if set(handler.http_methods) & {"POST", "PUT", "PATCH"}:
-            extra[413] = too_large
-            extra[408] = too_slow
+            extra[413] = spec(413, body)
+            extra[408] = spec(408, body)
         handler.responses = dict(sorted({**extra, **responses}.items()))
 
 

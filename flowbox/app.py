@@ -1,37 +1,40 @@
-"""Builds the Litestar app: the one place that wires config, store, models and every API surface."""
+"""Builds the Litestar app: the one place that wires config, store, models and every area (``AREAS``)."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 from typing import AsyncIterator
 
-from litestar import Litestar, get
-from litestar.exceptions import HTTPException
+from litestar import Litestar
 
-from . import __version__
+from . import __version__, core
+from .admin import area as admin
 from .admin.console import openapi_config
+from .agents import area as agents
 from .apidoc import document_common
+from .area import Area
+from .chats import area as chats
 from .config import Config
 from .cors import app_cors, bearer_cors
 from .db import Store
-from .errors import ApiError
+from .knowledge import area as knowledge
 from .logs import redact_logs
-from .http import api_error_handler, http_exception_handler, internal_error_handler
+from .messaging import area as messaging
 from .middleware import body_deadline, header_deadline, rate_limit, request_log, setup_access_log
 from .models import ModelRegistry
-from .services import SHUTDOWN_HOOKS, STARTUP_HOOKS, Services
+from .openai_compat import area as openai_compat
+from .services import Services
+from .surfaces import EXCEPTION_HANDLERS, documented_error, rendered
+from .whatsapp import area as whatsapp
 
 log = logging.getLogger("flowbox")
 
-# Each module has ROUTES (a list of Litestar handlers) and may register startup hooks on import.
-ROUTE_MODULES = ["flowbox.agents.api", "flowbox.chats.api", "flowbox.agents.usage_api", "flowbox.agents.callbacks", "flowbox.whatsapp.api", "flowbox.admin.api", "flowbox.messaging.api", "flowbox.knowledge.api", "flowbox.openai_compat.api"]
-
-
-@get("/healthz", summary="Liveness check (no authentication)", include_in_schema=False)
-async def healthz() -> dict[str, str]:
-    return {"status": "ok"}
+# Everything flowbox is. The order is the order of migrations and startup (shutdown: reversed):
+# the core first, the agents before the areas that use them.
+AREAS: tuple[Area, ...] = (
+    core.AREA, agents.AREA, chats.AREA, whatsapp.AREA, messaging.AREA, knowledge.AREA, admin.AREA, openai_compat.AREA,
+)
 
 
 def create_app(config: Config, *, preload_model: bool = True, models: ModelRegistry | None = None) -> Litestar:
@@ -41,14 +44,10 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     redact_logs()  # no key or socket token in a log line (uvicorn logs WebSocket URLs with their query)
     store = Store(config.db_path)
     models = models or ModelRegistry(config)
-    services = Services(config=config, store=store, models=models)
-    routes = [healthz]
-    browser_paths: list[str] = []  # bearer-token APIs that pages on any site may call (see flowbox/cors.py)
-    for name in ROUTE_MODULES:
-        module = importlib.import_module(name)
-        routes.extend(module.ROUTES)
-        browser_paths.extend(getattr(module, "BROWSER_PATHS", ()))
-    document_common([handler for handler in routes if hasattr(handler, "http_methods")])
+    services = Services(config=config, store=store, models=models, areas=AREAS)
+    routes = [route for area in AREAS for route in area.routes]
+    browser_paths = [path for area in AREAS for path in area.browser_paths]
+    document_common([handler for handler in routes if hasattr(handler, "http_methods")], documented_error)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -58,16 +57,15 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
             if preload_model:
                 # Load the default model before serving, so the first chat does not wait for it.
                 await models.get("local")
-            from .agents.chat import resume_async_runs
-
-            await resume_async_runs(services)
-            for hook in STARTUP_HOOKS:
-                await hook(services)
+            for area in AREAS:
+                for hook in area.on_startup:
+                    await hook(services)
             yield
         finally:  # also when startup fails: no thread may outlive the app
-            for hook in SHUTDOWN_HOOKS:
-                with contextlib.suppress(Exception):
-                    await hook(services)
+            for area in reversed(AREAS):
+                for hook in area.on_shutdown:
+                    with contextlib.suppress(Exception):
+                        await hook(services)
             await services.stop_tasks()
             await models.aclose()
             await store.close()
@@ -75,14 +73,10 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     app = Litestar(
         route_handlers=routes,
         lifespan=[lifespan],
-        exception_handlers={
-            ApiError: api_error_handler,
-            HTTPException: http_exception_handler,
-            Exception: internal_error_handler,
-        },
+        exception_handlers=EXCEPTION_HANDLERS,  # each error in the shape of the surface it leaves by
         openapi_config=openapi_config(__version__),  # rendered offline at /schema
-        middleware=[request_log, bearer_cors(config, browser_paths), body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate),
-                    rate_limit(config.rate_limit_per_minute, config.rate_limit_burst)],
+        middleware=[request_log, bearer_cors(config, browser_paths), body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate, rendered),
+                    rate_limit(config.rate_limit_per_minute, config.rate_limit_burst, rendered)],
         cors_config=app_cors(config),
         request_max_body_size=config.max_body_bytes,
         debug=False,

@@ -1,5 +1,7 @@
-"""One error family. ``ApiError`` carries the exact JSON body a spec documents and its status;
-one exception handler (in ``app.py``) turns it into the response."""
+"""One error family. A ``Problem`` says what went wrong in words that belong to no API (not found,
+invalid field, no credits, conflict, unavailable); each surface renders it in its own documented shape
+(``flowbox/surfaces.py``), so code shared by several APIs raises problems and never takes a body apart.
+An ``ApiError`` carries a body already in one API's shape, for the few answers that exist in one API only."""
 
 from __future__ import annotations
 
@@ -24,13 +26,77 @@ class ApiError(FlowboxError):
         self.headers = headers or {}
 
 
-def error(status: int, error: str, message: str | None = None, **extra: Any) -> ApiError:
-    """The common ``{"error": ..., "message": ...}`` shape of the Agents API."""
-    body: dict[str, Any] = {"error": error}
-    if message is not None:
-        body["message"] = message
-    body.update(extra)
-    return ApiError(status, body)
+class Problem(FlowboxError):
+    """``title``: what happened, briefly (the Agents API's ``error``); ``message``: the sentence a
+    client or operator acts on; ``extra``: details a surface's body may carry (a flow's ``errors``).
+    ``headers`` go with any rendering (``Retry-After``, ``Allow``, ``WWW-Authenticate``)."""
+
+    status = 400
+
+    def __init__(self, title: str, message: str | None = None, *, http_status: int | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any):
+        super().__init__(message or title)
+        self.title = title
+        self.message = message
+        self.extra = extra
+        self.headers = headers or {}
+        if http_status is not None:  # a status no kind below names (405, 408, 502)
+            self.status = http_status
+
+    @property
+    def text(self) -> str:
+        """The one sentence to show: the message, else the title."""
+        return self.message if self.message is not None else self.title
+
+
+class InvalidRequest(Problem):
+    """A body, field or parameter the request got wrong."""
+    status = 400
+
+
+class Unauthorized(Problem):
+    status = 401
+
+
+class NoCredits(Problem):
+    status = 402
+
+
+class Forbidden(Problem):
+    """The resource exists but belongs to another organisation, project or client."""
+    status = 403
+
+
+class NotFound(Problem):
+    status = 404
+
+
+class Conflict(Problem):
+    """The resource's current state does not allow the request."""
+    status = 409
+
+
+class TooLarge(Problem):
+    status = 413
+
+
+class RateLimited(Problem):
+    status = 429
+
+
+class Unavailable(Problem):
+    """A model (or another service flowbox needs) is busy, crashed or not configured."""
+    status = 503
+
+
+_KINDS: dict[int, type[Problem]] = {kind.status: kind for kind in
+                                    (InvalidRequest, Unauthorized, NoCredits, Forbidden, NotFound, Conflict, TooLarge, RateLimited, Unavailable)}
+
+
+def error(status: int, title: str, message: str | None = None, **extra: Any) -> Problem:
+    """The problem its status names (``error(404, "Agent not found", "No agent exists with this ID")``)."""
+    kind = _KINDS.get(status)
+    return kind(title, message, **extra) if kind else Problem(title, message, http_status=status, **extra)
 
 
 class ModelError(FlowboxError):

@@ -1,36 +1,21 @@
-"""Shared HTTP plumbing: the services of a request, JSON bodies, API-key auth, error responses."""
+"""Shared HTTP plumbing: the services of a request, JSON bodies, API-key auth."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import math
 from typing import Any
 
-from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar import Request
 
-from .errors import ApiError, error
+from .errors import error
 from .orgs import Principal, authenticate
 from .services import Services
-
-log = logging.getLogger("flowbox")
+from .validation import is_text
 
 MISSING_KEY = ("API key is required", "Please provide an API key in the Authorization header")
 INVALID_KEY = ("Invalid API key", "The provided API key is not valid")
-
-
-def is_text(value: Any) -> bool:
-    """A string that can be stored, tokenized and embedded: JSON can carry lone UTF-16 surrogates
-    (``"\\ud800"``), UTF-8 cannot."""
-    if not isinstance(value, str):
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def services_of(request: Request) -> Services:
@@ -185,20 +170,3 @@ async def require_key(request: Request) -> Principal:
         raise error(401, *INVALID_KEY)
     request.state.principal = principal
     return principal
-
-
-def api_error_handler(request: Request, exc: ApiError) -> Response:
-    return Response(exc.body, status_code=exc.status, headers=exc.headers or None)
-
-
-def http_exception_handler(request: Request, exc: HTTPException) -> Response:
-    """Litestar's own errors (unknown route, wrong method, body too large) in the common shape."""
-    status = exc.status_code
-    titles = {404: "Not found", 405: "Method not allowed", 413: "Request body too large", 400: "Bad request"}
-    body = {"error": titles.get(status, "Request failed"), "message": str(exc.detail)}
-    return Response(body, status_code=status, headers=getattr(exc, "headers", None) or None)
-
-
-def internal_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return Response({"error": "Internal server error"}, status_code=500)

@@ -15,6 +15,9 @@ import secrets
 import time
 from typing import Any, Callable
 
+from .errors import Problem, RateLimited
+from .surfaces import common_body
+
 log = logging.getLogger("flowbox.access")
 
 
@@ -31,6 +34,8 @@ def setup_access_log(level: str) -> None:
     log.setLevel(level.upper())
 
 ASGIApp = Callable[..., Any]
+# (path, problem) -> (status, JSON body, headers): the problem in the shape of the surface the path belongs to
+Render = Callable[[str, Problem], tuple[int, bytes, list[tuple[bytes, bytes]]]]
 
 
 def _header(scope: dict, name: bytes) -> str:
@@ -109,7 +114,7 @@ def _caller(scope: dict) -> str:
     return f"a:{client[0]}"
 
 
-def rate_limit(per_minute: int, burst: int) -> Callable[[ASGIApp], ASGIApp]:
+def rate_limit(per_minute: int, burst: int, render: Render) -> Callable[[ASGIApp], ASGIApp]:
     def factory(app: ASGIApp) -> ASGIApp:
         if per_minute <= 0:
             return app
@@ -122,11 +127,9 @@ def rate_limit(per_minute: int, burst: int) -> Callable[[ASGIApp], ASGIApp]:
             if wait <= 0:
                 return await app(scope, receive, send)
             retry_after = str(max(1, math.ceil(wait)))
-            body = json.dumps({"error": "Too many requests",
-                               "message": f"Rate limit exceeded; retry after {retry_after} seconds"}).encode()
-            await send({"type": "http.response.start", "status": 429, "headers": [
-                (b"content-type", b"application/json"), (b"retry-after", retry_after.encode()),
-                (b"content-length", str(len(body)).encode())]})
+            status, body, headers = render(scope.get("path", ""), RateLimited(
+                "Too many requests", f"Rate limit exceeded; retry after {retry_after} seconds", headers={"retry-after": retry_after}))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
 
         return middleware
@@ -136,12 +139,11 @@ def rate_limit(per_minute: int, burst: int) -> Callable[[ASGIApp], ASGIApp]:
 
 # -- slow clients ----------------------------------------------------------------------------------
 
-def _timeout_body(what: str, seconds: float) -> bytes:
-    return json.dumps({"error": "Request timeout",
-                       "message": f"The request {what} did not arrive within {seconds:g} seconds"}).encode()
+def _timeout(what: str, seconds: float) -> Problem:
+    return Problem("Request timeout", f"The request {what} did not arrive within {seconds:g} seconds", http_status=408)
 
 
-def body_deadline(seconds: float, min_rate: int) -> Callable[[ASGIApp], ASGIApp]:
+def body_deadline(seconds: float, min_rate: int, render: Render) -> Callable[[ASGIApp], ASGIApp]:
     """A request's body must arrive within ``seconds``, plus one second for every ``min_rate`` bytes
     received (so a large upload on a slow link still finishes, as Apache's mod_reqtimeout does);
     past it the answer is 408 and the connection closes. A client trickling a body byte by byte
@@ -169,10 +171,9 @@ def body_deadline(seconds: float, min_rate: int) -> Callable[[ASGIApp], ASGIApp]
                     state["expired"] = True
                     if not state["started"]:
                         state["started"] = True
-                        body = _timeout_body("body", seconds)
-                        await send({"type": "http.response.start", "status": 408, "headers": [
-                            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
+                        status, body, headers = render(scope.get("path", ""), _timeout("body", seconds))
+                        await send({"type": "http.response.start", "status": status,
+                                    "headers": [*headers, (b"connection", b"close")]})
                         await send({"type": "http.response.body", "body": body})
                     return {"type": "http.disconnect"}  # the handler stops as if the client had gone
                 if message["type"] != "http.request" or not message.get("more_body", False):
@@ -241,8 +242,8 @@ def header_deadline(base: type[asyncio.Protocol], seconds: float) -> type[asynci
             transport = self.transport
             if transport.is_closing() or transport.get_protocol() is not self or not self._awaiting_headers():
                 return
-            if self._partial:
-                body = _timeout_body("headers", seconds)
+            if self._partial:  # no path to tell the surface by yet: the common shape
+                body = json.dumps(common_body(_timeout("headers", seconds))).encode()
                 transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
                                 b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
             transport.close()

@@ -11,11 +11,12 @@ from litestar.params import FromPath
 
 from ..apidoc import body_doc, doc
 from .callbacks import check_callback_url
-from ..errors import ApiError, error
+from ..errors import Problem, Unauthorized, error
 from ..http import INVALID_KEY, json_body, require_key, services_of
 from ..orgs import Principal
 from ..revocation import REVOKED_MESSAGE, api_key, streams_of
 from ..services import Services
+from ..surfaces import common_body
 from ..sse import EventStream, event, pump, until_revoked, wants_event_stream
 from . import chat as chat_mod
 from . import store as agents_store
@@ -95,8 +96,8 @@ async def _chat_events(services: Services, principal: Principal, chat_input: cha
         async with contextlib.aclosing(pump(work)) as events:  # closed with us: the turn stops at once
             async for done, item in events:
                 yield event(chat_mod.response_body(item, legacy=legacy), "done") if done else item
-    except ApiError as exc:
-        yield event(exc.body, "error")
+    except Problem as exc:
+        yield event(chat_mod.failure_body(exc, agent["id"]), "error")
     except Exception:
         logging.getLogger("flowbox").exception("streamed chat failed")
         yield event({"statusCode": 500, "body": {"error": "An unexpected error occurred while processing your request"}}, "error")
@@ -109,15 +110,18 @@ async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Respons
     chat_input = chat_mod.parse_chat_body(body, agent_id, services.config.max_message_chars, services.config.max_messages)
     if chat_input.callback_url:
         check_callback_url(services.config, chat_input.callback_url)
-    agent = await chat_mod.prepare(services, principal, chat_input)
-    if chat_input.callback_url:
-        await chat_mod.accept_async(services, principal, chat_input, legacy)
-        return Response(chat_mod.ASYNC_ACK, status_code=202)
-    if wants_event_stream(request.headers.get("accept", "")):
-        farewell = event(error(401, INVALID_KEY[0], REVOKED_MESSAGE).body, "error")
-        holder = streams_of(services).holder(api_key(principal.key_id))
-        return EventStream(until_revoked(_chat_events(services, principal, chat_input, agent, legacy), holder, farewell))
-    outcome = await chat_mod.chat(services, principal, chat_input, agent)
+    try:
+        agent = await chat_mod.prepare(services, principal, chat_input)
+        if chat_input.callback_url:
+            await chat_mod.accept_async(services, principal, chat_input, legacy)
+            return Response(chat_mod.ASYNC_ACK, status_code=202)
+        if wants_event_stream(request.headers.get("accept", "")):
+            farewell = event(common_body(Unauthorized(INVALID_KEY[0], REVOKED_MESSAGE)), "error")
+            holder = streams_of(services).holder(api_key(principal.key_id))
+            return EventStream(until_revoked(_chat_events(services, principal, chat_input, agent, legacy), holder, farewell))
+        outcome = await chat_mod.chat(services, principal, chat_input, agent)
+    except Problem as problem:
+        return Response(chat_mod.failure_body(problem, chat_input.agent_id), status_code=problem.status, headers=problem.headers or None)
     return Response(chat_mod.response_body(outcome, legacy=legacy), status_code=200)
 
 

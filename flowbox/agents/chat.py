@@ -11,16 +11,18 @@ from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from ..db import Tx
-from ..errors import ApiError, ContextTooLong, ModelError, error
-from ..http import is_text
+from ..errors import ContextTooLong, ModelError, NoCredits, Problem, Unavailable, error
 from ..ids import iso, new_id, short_id
 from ..models import ChatRequest, ToolCall, ToolSpec, generate
 from ..models.worker import ModelCrashed
 from ..orgs import Principal
 from ..services import Services
+from ..surfaces import common_body
 from ..usage import charge, credits_for, has_credits
+from ..validation import is_text
 from . import store as agents_store
-from .tools import CONTEXT_PROVIDERS, Tool, ToolContext, tools_for_agent
+from .callbacks import on_run_finished
+from .tools import Tool, ToolContext, context_providers, tools_for_agent
 
 MAX_TOOL_ROUNDS = 4
 ROLES = ("user", "assistant", "system")
@@ -41,7 +43,7 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int, max_message
         raise error(400, "Invalid JSON body", "The request body must be a JSON object.")
     if agent_id is None:  # legacy: agent_id in the body
         agent_id = body.get("agent_id")
-    if not is_text(agent_id) or not agent_id.strip():
+    if not is_text(agent_id, required=True):
         raise error(400, "agent_id is required and must be a non-empty string")
     raw = body.get("messages")
     if isinstance(raw, str):
@@ -63,7 +65,7 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int, max_message
             if not all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
                 raise error(400, "Validation failed", f"messages[{index}].content parts must be objects with a \"text\" string.")
             content = "".join(p.get("text", "") for p in content if p.get("type", "text") == "text")
-        if not is_text(content) or not content.strip():
+        if not is_text(content, required=True):
             raise error(400, "Validation failed", f"messages[{index}].content must be a non-empty string of valid Unicode text.")
         if len(content) > max_chars:
             raise error(400, "Validation failed", f"messages[{index}].content must be {max_chars} characters or less.")
@@ -75,7 +77,7 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int, max_message
         raise error(400, "Validation failed", f"\"thread_id\" must be a string of {agents_store.THREAD_ID_RULE}.")
     callback_url = body.get("callback_url")
     if callback_url is not None:
-        if not is_text(callback_url) or not callback_url.startswith(("http://", "https://")) or len(callback_url) > 2048:
+        if not is_text(callback_url, 2048) or not callback_url.startswith(("http://", "https://")):
             raise error(400, "Validation failed", "\"callback_url\" must be an http:// or https:// URL.")
     return ChatInput(agent_id.strip(), messages, thread_id, callback_url)
 
@@ -97,19 +99,22 @@ async def check_thread(services: Services, principal: Principal, agent_id: str, 
         raise error(404, "Thread not found", "No thread with this ID exists for this agent")
 
 
-def wrapped_error(status: int, agent_id: str | None, message: str, detail: str) -> ApiError:
-    """The chat endpoint's documented ``{statusCode, body}`` error shape."""
-    body: dict[str, Any] = {"agent_id": agent_id, "message": message, "error": detail}
-    return ApiError(status, {"statusCode": status, "body": body})
+def failure_body(problem: Problem, agent_id: str) -> dict[str, Any]:
+    """A failed chat as the chat endpoints document it (answers, stream ``error`` events, async
+    runs' callbacks): no credits and an unavailable model in the ``{statusCode, body}`` shape that
+    names the agent; any other problem in the common shape."""
+    if isinstance(problem, (NoCredits, Unavailable)):
+        return {"statusCode": problem.status, "body": {"agent_id": agent_id, "message": problem.title, "error": problem.text}}
+    return common_body(problem)
 
 
 async def prepare(services: Services, principal: Principal, chat: ChatInput) -> dict:
     """All checks that must pass before a chat is accepted (sync or async). Returns the agent."""
     agent = await load_agent_for(services, principal, chat.agent_id)
     if not await has_credits(services.store, principal.org_id):
-        raise wrapped_error(402, agent["id"], "No credits available", "No credits available")
+        raise NoCredits("No credits available", "No credits available")
     if not services.models.knows(agent["model"]):
-        raise wrapped_error(503, agent["id"], "Service temporarily unavailable", f"Model {agent['model']!r} is not configured")
+        raise Unavailable("Service temporarily unavailable", f"Model {agent['model']!r} is not configured")
     return agent
 
 
@@ -267,7 +272,7 @@ async def run_turn(
     result = TurnResult(text="", new_messages=new_messages)
     recent = history[-services.config.max_messages:]  # a long thread: only its recent messages can fit anyway
     user_text = next((m["content"] for m in reversed(incoming) if m["role"] == "user" and isinstance(m["content"], str)), "")
-    for provider in CONTEXT_PROVIDERS:  # e.g. knowledge retrieved for the agent
+    for provider in context_providers(ctx):  # e.g. knowledge retrieved for the agent
         done = [(ToolCall(short_id("call"), name, args), value) for name, args, value in await provider(ctx, agent, user_text)]
         if done:
             await _record_tool_round(result, "", done, on_tool)
@@ -334,7 +339,7 @@ async def chat(
     try:
         turn = await run_turn(services, agent, history, chat_input.messages, on_text=on_text, on_tool=on_tool, caller_tools=caller_tools)
     except ModelError as exc:
-        raise wrapped_error(503, agent["id"], "Service temporarily unavailable", "AI provider is currently experiencing high traffic") from exc
+        raise Unavailable("Service temporarily unavailable", "AI provider is currently experiencing high traffic") from exc
     elapsed = time.perf_counter() - started
     credits = credits_for(turn.prompt_tokens, turn.completion_tokens, services.config)
     run_id = run_id or new_id()
@@ -402,12 +407,6 @@ def response_body(outcome: dict[str, Any], legacy: bool = False) -> dict[str, An
 
 ASYNC_ACK = {"message": "Request accepted and being processed asynchronously", "status": "processing"}
 
-# Called with (services, run row, response body) once an async run has finished; the outbox
-# (callback delivery) registers here.
-RunFinishedHook = Callable[[Services, dict, dict], Awaitable[None]]
-RUN_FINISHED_HOOKS: list[RunFinishedHook] = []
-
-
 async def accept_async(services: Services, principal: Principal, chat_input: ChatInput, legacy: bool) -> str:
     """Stores the accepted request first (so a restart resumes it), then runs it in the background."""
     run_id = new_id()
@@ -432,17 +431,18 @@ async def _start_attempt(services: Services, run_id: str) -> dict | None:
     return dict(row) if row is not None else None
 
 
-def _stopped_too_often(run: dict) -> ApiError:
-    return wrapped_error(503, run["agent_id"], "Service temporarily unavailable",
+def _stopped_too_often() -> Problem:
+    return Unavailable("Service temporarily unavailable",
                          f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again")
 
 
-async def _fail_run(services: Services, run_id: str, exc: ApiError) -> dict:
-    body = exc.body if isinstance(exc.body, dict) and "statusCode" in exc.body else {"statusCode": exc.status, "body": exc.body}
+async def _fail_run(services: Services, run: dict, problem: Problem) -> dict:
+    failure = failure_body(problem, run["agent_id"])
+    body = failure if "statusCode" in failure else {"statusCode": problem.status, "body": failure}
     async with services.store.write() as tx:
         await tx.execute(
             "UPDATE runs SET status = 'error', error = ?, response = ?, finished_at = ? WHERE id = ?",
-            [json.dumps(exc.body), json.dumps(body), iso(), run_id],
+            [json.dumps(failure), json.dumps(body), iso(), run["id"]],
         )
     return body
 
@@ -450,7 +450,7 @@ async def _fail_run(services: Services, run_id: str, exc: ApiError) -> dict:
 async def run_async(services: Services, run_id: str) -> None:
     while (run := await _start_attempt(services, run_id)) is not None:
         if run["attempts"] > MAX_RUN_ATTEMPTS:  # it was running when the server stopped, each time
-            body = await _fail_run(services, run_id, _stopped_too_often(run))
+            body = await _fail_run(services, run, _stopped_too_often())
             break
         request = json.loads(run["request"])
         principal = Principal(org_id=run["org_id"], key_id="")
@@ -466,18 +466,15 @@ async def run_async(services: Services, run_id: str) -> None:
             outcome = await chat(services, principal, chat_input, agent, run_id=run_id, in_tx=store_response)
             body = response_body(outcome, legacy=legacy)
             break
-        except ApiError as exc:
+        except Problem as exc:
             if isinstance(exc.__cause__, ModelCrashed) and run["attempts"] < MAX_RUN_ATTEMPTS:
                 continue  # the model's worker restarts: one more try
-            if isinstance(exc.__cause__, ModelCrashed):
-                exc = _stopped_too_often(run)
-            body = await _fail_run(services, run_id, exc)
+            body = await _fail_run(services, run, _stopped_too_often() if isinstance(exc.__cause__, ModelCrashed) else exc)
             break
     else:
         return
     run = dict(await services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id]))
-    for hook in RUN_FINISHED_HOOKS:
-        await hook(services, run, body)
+    await on_run_finished(services, run, body)
 
 
 async def resume_async_runs(services: Services) -> None:

@@ -14,9 +14,11 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.params import FromPath
 
 from ..apidoc import EventStream, body_doc, doc, query
-from ..errors import ApiError, error
-from ..http import is_text, json_body, services_of, whole_number
+from ..errors import Problem, error
+from ..http import json_body, services_of, whole_number
 from ..revocation import api_key, streams_of
+from ..surfaces import common_body
+from ..validation import is_text
 from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
@@ -133,7 +135,7 @@ async def delete_chat(request: Request, chat_id: FromPath[str]) -> dict[str, Any
 
 def _message_text(request: Request, body: Any, allow_empty: bool = False) -> str:
     text = _object(body).get("message")
-    if not is_text(text) or (not allow_empty and not text.strip()):
+    if not is_text(text, required=not allow_empty):
         raise error(400, "Validation failed", "\"message\" is required and must be a non-empty string."
                     if not allow_empty else "\"message\" is required and must be a string.")
     limit = services_of(request).config.max_message_chars
@@ -224,8 +226,8 @@ async def chat_socket(socket: WebSocket, chat_id: FromPath[str]) -> None:
     try:
         chat = await _own_chat(socket, chat_id)  # type: ignore[arg-type]
         after = await _after_seq(services, chat["id"], socket.query_params.get("after"))
-    except ApiError as exc:
-        await socket.send_json({"event": "error", "data": exc.body})
+    except Problem as exc:
+        await socket.send_json({"event": "error", "data": common_body(exc)})
         await socket.close(code=4000 + exc.status)
         return
 

@@ -15,7 +15,7 @@ import urllib.parse
 from litestar import Request, Response, post
 
 from ..apidoc import body_doc, doc
-from ..errors import ApiError, error
+from ..errors import ApiError, Problem, error
 from ..http import BadJSON, decode_json_async, services_of
 from ..ids import iso
 from ..orgs import Principal, authenticate, hash_key
@@ -51,7 +51,7 @@ async def token_principal(store, token: str) -> Principal:
     return Principal(org_id=row["org_id"], key_id=row["key_id"])
 
 
-def _unauthorized(message: str, challenge: str = "") -> ApiError:
+def _unauthorized(message: str, challenge: str = "") -> Problem:
     exc = error(401, "Unauthorized", message)
     exc.headers["WWW-Authenticate"] = BEARER_CHALLENGE + (", " + challenge if challenge else "")
     return exc

@@ -24,10 +24,10 @@ from typing import Any
 
 from ..agents import store as agents_store
 from ..agents.chat import run_turn
-from ..errors import ApiError, ModelError, error
+from ..errors import Conflict, ModelError, Problem, error
 from ..models.grammar import schema_text
 from ..models import ChatRequest, generate
-from ..services import STARTUP_HOOKS, Services
+from ..services import Services
 from ..usage import charge, credits_for, has_credits
 from . import store as chats_store
 from .flows import ASSISTANT, USER_PROXY
@@ -53,7 +53,7 @@ class Runtime:
 
 
 def runtime(services: Services) -> Runtime:
-    return services.extras.setdefault("chats", Runtime())
+    return services.state(Runtime)
 
 
 # -- starting, steering, stopping -----------------------------------------------------------------
@@ -111,7 +111,7 @@ async def give_input(services: Services, chat: dict[str, Any], text: str) -> dic
     return message
 
 
-async def _conflict(tx, chat_id: str, what: str) -> ApiError:
+async def _conflict(tx, chat_id: str, what: str) -> Problem:
     chat = await chats_store.get_chat(tx, chat_id)
     if chat is None:
         return chats_store.not_found(chat_id)
@@ -122,7 +122,7 @@ async def _conflict(tx, chat_id: str, what: str) -> ApiError:
         hint = "answer it with POST /chats/{chat_id}/input" if status == WAITING else "wait until it is completed"
         title, message = "Chat is busy", (f"The chat's status is {status!r}; a message starts a new conversation only in "
                                           f"'ready', 'completed' or 'error': {hint}.")
-    return ApiError(409, {"error": title, "message": message, "status": status})
+    return Conflict(title, message, status=status)
 
 
 def spawn_run(services: Services, chat_id: str) -> asyncio.Task:
@@ -170,8 +170,6 @@ async def resume_chats(services: Services) -> None:
             spawn_run(services, chat_id)
 
 
-STARTUP_HOOKS.append(resume_chats)
-
 
 # -- the loop ------------------------------------------------------------------------------------------
 
@@ -183,15 +181,14 @@ async def run_chat(services: Services, chat_id: str) -> None:
         raise  # deleted, or the server is stopping: the chat stays as stored
     except Exception as exc:  # the reason goes to the chat; nothing stored is lost
         reason = _reason(exc)
-        if not isinstance(exc, (StepFailed, ModelError, ApiError)):
+        if not isinstance(exc, (StepFailed, ModelError, Problem)):
             log.exception("chat %s failed", chat_id)
         await _set_status(services, chat_id, status=ERROR, error=reason)
 
 
 def _reason(exc: Exception) -> str:
-    if isinstance(exc, ApiError) and isinstance(exc.body, dict):
-        body = exc.body.get("body", exc.body)  # run_turn's errors may be wrapped
-        return str(body.get("message") or body.get("error"))
+    if isinstance(exc, Problem):
+        return exc.text
     if isinstance(exc, ModelError):
         return f"The model failed: {exc}"
     return str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"

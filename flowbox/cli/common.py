@@ -12,7 +12,7 @@ import click
 
 from .. import config as config_mod
 from ..db import Store
-from ..errors import ApiError, FlowboxError, StartupError
+from ..errors import FlowboxError, Problem, StartupError
 
 
 def config_options(fn=None, *, overrides: tuple[str, ...] = ()):
@@ -71,12 +71,10 @@ def with_store(cfg, fn: Callable[[Store], Awaitable[Any]]) -> Any:
     check_data_dir(cfg)
     try:
         return asyncio.run(go())
-    except ApiError as exc:  # the functions the HTTP layer calls: the body's message, as one line
-        body = exc.body if isinstance(exc.body, dict) else {"error": str(exc.body)}
-        for problem in (body.get("errors") or [])[1:]:  # a flow's further validation problems
-            if isinstance(problem, dict):
-                click.echo(f"  {problem.get('path')}: {problem.get('message')}", err=True)
-        fail(body.get("message") or body.get("error") or str(body))
+    except Problem as exc:  # the functions the HTTP layer calls: what went wrong, as one line
+        for problem in (exc.extra.get("errors") or [])[1:]:  # a flow's further validation problems
+            click.echo(f"  {problem['path']}: {problem['message']}", err=True)
+        fail(exc.text)
     except (FlowboxError, LookupError) as exc:
         fail(str(exc).strip("'\""))
 

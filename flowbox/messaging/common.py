@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import ApiError
+from ..errors import Problem, error
 from ..http import whole_number
 
 # The engine speaks as this originator; the id keeps the value widgets written for the
@@ -12,10 +12,16 @@ from ..http import whole_number
 BOT_ORIGINATOR: dict[str, Any] = {"userId": "flowai|system", "name": "system", "role": "bot", "profile": {}}
 
 
-def rest_error(status: int, message: str, **extra: Any) -> ApiError:
-    """Messaging errors mirror the documented ``{"status": "ok"}`` answers:
-    ``{"status": "error", "message": ...}`` (plus details such as ``errors`` for flows)."""
-    return ApiError(status, {"status": "error", "message": message, **extra})
+def rest_error(status: int, message: str, **extra: Any) -> Problem:
+    """A problem said in one sentence, as the messaging APIs say them (details such as a flow's
+    ``errors`` go with it)."""
+    return error(status, message, **extra)
+
+
+def render(problem: Problem) -> tuple[int, Any]:
+    """This surface's renderer (``flowbox/surfaces.py``): messaging errors mirror the documented
+    ``{"status": "ok"}`` answers: ``{"status": "error", "message": ...}`` (plus any details)."""
+    return problem.status, {"status": "error", "message": problem.text, **problem.extra}
 
 
 def int_param(raw: str | None, name: str, default: int | None, minimum: int, maximum: int | None = None) -> int | None:
@@ -27,10 +33,6 @@ def int_param(raw: str | None, name: str, default: int | None, minimum: int, max
         upper = f" and at most {maximum}" if maximum is not None else ""
         raise rest_error(400, f"{name} must be a whole number of at least {minimum}{upper}")
     return value
-
-
-def is_str(value: Any, max_len: int = 255, allow_empty: bool = False) -> bool:
-    return isinstance(value, str) and len(value) <= max_len and (allow_empty or bool(value.strip()))
 
 
 def public_base(request: Any, config: Any) -> str:

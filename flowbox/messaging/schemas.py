@@ -5,7 +5,7 @@ against these). Every error of these routes is ``{"status": "error", "message": 
 # (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
 from typing import Any, NotRequired, TypedDict
 
-from ..apidoc import ErrorBody, obj, string
+from ..apidoc import obj, string
 from .flows import MAX_PAUSE_SECONDS
 
 
@@ -29,11 +29,10 @@ class RestError(TypedDict):
 
 
 def errors(*statuses: int) -> list:
-    """``doc(...)`` items: each status with the messaging error shape; 413 and 429 may also come in
-    the common shape (a body over ``max_body_bytes``, refused before a handler runs; the rate limit)."""
+    """``doc(...)`` items: each status with the messaging error shape."""
     items: list = []
     for status in statuses:
-        items += [status, RestError | ErrorBody if status in (413, 429) else RestError]
+        items += [status, RestError]
     return items
 
 

@@ -3,8 +3,8 @@
 ``incoming_from_send`` reads a ``message.send`` payload (the document's fields, and what the
 published JS SDK adds: ``nonce``, ``metadata.contexts`` and ``metadata.domain``, params as plain
 values, ``step`` and ``flow`` attachments) into the ``Incoming`` every channel shares, with the
-same field checks as REST. Problems raise the messaging ``ApiError``; the socket turns its
-message into an ``error`` frame.
+same field checks as REST. Each check raises a ``Problem``; the socket turns its message into
+an ``error`` frame.
 
 ``parse_frame`` is the one door for what a client sends: JSON that ``decode_json`` takes (as every
 REST body: no ``NaN`` or ``Infinity``, no deep nesting, no lone surrogates) and a ``traceId`` that
@@ -17,9 +17,10 @@ import contextlib
 import json
 from typing import Any
 
-from ..errors import ApiError
-from ..http import BadJSON, decode_json, is_text
-from .common import is_str, rest_error
+from ..errors import Problem
+from ..http import BadJSON, decode_json
+from ..validation import is_text
+from .common import rest_error
 from .incoming import Incoming, check_lang, check_media, check_originator, check_params, check_speech, check_timezone, check_trace_id
 
 # What each kind of client is sent. The SDK reports any other type as an error, and the document
@@ -47,14 +48,14 @@ def error_frame(message: str, **context: Any) -> str:
     echo = {}
     if isinstance(context.get("threadId"), str) and is_text(context["threadId"]):
         echo["threadId"] = context["threadId"][:512]
-    with contextlib.suppress(ApiError):
+    with contextlib.suppress(Problem):
         if check_trace_id(context.get("traceId")) is not None:
             echo["traceId"] = context["traceId"]
     return frame("error", {"message": message, **echo}, message=message)
 
 
 def parse_frame(text: str) -> dict[str, Any]:
-    """A client's frame as ``{"type": str, "payload": ...}``; an ``ApiError`` naming the problem otherwise."""
+    """A client's frame as ``{"type": str, "payload": ...}``; a ``Problem`` naming what is wrong otherwise."""
     try:
         body = decode_json(text)
     except BadJSON as exc:  # deep nesting, NaN, a huge number, a lone surrogate: each says which
@@ -88,7 +89,7 @@ def incoming_from_send(payload: Any, *, moderator_ok: bool = False, upload: dict
     if not isinstance(metadata, dict):
         raise rest_error(400, "metadata must be an object with language, timezone and params")
     contexts, domain = metadata.get("contexts"), metadata.get("domain")
-    if contexts is not None and not (isinstance(contexts, list) and all(is_str(c, 255) for c in contexts)):
+    if contexts is not None and not (isinstance(contexts, list) and all(is_text(c, 255, required=True) for c in contexts)):
         raise rest_error(400, "metadata.contexts must be a list of names")
     if domain is not None and (not isinstance(domain, dict) or len(json.dumps(domain)) > MAX_DOMAIN_BYTES):
         raise rest_error(400, f"metadata.domain must be an object of at most {MAX_DOMAIN_BYTES} bytes")
@@ -121,12 +122,12 @@ def _attachment(incoming: Incoming, attachment: Any) -> None:
         raise rest_error(400, "attachment must be an object with type and payload")
     kind, body = attachment.get("type"), attachment["payload"]
     if kind == "event":
-        if not is_str(body.get("name"), 255):
+        if not is_text(body.get("name"), 255, required=True):
             raise rest_error(400, "attachment.payload.name is required: the name of the event to trigger")
         incoming.kind, incoming.event_name = "event", body["name"]
     elif kind in ("step", "flow"):
         key = "stepId" if kind == "step" else "flowImmutableId" if "flowImmutableId" in body else "flowId"
-        if not is_str(body.get(key), 255):
+        if not is_text(body.get(key), 255, required=True):
             raise rest_error(400, f"attachment.payload.{key} is required for a {kind} attachment")
         incoming.kind, incoming.target = kind, body[key]
     else:

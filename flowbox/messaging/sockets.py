@@ -24,9 +24,9 @@ from typing import Any
 from litestar import WebSocket, websocket
 from litestar.params import FromPath
 
-from ..errors import ApiError
+from ..errors import Problem
 from ..revocation import project_token, streams_of
-from ..services import SHUTDOWN_HOOKS, Services
+from ..services import Services
 from . import conversation, projects, socket_threads
 from .common import rest_error
 from .hub import Subscription, hub_of
@@ -67,7 +67,7 @@ class Registry:
 
 
 def registry_of(services: Services) -> Registry:
-    return services.extras.setdefault("messaging_sockets", Registry())
+    return services.state(Registry)
 
 
 def address_of(scope: Any) -> str:
@@ -193,8 +193,8 @@ class Connection:
         """One frame in; whatever it holds, an answer out and the socket stays open."""
         try:
             body = parse_frame(text)
-        except ApiError as exc:
-            return self.push(error_frame(exc.body["message"]))
+        except Problem as exc:
+            return self.push(error_frame(exc.text))
         kind, payload = body["type"], body.get("payload")
         context = {"threadId": payload.get("threadId"), "traceId": payload.get("traceId")} if isinstance(payload, dict) else {}
         try:
@@ -213,9 +213,8 @@ class Connection:
                 pass  # the SDK's debug log lines: not stored
             else:
                 self.push(error_frame(f"Unknown message type \"{kind[:64]}\"", **context))
-        except ApiError as exc:
-            message = exc.body.get("message") if isinstance(exc.body, dict) else None
-            self.push(error_frame(str(message or "Invalid message"), **context))
+        except Problem as exc:
+            self.push(error_frame(exc.text, **context))
         except _ProjectGone:
             await self.close(4404, "project deleted")
         except Exception:
@@ -308,5 +307,4 @@ async def close_all(services: Services) -> None:
     await asyncio.gather(*(conn.close(1001, "server shutting down") for conn in conns), return_exceptions=True)
 
 
-SHUTDOWN_HOOKS.append(close_all)
 ROUTES = [socket_endpoint]

@@ -8,13 +8,13 @@ from typing import Any
 from litestar import Request, Response, Router, get, post
 from litestar.params import FromPath
 
-from ..apidoc import ErrorBody, body_doc, doc
+from ..apidoc import body_doc, doc
 from ..http import BadJSON, decode_json_async, presented_key, services_of
 from ..orgs import Principal, authenticate
 from ..revocation import REVOKED_MESSAGE, api_key, streams_of
 from ..sse import EventStream, event, until_revoked
 from . import completions, embeddings
-from .errors import EXCEPTION_HANDLERS, OpenAIError, bad
+from .errors import OpenAIError, bad
 from .params import parse
 from .schemas import COMPLETION_BODY, EMBEDDINGS_BODY, ChatCompletion, EmbeddingList, Model, ModelList, OpenAIErrorBody
 
@@ -22,10 +22,10 @@ THREAD_HEADER = "X-Flowbox-Thread"
 
 
 def errors(*statuses: int) -> list:
-    """Errors in OpenAI's shape; a 429 may also be the rate limit's, which answers before this router."""
+    """Errors in OpenAI's shape (the rate limit's 429 too: ``flowbox/surfaces.py``)."""
     items: list = []
     for status in statuses:
-        items += [status, ErrorBody | OpenAIErrorBody if status == 429 else OpenAIErrorBody]
+        items += [status, OpenAIErrorBody]
     return items
 
 
@@ -93,5 +93,4 @@ async def create_embeddings(request: Request) -> dict[str, Any]:
     return await embeddings.create(services_of(request), await _body(request))
 
 
-ROUTES = [Router(path="/v1", route_handlers=[list_models, get_model, chat_completions, create_embeddings],
-                 exception_handlers=EXCEPTION_HANDLERS)]
+ROUTES = [Router(path="/v1", route_handlers=[list_models, get_model, chat_completions, create_embeddings])]

@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from ..agents import chat as chat_mod
 from ..agents import store as agents_store
-from ..errors import ApiError, ContextTooLong, ModelError
+from ..errors import ApiError, ContextTooLong, ModelError, NotFound, Problem
 from ..ids import iso, new_id, short_id
 from ..models import LOCAL, ChatRequest, ToolCall, generate
 from ..models.local import router_schema
@@ -28,7 +28,7 @@ from ..orgs import Principal
 from ..services import Services
 from ..sse import event, pump
 from ..usage import charge, credits_for, has_credits
-from .errors import OpenAIError, bad, context_too_long, translate, unsupported
+from .errors import OpenAIError, bad, context_too_long, render, unsupported
 from .params import CompletionParams, check_grammar, parse_messages
 
 log = logging.getLogger("flowbox")
@@ -162,7 +162,7 @@ async def _prepare_agent(job: Job, raw_messages: Any) -> None:
     if params.thread_id:
         try:
             await chat_mod.check_thread(services, job.principal, agent["id"], params.thread_id)
-        except ApiError as exc:
+        except NotFound as exc:
             raise OpenAIError(404, "No thread with this ID exists for this agent", param="metadata.thread_id",
                               code="thread_not_found") from exc
         for message in await agents_store.thread_messages(services.store, agent["id"], params.thread_id):
@@ -342,7 +342,9 @@ async def stream(job: Job) -> AsyncIterator[str]:
                     yield event({"id": job.id, "object": "chat.completion.chunk", "created": job.created,
                                  "model": job.params.model, "system_fingerprint": None, "choices": [], "usage": _usage(item)})
     except ApiError as exc:
-        yield event(translate(exc).body)
+        yield event(exc.body)
+    except Problem as problem:
+        yield event(render(problem)[1])
     except Exception:
         log.exception("streamed completion failed")
         yield event(OpenAIError(500, "The server had an error while processing your request.", type="server_error").body)

@@ -1,17 +1,11 @@
-"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}``. Errors raised by the
-shared code this package reuses (Agents-API shapes) are translated at this router's edge."""
+"""OpenAI-shaped errors: ``{"error": {"message", "type", "param", "code"}}``: this package's own
+(``OpenAIError``), and ``render`` for the problems the shared code it reuses raises."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from litestar import Request, Response
-from litestar.exceptions import HTTPException
-
-from ..errors import ApiError, ContextTooLong
-
-log = logging.getLogger("flowbox")
+from ..errors import ApiError, ContextTooLong, Problem
 
 INVALID = "invalid_request_error"
 
@@ -39,43 +33,23 @@ def context_too_long(n_ctx: int, n_messages: int, n_completion: int | None = Non
     return bad(f"This model's maximum context length is {n_ctx} tokens. {detail}", "messages", "context_length_exceeded")
 
 
-def translate(exc: ApiError) -> OpenAIError:
-    """An Agents-API-shaped error (from the shared chat code) as the OpenAI shape, same status
+def render(problem: Problem) -> tuple[int, Any]:
+    """This surface's renderer (``flowbox/surfaces.py``): a problem as the OpenAI shape, same status
     except where OpenAI clients expect another (no credits: 429 ``insufficient_quota``)."""
-    if isinstance(exc, OpenAIError):
-        return exc
-    cause = exc.__cause__
+    cause = problem.__cause__
     if isinstance(cause, ContextTooLong):
-        return context_too_long(cause.n_ctx, cause.n_tokens)
-    body: Any = exc.body
-    if isinstance(body, dict) and isinstance(body.get("body"), dict):  # {statusCode, body}
-        body = body["body"]
-    message = str(body.get("message") or body.get("error")) if isinstance(body, dict) else str(body)
-    if exc.status == 402:
-        return OpenAIError(429, message, type="insufficient_quota", code="insufficient_quota")
-    if exc.status >= 500:
-        return OpenAIError(exc.status, message, type="server_error", code="service_unavailable")
-    codes = {401: "invalid_api_key", 403: "permission_denied", 404: "not_found"}
-    return OpenAIError(exc.status, message, code=codes.get(exc.status))
+        exc = context_too_long(cause.n_ctx, cause.n_tokens)
+        return exc.status, exc.body
+    status = problem.status
+    if status == 402:
+        exc = OpenAIError(429, problem.text, type="insufficient_quota", code="insufficient_quota")
+    elif status == 500:
+        exc = OpenAIError(500, "The server had an error while processing your request.", type="server_error")
+    elif status > 500:
+        exc = OpenAIError(status, problem.text, type="server_error", code="service_unavailable")
+    else:
+        exc = OpenAIError(status, problem.text, code=CODES.get(status))
+    return exc.status, exc.body
 
 
-def _respond(exc: OpenAIError) -> Response:
-    return Response(exc.body, status_code=exc.status, headers=exc.headers or None)
-
-
-def api_error_handler(request: Request, exc: ApiError) -> Response:
-    return _respond(translate(exc))
-
-
-def http_exception_handler(request: Request, exc: HTTPException) -> Response:
-    """Litestar's own (body too large, wrong method) in the OpenAI shape."""
-    code = {413: "request_too_large", 405: "method_not_allowed"}.get(exc.status_code)
-    return _respond(OpenAIError(exc.status_code, str(exc.detail), code=code))
-
-
-def internal_error_handler(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return _respond(OpenAIError(500, "The server had an error while processing your request.", type="server_error"))
-
-
-EXCEPTION_HANDLERS = {ApiError: api_error_handler, HTTPException: http_exception_handler, Exception: internal_error_handler}
+CODES = {401: "invalid_api_key", 403: "permission_denied", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}

@@ -8,7 +8,7 @@ from litestar import Request, Response, delete, get, post, put
 from litestar.params import FromPath
 
 from ..apidoc import body_doc, doc, query
-from ..errors import ApiError, error
+from ..errors import Problem, error
 from ..http import json_body, require_key, services_of
 from ..agents.usage_api import owned_agent, require_agent_id
 from . import cloud
@@ -33,8 +33,8 @@ async def send_template(request: Request, agent_id: FromPath[str]) -> Response:
               "customer_name": message.customer_name, "template_name": message.template_name, "language": message.language}
     try:
         status, reply = await cloud.send(services.config, connection, message)
-    except ApiError as exc:
-        await wa_store.log_send(services.store, **record, status="failed", http_status=exc.status, error=exc.body.get("message"))
+    except Problem as exc:
+        await wa_store.log_send(services.store, **record, status="failed", http_status=exc.status, error=exc.message)
         raise
     ids = [m.get("id") for m in reply.get("messages") or [] if isinstance(m, dict)]
     await wa_store.log_send(services.store, **record, status="sent", http_status=status, message_id=ids[0] if ids else None)

@@ -9,7 +9,8 @@ from typing import Any
 
 from .. import netguard
 from ..config import Config
-from ..errors import ApiError, error
+from ..errors import Problem, error
+from ..validation import is_text
 
 PHONE_SEPARATORS = re.compile(r"[\s().-]")
 PHONE = re.compile(r"[1-9][0-9]{6,14}")  # E.164: country code first, at most 15 digits
@@ -32,9 +33,9 @@ def parse_send(body: Any) -> TemplateSend:
     if not isinstance(body, dict):
         raise error(400, "Invalid JSON body", "The request body must be a JSON object.")
     recipient, template, language = body.get("recipient_phone_number"), body.get("template_name"), body.get("language")
-    if not _text(recipient) or not _text(template):
+    if not is_text(recipient, required=True) or not is_text(template, required=True):
         raise error(400, "Missing required fields", "recipient_phone_number and template_name are required")
-    if not _text(language):
+    if not is_text(language, required=True):
         raise error(400, "Missing required fields", "language is required")
     number = PHONE_SEPARATORS.sub("", recipient).removeprefix("+")
     if not PHONE.fullmatch(number):
@@ -48,15 +49,11 @@ def parse_send(body: Any) -> TemplateSend:
         raise error(400, "Validation failed", "\"customer_name\" must be a string of at most 256 characters.")
     components = body.get("parameters")
     if components is not None:
-        if not isinstance(components, list) or not all(isinstance(c, dict) and _text(c.get("type")) for c in components):
+        if not isinstance(components, list) or not all(isinstance(c, dict) and is_text(c.get("type"), required=True) for c in components):
             raise error(400, "Validation failed", "\"parameters\" must be an array of template component objects, each with a \"type\".")
         if len(json.dumps(components)) > MAX_PARAMETERS_BYTES:
             raise error(400, "Validation failed", f"\"parameters\" must be at most {MAX_PARAMETERS_BYTES} bytes of JSON.")
     return TemplateSend(number, template, language, customer_name or None, components or None)
-
-
-def _text(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
 
 
 def payload(send: TemplateSend) -> dict[str, Any]:
@@ -72,15 +69,12 @@ def messages_url(connection: dict[str, Any], config: Config) -> str:
     return f"{base}/{connection['api_version'] or config.whatsapp_api_version}/{connection['phone_number_id']}/messages"
 
 
-def upstream_error(status: int, message: str, detail: Any = None) -> ApiError:
-    body: dict[str, Any] = {"error": "WhatsApp API error", "message": message}
-    if detail is not None:
-        body["whatsapp_error"] = detail
-    return ApiError(status, body)
+def upstream_error(status: int, message: str, detail: Any = None) -> Problem:
+    return error(status, "WhatsApp API error", message, **({"whatsapp_error": detail} if detail is not None else {}))
 
 
 async def send(config: Config, connection: dict[str, Any], message: TemplateSend) -> tuple[int, dict[str, Any]]:
-    """POSTs the template; returns (Cloud API status, its JSON reply). Failures raise ApiError:
+    """POSTs the template; returns (Cloud API status, its JSON reply). Failures raise a Problem:
     the Cloud API's 400/404 (unknown template, bad parameters or recipient) as a 400 with its
     message; anything else it or the network does wrong as a 502."""
     allow_private = bool(config.allow_private_outbound)

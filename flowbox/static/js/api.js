@@ -17,11 +17,11 @@ export class ApiError extends Error {
   }
 }
 
-// Every surface's error shape: {error, message}, the chat's {statusCode, body: {...}}, messaging's {status, message}.
+// An error names itself in `error` and `message` (the common shape) or in `message` (messaging's
+// {status, message}); the chat endpoint's {statusCode, body} is read where the chat is (playground.js).
 function describe(status, body) {
   if (body && typeof body === "object") {
-    const inner = body.body && typeof body.body === "object" ? body.body : body;
-    const parts = [inner.error, inner.message].filter((p) => typeof p === "string" && p);
+    const parts = [body.error, body.message].filter((p) => typeof p === "string" && p);
     if (parts.length) return `${status}: ${[...new Set(parts)].join(" — ")}`;
   }
   return `${status}: ${typeof body === "string" && body ? body.slice(0, 200) : "request failed"}`;

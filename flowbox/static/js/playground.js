@@ -1,7 +1,7 @@
 // The agent playground: chat with an agent, see the reply as it is generated (Server-Sent Events
 // when the server offers them on the chat endpoint, the plain JSON response otherwise), with its
 // tool calls and retrieved knowledge. The thread id is in the address, so a reload continues it.
-import { api, events, request } from "./api.js";
+import { ApiError, api, events, request } from "./api.js";
 import { errorBox, h, mount } from "./dom.js";
 import { Transcript } from "./transcript.js";
 
@@ -55,7 +55,10 @@ export async function render(main, args) {
   async function chat(text, signal) {
     const body = { messages: text, ...(threadId ? { thread_id: threadId } : {}) };
     const response = await request(`/api/public/agent/${encodeURIComponent(agent.id)}/chat`,
-      { method: "POST", body, accept: "text/event-stream, application/json", signal });
+      { method: "POST", body, accept: "text/event-stream, application/json", signal }).catch((err) => {
+        // no credits, model unavailable: the chat's own {statusCode, body} shape
+        throw err instanceof ApiError && err.body?.statusCode ? new Error(`${err.status}: ${describeError(err.body)}`) : err;
+      });
     if ((response.headers.get("content-type") || "").includes("text/event-stream")) {
       transcript.start(agent.name);
       for await (const event of events(response)) {
