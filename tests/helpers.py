@@ -42,13 +42,14 @@ def models() -> Path:
     return MODELS_DIR
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = 60, interval: float = 0.02) -> Any:
+def eventually(check: Callable[[], Any], what: str | Callable[[], str], timeout: float = 120, interval: float = 0.02) -> Any:
     """Polls ``check()`` until it returns something truthy, and returns that. Tests wait for the state they
-    need this way, never for a fixed time; the deadline is generous because CI machines are busy."""
+    need this way, never for a fixed time; deadlines are generous because CI machines are busy. ``what``
+    names the state (a callable is asked only on failure, for a message that shows how far it got)."""
     deadline = time.monotonic() + timeout
     while not (value := check()):
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
+            raise AssertionError(f"not within {timeout}s: {what() if callable(what) else what}")
         time.sleep(interval)
     return value
 
@@ -175,6 +176,19 @@ class ServeProcess:
         """A clean shutdown: exit status 0."""
         self.proc.send_signal(sig)
         assert self.proc.wait(timeout=30) == 0
+
+
+def wait_serving(proc: subprocess.Popen, base_url: str, timeout: float = 60) -> None:
+    """Until a ``flowbox serve`` child process answers /healthz (it must not exit meanwhile)."""
+
+    def healthy() -> bool:
+        assert proc.poll() is None, "flowbox serve exited"
+        try:
+            return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    eventually(healthy, f"flowbox serve answering at {base_url}", timeout=timeout, interval=0.1)
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:

@@ -9,13 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import httpx
 
-from tests.helpers import ServeProcess
+from tests.helpers import ServeProcess, eventually
 
 # Generous: a busy CI machine may take minutes for what takes seconds here. Every wait polls for the
 # state it needs and ends as soon as that state is there.
@@ -72,11 +71,8 @@ class Load:
 
     def wait_for(self, condition: Callable[[list[Any]], bool], what: str) -> None:
         """Until ``condition(acknowledged)`` holds (the workers keep calling meanwhile)."""
-        deadline = time.monotonic() + WAIT_S
-        while not condition(self.acknowledged):
-            self.check()
-            assert time.monotonic() < deadline, f"not within {WAIT_S}s: {what} ({len(self.acknowledged)} calls acknowledged)"
-            time.sleep(0.05)
+        eventually(lambda: self.check() or condition(self.acknowledged), lambda: f"{what} ({len(self.acknowledged)} calls acknowledged)",
+                   timeout=WAIT_S, interval=0.05)
         self.check()
 
     def kill(self) -> None:
@@ -87,13 +83,6 @@ class Load:
             thread.join(timeout=CALL_TIMEOUT_S)
         assert not any(thread.is_alive() for thread in self.threads), "a worker is still waiting for the killed server"
         self.check()
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {WAIT_S}s: {what}"
-        time.sleep(0.2)
 
 
 def test_kill9_during_chat_turns_loses_nothing_acknowledged(tmp_path):
@@ -129,8 +118,8 @@ def test_kill9_during_chat_turns_loses_nothing_acknowledged(tmp_path):
     server = Proc(data_dir)
     db = sqlite3.connect(data_dir / "flowbox.db")
     try:
-        wait_until(lambda: db.execute("select count(*) from runs where status = 'processing'").fetchone()[0] == 0,
-                   "the accepted async run has finished after the restart")
+        eventually(lambda: db.execute("select count(*) from runs where status = 'processing'").fetchone()[0] == 0,
+                   "the accepted async run has finished after the restart", timeout=WAIT_S, interval=0.2)
         # every acknowledged turn is stored exactly as it was answered
         for body in acknowledged:
             stored = {m: (r, json.loads(c)) for m, r, c in db.execute(

@@ -10,13 +10,12 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 
 import httpx
 import pytest
 
 from flowbox.middleware import TokenBuckets
-from tests.helpers import ServeProcess, create_agent, free_port, self_signed_cert
+from tests.helpers import ServeProcess, create_agent, eventually, free_port, self_signed_cert
 
 
 def test_token_buckets_refill():
@@ -116,18 +115,18 @@ def test_backup_and_restore_under_write_load(server, tmp_path):
     client = server.client()
     writer = Writer(server)
     try:
-        time.sleep(0.5)
+        eventually(lambda: len(writer.acknowledged) >= 5, "writes acknowledged before the backup")
         before_backup = list(writer.acknowledged)
         info = _cli("backup", str(tmp_path / "snap.db"), "--json")
         after_backup = list(writer.acknowledged)
-        time.sleep(0.5)
+        eventually(lambda: len(writer.acknowledged) >= len(after_backup) + 5, "writes acknowledged after the backup")
 
         # restore while the writes go on: no write fails, and the server serves the backup's agents
         # plus whatever was acknowledged after the restore returned
         before_restore = set(writer.acknowledged)
         result = _cli("restore", info["path"], "--json")
         after_restore = len(writer.acknowledged)
-        time.sleep(0.5)
+        eventually(lambda: len(writer.acknowledged) >= after_restore + 5, "writes acknowledged after the restore")
     finally:
         writer.stop()
     assert not writer.failures, writer.failures[:5]

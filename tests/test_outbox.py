@@ -13,14 +13,13 @@ import subprocess
 import sys
 import time
 
-import httpx
 import pytest
 from click.testing import CliRunner
 
 from flowbox import orgs, outbox
 from flowbox.cli.main import cli
 from flowbox.db import Store
-from tests.helpers import Receiver, free_port
+from tests.helpers import Receiver, eventually, free_port, wait_serving
 
 FAST = dict(preload_model=False, allow_private_outbound=True, outbox_retry_base_ms=100, outbox_poll_ms=100)
 
@@ -53,14 +52,9 @@ def row(server, delivery_id: str) -> dict:
     return dict(server.call(server.services.store.fetchone("SELECT * FROM outbox WHERE id = ?", [delivery_id])))
 
 
-def wait_status(server, delivery_id: str, status: str, timeout: float = 15) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        record = row(server, delivery_id)
-        if record["status"] == status:
-            return record
-        time.sleep(0.05)
-    raise AssertionError(f"delivery {delivery_id} is {record['status']!r}, not {status!r}: {record}")
+def wait_status(server, delivery_id: str, status: str, timeout: float = 30) -> dict:
+    return eventually(lambda: (record := row(server, delivery_id))["status"] == status and record,
+                      lambda: f"delivery {delivery_id} {status!r}: {row(server, delivery_id)}", timeout=timeout)
 
 
 def test_delivery_is_signed_and_carries_its_id(make_server, receivers):
@@ -153,10 +147,7 @@ def test_unreachable_receiver_keeps_the_delivery_until_it_comes_up(make_server, 
     server = make_server(**FAST)
     port = free_port()
     delivery_id = enqueue(server, f"http://127.0.0.1:{port}/late", {"x": 1})
-    deadline = time.time() + 10
-    while row(server, delivery_id)["attempts"] < 2:
-        assert time.time() < deadline
-        time.sleep(0.05)
+    eventually(lambda: row(server, delivery_id)["attempts"] >= 2, "two attempts at the unreachable receiver")
     record = row(server, delivery_id)
     assert record["status"] == "pending" and "Connect" in record["last_error"]
     receiver = receivers(port=port)
@@ -203,18 +194,6 @@ def _serve(data_dir, port: int, env_extra: dict) -> subprocess.Popen:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def _wait_healthy(port: int, proc: subprocess.Popen) -> None:
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.stderr.read().decode()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise AssertionError("flowbox serve did not come up")
-
-
 def test_kill_9_with_deliveries_pending_loses_none(tmp_path, receivers):
     """Deliveries queued in the database file, a server killed with SIGKILL halfway, a restart:
     every delivery arrives, and the receiver de-duplicating on X-Flowbox-Delivery sees each once."""
@@ -246,10 +225,8 @@ def test_kill_9_with_deliveries_pending_loses_none(tmp_path, receivers):
         arrived_before = len(receiver.delivery_ids())
         assert arrived_before < total, "the server finished before it was killed; the test proves nothing"
         proc = _serve(data_dir, port, env)
-        _wait_healthy(port, proc)
-        deadline = time.time() + 60
-        while len(receiver.delivery_ids()) < total and time.time() < deadline:
-            time.sleep(0.1)
+        wait_serving(proc, f"http://127.0.0.1:{port}")
+        eventually(lambda: len(receiver.delivery_ids()) >= total, "every delivery arrived after the restart", interval=0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from flowbox import orgs
-from tests.helpers import create_agent
+from tests.helpers import create_agent, eventually
 
 MISSING = {"error": "API key is required", "message": "Please provide an API key in the Authorization header"}
 INVALID = {"error": "Invalid API key", "message": "The provided API key is not valid"}
@@ -238,12 +238,8 @@ def test_async_callback_ack_and_background_run(make_server):
     async def run_state():
         return await server.services.store.fetchall("SELECT status, thread_id, response FROM runs WHERE callback_url IS NOT NULL")
 
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        rows = server.call(run_state())
-        if rows and rows[0]["status"] != "processing" and rows[0]["response"]:
-            break
-        time.sleep(0.2)
+    rows = eventually(lambda: (r := server.call(run_state())) and r[0]["status"] != "processing" and r[0]["response"] and r,
+                      "the async run finished", interval=0.1)
     assert rows[0]["status"] == "completed" and rows[0]["thread_id"] == "callback-1"
     assert count_rows(server, "messages") == before + 2
     stored = client.get(f"/api/public/agent/{agent['id']}/threads/{rows[0]['thread_id']}").json()

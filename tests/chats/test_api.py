@@ -17,7 +17,7 @@ from flowbox import orgs
 from flowbox.chats import engine
 from flowbox.models import ChatRequest, generate
 from flowbox.orgs import hash_key
-from tests.helpers import Receiver, create_agent
+from tests.helpers import Receiver, create_agent, eventually
 
 
 @pytest.fixture
@@ -60,13 +60,12 @@ def start_chat(client, flow: dict, **fields) -> dict:
 
 
 def wait_status(client, chat_id: str, *wanted: str, timeout: float = 90) -> dict:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    def reached():
         chat = client.get(f"/chats/{chat_id}").json()
-        if chat["status"] in wanted:
-            return chat
-        time.sleep(0.25)
-    raise AssertionError(f"chat {chat_id} did not reach {wanted}: {chat}")
+        return chat if chat["status"] in wanted else None
+
+    return eventually(reached, lambda: f"chat {chat_id} reaching {wanted}: {client.get(f'/chats/{chat_id}').json()}",
+                      timeout=timeout, interval=0.1)
 
 
 class Watcher:
@@ -163,10 +162,7 @@ def test_three_agent_flow_with_human_input_end_to_end(server):
     assert waiting["status"] == "wait_for_human_input" and waiting["waiting_for"] == {"agent": "user", "reason": "turn"}
     assert [m["sender"] for m in client.get(f"/chats/{chat['id']}/messages").json()] == ["user", "writer", "critic"]
     # waiting holds no task
-    deadline = time.time() + 5
-    while chat_tasks(server, chat["id"]) and time.time() < deadline:
-        time.sleep(0.05)
-    assert chat_tasks(server, chat["id"]) == []
+    eventually(lambda: chat_tasks(server, chat["id"]) == [], "no task left for the waiting chat")
 
     answer = client.post(f"/chats/{chat['id']}/input", json={"message": "Now make it about dogs."})
     assert answer.status_code == 202, answer.text
@@ -223,10 +219,15 @@ def test_stream_follows_a_running_chat_live(server):
     flow = create(client, "/chatflows", {**REVIEW_FLOW, "agents": REVIEW_FLOW["agents"][1:], "max_rounds": 3})
     chat = start_chat(client, flow)
     got: list = []
-    reader = threading.Thread(target=lambda: got.extend(sse_events(
-        key_client(server), f"/chats/{chat['id']}/stream", lambda ev: ev[-1][0] == "status" and ev[-1][2]["status"] == "completed", timeout=90)))
+    attached = threading.Event()
+
+    def until(events) -> bool:
+        attached.set()  # the stream's first event (the chat's status) arrived: the reader is attached
+        return events[-1][0] == "status" and events[-1][2]["status"] == "completed"
+
+    reader = threading.Thread(target=lambda: got.extend(sse_events(key_client(server), f"/chats/{chat['id']}/stream", until, timeout=90)))
     reader.start()
-    time.sleep(0.5)
+    assert attached.wait(60)
     assert client.post(f"/chats/{chat['id']}/messages", json={"message": "Topic: rain."}).status_code == 202
     reader.join(90)
     messages = client.get(f"/chats/{chat['id']}/messages").json()
@@ -305,7 +306,7 @@ def test_deleting_a_running_chat_stops_it(server):
     busy = client.post(f"/chats/{chat['id']}/messages", json={"message": "again"})
     assert busy.status_code == 409 and busy.json()["error"] == "Chat is busy" and busy.json()["status"] == "running"
     watcher = Watcher(server, chat["id"])
-    time.sleep(0.3)
+    watcher.wait(lambda frames: frames)  # subscribed: the chat's status came first
     assert chat_tasks(server, chat["id"])
     started = time.time()
     deleted = client.delete(f"/chats/{chat['id']}")

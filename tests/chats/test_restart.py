@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import httpx
 from click.testing import CliRunner
@@ -17,7 +16,7 @@ from click.testing import CliRunner
 from flowbox import db
 from flowbox.chats import engine
 from flowbox.cli import main
-from tests.helpers import free_port
+from tests.helpers import eventually, free_port, wait_serving
 
 FLOW = {
     "name": "relay",
@@ -41,15 +40,12 @@ def serve(port: int, data_dir) -> subprocess.Popen:
     env = {**os.environ, "FLOWBOX_N_THREADS": "1"}  # see chats/test_api.py: one thread is faster on a busy machine
     proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port), "--data-dir", str(data_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("flowbox serve did not start")
+    try:
+        wait_serving(proc, f"http://127.0.0.1:{port}")
+    except AssertionError:
+        proc.kill()
+        raise
+    return proc
 
 
 def test_kill9_during_runs_then_restart(tmp_path):
@@ -63,10 +59,8 @@ def test_kill9_during_runs_then_restart(tmp_path):
         resumed, given_up = (client.post("/chats", json={"from_type": "flow", "from_flow": flow["id"]}).json() for _ in range(2))
         for chat in (resumed, given_up):
             assert client.post(f"/chats/{chat['id']}/messages", json={"message": "A fox found a key."}).status_code == 202
-        deadline = time.time() + 60
-        while len(client.get(f"/chats/{resumed['id']}/messages").json()) < 2:
-            assert time.time() < deadline, "no turn was taken"
-            time.sleep(0.05)
+        eventually(lambda: len(client.get(f"/chats/{resumed['id']}/messages").json()) >= 2, "a turn taken before the kill",
+                   timeout=120, interval=0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -83,10 +77,8 @@ def test_kill9_during_runs_then_restart(tmp_path):
 
     proc = serve(port, data_dir)
     try:
-        deadline = time.time() + 90
-        while (chat := client.get(f"/chats/{resumed['id']}").json())["status"] == "running":
-            assert time.time() < deadline, chat
-            time.sleep(0.2)
+        chat = eventually(lambda: (c := client.get(f"/chats/{resumed['id']}").json())["status"] != "running" and c,
+                          "the resumed chat finished", timeout=120, interval=0.1)
         assert chat["status"] == "completed" and chat["round"] == FLOW["max_rounds"]
         messages = client.get(f"/chats/{resumed['id']}/messages").json()
         # the run went on from its last stored turn: no turn lost, none repeated

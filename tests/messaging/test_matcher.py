@@ -5,12 +5,11 @@ step) and from the history; the model itself read from the SQLite file."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from flowbox.messaging import conversation, projects
-from tests.helpers import Receiver
+from tests.helpers import Receiver, eventually
 
 
 def intent(step_id: str, examples: list[str], text: str, contexts: tuple[str, ...] = ()) -> dict:
@@ -67,11 +66,8 @@ class Shop:
         return out
 
     def wait(self, kind: str, thread: str, count: int, timeout: float = 60) -> list[dict]:
-        deadline = time.time() + timeout
-        while len(found := self.events(kind, thread)) < count:
-            assert time.time() < deadline, f"expected {count} {kind} for {thread}, got {found}"
-            time.sleep(0.02)
-        return found
+        return eventually(lambda: len(found := self.events(kind, thread)) >= count and found,
+                          lambda: f"{count} {kind} for {thread}, got {self.events(kind, thread)}", timeout=timeout)
 
     def say(self, thread: str, speech: str) -> tuple[str | None, list[str]]:
         before = len(self.events("message.delivered", thread))
@@ -87,10 +83,8 @@ class Shop:
 
     def ready(self) -> None:
         """Waits until the project's intent model is trained (in the background)."""
-        deadline = time.time() + 120
-        while not self.server.call(conversation.intents_ready(self.server.services, self.project())):
-            assert time.time() < deadline, "the intent model was not trained in time"
-            time.sleep(0.05)
+        eventually(lambda: self.server.call(conversation.intents_ready(self.server.services, self.project())),
+                   "the intent model trained", timeout=120, interval=0.05)
 
     def stored_model(self) -> dict | None:
         row = self.server.call(self.server.services.store.fetchone(

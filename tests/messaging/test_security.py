@@ -19,6 +19,7 @@ from websockets.sync.client import connect
 from flowbox import db as db_mod
 from flowbox.messaging import projects
 from flowbox.messaging.migrations import migrations as messaging_migrations
+from tests.helpers import eventually
 from tests.messaging.test_sockets import PNG, Shop, ping, recv, say, send, texts
 
 HTML = b"<!doctype html><script>parent.postMessage(sessionStorage.getItem('flowbox-key'), '*')</script>"
@@ -30,15 +31,6 @@ def strict_json(text: str):
     def refuse(name):
         raise ValueError(f"{name} is not JSON")
     return json.loads(text, parse_constant=refuse)
-
-
-def wait_for(check, what: str, timeout: float = 60):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def sdk_client(shop: Shop, thread: str) -> str:
@@ -186,7 +178,7 @@ def test_old_media_and_deleted_projects_are_cleaned_up(make_server):
 
     # The sweep runs at start (then hourly).
     again = make_server(preload_model=False, messaging_media_keep_days=30)
-    wait_for(lambda: not (root / gone.project_id).exists() and not stray.exists() and not partial.exists(), "the media sweep")
+    eventually(lambda: not (root / gone.project_id).exists() and not stray.exists() and not partial.exists(), "the media sweep")
     assert httpx.get(again.base_url + "/rest/v1/media/" + old_id).status_code == 404
     assert httpx.get(again.base_url + "/rest/v1/media/" + new_url.rsplit("/", 1)[1]).content == PNG
     assert recent.exists()

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import pytest
 
 from flowbox.errors import ModelBusy
 from flowbox.models.scheduler import FairScheduler
-from tests.helpers import create_agent
+from tests.helpers import create_agent, eventually
 
 
 async def _hold(scheduler: FairScheduler, key: str, order: list[str], release: asyncio.Event) -> str:
@@ -160,16 +159,10 @@ def test_a_burst_of_one_org_leaves_room_for_another_end_to_end(make_server):
         thread.start()
         return thread
 
-    def until(predicate, what: str, deadline: float = 60) -> None:
-        end = time.monotonic() + deadline
-        while not predicate():
-            assert time.monotonic() < end, what
-            time.sleep(0.02)
-
     a1 = chat("a1", server.key, agent_a)
-    until(lambda: scheduler.waiting_for(server.org_id) == 1, "a1 waits")
+    eventually(lambda: scheduler.waiting_for(server.org_id) == 1, "a1 waits")
     a2 = chat("a2", server.key, agent_a)
-    until(lambda: scheduler.waiting_for(server.org_id) == 2, "a2 waits")
+    eventually(lambda: scheduler.waiting_for(server.org_id) == 2, "a2 waits")
     a3 = chat("a3", server.key, agent_a)
     a3.join(60)
     assert answers["a3"].status_code == 503  # the queue is full, all of it A's: A's own request is refused
@@ -177,7 +170,7 @@ def test_a_burst_of_one_org_leaves_room_for_another_end_to_end(make_server):
     a2.join(60)  # displaced by B's request
     assert answers["a2"].status_code == 503
     assert answers["a2"].json()["body"]["message"] == "Service temporarily unavailable"
-    until(lambda: scheduler.waiting_for(other_org) == 1, "b1 waits")
+    eventually(lambda: scheduler.waiting_for(other_org) == 1, "b1 waits")
     server.loop.call_soon_threadsafe(release.set)
     holder.result(30)
     for thread in (a1, b1):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from flowbox.models.grammar import InvalidSchema, schema_grammar, schema_text
-from tests.helpers import create_agent, start_server
+from tests.helpers import create_agent, eventually, start_server
 
 
 @pytest.fixture(scope="module")
@@ -34,16 +34,6 @@ def local_model(srv):
 def alive(srv) -> None:
     response = httpx.get(f"{srv.base_url}/healthz", timeout=10)
     assert response.status_code == 200
-
-
-def wait_for(predicate, what: str, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # -- grammars ------------------------------------------------------------------------------------
@@ -126,7 +116,7 @@ def test_a_worker_crash_costs_the_request_in_flight_a_503_and_the_worker_restart
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         future = pool.submit(client.post, f"/api/public/agent/{agent['id']}/chat",
                              json={"messages": "Tell me a long story about a lighthouse keeper."})
-        wait_for(lambda: model.scheduler.busy, "the model to start generating")
+        eventually(lambda: model.scheduler.busy, "the model to start generating")
         time.sleep(0.2)  # into the generation proper (a kill at any point must give the same answer)
         os.kill(first_pid, signal.SIGKILL)  # as llama.cpp's abort() would
         response = future.result(timeout=120)
@@ -152,16 +142,16 @@ def test_a_run_that_crashed_the_worker_twice_is_failed_not_resumed(srv, tmp_path
         response = client.post(f"/api/public/agent/{agent['id']}/chat",
                                json={"messages": "Tell me a long story about a lighthouse.", "callback_url": receiver.url()})
         assert response.status_code == 202, response.text
-        run_id = wait_for(lambda: srv.call(srv.services.store.fetchone(
+        run_id = eventually(lambda: srv.call(srv.services.store.fetchone(
             "SELECT id FROM runs WHERE agent_id = ? ORDER BY created_at DESC", [agent["id"]])), "the run")["id"]
 
         def attempts() -> int:
             return srv.call(srv.services.store.fetchone("SELECT attempts FROM runs WHERE id = ?", [run_id]))["attempts"]
 
         for attempt in (1, 2):
-            wait_for(lambda: attempts() == attempt and model.scheduler.busy and model.worker.pid, f"attempt {attempt} to generate")
+            eventually(lambda: attempts() == attempt and model.scheduler.busy and model.worker.pid, f"attempt {attempt} to generate")
             os.kill(model.worker.pid, signal.SIGKILL)
-        run = wait_for(lambda: (row := srv.call(srv.services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id])))
+        run = eventually(lambda: (row := srv.call(srv.services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id])))
                        and row["status"] != "processing" and dict(row), "the run to end")
         assert run["status"] == "error" and run["attempts"] == 2
         delivered = receiver.wait_for(1, timeout=60)
@@ -190,7 +180,7 @@ def test_a_run_started_twice_by_a_dying_server_is_failed_at_the_next_start(tmp_p
         from flowbox.agents.chat import resume_async_runs
 
         server.call(resume_async_runs(server.services))
-        run = wait_for(lambda: (row := server.call(server.services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id])))
+        run = eventually(lambda: (row := server.call(server.services.store.fetchone("SELECT * FROM runs WHERE id = ?", [run_id])))
                        and row["status"] != "processing" and dict(row), "the run to be failed")
         assert run["status"] == "error" and run["attempts"] == 3
         assert json.loads(run["response"])["statusCode"] == 503

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from flowbox import usage
-from tests.helpers import create_agent, start_server
+from tests.helpers import create_agent, eventually, start_server
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city.",
@@ -230,8 +230,7 @@ def test_disconnect_mid_stream_frees_the_model_at_once(srv, oai):
     assert scheduler(srv).busy  # still generating: 400 tokens take many seconds
     stream.close()
     closed = time.perf_counter()
-    while scheduler(srv).busy and time.perf_counter() - closed < 10:
-        time.sleep(0.01)
+    eventually(lambda: not scheduler(srv).busy, "the model freed", timeout=10, interval=0.01)
     freed = time.perf_counter() - closed
     assert freed < 1.0, f"the model was busy {freed:.2f} s after the client left"
     started = time.perf_counter()
@@ -252,8 +251,7 @@ def test_disconnect_from_the_agents_api_stream_stops_the_turn(srv):
                 break
         assert scheduler(srv).busy
     closed = time.perf_counter()
-    while scheduler(srv).busy and time.perf_counter() - closed < 10:
-        time.sleep(0.01)
+    eventually(lambda: not scheduler(srv).busy, "the model freed", timeout=10, interval=0.01)
     assert time.perf_counter() - closed < 1.0
     assert runs(srv, agent_id=agent["id"]) == []  # an interrupted turn leaves no trace
 
