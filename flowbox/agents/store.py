@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from ..db import Store, Tx
-from ..errors import error
-from ..http import is_text
 from ..ids import iso, new_id
+from ..validation import NOT_BLANK, given, typed
 from .tools import BUILTIN_TOOLS
 
 AGENT_FIELDS = ("name", "description", "instructions", "model", "temperature", "max_tokens", "tools")
@@ -22,48 +24,42 @@ def agent_out(row) -> dict[str, Any]:
     return agent
 
 
-def validate_agent(fields: dict[str, Any], model_names: list[str], partial: bool = False) -> dict[str, Any]:
-    """Checks agent fields; raises a 400 ``Validation failed`` naming the field."""
+class AgentFields(msgspec.Struct, forbid_unknown_fields=True):
+    """An agent create or update body; the read-only fields a client may send back are ignored."""
 
-    def bad(message: str):
-        return error(400, "Validation failed", message)
+    name: Annotated[str, Meta(max_length=200, pattern=NOT_BLANK)] | UnsetType = UNSET
+    description: Annotated[str, Meta(max_length=2000)] | UnsetType = UNSET
+    instructions: Annotated[str, Meta(max_length=MAX_INSTRUCTIONS)] | UnsetType = UNSET
+    model: str | UnsetType = UNSET
+    temperature: Annotated[float, Meta(ge=0, le=2)] | UnsetType = UNSET
+    max_tokens: Annotated[int, Meta(ge=1, le=8192)] | None | UnsetType = UNSET
+    tools: list[Literal[tuple(BUILTIN_TOOLS)]] | UnsetType = UNSET  # type: ignore[valid-type]
+    id: Any = UNSET
+    org_id: Any = UNSET
+    created_at: Any = UNSET
+    updated_at: Any = UNSET
 
-    if not isinstance(fields, dict):
-        raise bad("The request body must be a JSON object.")
-    unknown = sorted(set(fields) - set(AGENT_FIELDS) - {"id", "created_at", "updated_at", "org_id"})
-    if unknown:
-        raise bad(f"Unknown field \"{unknown[0]}\".")
-    out: dict[str, Any] = {}
-    if "name" in fields or not partial:
-        name = fields.get("name")
-        if not is_text(name) or not name.strip() or len(name) > 200:
-            raise bad("\"name\" must be a non-empty string of at most 200 characters.")
-        out["name"] = name.strip()
-    for key, limit in (("description", 2000), ("instructions", MAX_INSTRUCTIONS)):
-        if key in fields:
-            value = fields[key]
-            if not is_text(value) or len(value) > limit:
-                raise bad(f"\"{key}\" must be a string of at most {limit} characters.")
-            out[key] = value
-    if "model" in fields:
-        if fields["model"] not in model_names:
-            raise bad(f"\"model\" must be one of: {', '.join(model_names)}.")
-        out["model"] = fields["model"]
-    if "temperature" in fields:
-        value = fields["temperature"]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 2:
-            raise bad("\"temperature\" must be a number between 0 and 2.")
-        out["temperature"] = float(value)
-    if "max_tokens" in fields:
-        value = fields["max_tokens"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 8192):
-            raise bad("\"max_tokens\" must be an integer between 1 and 8192, or null.")
-        out["max_tokens"] = value
-    if "tools" in fields:
-        value = fields["tools"]
-        if not isinstance(value, list) or not all(isinstance(t, str) and t in BUILTIN_TOOLS for t in value):
-            raise bad(f"\"tools\" must be a list of tool names from: {', '.join(BUILTIN_TOOLS)}.")
-        out["tools"] = json.dumps(list(dict.fromkeys(value)))
+
+_AGENT_MESSAGES = {
+    "name": "\"name\" must be a non-empty string of at most 200 characters.",
+    "description": "\"description\" must be a string of at most 2000 characters.",
+    "instructions": f"\"instructions\" must be a string of at most {MAX_INSTRUCTIONS} characters.",
+    "temperature": "\"temperature\" must be a number between 0 and 2.",
+    "max_tokens": "\"max_tokens\" must be an integer between 1 and 8192, or null.",
+    "tools": f"\"tools\" must be a list of tool names from: {', '.join(BUILTIN_TOOLS)}.",
+}
+
+
+def validate_agent(body: Any, model_names: list[str], partial: bool = False) -> dict[str, Any]:
+    """The agent columns a create (or, ``partial``, an update) body sets; else a 400 ``Validation failed``
+    naming the field."""
+    fields = typed(body, AgentFields, {**_AGENT_MESSAGES, "model": f"\"model\" must be one of: {', '.join(model_names)}."},
+                   require=() if partial else ("name",), checks={"model": lambda model: model in model_names})
+    out = {k: v for k, v in given(fields).items() if k in AGENT_FIELDS}
+    if "name" in out:
+        out["name"] = out["name"].strip()
+    if "tools" in out:
+        out["tools"] = json.dumps(list(dict.fromkeys(out["tools"])))
     return out
 
 

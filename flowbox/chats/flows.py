@@ -15,6 +15,7 @@ from typing import Any
 from ..db import Store, Tx
 from ..errors import error
 from ..ids import iso, new_id
+from ..validation import is_text
 
 ASSISTANT, USER_PROXY = "assistant", "user_proxy"
 HUMAN_INPUT_MODES = ("ALWAYS", "TERMINATE", "NEVER")
@@ -39,7 +40,7 @@ def _bad(message: str):
 
 
 def _string(value: Any, where: str, limit: int, required: bool = False) -> str:
-    if not isinstance(value, str) or len(value) > limit or (required and not value.strip()):
+    if not is_text(value, limit, required=required):
         raise _bad(f"\"{where}\" must be a {'non-empty ' if required else ''}string of at most {limit} characters.")
     return value.strip() if required else value
 

@@ -13,8 +13,9 @@ from litestar.params import FromPath
 from ..apidoc import body_doc, doc, query
 from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
-from ..http import is_text, json_body, require_key, services_of, whole_number
+from ..http import json_body, require_key, services_of, whole_number
 from ..services import STARTUP_HOOKS, Services
+from ..validation import is_text
 from . import agent_tools  # noqa: F401  (registers the agents' knowledge tool and context)
 from . import store as kb
 from .schemas import (CREATE_BODY, UPDATE_BODY, Deleted, KnowledgeItem, KnowledgeItemWithContent, KnowledgePage,
@@ -69,7 +70,7 @@ async def search_knowledge(request: Request, q: query("The question or keywords 
     principal = await require_key(request)
     services = services_of(request)
     text = q or ""
-    if not is_text(text) or not text.strip():
+    if not is_text(text, required=True):
         raise kb.invalid('"q" is required and must be a non-empty string.')
     if len(text) > kb.MAX_CONTENT:
         raise kb.invalid(f'"q" must be {kb.MAX_CONTENT} characters or less.')

@@ -13,8 +13,9 @@ from typing import Any, Sequence
 from ..db import Store
 from ..embeddings import Embedder
 from ..errors import error
-from ..http import is_text, whole_number
+from ..http import whole_number
 from ..ids import iso, new_id
+from ..validation import is_text
 from . import index as idx
 
 MAX_CONTENT = 4000
@@ -55,7 +56,7 @@ def _agent_ids(value: Any) -> list[str] | None:
         value = [value]
     if not isinstance(value, list) or not value or len(value) > MAX_AGENT_IDS:
         return None
-    if not all(is_text(v) and v.strip() for v in value):
+    if not all(is_text(v, required=True) for v in value):
         return None
     return list(dict.fromkeys(v.strip() for v in value))
 
@@ -63,7 +64,7 @@ def _agent_ids(value: Any) -> list[str] | None:
 def _optional_fields(body: dict, out: dict) -> None:
     if "name" in body and body["name"] is not None:
         name = body["name"]
-        if not is_text(name) or not name.strip():
+        if not is_text(name, required=True):
             raise invalid('If provided, "name" must be a non-empty string.')
         if len(name) > MAX_NAME:
             raise invalid(f'"name" must be {MAX_NAME} characters or less.')

@@ -18,6 +18,7 @@ from typing import Any
 
 from ..db import Store, Tx
 from ..ids import iso, new_id
+from ..validation import Problems, is_text
 from .common import rest_error
 from .entities import ENTITY_IDS
 
@@ -45,23 +46,10 @@ def action_id(step_id: str, index: int) -> str:
     return hashlib.sha1(f"{step_id}:{index}".encode()).hexdigest()[:24]
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append({"path": path, "message": message})
-
-    def raise_if_any(self, prefix: str = "") -> None:
-        if self.items:
-            first = self.items[0]
-            more = f" (and {len(self.items) - 1} more)" if len(self.items) > 1 else ""
-            raise rest_error(400, f"Invalid flow: {prefix}{first['path']}: {first['message']}{more}",
-                             errors=[{**p, "path": prefix + p["path"]} for p in self.items])
-
-
-def _text(value: Any, max_len: int = 255, required: bool = True) -> bool:
-    return isinstance(value, str) and len(value) <= max_len and (bool(value.strip()) or not required)
+def _raise_if_any(problems: Problems, prefix: str) -> None:
+    if problems.items:
+        message, errors = problems.summary(prefix)
+        raise rest_error(400, f"Invalid flow: {message}", errors=errors)
 
 
 def _id(value: Any) -> bool:
@@ -78,7 +66,7 @@ def _timestamp(value: Any) -> str:
     return iso()
 
 
-def _action(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
+def _action(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         problems.add(path, "must be an action object {type, payload} (action ids, as the list view shows them, cannot be stored)")
         return None
@@ -99,7 +87,7 @@ def _action(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
     texts = payload.get("texts")
     if texts is None and isinstance(payload.get("text"), str):
         texts = [payload["text"]]
-    if not isinstance(texts, list) or not texts or not all(_text(t, MAX_TEXT) for t in texts):
+    if not isinstance(texts, list) or not texts or not all(is_text(t, MAX_TEXT, required=True) for t in texts):
         problems.add(f"{path}.payload.texts", f"must be a non-empty list of non-empty strings of at most {MAX_TEXT} characters")
         return None
     quick_replies = []
@@ -111,15 +99,15 @@ def _action(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
         where = f"{path}.payload.quickReplies[{k}]"
         if isinstance(reply, str):
             reply = {"label": reply}
-        if not isinstance(reply, dict) or not _text(reply.get("label"), 100):
+        if not isinstance(reply, dict) or not is_text(reply.get("label"), 100, required=True):
             problems.add(where, "must have a non-empty \"label\" of at most 100 characters")
             continue
         value = reply.get("value", reply["label"])
-        if not _text(value, MAX_QUERY, required=False):
+        if not is_text(value, MAX_QUERY):
             problems.add(f"{where}.value", f"must be a string of at most {MAX_QUERY} characters")
             continue
         kind_ = reply.get("type", "text")
-        if not _text(kind_, 50):
+        if not is_text(kind_, 50, required=True):
             problems.add(f"{where}.type", "must be a string such as \"text\"")
             continue
         quick_replies.append({"label": reply["label"], "value": value, "type": kind_})
@@ -128,13 +116,13 @@ def _action(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
         problems.add(f"{path}.payload.delay", f"must be a number of seconds between 0 and {MAX_DELAY}")
         delay = 0
     tags = payload.get("tags") or []
-    if not isinstance(tags, list) or not all(_text(t, 100) for t in tags):
+    if not isinstance(tags, list) or not all(is_text(t, 100, required=True) for t in tags):
         problems.add(f"{path}.payload.tags", "must be a list of strings")
         tags = []
     return {"type": "TEXT", "payload": {"texts": list(texts), "quickReplies": quick_replies, "delay": delay, "tags": list(tags)}}
 
 
-def _intent(raw: Any, step_title: str, path: str, problems: _Problems) -> dict[str, Any] | None:
+def _intent(raw: Any, step_title: str, path: str, problems: Problems) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         problems.add(path, "is required for an INTENT step: an object with \"examples\"")
         return None
@@ -147,7 +135,7 @@ def _intent(raw: Any, step_title: str, path: str, problems: _Problems) -> dict[s
         where = f"{path}.examples[{k}]"
         if isinstance(example, str):  # authoring shorthand
             example = {"query": example}
-        if not isinstance(example, dict) or not _text(example.get("query"), MAX_QUERY):
+        if not isinstance(example, dict) or not is_text(example.get("query"), MAX_QUERY, required=True):
             problems.add(where, f"must have a non-empty \"query\" of at most {MAX_QUERY} characters")
             continue
         entities = example.get("entities") or []
@@ -160,18 +148,18 @@ def _intent(raw: Any, step_title: str, path: str, problems: _Problems) -> dict[s
             if "label" in entity and not (isinstance(entity["label"], str) and _LABEL.match(entity["label"])):
                 problems.add(f"{where}.entities[{e_index}].label", "must be a name like \"city\" (letters, digits, _ . -)")
         out.append({"entities": entities, "query": example["query"]})
-    if not out and not any(p["path"].startswith(f"{path}.examples[") for p in problems.items):
+    if not out and not problems.under(f"{path}.examples["):
         problems.add(f"{path}.examples", "is empty: an intent needs at least one example")
     intent_id = raw.get("intentId") or new_id()
     if not _id(intent_id):
         problems.add(f"{path}.intentId", "must be a string of at most 100 characters")
     title = raw.get("title", step_title)
-    if not _text(title, 255, required=False):
+    if not is_text(title, 255):
         problems.add(f"{path}.title", "must be a string of at most 255 characters")
     return {"intentId": intent_id, "title": title, "createdAt": _timestamp(raw.get("createdAt")), "examples": out}
 
 
-def _slot(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
+def _slot(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         problems.add(path, "is required for a SLOT step: an object with validation, entityId and label")
         return None
@@ -186,7 +174,7 @@ def _slot(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
     return {"validation": validation, "entityId": raw.get("entityId"), "label": label}
 
 
-def _step(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
+def _step(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
     if not isinstance(raw, dict):
         problems.add(path, "must be a Step object")
         return None
@@ -198,7 +186,7 @@ def _step(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
     if not _id(step_id):
         problems.add(f"{path}.stepId", "must be a string of at most 100 characters")
     title = raw.get("title", "")
-    if not _text(title, 255, required=kind == "EVENT"):
+    if not is_text(title, 255, required=kind == "EVENT"):
         problems.add(f"{path}.title", "must be a string of at most 255 characters" + (" (an EVENT step's title is the event name)" if kind == "EVENT" else ""))
     contexts = raw.get("contexts") or []
     if not isinstance(contexts, list) or not all(_id(c) for c in contexts) or len(set(contexts)) != len(contexts):
@@ -223,7 +211,7 @@ def _step(raw: Any, path: str, problems: _Problems) -> dict[str, Any] | None:
     return step
 
 
-def _check_graph(steps: list[dict[str, Any]], problems: _Problems) -> None:
+def _check_graph(steps: list[dict[str, Any]], problems: Problems) -> None:
     """Contexts name steps of this flow; every step is reachable from a top-level step (a
     cycle with no way in is an error); SLOT steps do not chain into a cycle (asking would loop)."""
     index = {s["stepId"]: i for i, s in enumerate(steps)}
@@ -267,17 +255,17 @@ def _check_graph(steps: list[dict[str, Any]], problems: _Problems) -> None:
 
 def normalize_flow(raw: Any, project_id: str, prefix: str = "") -> dict[str, Any]:
     """A validated, normalised Flow document; a 400 listing every problem otherwise."""
-    problems = _Problems()
+    problems = Problems()
     if not isinstance(raw, dict):
         problems.add("flow", "must be a Flow object")
-        problems.raise_if_any(prefix)
+        _raise_if_any(problems, prefix)
     flow_id = raw.get("flowId") or new_id()
     if not _id(flow_id):
         problems.add("flowId", "must be a string of at most 100 characters")
-    if not _text(raw.get("title"), 255):
+    if not is_text(raw.get("title"), 255, required=True):
         problems.add("title", "is required: a non-empty string of at most 255 characters")
     group = raw.get("group") if raw.get("group") is not None else ""
-    if not _text(group, 255, required=False):
+    if not is_text(group, 255):
         problems.add("group", "must be a string of at most 255 characters")
     disabled = raw.get("disabled", False)
     if not isinstance(disabled, bool):
@@ -294,7 +282,7 @@ def normalize_flow(raw: Any, project_id: str, prefix: str = "") -> dict[str, Any
         seen.setdefault(step["stepId"], i)
     if len(steps) == len(steps_raw):  # with every step readable, the graph can be checked too
         _check_graph(steps, problems)
-    problems.raise_if_any(prefix)
+    _raise_if_any(problems, prefix)
     return {
         "flowId": flow_id, "projectId": project_id, "brainId": brain_id(project_id), "title": raw["title"],
         "group": group, "createdAt": _timestamp(raw.get("createdAt")), "disabled": disabled, "steps": steps,

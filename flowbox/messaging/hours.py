@@ -20,7 +20,8 @@ import re
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from .common import is_str, rest_error
+from ..validation import is_text
+from .common import rest_error
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
@@ -91,10 +92,10 @@ def validate_business_hours(value: Any) -> list[dict[str, Any]]:
         if not isinstance(entry.get("weekdays") or [], list) or not isinstance(entry.get("holidays") or [], list):
             raise rest_error(400, f"{where}.weekdays and {where}.holidays must be lists")
         timezone = entry.get("timezone", "(UTC) UTC")
-        if not is_str(timezone, 100) or timezone_of(timezone) is None:
+        if not is_text(timezone, 100, required=True) or timezone_of(timezone) is None:
             raise rest_error(400, f"{where}.timezone must look like \"(UTC+03:00) Minsk\" or be an IANA name like \"Europe/Amsterdam\"")
         label = entry.get("label", "")
-        if not is_str(label, 200, allow_empty=True):
+        if not is_text(label, 200):
             raise rest_error(400, f"{where}.label must be a string of at most 200 characters")
         weekdays, seen = [], set()
         for j, day in enumerate(entry.get("weekdays") or []):
@@ -118,7 +119,7 @@ def validate_business_hours(value: Any) -> list[dict[str, Any]]:
         holidays = []
         for j, holiday in enumerate(entry.get("holidays") or []):
             hwhere = f"{where}.holidays[{j}]"
-            if not isinstance(holiday, dict) or not is_str(holiday.get("holiday", ""), 200, allow_empty=True):
+            if not isinstance(holiday, dict) or not is_text(holiday.get("holiday", ""), 200):
                 raise rest_error(400, f"{hwhere} must be an object with a \"holiday\" name and a \"date\"")
             date = holiday.get("date")
             match = _DATE.match(date) if isinstance(date, str) else None

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..http import is_text
-from .common import is_str, rest_error
+from ..validation import is_text
+from .common import rest_error
 from .engine import Input
 
 MAX_SPEECH = 255  # documented: "The maximum length of a message is 255 characters."
@@ -94,7 +94,7 @@ class Incoming:
 # -- field checks, shared by the channels ------------------------------------------------------
 
 def check_thread_id(thread_id: Any) -> str:
-    if not is_text(thread_id) or not thread_id.strip() or len(thread_id) > MAX_THREAD_ID or any(ord(c) < 32 for c in thread_id):
+    if not is_text(thread_id, MAX_THREAD_ID, required=True) or any(ord(c) < 32 for c in thread_id):
         raise rest_error(400, f"threadId must be a non-empty string of at most {MAX_THREAD_ID} characters of valid Unicode text")
     return thread_id
 
@@ -121,7 +121,7 @@ def check_originator(value: Any) -> dict[str, Any]:
         return {"name": "Anonymous", "role": "external"}
     if not isinstance(value, dict):
         raise rest_error(400, "originator must be an object with name and role")
-    if "name" in value and not is_str(value["name"], 200, allow_empty=True):
+    if "name" in value and not is_text(value["name"], 200):
         raise rest_error(400, "originator.name must be a string of at most 200 characters")
     role = value.get("role", "external")
     if role not in ROLES:
@@ -180,7 +180,7 @@ def check_media(payload: dict[str, Any], upload: dict[str, Any] | None) -> dict[
         media.update({k: v for k, v in upload.items() if k != "mimetype"})
     else:
         url = payload.get("url")
-        if not is_str(url, 2048) or not url.startswith(("http://", "https://")):
+        if not is_text(url, 2048, required=True) or not url.startswith(("http://", "https://")):
             raise rest_error(400, "url must be the http:// or https:// URL of the media, or upload a file (multipart/form-data)")
         media["url"] = url
     if mimetype:
@@ -230,7 +230,7 @@ def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
         return incoming
     incoming.speech = check_speech(speech) if speech is not None else ""
     if kind == "event":
-        if not is_str(payload.get("eventName"), 255):
+        if not is_text(payload.get("eventName"), 255, required=True):
             raise rest_error(400, "eventName is required: the name of the event to trigger")
         incoming.event_name = payload["eventName"]
     elif kind == "location":

@@ -18,7 +18,8 @@ from ..db import Store
 from ..ids import iso, new_id
 from ..orgs import hash_key
 from ..redact import mask
-from .common import is_str, rest_error
+from ..validation import is_text
+from .common import rest_error
 from .hours import validate_business_hours
 
 TOKEN_PREFIX = "fbm_"
@@ -72,7 +73,7 @@ async def validate_settings(store: Store, org_id: str, fields: Any, allow_privat
         raise rest_error(400, f"Unknown field \"{unknown[0]}\"; known fields: {', '.join(SETTINGS)}")
     out: dict[str, Any] = {}
     if "name" in fields:
-        if not is_str(fields["name"], 200):
+        if not is_text(fields["name"], 200, required=True):
             raise rest_error(400, "\"name\" must be a non-empty string of at most 200 characters")
         out["name"] = fields["name"].strip()
     if "webhookUrl" in fields:
@@ -87,7 +88,7 @@ async def validate_settings(store: Store, org_id: str, fields: Any, allow_privat
             out["webhook_url"] = url.strip()
     if "webhookVerifyToken" in fields:
         token = fields["webhookVerifyToken"]
-        if token is not None and not is_str(token, 200, allow_empty=True):
+        if token is not None and not is_text(token, 200):
             raise rest_error(400, "\"webhookVerifyToken\" must be a string of at most 200 characters")
         out["webhook_verify_token"] = token or None
     if "agentId" in fields:
@@ -103,7 +104,7 @@ async def validate_settings(store: Store, org_id: str, fields: Any, allow_privat
         out["business_hours"] = json.dumps(validate_business_hours(fields["businessHours"]))
     if "outsideHoursEvent" in fields:
         event = fields["outsideHoursEvent"]
-        if event is not None and event != "" and not is_str(event, 255):
+        if event is not None and event != "" and not is_text(event, 255, required=True):
             raise rest_error(400, "\"outsideHoursEvent\" must be an event name (a string) or null")
         out["outside_hours_event"] = event or None
     if "intentThreshold" in fields:

@@ -69,9 +69,9 @@ SEND_BODY = obj(
 )
 CONNECTION_BODY = obj(
     ("phone_number_id", "access_token"), closed=True,
-    phone_number_id=string(pattern=f"^{PHONE_NUMBER_ID.pattern}$", description="The WhatsApp Business phone number id"),
+    phone_number_id=string(pattern=f"^{PHONE_NUMBER_ID}$", description="The WhatsApp Business phone number id"),
     access_token=string(4096, description="The Cloud API access token (shown masked afterwards)"),
     api_base_url=string(description="Default: the whatsapp_api_base_url setting"),
-    api_version=string(pattern=f"^{API_VERSION.pattern}$", description="e.g. v21.0; default: the whatsapp_api_version setting"),
+    api_version=string(pattern=f"^{API_VERSION}$", description="e.g. v21.0; default: the whatsapp_api_version setting"),
     agent_id=string(min_length=0, description="One agent's own connection; absent: the organisation's"),
 )

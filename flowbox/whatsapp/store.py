@@ -2,55 +2,52 @@
 
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
 
 from .. import netguard
 from ..db import Store
 from ..errors import error
 from ..ids import iso, new_id
 from ..redact import mask
+from ..validation import NOT_BLANK, invalid, typed
 
-FIELDS = ("phone_number_id", "access_token", "api_base_url", "api_version", "agent_id")
-PHONE_NUMBER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-API_VERSION = re.compile(r"v[0-9]{1,3}(\.[0-9]{1,3})?")
+PHONE_NUMBER_ID = r"[A-Za-z0-9_-]{1,64}"
+API_VERSION = r"v[0-9]{1,3}(\.[0-9]{1,3})?"
 
 
-def validate_connection(fields: Any) -> dict[str, Any]:
-    """Checks connection fields; raises a 400 ``Validation failed`` naming the field."""
+class Connection(msgspec.Struct, forbid_unknown_fields=True):
+    phone_number_id: Annotated[str, Meta(pattern=rf"\A{PHONE_NUMBER_ID}\Z")]
+    access_token: Annotated[str, Meta(max_length=4096, pattern=NOT_BLANK)]
+    api_base_url: Any = None  # checked by netguard, which says what is wrong with it
+    api_version: Annotated[str, Meta(pattern=rf"\A{API_VERSION}\Z")] | None = None
+    agent_id: str | None = None
 
-    def bad(message: str):
-        return error(400, "Validation failed", message)
 
-    if not isinstance(fields, dict):
-        raise bad("The request body must be a JSON object.")
-    unknown = sorted(set(fields) - set(FIELDS))
-    if unknown:
-        raise bad(f"Unknown field \"{unknown[0]}\".")
-    phone_number_id, token = fields.get("phone_number_id"), fields.get("access_token")
-    if not isinstance(phone_number_id, str) or not PHONE_NUMBER_ID.fullmatch(phone_number_id):
-        raise bad("\"phone_number_id\" is required: the WhatsApp Business phone number id (letters, digits, - and _).")
-    if not isinstance(token, str) or not token.strip() or len(token) > 4096:
-        raise bad("\"access_token\" is required: the Cloud API access token.")
-    out = {"phone_number_id": phone_number_id, "access_token": token.strip(), "api_base_url": None, "api_version": None, "agent_id": ""}
-    base = fields.get("api_base_url")
-    if base is not None:
+_MESSAGES = {
+    "phone_number_id": "\"phone_number_id\" is required: the WhatsApp Business phone number id (letters, digits, - and _).",
+    "access_token": "\"access_token\" is required: the Cloud API access token.",
+    "api_version": "\"api_version\" must look like v21.0.",
+    "agent_id": "\"agent_id\" must be a string.",
+}
+
+
+def _check_base_url(url: Any) -> None:
+    if url is not None:
         try:
-            netguard.check_url(base, allow_private=True)  # private ranges are checked at send time, against the config
+            netguard.check_url(url, allow_private=True)  # private ranges are checked at send time, against the config
         except netguard.URLRefused as exc:
-            raise bad(f"\"api_base_url\" {exc}.") from None
-        out["api_base_url"] = base.strip().rstrip("/")
-    version = fields.get("api_version")
-    if version is not None:
-        if not isinstance(version, str) or not API_VERSION.fullmatch(version):
-            raise bad("\"api_version\" must look like v21.0.")
-        out["api_version"] = version
-    agent_id = fields.get("agent_id")
-    if agent_id is not None:
-        if not isinstance(agent_id, str):
-            raise bad("\"agent_id\" must be a string.")
-        out["agent_id"] = agent_id.strip()
-    return out
+            raise invalid(f"\"api_base_url\" {exc}.") from None
+
+
+def validate_connection(body: Any) -> dict[str, Any]:
+    """The connection's columns; else a 400 ``Validation failed`` naming the field."""
+    fields = typed(body, Connection, _MESSAGES, checks={"api_base_url": _check_base_url})
+    return {"phone_number_id": fields.phone_number_id, "access_token": fields.access_token.strip(),
+            "api_base_url": fields.api_base_url.strip().rstrip("/") if fields.api_base_url is not None else None,
+            "api_version": fields.api_version, "agent_id": (fields.agent_id or "").strip()}
 
 
 def public(row) -> dict[str, Any]:
