@@ -2,8 +2,8 @@
 
 Two policies, by what authenticates a request:
 
-- The bearer-token APIs (messaging REST v1, ``socket.info`` and the web SDK's calls; each route
-  module lists its paths in ``BROWSER_PATHS``) are called from pages on other sites with a token
+- The bearer-token APIs (messaging REST v1, ``socket.info`` and the web SDK's calls; each area
+  lists its paths in ``Area.browser_paths``) are called from pages on other sites with a token
   the page holds, as the messaging document's own browser example does. A browser never attaches
   such a token by itself, so they answer any origin, and never allow credentials (cookies): a
   page reads only what its token could read anyway. ``cors_origins``, when set, narrows them to

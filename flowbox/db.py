@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterable
 
@@ -27,10 +26,6 @@ from .errors import StartupError
 Row = sqlite3.Row
 IntegrityError = sqlite3.IntegrityError
 
-# Modules that define a ``migrations`` set (sqlite_utils.migrations.Migrations), applied in order.
-MIGRATION_MODULES = ["flowbox.migrations", "flowbox.chats.migrations", "flowbox.outbox", "flowbox.agents.callbacks", "flowbox.whatsapp.migrations", "flowbox.messaging.migrations", "flowbox.knowledge.migrations"]
-
-
 def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """A plain connection with sqlite-vec loaded and flowbox's pragmas set."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread, timeout=30)
@@ -46,7 +41,10 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
 
 
 def migration_sets() -> list:
-    return [importlib.import_module(name).migrations for name in MIGRATION_MODULES]
+    """Every area's migration sets, in the order of ``app.AREAS``."""
+    from .app import AREAS  # the areas import this module
+
+    return [migrations for area in AREAS for migrations in area.migrations]
 
 
 def migrate(path: str | Path) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,8 @@ import numpy as np
 
 from .config import Config
 from .errors import ModelError, StartupError, upstream_refusal
-from .services import SHUTDOWN_HOOKS, Services
+from .services import Services
 
-EXTRAS_KEY = "embedder"
 N_CTX = 512  # MiniLM's trained context; longer texts are embedded in pieces and averaged
 REMOTE_BATCH = 64
 # WordPiece's max_input_chars_per_word: longer words (runs of letters and digits; CJK characters
@@ -236,22 +236,25 @@ def load_embedder(config: Config, progress: bool = False) -> Embedder:
     return LocalEmbedder(path, name=name, n_threads=config.threads)
 
 
+@dataclass
+class LoadedEmbedder:
+    """The app's embedder once loaded; one load at a time."""
+    embedder: Embedder | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
 async def get_embedder(services: Services) -> Embedder:
-    """The app's embedder, loaded once (off the event loop) and kept in ``services.extras``."""
-    embedder = services.extras.get(EXTRAS_KEY)
-    if embedder is not None:
-        return embedder
-    lock = services.extras.setdefault("embedder_lock", asyncio.Lock())
-    async with lock:
-        if services.extras.get(EXTRAS_KEY) is None:
-            services.extras[EXTRAS_KEY] = await asyncio.to_thread(load_embedder, services.config)
-    return services.extras[EXTRAS_KEY]
+    """The app's embedder, loaded once (off the event loop) on first use."""
+    loaded = services.state(LoadedEmbedder)
+    if loaded.embedder is None:
+        async with loaded.lock:
+            if loaded.embedder is None:
+                loaded.embedder = await asyncio.to_thread(load_embedder, services.config)
+    return loaded.embedder
 
 
-async def _close_embedder(services: Services) -> None:
-    embedder = services.extras.pop(EXTRAS_KEY, None)
+async def close_embedder(services: Services) -> None:
+    loaded = services.state(LoadedEmbedder)
+    embedder, loaded.embedder = loaded.embedder, None
     if embedder is not None:
         await embedder.aclose()
-
-
-SHUTDOWN_HOOKS.append(_close_embedder)

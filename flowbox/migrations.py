@@ -1,7 +1,7 @@
 """Core schema, as named migrations (sqlite-utils). Append new ones; never edit an applied one.
 
-Each area package (knowledge, messaging, chats, ...) keeps its own migration set and adds its
-module to ``db.MIGRATION_MODULES``.
+Each area package (knowledge, messaging, chats, ...) keeps its own migration set and declares it
+in its ``Area``. This set, declared by the core area, also holds the agents' tables.
 """
 
 from sqlite_utils.migrations import Migrations

@@ -2,7 +2,7 @@
 
 A delivery is a row written by ``enqueue`` inside the caller's own write transaction, so it commits
 (or not) with the data that caused it; nothing is sent before it is stored. One worker per server
-(``services.extras["outbox"]``) POSTs due deliveries, any 2xx acknowledges, anything else is retried
+(``OutboxWorker``, started with the app) POSTs due deliveries, any 2xx acknowledges, anything else is retried
 with exponential backoff and jitter until the delivery's age limit, then it is kept as a dead letter.
 Delivery is at least once: a crash between the receiver's 2xx and our record of it means one more
 attempt, so every request carries ``X-Flowbox-Delivery`` for the receiver to de-duplicate on, and
@@ -21,6 +21,7 @@ import logging
 import random
 import secrets
 import time
+from dataclasses import dataclass
 
 import httpcore
 from sqlite_utils.migrations import Migrations
@@ -29,7 +30,7 @@ from . import __version__, netguard
 from .config import Config
 from .db import Store, Tx
 from .ids import iso, new_id
-from .services import SHUTDOWN_HOOKS, STARTUP_HOOKS, Services
+from .services import Services
 
 log = logging.getLogger("flowbox.outbox")
 
@@ -112,7 +113,7 @@ async def enqueue(tx: Tx, *, org_id: str, url: str, payload: dict, kind: str, se
 
 def wake(services: Services) -> None:
     """Nudges the worker, if this process runs one (the CLI does not; the server polls)."""
-    worker = services.extras.get("outbox")
+    worker = services.state(OutboxWorker).running
     if worker is not None:
         worker.wake()
 
@@ -362,17 +363,19 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: the backoff is long enough
 
 
+@dataclass
+class OutboxWorker:
+    """The server's worker while it runs (None before startup and after shutdown)."""
+    running: Outbox | None = None
+
+
 async def start_worker(services: Services) -> None:
-    worker = Outbox(services.store, services.config)
-    services.extras["outbox"] = worker
+    worker = services.state(OutboxWorker).running = Outbox(services.store, services.config)
     worker.start()
 
 
 async def stop_worker(services: Services) -> None:
-    worker = services.extras.pop("outbox", None)
+    state = services.state(OutboxWorker)
+    worker, state.running = state.running, None
     if worker is not None:
         await worker.stop()
-
-
-STARTUP_HOOKS.append(start_worker)
-SHUTDOWN_HOOKS.append(stop_worker)

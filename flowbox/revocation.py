@@ -15,7 +15,7 @@ import contextlib
 import logging
 from typing import Callable, Iterator
 
-from .services import STARTUP_HOOKS, Services
+from .services import Services
 
 log = logging.getLogger("flowbox")
 
@@ -88,7 +88,7 @@ class OpenStreams:
 
 
 def streams_of(services: Services) -> OpenStreams:
-    return services.extras.setdefault("open_streams", OpenStreams())
+    return services.state(OpenStreams)
 
 
 async def _sweep_forever(services: Services) -> None:
@@ -102,8 +102,5 @@ async def _sweep_forever(services: Services) -> None:
                 log.warning("checking open streams' credentials failed", exc_info=True)
 
 
-async def _start(services: Services) -> None:
+async def start_sweeper(services: Services) -> None:
     services.spawn(_sweep_forever(services), name="stream-revocations")
-
-
-STARTUP_HOOKS.append(_start)

@@ -35,6 +35,21 @@ async def charge(tx: Tx, org_id: str, credits: float) -> None:
     await tx.execute("UPDATE orgs SET credits = MAX(credits - ?, 0) WHERE id = ? AND credits IS NOT NULL", [credits, org_id])
 
 
+async def record_run(tx: Tx, *, run_id: str, org_id: str, agent_id: str, thread_id: str | None, model: str,
+                     prompt_tokens: int, completion_tokens: int, credits: int, timestamp: str) -> None:
+    """A finished agent or model call in the ledger, charged to the org, inside the caller's
+    transaction. An async run's row (accepted as 'processing') is completed in place.
+    ``agent_id`` is ``model:<name>`` for a bare model's call."""
+    await tx.execute(
+        "INSERT INTO runs (id, org_id, agent_id, thread_id, status, model, prompt_tokens, completion_tokens, credits, created_at, finished_at) "
+        "VALUES (?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT(id) DO UPDATE SET status='completed', thread_id=excluded.thread_id, model=excluded.model, "
+        "prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens, credits=excluded.credits, finished_at=excluded.finished_at",
+        [run_id, org_id, agent_id, thread_id, model, prompt_tokens, completion_tokens, credits, timestamp, timestamp],
+    )
+    await charge(tx, org_id, credits)
+
+
 def number(value: float | None) -> int | float | None:
     """Whole credits print as integers."""
     return int(value) if isinstance(value, float) and value.is_integer() else value

@@ -1,4 +1,4 @@
-"""The admin routes (for ``app.ROUTE_MODULES``): who the caller is, what agents may use, the
+"""The admin routes: who the caller is, what agents may use, the
 org's keys (``keys.py``), and the console with the API docs (``console.py``)."""
 
 from typing import Any, TypedDict

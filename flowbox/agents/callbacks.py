@@ -20,14 +20,12 @@ from ..config import Config
 from ..db import Tx
 from ..errors import error
 from ..ids import iso
-from ..services import STARTUP_HOOKS, Services
-from .chat import RUN_FINISHED_HOOKS
+from ..services import Services
 
 log = logging.getLogger("flowbox.callbacks")
 
 migrations = Migrations("flowbox.callbacks")
 KIND = "agent.callback"
-ROUTES: list = []  # listed in app.ROUTE_MODULES so its hooks register; it serves no routes
 
 
 @migrations()
@@ -68,6 +66,7 @@ async def queue_callback(tx: Tx, run: dict, body: dict) -> str | None:
 
 
 async def on_run_finished(services: Services, run: dict, body: dict) -> None:
+    """Once an async run has finished: its callback, if it asked for one."""
     if not run.get("callback_url"):
         return
     async with services.store.write() as tx:
@@ -90,7 +89,3 @@ async def queue_missed(services: Services) -> None:
             await queue_callback(tx, dict(row), json.loads(row["response"]))
     log.info("queued %d callbacks missed before the last stop", len(rows))
     outbox.wake(services)
-
-
-RUN_FINISHED_HOOKS.append(on_run_finished)
-STARTUP_HOOKS.append(queue_missed)

@@ -18,8 +18,8 @@ from ..models.worker import ModelCrashed
 from ..orgs import Principal
 from ..services import Services
 from ..surfaces import common_body
-from ..usage import charge, credits_for, has_credits
-from ..validation import is_text
+from ..usage import credits_for, has_credits, record_run
+from ..validation import invalid, is_text
 from . import store as agents_store
 from .callbacks import on_run_finished
 from .tools import Tool, ToolContext, context_providers, tools_for_agent
@@ -51,34 +51,34 @@ def parse_chat_body(body: Any, agent_id: str | None, max_chars: int, max_message
     elif isinstance(raw, dict):
         raw = [raw]
     if not isinstance(raw, list) or not raw:
-        raise error(400, "Validation failed", "\"messages\" is required: a string, a message object or a non-empty array of message objects.")
+        raise invalid("\"messages\" is required: a string, a message object or a non-empty array of message objects.")
     if max_messages and len(raw) > max_messages:
-        raise error(400, "Validation failed", f"\"messages\" holds {len(raw)} messages; at most {max_messages} are accepted in one request.")
+        raise invalid(f"\"messages\" holds {len(raw)} messages; at most {max_messages} are accepted in one request.")
     messages = []
     for index, item in enumerate(raw):
         if not isinstance(item, dict):
-            raise error(400, "Validation failed", f"messages[{index}] must be an object with \"role\" and \"content\".")
+            raise invalid(f"messages[{index}] must be an object with \"role\" and \"content\".")
         role, content = item.get("role", "user"), item.get("content")
         if role not in ROLES:
-            raise error(400, "Validation failed", f"messages[{index}].role must be one of: {', '.join(ROLES)}.")
+            raise invalid(f"messages[{index}].role must be one of: {', '.join(ROLES)}.")
         if isinstance(content, list):  # content parts: keep the text parts
             if not all(isinstance(p, dict) and isinstance(p.get("text", ""), str) for p in content):
-                raise error(400, "Validation failed", f"messages[{index}].content parts must be objects with a \"text\" string.")
+                raise invalid(f"messages[{index}].content parts must be objects with a \"text\" string.")
             content = "".join(p.get("text", "") for p in content if p.get("type", "text") == "text")
         if not is_text(content, required=True):
-            raise error(400, "Validation failed", f"messages[{index}].content must be a non-empty string of valid Unicode text.")
+            raise invalid(f"messages[{index}].content must be a non-empty string of valid Unicode text.")
         if len(content) > max_chars:
-            raise error(400, "Validation failed", f"messages[{index}].content must be {max_chars} characters or less.")
+            raise invalid(f"messages[{index}].content must be {max_chars} characters or less.")
         messages.append({"role": role, "content": content, "id": short_id("msg")})
     if messages[-1]["role"] == "system":
-        raise error(400, "Validation failed", "The last message must be from the user or the assistant.")
+        raise invalid("The last message must be from the user or the assistant.")
     thread_id = body.get("thread_id")
     if thread_id is not None and not agents_store.valid_thread_id(thread_id):
-        raise error(400, "Validation failed", f"\"thread_id\" must be a string of {agents_store.THREAD_ID_RULE}.")
+        raise invalid(f"\"thread_id\" must be a string of {agents_store.THREAD_ID_RULE}.")
     callback_url = body.get("callback_url")
     if callback_url is not None:
         if not is_text(callback_url, 2048) or not callback_url.startswith(("http://", "https://")):
-            raise error(400, "Validation failed", "\"callback_url\" must be an http:// or https:// URL.")
+            raise invalid("\"callback_url\" must be an http:// or https:// URL.")
     return ChatInput(agent_id.strip(), messages, thread_id, callback_url)
 
 
@@ -285,7 +285,7 @@ async def run_turn(
         try:
             out = await generate(backend, request, key=agent["org_id"], on_text=on_text)
         except ContextTooLong as exc:
-            raise error(400, "Validation failed", str(exc)) from exc
+            raise invalid(str(exc)) from exc
         result.prompt_tokens += out.prompt_tokens
         result.completion_tokens += out.completion_tokens
         result.model = out.model
@@ -347,14 +347,8 @@ async def chat(
     async with services.store.write() as tx:
         thread_id = await agents_store.ensure_thread(tx, principal.org_id, agent["id"], chat_input.thread_id)  # a new id starts a thread
         await agents_store.append_messages(tx, agent["id"], thread_id, chat_input.messages + turn.new_messages)
-        await tx.execute(
-            "INSERT INTO runs (id, org_id, agent_id, thread_id, status, model, prompt_tokens, completion_tokens, credits, created_at, finished_at) "
-            "VALUES (?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT(id) DO UPDATE SET status='completed', thread_id=excluded.thread_id, model=excluded.model, "
-            "prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens, credits=excluded.credits, finished_at=excluded.finished_at",
-            [run_id, principal.org_id, agent["id"], thread_id, turn.model, turn.prompt_tokens, turn.completion_tokens, credits, timestamp, timestamp],
-        )
-        await charge(tx, principal.org_id, credits)
+        await record_run(tx, run_id=run_id, org_id=principal.org_id, agent_id=agent["id"], thread_id=thread_id, model=turn.model,
+                         prompt_tokens=turn.prompt_tokens, completion_tokens=turn.completion_tokens, credits=credits, timestamp=timestamp)
         history = await agents_store.thread_messages(tx, agent["id"], thread_id)
         outcome = {
             "agent_id": agent["id"],

@@ -13,10 +13,6 @@ from . import store as agents_store
 COLUMNS = ["id", "name", "model", "tools", "temperature", "max_tokens"]
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(agents)
-
-
 def _fields(name, instructions, description, model, temperature, max_tokens, tools) -> dict:
     fields = {"name": name, "instructions": instructions, "description": description, "model": model,
               "temperature": temperature, "max_tokens": max_tokens}

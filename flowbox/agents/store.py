@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterable, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ..db import Store, Tx
+from ..db import Store, Tx, sqlite3
 from ..ids import iso, new_id
 from ..validation import NOT_BLANK, given, typed
 from .tools import BUILTIN_TOOLS
@@ -85,6 +85,31 @@ async def get_agent(store: Store | Tx, agent_id: str) -> dict | None:
 async def list_agents(store: Store, org_id: str) -> list[dict]:
     rows = await store.lookup("SELECT * FROM agents WHERE org_id = ? ORDER BY created_at, id", [org_id])
     return [agent_out(r) for r in rows]
+
+
+def owned_agents(conn: sqlite3.Connection, org_id: str, agent_ids: Iterable[str]) -> set[str]:
+    """Which of these ids name agents of this org (an id of another org's agent, or of none, is
+    left out): the one answer to "do these agents belong to this org". On a plain connection, so a
+    write can check inside its transaction (``tx.run``); ``agents_of_org`` is the async form."""
+    ids = list(dict.fromkeys(agent_ids))
+    owned: set[str] = set()
+    for start in range(0, len(ids), 500):  # within SQLite's limit on parameters
+        chunk = ids[start:start + 500]
+        rows = conn.execute(f"SELECT id FROM agents WHERE org_id = ? AND id IN ({', '.join('?' * len(chunk))})", [org_id, *chunk])
+        owned.update(row[0] for row in rows)
+    return owned
+
+
+async def agents_of_org(db: Store | Tx, org_id: str, agent_ids: Iterable[str]) -> set[str]:
+    ids = list(agent_ids)
+    if isinstance(db, Tx):
+        return await db.run(owned_agents, org_id, ids)
+    async with db.read() as tx:
+        return await tx.run(owned_agents, org_id, ids)
+
+
+async def belongs_to(db: Store | Tx, org_id: str, agent_id: str) -> bool:
+    return agent_id in await agents_of_org(db, org_id, [agent_id])
 
 
 async def update_agent(store: Store, org_id: str, agent_id: str, fields: dict[str, Any], model_names: list[str]) -> dict | None:

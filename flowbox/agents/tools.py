@@ -143,19 +143,27 @@ DATETIME = Tool(
 BUILTIN_TOOLS: dict[str, Tool] = {t.name: t for t in (CALCULATOR, DATETIME)}
 
 # Functions (ctx, agent) -> list[Tool] adding tools an agent gets without naming them
-# (the knowledge base adds its search tool to agents that have linked knowledge).
+# (the knowledge base adds its search tool to agents that have linked knowledge). Areas declare
+# theirs (``Area.tool_providers``).
 ToolProvider = Callable[[ToolContext, dict], Awaitable[list[Tool]]]
-TOOL_PROVIDERS: list[ToolProvider] = []
 
 # Functions (ctx, agent, user text) -> [(tool name, arguments, result)]: tool calls made for the
 # agent before the model runs (the knowledge base retrieves context this way), recorded in the
 # thread like the model's own calls so the history shows what an answer was based on.
 ContextProvider = Callable[[ToolContext, dict, str], Awaitable[list[tuple[str, dict, Any]]]]
-CONTEXT_PROVIDERS: list[ContextProvider] = []
+
+
+def _areas(ctx: ToolContext) -> tuple:
+    return ctx.services.areas if ctx.services is not None else ()
 
 
 async def tools_for_agent(ctx: ToolContext, agent: dict) -> list[Tool]:
     tools = [BUILTIN_TOOLS[name] for name in agent["tools"] if name in BUILTIN_TOOLS]
-    for provider in TOOL_PROVIDERS:
-        tools.extend(await provider(ctx, agent))
+    for area in _areas(ctx):
+        for provider in area.tool_providers:
+            tools.extend(await provider(ctx, agent))
     return tools
+
+
+def context_providers(ctx: ToolContext) -> list[ContextProvider]:
+    return [provider for area in _areas(ctx) for provider in area.context_providers]

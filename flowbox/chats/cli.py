@@ -18,11 +18,6 @@ FLOW_COLUMNS = ["id", "name", "speaker_selection", "max_rounds", "agents"]
 CHAT_COLUMNS = ["id", "name", "from_flow", "status", "round", "error", "updated_at"]
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(chatflows)
-    cli.add_command(chats)
-
-
 def _read_json(file) -> object:
     try:
         return json.load(file)

@@ -12,10 +12,11 @@ import json
 import re
 from typing import Any
 
+from ..agents.store import agents_of_org
 from ..db import Store, Tx
 from ..errors import error
 from ..ids import iso, new_id
-from ..validation import is_text
+from ..validation import invalid, is_text
 
 ASSISTANT, USER_PROXY = "assistant", "user_proxy"
 HUMAN_INPUT_MODES = ("ALWAYS", "TERMINATE", "NEVER")
@@ -35,56 +36,52 @@ PROXY_FIELDS = ("name", "type", "description", "human_input_mode", "auto_reply")
 READ_ONLY = ("id", "created_at", "updated_at")
 
 
-def _bad(message: str):
-    return error(400, "Validation failed", message)
-
-
 def _string(value: Any, where: str, limit: int, required: bool = False) -> str:
     if not is_text(value, limit, required=required):
-        raise _bad(f"\"{where}\" must be a {'non-empty ' if required else ''}string of at most {limit} characters.")
+        raise invalid(f"\"{where}\" must be a {'non-empty ' if required else ''}string of at most {limit} characters.")
     return value.strip() if required else value
 
 
 def _agent(raw: Any, index: int, model_names: list[str]) -> dict[str, Any]:
     where = f"agents[{index}]"
     if not isinstance(raw, dict):
-        raise _bad(f"{where} must be an object.")
+        raise invalid(f"{where} must be an object.")
     kind = raw.get("type", ASSISTANT)
     if kind not in (ASSISTANT, USER_PROXY):
-        raise _bad(f"{where}.type must be \"{ASSISTANT}\" or \"{USER_PROXY}\".")
+        raise invalid(f"{where}.type must be \"{ASSISTANT}\" or \"{USER_PROXY}\".")
     allowed = ASSISTANT_FIELDS if kind == ASSISTANT else PROXY_FIELDS
     unknown = sorted(set(raw) - set(allowed))
     if unknown:
-        raise _bad(f"Unknown field \"{where}.{unknown[0]}\" for a {kind} agent.")
+        raise invalid(f"Unknown field \"{where}.{unknown[0]}\" for a {kind} agent.")
     name = raw.get("name")
     if not isinstance(name, str) or not NAME.match(name):
-        raise _bad(f"{where}.name must be 1-64 letters, digits, '_' or '-'.")
+        raise invalid(f"{where}.name must be 1-64 letters, digits, '_' or '-'.")
     agent: dict[str, Any] = {"name": name, "type": kind, "description": _string(raw.get("description", ""), f"{where}.description", 2000)}
     if kind == USER_PROXY:
         mode = raw.get("human_input_mode", "ALWAYS")
         if not isinstance(mode, str) or mode.upper() not in HUMAN_INPUT_MODES:
-            raise _bad(f"{where}.human_input_mode must be one of: {', '.join(HUMAN_INPUT_MODES)}.")
+            raise invalid(f"{where}.human_input_mode must be one of: {', '.join(HUMAN_INPUT_MODES)}.")
         agent["human_input_mode"] = mode.upper()
         agent["auto_reply"] = _string(raw.get("auto_reply", ""), f"{where}.auto_reply", 2000)
         return agent
     if "agent_id" in raw:
         mixed = sorted(set(raw) & {"instructions", "model", "temperature", "max_tokens"})
         if mixed:
-            raise _bad(f"{where} has \"agent_id\": its \"{mixed[0]}\" comes from that agent and cannot be set here.")
+            raise invalid(f"{where} has \"agent_id\": its \"{mixed[0]}\" comes from that agent and cannot be set here.")
         agent["agent_id"] = _string(raw["agent_id"], f"{where}.agent_id", 200, required=True)
         return agent
     agent["instructions"] = _string(raw.get("instructions", ""), f"{where}.instructions", 20_000)
     model = raw.get("model", "local")
     if model not in model_names:
-        raise _bad(f"{where}.model must be one of: {', '.join(model_names)}.")
+        raise invalid(f"{where}.model must be one of: {', '.join(model_names)}.")
     agent["model"] = model
     temperature = raw.get("temperature", 0.2)
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
-        raise _bad(f"{where}.temperature must be a number between 0 and 2.")
+        raise invalid(f"{where}.temperature must be a number between 0 and 2.")
     agent["temperature"] = float(temperature)
     max_tokens = raw.get("max_tokens")
     if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 8192):
-        raise _bad(f"{where}.max_tokens must be an integer between 1 and 8192, or null.")
+        raise invalid(f"{where}.max_tokens must be an integer between 1 and 8192, or null.")
     agent["max_tokens"] = max_tokens
     return agent
 
@@ -93,10 +90,10 @@ def validate_flow(fields: Any, model_names: list[str], base: dict[str, Any] | No
     """A complete, normalised definition from ``fields`` (over ``base`` for an update).
     Raises a 400 ``Validation failed`` naming the field."""
     if not isinstance(fields, dict):
-        raise _bad("The request body must be a JSON object.")
+        raise invalid("The request body must be a JSON object.")
     unknown = sorted(set(fields) - set(FLOW_FIELDS) - set(READ_ONLY))
     if unknown:
-        raise _bad(f"Unknown field \"{unknown[0]}\".")
+        raise invalid(f"Unknown field \"{unknown[0]}\".")
     merged = {**DEFAULTS, **(base or {}), **{k: v for k, v in fields.items() if k in FLOW_FIELDS}}
     flow: dict[str, Any] = {
         "name": _string(merged.get("name"), "name", 200, required=True),
@@ -104,50 +101,45 @@ def validate_flow(fields: Any, model_names: list[str], base: dict[str, Any] | No
     }
     raw_agents = merged.get("agents")
     if not isinstance(raw_agents, list) or not 1 <= len(raw_agents) <= MAX_AGENTS:
-        raise _bad(f"\"agents\" must be a list of 1 to {MAX_AGENTS} agents.")
+        raise invalid(f"\"agents\" must be a list of 1 to {MAX_AGENTS} agents.")
     agents = [_agent(raw, i, model_names) for i, raw in enumerate(raw_agents)]
     names = [a["name"] for a in agents]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
-        raise _bad(f"Agent names must be unique; \"{duplicate}\" is used twice.")
+        raise invalid(f"Agent names must be unique; \"{duplicate}\" is used twice.")
     if not any(a["type"] == ASSISTANT for a in agents):
-        raise _bad("A flow needs at least one agent of type \"assistant\".")
+        raise invalid("A flow needs at least one agent of type \"assistant\".")
     if sum(a["type"] == USER_PROXY for a in agents) > 1:
-        raise _bad("A flow has at most one agent of type \"user_proxy\" (the human's seat).")
+        raise invalid("A flow has at most one agent of type \"user_proxy\" (the human's seat).")
     flow["agents"] = agents
     if merged["speaker_selection"] not in SPEAKER_SELECTION:
-        raise _bad(f"\"speaker_selection\" must be one of: {', '.join(SPEAKER_SELECTION)}.")
+        raise invalid(f"\"speaker_selection\" must be one of: {', '.join(SPEAKER_SELECTION)}.")
     flow["speaker_selection"] = merged["speaker_selection"]
     if merged["manager_model"] not in model_names:
-        raise _bad(f"\"manager_model\" must be one of: {', '.join(model_names)}.")
+        raise invalid(f"\"manager_model\" must be one of: {', '.join(model_names)}.")
     flow["manager_model"] = merged["manager_model"]
     rounds = merged["max_rounds"]
     if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
-        raise _bad(f"\"max_rounds\" must be an integer between 1 and {MAX_ROUNDS}.")
+        raise invalid(f"\"max_rounds\" must be an integer between 1 and {MAX_ROUNDS}.")
     flow["max_rounds"] = rounds
     keyword = merged["termination_keyword"]
     if keyword is not None and (not isinstance(keyword, str) or len(keyword) > 100):
-        raise _bad("\"termination_keyword\" must be a string of at most 100 characters, or null.")
+        raise invalid("\"termination_keyword\" must be a string of at most 100 characters, or null.")
     flow["termination_keyword"] = (keyword.strip() or None) if keyword else None
     return flow
 
 
 async def missing_agent_refs(store: Store | Tx, org_id: str, flow: dict[str, Any]) -> list[dict]:
     """The flow's agents whose ``agent_id`` names no agent of this org."""
-    missing = []
-    for agent in flow["agents"]:
-        if "agent_id" in agent:
-            row = await store.fetchone("SELECT 1 FROM agents WHERE id = ? AND org_id = ?", [agent["agent_id"], org_id])
-            if row is None:
-                missing.append(agent)
-    return missing
+    owned = await agents_of_org(store, org_id, [agent["agent_id"] for agent in flow["agents"] if "agent_id" in agent])
+    return [agent for agent in flow["agents"] if "agent_id" in agent and agent["agent_id"] not in owned]
 
 
 async def check_agent_refs(store: Store | Tx, org_id: str, flow: dict[str, Any]) -> None:
     missing = await missing_agent_refs(store, org_id, flow)
     if missing:
         agent = missing[0]
-        raise _bad(f"Agent \"{agent['name']}\" refers to agent_id {agent['agent_id']!r}, which does not exist.")
+        raise invalid(f"Agent \"{agent['name']}\" refers to agent_id {agent['agent_id']!r}, which does not exist.")
 
 
 def flow_out(row) -> dict[str, Any]:
@@ -220,6 +212,6 @@ def import_fields(document: Any) -> Any:
     """The definition inside an exported document (a bare definition is accepted too)."""
     if isinstance(document, dict) and "format" in document:
         if document.get("format") != EXPORT_FORMAT or document.get("version") != 1:
-            raise _bad(f"Unsupported document: expected \"format\": \"{EXPORT_FORMAT}\" with \"version\": 1.")
+            raise invalid(f"Unsupported document: expected \"format\": \"{EXPORT_FORMAT}\" with \"version\": 1.")
         return document.get("flow")
     return document

@@ -10,11 +10,6 @@ from .. import backup as backup_mod
 from .common import check_data_dir, config_options, handle_errors, json_option, output
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(backup)
-    cli.add_command(restore)
-
-
 @click.command()
 @click.argument("path", type=click.Path())
 @json_option

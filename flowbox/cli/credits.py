@@ -11,10 +11,6 @@ from .keys import _org_id
 COLUMNS = ["org_id", "name", "credits", "used_credits"]
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(credits)
-
-
 @click.group()
 def credits() -> None:
     """Show and set organisations' credit balances."""

@@ -8,11 +8,6 @@ from .. import orgs
 from .common import config_options, json_option, org_option, output, output_secret, with_store
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(keys)
-    cli.add_command(orgs_group)
-
-
 @click.group()
 def keys() -> None:
     """Create, list and revoke API keys."""

@@ -1,15 +1,11 @@
-"""The ``flowbox`` command. Each area keeps its commands in its own module; they register here."""
+"""The ``flowbox`` command: the commands each area declares (``Area.commands``)."""
 
 from __future__ import annotations
-
-import importlib
 
 import click
 
 from .. import __version__
-
-# Modules with a ``register(cli)`` function adding their commands.
-CLI_MODULES = ["flowbox.cli.serve", "flowbox.cli.keys", "flowbox.agents.cli", "flowbox.cli.models", "flowbox.cli.backup", "flowbox.chats.cli", "flowbox.cli.credits", "flowbox.cli.outbox", "flowbox.whatsapp.cli", "flowbox.cli.selfcheck", "flowbox.messaging.cli", "flowbox.knowledge.cli"]
+from ..app import AREAS
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,8 +14,9 @@ def cli() -> None:
     """flowbox: agents, chats and messaging on a local model, in one SQLite file."""
 
 
-for _name in CLI_MODULES:
-    importlib.import_module(_name).register(cli)
+for _area in AREAS:
+    for _command in _area.commands:
+        cli.add_command(_command)
 
 
 def main() -> None:

@@ -8,10 +8,6 @@ from ..models.files import MODELS, model_path
 from .common import config_options, handle_errors, json_option, output
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(models)
-
-
 @click.group()
 def models() -> None:
     """Fetch, prepare and list local models."""

@@ -12,10 +12,6 @@ from .keys import _org_id
 COLUMNS = ["id", "kind", "status", "attempts", "last_status", "last_error", "created_at", "next_attempt_at", "url"]
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(outbox_group)
-
-
 @click.group("outbox")
 def outbox_group() -> None:
     """Inspect and retry outbound deliveries (async chat callbacks, webhooks)."""

@@ -13,10 +13,6 @@ import click
 from .common import config_options, fail, handle_errors, json_option, output
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(selfcheck)
-
-
 def check_sqlite() -> dict:
     from ..db import connect
 

@@ -15,10 +15,6 @@ from ..errors import StartupError
 from .common import check_data_dir, config_options, fail, with_store
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(serve)
-
-
 def _port_free(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

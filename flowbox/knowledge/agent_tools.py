@@ -16,7 +16,7 @@ import logging
 import re
 from typing import Any
 
-from ..agents.tools import CONTEXT_PROVIDERS, TOOL_PROVIDERS, Tool, ToolContext
+from ..agents.tools import Tool, ToolContext
 from ..embeddings import get_embedder
 from ..models import ToolSpec
 from . import index as idx
@@ -97,7 +97,3 @@ async def retrieved_context(ctx: ToolContext, agent: dict, user_text: str) -> li
         log.warning("knowledge retrieval for agent %s failed: %r", agent["id"], exc)
         return []
     return [(TOOL_NAME, {"query": query}, result)]
-
-
-TOOL_PROVIDERS.append(knowledge_tools)
-CONTEXT_PROVIDERS.append(retrieved_context)

@@ -14,9 +14,8 @@ from ..apidoc import body_doc, doc, query
 from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
 from ..http import json_body, require_key, services_of, whole_number
-from ..services import STARTUP_HOOKS, Services
+from ..services import Services
 from ..validation import is_text
-from . import agent_tools  # noqa: F401  (registers the agents' knowledge tool and context)
 from . import store as kb
 from .schemas import (CREATE_BODY, UPDATE_BODY, Deleted, KnowledgeItem, KnowledgeItemWithContent, KnowledgePage,
                       SearchResults, UsageLimit)
@@ -124,7 +123,5 @@ async def preload_embedder(services: Services) -> None:
         except (ModelError, StartupError) as exc:  # searches answer 503 until it is fixed
             logging.getLogger("flowbox").warning("embedding model not loaded: %s", exc)
 
-
-STARTUP_HOOKS.append(preload_embedder)
 
 ROUTES = [add_knowledge, list_knowledge, search_knowledge, get_knowledge, update_knowledge, delete_knowledge]

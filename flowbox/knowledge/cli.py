@@ -18,10 +18,6 @@ COLUMNS = ["id", "name", "source", "linked_agents", "updated_at"]
 SEARCH_COLUMNS = ["relevance", "score", "similarity", "id", "name", "snippet"]
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(knowledge)
-
-
 def run(cfg, fn: Callable[..., Awaitable[Any]], embedder: bool = False) -> Any:
     """``fn(store)`` or ``fn(store, embedder)`` on an open store; API errors become one line."""
 

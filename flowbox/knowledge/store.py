@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+from ..agents.store import belongs_to, owned_agents
 from ..db import Store
 from ..embeddings import Embedder
 from ..errors import error
@@ -200,10 +201,7 @@ def _fts_body(item: dict) -> str:
 # -- checks -------------------------------------------------------------------------------------------
 
 def _foreign_agents(conn, org_id: str, agent_ids: list[str]) -> bool:
-    found = conn.execute(
-        f"SELECT count(*) FROM agents WHERE org_id = ? AND id IN ({','.join('?' * len(agent_ids))})", [org_id, *agent_ids]
-    ).fetchone()[0]
-    return found != len(agent_ids)
+    return not set(agent_ids) <= owned_agents(conn, org_id, agent_ids)
 
 
 def check_limit(conn, org_id: str, max_items: int, adding: int = 1) -> None:
@@ -303,8 +301,7 @@ async def delete_item(store: Store, org_id: str, item_id: str) -> None:
 
 async def check_agent(store: Store, org_id: str, agent_id: str) -> None:
     """An ``agent_id`` filter must name one of the org's agents (documented 403)."""
-    row = await store.fetchone("SELECT org_id FROM agents WHERE id = ?", [agent_id])
-    if row is None or row["org_id"] != org_id:
+    if not await belongs_to(store, org_id, agent_id):
         raise error(403, *FOREIGN_AGENT)
 
 

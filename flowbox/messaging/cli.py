@@ -16,11 +16,6 @@ COLUMNS = ["projectId", "name", "clientId", "tokenPrefix", "webhookUrl", "agentI
 FLOW_COLUMNS = ["flowId", "title", "group", "disabled", "steps"]
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(projects)
-    cli.add_command(flows)
-
-
 def setting_options(fn):
     for option in reversed([
         click.option("--webhook-url", default=None, help="Where replies and events are POSTed ('' to clear)."),

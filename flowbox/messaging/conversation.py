@@ -50,7 +50,7 @@ class Outcome:
 
 # -- per-thread locks and compiled flows -------------------------------------------------------
 
-class _Locks:
+class ThreadLocks:
     def __init__(self) -> None:
         self._locks: dict[tuple[str, str], list] = {}
 
@@ -69,17 +69,24 @@ class _Locks:
 
 def thread_lock(services: Services, project_id: str, thread_id: str):
     """Messages of one thread are handled one at a time, in arrival order."""
-    locks = services.extras.setdefault("messaging_locks", _Locks())
-    return locks.hold((project_id, thread_id))
+    return services.state(ThreadLocks).hold((project_id, thread_id))
+
+
+@dataclass
+class CompiledFlows:
+    """Each project's flows compiled for the engine, and a lock per project so that one request
+    compiles them while the others wait."""
+    graphs: dict[str, Graph] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
 
 async def graph_for(services: Services, project: dict[str, Any]) -> Graph:
     """The project's flows compiled for the engine, cached per flow version."""
-    cache: dict[str, Graph] = services.extras.setdefault("messaging_graphs", {})
+    compiled = services.state(CompiledFlows)
+    cache = compiled.graphs
     graph = cache.get(project["id"])
     if graph is None or graph.version != project["flows_version"]:
-        compile_locks = services.extras.setdefault("messaging_compile_locks", {})
-        async with compile_locks.setdefault(project["id"], asyncio.Lock()):
+        async with compiled.locks.setdefault(project["id"], asyncio.Lock()):
             row = await services.store.fetchone("SELECT flows_version FROM msg_projects WHERE id = ?", [project["id"]])
             version = row["flows_version"] if row else project["flows_version"]
             graph = cache.get(project["id"])
@@ -101,7 +108,7 @@ async def intents_ready(services: Services, project: dict[str, Any]) -> bool:
 
 def forget(services: Services, project_id: str) -> None:
     """Drops a deleted project's compiled flows."""
-    services.extras.get("messaging_graphs", {}).pop(project_id, None)
+    services.state(CompiledFlows).graphs.pop(project_id, None)
 
 
 def threshold_of(services: Services, project: dict[str, Any]) -> float:

@@ -82,6 +82,4 @@ class Hub:
 
 
 def hub_of(services: Services) -> Hub:
-    if "messaging_hub" not in services.extras:
-        services.extras["messaging_hub"] = Hub()
-    return services.extras["messaging_hub"]
+    return services.state(Hub)

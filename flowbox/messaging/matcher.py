@@ -3,7 +3,8 @@
 Example embeddings are computed once per text and model and kept in ``msg_embeddings``, so a
 flow edit re-embeds only new examples and a restart re-embeds nothing; the matrix of one
 project's flow version lives in memory (``IntentIndex``). A message costs one embedding of
-its text (an LRU keeps recent ones), a matrix-vector product and a sparse n-gram lookup.
+its text (``Embedder.embed_query``: recent ones are kept), a matrix-vector product and a sparse
+n-gram lookup.
 
 Each flow version gets a small model (``intents.py``: MiniLM and character n-gram features, a
 logistic model trained leave-one-out on the flow's own examples) built in the background and
@@ -20,7 +21,6 @@ import json
 import logging
 import re
 import time
-from collections import OrderedDict
 from typing import Any, Iterable
 
 import numpy as np
@@ -31,7 +31,6 @@ from .intents import Features, Model, expand, train
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
-QUERY_CACHE = 2048
 RETRY_SECONDS = 60.0
 INLINE_EXAMPLES = 2000         # up to this many examples a message's features take a millisecond or two, inline
 MAX_LEARNED_EXAMPLES = 10000   # past this a flow keeps the plain cosine match (training would take too long)
@@ -47,14 +46,13 @@ def normalize(text: str) -> str:
 
 
 class Embeddings:
-    """The embedder, its persistent cache and an LRU of query vectors; one per server."""
+    """The embedder and its persistent cache of example vectors; one per server."""
 
     def __init__(self, services: Services):
         self.services = services
         self.embedder: Any = None
         self.model = ""
         self._failed_at = 0.0
-        self._queries: OrderedDict[str, np.ndarray] = OrderedDict()
 
     async def ready(self) -> bool:
         if self.embedder is not None:
@@ -105,21 +103,12 @@ class Embeddings:
         return np.stack([found[h] for h in hashes])
 
     async def query(self, text: str) -> np.ndarray:
-        vector = self._queries.get(text)
-        if vector is not None:
-            self._queries.move_to_end(text)
-            return vector
-        vector = np.asarray((await self.embedder.embed([text]))[0], dtype=np.float32)
-        self._queries[text] = vector
-        if len(self._queries) > QUERY_CACHE:
-            self._queries.popitem(last=False)
-        return vector
+        # the embedder keeps recent texts: a repeated message costs no model call
+        return np.asarray(await self.embedder.embed_query(text), dtype=np.float32)
 
 
 def embeddings_of(services: Services) -> Embeddings:
-    if "messaging_embeddings" not in services.extras:
-        services.extras["messaging_embeddings"] = Embeddings(services)
-    return services.extras["messaging_embeddings"]
+    return services.state(Embeddings)
 
 
 class IntentIndex:

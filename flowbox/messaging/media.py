@@ -34,7 +34,7 @@ from litestar.response import File
 from ..db import Store
 from ..http import BadJSON, decode_json, decode_json_async
 from ..ids import iso, now
-from ..services import STARTUP_HOOKS, Services
+from ..services import Services
 from .common import public_base, rest_error
 
 log = logging.getLogger("flowbox.messaging.media")
@@ -299,5 +299,3 @@ async def upload_message(request: Request, services: Services, parse: Callable[[
         incoming.media["url"] = f"{public_base(request, services.config)}/rest/v1/media/{media_id}"
     return project, incoming
 
-
-STARTUP_HOOKS.append(start_sweeper)

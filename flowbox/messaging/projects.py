@@ -14,6 +14,7 @@ import secrets
 from typing import Any
 
 from .. import netguard
+from ..agents.store import belongs_to
 from ..db import Store
 from ..ids import iso, new_id
 from ..orgs import hash_key
@@ -96,8 +97,7 @@ async def validate_settings(store: Store, org_id: str, fields: Any, allow_privat
         if agent_id in (None, ""):
             out["agent_id"] = None
         else:
-            row = await store.fetchone("SELECT org_id FROM agents WHERE id = ?", [agent_id]) if isinstance(agent_id, str) else None
-            if row is None or row["org_id"] != org_id:
+            if not isinstance(agent_id, str) or not await belongs_to(store, org_id, agent_id):
                 raise rest_error(400, "\"agentId\" must be the id of an agent of this project's organisation")
             out["agent_id"] = agent_id
     if "businessHours" in fields:

@@ -52,4 +52,4 @@ class Tokens:
 
 
 def tokens_of(services: Services) -> Tokens:
-    return services.extras.setdefault("messaging_socket_tokens", Tokens())
+    return services.state(Tokens)

@@ -27,7 +27,7 @@ from ..models.local import router_schema
 from ..orgs import Principal
 from ..services import Services
 from ..sse import event, pump
-from ..usage import charge, credits_for, has_credits
+from ..usage import credits_for, has_credits, record_run
 from .errors import OpenAIError, bad, context_too_long, render, unsupported
 from .params import CompletionParams, check_grammar, parse_messages
 
@@ -247,13 +247,9 @@ async def _run_raw(job: Job, on_text: OnText) -> Completion:
     credits = credits_for(result.prompt_tokens, result.completion_tokens, services.config)
     timestamp = iso()
     async with services.store.write() as tx:
-        await tx.execute(
-            "INSERT INTO runs (id, org_id, agent_id, thread_id, status, model, prompt_tokens, completion_tokens, credits, "
-            "created_at, finished_at) VALUES (?, ?, ?, NULL, 'completed', ?, ?, ?, ?, ?, ?)",
-            [new_id(), job.principal.org_id, f"model:{backend_name}", result.model, result.prompt_tokens,
-             result.completion_tokens, credits, timestamp, timestamp],
-        )
-        await charge(tx, job.principal.org_id, credits)
+        await record_run(tx, run_id=new_id(), org_id=job.principal.org_id, agent_id=f"model:{backend_name}", thread_id=None,
+                         model=result.model, prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                         credits=credits, timestamp=timestamp)
     return completion
 
 

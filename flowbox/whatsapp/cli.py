@@ -13,10 +13,6 @@ COLUMNS = ["id", "org_id", "agent_id", "phone_number_id", "access_token", "api_b
 SEND_COLUMNS = ["created_at", "agent_id", "recipient", "template_name", "language", "status", "http_status", "message_id", "error"]
 
 
-def register(cli: click.Group) -> None:
-    cli.add_command(whatsapp)
-
-
 @click.group()
 def whatsapp() -> None:
     """Connect organisations (or single agents) to the WhatsApp Cloud API."""

@@ -8,6 +8,7 @@ import msgspec
 from msgspec import Meta
 
 from .. import netguard
+from ..agents.store import belongs_to
 from ..db import Store
 from ..errors import error
 from ..ids import iso, new_id
@@ -64,8 +65,7 @@ async def save_connection(store: Store, org_id: str, fields: Any) -> dict[str, A
     now = iso()
     async with store.write() as tx:
         if conn["agent_id"]:
-            row = await tx.fetchone("SELECT org_id FROM agents WHERE id = ?", [conn["agent_id"]])
-            if row is None or row["org_id"] != org_id:
+            if not await belongs_to(tx, org_id, conn["agent_id"]):
                 raise error(403, "Access denied", "This agent does not belong to your organisation")
         await tx.execute(
             "INSERT INTO whatsapp_connections (id, org_id, agent_id, phone_number_id, access_token, api_base_url, api_version, created_at, updated_at) "

@@ -1,0 +1,17 @@
+"""The knowledge area: the Knowledge API, and the search tool and retrieved context agents get."""
+
+from __future__ import annotations
+
+from ..area import Area
+from . import agent_tools, api, migrations
+from .cli import knowledge
+
+AREA = Area(
+    name="knowledge",
+    routes=tuple(api.ROUTES),
+    migrations=(migrations.migrations,),
+    commands=(knowledge,),
+    on_startup=(api.preload_embedder,),
+    tool_providers=(agent_tools.knowledge_tools,),
+    context_providers=(agent_tools.retrieved_context,),
+)

@@ -1,0 +1,21 @@
+"""The messaging area: intent-flow projects, REST v1, the socket channel and the Management API."""
+
+from __future__ import annotations
+
+from ..area import Area
+from . import api, conversation, hub, matcher, media, migrations, socket_tokens, sockets
+from .cli import flows, projects
+
+AREA = Area(
+    name="messaging",
+    routes=tuple(api.ROUTES),
+    migrations=(migrations.migrations,),
+    commands=(projects, flows),
+    state=(
+        lambda _: hub.Hub(), lambda _: sockets.Registry(), lambda _: socket_tokens.Tokens(),
+        lambda _: conversation.ThreadLocks(), lambda _: conversation.CompiledFlows(), matcher.Embeddings,
+    ),
+    on_startup=(media.start_sweeper,),
+    on_shutdown=(sockets.close_all,),
+    browser_paths=api.BROWSER_PATHS,
+)
