@@ -16,6 +16,7 @@ from ..errors import error
 from ..http import json_body, require_key, services_of
 from ..ids import iso
 from ..revocation import api_key, streams_of
+from ..validation import invalid
 
 MAX_NAME = 100
 
@@ -71,10 +72,10 @@ async def create_key(request: Request) -> dict[str, Any]:
     principal = await require_key(request)
     body = await json_body(request) if (await request.body()).strip() else {}
     if not isinstance(body, dict):
-        raise error(400, "Validation failed", "The request body must be a JSON object.")
+        raise invalid("The request body must be a JSON object.")
     name = body.get("name", "console")
     if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
-        raise error(400, "Validation failed", f"\"name\" must be a non-empty string of at most {MAX_NAME} characters.")
+        raise invalid(f"\"name\" must be a non-empty string of at most {MAX_NAME} characters.")
     key, record = await orgs.create_key(services_of(request).store, principal.org_id, name.strip())
     return {**record, "key": key}
 

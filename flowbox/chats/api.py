@@ -14,11 +14,11 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.params import FromPath
 
 from ..apidoc import EventStream, body_doc, doc, query
-from ..errors import Problem, error
+from ..errors import Problem
 from ..http import json_body, services_of, whole_number
 from ..revocation import api_key, streams_of
 from ..surfaces import common_body
-from ..validation import is_text
+from ..validation import invalid, is_text
 from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
@@ -28,7 +28,7 @@ from .schemas import (CHAT_BODY, FLOW_BODY, FLOW_UPDATE_BODY, IMPORT_BODY, INPUT
 
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise error(400, "Validation failed", "The request body must be a JSON object.")
+        raise invalid("The request body must be a JSON object.")
     return body
 
 
@@ -100,14 +100,14 @@ async def create_chat(request: Request) -> dict[str, Any]:
     services = services_of(request)
     body = _object(await json_body(request))
     if body.get("from_type", "flow") != "flow":
-        raise error(400, "Validation failed", "\"from_type\" must be \"flow\".")
+        raise invalid("\"from_type\" must be \"flow\".")
     flow_id = body.get("from_flow")
     if not isinstance(flow_id, str) or not flow_id.strip():
-        raise error(400, "Validation failed", "\"from_flow\" is required: the id of a flow (see GET /chatflows).")
+        raise invalid("\"from_flow\" is required: the id of a flow (see GET /chatflows).")
     flow = await flows_mod.require_flow(services.store, principal.org_id, flow_id.strip())
     name = body.get("name", flow["name"])
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise error(400, "Validation failed", "\"name\" must be a non-empty string of at most 200 characters.")
+        raise invalid("\"name\" must be a non-empty string of at most 200 characters.")
     # The flow must still be runnable: its models configured, its agents present.
     flows_mod.validate_flow({k: flow[k] for k in flows_mod.FLOW_FIELDS}, services.models.names())
     await flows_mod.check_agent_refs(services.store, principal.org_id, flow)
@@ -136,11 +136,11 @@ async def delete_chat(request: Request, chat_id: FromPath[str]) -> dict[str, Any
 def _message_text(request: Request, body: Any, allow_empty: bool = False) -> str:
     text = _object(body).get("message")
     if not is_text(text, required=not allow_empty):
-        raise error(400, "Validation failed", "\"message\" is required and must be a non-empty string."
+        raise invalid("\"message\" is required and must be a non-empty string."
                     if not allow_empty else "\"message\" is required and must be a string.")
     limit = services_of(request).config.max_message_chars
     if len(text) > limit:
-        raise error(400, "Validation failed", f"\"message\" must be {limit} characters or less.")
+        raise invalid(f"\"message\" must be {limit} characters or less.")
     return text
 
 
@@ -174,7 +174,7 @@ async def _after_seq(services, chat_id: str, message_id: str | None) -> int:
         return 0
     seq = await chats_store.seq_of(services.store, chat_id, message_id)
     if seq is None:
-        raise error(400, "Validation failed", f"\"after\" names no message of this chat: {message_id!r}.")
+        raise invalid(f"\"after\" names no message of this chat: {message_id!r}.")
     return seq
 
 
@@ -187,7 +187,7 @@ async def get_messages(request: Request, chat_id: FromPath[str], after: query("O
     after_seq = await _after_seq(services, chat["id"], after)
     count = whole_number(limit, 1, 1000)
     if limit is not None and count is None:
-        raise error(400, "Validation failed", "\"limit\" must be an integer between 1 and 1000.")
+        raise invalid("\"limit\" must be an integer between 1 and 1000.")
     rows = await chats_store.messages_after(services.store, chat["id"], after_seq, count)
     return [chats_store.message_out(r) for r in rows]
 

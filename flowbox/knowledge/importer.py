@@ -15,8 +15,8 @@ from typing import Any, Callable
 
 from ..db import Store
 from ..embeddings import Embedder
-from ..errors import error
 from ..ids import iso, new_id
+from ..validation import invalid
 from . import index as idx
 from . import store as kb
 from .chunking import first_heading, split_text
@@ -167,7 +167,7 @@ async def import_paths(store: Store, embedder: Embedder, org_id: str, paths: lis
     with why. ``progress(n)`` is called with the number of files just done. ``agent_ids`` (if
     given) replace the links of the imported entries."""
     if not 100 <= chunk_size <= kb.MAX_CONTENT:
-        raise error(400, "Validation failed", f"chunk size must be between 100 and {kb.MAX_CONTENT} characters")
+        raise invalid(f"chunk size must be between 100 and {kb.MAX_CONTENT} characters")
     if agent_ids:
         await kb.check_agents(store, org_id, agent_ids)
     result = ImportResult()

@@ -16,7 +16,7 @@ from ..embeddings import Embedder
 from ..errors import error
 from ..http import whole_number
 from ..ids import iso, new_id
-from ..validation import is_text
+from ..validation import invalid, is_text
 from . import index as idx
 
 MAX_CONTENT = 4000
@@ -43,10 +43,6 @@ OUTPUT_FIELDS = ("id", "name", "created_at", "updated_at", "source")
 
 def not_found():
     return error(404, NOT_FOUND["error"])
-
-
-def invalid(message: str):
-    return error(400, "Validation failed", message)
 
 
 # -- validation ---------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from typing import Any
 from .. import netguard
 from ..config import Config
 from ..errors import Problem, error
-from ..validation import is_text
+from ..validation import invalid, is_text
 
 PHONE_SEPARATORS = re.compile(r"[\s().-]")
 PHONE = re.compile(r"[1-9][0-9]{6,14}")  # E.164: country code first, at most 15 digits
@@ -46,13 +46,13 @@ def parse_send(body: Any) -> TemplateSend:
         raise error(400, "Invalid language", "language must be a language code such as en, en_US or nl_NL")
     customer_name = body.get("customer_name")
     if customer_name is not None and (not isinstance(customer_name, str) or len(customer_name) > 256):
-        raise error(400, "Validation failed", "\"customer_name\" must be a string of at most 256 characters.")
+        raise invalid("\"customer_name\" must be a string of at most 256 characters.")
     components = body.get("parameters")
     if components is not None:
         if not isinstance(components, list) or not all(isinstance(c, dict) and is_text(c.get("type"), required=True) for c in components):
-            raise error(400, "Validation failed", "\"parameters\" must be an array of template component objects, each with a \"type\".")
+            raise invalid("\"parameters\" must be an array of template component objects, each with a \"type\".")
         if len(json.dumps(components)) > MAX_PARAMETERS_BYTES:
-            raise error(400, "Validation failed", f"\"parameters\" must be at most {MAX_PARAMETERS_BYTES} bytes of JSON.")
+            raise invalid(f"\"parameters\" must be at most {MAX_PARAMETERS_BYTES} bytes of JSON.")
     return TemplateSend(number, template, language, customer_name or None, components or None)
 
 
