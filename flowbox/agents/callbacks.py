@@ -18,9 +18,9 @@ from sqlite_utils.migrations import Migrations
 from .. import netguard, outbox
 from ..config import Config
 from ..db import Tx
-from ..errors import error
 from ..ids import iso
 from ..services import Services
+from ..validation import invalid
 
 log = logging.getLogger("flowbox.callbacks")
 
@@ -47,7 +47,7 @@ def check_callback_url(config: Config, url: str) -> None:
     try:
         netguard.check_url(url, allow_private=bool(config.allow_private_outbound))
     except netguard.URLRefused as exc:
-        raise error(400, "Validation failed", f"\"callback_url\" is not allowed: {exc}.") from None
+        raise invalid(f"\"callback_url\" is not allowed: {exc}.") from None
 
 
 async def queue_callback(tx: Tx, run: dict, body: dict) -> str | None:
