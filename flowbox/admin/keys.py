@@ -16,7 +16,7 @@ from ..errors import error
 from ..http import json_body, require_key, services_of
 from ..ids import iso
 from ..revocation import api_key, streams_of
-from ..validation import invalid
+from ..validation import invalid, is_text
 
 MAX_NAME = 100
 
@@ -74,7 +74,7 @@ async def create_key(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     name = body.get("name", "console")
-    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
+    if not is_text(name, MAX_NAME, required=True):
         raise invalid(f"\"name\" must be a non-empty string of at most {MAX_NAME} characters.")
     key, record = await orgs.create_key(services_of(request).store, principal.org_id, name.strip())
     return {**record, "key": key}

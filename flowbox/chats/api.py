@@ -102,11 +102,11 @@ async def create_chat(request: Request) -> dict[str, Any]:
     if body.get("from_type", "flow") != "flow":
         raise invalid("\"from_type\" must be \"flow\".")
     flow_id = body.get("from_flow")
-    if not isinstance(flow_id, str) or not flow_id.strip():
+    if not is_text(flow_id, required=True):
         raise invalid("\"from_flow\" is required: the id of a flow (see GET /chatflows).")
     flow = await flows_mod.require_flow(services.store, principal.org_id, flow_id.strip())
     name = body.get("name", flow["name"])
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+    if not is_text(name, 200, required=True):
         raise invalid("\"name\" must be a non-empty string of at most 200 characters.")
     # The flow must still be runnable: its models configured, its agents present.
     flows_mod.validate_flow({k: flow[k] for k in flows_mod.FLOW_FIELDS}, services.models.names())

@@ -11,7 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
 from .. import netguard
 from ..agents.store import belongs_to
@@ -19,20 +22,33 @@ from ..db import Store
 from ..ids import iso, new_id
 from ..orgs import hash_key
 from ..redact import mask
-from ..validation import is_text
+from ..validation import NOT_BLANK, given, typed
 from .common import rest_error
 from .hours import validate_business_hours
 
 TOKEN_PREFIX = "fbm_"
-# Settings as the HTTP API and ``flowbox projects`` name them -> column.
-SETTINGS = {
-    "name": "name",
-    "webhookUrl": "webhook_url",
-    "webhookVerifyToken": "webhook_verify_token",
-    "agentId": "agent_id",
-    "businessHours": "business_hours",
-    "outsideHoursEvent": "outside_hours_event",
-    "intentThreshold": "intent_threshold",
+
+
+class Settings(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """A project's settings as the HTTP API and ``flowbox projects`` name them (camelCase; the
+    columns are their snake_case names). Each is optional: an update sets those it names."""
+
+    name: Annotated[str, Meta(max_length=200, pattern=NOT_BLANK)] | UnsetType = UNSET
+    webhook_url: Any = UNSET  # None or "" clears it; netguard says what is wrong with another
+    webhook_verify_token: Annotated[str, Meta(max_length=200)] | None | UnsetType = UNSET
+    agent_id: Any = UNSET  # None or "" clears it; else one of the org's agents
+    business_hours: Any = UNSET  # hours.validate_business_hours names what is wrong in it
+    outside_hours_event: Annotated[str, Meta(max_length=255, pattern=r"\A\Z|\S")] | None | UnsetType = UNSET
+    intent_threshold: Annotated[float, Meta(gt=0, le=1)] | None | UnsetType = UNSET
+
+
+SETTINGS = Settings.__struct_encode_fields__
+_MESSAGES = {
+    "name": "\"name\" must be a non-empty string of at most 200 characters",
+    "webhookVerifyToken": "\"webhookVerifyToken\" must be a string of at most 200 characters",
+    "agentId": "\"agentId\" must be the id of an agent of this project's organisation",
+    "outsideHoursEvent": "\"outsideHoursEvent\" must be an event name (a string) or null",
+    "intentThreshold": "\"intentThreshold\" must be a number greater than 0 and at most 1, or null",
 }
 
 
@@ -63,56 +79,34 @@ def public(project: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def validate_settings(store: Store, org_id: str, fields: Any, allow_private: bool = True) -> dict[str, Any]:
+async def validate_settings(store: Store, org_id: str, body: Any, allow_private: bool = True) -> dict[str, Any]:
     """Checks settings given by their API names; returns column -> stored value.
     Every problem is a 400 naming the field. ``allow_private``: the server's
     ``allow_private_outbound``, so a webhook it would refuse is refused now."""
-    if not isinstance(fields, dict):
-        raise rest_error(400, "The request body must be a JSON object")
-    unknown = sorted(set(fields) - set(SETTINGS))
-    if unknown:
-        raise rest_error(400, f"Unknown field \"{unknown[0]}\"; known fields: {', '.join(SETTINGS)}")
-    out: dict[str, Any] = {}
-    if "name" in fields:
-        if not is_text(fields["name"], 200, required=True):
-            raise rest_error(400, "\"name\" must be a non-empty string of at most 200 characters")
-        out["name"] = fields["name"].strip()
-    if "webhookUrl" in fields:
-        url = fields["webhookUrl"]
-        if url in (None, ""):
-            out["webhook_url"] = None
-        else:
+    agent_id = body.get("agentId") if isinstance(body, dict) else None
+    known_agent = agent_id in (None, "") or (isinstance(agent_id, str) and await belongs_to(store, org_id, agent_id))
+
+    def check_url(url: Any) -> None:
+        if url not in (None, ""):
             try:
                 netguard.check_url(url, allow_private=allow_private)
             except netguard.URLRefused as exc:
                 raise rest_error(400, f"\"webhookUrl\" {exc}") from None
-            out["webhook_url"] = url.strip()
-    if "webhookVerifyToken" in fields:
-        token = fields["webhookVerifyToken"]
-        if token is not None and not is_text(token, 200):
-            raise rest_error(400, "\"webhookVerifyToken\" must be a string of at most 200 characters")
-        out["webhook_verify_token"] = token or None
-    if "agentId" in fields:
-        agent_id = fields["agentId"]
-        if agent_id in (None, ""):
-            out["agent_id"] = None
-        else:
-            if not isinstance(agent_id, str) or not await belongs_to(store, org_id, agent_id):
-                raise rest_error(400, "\"agentId\" must be the id of an agent of this project's organisation")
-            out["agent_id"] = agent_id
-    if "businessHours" in fields:
-        out["business_hours"] = json.dumps(validate_business_hours(fields["businessHours"]))
-    if "outsideHoursEvent" in fields:
-        event = fields["outsideHoursEvent"]
-        if event is not None and event != "" and not is_text(event, 255, required=True):
-            raise rest_error(400, "\"outsideHoursEvent\" must be an event name (a string) or null")
-        out["outside_hours_event"] = event or None
-    if "intentThreshold" in fields:
-        value = fields["intentThreshold"]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1):
-            raise rest_error(400, "\"intentThreshold\" must be a number greater than 0 and at most 1, or null")
-        out["intent_threshold"] = None if value is None else float(value)
-    return out
+
+    fields = given(typed(body, Settings, _MESSAGES, lambda message: rest_error(400, message),
+                         not_object="The request body must be a JSON object",
+                         unknown=f"Unknown field \"{{field}}\"; known fields: {', '.join(SETTINGS)}",
+                         checks={"webhookUrl": check_url, "agentId": lambda _: known_agent,
+                                 "businessHours": validate_business_hours}))
+    for column in ("name", "webhook_url"):
+        if fields.get(column):
+            fields[column] = fields[column].strip()
+    for column in ("webhook_url", "webhook_verify_token", "agent_id", "outside_hours_event"):
+        if column in fields:
+            fields[column] = fields[column] or None  # "" clears a setting, as null does
+    if "business_hours" in fields:  # checked above; normalised here
+        fields["business_hours"] = json.dumps(validate_business_hours(fields["business_hours"]))
+    return fields
 
 
 def new_client_id() -> str:
