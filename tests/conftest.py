@@ -35,6 +35,26 @@ def server(tmp_path):
     srv.stop()
 
 
+@pytest.fixture(scope="module")
+def module_server(request, tmp_path_factory):
+    """One server for a whole test module, for tests that do not get in each other's way (each works in
+    an org of its own: ``org_server``). Most of what it saves is the model's load, paid once per server.
+    A module sets config overrides for it in ``SERVER_OPTIONS``."""
+    tmp = tmp_path_factory.mktemp("server")
+    options = getattr(request.module, "SERVER_OPTIONS", {})
+    srv = start_server(tmp, data_dir=str(tmp / "data"), models_dir=str(MODELS_DIR), **options)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def org_server(module_server):
+    """The module's server, seen from a fresh org of this test's own."""
+    srv = module_server.in_new_org()
+    yield srv
+    srv.stop()
+
+
 @pytest.fixture
 def receiver():
     """A real HTTP receiver on 127.0.0.1 for webhooks and callbacks."""

@@ -11,6 +11,14 @@ import pytest
 
 from flowbox import orgs, usage
 
+SERVER_OPTIONS = {"allow_private_outbound": True}  # a callback to the server itself
+
+
+@pytest.fixture
+def server(org_server):
+    """One server for the module; each test works in an org of its own."""
+    return org_server
+
 # -- keys ---------------------------------------------------------------------------------------
 
 def test_keys_are_org_scoped_and_shown_once(server):
@@ -175,8 +183,7 @@ class Documented:
         return response.json()
 
 
-def test_agents_api_responses_match_the_schema(make_server):
-    server = make_server(allow_private_outbound=True)
+def test_agents_api_responses_match_the_schema(server):
     client = server.client()
     docs = Documented(client.get("/schema/openapi.json").json())
     agents, agent_path = "/api/public/agent", "/api/public/agent/{agent_id}"

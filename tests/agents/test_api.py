@@ -11,16 +11,26 @@ import pytest
 from flowbox import orgs
 from tests.helpers import create_agent, eventually
 
+SERVER_OPTIONS = {"allow_private_outbound": True}  # a callback target on loopback
 MISSING = {"error": "API key is required", "message": "Please provide an API key in the Authorization header"}
 INVALID = {"error": "Invalid API key", "message": "The provided API key is not valid"}
 
 
-def count_rows(server, table: str) -> int:
+def count_rows(server, table: str, *agent_ids: str) -> int:
+    """Rows of ``table``, of the given agents only when some are named (the server is shared by the module)."""
+    where = f" WHERE agent_id IN ({', '.join('?' * len(agent_ids))})" if agent_ids else ""
+
     async def go():
-        row = await server.services.store.fetchone(f"SELECT COUNT(*) AS n FROM {table}")
+        row = await server.services.store.fetchone(f"SELECT COUNT(*) AS n FROM {table}{where}", list(agent_ids))
         return row["n"]
 
     return server.call(go())
+
+
+@pytest.fixture
+def server(org_server):
+    """One server for the module (the model loads once); each test works in an org of its own."""
+    return org_server
 
 
 @pytest.fixture
@@ -165,7 +175,7 @@ def test_client_chosen_thread_ids_start_and_continue_threads_of_their_agent(serv
         assert len(own["conversation_history"]) == 2
         assert caller.get(f"/api/public/agent/{agent_id}/threads/thread_123456").json()["messages"] == own["conversation_history"]
     assert client.get(f"/api/public/agent/{agent['id']}/threads/thread_123456").json()["messages"] == history
-    assert count_rows(server, "threads") == 3
+    assert count_rows(server, "threads", agent["id"], other["id"], theirs["id"]) == 3
 
     # the legacy document's example id (a UUID) is a thread id too
     uuid_id = "123e4567-e89b-12d3-a456-426614174000"
@@ -191,7 +201,7 @@ def test_two_first_turns_on_one_new_thread_id_make_one_thread(server):
     stored = server.client().get(f"/api/public/agent/{agent['id']}/threads/both-at-once").json()["messages"]
     assert [m["role"] for m in stored] == ["user", "assistant"] * 2
     assert {stored[0]["content"], stored[2]["content"]} == {"first question", "second question"}
-    assert count_rows(server, "threads") == 1
+    assert count_rows(server, "threads", agent["id"]) == 1
 
 
 def test_threads_of_a_database_from_before_per_agent_thread_ids_are_kept(tmp_path, make_server):
@@ -225,23 +235,22 @@ def test_threads_of_a_database_from_before_per_agent_thread_ids_are_kept(tmp_pat
     assert len(response.json()["body"]["conversation_history"]) == 4
 
 
-def test_async_callback_ack_and_background_run(make_server):
-    server = make_server(allow_private_outbound=True)  # the callback target is on loopback
+def test_async_callback_ack_and_background_run(server):
     client = server.client()
     agent = create_agent(client, name="helper", max_tokens=16)
-    before = count_rows(server, "messages")
+    before = count_rows(server, "messages", agent["id"])
     response = client.post(f"/api/public/agent/{agent['id']}/chat",  # a thread id of the client's, new
                            json={"messages": "Hello there", "callback_url": "http://127.0.0.1:9/hook", "thread_id": "callback-1"})
     assert response.status_code == 202
     assert response.json() == {"message": "Request accepted and being processed asynchronously", "status": "processing"}
 
     async def run_state():
-        return await server.services.store.fetchall("SELECT status, thread_id, response FROM runs WHERE callback_url IS NOT NULL")
+        return await server.services.store.fetchall("SELECT status, thread_id, response FROM runs WHERE agent_id = ?", [agent["id"]])
 
     rows = eventually(lambda: (r := server.call(run_state())) and r[0]["status"] != "processing" and r[0]["response"] and r,
                       "the async run finished", interval=0.1)
     assert rows[0]["status"] == "completed" and rows[0]["thread_id"] == "callback-1"
-    assert count_rows(server, "messages") == before + 2
+    assert count_rows(server, "messages", agent["id"]) == before + 2
     stored = client.get(f"/api/public/agent/{agent['id']}/threads/{rows[0]['thread_id']}").json()
     assert stored["messages"][0]["content"] == "Hello there"
 
@@ -274,7 +283,7 @@ def test_bad_input_is_4xx_and_changes_nothing(server, agent):
     client = server.client()
     good = client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "hello"}).json()["body"]
     thread_id = good["metadata"]["thread_id"]
-    messages_before = count_rows(server, "messages")
+    messages_before = count_rows(server, "messages", agent["id"])
     url = f"/api/public/agent/{agent['id']}/chat"
     for raw, status, error in BAD_BODIES:
         response = client.post(url, content=raw, headers={"Content-Type": "application/json"})
@@ -291,7 +300,7 @@ def test_bad_input_is_4xx_and_changes_nothing(server, agent):
     response = client.post(url, content=b'{"messages": "' + b"x" * (server.config.max_body_bytes + 10) + b'"}',
                            headers={"Content-Type": "application/json"})
     assert response.status_code == 413
-    assert count_rows(server, "messages") == messages_before
+    assert count_rows(server, "messages", agent["id"]) == messages_before
     # the thread is intact and still usable
     stored = client.get(f"/api/public/agent/{agent['id']}/threads/{thread_id}").json()
     assert stored["messages"] == good["conversation_history"]
