@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 from typing import Any
 
 from litestar import Request
@@ -26,7 +27,8 @@ def services_of(request: Request) -> Services:
 # Every JSON body (and socket frame) is decoded by ``decode_json``: no value it returns can crash code
 # further on. Deeper nesting than any flowbox document needs would hit Python's recursion limit in
 # whatever walks it next; integers beyond 64 bits overflow SQLite (and over 4,300 digits, ``int``);
-# infinities and NaN are not JSON; a lone UTF-16 surrogate (``"\\udfff"``) cannot be stored or encoded.
+# infinities and NaN are not JSON; a lone UTF-16 surrogate (``"\\udfff"``, or its three bytes written raw)
+# cannot be stored or encoded.
 
 MAX_JSON_DEPTH = 64
 _INT64 = 1 << 63
@@ -48,6 +50,8 @@ class BadJSON(ValueError):
 
 NUMBER_RANGE = "Numbers must be finite, and integers must fit in 64 bits."
 TOO_DEEP = f"JSON nested deeper than {MAX_JSON_DEPTH} levels is not accepted."
+NOT_UTF8 = "The JSON is not UTF-8 text"
+_ENCODED_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")  # U+D800..U+DFFF written as UTF-8, which UTF-8 forbids
 
 
 def _int(text: str) -> int:
@@ -71,6 +75,8 @@ def _constant(name: str) -> Any:
 def decode_json(raw: bytes | str) -> Any:
     """The JSON value of ``raw``, or ``BadJSON`` saying why not (each API answers it in its own shape)."""
     data = raw.encode("utf-8") if isinstance(raw, str) else raw
+    if b"\xed" in data and _ENCODED_SURROGATE.search(data):  # Python's decoder lets these pass (surrogatepass)
+        raise BadJSON(NOT_UTF8)
     shapes = data.translate(_NUMBER_SHAPES)
     long_numbers = b"0" * 19 in shapes or b"0e000" in shapes or b"0e+000" in shapes
     try:
@@ -80,7 +86,7 @@ def decode_json(raw: bytes | str) -> Any:
     except json.JSONDecodeError as exc:
         raise BadJSON(str(exc)) from None
     except UnicodeDecodeError:
-        raise BadJSON("The JSON is not UTF-8 text") from None
+        raise BadJSON(NOT_UTF8) from None
     except RecursionError:
         raise BadJSON(TOO_DEEP) from None
     except ValueError:  # Python's own limit on integer digits

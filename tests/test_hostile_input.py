@@ -55,6 +55,7 @@ BAD_BODIES = {
     "lone surrogate in a key": b'{"\\ud800": "x"}',
     "lone surrogate nested": b'{"x": [{"y": "a\\ud800b"}]}',
     "not UTF-8": b'{"x": "\xff\xfe"}',
+    "lone surrogate as raw UTF-8 bytes": b'{"x": "\xed\xa0\x80"}',  # Python's own decoder lets it pass
     "oversized": b'{"x": "' + b"a" * (MAX_BODY + 10) + b'"}',
 }
 # Values each documented body field gets, alone (the rest of the body missing: never a model turn).
