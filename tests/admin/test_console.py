@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from flowbox import ids
-from tests.helpers import create_agent, start_server
+from tests.helpers import create_agent
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 expect = playwright_api.expect
@@ -28,12 +28,8 @@ pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium
 
 
 @pytest.fixture(scope="module")
-def console_server(tmp_path_factory, models_dir):
-    """One server for the module (a browser test costs seconds; the model load is paid once)."""
-    data_dir = tmp_path_factory.mktemp("console")
-    server = start_server(data_dir, data_dir=str(data_dir / "data"), models_dir=str(models_dir), rate_limit_per_minute=0)
-    yield server
-    server.stop()
+def console_server(module_server):
+    return module_server
 
 
 @pytest.fixture(scope="module")

@@ -20,11 +20,15 @@ from flowbox.orgs import hash_key
 from tests.helpers import Receiver, create_agent, eventually
 
 
+# One model thread: on a shared 2-core machine, llama.cpp's threads spin against other work and two
+# threads run many times slower than one.
+SERVER_OPTIONS = {"n_threads": 1}
+
+
 @pytest.fixture
-def server(make_server):
-    """One model thread: on a shared 2-core machine, llama.cpp's threads spin against other work
-    and two threads run many times slower than one."""
-    return make_server(n_threads=1)
+def server(org_server):
+    """One server for the module (the model loads once); each test works in an org of its own."""
+    return org_server
 
 
 REVIEW_FLOW = {
@@ -394,7 +398,7 @@ def test_oauth_client_credentials_tokens(server):
 
     # tokens are stored hashed only
     async def stored():
-        return [dict(r) for r in await server.services.store.fetchall("SELECT * FROM oauth_tokens")]
+        return [dict(r) for r in await server.services.store.fetchall("SELECT * FROM oauth_tokens WHERE org_id = ?", [server.org_id])]
 
     rows = server.call(stored())
     assert len(rows) == 3 and hash_key(token) in {r["token_hash"] for r in rows}

@@ -17,14 +17,12 @@ import pytest
 from flowbox.models.grammar import InvalidSchema, schema_grammar, schema_text
 from tests.helpers import create_agent, eventually, start_server
 
+SERVER_OPTIONS = {"allow_private_outbound": True, "outbox_retry_base_ms": 200}
+
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory, models_dir):
-    data = tmp_path_factory.mktemp("worker")
-    server = start_server(data, data_dir=str(data / "data"), models_dir=str(models_dir),
-                          allow_private_outbound=True, outbox_retry_base_ms=200)
-    yield server
-    server.stop()
+def srv(module_server):
+    return module_server
 
 
 def local_model(srv):

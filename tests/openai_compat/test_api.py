@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from flowbox import usage
-from tests.helpers import create_agent, eventually, start_server
+from tests.helpers import create_agent, eventually
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city.",
@@ -21,12 +21,8 @@ WEATHER = {"type": "function", "function": {
 
 
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory, models_dir):
-    # One server for the module: loading the model per test would dominate the run time.
-    data = tmp_path_factory.mktemp("openai")
-    server = start_server(data, data_dir=str(data / "data"), models_dir=str(models_dir))
-    yield server
-    server.stop()
+def srv(module_server):
+    return module_server
 
 
 @pytest.fixture(scope="module")
