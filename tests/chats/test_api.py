@@ -19,7 +19,6 @@ from flowbox.models import ChatRequest, generate
 from flowbox.orgs import hash_key
 from tests.helpers import Receiver, create_agent, eventually
 
-
 # One model thread: on a shared 2-core machine, llama.cpp's threads spin against other work and two
 # threads run many times slower than one.
 SERVER_OPTIONS = {"n_threads": 1}

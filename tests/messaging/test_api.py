@@ -74,10 +74,13 @@ class Bot:
         return [r["payload"]["text"] for m in reply["payload"]["messages"] for r in m["responses"]]
 
 
+SERVER_OPTIONS = {"allow_private_outbound": True, "outbox_retry_base_ms": 100, "outbox_poll_ms": 100}
+
+
 @pytest.fixture
-def bot(make_server, receiver):
-    server = make_server(preload_model=False, allow_private_outbound=True, outbox_retry_base_ms=100, outbox_poll_ms=100)
-    return Bot(server, receiver)
+def bot(org_server, receiver):
+    """A project of this test's own org on the module's server, its webhook on this test's receiver."""
+    return Bot(org_server, receiver)
 
 
 def test_conversation_over_rest(bot):
@@ -371,7 +374,7 @@ def test_webhook_retried_until_receiver_answers_and_across_restart(make_server):
         receiver.stop()
 
 
-def test_bad_input(bot, make_server):
+def test_bad_input(bot):
     rest = bot.rest
     t = "thread-bad"
 
