@@ -20,11 +20,16 @@ from flowbox.messaging.flows import normalize_flow
 FLOW = json.loads((Path(__file__).parent / "messaging_flow.json").read_text())
 
 
-@pytest.fixture
-def mgmt(make_server):
-    server = make_server(preload_model=False)
+def authoring(server) -> tuple:
+    """(server, a new project's id, a client with its token)."""
     project, token = server.call(projects.create_project(server.services.store, server.org_id, "authoring"))
     return server, project["id"], server.client(f"Bearer {token}")
+
+
+@pytest.fixture
+def mgmt(org_server):
+    """A project of this test's own org on the module's server."""
+    return authoring(org_server)
 
 
 def test_flows_crud_list_view_and_auth(mgmt):
@@ -127,8 +132,8 @@ def test_flow_validation_errors(mgmt):
     assert client.get(base).json() == []  # nothing half-stored
 
 
-def test_import_export_over_http_and_cli(mgmt, tmp_path):
-    server, pid, client = mgmt
+def test_import_export_over_http_and_cli(make_server, tmp_path):
+    server, pid, client = authoring(make_server())  # a server of its own: the CLI part stops it
     base = f"/v1/projects/{pid}/flows"
     extra = {"flowId": "f2", "title": "Extra", "steps": [{"stepId": "e1", "type": "EVENT", "title": "E",
                                                           "actions": [{"type": "TEXT", "payload": {"texts": ["e"]}}]}]}
