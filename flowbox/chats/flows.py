@@ -123,7 +123,7 @@ def validate_flow(fields: Any, model_names: list[str], base: dict[str, Any] | No
         raise invalid(f"\"max_rounds\" must be an integer between 1 and {MAX_ROUNDS}.")
     flow["max_rounds"] = rounds
     keyword = merged["termination_keyword"]
-    if keyword is not None and (not isinstance(keyword, str) or len(keyword) > 100):
+    if keyword is not None and not is_text(keyword, 100):
         raise invalid("\"termination_keyword\" must be a string of at most 100 characters, or null.")
     flow["termination_keyword"] = (keyword.strip() or None) if keyword else None
     return flow

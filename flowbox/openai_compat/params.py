@@ -14,6 +14,7 @@ from typing import Any
 from ..http import BadJSON, decode_json
 from ..ids import short_id
 from ..models import ToolSpec
+from ..validation import is_text
 from .errors import bad, unsupported
 
 KNOWN = {
@@ -82,7 +83,7 @@ def parse(body: Any, thread_header: str | None = None) -> CompletionParams:
         if body.get(name) is not None and body[name] not in neutral:
             raise unsupported(name, f" (only {json.dumps(neutral[0])} is accepted)")
     model = body.get("model")
-    if not isinstance(model, str) or not model.strip():
+    if not is_text(model, required=True):
         raise bad("you must provide a model parameter", "model", "missing_required_parameter")
     params = CompletionParams(model=model.strip(), messages=[])
     params.stream = _flag(body, "stream")
@@ -124,7 +125,7 @@ def _thread(metadata: Any, header: str | None) -> str | None:
     if metadata is not None and not isinstance(metadata, dict):
         raise _type_error("metadata", "an object", metadata)
     from_body = (metadata or {}).get("thread_id")
-    if from_body is not None and (not isinstance(from_body, str) or not from_body.strip()):
+    if from_body is not None and not is_text(from_body, required=True):
         raise bad("Invalid 'metadata.thread_id': expected a non-empty string.", "metadata.thread_id")
     header = (header or "").strip() or None
     if header and from_body and header != from_body.strip():

@@ -45,7 +45,7 @@ def parse_send(body: Any) -> TemplateSend:
     if not LANGUAGE.fullmatch(language):
         raise error(400, "Invalid language", "language must be a language code such as en, en_US or nl_NL")
     customer_name = body.get("customer_name")
-    if customer_name is not None and (not isinstance(customer_name, str) or len(customer_name) > 256):
+    if customer_name is not None and not is_text(customer_name, 256):
         raise invalid("\"customer_name\" must be a string of at most 256 characters.")
     components = body.get("parameters")
     if components is not None:
