@@ -97,8 +97,9 @@ def closed(ws, timeout: float = 15) -> tuple[int, list[dict]]:
 
 
 @pytest.fixture
-def shop(make_server):
-    return Shop(make_server(preload_model=False))
+def shop(org_server):
+    """The shop flow in a project of this test's own org, on the module's server."""
+    return Shop(org_server)
 
 
 def test_documented_exchange(shop):
