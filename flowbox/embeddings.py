@@ -8,13 +8,22 @@ product is the cosine similarity.
 
 ``Embedder.name`` identifies the model that made a vector; stores keep it beside their vectors
 so that a model change is noticed and everything can be re-embedded.
+
+Serving: a search or a message asks for one short text (``embed_query``), and the same questions
+come back, so their vectors are kept in an LRU keyed by the text. The local model runs one call
+at a time in its worker process; ``Batcher`` sends it the waiting requests together (one call for
+every query waiting, not one each), queries ahead of bulk work, and bulk work in slices of one
+model batch, so an ingest never holds a query up for longer than one slice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import concurrent.futures
 import contextlib
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,8 @@ from .services import Services
 
 N_CTX = 512  # MiniLM's trained context; longer texts are embedded in pieces and averaged
 REMOTE_BATCH = 64
+QUERY_CACHE = 4096  # recent query texts and their vectors (float32: 1.5 kB each at 384 dimensions)
+INLINE_TOKENIZE = 2000  # a query up to this many characters is tokenized on the event loop (microseconds)
 # WordPiece's max_input_chars_per_word: longer words (runs of letters and digits; CJK characters
 # are words of their own) are [UNK] for the original tokenizer. llama.cpp would split them into
 # many pieces instead, slowly.
@@ -39,16 +50,37 @@ def _normalise(vectors: np.ndarray) -> list[list[float]]:
 
 
 class Embedder:
-    """What callers use: ``name``, ``dim``, ``await embed(texts)``, ``embed_sync(texts)``."""
+    """What callers use: ``name``, ``dim``, ``await embed(texts)`` (bulk: documents, examples),
+    ``await embed_query(text)`` (one text a user is waiting on, cached), ``embed_sync(texts)``."""
 
     name: str
     dim: int
+    _queries: collections.OrderedDict | None = None
 
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         raise NotImplementedError
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         raise NotImplementedError
+
+    async def _embed_query(self, text: str) -> list[float]:
+        return (await self.embed([text]))[0]
+
+    async def embed_query(self, text: str) -> np.ndarray:
+        """The vector (float32, read-only) of a search or a message; repeated texts come from an
+        LRU of recent ones (a vector depends only on the text and this embedder's model)."""
+        if self._queries is None:
+            self._queries = collections.OrderedDict()
+        vector = self._queries.get(text)
+        if vector is not None:
+            self._queries.move_to_end(text)
+            return vector
+        vector = np.asarray(await self._embed_query(text), dtype=np.float32)
+        vector.flags.writeable = False  # shared by every caller asking the same
+        self._queries[text] = vector
+        if len(self._queries) > QUERY_CACHE:
+            self._queries.popitem(last=False)
+        return vector
 
     def close(self) -> None:
         pass
@@ -70,34 +102,147 @@ class EmbedRunner:
         self.dim = self.llm.n_embd()
         self.info = {"dim": self.dim}
 
-    def embed(self, pieces: list[tuple[int, list[int]]], n_texts: int, *, cancel, emit) -> list[list[float]]:
-        """Mean-pooled vectors of ``n_texts`` texts from their (text index, token sequence) pieces."""
+    def embed(self, pieces: list[list[int]], *, cancel, emit) -> np.ndarray:
+        """The mean-pooled vector of each token sequence (not normalised: ``Batcher`` adds up
+        the pieces of a long text)."""
         import llama_cpp
 
         max_seqs = self.llm.context_params.n_seq_max
-        sums = np.zeros((n_texts, self.dim), dtype=np.float64)
+        out = np.zeros((len(pieces), self.dim), dtype=np.float32)
         ctx, batch = self.llm._ctx, self.llm._batch
         start = 0
         while start < len(pieces):
             # Pack whole sequences into one batch of at most N_CTX tokens (and sequences).
             end, used = start, 0
-            while end < len(pieces) and used + len(pieces[end][1]) <= N_CTX and end - start < max_seqs:
-                used += len(pieces[end][1])
+            while end < len(pieces) and used + len(pieces[end]) <= N_CTX and end - start < max_seqs:
+                used += len(pieces[end])
                 end += 1
             batch.reset()
-            for seq_id, (_, tokens) in enumerate(pieces[start:end]):
+            for seq_id, tokens in enumerate(pieces[start:end]):
                 batch.add_sequence(tokens, seq_id, True)
             ctx.kv_cache_clear()
             ctx.decode(batch)
-            for seq_id, (index, tokens) in enumerate(pieces[start:end]):
+            for seq_id in range(end - start):
                 ptr = llama_cpp.llama_get_embeddings_seq(ctx.ctx, seq_id)
-                vector = np.ctypeslib.as_array(ptr, shape=(self.dim,))
-                # Mean pooling per piece; a long text is the token-weighted mean of its pieces.
-                sums[index] += vector * (len(tokens) - 2 or 1)
+                out[start + seq_id] = np.ctypeslib.as_array(ptr, shape=(self.dim,))
             start = end
         batch.reset()
         ctx.kv_cache_clear()
-        return _normalise(sums)
+        return out
+
+
+class _Request:
+    """Texts waiting for their vectors: their pieces, how many are sent, the sums so far."""
+
+    def __init__(self, pieces: list[tuple[int, list[int]]], n_texts: int, dim: int):
+        self.pieces = pieces
+        self.sent = 0
+        self.left = len(pieces)
+        self.sums = np.zeros((n_texts, dim), dtype=np.float64)
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def add(self, index: int, tokens: list[int], vector: np.ndarray) -> None:
+        # a long text is the token-weighted mean of its pieces' mean-pooled vectors
+        self.sums[index] += vector * (len(tokens) - 2 or 1)
+        self.left -= 1
+        if not self.left:
+            self.finish(result=_normalise(self.sums))
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # the caller gave up meanwhile
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+
+
+class Batcher:
+    """The one way into the model's worker, which runs one call at a time: a thread that sends it
+    the waiting queries' pieces together in one call (up to one model batch, ``N_CTX`` tokens),
+    and only when no query waits, the next slice of bulk work (as much), taken from the bulk
+    requests in turn. A query therefore waits for at most one slice of an ingest, and concurrent
+    queries share calls instead of queueing one behind another. A request whose caller gave up is
+    dropped; a worker failure fails the requests of that call only (the worker restarts)."""
+
+    def __init__(self, worker: Any, dim: int):
+        self.worker, self.dim = worker, dim
+        self.calls = 0  # worker calls made (tests read it)
+        self._queries: collections.deque[_Request] = collections.deque()
+        self._bulk: collections.deque[_Request] = collections.deque()
+        self._wake = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, pieces: list[tuple[int, list[int]]], n_texts: int, *, query: bool) -> concurrent.futures.Future:
+        request = _Request(pieces, n_texts, self.dim)
+        with self._wake:
+            if self._closed:
+                raise ModelError("the embedding model is closed")
+            (self._queries if query else self._bulk).append(request)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="flowbox-embed-batcher", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+        return request.future
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(30)
+
+    def _take(self) -> list[tuple[_Request, int, list[int]]]:
+        """The next call's pieces as (request, text index, tokens); the lock is held."""
+        for waiting in (self._queries, self._bulk):  # drop what nobody waits for (a caller gave up, a failed call)
+            live = [r for r in waiting if not r.future.done()]
+            if len(live) < len(waiting):
+                waiting.clear()
+                waiting.extend(live)
+        queue = self._queries or self._bulk
+        taken: list[tuple[_Request, int, list[int]]] = []
+        used = 0
+        while queue:
+            request = queue[0]
+            while request.sent < len(request.pieces):
+                index, tokens = request.pieces[request.sent]
+                if taken and used + len(tokens) > N_CTX:
+                    break
+                taken.append((request, index, tokens))
+                used += len(tokens)
+                request.sent += 1
+            if request.sent < len(request.pieces):  # the call is full
+                if queue is self._bulk:
+                    queue.rotate(-1)  # bulk requests take turns, slice by slice
+                break
+            queue.popleft()
+        return taken
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._closed and not self._queries and not self._bulk:
+                    self._wake.wait()
+                if self._closed:
+                    waiting = [*self._queries, *self._bulk]
+                    self._queries.clear()
+                    self._bulk.clear()
+                    break
+                taken = self._take()
+            if not taken:
+                continue
+            try:
+                self.calls += 1
+                vectors = self.worker.call_sync("embed", [tokens for _, _, tokens in taken])
+            except Exception as exc:  # noqa: BLE001 - the callers of this call get the error
+                for request in dict.fromkeys(r for r, _, _ in taken):
+                    request.finish(error=exc)
+                continue
+            for (request, index, tokens), vector in zip(taken, vectors):
+                request.add(index, tokens, vector)
+        for request in waiting:
+            request.finish(error=ModelError("the embedding model was closed"))
 
 
 class LocalEmbedder(Embedder):
@@ -123,10 +268,12 @@ class LocalEmbedder(Embedder):
             raise StartupError(f"cannot load embedding model {path}: {exc}; delete it and run 'flowbox models pull'") from exc
         self.name = name
         self.dim = self.worker.info["dim"]
+        self.batcher = Batcher(self.worker, self.dim)
         self._cls = self.llm.token_bos()
         self._sep = self.llm.token_sep()
 
     def close(self) -> None:
+        self.batcher.close()
         self.worker.close()
         with contextlib.suppress(Exception):
             self.llm.close()
@@ -147,14 +294,21 @@ class LocalEmbedder(Embedder):
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
-        return self.worker.call_sync("embed", self._all_pieces(texts), len(texts))
+        return self.batcher.submit(self._all_pieces(texts), len(texts), query=False).result()
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         if not texts:
             return []
         texts = list(texts)
         pieces = await asyncio.to_thread(self._all_pieces, texts)  # long documents: off the event loop
-        return await self.worker.call("embed", pieces, len(texts))
+        return await asyncio.wrap_future(self.batcher.submit(pieces, len(texts), query=False))
+
+    async def _embed_query(self, text: str) -> list[float]:
+        if len(text) > INLINE_TOKENIZE:
+            pieces = await asyncio.to_thread(self._all_pieces, [text])
+        else:
+            pieces = self._all_pieces([text])
+        return (await asyncio.wrap_future(self.batcher.submit(pieces, 1, query=True)))[0]
 
 
 class RemoteEmbedder(Embedder):

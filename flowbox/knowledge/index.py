@@ -301,9 +301,11 @@ def keyword_search(conn, org_id: str, agent_id: str | None, text: str, limit: in
     if not query:
         return []
     scope_sql, scope_args = _scope(org_id, agent_id)
+    # "+rowid": the scope filters the matches. A plain "rowid IN" is handed to FTS5, which then
+    # runs the whole MATCH once per item of the scope (27 ms instead of 2 at 50 items).
     rows = conn.execute(
         f"SELECT rowid, bm25(knowledge_fts) AS score FROM knowledge_fts WHERE knowledge_fts MATCH ? "
-        f"AND rowid IN ({scope_sql}) ORDER BY score LIMIT ?",
+        f"AND +rowid IN ({scope_sql}) ORDER BY score LIMIT ?",
         [query, *scope_args, limit],
     ).fetchall()
     return [(n, -score) for n, score in rows]

@@ -346,7 +346,7 @@ async def search(store: Store, embedder: Embedder | None, org_id: str, query: st
     """The org's items (or those linked to ``agent_id``) best matching ``query``, best first,
     each with ``score`` (what ``mode`` ranks by), ``similarity`` (cosine to the query) and
     ``relevance`` (0 to 1; below ``index.RELEVANCE_THRESHOLD``: nothing relevant)."""
-    vector = (await embedder.embed([query]))[0] if embedder is not None and mode != "keyword" else None
+    vector = await embedder.embed_query(query) if embedder is not None and mode != "keyword" else None
 
     def read(conn):
         index = idx.info(conn)

@@ -104,7 +104,7 @@ class Embeddings:
 
     async def query(self, text: str) -> np.ndarray:
         # the embedder keeps recent texts: a repeated message costs no model call
-        return np.asarray(await self.embedder.embed_query(text), dtype=np.float32)
+        return await self.embedder.embed_query(text)
 
 
 def embeddings_of(services: Services) -> Embeddings:

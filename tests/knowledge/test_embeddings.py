@@ -6,6 +6,7 @@ when the embedding model changes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import io
 import json
@@ -149,6 +150,74 @@ def test_embedder_contract(embedder):
     assert 0.5 < float(vector @ first_piece_only) < 0.99999
     # the async form runs off the event loop and gives the same vectors
     assert float(np.array(asyncio.run(embedder.embed(["a cat sat on the mat"]))[0]) @ batch[0]) > 0.9999
+
+
+# -- serving: batching, the query cache, queries ahead of ingests ------------------------------------
+
+LONG_DOC = " ".join(f"Section {i}: the warranty covers water damage for {i} months." for i in range(60))  # two pieces
+
+
+def test_concurrent_queries_share_worker_calls_and_each_gets_its_own_vector(embedder):
+    texts = [f"question {i}: when does store number {i} open on sundays" for i in range(24)]
+    expected = np.array(embedder.embed_sync(texts))
+
+    async def ask() -> tuple[np.ndarray, int]:
+        before = embedder.batcher.calls
+        vectors = await asyncio.gather(*(embedder.embed_query(t) for t in texts))
+        return np.array(vectors), embedder.batcher.calls - before
+
+    vectors, calls = asyncio.run(ask())
+    assert calls < len(texts) // 2  # one call carries many waiting queries
+    similarity = vectors @ expected.T
+    assert (similarity.argmax(axis=1) == np.arange(len(texts))).all()  # every caller got its own text's vector
+    assert np.diag(similarity).min() > 0.9999
+
+
+def test_repeated_queries_come_from_a_bounded_cache(embedder, monkeypatch):
+    import flowbox.embeddings as embeddings_mod
+
+    monkeypatch.setattr(embeddings_mod, "QUERY_CACHE", 2)
+    embedder._queries = None  # a fresh cache for this test
+
+    async def costs(text: str) -> tuple[np.ndarray, int]:
+        before = embedder.batcher.calls
+        vector = await embedder.embed_query(text)
+        return vector, embedder.batcher.calls - before
+
+    async def scenario() -> None:
+        first, calls = await costs("is water damage covered")
+        assert calls == 1
+        again, calls = await costs("is water damage covered")
+        assert calls == 0 and again is first  # asked again: no model call
+        await costs("how long is the warranty")
+        await costs("can I return a phone")  # the cache holds two: the least recently used goes
+        assert (await costs("how long is the warranty"))[1] == 0
+        again, calls = await costs("is water damage covered")
+        assert calls == 1 and float(again @ first) > 0.9999
+
+    asyncio.run(scenario())
+
+
+def test_an_ingest_does_not_hold_a_query_up(embedder):
+    docs = [f"{LONG_DOC} Document {i}." for i in range(8)]  # 16 pieces of ~500 tokens: 16 worker calls
+
+    async def scenario() -> tuple[int, int]:
+        start = embedder.batcher.calls
+        ingest = asyncio.ensure_future(embedder.embed(docs))
+        while embedder.batcher.calls == start:  # the ingest's first slice is in the worker
+            await asyncio.sleep(0.005)
+        await embedder.embed_query("does the warranty cover water damage")
+        at_answer = embedder.batcher.calls - start
+        assert not ingest.done()
+        ingest.cancel()  # a caller that gives up: the rest of its work is dropped
+        with contextlib.suppress(asyncio.CancelledError):
+            await ingest
+        await embedder.embed_query("is a cracked screen covered")
+        return at_answer, embedder.batcher.calls - start
+
+    at_answer, total = asyncio.run(scenario())
+    assert at_answer <= 3  # the slice in flight (maybe one more), then the query: not 16 slices
+    assert total <= at_answer + 2
 
 
 # -- remote embeddings ----------------------------------------------------------------------------
