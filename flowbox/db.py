@@ -96,6 +96,31 @@ class Tx:
         return await conn._execute(lambda: fn(conn._conn, *args))
 
 
+class Batch:
+    """A write transaction whose statements nobody reads a result of (``Store.batch``): they are
+    queued here and run together when the block ends."""
+
+    def __init__(self) -> None:
+        self.statements: list[tuple[str, Any, bool]] = []
+
+    async def execute(self, sql: str, params: Iterable[Any] | dict = ()) -> None:
+        self.statements.append((sql, params, False))
+
+    async def executemany(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        self.statements.append((sql, list(rows), True))
+
+
+def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, Any, bool]]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for sql, params, many in statements:
+            (conn.executemany if many else conn.execute)(sql, params)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
 class Store:
     def __init__(self, path: str | Path, readers: int = 3):
         self.path = Path(path)
@@ -143,6 +168,19 @@ class Store:
                 raise
             else:
                 await self._writer.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def batch(self) -> AsyncIterator[Batch]:
+        """A write transaction of statements only (no reads): run in one hop to the writer's thread
+        when the block ends, nothing if it raises. A busy event loop makes every hop wait for its
+        turn, so a hot path that writes a dozen rows (a chat message) pays one wait, not a dozen."""
+        assert self._writer is not None, "store is not open"
+        batch = Batch()
+        yield batch
+        if batch.statements:
+            writer = self._writer
+            async with self._write_lock:
+                await writer._execute(lambda: _run_batch(writer._conn, batch.statements))
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:

@@ -28,7 +28,7 @@ from sqlite_utils.migrations import Migrations
 
 from . import __version__, netguard
 from .config import Config
-from .db import Store, Tx
+from .db import Batch, Store, Tx
 from .ids import iso, new_id
 from .services import Services
 
@@ -86,7 +86,7 @@ def new_secret() -> str:
     return "whsec_" + secrets.token_urlsafe(32)
 
 
-async def enqueue(tx: Tx, *, org_id: str, url: str, payload: dict, kind: str, secret: str | None = None,
+async def enqueue(tx: Tx | Batch, *, org_id: str, url: str, payload: dict, kind: str, secret: str | None = None,
                   headers: dict | None = None, max_age_seconds: float | None = None) -> str:
     """Stores one delivery in the caller's write transaction and returns its id. Call the worker's
     ``wake()`` after the commit for immediate delivery (it also polls). Raises ValueError for a URL

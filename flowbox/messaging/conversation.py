@@ -179,7 +179,7 @@ async def handle(services: Services, project: dict[str, Any], thread_id: str, in
         stored = incoming.stored(decision.contexts if decision else None, decision.intents if decision else None)
         if outcome.step is not None:  # what the message matched, for the webhook and the history too
             stored["step"] = outcome.delivered["step"] = outcome.step
-        async with store.write() as tx:
+        async with store.batch() as tx:  # writes only: one hop to the writer
             events = _Events(tx, project)
             await threads.ensure_thread(tx, project["id"], thread_id)
             if thread and thread["paused"] and not paused:  # a timed pause ran out
@@ -225,7 +225,7 @@ async def moderator_reply(services: Services, project: dict[str, Any], thread_id
     message = {"fallback": fallback, "silent": False, "replyTo": None, "originator": originator, "actions": [],
                "responses": responses, "params": incoming.params, "contexts": [], "intents": []}
     async with thread_lock(services, project["id"], thread_id):
-        async with services.store.write() as tx:
+        async with services.store.batch() as tx:
             events = _Events(tx, project)
             await threads.ensure_thread(tx, project["id"], thread_id)
             stored = await threads.append(tx, project["id"], thread_id, "moderator", originator, message, incoming.trace_id)
@@ -291,7 +291,7 @@ async def _unknown_instead(services: Services, project: dict[str, Any], thread_i
         if decision.unknown_step["stepId"] not in graph.steps:
             return
         fallback = unknown_reply(graph, graph.steps[decision.unknown_step["stepId"]], thread["state"], incoming.engine_input())
-        async with services.store.write() as tx:
+        async with services.store.batch() as tx:
             events = _Events(tx, project)
             await threads.save_state(tx, project["id"], thread_id, fallback.state)
             await _store_replies(events, project, thread_id, fallback, incoming.trace_id)

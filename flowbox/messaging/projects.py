@@ -184,5 +184,6 @@ async def delete_project(store: Store, project_id: str) -> bool:
 
 
 async def by_token(store: Store, token: str) -> dict[str, Any] | None:
-    """The project a bearer token belongs to (lookup by hash, like org keys)."""
-    return _row(await store.fetchone("SELECT * FROM msg_projects WHERE token_hash = ?", [hash_key(token)]))
+    """The project a bearer token belongs to (lookup by hash, like org keys; on every REST call)."""
+    rows = await store.lookup("SELECT * FROM msg_projects WHERE token_hash = ?", [hash_key(token)])
+    return _row(rows[0] if rows else None)

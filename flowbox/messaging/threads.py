@@ -14,7 +14,7 @@ import json
 import math
 from typing import Any
 
-from ..db import Store, Tx
+from ..db import Batch, Store, Tx
 from ..ids import iso, new_id
 from .common import BOT_ORIGINATOR
 
@@ -32,19 +32,22 @@ def _thread(row) -> dict[str, Any] | None:
 
 
 async def get_thread(store: Store | Tx, project_id: str, thread_id: str) -> dict[str, Any] | None:
-    return _thread(await store.fetchone("SELECT * FROM msg_threads WHERE project_id = ? AND thread_id = ?", [project_id, thread_id]))
+    sql, args = "SELECT * FROM msg_threads WHERE project_id = ? AND thread_id = ?", [project_id, thread_id]
+    if isinstance(store, Store):  # one row by its key: read on the event loop's own connection
+        rows = await store.lookup(sql, args)
+        return _thread(rows[0] if rows else None)
+    return _thread(await store.fetchone(sql, args))
 
 
-async def ensure_thread(tx: Tx, project_id: str, thread_id: str) -> dict[str, Any]:
+async def ensure_thread(tx: Tx | Batch, project_id: str, thread_id: str) -> None:
     now = iso()
     await tx.execute(
         "INSERT INTO msg_threads (project_id, thread_id, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
         [project_id, thread_id, now, now],
     )
-    return await get_thread(tx, project_id, thread_id)  # type: ignore[return-value]
 
 
-async def save_state(tx: Tx, project_id: str, thread_id: str, state: dict[str, Any], originator: dict[str, Any] | None = None) -> None:
+async def save_state(tx: Tx | Batch, project_id: str, thread_id: str, state: dict[str, Any], originator: dict[str, Any] | None = None) -> None:
     sql = "UPDATE msg_threads SET state = ?, updated_at = ?" + (", originator = ?" if originator is not None else "")
     params: list[Any] = [json.dumps(state), iso()] + ([json.dumps(originator)] if originator is not None else [])
     await tx.execute(sql + " WHERE project_id = ? AND thread_id = ?", params + [project_id, thread_id])
@@ -60,7 +63,7 @@ def paused_now(thread: dict[str, Any] | None, now: dt.datetime | None = None) ->
     return dt.datetime.fromisoformat(thread["paused_until"].replace("Z", "+00:00")) > now
 
 
-async def set_paused(tx: Tx, project_id: str, thread_id: str, paused: bool, seconds: int | None = None) -> None:
+async def set_paused(tx: Tx | Batch, project_id: str, thread_id: str, paused: bool, seconds: int | None = None) -> None:
     until = iso(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)) if paused and seconds else None
     await tx.execute(
         "UPDATE msg_threads SET paused = ?, paused_until = ?, updated_at = ? WHERE project_id = ? AND thread_id = ?",
@@ -68,18 +71,16 @@ async def set_paused(tx: Tx, project_id: str, thread_id: str, paused: bool, seco
     )
 
 
-async def append(tx: Tx, project_id: str, thread_id: str, sender: str, originator: dict[str, Any],
+async def append(tx: Tx | Batch, project_id: str, thread_id: str, sender: str, originator: dict[str, Any],
                  message: dict[str, Any], trace_id: Any = None) -> dict[str, Any]:
-    """Stores one message (inside the caller's transaction); returns it with ``createdAt``."""
-    row = await tx.fetchone(
-        "SELECT COALESCE(MAX(seq), 0) AS seq FROM msg_messages WHERE project_id = ? AND thread_id = ?", [project_id, thread_id]
-    )
+    """Stores one message (inside the caller's transaction, numbered after the thread's last
+    one); returns it with ``createdAt``."""
     created = iso()
     await tx.execute(
         "INSERT INTO msg_messages (id, project_id, thread_id, seq, sender, trace_id, originator, message, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [new_id(), project_id, thread_id, row["seq"] + 1, sender, None if trace_id is None else json.dumps(trace_id),
-         json.dumps(originator), json.dumps(message), created],
+        "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM msg_messages WHERE project_id = ? AND thread_id = ?",
+        [new_id(), project_id, thread_id, sender, None if trace_id is None else json.dumps(trace_id),
+         json.dumps(originator), json.dumps(message), created, project_id, thread_id],
     )
     return {**message, "createdAt": created}
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 from typing import Any
 
 from .. import outbox
-from ..db import Tx
+from ..db import Batch, Tx
 from ..services import Services
 
 MAX_AGE_SECONDS = 4 * 3600  # documented: "up to 4 hours with an exponential back off"
 
 
-async def emit(tx: Tx, project: dict[str, Any], event_type: str, payload: dict[str, Any]) -> bool:
+async def emit(tx: Tx | Batch, project: dict[str, Any], event_type: str, payload: dict[str, Any]) -> bool:
     """Queues one event for the project's webhook (inside ``tx``); False when none is set."""
     url = project.get("webhook_url")
     if not url:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from flowbox import config as config_mod
-from flowbox.db import connect, migrate
+from flowbox.db import IntegrityError, Store, connect, migrate
 from flowbox.models.files import model_path
 from tests.helpers import ServeProcess, free_port
 
@@ -80,6 +81,33 @@ def test_store_is_wal_with_sqlite_vec(tmp_path):
     with pytest.raises(Exception, match="newer flowbox"):
         migrate(path)
     assert path.read_bytes() == before
+
+
+def test_a_batch_is_one_transaction_or_nothing(tmp_path):
+    async def scenario() -> None:
+        store = await Store(tmp_path / "x.db", readers=1).open()
+        try:
+            async with store.write() as tx:
+                await tx.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)")
+            async with store.batch() as batch:
+                await batch.execute("INSERT INTO t VALUES (?, ?)", [1, "a"])
+                await batch.executemany("INSERT INTO t VALUES (?, ?)", [(2, "b"), (3, "c")])
+                assert await store.fetchall("SELECT * FROM t") == []  # queued until the block ends
+            with pytest.raises(RuntimeError):  # the block fails: nothing is written
+                async with store.batch() as batch:
+                    await batch.execute("INSERT INTO t VALUES (?, ?)", [4, "d"])
+                    raise RuntimeError("changed my mind")
+            with pytest.raises(IntegrityError):  # a statement fails: the earlier ones are rolled back
+                async with store.batch() as batch:
+                    await batch.execute("INSERT INTO t VALUES (?, ?)", [5, "e"])
+                    await batch.execute("INSERT INTO t VALUES (?, ?)", [1, "again"])
+            async with store.batch() as batch:  # and the writer goes on
+                await batch.execute("UPDATE t SET v = ? WHERE k = ?", ["z", 3])
+            assert [tuple(r) for r in await store.fetchall("SELECT * FROM t ORDER BY k")] == [(1, "a"), (2, "b"), (3, "z")]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
 
 
 def test_keys_and_agents_cli_json():
