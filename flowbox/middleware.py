@@ -115,10 +115,13 @@ def _caller(scope: dict) -> str:
 
 
 def rate_limit(per_minute: int, burst: int, render: Render) -> Callable[[ASGIApp], ASGIApp]:
+    # One set of buckets for the app: Litestar builds a route's middleware once per route, and a
+    # caller's rate is the same on every route.
+    buckets = TokenBuckets(per_minute, burst) if per_minute > 0 else None
+
     def factory(app: ASGIApp) -> ASGIApp:
-        if per_minute <= 0:
+        if buckets is None:
             return app
-        buckets = TokenBuckets(per_minute, burst)
 
         async def middleware(scope, receive, send):
             if scope["type"] != "http" or scope.get("path") == "/healthz":
