@@ -6,6 +6,11 @@ embeddings to the intent's examples, the same two for character 3-5-gram TF-IDF 
 and one-word messages share n-grams with the examples even when the embedding of "pay bil" or
 "thx" wanders off), and how far each of the two bests lead the best of any other intent.
 
+Which intent a message is about is also judged by a ranker: a ridge-regression classifier over the
+examples' embeddings (one linear score per intent), which learns the directions that tell a flow's
+intents apart rather than leaning on one nearest example. It picks the top-level candidate; the
+logistic confidence and the scope below still decide whether that candidate is a match.
+
 Training is leave-one-out over the examples: each example, held out of its intent, is a message
 whose right intent is known, and every intent of the flow gives one (features, right or not)
 row. The logistic model over those rows turns features into the probability that an intent is
@@ -39,6 +44,7 @@ GRAMS = (3, 4, 5)
 SCOPE_PERCENTILES = (10, 75)
 MIN_HELD_OUT = 30
 MAX_TRAINING_ROWS = 200_000  # held-out examples x intents: bounds training time and memory
+RANKER_RIDGE = 0.1  # the ranker's L2 penalty (chosen on the dev half of scripts/eval/intents.py)
 # Chat shorthand spelled out before matching; both sides (examples and messages) go through it.
 SHORTHAND = {
     "thx": "thanks", "thnx": "thanks", "tnx": "thanks", "thks": "thanks", "ty": "thank you", "tyvm": "thank you very much",
@@ -148,6 +154,19 @@ def _lead(best: np.ndarray) -> np.ndarray:
     return best - np.where(best >= first, second, first)
 
 
+def _ranker(vectors: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge regression from an example's embedding to its intent's one-hot row: (weights of shape
+    (dim, intents), bias). Closed form on centred vectors; the rows are grouped by intent, so the
+    cross-product with the one-hot targets is a per-intent sum (no examples x intents matrix)."""
+    x = vectors.astype(np.float64)
+    mean = x.mean(axis=0)
+    centred = x - mean
+    gram = centred.T @ centred + RANKER_RIDGE * np.eye(x.shape[1])
+    weights = np.linalg.solve(gram, np.add.reduceat(centred, starts, axis=0).T)
+    bias = counts / len(x) - mean @ weights
+    return weights.astype(np.float32), bias.astype(np.float32)
+
+
 class Features:
     """One flow's examples (rows grouped by intent, ``starts`` where each intent's rows begin;
     ``texts`` already through ``expand``) and the features of a message against every intent."""
@@ -164,6 +183,12 @@ class Features:
         self.char_sum_norms = np.array([np.sqrt(sum(v * v for v in s.values())) or 1.0 for s in sums])
         self.emb_sums = np.add.reduceat(vectors, self.starts, axis=0)
         self.emb_centroids = _normalised(self.emb_sums)
+        self.ranker = _ranker(vectors, self.starts, self.counts)
+
+    def ranking(self, vector: np.ndarray) -> np.ndarray:
+        """The ranker's score of every intent for a message's embedding (higher: more likely)."""
+        weights, bias = self.ranker
+        return vector @ weights + bias
 
     def of(self, vector: np.ndarray, text: str) -> np.ndarray:
         """(intents, features) for one message (``text`` through ``expand``)."""

@@ -7,10 +7,11 @@ its text (``Embedder.embed_query``: recent ones are kept), a matrix-vector produ
 n-gram lookup.
 
 Each flow version gets a small model (``intents.py``: MiniLM and character n-gram features, a
-logistic model trained leave-one-out on the flow's own examples) built in the background and
-kept in ``msg_intent_models``; until it is ready a message is matched as before (the best cosine
-to an example, at least the threshold), so no message waits for training. When the embedding
-model is unavailable the index keeps working on exact matches alone.
+logistic model trained leave-one-out on the flow's own examples and kept in ``msg_intent_models``,
+a ridge ranker recomputed from the example vectors) built in the background; until it is ready a
+message is matched as before (the best cosine to an example, at least the threshold), so no
+message waits for training. When the embedding model is unavailable the index keeps working on
+exact matches alone.
 """
 
 from __future__ import annotations
@@ -225,10 +226,18 @@ class IntentIndex:
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
         if not scored:
             return None
-        step_id, value = max(scored, key=lambda item: item[1])
+        surest = max(scored, key=lambda item: item[1])
         if rivals is not None:
+            step_id, value = surest
             rival = max((float(confidence[self.row[r]]) for r in rivals if r in self.row), default=0.0)
             return (step_id, value) if value >= threshold * CONTEXT_SHARE and value >= rival else None
-        # A top-level match must also be about the intent's topic: as close to one of its examples
-        # as most of the flow's own held-out examples are to theirs (Model.scope).
-        return (step_id, value) if value >= threshold and model.in_scope(features[self.row[step_id]]) else None
+        # At the top level the ranker's favourite is tried first (it tells similar intents apart
+        # better), then the most confident intent. A match must reach the threshold and also be
+        # about the intent's topic: as close to one of its examples as most of the flow's own
+        # held-out examples are to theirs (Model.scope).
+        ranking = learned[0].ranking(vector)
+        favourite = max(scored, key=lambda item: ranking[self.row[item[0]]])
+        for step_id, value in dict.fromkeys([favourite, surest]):
+            if value >= threshold and model.in_scope(features[self.row[step_id]]):
+                return step_id, value
+        return None
