@@ -43,8 +43,8 @@ def invalid(message: str) -> InvalidRequest:
 
 
 def typed(value: Any, kind: type[S], messages: Mapping[str, str], fail: Callable[[str], Exception] = invalid, *,
-          not_object: str = "The request body must be a JSON object.", unknown: str = 'Unknown field "{field}".', require: tuple[str, ...] = (),
-          checks: Mapping[str, Callable[[Any], bool]] | None = None) -> S:
+          not_object: str = "The request body must be a JSON object.", unknown: str = 'Unknown field "{field}".',
+          require: tuple[str, ...] = (), checks: Mapping[str, Callable[[Any], Any]] | None = None) -> S:
     """``value`` as a ``kind``, or ``fail(message)`` for its first problem. ``messages``: each field's
     documented message, also for a string in it that is not text; ``unknown``: a format with
     ``{field}``; ``require``: fields required here beyond the Struct's own; ``checks``: tests msgspec
@@ -56,8 +56,9 @@ def typed(value: Any, kind: type[S], messages: Mapping[str, str], fail: Callable
     extra = sorted(set(value) - set(fields))
     if extra:
         raise fail(unknown.format(field=extra[0]))
-    # msgspec cannot take a string that is not text (a lone surrogate): fields from the first such one on wait
-    stop = next((i for i, name in enumerate(fields) if name in messages and not _texts_ok(value.get(name))), len(fields))
+    # msgspec cannot take a string that is not text (a lone surrogate): it converts the fields before the first one
+    stop = next((i for i, name in enumerate(fields)
+                 if name in messages and isinstance(value.get(name), str) and not is_text(value[name])), len(fields))
     try:
         result = msgspec.convert({name: value[name] for name in fields[:stop] if name in value}, kind)
         wrong = stop
@@ -74,10 +75,6 @@ def typed(value: Any, kind: type[S], messages: Mapping[str, str], fail: Callable
     if wrong < len(fields):
         raise fail(messages[fields[wrong]])
     return result
-
-
-def _texts_ok(value: Any) -> bool:
-    return is_text(value) if isinstance(value, str) else True
 
 
 def given(struct: msgspec.Struct) -> dict[str, Any]:
