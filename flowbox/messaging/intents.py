@@ -8,8 +8,9 @@ and one-word messages share n-grams with the examples even when the embedding of
 
 Which intent a message is about is also judged by a ranker: a ridge-regression classifier over the
 examples' embeddings (one linear score per intent), which learns the directions that tell a flow's
-intents apart rather than leaning on one nearest example. It picks the top-level candidate; the
-logistic confidence and the scope below still decide whether that candidate is a match.
+intents apart rather than leaning on one nearest example. Its favourite candidate is tried
+first (``matcher.IntentIndex.best``); the logistic confidence and, at the top level, the scope
+below still decide whether a candidate is a match.
 
 Training is leave-one-out over the examples: each example, held out of its intent, is a message
 whose right intent is known, and every intent of the flow gives one (features, right or not)

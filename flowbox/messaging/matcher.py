@@ -226,18 +226,18 @@ class IntentIndex:
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
         if not scored:
             return None
-        surest = max(scored, key=lambda item: item[1])
-        if rivals is not None:
-            step_id, value = surest
-            rival = max((float(confidence[self.row[r]]) for r in rivals if r in self.row), default=0.0)
-            return (step_id, value) if value >= threshold * CONTEXT_SHARE and value >= rival else None
-        # At the top level the ranker's favourite is tried first (it tells similar intents apart
-        # better), then the most confident intent. A match must reach the threshold and also be
-        # about the intent's topic: as close to one of its examples as most of the flow's own
-        # held-out examples are to theirs (Model.scope).
+        # The ranker's favourite is tried first (it tells similar intents apart better), then the
+        # most confident intent; the first that passes the level's acceptance rule matches.
         ranking = learned[0].ranking(vector)
         favourite = max(scored, key=lambda item: ranking[self.row[item[0]]])
+        surest = max(scored, key=lambda item: item[1])
+        rival = max((float(confidence[self.row[r]]) for r in rivals or () if r in self.row), default=0.0)
         for step_id, value in dict.fromkeys([favourite, surest]):
-            if value >= threshold and model.in_scope(features[self.row[step_id]]):
+            if rivals is not None:
+                if value >= threshold * CONTEXT_SHARE and value >= rival:
+                    return step_id, value
+            # A top-level match must also be about the intent's topic: as close to one of its
+            # examples as most of the flow's own held-out examples are to theirs (Model.scope).
+            elif value >= threshold and model.in_scope(features[self.row[step_id]]):
                 return step_id, value
         return None
