@@ -36,6 +36,7 @@ GENERATES = {
 # Streams stay open while their resource exists: they get unknown ids (so an answer comes at once).
 STREAMS = {("GET", "/chats/{chat_id}/stream")}
 MAX_BODY = 65_536  # the test server's max_body_bytes: oversized bodies stay small
+SERVER_OPTIONS = {"max_body_bytes": MAX_BODY}  # the module's server (tests that need other settings start their own)
 
 DEEP = b"[" * 1000 + b"]" * 1000
 HUGE_INT = b"9" * 5000  # past Python's 4,300-digit limit on int(str)
@@ -126,8 +127,8 @@ def assert_responsive(server, limit_s: float = 5.0) -> float:
     return took
 
 
-def test_hostile_input_over_every_operation(make_server):
-    server = make_server(preload_model=False, max_body_bytes=MAX_BODY)
+def test_hostile_input_over_every_operation(org_server):
+    server = org_server
     ids, project_token = seed(server)
     document = httpx.get(server.base_url + "/schema/openapi.json").json()
     failures: list[str] = []
@@ -173,8 +174,8 @@ def test_hostile_input_over_every_operation(make_server):
     assert_responsive(server)
 
 
-def test_static_paths_the_os_refuses_are_404_and_api_docs_carry_the_consoles_csp(make_server):
-    server = make_server(preload_model=False)
+def test_static_paths_the_os_refuses_are_404_and_api_docs_carry_the_consoles_csp(org_server):
+    server = org_server
     for url in ("/static/%00", "/static/" + "a" * 5000, "/static/favicon.svg/x", "/static/a%00b.js",
                 "/static/..%2f..%2fetc%2fpasswd"):
         answer = httpx.get(server.base_url + url)
@@ -188,8 +189,8 @@ def test_static_paths_the_os_refuses_are_404_and_api_docs_carry_the_consoles_csp
         assert answer.headers.get("x-content-type-options") == "nosniff", url
 
 
-def test_query_numbers_are_ascii_digits_within_bounds(make_server):
-    server = make_server(preload_model=False)
+def test_query_numbers_are_ascii_digits_within_bounds(org_server):
+    server = org_server
     client = server.client()
     agent = create_agent(client, max_tokens=1)
     client.post("/api/public/knowledge", json={"name": "n", "content": "a note", "agent_ids": agent["id"]})
@@ -323,9 +324,9 @@ def test_forwarded_for_is_believed_only_from_configured_proxies(make_server):
     assert statuses[-1] == 429, statuses  # and one named address is still limited
 
 
-def test_json_inside_strings_is_decoded_like_bodies(make_server):
+def test_json_inside_strings_is_decoded_like_bodies(org_server):
     """OpenAI tool-call arguments are JSON in a string: refused as bodies are, before any model turn."""
-    server = make_server(preload_model=False)
+    server = org_server
     client = server.client()
     for arguments in ("[" * 1000 + "]" * 1000, '{"n": ' + "9" * 5000 + "}", '{"n": NaN}', '{"n": "\\udfff"}'):
         messages = [{"role": "user", "content": "hi"},
