@@ -45,8 +45,8 @@ def render(problem: Problem) -> tuple[int, Any]:
         exc = OpenAIError(429, problem.text, type="insufficient_quota", code="insufficient_quota")
     elif status == 500:
         exc = OpenAIError(500, "The server had an error while processing your request.", type="server_error")
-    elif status > 500:
-        exc = OpenAIError(status, problem.text, type="server_error", code="service_unavailable")
+    elif status > 500:  # the title ("Service temporarily unavailable"): what OpenAI clients show for a busy service
+        exc = OpenAIError(status, problem.title, type="server_error", code="service_unavailable")
     else:
         exc = OpenAIError(status, problem.text, code=CODES.get(status))
     return exc.status, exc.body
