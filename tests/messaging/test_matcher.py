@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from flowbox.messaging import conversation, projects
+from flowbox.messaging import conversation, intents, projects
 from tests.helpers import Receiver, eventually
 
 
@@ -171,3 +172,21 @@ def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_
     # a deleted project takes its model along
     assert again.client().delete(f"/v1/projects/{shop.project_id}").status_code == 200
     assert shop.stored_model() is None
+
+
+def test_the_ranker_is_ridge_regression_onto_the_intents():
+    """The ranker's closed form (per-intent sums instead of a one-hot matrix) is ridge regression from
+    an example's embedding to its intent, with an unpenalised intercept; it ranks each example's own
+    intent first."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(12, 16)).astype(np.float32)
+    starts = np.array([0, 5, 9])
+    counts = np.diff(np.append(starts, len(vectors)))
+    weights, bias = intents._ranker(vectors, starts, counts)
+    x = vectors.astype(np.float64) - vectors.mean(axis=0)
+    targets = np.repeat(np.eye(3), counts, axis=0)
+    expected, *_ = np.linalg.lstsq(np.vstack([x, np.sqrt(intents.RANKER_RIDGE) * np.eye(16)]),
+                                   np.vstack([targets - targets.mean(axis=0), np.zeros((16, 3))]), rcond=None)
+    assert np.allclose(weights, expected, atol=1e-4)
+    assert np.allclose(bias, targets.mean(axis=0) - vectors.mean(axis=0) @ expected, atol=1e-4)
+    assert ((vectors @ weights + bias).argmax(axis=1) == np.repeat(np.arange(3), counts)).all()
