@@ -89,13 +89,16 @@ def add_runs(server, agent_id: str, rows: list[tuple[str, float]], org_id: str |
     server.call(go())
 
 
+SERVER_OPTIONS = {"tokens_per_credit": 10}  # the charging test's rule; the ledger tests write their own rows
+
+
 @pytest.fixture
-def quiet_server(make_server):
-    return make_server(preload_model=False)
+def server(org_server):
+    """One server for the module; each test works in an org of its own."""
+    return org_server
 
 
-def test_usage_report_from_the_ledger(quiet_server):
-    server = quiet_server
+def test_usage_report_from_the_ledger(server):
     client = server.client()
     agent = create_agent(client)
     other = create_agent(client, name="other")
@@ -132,8 +135,7 @@ def test_usage_report_from_the_ledger(quiet_server):
     assert "note" not in body and body["usage"] == {"total_credits_used": 3, "daily_breakdown": [{"date": "2025-05-28", "credits_used": 3}]}
 
 
-def test_default_range_is_the_last_7_days_ending_yesterday_utc(quiet_server):
-    server = quiet_server
+def test_default_range_is_the_last_7_days_ending_yesterday_utc(server):
     client = server.client()
     agent = create_agent(client)
     today = now().date()
@@ -154,8 +156,7 @@ def test_default_range_is_the_last_7_days_ending_yesterday_utc(quiet_server):
     assert only_start["usage"]["daily_breakdown"] == [{"date": str(yesterday), "credits_used": 2}]
 
 
-def test_usage_errors_word_for_word(quiet_server):
-    server = quiet_server
+def test_usage_errors_word_for_word(server):
     client = server.client()
     agent = create_agent(client)
     url = f"/api/public/agent/{agent['id']}/usage"
@@ -186,8 +187,7 @@ def test_usage_errors_word_for_word(quiet_server):
     assert response.status_code == 403 and response.json() == denied
 
 
-def test_credits_are_charged_and_run_out_with_402(make_server):
-    server = make_server(tokens_per_credit=10)
+def test_credits_are_charged_and_run_out_with_402(server):
     client = server.client()
     agent = create_agent(client, max_tokens=4)
     server.call(usage.set_credits(server.services.store, server.org_id, 6))
@@ -203,7 +203,7 @@ def test_credits_are_charged_and_run_out_with_402(make_server):
     for body in ({"messages": "Hi"}, {"messages": "Hi", "callback_url": "https://example.com/cb"}):
         response = client.post(f"/api/public/agent/{agent['id']}/chat", json=body)
         assert response.status_code == 402 and response.json() == no_credits
-    assert server.call(server.services.store.fetchone("SELECT COUNT(*) AS n FROM runs"))["n"] == 1
+    assert server.call(server.services.store.fetchone("SELECT COUNT(*) AS n FROM runs WHERE org_id = ?", [server.org_id]))["n"] == 1
     server.call(usage.set_credits(server.services.store, server.org_id, None))
     assert client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "Hi"}).status_code == 200
 
