@@ -25,7 +25,7 @@ from .middleware import body_deadline, header_deadline, rate_limit, request_log,
 from .models import ModelRegistry
 from .openai_compat import area as openai_compat
 from .services import Services
-from .surfaces import EXCEPTION_HANDLERS, documented_error, rendered
+from .surfaces import Surfaces
 from .whatsapp import area as whatsapp
 
 log = logging.getLogger("flowbox")
@@ -47,7 +47,8 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     services = Services(config=config, store=store, models=models, areas=AREAS)
     routes = [route for area in AREAS for route in area.routes]
     browser_paths = [path for area in AREAS for path in area.browser_paths]
-    document_common([handler for handler in routes if hasattr(handler, "http_methods")], documented_error)
+    surfaces = Surfaces(area.errors for area in AREAS if area.errors)
+    document_common([handler for handler in routes if hasattr(handler, "http_methods")], surfaces.documented_error)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -73,10 +74,10 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     app = Litestar(
         route_handlers=routes,
         lifespan=[lifespan],
-        exception_handlers=EXCEPTION_HANDLERS,  # each error in the shape of the surface it leaves by
+        exception_handlers=surfaces.exception_handlers(),  # each error in the shape of the surface it leaves by
         openapi_config=openapi_config(__version__),  # rendered offline at /schema
-        middleware=[request_log, bearer_cors(config, browser_paths), body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate, rendered),
-                    rate_limit(config.rate_limit_per_minute, config.rate_limit_burst, rendered)],
+        middleware=[request_log, bearer_cors(config, browser_paths), body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate, surfaces.rendered),
+                    rate_limit(config.rate_limit_per_minute, config.rate_limit_burst, surfaces.rendered)],
         cors_config=app_cors(config),
         request_max_body_size=config.max_body_bytes,
         debug=False,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
     from .agents.tools import ContextProvider, ToolProvider
     from .services import Services
+    from .surfaces import Surface
 
 Hook = Callable[["Services"], Awaitable[None]]
 
@@ -42,3 +43,6 @@ class Area:
     context_providers: tuple[ContextProvider, ...] = ()
     # Bearer-token API paths that pages on any site may call (see flowbox/cors.py).
     browser_paths: tuple[str, ...] = ()
+    # The error shape of the area's paths, where it is not the common ``{"error", "message"}``
+    # (see flowbox/surfaces.py).
+    errors: Surface | None = None

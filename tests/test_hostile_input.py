@@ -21,7 +21,7 @@ import urllib.parse
 import httpx
 
 from flowbox.middleware import body_deadline
-from flowbox.surfaces import rendered
+from flowbox.surfaces import Surfaces
 from tests.helpers import create_agent
 
 # Operations that start a model turn when a body is valid: they get only bodies that are invalid as
@@ -300,7 +300,7 @@ def test_body_deadline_grows_with_what_arrives():
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b"ok"})
 
-        await body_deadline(0.5, rate, rendered)(app)({"type": "http"}, receive, send)
+        await body_deadline(0.5, rate, Surfaces(()).rendered)(app)({"type": "http"}, receive, send)
         return sent
 
     assert asyncio.run(run(rate=200))[0]["status"] == 200  # 0.5 s plus half a second per 100 bytes: in time

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from ..area import Area
-from . import api, conversation, hub, matcher, media, migrations, socket_tokens, sockets
+from ..surfaces import Surface
+from . import api, common, conversation, hub, matcher, media, migrations, schemas, socket_tokens, sockets
 from .cli import flows, projects
 
 AREA = Area(
@@ -18,4 +19,6 @@ AREA = Area(
     on_startup=(media.start_sweeper,),
     on_shutdown=(sockets.close_all,),
     browser_paths=api.BROWSER_PATHS,
+    # REST v1, the Management API, the web SDK's calls and the socket
+    errors=Surface(("/rest/", "/v1/projects", "/socket.info", "/thread.", "/ws/"), common.render, schemas.RestError),
 )

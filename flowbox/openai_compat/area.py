@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..area import Area
-from . import api
+from ..surfaces import Surface
+from . import api, errors, schemas
 
-AREA = Area(name="openai_compat", routes=tuple(api.ROUTES))
+AREA = Area(name="openai_compat", routes=tuple(api.ROUTES), errors=Surface(("/v1/",), errors.render, schemas.OpenAIErrorBody))
