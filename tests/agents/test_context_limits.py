@@ -7,8 +7,16 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from flowbox.agents.chat import fit_context
 from tests.helpers import create_agent
+
+
+@pytest.fixture
+def server(org_server):
+    """One server for the module (the model loads once); each test works in an org of its own."""
+    return org_server
 
 
 def words(n: int, last_role: str = "user") -> list[dict]:
@@ -130,7 +138,7 @@ def test_too_many_messages_is_a_quick_400_in_each_api(server):
 
     # Nothing was stored or charged, and the server answers as before.
     assert client.get("/healthz").status_code == 200
-    assert server.call(server.services.store.fetchone("SELECT COUNT(*) AS n FROM runs"))["n"] == 0
+    assert server.call(server.services.store.fetchone("SELECT COUNT(*) AS n FROM runs WHERE org_id = ?", [server.org_id]))["n"] == 0
 
 
 def test_message_limit_is_a_setting(make_server):
