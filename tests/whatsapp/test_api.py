@@ -32,9 +32,13 @@ def cloud():
     receiver.stop()
 
 
+SERVER_OPTIONS = {"allow_private_outbound": True, "whatsapp_timeout_ms": 500}  # the stand-in Cloud API is on loopback
+
+
 @pytest.fixture
-def setup(make_server, cloud):
-    server = make_server(preload_model=False, allow_private_outbound=True, whatsapp_timeout_ms=500)
+def setup(org_server, cloud):
+    """An agent and a connection to this test's stand-in Cloud API, in an org of the test's own."""
+    server = org_server
     client = server.client()
     agent = create_agent(client)
     connection = server.call(wa_store.save_connection(server.services.store, server.org_id, {
