@@ -427,7 +427,7 @@ async def _start_attempt(services: Services, run_id: str) -> dict | None:
 
 def _stopped_too_often() -> Problem:
     return Unavailable("Service temporarily unavailable",
-                         f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again")
+                       f"The model stopped while running this request {MAX_RUN_ATTEMPTS} times; it is not run again")
 
 
 async def _fail_run(services: Services, run: dict, problem: Problem) -> dict:
