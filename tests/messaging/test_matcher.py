@@ -93,9 +93,13 @@ class Shop:
         return dict(row) if row else None
 
 
+SERVER_OPTIONS = {"allow_private_outbound": True, "outbox_poll_ms": 50}  # webhooks to this test's receiver
+
+
 @pytest.fixture
-def shop(make_server, receiver):
-    return Shop(make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50), receiver)
+def shop(org_server, receiver):
+    """The bike shop in a project of this test's own org, on the module's server."""
+    return Shop(org_server, receiver)
 
 
 def test_typos_shorthand_and_out_of_scope(shop):
