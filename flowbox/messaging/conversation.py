@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -50,9 +51,18 @@ class Outcome:
 
 # -- per-thread locks and compiled flows -------------------------------------------------------
 
+@dataclass
+class _Turn:
+    """A message waiting for its thread's turn."""
+    project: dict[str, Any]
+    incoming: Incoming
+    future: asyncio.Future
+
+
 class ThreadLocks:
     def __init__(self) -> None:
         self._locks: dict[tuple[str, str], list] = {}
+        self.turns: dict[tuple[str, str], list[_Turn]] = {}  # messages queued for a thread's drain
 
     @contextlib.asynccontextmanager
     async def hold(self, key: tuple[str, str]) -> AsyncIterator[None]:
@@ -68,7 +78,8 @@ class ThreadLocks:
 
 
 def thread_lock(services: Services, project_id: str, thread_id: str):
-    """Messages of one thread are handled one at a time, in arrival order."""
+    """What changes a thread (its messages, pauses, a human agent's replies) happens one at a
+    time; user messages are handled in arrival order (``handle``)."""
     return services.state(ThreadLocks).hold((project_id, thread_id))
 
 
@@ -163,41 +174,118 @@ def _engine_input(project: dict[str, Any], incoming: Incoming) -> Input:
     return inp
 
 
+GROUP_MAX = 32  # messages of one thread decided together and written in one transaction
+
+
 async def handle(services: Services, project: dict[str, Any], thread_id: str, incoming: Incoming) -> Outcome:
+    """Queues the message on its thread; the thread's drain (one at a time per thread, under its
+    lock) decides every message waiting, in arrival order, and writes them in one transaction.
+    Each write waits for a turn of a busy event loop while the thread is locked: messages that
+    arrive together share that wait instead of queueing one behind another."""
     if incoming.from_moderator:
         return await moderator_reply(services, project, thread_id, incoming)
+    locks = services.state(ThreadLocks)
+    key = (project["id"], thread_id)
+    turn = _Turn(project, incoming, asyncio.get_running_loop().create_future())
+    if key in locks.turns:  # a drain is running: it takes this one too
+        locks.turns[key].append(turn)
+    else:
+        locks.turns[key] = [turn]
+        services.spawn(_drain(services, key), name=f"messaging-thread-{thread_id}")
+    return await turn.future
+
+
+async def _drain(services: Services, key: tuple[str, str]) -> None:
+    locks = services.state(ThreadLocks)
+    waiting = locks.turns[key]
+    group: list[_Turn] = []
+    try:
+        async with locks.hold(key):
+            while waiting:
+                group = [t for t in waiting[:GROUP_MAX] if not t.future.done()]  # done: its caller gave up
+                del waiting[:GROUP_MAX]
+                try:
+                    waiting[:0] = await _handle_group(services, key[1], group) if group else []
+                except Exception as exc:  # noqa: BLE001 - reading the thread failed: these messages fail
+                    for turn in group:
+                        _fail(turn, exc)
+    finally:
+        locks.turns.pop(key, None)
+        for turn in [*group, *waiting]:  # only when cancelled (shutdown)
+            turn.future.cancel()
+
+
+def _fail(turn: _Turn, exc: BaseException) -> None:
+    if not turn.future.done():
+        turn.future.set_exception(exc)
+
+
+async def _handle_group(services: Services, thread_id: str, group: list[_Turn]) -> list[_Turn]:
+    """Decides and stores ``group``'s messages in order (one transaction); returns the ones left
+    for the next round: after a message that pauses the thread or waits for the fallback agent,
+    the rest start from the thread as stored."""
     store = services.store
-    async with thread_lock(services, project["id"], thread_id):
-        thread = await threads.get_thread(store, project["id"], thread_id)
-        paused = threads.paused_now(thread)
-        decision: Decision | None = None
-        if not paused:
-            graph = await graph_for(services, project)
-            decision = await decide(graph, thread["state"] if thread else {}, _engine_input(project, incoming),
-                                    threshold=threshold_of(services, project), has_agent=bool(project.get("agent_id")))
-        outcome = Outcome(delivered=incoming.delivered(thread_id), paused=paused, step=decision.matched if decision else None)
-        stored = incoming.stored(decision.contexts if decision else None, decision.intents if decision else None)
-        if outcome.step is not None:  # what the message matched, for the webhook and the history too
-            stored["step"] = outcome.delivered["step"] = outcome.step
+    thread = await threads.get_thread(store, group[0].project["id"], thread_id)
+    done: list[tuple[_Turn, Outcome, Decision | None]] = []
+    rest: list[_Turn] = []
+    try:
         async with store.batch() as tx:  # writes only: one hop to the writer
-            events = _Events(tx, project)
-            await threads.ensure_thread(tx, project["id"], thread_id)
-            if thread and thread["paused"] and not paused:  # a timed pause ran out
-                await threads.set_paused(tx, project["id"], thread_id, False)
-                await _pause_events(events, thread_id, False, reason="timeout")
-            await threads.append(tx, project["id"], thread_id, "user", incoming.originator, stored, incoming.trace_id)
-            await events.add("message.delivered", "message.delivered", outcome.delivered)
-            if decision is None:
-                await threads.save_state(tx, project["id"], thread_id, thread["state"], incoming.originator)
-            else:
-                await threads.save_state(tx, project["id"], thread_id, decision.state, incoming.originator)
-                await _store_replies(events, project, thread_id, decision, incoming.trace_id, outcome)
-        outcome.events = events.hub
-        _publish(services, project["id"], thread_id, events.hub)
-    if decision is not None and decision.agent:
-        outcome.agent_pending = True
-        services.spawn(_agent_answer(services, project, thread_id, incoming, decision), name=f"messaging-agent-{thread_id}")
-    return outcome
+            for i, turn in enumerate(group):
+                mark = len(tx.statements)
+                try:
+                    outcome, decision = await _decide_and_store(services, turn.project, thread_id, thread, turn.incoming, tx)
+                except Exception as exc:  # this message fails alone
+                    del tx.statements[mark:]
+                    _fail(turn, exc)
+                    continue
+                done.append((turn, outcome, decision))
+                if decision is None or decision.handover is not None or decision.agent:
+                    rest = group[i + 1:]
+                    break
+                # what the next message sees (as read back from the thread's row)
+                thread = {**(thread or {}), "state": json.loads(json.dumps(decision.state)), "paused": 0, "paused_until": None}
+    except Exception as exc:  # the transaction failed: every message in it
+        for turn, _, _ in done:
+            _fail(turn, exc)
+        return rest
+    for turn, outcome, decision in done:
+        _publish(services, turn.project["id"], thread_id, outcome.events)
+        if decision is not None and decision.agent:
+            outcome.agent_pending = True
+            services.spawn(_agent_answer(services, turn.project, thread_id, turn.incoming, decision),
+                           name=f"messaging-agent-{thread_id}")
+        if not turn.future.done():  # its caller may have gone
+            turn.future.set_result(outcome)
+    return rest
+
+
+async def _decide_and_store(services: Services, project: dict[str, Any], thread_id: str, thread: dict[str, Any] | None,
+                            incoming: Incoming, tx) -> tuple[Outcome, Decision | None]:
+    """One message: the engine's decision from ``thread`` as it stands, its rows queued in ``tx``."""
+    paused = threads.paused_now(thread)
+    decision: Decision | None = None
+    if not paused:
+        graph = await graph_for(services, project)
+        decision = await decide(graph, thread["state"] if thread else {}, _engine_input(project, incoming),
+                                threshold=threshold_of(services, project), has_agent=bool(project.get("agent_id")))
+    outcome = Outcome(delivered=incoming.delivered(thread_id), paused=paused, step=decision.matched if decision else None)
+    stored = incoming.stored(decision.contexts if decision else None, decision.intents if decision else None)
+    if outcome.step is not None:  # what the message matched, for the webhook and the history too
+        stored["step"] = outcome.delivered["step"] = outcome.step
+    events = _Events(tx, project)
+    await threads.ensure_thread(tx, project["id"], thread_id)
+    if thread and thread["paused"] and not paused:  # a timed pause ran out
+        await threads.set_paused(tx, project["id"], thread_id, False)
+        await _pause_events(events, thread_id, False, reason="timeout")
+    await threads.append(tx, project["id"], thread_id, "user", incoming.originator, stored, incoming.trace_id)
+    await events.add("message.delivered", "message.delivered", outcome.delivered)
+    if decision is None:
+        await threads.save_state(tx, project["id"], thread_id, thread["state"], incoming.originator)
+    else:
+        await threads.save_state(tx, project["id"], thread_id, decision.state, incoming.originator)
+        await _store_replies(events, project, thread_id, decision, incoming.trace_id, outcome)
+    outcome.events = events.hub
+    return outcome, decision
 
 
 async def _store_replies(events: _Events, project: dict[str, Any], thread_id: str, decision: Decision,

@@ -157,6 +157,37 @@ def test_conversation_over_rest(bot):
     assert bot.hooks.wait("thread.history", t)[0]["payload"]["page"] == 1
 
 
+def test_messages_arriving_together_are_handled_in_order(bot):
+    """A thread's messages that arrive while one is being handled are decided in arrival order,
+    each from the state the one before left (and written together); a handover stops the run."""
+    import asyncio
+
+    from flowbox.messaging import conversation
+    from flowbox.messaging.incoming import from_rest
+
+    t = "together"
+    project = bot.server.call(projects.get_project(bot.server.services.store, bot.project_id))
+    texts = ["what is the weather like", "Lisbon", "thank you", "order a pizza", "2", "I want to talk to a human", "hello?"]
+
+    async def arrive_together() -> list:
+        return await asyncio.gather(*(conversation.handle(bot.server.services, project, t, from_rest(
+            {"payload": {"type": "text", "speech": text, "originator": {"name": "John Doe", "role": "external"}}}))
+            for text in texts))
+
+    outcomes = bot.server.call(arrive_together())
+    steps = [(o.step or {}).get("stepId") for o in outcomes]
+    assert steps == ["weather", "city", "thanks", "order", "quantity", "human", None]  # the last: paused by the handover
+    assert outcomes[-1].paused and outcomes[-1].reply is None
+    replies = [[r["payload"]["text"] for m in o.reply["messages"] for r in m["responses"]] for o in outcomes[:-1]]
+    assert replies == [["Let me check the weather.", "Which city?"], ["The weather in Lisbon is sunny."],
+                       ["You're welcome! Enjoy Lisbon."], ["Pizza it is.", "How many pizzas?"], ["Ordering 2 pizzas."],
+                       ["Connecting you to a colleague."]]
+    assert len(bot.hooks.wait("message.reply", t, 6)) == 6  # and the webhook got them
+    history = bot.rest.get(f"/rest/v1/messages/{t}", params={"sync": "true"}).json()["result"]["history"]
+    said = [m["fallback"] for entry in history if entry["originator"]["role"] == "user" for m in entry["messages"]]
+    assert said == texts
+
+
 def test_pause_resume_handover_and_moderator(bot):
     t = "thread-p"
     assert bot.say(t, "Hello")
