@@ -89,6 +89,10 @@ class Server:
         """Run a coroutine on the server's own event loop (to use its store and services)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def local_model(self):
+        """The local chat model's backend (its worker starts if it has not yet)."""
+        return self.call(self.services.models.get("local"))
+
     def new_org(self, name: str = "other") -> tuple[str, str]:
         async def go():
             org = await orgs.create_org(self.services.store, name)

@@ -25,10 +25,6 @@ def srv(module_server):
     return module_server
 
 
-def local_model(srv):
-    return srv.call(srv.services.models.get("local"))
-
-
 def alive(srv) -> None:
     response = httpx.get(f"{srv.base_url}/healthz", timeout=10)
     assert response.status_code == 200
@@ -64,7 +60,7 @@ def test_characters_beyond_the_bmp_are_one_character_in_the_grammar():
 
 def test_grammar_with_escaped_controls_generates(srv):
     """What the escapes make is a grammar llama.cpp parses and follows, in the worker."""
-    model = local_model(srv)
+    model = srv.local_model()
     grammar = schema_grammar({"enum": ["yes\x01", "no", "\U0001F600"]})
     tokens = model._tokens(model.render([{"role": "user", "content": "Answer no."}]))
     text, _, _ = srv.call(model._generate(tokens, max_tokens=8, temperature=0.0, grammar=grammar, stop=[], seed=0))
@@ -108,7 +104,7 @@ def test_nul_in_a_message_to_an_agent_with_knowledge_is_answered(srv):
 def test_a_worker_crash_costs_the_request_in_flight_a_503_and_the_worker_restarts(srv):
     client = srv.client()
     agent = create_agent(client, name="long", instructions="Write a long story.", max_tokens=400)
-    model = local_model(srv)
+    model = srv.local_model()
     first_pid = model.worker.pid
     crashes = model.worker.crashes
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -134,7 +130,7 @@ def test_a_run_that_crashed_the_worker_twice_is_failed_not_resumed(srv, tmp_path
 
     client = srv.client()
     agent = create_agent(client, name="cb", instructions="Write a long story.", max_tokens=400)
-    model = local_model(srv)
+    model = srv.local_model()
     receiver = Receiver()
     try:
         response = client.post(f"/api/public/agent/{agent['id']}/chat",

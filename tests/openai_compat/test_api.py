@@ -47,7 +47,7 @@ def runs(srv, **where) -> list[dict]:
 
 
 def scheduler(srv):
-    return srv.services.models._local.scheduler
+    return srv.local_model().scheduler
 
 
 def post(srv, path: str, body, key: str | None = None, **headers) -> httpx.Response:
