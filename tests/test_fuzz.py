@@ -38,7 +38,6 @@ from tests.helpers import create_agent
 
 EXAMPLES = 12  # per operation: bounded so the test fits in CI
 NEGATIVE_EXAMPLES = 8  # more per operation with a documented body, all invalid
-BUDGET_S = 90
 
 # Operations a caller without an API key may use, and why (each read in its handler).
 PUBLIC = {
@@ -181,4 +180,3 @@ def test_fuzz_whole_api(make_server):
     assert ONLY or len(fuzzed) >= 60, sorted(fuzzed)
     assert all(calls > 0 for calls in fuzzed.values()), fuzzed
     assert not failures, f"FLOWBOX_FUZZ_SEED={SEED} replays these:\n" + "\n".join(failures)
-    assert elapsed < BUDGET_S
