@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 
 from flowbox.models.files import model_path
-from tests.helpers import create_agent, free_port
+from tests.helpers import create_agent, eventually, free_port
 
 
 @pytest.fixture(scope="module")
@@ -22,16 +21,19 @@ def openai_server(models_dir):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 60
-    while time.time() < deadline:
+
+    def serving() -> bool:
+        assert proc.poll() is None, "llama_cpp.server exited"
         try:
-            if httpx.get(f"{base}/models", timeout=1).status_code == 200:
-                break
+            return httpx.get(f"{base}/models", timeout=1).status_code == 200
         except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
+            return False
+
+    try:
+        eventually(serving, "llama_cpp.server answering", interval=0.1)
+    except AssertionError:
         proc.kill()
-        pytest.fail("llama_cpp.server did not start")
+        raise
     yield base
     proc.terminate()
     proc.wait(timeout=20)
