@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import click
 
 from ..cli.common import config_options, json_option, org_option, output, with_store

@@ -7,8 +7,7 @@ import json
 
 import click
 
-from ..cli.common import with_store
-from ..cli.common import config_options, fail, json_option, org_option, output
+from ..cli.common import config_options, fail, json_option, org_option, output, with_store
 from ..cli.keys import _org_id
 from ..models import ModelRegistry
 from . import flows as flows_mod

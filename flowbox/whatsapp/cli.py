@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..cli.common import with_store
-from ..cli.common import config_options, fail, json_option, org_option, output
+from ..cli.common import config_options, fail, json_option, org_option, output, with_store
 from ..cli.keys import _org_id
 from . import store as wa_store
 
