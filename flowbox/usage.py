@@ -1,11 +1,13 @@
 """Credits: what an agent call costs, whether an org may spend, balances, and the usage ledger.
 
-The ledger is the ``runs`` table: one row per agent call with the credits it was charged.
+The ledger is the ``runs`` table: one row per agent call with the credits it was charged. Its rows
+are written here only: ``open_run`` (an async run, accepted) and ``record_run`` (a finished call).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 from typing import Any
 
@@ -33,6 +35,15 @@ async def has_credits(store: Store, org_id: str) -> bool:
 async def charge(tx: Tx, org_id: str, credits: float) -> None:
     """Deducts from a limited balance (NULL means unlimited), inside the run's transaction."""
     await tx.execute("UPDATE orgs SET credits = MAX(credits - ?, 0) WHERE id = ? AND credits IS NOT NULL", [credits, org_id])
+
+
+async def open_run(tx: Tx, *, run_id: str, org_id: str, agent_id: str, thread_id: str | None,
+                   callback_url: str | None, request: dict[str, Any]) -> None:
+    """An accepted async run, before it runs (so a restart resumes it); ``record_run`` completes it."""
+    await tx.execute(
+        "INSERT INTO runs (id, org_id, agent_id, thread_id, status, callback_url, request, created_at) VALUES (?, ?, ?, ?, 'processing', ?, ?, ?)",
+        [run_id, org_id, agent_id, thread_id, callback_url, json.dumps(request), iso()],
+    )
 
 
 async def record_run(tx: Tx, *, run_id: str, org_id: str, agent_id: str, thread_id: str | None, model: str,

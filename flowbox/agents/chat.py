@@ -18,7 +18,7 @@ from ..models.worker import ModelCrashed
 from ..orgs import Principal
 from ..services import Services
 from ..surfaces import common_body
-from ..usage import credits_for, has_credits, record_run
+from ..usage import credits_for, has_credits, open_run, record_run
 from ..validation import invalid, is_text
 from . import store as agents_store
 from .callbacks import on_run_finished
@@ -401,15 +401,14 @@ def response_body(outcome: dict[str, Any], legacy: bool = False) -> dict[str, An
 
 ASYNC_ACK = {"message": "Request accepted and being processed asynchronously", "status": "processing"}
 
+
 async def accept_async(services: Services, principal: Principal, chat_input: ChatInput, legacy: bool) -> str:
     """Stores the accepted request first (so a restart resumes it), then runs it in the background."""
     run_id = new_id()
     request = {"agent_id": chat_input.agent_id, "messages": chat_input.messages, "thread_id": chat_input.thread_id, "legacy": legacy}
     async with services.store.write() as tx:
-        await tx.execute(
-            "INSERT INTO runs (id, org_id, agent_id, thread_id, status, callback_url, request, created_at) VALUES (?, ?, ?, ?, 'processing', ?, ?, ?)",
-            [run_id, principal.org_id, chat_input.agent_id, chat_input.thread_id, chat_input.callback_url, json.dumps(request), iso()],
-        )
+        await open_run(tx, run_id=run_id, org_id=principal.org_id, agent_id=chat_input.agent_id, thread_id=chat_input.thread_id,
+                       callback_url=chat_input.callback_url, request=request)
     services.spawn(run_async(services, run_id), name=f"run-{run_id}")
     return run_id
 
