@@ -19,8 +19,7 @@ from websockets.sync.client import connect
 from flowbox import db as db_mod
 from flowbox.messaging import projects
 from flowbox.messaging.migrations import migrations as messaging_migrations
-from tests.helpers import eventually
-from tests.messaging.test_sockets import PNG, Shop, ping, recv, say, send, texts
+from tests.helpers import PNG, Shop, eventually, ping, recv, say, send, texts
 
 HTML = b"<!doctype html><script>parent.postMessage(sessionStorage.getItem('flowbox-key'), '*')</script>"
 SVG = b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(sessionStorage.length)'><script>alert(1)</script></svg>"

@@ -5,7 +5,6 @@ documented 60 s / 50 s behaviour is tested in well under a second."""
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
@@ -14,7 +13,6 @@ import ssl
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -23,77 +21,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from flowbox.messaging import projects, sockets
-from tests.helpers import ServeProcess, self_signed_cert
-
-HERE = Path(__file__).parent
-FLOW = json.loads((HERE / "messaging_flow.json").read_text())
-PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
-
-
-class Shop:
-    """A project with the shop flow on a running server, and socket helpers."""
-
-    def __init__(self, server):
-        self.server = server
-        project, self.token = server.call(projects.create_project(server.services.store, server.org_id, "shop", {}))
-        self.project_id, self.client_id = project["id"], project["client_id"]
-        self.rest = server.client(f"Bearer {self.token}")
-        assert self.rest.post(f"/v1/projects/{self.project_id}/flows", json=FLOW).status_code == 201
-        self.http = server.client("")
-
-    def info(self, headers: dict | None = None, **params) -> httpx.Response:
-        if headers is None:
-            params = {"clientId": self.client_id, "sessionId": "s-1", **params}
-        return self.http.get("/socket.info", params={k: v for k, v in params.items() if v is not None}, headers=headers or {})
-
-    def endpoint(self, **params) -> str:
-        response = self.info(**params)
-        assert response.status_code == 200, response.text
-        return response.json()["payload"]["endpoint"]
-
-    def open(self, **params):
-        return connect(self.endpoint(**params), open_timeout=10)
-
-    def sdk_headers(self, thread: str | None = None, secret: str | None = None) -> dict:
-        # What flowai-js sends: unset values arrive as the words "null" / "undefined".
-        return {"x-flowai-clientid": self.client_id, "x-flowai-sessionid": "sdk-session", "x-flowai-threadid": thread or "undefined",
-                "x-flowai-secret": secret or "null", "x-flowai-ott": "null"}
-
-
-def recv(ws, timeout: float = 15) -> dict:
-    return json.loads(ws.recv(timeout=timeout))
-
-
-def send(ws, type_: str, **payload) -> None:
-    ws.send(json.dumps({"type": type_, "payload": payload}))
-
-
-def say(ws, thread: str, speech: str, trace: int | None = None, **extra) -> tuple[dict, dict]:
-    """message.send; returns (message.delivered payload, message.received payload)."""
-    send(ws, "message.send", threadId=thread, speech=speech, traceId=trace, **extra)
-    delivered, received = recv(ws), recv(ws)
-    assert delivered["type"] == "message.delivered" and received["type"] == "message.received", (delivered, received)
-    return delivered["payload"], received["payload"]
-
-
-def texts(payload: dict) -> list[str]:
-    return [r["payload"]["text"] for m in payload["messages"] for r in m["responses"]]
-
-
-def ping(ws) -> None:
-    """Nothing else is queued for this socket: the next frame is the pong."""
-    send(ws, "ping")
-    assert recv(ws) == {"type": "pong"}
-
-
-def closed(ws, timeout: float = 15) -> tuple[int, list[dict]]:
-    """Reads until the server closes; (close code, frames read before)."""
-    frames = []
-    with pytest.raises(ConnectionClosed):
-        while True:
-            frames.append(recv(ws, timeout))
-    return ws.close_code, frames
+from flowbox.messaging import sockets
+from tests.helpers import PNG, SHOP_FLOW, ServeProcess, Shop, closed, ping, recv, say, self_signed_cert, send, texts
 
 
 @pytest.fixture
@@ -126,7 +55,7 @@ def test_documented_exchange(shop):
         assert message["fallback"] == "Hi! Ask me about the weather, or give feedback." and message["silent"] is False
         assert message["replyTo"] == "Hi there!" and message["actions"] == []
         assert message["responses"][0]["payload"]["quickReplies"][0]["label"] == "Weather"
-        assert message["flow"] == {"flowId": FLOW["flowId"], "title": "Shop assistant"}
+        assert message["flow"] == {"flowId": SHOP_FLOW["flowId"], "title": "Shop assistant"}
         assert message["step"] == {"stepId": "greet", "title": "Hello!", "type": "INTENT"}
         assert message["params"]["seats"] == [{"value": "Business class"}]
 
