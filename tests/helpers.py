@@ -223,7 +223,6 @@ def create_agent(client: httpx.Client, **fields) -> dict:
     return response.json()
 
 
-
 # -- knowledge -------------------------------------------------------------------------------------
 
 KNOWLEDGE_URL = "/api/public/knowledge"
