@@ -11,8 +11,10 @@ with ``json_body`` and checks itself (so bad bodies keep their documented 400s).
 # (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any, Callable, NotRequired, TypedDict, get_args, get_origin
+from typing import Annotated, Any, Callable, Iterator, NotRequired, TypedDict, get_args, get_origin
 
+from litestar import Router
+from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 from litestar.params import Parameter
@@ -68,21 +70,35 @@ def doc(*items: Any) -> dict[int, ResponseSpec]:
     return responses
 
 
-def document_common(handlers: list[Any], error_body: Callable[[str], type]) -> None:
+def _http_handlers(routes: list[Any]) -> Iterator[tuple[str, HTTPRouteHandler]]:
+    """Each HTTP handler with its full path; a Router's own copies of its handlers (the app copies
+    the Router, with them, when it registers it)."""
+    for item in routes:
+        if isinstance(item, Router):
+            for route in item.routes:
+                for handler in getattr(route, "route_handlers", ()):
+                    if isinstance(handler, HTTPRouteHandler):
+                        yield route.path, handler
+        elif isinstance(item, HTTPRouteHandler):
+            yield next(iter(item.paths)), item
+
+
+def document_common(routes: list[Any], error_body: Callable[[str], type]) -> None:
     """Statuses any operation may answer, documented where a handler says nothing of its own:
     400 (Litestar documents its own ``status_code``/``detail`` body for handlers with parameters, but
     flowbox reshapes Litestar's errors, so the shape flowbox does answer), 429 (the per-key rate
     limit, in front of every route), and 413 (``max_body_bytes``) and 408 (a body sent too slowly) for
-    methods that take a body. ``error_body(path)``: the error shape of the surface a path belongs to."""
+    methods that take a body. ``error_body(path)``: the error shape of the surface a path belongs to.
+    ``routes``: handlers and Routers, as the app gets them."""
 
     def spec(status: int, body: Any) -> ResponseSpec:
         return ResponseSpec(data_container=body, generate_examples=False, description=DESCRIPTIONS[status])
 
-    for handler in handlers:
-        if not getattr(handler, "include_in_schema", False):
+    for path, handler in _http_handlers(routes):
+        if not handler.include_in_schema:
             continue
-        responses = dict(getattr(handler, "responses", None) or {})
-        body = error_body(next(iter(handler.paths)))
+        responses = dict(handler.responses or {})
+        body = error_body(path)
         extra = {400: spec(400, body), 429: spec(429, body)}
         if set(handler.http_methods) & {"POST", "PUT", "PATCH"}:
             extra[413] = spec(413, body)

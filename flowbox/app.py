@@ -48,7 +48,7 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     routes = [route for area in AREAS for route in area.routes]
     browser_paths = [path for area in AREAS for path in area.browser_paths]
     surfaces = Surfaces(area.errors for area in AREAS if area.errors)
-    document_common([handler for handler in routes if hasattr(handler, "http_methods")], surfaces.documented_error)
+    document_common(routes, surfaces.documented_error)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

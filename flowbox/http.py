@@ -1,14 +1,16 @@
-"""Shared HTTP plumbing: the services of a request, JSON bodies, API-key auth."""
+"""Shared HTTP plumbing: the services of a request, JSON bodies, API-key auth, an area's Router."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import math
 import re
-from typing import Any
+from typing import Any, Awaitable, Callable, Sequence
 
-from litestar import Request
+from litestar import Request, Router
+from litestar.di import NamedDependency, Provide
 
 from .errors import error
 from .orgs import Principal, authenticate
@@ -176,3 +178,20 @@ async def require_key(request: Request) -> Principal:
         raise error(401, *INVALID_KEY)
     request.state.principal = principal
     return principal
+
+
+# What a handler of an ``authenticated`` Router takes: ``principal: Caller``.
+Caller = NamedDependency[Principal]
+
+
+def authenticated(handlers: Sequence[Any], auth: Callable[[Request], Awaitable[Any]] = require_key, *, path: str = "/",
+                  provides: str = "principal") -> Router:
+    """An area's routes that act for a caller, in one Router: ``auth(request)`` authenticates (or
+    answers the API's 401) as a Litestar dependency, resolved before the handler runs and so before
+    its body is read, and each handler takes what it returns as ``provides`` (``principal: Caller``).
+    Every handler must take it, even one that has no use for it: a route without it would answer
+    without authentication."""
+    for handler in handlers:
+        if provides not in inspect.signature(handler.fn).parameters:
+            raise TypeError(f"{handler.handler_name} must take {provides!r}: its router authenticates through it")
+    return Router(path, route_handlers=list(handlers), dependencies={provides: Provide(auth)})

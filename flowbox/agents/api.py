@@ -12,7 +12,7 @@ from litestar.params import FromPath
 from ..apidoc import body_doc, doc
 from .callbacks import check_callback_url
 from ..errors import Problem, Unauthorized, error
-from ..http import INVALID_KEY, json_body, require_key, services_of
+from ..http import INVALID_KEY, Caller, json_body, services_of
 from ..orgs import Principal
 from ..revocation import REVOKED_MESSAGE, api_key, streams_of
 from ..services import Services
@@ -25,34 +25,31 @@ from .schemas import (AGENT_CREATE_BODY, AGENT_UPDATE_BODY, CHAT_BODY, LEGACY_CH
 
 
 @get("/api/public/agent", summary="List the organisation's agents", responses=doc(200, AgentList, 401))
-async def list_agents(request: Request) -> dict[str, Any]:
-    principal = await require_key(request)
+async def list_agents(request: Request, principal: Caller) -> dict[str, Any]:
     return {"agents": await agents_store.list_agents(services_of(request).store, principal.org_id)}
 
 
 @post("/api/public/agent", summary="Create an agent (admin)", status_code=201, responses=doc(201, Agent, 400, 401),
       operation_class=body_doc(AGENT_CREATE_BODY))
-async def create_agent(request: Request) -> dict[str, Any]:
-    principal = await require_key(request)
+async def create_agent(request: Request, principal: Caller) -> dict[str, Any]:
     services = services_of(request)
     body = await json_body(request)
     return await agents_store.create_agent(services.store, principal.org_id, body, services.models.names())
 
 
-async def _own_agent(request: Request, agent_id: str) -> dict:
-    principal = await require_key(request)
+async def _own_agent(request: Request, principal: Principal, agent_id: str) -> dict:
     return await chat_mod.load_agent_for(services_of(request), principal, agent_id)
 
 
 @get("/api/public/agent/{agent_id:str}", summary="Get an agent", responses=doc(200, Agent, 401, 403, 404))
-async def get_agent(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
-    return await _own_agent(request, agent_id)
+async def get_agent(request: Request, principal: Caller, agent_id: FromPath[str]) -> dict[str, Any]:
+    return await _own_agent(request, principal, agent_id)
 
 
 @patch("/api/public/agent/{agent_id:str}", summary="Update an agent (admin)", responses=doc(200, Agent, 400, 401, 403, 404),
        operation_class=body_doc(AGENT_UPDATE_BODY))
-async def update_agent(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
-    agent = await _own_agent(request, agent_id)
+async def update_agent(request: Request, principal: Caller, agent_id: FromPath[str]) -> dict[str, Any]:
+    agent = await _own_agent(request, principal, agent_id)
     services = services_of(request)
     body = await json_body(request)
     updated = await agents_store.update_agent(services.store, agent["org_id"], agent_id, body, services.models.names())
@@ -62,17 +59,17 @@ async def update_agent(request: Request, agent_id: FromPath[str]) -> dict[str, A
 
 
 @delete("/api/public/agent/{agent_id:str}", summary="Delete an agent (admin)", status_code=200, responses=doc(200, Deleted, 401, 403, 404))
-async def delete_agent(request: Request, agent_id: FromPath[str]) -> dict[str, Any]:
-    agent = await _own_agent(request, agent_id)
+async def delete_agent(request: Request, principal: Caller, agent_id: FromPath[str]) -> dict[str, Any]:
+    agent = await _own_agent(request, principal, agent_id)
     await agents_store.delete_agent(services_of(request).store, agent["org_id"], agent_id)
     return {"message": "Agent deleted successfully"}
 
 
 @get("/api/public/agent/{agent_id:str}/threads/{thread_id:str}", summary="A thread's messages", responses=doc(200, Thread, 401, 403, 404))
-async def get_thread(request: Request, agent_id: FromPath[str], thread_id: FromPath[str]) -> dict[str, Any]:
-    agent = await _own_agent(request, agent_id)
+async def get_thread(request: Request, principal: Caller, agent_id: FromPath[str], thread_id: FromPath[str]) -> dict[str, Any]:
+    agent = await _own_agent(request, principal, agent_id)
     services = services_of(request)
-    await chat_mod.check_thread(services, request.state.principal, agent["id"], thread_id)
+    await chat_mod.check_thread(services, principal, agent["id"], thread_id)
     messages = await agents_store.thread_messages(services.store, agent["id"], thread_id)
     return {"thread_id": thread_id, "agent_id": agent_id, "messages": messages}
 
@@ -103,8 +100,7 @@ async def _chat_events(services: Services, principal: Principal, chat_input: cha
         yield event({"statusCode": 500, "body": {"error": "An unexpected error occurred while processing your request"}}, "error")
 
 
-async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Response:
-    principal = await require_key(request)
+async def _chat(request: Request, principal: Principal, agent_id: str | None, legacy: bool) -> Response:
     services = services_of(request)
     body = await json_body(request)
     chat_input = chat_mod.parse_chat_body(body, agent_id, services.config.max_message_chars, services.config.max_messages)
@@ -128,15 +124,15 @@ async def _chat(request: Request, agent_id: str | None, legacy: bool) -> Respons
 @post("/api/public/agent/{agent_id:str}/chat", summary="Chat with an agent", status_code=200,
       responses=doc(200, ChatResponse, 202, AsyncAccepted, 400, 401, 402, ChatError, 403, 404, 503, ChatError),
       operation_class=body_doc(CHAT_BODY, streams=True))
-async def agent_chat(request: Request, agent_id: FromPath[str]) -> Response:
-    return await _chat(request, agent_id, legacy=False)
+async def agent_chat(request: Request, principal: Caller, agent_id: FromPath[str]) -> Response:
+    return await _chat(request, principal, agent_id, legacy=False)
 
 
 @post("/agent", summary="Chat with an agent (legacy form, agent_id in the body)", status_code=200,
       responses=doc(200, LegacyChatResponse, 202, AsyncAccepted, 400, 401, 402, ChatError, 403, 404, 503, ChatError),
       operation_class=body_doc(LEGACY_CHAT_BODY, streams=True))
-async def legacy_chat(request: Request) -> Response:
-    return await _chat(request, None, legacy=True)
+async def legacy_chat(request: Request, principal: Caller) -> Response:
+    return await _chat(request, principal, None, legacy=True)
 
 
-ROUTES = [list_agents, create_agent, get_agent, update_agent, delete_agent, get_thread, agent_chat, legacy_chat]
+HANDLERS = [list_agents, create_agent, get_agent, update_agent, delete_agent, get_thread, agent_chat, legacy_chat]  # in the agents' Router (area.py)

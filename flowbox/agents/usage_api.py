@@ -12,7 +12,7 @@ from litestar.params import FromPath
 
 from ..apidoc import doc, query
 from ..errors import error
-from ..http import require_key, services_of
+from ..http import Caller, services_of
 from ..ids import now
 from ..orgs import Principal
 from ..services import Services
@@ -83,9 +83,8 @@ async def usage_report(services: Services, agent_id: str, start: dt.date, end: d
 
 
 @get("/api/public/agent/{agent_id:str}/usage", summary="Credit usage of an agent per day", responses=doc(200, Usage, 400, 401, 403))
-async def agent_usage(request: Request, agent_id: FromPath[str], start_date: query("YYYY-MM-DD") = None,
+async def agent_usage(request: Request, principal: Caller, agent_id: FromPath[str], start_date: query("YYYY-MM-DD") = None,
                       end_date: query("YYYY-MM-DD, before today; default yesterday (needs start_date)") = None) -> dict[str, Any]:
-    principal = await require_key(request)
     agent_id = require_agent_id(agent_id)
     services = services_of(request)
     await owned_agent(services, principal, agent_id)
@@ -94,11 +93,10 @@ async def agent_usage(request: Request, agent_id: FromPath[str], start_date: que
 
 
 @get("/api/public/agent/usage", include_in_schema=False)
-async def agent_usage_without_id(request: Request) -> dict[str, Any]:
+async def agent_usage_without_id(principal: Caller) -> dict[str, Any]:
     """``/api/public/agent//usage`` (an empty agent_id) arrives here once the path is normalised."""
-    await require_key(request)
     require_agent_id("")
     raise AssertionError("unreachable")
 
 
-ROUTES = [agent_usage, agent_usage_without_id]
+HANDLERS = [agent_usage, agent_usage_without_id]  # in the agents' Router (area.py)
