@@ -18,7 +18,8 @@ Rules (README "Messaging: how flows run" says the same for authors):
 - After a step runs, its first unfilled SLOT child (or, following a filled one, its SLOT
   children and siblings) is asked: its actions are the question. The next text fills the
   slot (validated by the slot's entity; re-asked while invalid unless the text matches a
-  top-level intent, or skipped if OPTIONAL); the value lands in ``params[label]`` and the
+  top-level intent, or skipped if OPTIONAL; a free-text answer yields only to a clear change of
+  subject, ``matcher.ANSWER_MARGIN``); the value lands in ``params[label]`` and the
   same text is then matched against the slot step's own children (an ANYTHING child is the
   natural "thanks, got it").
 - Actions: TEXT picks one of ``texts`` at random (``{{label}}`` is replaced by that param's
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .common import BOT_ORIGINATOR
-from .entities import extract
+from .entities import FREE_TEXT, extract
 from .matcher import IntentIndex
 
 MEDIA_STEPS = {"image": "IMAGE", "file": "FILE", "audio": "AUDIO", "video": "VIDEO"}
@@ -237,15 +238,19 @@ class _Turn:
         """True when the input was consumed by the pending slot."""
         slot = slot_step["slot"]
         value = extract(slot["entityId"], self.inp.text)
-        if value is not None:
-            self.matched(slot_step)
-        if value is None:
-            top = [s["stepId"] for s in self.graph.top if s["type"] == "INTENT"]
-            escape = await self.graph.index.best(self.inp.text, top, self.threshold)
-            if escape is not None:  # the user changed the subject
+        if value is None or slot["entityId"] in FREE_TEXT:
+            # The user may have changed the subject: a top-level intent (not the one that asked)
+            # wins over an invalid answer; over a free-text answer only when the text reads as that
+            # intent rather than as an answer to the question (matcher.ANSWER_MARGIN).
+            top = [s["stepId"] for s in self.graph.top if s["type"] == "INTENT" and s["stepId"] not in slot_step["contexts"]]
+            question = [t for a in slot_step["actions"] if a["type"] == "TEXT" for t in a["payload"]["texts"]]
+            escape = await self.graph.index.best(self.inp.text, top, self.threshold,
+                                                 question=question if value is not None else None)
+            if escape is not None:
                 self.run(self.graph.steps[escape[0]])
                 return True
-            self.matched(slot_step)  # an answer to the question, if not a valid one
+        self.matched(slot_step)  # an answer to the question, if not a valid one
+        if value is None:
             if slot["validation"] == "REQUIRED":
                 self.message(slot_step)  # ask again
                 return True

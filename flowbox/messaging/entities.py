@@ -67,6 +67,7 @@ EXTRACTORS: dict[str, Callable[[str], dict[str, Any] | None]] = {
     "system.date": _date,
 }
 ENTITY_IDS = tuple(EXTRACTORS)
+FREE_TEXT = frozenset({"system.query"})  # entities that take any text: they cannot tell an answer from a new topic
 
 
 def extract(entity_id: str, text: str) -> dict[str, Any] | None:

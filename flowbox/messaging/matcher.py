@@ -39,6 +39,13 @@ MAX_LEARNED_EXAMPLES = 10000   # past this a flow keeps the plain cosine match (
 # ("nah", "hold off for now"), so a child wins at this share of the threshold if no top-level
 # intent is more likely.
 CONTEXT_SHARE = 0.5
+# A pending free-text SLOT takes any text as its answer, unless the message reads as a top-level
+# intent rather than as an answer: the intent matches as usual and its closest example (by MiniLM
+# or by n-grams, as in Model.scope) is this much closer to the message than the slot's question
+# is by MiniLM. "My husband has chest pain" asked for a day leaves the booking; "saturday morning"
+# (near "are you open on saturday", nearer still to "which day would suit you?") stays an answer.
+# Chosen on the dev half of scripts/eval/intents.py (0.25 to 0.40 get every dev slot case right).
+ANSWER_MARGIN = 0.33
 LEARNED_MAX = 0.9999
 
 
@@ -185,12 +192,14 @@ class IntentIndex:
             log.warning("training the intent model of project %s failed: %r", project_id, exc)
 
     async def best(self, text: str, step_ids: list[str], threshold: float,
-                   rivals: list[str] | None = None) -> tuple[str, float] | None:
+                   rivals: list[str] | None = None, question: list[str] | None = None) -> tuple[str, float] | None:
         """The best INTENT among ``step_ids`` for ``text`` and its confidence, if it is a match:
         an exact example match scores 1.0; otherwise the learned model's confidence must reach
         ``threshold`` (before the model is ready: the highest cosine similarity to an example).
         With ``rivals`` (the top-level intents, when ``step_ids`` are a step's children) a child
-        matches at ``CONTEXT_SHARE`` of the threshold unless a rival is more likely."""
+        matches at ``CONTEXT_SHARE`` of the threshold unless a rival is more likely. With
+        ``question`` (the texts of a pending free-text slot's question) a match must also lead
+        the question by ``ANSWER_MARGIN``: otherwise the text is taken as the answer."""
         if not step_ids:
             return None
         exact = self.exact.get(normalize(text), [])
@@ -206,6 +215,14 @@ class IntentIndex:
         except Exception as exc:  # noqa: BLE001 - as if nothing matched: the UNKNOWN step answers
             log.warning("embedding a message failed: %r", exc)
             return None
+        needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
+        if question is not None:
+            try:
+                near = [float(await self.embeddings.query(expand(q) if learned is not None else q) @ vector) for q in question]
+                needed = max(near, default=0.0) + ANSWER_MARGIN
+            except Exception as exc:  # noqa: BLE001 - the text is taken as the answer
+                log.warning("embedding a slot's question failed: %r", exc)
+                return None
         if learned is None:
             scores = self.matrix @ vector
             best: tuple[str, float] | None = None
@@ -215,7 +232,7 @@ class IntentIndex:
                     score = float(scores[start:end].max())
                     if best is None or score > best[1]:
                         best = (step_id, score)
-            return best if best is not None and best[1] >= threshold else None
+            return best if best is not None and best[1] >= max(threshold, needed) else None
         model = learned[1]
         if len(self.texts) > INLINE_EXAMPLES:  # milliseconds: off the event loop
             features = await asyncio.to_thread(learned[0].of, vector, query)
@@ -238,6 +255,7 @@ class IntentIndex:
                     return step_id, value
             # A top-level match must also be about the intent's topic: as close to one of its
             # examples as most of the flow's own held-out examples are to theirs (Model.scope).
-            elif value >= threshold and model.in_scope(features[self.row[step_id]]):
+            elif (value >= threshold and model.in_scope(features[self.row[step_id]])
+                  and max(features[self.row[step_id], [0, 2]]) >= needed):
                 return step_id, value
         return None

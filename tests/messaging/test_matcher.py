@@ -24,6 +24,11 @@ FLOW = {"flowId": "bikes", "title": "Bike shop", "steps": [
     intent("thanks", ["thank you", "thanks", "thanks for your help", "great, thanks", "that helped, thank you"], "You're welcome."),
     intent("repair", ["my bike needs a repair", "I have a flat tyre", "fix my brakes", "the chain keeps falling off",
                       "can you service my bicycle"], "Bring it in, we fix it the same day."),
+    {"stepId": "which-bike", "title": "Which bike", "type": "SLOT", "contexts": ["repair"],
+     "slot": {"validation": "REQUIRED", "entityId": "system.query", "label": "bike"},
+     "actions": [{"type": "TEXT", "payload": {"texts": ["Which bike is it, brand and model?"]}}]},
+    {"stepId": "bike-noted", "title": "Noted", "type": "ANYTHING", "contexts": ["which-bike"],
+     "actions": [{"type": "TEXT", "payload": {"texts": ["Noted: {{bike}}."]}}]},
     intent("rent", ["I want to rent a bike", "do you have bikes for hire", "rent two bicycles", "how much is a rental",
                     "can I book an e-bike"], "Happy to rent you bikes."),
     {"stepId": "bikes", "title": "How many", "type": "SLOT", "contexts": ["rent"],
@@ -150,6 +155,24 @@ def test_slot_answers_report_their_step(shop):
     assert [(m["fallback"], m["step"]["stepId"], m["step"]["type"]) for m in users] == [
         ("I want to rent a bike", "rent", "INTENT"), ("lots of them", "bikes", "SLOT"), ("3 please", "bikes", "SLOT")]
     assert bots[-1]["step"]["stepId"] == "bikes-done" and bots[-1]["params"]["bikes"][0]["value"] == "3"
+
+
+def test_a_free_text_slot_takes_answers_but_yields_to_a_clear_change_of_topic(shop):
+    shop.ready()
+    # any text answers a free-text question, even one that shares words with an intent
+    for n, answer in enumerate(["a red gazelle city bike", "my old trek", "the rental one I bought from you"]):
+        assert shop.say(f"fix-{n}", "I have a flat tyre")[0] == "repair"
+        assert shop.say(f"fix-{n}", answer)[0] == "which-bike", answer
+    # a message that reads as another intent rather than as an answer leaves the question
+    for n, (text, want) in enumerate([("forget it, I'd rather talk to a real person", "human"),
+                                      ("wait, what time do you close today", "hours")]):
+        assert shop.say(f"change-{n}", "I have a flat tyre")[0] == "repair"
+        assert shop.say(f"change-{n}", text)[0] == want, text
+    # an exact example of another intent always does; the intent that asked is answered, not re-run
+    assert shop.say("exact", "I have a flat tyre")[0] == "repair"
+    assert shop.say("exact", "what are your opening hours") == ("hours", ["9 to 6, every day."])
+    assert shop.say("again", "I have a flat tyre")[0] == "repair"
+    assert shop.say("again", "fix my brakes") == ("which-bike", ["Noted: fix my brakes."])
 
 
 def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_a_flow_change(make_server, receiver):
