@@ -157,41 +157,41 @@ class _Request:
 
 
 class Batcher:
-    """The one way into the model's worker, which runs one call at a time: a thread that sends it
-    the waiting queries' pieces together in one call (up to one model batch, ``N_CTX`` tokens),
-    and only when no query waits, the next slice of bulk work (as much), taken from the bulk
-    requests in turn. A query therefore waits for at most one slice of an ingest, and concurrent
-    queries share calls instead of queueing one behind another. A request whose caller gave up is
-    dropped; a worker failure fails the requests of that call only (the worker restarts)."""
+    """The one way into the model's worker, which runs one call at a time. While a call runs,
+    requests wait here; when it ends, the next call carries the waiting queries' pieces together
+    (up to one model batch, ``N_CTX`` tokens), and only when no query waits, the next slice of bulk
+    work (as much), taken from the bulk requests in turn. A query therefore waits for at most one
+    slice of an ingest, and concurrent queries share calls instead of queueing one behind another.
+    Calls are sent from whichever thread finds the worker free and answered on the worker's pipe
+    reader (no thread of ours waits). A request whose caller gave up is dropped; a worker failure
+    fails the requests of that call only (the worker restarts for the next)."""
 
     def __init__(self, worker: Any, dim: int):
         self.worker, self.dim = worker, dim
         self.calls = 0  # worker calls made (tests read it)
         self._queries: collections.deque[_Request] = collections.deque()
         self._bulk: collections.deque[_Request] = collections.deque()
-        self._wake = threading.Condition()
+        self._lock = threading.Lock()
+        self._busy = False  # a call is in flight (or the worker is starting for one)
         self._closed = False
-        self._thread: threading.Thread | None = None
 
     def submit(self, pieces: list[tuple[int, list[int]]], n_texts: int, *, query: bool) -> concurrent.futures.Future:
         request = _Request(pieces, n_texts, self.dim)
-        with self._wake:
+        with self._lock:
             if self._closed:
                 raise ModelError("the embedding model is closed")
             (self._queries if query else self._bulk).append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="flowbox-embed-batcher", daemon=True)
-                self._thread.start()
-            self._wake.notify()
+        self._next()
         return request.future
 
     def close(self) -> None:
-        with self._wake:
+        with self._lock:
             self._closed = True
-            self._wake.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join(30)
+            waiting = [*self._queries, *self._bulk]
+            self._queries.clear()
+            self._bulk.clear()
+        for request in waiting:
+            request.finish(error=ModelError("the embedding model was closed"))
 
     def _take(self) -> list[tuple[_Request, int, list[int]]]:
         """The next call's pieces as (request, text index, tokens); the lock is held."""
@@ -219,30 +219,40 @@ class Batcher:
             queue.popleft()
         return taken
 
-    def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not self._closed and not self._queries and not self._bulk:
-                    self._wake.wait()
-                if self._closed:
-                    waiting = [*self._queries, *self._bulk]
-                    self._queries.clear()
-                    self._bulk.clear()
-                    break
-                taken = self._take()
+    def _next(self) -> None:
+        """Sends the next call unless one is in flight."""
+        with self._lock:
+            if self._busy or self._closed:
+                return
+            taken = self._take()
             if not taken:
-                continue
-            try:
-                self.calls += 1
-                vectors = self.worker.call_sync("embed", [tokens for _, _, tokens in taken])
-            except Exception as exc:  # noqa: BLE001 - the callers of this call get the error
-                for request in dict.fromkeys(r for r, _, _ in taken):
-                    request.finish(error=exc)
-                continue
+                return
+            self._busy = True
+            self.calls += 1
+        if self.worker.pid is None:  # (re)starting takes seconds: not on this thread, maybe the event loop's
+            threading.Thread(target=self._send, args=(taken, True), name="flowbox-embed-start", daemon=True).start()
+        else:
+            self._send(taken)
+
+    def _send(self, taken: list[tuple[_Request, int, list[int]]], start: bool = False) -> None:
+        try:
+            if start:
+                self.worker.start()
+            self.worker.call_then("embed", ([tokens for _, _, tokens in taken],),
+                                  lambda vectors, error: self._answered(taken, vectors, error))
+        except ModelError as exc:
+            self._answered(taken, None, exc)
+
+    def _answered(self, taken: list[tuple[_Request, int, list[int]]], vectors: Any, error: ModelError | None) -> None:
+        if error is not None:
+            for request in dict.fromkeys(r for r, _, _ in taken):
+                request.finish(error=error)
+        else:
             for (request, index, tokens), vector in zip(taken, vectors):
                 request.add(index, tokens, vector)
-        for request in waiting:
-            request.finish(error=ModelError("the embedding model was closed"))
+        with self._lock:
+            self._busy = False
+        self._next()
 
 
 class LocalEmbedder(Embedder):

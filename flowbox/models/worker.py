@@ -233,6 +233,26 @@ class ModelWorker:
         finally:
             self._pending.pop(call_id, None)
 
+    def call_then(self, method: str, args: tuple, on_outcome: Callable[[Any, ModelError | None], None]) -> None:
+        """Starts ``runner.method(*args)`` and returns at once; ``on_outcome(value, None)`` or
+        ``on_outcome(None, error)`` is called once, from the pipe's reader thread (no thread waits for
+        the answer). The worker must be running (``start``); raises ``ModelCrashed`` if it is not."""
+        ids: list[int] = []
+
+        def put(message: tuple) -> None:
+            if message[0] == "event":
+                return
+            self._pending.pop(message[1] or (ids[0] if ids else 0), None)
+            try:
+                value = self._outcome(message)
+            except ModelError as exc:
+                on_outcome(None, exc)
+            else:
+                on_outcome(value, None)
+
+        call_id, _ = self._begin(method, args, {}, put)
+        ids.append(call_id)
+
     def call_sync(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """``call`` for a thread that is not the event loop's (blocking)."""
         if self._conn is None:

@@ -27,7 +27,7 @@ from flowbox.cli.main import cli
 from flowbox.embeddings import LocalEmbedder, load_embedder
 from flowbox.models.files import MODELS, download_wheel, find_wheel
 from flowbox.models.minilm_gguf import convert_wheel
-from tests.helpers import MODELS_DIR, create_agent, start_server
+from tests.helpers import MODELS_DIR, create_agent, eventually, start_server
 
 # read before the autouse fixture clears FLOWBOX_* variables
 WHEELHOUSE = os.environ.get("FLOWBOX_WHEELHOUSE")
@@ -218,6 +218,15 @@ def test_an_ingest_does_not_hold_a_query_up(embedder):
     at_answer, total = asyncio.run(scenario())
     assert at_answer <= 3  # the slice in flight (maybe one more), then the query: not 16 slices
     assert total <= at_answer + 2
+
+
+def test_a_crashed_worker_is_started_again_for_the_next_request(embedder):
+    before = np.array(embedder.embed_sync(["a cat sat on the mat"]))[0]
+    first = embedder.worker.pid
+    embedder.worker.kill()
+    eventually(lambda: embedder.worker.pid is None, "the crash noticed")
+    after = np.array(embedder.embed_sync(["a cat sat on the mat"]))[0]
+    assert embedder.worker.pid not in (None, first) and float(after @ before) > 0.9999
 
 
 # -- remote embeddings ----------------------------------------------------------------------------
