@@ -1,5 +1,5 @@
-"""The admin routes: who the caller is, what agents may use, the
-org's keys (``keys.py``), and the console with the API docs (``console.py``)."""
+"""The admin routes: who the caller is, what agents may use, and the org's keys (``keys.py``).
+The console with the API docs (``console.py``) is public."""
 
 from typing import Any, TypedDict
 
@@ -8,8 +8,8 @@ from litestar import Request, get
 from .. import usage
 from ..agents.tools import BUILTIN_TOOLS
 from ..apidoc import doc
-from ..http import require_key, services_of
-from . import console, keys
+from ..http import Caller, services_of
+from . import keys
 
 
 class OrgInfo(TypedDict):
@@ -31,15 +31,13 @@ class Options(TypedDict):
 
 
 @get("/api/admin/org", summary="The caller's org: name, credit balance and credits used", responses=doc(200, OrgInfo, 401))
-async def org_info(request: Request) -> dict[str, Any]:
-    principal = await require_key(request)
+async def org_info(request: Request, principal: Caller) -> dict[str, Any]:
     return {**await usage.balance(services_of(request).store, principal.org_id), "key_id": principal.key_id}
 
 
 @get("/api/admin/options", summary="The model names and built-in tools agents may use", responses=doc(200, Options, 401))
-async def options(request: Request) -> dict[str, Any]:
-    await require_key(request)
+async def options(request: Request, principal: Caller) -> dict[str, Any]:
     return {"models": services_of(request).models.names(), "tools": list(BUILTIN_TOOLS)}
 
 
-ROUTES = [org_info, options, *keys.ROUTES, *console.ROUTES]
+HANDLERS = [org_info, options, *keys.HANDLERS]  # in the admin Router (area.py); the console's are public

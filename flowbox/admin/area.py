@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from ..area import Area
-from . import api
+from ..http import authenticated
+from . import api, console
 
-AREA = Area(name="admin", routes=tuple(api.ROUTES))
+AREA = Area(
+    name="admin",
+    routes=(authenticated(api.HANDLERS), *console.ROUTES),  # the console's pages and files are public
+)

@@ -13,7 +13,7 @@ from .. import orgs
 from ..apidoc import body_doc, doc, obj, string
 from ..db import Store
 from ..errors import error
-from ..http import json_body, require_key, services_of
+from ..http import Caller, json_body, services_of
 from ..ids import iso
 from ..revocation import api_key, streams_of
 from ..validation import invalid, is_text
@@ -59,8 +59,7 @@ class KeyRevoked(TypedDict):
 
 @get("/api/admin/keys", summary="List the org's API keys (prefixes only, never the keys)",
      responses=doc(200, KeyList, 401))
-async def list_keys(request: Request) -> dict[str, Any]:
-    principal = await require_key(request)
+async def list_keys(request: Request, principal: Caller) -> dict[str, Any]:
     rows = await orgs.list_keys(services_of(request).store, principal.org_id)
     return {"keys": [{**row, "current": row["id"] == principal.key_id} for row in rows]}
 
@@ -68,8 +67,7 @@ async def list_keys(request: Request) -> dict[str, Any]:
 @post("/api/admin/keys", summary="Create an API key for the org (the key is in this response only)",
       status_code=201, responses=doc(201, KeyCreated, 400, 401),
       operation_class=body_doc(obj(name=string(MAX_NAME, description="Defaults to 'console'")), required=False))
-async def create_key(request: Request) -> dict[str, Any]:
-    principal = await require_key(request)
+async def create_key(request: Request, principal: Caller) -> dict[str, Any]:
     body = await json_body(request) if (await request.body()).strip() else {}
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
@@ -82,8 +80,7 @@ async def create_key(request: Request) -> dict[str, Any]:
 
 @delete("/api/admin/keys/{key_id:str}", summary="Revoke one of the org's API keys (it stops working at once)",
         status_code=200, responses=doc(200, KeyRevoked, 401, 404, 409))
-async def revoke_key(request: Request, key_id: FromPath[str]) -> dict[str, Any]:
-    principal = await require_key(request)
+async def revoke_key(request: Request, principal: Caller, key_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     await revoke_unless_last(services.store, principal.org_id, key_id)
     streams_of(services).revoke(api_key(key_id))  # its open streams close now, not at their next request
@@ -104,4 +101,4 @@ async def revoke_unless_last(store: Store, org_id: str, key_id: str) -> None:
     orgs.forget_verified_keys()  # the key stops working at once, not when its cache entry expires
 
 
-ROUTES = [list_keys, create_key, revoke_key]
+HANDLERS = [list_keys, create_key, revoke_key]
