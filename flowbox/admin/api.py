@@ -40,4 +40,5 @@ async def options(request: Request, principal: Caller) -> dict[str, Any]:
     return {"models": services_of(request).models.names(), "tools": list(BUILTIN_TOOLS)}
 
 
-HANDLERS = [org_info, options, *keys.HANDLERS]  # in the admin Router (area.py); the console's are public
+# Routed by area.py, in a Router that authenticates the caller's API key (the console's routes are public).
+HANDLERS = [org_info, options, *keys.HANDLERS]

@@ -135,4 +135,5 @@ async def legacy_chat(request: Request, principal: Caller) -> Response:
     return await _chat(request, principal, None, legacy=True)
 
 
-HANDLERS = [list_agents, create_agent, get_agent, update_agent, delete_agent, get_thread, agent_chat, legacy_chat]  # in the agents' Router (area.py)
+# Routed by area.py, in a Router that authenticates the caller's API key.
+HANDLERS = [list_agents, create_agent, get_agent, update_agent, delete_agent, get_thread, agent_chat, legacy_chat]

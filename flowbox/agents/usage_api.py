@@ -99,4 +99,5 @@ async def agent_usage_without_id(principal: Caller) -> dict[str, Any]:
     raise AssertionError("unreachable")
 
 
-HANDLERS = [agent_usage, agent_usage_without_id]  # in the agents' Router (area.py)
+# Routed by area.py, in a Router that authenticates the caller's API key.
+HANDLERS = [agent_usage, agent_usage_without_id]
