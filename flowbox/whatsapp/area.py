@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..area import Area
+from ..http import authenticated
 from . import api, migrations
 from .cli import whatsapp
 
 AREA = Area(
     name="whatsapp",
-    routes=tuple(api.ROUTES),
+    routes=(authenticated(api.HANDLERS),),  # every route acts for the caller's API key
     migrations=(migrations.migrations,),
     commands=(whatsapp,),
 )
