@@ -13,7 +13,7 @@ from litestar.params import FromPath
 from ..apidoc import body_doc, doc, query
 from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
-from ..http import json_body, require_key, services_of, whole_number
+from ..http import Caller, json_body, services_of, whole_number
 from ..services import Services
 from ..validation import is_text
 from . import store as kb
@@ -40,8 +40,7 @@ async def _embedder(request: Request) -> Embedder:
 
 @post("/api/public/knowledge", summary="Add a knowledge item", status_code=200,
       responses=doc(200, KnowledgeItem, 400, 401, 402, UsageLimit, 403, 503), operation_class=body_doc(CREATE_BODY))
-async def add_knowledge(request: Request) -> dict[str, Any]:
-    principal = await require_key(request)
+async def add_knowledge(request: Request, principal: Caller) -> dict[str, Any]:
     services = services_of(request)
     body = await json_body(request)
     kb.validate_create(body)  # the documented 400s come before any model loading
@@ -52,21 +51,19 @@ async def add_knowledge(request: Request) -> dict[str, Any]:
 
 
 @get("/api/public/knowledge", summary="List knowledge items", responses=doc(200, KnowledgePage, 400, 401, 403))
-async def list_knowledge(request: Request, page: query("Page number, from 1 (default 1)") = None,
+async def list_knowledge(request: Request, principal: Caller, page: query("Page number, from 1 (default 1)") = None,
                          limit: query("Items per page, 1 to 100 (default 20)") = None,
                          agent_id: query("Only the items linked to this agent") = None) -> dict[str, Any]:
-    principal = await require_key(request)
     page_no, size = kb.page_params(page, limit)
     return await kb.list_items(services_of(request).store, principal.org_id, agent_id=agent_id or None, page=page_no, limit=size)
 
 
 @get("/api/public/knowledge/search", summary="Hybrid search over knowledge items (flowbox extension)",
      responses=doc(200, SearchResults, 400, 401, 403, 503))
-async def search_knowledge(request: Request, q: query("The question or keywords (required)") = None,
+async def search_knowledge(request: Request, principal: Caller, q: query("The question or keywords (required)") = None,
                            limit: query(f"Results, 1 to {MAX_SEARCH_LIMIT} (default 5)") = None,
                            mode: query(f"One of: {', '.join(SEARCH_MODES)} (default hybrid)") = None,
                            agent_id: query("Only the items linked to this agent") = None) -> dict[str, Any]:
-    principal = await require_key(request)
     services = services_of(request)
     text = q or ""
     if not is_text(text, required=True):
@@ -90,15 +87,13 @@ async def search_knowledge(request: Request, q: query("The question or keywords 
 
 
 @get("/api/public/knowledge/{item_id:str}", summary="Get a knowledge item", responses=doc(200, KnowledgeItemWithContent, 401, 404))
-async def get_knowledge(request: Request, item_id: FromPath[str]) -> dict[str, Any]:
-    principal = await require_key(request)
+async def get_knowledge(request: Request, principal: Caller, item_id: FromPath[str]) -> dict[str, Any]:
     return await kb.get_item(services_of(request).store, principal.org_id, item_id)
 
 
 @patch("/api/public/knowledge/{item_id:str}", summary="Update a knowledge item",
        responses=doc(200, KnowledgeItem, 400, 401, 403, 404, 409, 503), operation_class=body_doc(UPDATE_BODY))
-async def update_knowledge(request: Request, item_id: FromPath[str]) -> dict[str, Any]:
-    principal = await require_key(request)
+async def update_knowledge(request: Request, principal: Caller, item_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     body = await json_body(request)
     kb.validate_update(body)
@@ -108,8 +103,7 @@ async def update_knowledge(request: Request, item_id: FromPath[str]) -> dict[str
 
 
 @delete("/api/public/knowledge/{item_id:str}", summary="Delete a knowledge item", status_code=200, responses=doc(200, Deleted, 401, 404))
-async def delete_knowledge(request: Request, item_id: FromPath[str]) -> dict[str, Any]:
-    principal = await require_key(request)
+async def delete_knowledge(request: Request, principal: Caller, item_id: FromPath[str]) -> dict[str, Any]:
     await kb.delete_item(services_of(request).store, principal.org_id, item_id)
     return {"message": "Knowledge item deleted successfully"}
 
@@ -124,4 +118,5 @@ async def preload_embedder(services: Services) -> None:
             logging.getLogger("flowbox").warning("embedding model not loaded: %s", exc)
 
 
-ROUTES = [add_knowledge, list_knowledge, search_knowledge, get_knowledge, update_knowledge, delete_knowledge]
+# Routed by area.py, in a Router that authenticates the caller's API key.
+HANDLERS = [add_knowledge, list_knowledge, search_knowledge, get_knowledge, update_knowledge, delete_knowledge]

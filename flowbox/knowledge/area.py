@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from ..area import Area
+from ..http import authenticated
 from . import agent_tools, api, migrations
 from .cli import knowledge
 
 AREA = Area(
     name="knowledge",
-    routes=tuple(api.ROUTES),
+    routes=(authenticated(api.HANDLERS),),  # every route acts for the caller's API key
     migrations=(migrations.migrations,),
     commands=(knowledge,),
     on_startup=(api.preload_embedder,),
