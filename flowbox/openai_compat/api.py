@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, Router, get, post
+from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
 from ..apidoc import body_doc, doc
-from ..http import BadJSON, decode_json_async, presented_key, services_of
+from ..http import BadJSON, Caller, authenticated, decode_json_async, presented_key, services_of
 from ..orgs import Principal, authenticate
 from ..revocation import REVOKED_MESSAGE, api_key, streams_of
 from ..sse import EventStream, event, until_revoked
@@ -29,7 +29,8 @@ def errors(*statuses: int) -> list:
     return items
 
 
-async def _principal(request: Request) -> Principal:
+async def openai_principal(request: Request) -> Principal:
+    """The caller's key, or OpenAI's 401 bodies."""
     key = presented_key(request)
     if not key:
         raise OpenAIError(401, "You didn't provide an API key. You need to provide your API key in an Authorization "
@@ -52,16 +53,14 @@ async def _body(request: Request) -> Any:
 
 @get("/models", summary="List models: the organisation's agents and the raw models",
      responses=doc(200, ModelList, *errors(400, 401, 429)))
-async def list_models(request: Request) -> dict[str, Any]:
-    principal = await _principal(request)
+async def list_models(request: Request, principal: Caller) -> dict[str, Any]:
     services = services_of(request)
     data = await completions.list_models(services, principal, embeddings.embedding_model_name(services.config))
     return {"object": "list", "data": data}
 
 
 @get("/models/{model_id:str}", summary="Retrieve a model", responses=doc(200, Model, *errors(400, 401, 404, 429)))
-async def get_model(request: Request, model_id: FromPath[str]) -> dict[str, Any]:
-    principal = await _principal(request)
+async def get_model(request: Request, principal: Caller, model_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     for model in await completions.list_models(services, principal, embeddings.embedding_model_name(services.config)):
         if model["id"] == model_id:
@@ -72,8 +71,7 @@ async def get_model(request: Request, model_id: FromPath[str]) -> dict[str, Any]
 @post("/chat/completions", summary="Chat completion on an agent or a raw model (stream: true for SSE)", status_code=200,
       responses=doc(200, ChatCompletion, *errors(400, 401, 403, 404, 413, 429, 503)),
       operation_class=body_doc(COMPLETION_BODY, streams=True))
-async def chat_completions(request: Request) -> Response:
-    principal = await _principal(request)
+async def chat_completions(request: Request, principal: Caller) -> Response:
     services = services_of(request)
     body = await _body(request)
     params = parse(body, request.headers.get(THREAD_HEADER))
@@ -88,9 +86,8 @@ async def chat_completions(request: Request) -> Response:
 
 @post("/embeddings", summary="Embed texts with flowbox's embedding model", status_code=200,
       responses=doc(200, EmbeddingList, *errors(400, 401, 404, 413, 429, 503)), operation_class=body_doc(EMBEDDINGS_BODY))
-async def create_embeddings(request: Request) -> dict[str, Any]:
-    await _principal(request)
+async def create_embeddings(request: Request, principal: Caller) -> dict[str, Any]:
     return await embeddings.create(services_of(request), await _body(request))
 
 
-ROUTES = [Router(path="/v1", route_handlers=[list_models, get_model, chat_completions, create_embeddings])]
+ROUTER = authenticated([list_models, get_model, chat_completions, create_embeddings], openai_principal, path="/v1")

@@ -6,4 +6,5 @@ from ..area import Area
 from ..surfaces import Surface
 from . import api, errors, schemas
 
-AREA = Area(name="openai_compat", routes=tuple(api.ROUTES), errors=Surface(("/v1/",), errors.render, schemas.OpenAIErrorBody))
+# Every route acts for the caller's API key (OpenAI's Bearer auth and 401 bodies).
+AREA = Area(name="openai_compat", routes=(api.ROUTER,), errors=Surface(("/v1/",), errors.render, schemas.OpenAIErrorBody))
