@@ -176,7 +176,6 @@ async def require_key(request: Request) -> Principal:
     principal = await authenticate(services_of(request).store, key)
     if principal is None:
         raise error(401, *INVALID_KEY)
-    request.state.principal = principal
     return principal
 
 

@@ -77,7 +77,6 @@ async def require_principal(request: Request) -> Principal:
         principal = await authenticate(store, credential)
         if principal is None:
             raise _unauthorized("The API key is not valid.", 'error="invalid_token"' if not key else "")
-    request.state.principal = principal
     return principal
 
 
