@@ -23,7 +23,7 @@ from ..validation import invalid, is_text
 from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
-from .auth import require_principal, token_endpoint
+from .auth import require_principal
 from .schemas import (CHAT_BODY, FLOW_BODY, FLOW_UPDATE_BODY, IMPORT_BODY, INPUT_BODY, MESSAGE_BODY, Accepted, Busy, Chat,
                       ChatMessage, Deleted, Flow, FlowExport)
 
@@ -254,6 +254,3 @@ HANDLERS = [
     list_flows, create_flow, import_flow, get_flow, export_flow, update_flow, delete_flow,
     list_chats, create_chat, get_chat, delete_chat, post_message, post_input, get_messages, stream_chat,
 ]
-# Without it: the token endpoint takes the key as a client secret, and the socket authenticates once
-# accepted, so that its errors arrive as an ``error`` frame and a close code.
-PUBLIC = [token_endpoint, chat_socket]
