@@ -10,12 +10,13 @@ from pathlib import Path
 from typing import Any
 
 from litestar import Request, delete, get, patch, post, put
+from litestar.di import NamedDependency
 from litestar.response import File
 from litestar.params import FromPath
 
 from .. import orgs
 from ..apidoc import body_doc, doc, query
-from ..http import BadJSON, decode_json_async, presented_key, services_of
+from ..http import BadJSON, authenticated, decode_json_async, presented_key, services_of
 from . import conversation, flows, projects, socket_api, sockets, threads, webhooks
 from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
@@ -31,6 +32,12 @@ IMPORT_MAX_BYTES = 16 << 20
 
 
 # -- auth and query parameters ----------------------------------------------------------------
+# Each API's authentication is its Router's dependency (ROUTES, below): a handler takes what it
+# returns, ``project: ProjectOf`` or ``org_id: OrgOf``.
+
+ProjectOf = NamedDependency[dict[str, Any]]
+OrgOf = NamedDependency[str]
+
 
 async def rest_project(request: Request) -> dict[str, Any]:
     """REST v1: the project whose token is presented (``Authorization: Bearer <token>``)."""
@@ -43,8 +50,9 @@ async def rest_project(request: Request) -> dict[str, Any]:
     return project
 
 
-async def managed_project(request: Request, project_id: str) -> dict[str, Any]:
-    """Management API: the project, reached with its own token or an API key of its org."""
+async def managed_project(request: Request) -> dict[str, Any]:
+    """Management API: the project of the path, reached with its own token or an API key of its org."""
+    project_id = request.path_params["project_id"]
     token = presented_key(request)
     if not token:
         raise rest_error(401, "Authorization header with a bearer token is required")
@@ -103,8 +111,7 @@ async def _answer(request: Request, sync: str | None, project: dict[str, Any], s
 
 @post("/rest/v1/messages/{thread_id:str}", status_code=200, request_max_body_size=None, summary="Send a message (text, event, location, media)",
       responses=doc(200, Ok, *errors(400, 401, 413)), operation_class=body_doc(MESSAGE_BODY, form=MESSAGE_FORM))
-async def send_message(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
-    project = await rest_project(request)
+async def send_message(request: Request, project: ProjectOf, thread_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     check_thread_id(thread_id)
     if is_multipart(request):
@@ -120,9 +127,9 @@ async def send_message(request: Request, thread_id: FromPath[str]) -> dict[str, 
 
 @get("/rest/v1/messages/{thread_id:str}", summary="A thread's message history (20 per page)",
      responses=doc(200, HistoryAnswer, *errors(400, 401)))
-async def message_history(request: Request, thread_id: FromPath[str], page: query("From 1 (the newest 20 messages)") = None,
+async def message_history(request: Request, project: ProjectOf, thread_id: FromPath[str],
+                          page: query("From 1 (the newest 20 messages)") = None,
                           sync: Sync = None) -> dict[str, Any]:
-    project = await rest_project(request)
     services = services_of(request)
     check_thread_id(thread_id)  # threadIds are the client's keys: one that has sent nothing has an empty history
     page_no = int_param(page, "page", 1, 1, threads.MAX_HISTORY_PAGE)
@@ -131,16 +138,14 @@ async def message_history(request: Request, thread_id: FromPath[str], page: quer
 
 
 @get("/rest/v1/businesshours", summary="The project's business hours", responses=doc(200, BusinessHoursAnswer, *errors(401)))
-async def business_hours(request: Request, sync: Sync = None) -> dict[str, Any]:
-    project = await rest_project(request)
+async def business_hours(request: Request, project: ProjectOf, sync: Sync = None) -> dict[str, Any]:
     hours = {"businessHours": project["business_hours"]}
     return await _answer(request, sync, project, hours, "businesshours", hours)
 
 
 @post("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Pause the bot on a thread",
       responses=doc(200, Ok, *errors(400, 401, 413)), operation_class=body_doc(PAUSE_BODY, required=False))
-async def pause(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
-    project = await rest_project(request)
+async def pause(request: Request, project: ProjectOf, thread_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     body = await optional_json(request)
     seconds = body.get("secondsToPause") if isinstance(body, dict) else None
@@ -154,8 +159,7 @@ async def pause(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
 
 
 @delete("/rest/v1/pause/{thread_id:str}", status_code=200, summary="Resume the bot on a thread", responses=doc(200, Ok, *errors(400, 401)))
-async def resume(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
-    project = await rest_project(request)
+async def resume(request: Request, project: ProjectOf, thread_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     check_thread_id(thread_id)
     await conversation.set_paused(services, project, thread_id, False)
@@ -163,8 +167,7 @@ async def resume(request: Request, thread_id: FromPath[str]) -> dict[str, Any]:
 
 
 @get("/rest/v1/pause/{thread_id:str}", summary="Whether the bot is paused on a thread", responses=doc(200, PauseAnswer, *errors(400, 401)))
-async def pause_status(request: Request, thread_id: FromPath[str], sync: Sync = None) -> dict[str, Any]:
-    project = await rest_project(request)
+async def pause_status(request: Request, project: ProjectOf, thread_id: FromPath[str], sync: Sync = None) -> dict[str, Any]:
     services = services_of(request)
     check_thread_id(thread_id)
     paused = threads.paused_now(await threads.get_thread(services.store, project["id"], thread_id))  # a new thread: not paused
@@ -184,15 +187,13 @@ async def media_file(request: Request, media_id: FromPath[str]) -> File:
 # -- Management API: projects ----------------------------------------------------------------
 
 @get("/v1/projects", summary="List the organisation's messaging projects", responses=doc(200, list[Project], *errors(401)))
-async def list_projects(request: Request) -> list[dict[str, Any]]:
-    org_id = await org_of(request)
+async def list_projects(request: Request, org_id: OrgOf) -> list[dict[str, Any]]:
     return [projects.public(p) for p in await projects.list_projects(services_of(request).store, org_id)]
 
 
 @post("/v1/projects", status_code=201, summary="Create a messaging project (its token is shown once)",
       responses=doc(201, ProjectCreated, *errors(400, 401, 413)), operation_class=body_doc(PROJECT_BODY))
-async def create_project(request: Request) -> dict[str, Any]:
-    org_id = await org_of(request)
+async def create_project(request: Request, org_id: OrgOf) -> dict[str, Any]:
     services = services_of(request)
     body = await read_json(request, services.config.max_body_bytes)
     if not isinstance(body, dict):
@@ -204,14 +205,13 @@ async def create_project(request: Request) -> dict[str, Any]:
 
 
 @get("/v1/projects/{project_id:str}", summary="A messaging project and its settings", responses=doc(200, Project, *errors(401, 403, 404)))
-async def get_project(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
-    return projects.public(await managed_project(request, project_id))
+async def get_project(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
+    return projects.public(project)
 
 
 @patch("/v1/projects/{project_id:str}", summary="Change a project's settings",
        responses=doc(200, Project, *errors(400, 401, 403, 404, 413)), operation_class=body_doc(PROJECT_UPDATE_BODY))
-async def update_project(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def update_project(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     body = await read_json(request, services.config.max_body_bytes)
     project = await projects.update_project(services.store, project_id, body, allow_private=services.config.allow_private_outbound)
@@ -222,8 +222,7 @@ async def update_project(request: Request, project_id: FromPath[str]) -> dict[st
 
 @delete("/v1/projects/{project_id:str}", status_code=200, summary="Delete a project with its flows and threads",
         responses=doc(200, Ok, *errors(401, 403, 404)))
-async def delete_project(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def delete_project(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     await projects.delete_project(services.store, project_id)
     conversation.forget(services, project_id)
@@ -233,17 +232,16 @@ async def delete_project(request: Request, project_id: FromPath[str]) -> dict[st
 
 @post("/v1/projects/{project_id:str}/token", status_code=200, summary="Replace the project's API token",
       responses=doc(200, TokenRotated, *errors(401, 403, 404)))
-async def rotate_token(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def rotate_token(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
     return {"status": "ok", "token": await projects.rotate_token(services_of(request).store, project_id)}
 
 
 # -- Management API: flows -------------------------------------------------------------------
 
 @get("/v1/projects/{project_id:str}/flows", summary="List all Flows (limit, skip)", responses=doc(200, list[Flow], *errors(400, 401, 403, 404)))
-async def list_flows(request: Request, project_id: FromPath[str], limit: query("At most this many, 1 to 1000") = None,
+async def list_flows(request: Request, project: ProjectOf, project_id: FromPath[str],
+                     limit: query("At most this many, 1 to 1000") = None,
                      skip: query("Skip this many first") = None) -> list[dict[str, Any]]:
-    await managed_project(request, project_id)
     count = int_param(limit, "limit", None, 1, 1000)
     skipped = int_param(skip, "skip", 0, 0, 1_000_000_000)
     return [flows.list_view(f) for f in await flows.list_flows(services_of(request).store, project_id, count, skipped)]
@@ -251,8 +249,7 @@ async def list_flows(request: Request, project_id: FromPath[str], limit: query("
 
 @post("/v1/projects/{project_id:str}/flows", status_code=201, summary="Create a Flow",
       responses=doc(201, Flow, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(FLOW_BODY))
-async def create_flow(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def create_flow(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     return await flows.create_flow(services.store, project_id, await read_json(request, services.config.max_body_bytes))
 
@@ -260,22 +257,19 @@ async def create_flow(request: Request, project_id: FromPath[str]) -> dict[str, 
 @post("/v1/projects/{project_id:str}/flows/import", status_code=200, request_max_body_size=None,
       summary="Import Flows (one, a list, or an export); replace=true deletes flows not in it",
       responses=doc(200, Imported, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(IMPORT_BODY))
-async def import_flows(request: Request, project_id: FromPath[str],
+async def import_flows(request: Request, project: ProjectOf, project_id: FromPath[str],
                        replace: query("true: the project's flows that the document does not hold are deleted") = None) -> dict[str, Any]:
-    await managed_project(request, project_id)
     document = await read_json(request, IMPORT_MAX_BYTES)
     return {"status": "ok", **await flows.import_flows(services_of(request).store, project_id, document, is_true(replace))}
 
 
 @get("/v1/projects/{project_id:str}/flows/export", summary="Export every Flow of the project", responses=doc(200, FlowExport, *errors(401, 403, 404)))
-async def export_flows(request: Request, project_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def export_flows(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
     return await flows.export_flows(services_of(request).store, project_id)
 
 
 @get("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="A Flow", responses=doc(200, Flow, *errors(401, 403, 404)))
-async def get_flow(request: Request, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def get_flow(request: Request, project: ProjectOf, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
     flow = await flows.get_flow(services_of(request).store, project_id, flow_id)
     if flow is None:
         raise rest_error(404, "Flow not found")
@@ -284,8 +278,7 @@ async def get_flow(request: Request, project_id: FromPath[str], flow_id: FromPat
 
 @put("/v1/projects/{project_id:str}/flows/{flow_id:str}", summary="Replace a Flow",
      responses=doc(200, Flow, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(FLOW_BODY))
-async def replace_flow(request: Request, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def replace_flow(request: Request, project: ProjectOf, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     flow = await flows.replace_flow(services.store, project_id, flow_id, await read_json(request, services.config.max_body_bytes))
     if flow is None:
@@ -295,8 +288,7 @@ async def replace_flow(request: Request, project_id: FromPath[str], flow_id: Fro
 
 @delete("/v1/projects/{project_id:str}/flows/{flow_id:str}", status_code=200, summary="Delete a Flow",
         responses=doc(200, Ok, *errors(401, 403, 404)))
-async def delete_flow(request: Request, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
-    await managed_project(request, project_id)
+async def delete_flow(request: Request, project: ProjectOf, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
     if not await flows.delete_flow(services_of(request).store, project_id, flow_id):
         raise rest_error(404, "Flow not found")
     return OK
@@ -306,9 +298,15 @@ async def delete_flow(request: Request, project_id: FromPath[str], flow_id: From
 # answered for any origin, without credentials, unless ``cors_origins`` narrows them (flowbox/cors.py).
 BROWSER_PATHS = ("/rest/v1/", "/socket.info", "/thread.")
 
-# The socket channel lives in its own modules (``socket_api``: /socket.info and the SDK's calls; ``sockets``: /ws/<token>).
-ROUTES = socket_api.ROUTES + sockets.ROUTES + [
-    send_message, message_history, business_hours, pause, resume, pause_status, media_file,
-    list_projects, create_project, get_project, update_project, delete_project, rotate_token,
-    list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow,
+ROUTES = [
+    # The socket channel lives in its own modules (``socket_api``: /socket.info and the SDK's calls;
+    # ``sockets``: /ws/<token>). Public: the SDK's calls authorize by clientId and a thread's secret, each
+    # in its own order of checks; the socket's single-use URL is its credential.
+    *socket_api.ROUTES, *sockets.ROUTES,
+    authenticated([send_message, message_history, business_hours, pause, resume, pause_status], rest_project, provides="project"),
+    media_file,  # public: the media id is the capability
+    authenticated([list_projects, create_project], org_of, provides="org_id"),
+    authenticated([get_project, update_project, delete_project, rotate_token,
+                   list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow],
+                  managed_project, provides="project"),
 ]
