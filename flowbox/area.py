@@ -24,7 +24,8 @@ Hook = Callable[["Services"], Awaitable[None]]
 @dataclass(frozen=True)
 class Area:
     name: str
-    # Litestar route handlers and routers.
+    # Litestar route handlers and Routers: the routes that act for a caller in a Router that
+    # authenticates as the API does (``http.authenticated``), public ones beside it.
     routes: tuple[Any, ...] = ()
     # Migration sets, applied in the order of the areas, then of this tuple. A set's name is stored
     # in each database (``_sqlite_migrations``): it never changes.

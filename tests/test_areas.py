@@ -3,11 +3,14 @@ command, and databases written before the areas declared their migrations open u
 
 from __future__ import annotations
 
+import pytest
 import sqlite_utils
+from litestar import get
 
 from flowbox.app import AREAS
 from flowbox.cli.main import cli
 from flowbox.db import connect, migrate, migration_sets
+from flowbox.http import authenticated
 
 # Stored in every database's _sqlite_migrations: a renamed set would be applied again.
 SET_NAMES = ["flowbox", "flowbox.outbox", "flowbox.callbacks", "flowbox.chats", "flowbox.whatsapp",
@@ -41,3 +44,11 @@ def test_each_area_is_declared_once_and_its_commands_reach_the_cli():
     declared = [command.name for area in AREAS for command in area.commands]
     assert len(declared) == len(set(declared))
     assert set(declared) == set(cli.commands)
+
+
+def test_an_authenticated_router_refuses_a_handler_that_skips_its_authentication():
+    @get("/open", sync_to_thread=False)
+    def open_route() -> None: ...
+
+    with pytest.raises(TypeError, match="must take 'principal'"):
+        authenticated([open_route])
