@@ -26,12 +26,14 @@ from typing import Any, Callable
 import httpx
 import pytest
 import uvicorn
+from click.testing import CliRunner
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from flowbox import config as config_mod
 from flowbox import orgs
 from flowbox.app import create_app, uvicorn_options
+from flowbox.cli.main import cli as flowbox_cli
 from flowbox.messaging import projects
 from flowbox.models.files import ensure_model
 
@@ -216,6 +218,15 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+def cli(*args: str, input: str | None = None, code: int = 0, env: dict[str, str] | None = None):
+    """The flowbox CLI in-process, as a user runs it (its data dir: the test's ``FLOWBOX_DATA_DIR``),
+    without a process start per command. Expects exit status ``code`` and no traceback."""
+    result = CliRunner().invoke(flowbox_cli, list(args), input=input, env=env)
+    assert result.exit_code == code, (result.output, result.stderr)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result
+
+
 def create_agent(client: httpx.Client, **fields) -> dict:
     fields.setdefault("name", "test agent")
     response = client.post("/api/public/agent", json=fields)
@@ -317,6 +328,7 @@ def closed(ws, timeout: float = 15) -> tuple[int, list[dict]]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    block_on_close = False  # stopping does not wait for a handler still playing a slow receiver
 
     def handle_error(self, request, client_address):
         pass  # a sender killed or timing out mid-request is what these tests do on purpose

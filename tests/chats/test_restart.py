@@ -11,12 +11,10 @@ import subprocess
 import sys
 
 import httpx
-from click.testing import CliRunner
 
 from flowbox import db
 from flowbox.chats import engine
-from flowbox.cli import main
-from tests.helpers import eventually, free_port, models, wait_serving
+from tests.helpers import cli, eventually, free_port, models, wait_serving
 
 FLOW = {
     "name": "relay",
@@ -26,14 +24,6 @@ FLOW = {
     ],
     "max_rounds": 6,
 }
-
-
-def cli(*args: str, input: str | None = None, code: int = 0):
-    """The CLI in-process (FLOWBOX_DATA_DIR is the test's data dir)."""
-    result = CliRunner().invoke(main.cli, list(args), input=input)
-    assert result.exit_code == code, (result.output, result.stderr)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception  # no traceback
-    return result
 
 
 def serve(port: int, data_dir) -> subprocess.Popen:

@@ -1,4 +1,5 @@
-"""Config loading, the CLI (as a user runs it: subprocesses) and `flowbox serve` first run."""
+"""Config loading, the CLI (as a user runs it: a subprocess, then in-process to spare a process start per
+command) and `flowbox serve` first run."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest
 from flowbox import config as config_mod
 from flowbox.db import IntegrityError, Store, connect, migrate
 from flowbox.models.files import model_path
-from tests.helpers import ServeProcess, free_port
+from tests.helpers import ServeProcess, cli, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,8 +55,8 @@ def test_invalid_config_names_the_key(tmp_path, text, env, key):
     with pytest.raises(config_mod.ConfigError) as info:
         config_mod.load(path, env=env)
     assert key in str(info.value)
-    result = flowbox("keys", "list", "--config", str(path), check=False, env={**os.environ, **env})
-    assert result.returncode != 0 and key in result.stderr
+    result = cli("keys", "list", "--config", str(path), env=env, code=1)
+    assert key in result.stderr
 
 
 def test_example_config_documents_every_setting_and_loads():
@@ -111,22 +112,22 @@ def test_a_batch_is_one_transaction_or_nothing(tmp_path):
 
 
 def test_keys_and_agents_cli_json():
-    created = json.loads(flowbox("keys", "create", "--name", "ci", "--json").stdout)
+    created = json.loads(flowbox("keys", "create", "--name", "ci", "--json").stdout)  # the real entry point, once
     assert created["key"].startswith("fbx_") and created["name"] == "ci"
-    listed = json.loads(flowbox("keys", "list", "--json").stdout)
+    listed = json.loads(cli("keys", "list", "--json").stdout)
     assert [k["id"] for k in listed] == [created["id"]]
     assert "key" not in listed[0] and "key_hash" not in listed[0]
-    agent = json.loads(flowbox("agents", "create", "bot", "--tools", "calculator", "--max-tokens", "32", "--json").stdout)
+    agent = json.loads(cli("agents", "create", "bot", "--tools", "calculator", "--max-tokens", "32", "--json").stdout)
     assert agent["tools"] == ["calculator"] and agent["max_tokens"] == 32
-    updated = json.loads(flowbox("agents", "update", agent["id"], "--instructions", "Be brief.", "--json").stdout)
+    updated = json.loads(cli("agents", "update", agent["id"], "--instructions", "Be brief.", "--json").stdout)
     assert updated["instructions"] == "Be brief."
-    assert [a["id"] for a in json.loads(flowbox("agents", "list", "--json").stdout)] == [agent["id"]]
-    bad = flowbox("agents", "create", "bot2", "--model", "nope", check=False)
-    assert bad.returncode != 0 and "model" in bad.stderr
-    revoked = json.loads(flowbox("keys", "revoke", created["id"], "--json").stdout)
+    assert [a["id"] for a in json.loads(cli("agents", "list", "--json").stdout)] == [agent["id"]]
+    bad = flowbox("agents", "create", "bot2", "--model", "nope", check=False)  # a real process's one-line error
+    assert bad.returncode != 0 and "model" in bad.stderr and "Traceback" not in bad.stderr
+    revoked = json.loads(cli("keys", "revoke", created["id"], "--json").stdout)
     assert revoked == {"id": created["id"], "revoked": True}
-    assert flowbox("keys", "revoke", created["id"], check=False).returncode != 0
-    assert json.loads(flowbox("agents", "delete", agent["id"], "--json").stdout)["deleted"] is True
+    cli("keys", "revoke", created["id"], code=1)
+    assert json.loads(cli("agents", "delete", agent["id"], "--json").stdout)["deleted"] is True
 
 
 def test_serve_first_run_prints_a_key_once(tmp_path):
