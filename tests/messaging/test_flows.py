@@ -211,6 +211,9 @@ def test_engine_slots_entities_and_fallbacks():
     texts, state = run([FLOW], ["order a pizza", "many", "Hello"])
     assert texts[1] == ["How many pizzas?"] and texts[2] == ["Hi! Ask me about the weather, or give feedback."]
     assert state["slot"] is None
+    # a free-text slot takes any text, even one that shares words with an intent, but not an intent's example
+    assert run([FLOW], ["weather forecast", "pizza town"])[0][1] == ["The weather in pizza town is sunny."]
+    assert run([FLOW], ["weather forecast", "order a pizza"])[0][1] == ["Pizza it is.", "How many pizzas?"]
     # agent fallback: asked for instead of the top-level UNKNOWN, but a contextual UNKNOWN wins
     graph = build_graph([normalize_flow(FLOW, "p")], 1)
     decision = asyncio.run(decide(graph, {}, Input(kind="text", text="qwerty"), threshold=0.99, has_agent=True))
