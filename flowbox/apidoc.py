@@ -142,6 +142,11 @@ def string(max_length: int | None = None, min_length: int = 1, **extra: Any) -> 
     return {"type": "string", "minLength": min_length, **({"maxLength": max_length} if max_length else {}), **extra}
 
 
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema``, or null (which the handler takes as absent)."""
+    return {**schema, "type": [schema["type"], "null"]}
+
+
 def obj(required: tuple[str, ...] = (), closed: bool = False, **properties: Any) -> dict[str, Any]:
     """A JSON object; ``closed`` where the handler rejects unknown fields."""
     schema: dict[str, Any] = {"type": "object", "properties": properties}

@@ -3,7 +3,7 @@
 # (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
 from typing import Any, NotRequired, TypedDict
 
-from ..apidoc import obj, string
+from ..apidoc import nullable, obj, string
 from . import cloud
 from .store import API_VERSION, PHONE_NUMBER_ID
 
@@ -71,7 +71,7 @@ CONNECTION_BODY = obj(
     ("phone_number_id", "access_token"), closed=True,
     phone_number_id=string(pattern=f"^{PHONE_NUMBER_ID}$", description="The WhatsApp Business phone number id"),
     access_token=string(4096, description="The Cloud API access token (shown masked afterwards)"),
-    api_base_url=string(description="Default: the whatsapp_api_base_url setting"),
-    api_version=string(pattern=f"^{API_VERSION}$", description="e.g. v21.0; default: the whatsapp_api_version setting"),
-    agent_id=string(min_length=0, description="One agent's own connection; absent: the organisation's"),
+    api_base_url=nullable(string(description="Default (absent or null): the whatsapp_api_base_url setting")),
+    api_version=nullable(string(pattern=f"^{API_VERSION}$", description="e.g. v21.0; default (absent or null): the whatsapp_api_version setting")),
+    agent_id=nullable(string(min_length=0, description="One agent's own connection; absent or null: the organisation's")),
 )
