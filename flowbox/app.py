@@ -76,7 +76,8 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
         lifespan=[lifespan],
         exception_handlers=surfaces.exception_handlers(),  # each error in the shape of the surface it leaves by
         openapi_config=openapi_config(__version__),  # rendered offline at /schema
-        middleware=[request_log, bearer_cors(config, browser_paths), body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate, surfaces.rendered),
+        middleware=[request_log, bearer_cors(config, browser_paths),
+                    body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate, surfaces.rendered),
                     rate_limit(config.rate_limit_per_minute, config.rate_limit_burst, surfaces.rendered)],
         cors_config=app_cors(config),
         request_max_body_size=config.max_body_bytes,

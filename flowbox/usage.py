@@ -55,7 +55,8 @@ async def record_run(tx: Tx, *, run_id: str, org_id: str, agent_id: str, thread_
         "INSERT INTO runs (id, org_id, agent_id, thread_id, status, model, prompt_tokens, completion_tokens, credits, created_at, finished_at) "
         "VALUES (?, ?, ?, ?, 'completed', ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT(id) DO UPDATE SET status='completed', thread_id=excluded.thread_id, model=excluded.model, "
-        "prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens, credits=excluded.credits, finished_at=excluded.finished_at",
+        "prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens, credits=excluded.credits, "
+        "finished_at=excluded.finished_at",
         [run_id, org_id, agent_id, thread_id, model, prompt_tokens, completion_tokens, credits, timestamp, timestamp],
     )
     await charge(tx, org_id, credits)

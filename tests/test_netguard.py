@@ -42,7 +42,8 @@ PRIVATE = [
     "http://100.64.0.1/",
     "http://[fd12:3456::1]/",
 ]
-NOT_URLS = ["ftp://example.com/x", "file:///etc/passwd", "gopher://x/", "javascript:alert(1)", "http:///nohost", "http://exa mple.com:99999/", "x" * 3000]
+NOT_URLS = ["ftp://example.com/x", "file:///etc/passwd", "gopher://x/", "javascript:alert(1)", "http:///nohost", "http://exa mple.com:99999/",
+            "x" * 3000]
 
 
 @pytest.mark.parametrize("url", ALWAYS_REFUSED)

@@ -10,18 +10,30 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath
 
 from ..apidoc import body_doc, doc
-from .callbacks import check_callback_url
 from ..errors import Problem, Unauthorized, error
 from ..http import INVALID_KEY, Caller, json_body, services_of
 from ..orgs import Principal
 from ..revocation import REVOKED_MESSAGE, api_key, streams_of
 from ..services import Services
-from ..surfaces import common_body
 from ..sse import EventStream, event, pump, until_revoked, wants_event_stream
+from ..surfaces import common_body
 from . import chat as chat_mod
 from . import store as agents_store
-from .schemas import (AGENT_CREATE_BODY, AGENT_UPDATE_BODY, CHAT_BODY, LEGACY_CHAT_BODY, Agent, AgentList, AsyncAccepted,
-                      ChatError, ChatResponse, Deleted, LegacyChatResponse, Thread)
+from .callbacks import check_callback_url
+from .schemas import (
+    AGENT_CREATE_BODY,
+    AGENT_UPDATE_BODY,
+    CHAT_BODY,
+    LEGACY_CHAT_BODY,
+    Agent,
+    AgentList,
+    AsyncAccepted,
+    ChatError,
+    ChatResponse,
+    Deleted,
+    LegacyChatResponse,
+    Thread,
+)
 
 
 @get("/api/public/agent", summary="List the organisation's agents", responses=doc(200, AgentList, 401))

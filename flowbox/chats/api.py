@@ -10,8 +10,8 @@ from typing import Any, AsyncIterator
 
 from litestar import Request, Response, WebSocket, delete, get, patch, post, websocket
 from litestar.exceptions import WebSocketDisconnect
-from litestar.response import ServerSentEvent, ServerSentEventMessage
 from litestar.params import FromPath
+from litestar.response import ServerSentEvent, ServerSentEventMessage
 
 from ..apidoc import EventStream, body_doc, doc, query
 from ..errors import Problem
@@ -24,8 +24,22 @@ from . import engine, live
 from . import flows as flows_mod
 from . import store as chats_store
 from .auth import require_principal
-from .schemas import (CHAT_BODY, FLOW_BODY, FLOW_UPDATE_BODY, IMPORT_BODY, INPUT_BODY, MESSAGE_BODY, Accepted, Busy, Chat,
-                      ChatMessage, Deleted, Flow, FlowExport)
+from .schemas import (
+    CHAT_BODY,
+    FLOW_BODY,
+    FLOW_UPDATE_BODY,
+    IMPORT_BODY,
+    INPUT_BODY,
+    MESSAGE_BODY,
+    Accepted,
+    Busy,
+    Chat,
+    ChatMessage,
+    Deleted,
+    Flow,
+    FlowExport,
+)
+
 
 def _object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):

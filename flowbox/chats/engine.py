@@ -25,8 +25,8 @@ from typing import Any
 from ..agents import store as agents_store
 from ..agents.chat import run_turn
 from ..errors import Conflict, ModelError, Problem, error
-from ..models.grammar import schema_text
 from ..models import ChatRequest, generate
+from ..models.grammar import schema_text
 from ..services import Services
 from ..usage import charge, credits_for, has_credits
 from . import store as chats_store

@@ -17,8 +17,7 @@ from ..http import Caller, json_body, services_of, whole_number
 from ..services import Services
 from ..validation import is_text
 from . import store as kb
-from .schemas import (CREATE_BODY, UPDATE_BODY, Deleted, KnowledgeItem, KnowledgeItemWithContent, KnowledgePage,
-                      SearchResults, UsageLimit)
+from .schemas import CREATE_BODY, UPDATE_BODY, Deleted, KnowledgeItem, KnowledgeItemWithContent, KnowledgePage, SearchResults, UsageLimit
 
 SEARCH_MODES = ("hybrid", "vector", "keyword")
 MAX_SEARCH_LIMIT = 50

@@ -11,8 +11,8 @@ from typing import Any
 
 from litestar import Request, delete, get, patch, post, put
 from litestar.di import NamedDependency
-from litestar.response import File
 from litestar.params import FromPath
+from litestar.response import File
 
 from .. import orgs
 from ..apidoc import body_doc, doc, query
@@ -22,9 +22,26 @@ from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
 from .incoming import check_thread_id, from_rest
 from .media import forget_project, get_media, is_multipart, media_response, message_body, read_json, upload_message
-from .schemas import (FLOW_BODY, IMPORT_BODY, MESSAGE_BODY, MESSAGE_FORM, PAUSE_BODY, PROJECT_BODY, PROJECT_UPDATE_BODY,
-                      BusinessHoursAnswer, Flow, FlowExport, HistoryAnswer, Imported, Ok, PauseAnswer, Project, ProjectCreated,
-                      TokenRotated, errors)
+from .schemas import (
+    FLOW_BODY,
+    IMPORT_BODY,
+    MESSAGE_BODY,
+    MESSAGE_FORM,
+    PAUSE_BODY,
+    PROJECT_BODY,
+    PROJECT_UPDATE_BODY,
+    BusinessHoursAnswer,
+    Flow,
+    FlowExport,
+    HistoryAnswer,
+    Imported,
+    Ok,
+    PauseAnswer,
+    Project,
+    ProjectCreated,
+    TokenRotated,
+    errors,
+)
 
 OK = {"status": "ok"}
 Sync = query("true: the answer comes in the response instead of going to the webhook")

@@ -156,7 +156,8 @@ def _publish(services: Services, project_id: str, thread_id: str, events: list[d
 
 async def _pause_events(events: _Events, thread_id: str, paused: bool, seconds: int | None = None, reason: str = "api") -> None:
     if paused:
-        await events.add("control.pause", "control.pause", {"threadId": thread_id, "isPaused": True, "secondsToPause": seconds or 0, "reason": reason})
+        await events.add("control.pause", "control.pause",
+                         {"threadId": thread_id, "isPaused": True, "secondsToPause": seconds or 0, "reason": reason})
     else:
         await events.add("control.resume", "control.resume", {"threadId": thread_id, "isPaused": False, "reason": reason})
 

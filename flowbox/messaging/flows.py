@@ -187,7 +187,8 @@ def _step(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
         problems.add(f"{path}.stepId", "must be a string of at most 100 characters")
     title = raw.get("title", "")
     if not is_text(title, 255, required=kind == "EVENT"):
-        problems.add(f"{path}.title", "must be a string of at most 255 characters" + (" (an EVENT step's title is the event name)" if kind == "EVENT" else ""))
+        problems.add(f"{path}.title",
+                     "must be a string of at most 255 characters" + (" (an EVENT step's title is the event name)" if kind == "EVENT" else ""))
     contexts = raw.get("contexts") or []
     if not isinstance(contexts, list) or not all(_id(c) for c in contexts) or len(set(contexts)) != len(contexts):
         problems.add(f"{path}.contexts", "must be a list of distinct stepIds")
@@ -328,7 +329,8 @@ async def _check_ids(tx: Tx, project_id: str, flows: list[dict[str, Any]]) -> No
         prefix = f"flows[{i}]." if len(flows) > 1 else ""
         for j, step in enumerate(flow["steps"]):
             if step["stepId"] in taken:
-                raise rest_error(409, f"Invalid flow: {prefix}steps[{j}].stepId: \"{step['stepId']}\" is already used by flow \"{taken[step['stepId']]}\"")
+                raise rest_error(409, f"Invalid flow: {prefix}steps[{j}].stepId: \"{step['stepId']}\" "
+                                      f"is already used by flow \"{taken[step['stepId']]}\"")
             taken[step["stepId"]] = flow["title"]
 
 

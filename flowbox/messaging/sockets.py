@@ -8,7 +8,8 @@ agent later) reach every socket on that thread, ``message.delivered`` before ``m
 
 Close codes: 1000 the client closed; 1001 going away (the server's shutdown hook) or 1012
 (uvicorn, when it stops before the hooks run); 1008 the client stopped reading (its send queue
-overflowed); 1009 a frame past the server's 1 MiB cap (uvicorn's ws_max_size, set by flowbox serve); 4401 unknown, used or expired token, or the project token an agent socket was opened with was rotated;
+overflowed); 1009 a frame past the server's 1 MiB cap (uvicorn's ws_max_size, set by flowbox serve);
+4401 unknown, used or expired token, or the project token an agent socket was opened with was rotated;
 4404 the project was deleted; 4408 no frame for ``messaging_socket_idle_ms``; 4429 too many
 sockets from one address, or a flood of frames past the rate limit.
 """

@@ -7,10 +7,10 @@ from typing import Any
 from litestar import Request, Response, delete, get, post, put
 from litestar.params import FromPath
 
+from ..agents.usage_api import owned_agent, require_agent_id
 from ..apidoc import body_doc, doc, query
 from ..errors import Problem, error
 from ..http import Caller, json_body, services_of
-from ..agents.usage_api import owned_agent, require_agent_id
 from . import cloud
 from . import store as wa_store
 from .schemas import CONNECTION_BODY, SEND_BODY, Connection, Connections, Deleted, TemplateSent, WhatsAppError

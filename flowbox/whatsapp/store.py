@@ -68,9 +68,11 @@ async def save_connection(store: Store, org_id: str, fields: Any) -> dict[str, A
             if not await belongs_to(tx, org_id, conn["agent_id"]):
                 raise error(403, "Access denied", "This agent does not belong to your organisation")
         await tx.execute(
-            "INSERT INTO whatsapp_connections (id, org_id, agent_id, phone_number_id, access_token, api_base_url, api_version, created_at, updated_at) "
+            "INSERT INTO whatsapp_connections "
+            "(id, org_id, agent_id, phone_number_id, access_token, api_base_url, api_version, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (org_id, agent_id) DO UPDATE SET phone_number_id = excluded.phone_number_id, "
-            "access_token = excluded.access_token, api_base_url = excluded.api_base_url, api_version = excluded.api_version, updated_at = excluded.updated_at",
+            "access_token = excluded.access_token, api_base_url = excluded.api_base_url, api_version = excluded.api_version, "
+            "updated_at = excluded.updated_at",
             [new_id(), org_id, conn["agent_id"], conn["phone_number_id"], conn["access_token"], conn["api_base_url"], conn["api_version"], now, now],
         )
         row = await tx.fetchone("SELECT * FROM whatsapp_connections WHERE org_id = ? AND agent_id = ?", [org_id, conn["agent_id"]])

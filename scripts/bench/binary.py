@@ -154,7 +154,8 @@ def main() -> None:
     for label, cell in rows:
         print(f"{label:50}{cell(results['executable']):>18}{cell(results['from source']):>18}")
     ratio = statistics.median(results["executable"]["starts"]) / statistics.median(results["from source"]["starts"])
-    print(f"start time executable / from source: {ratio:.2f}; goal (b) {'met' if statistics.median(results['executable']['starts']) <= 3 else 'NOT met'}")
+    print(f"start time executable / from source: {ratio:.2f}; "
+          f"goal (b) {'met' if statistics.median(results['executable']['starts']) <= 3 else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,6 @@ from flowbox.embeddings import load_embedder  # noqa: E402
 from flowbox.ids import iso, new_id  # noqa: E402
 from flowbox.knowledge import index as idx  # noqa: E402
 from flowbox.knowledge import store as kb  # noqa: E402
-from flowbox.knowledge.chunking import split_text  # noqa: E402
 from flowbox.knowledge.importer import import_paths  # noqa: E402
 
 # (fact, question) pairs nobody's model knows; half ask with the fact's own rare words, half paraphrase.

@@ -159,7 +159,8 @@ def main() -> None:
     # warm up: the embedding model loads and the flow's examples are embedded once
     started = time.perf_counter()
     client.post("/rest/v1/messages/warmup", json={"payload": {"type": "text", "speech": "hello"}})
-    print(f"first message (loads the embedding model, embeds {sum(map(len, INTENTS.values()))} examples): {(time.perf_counter() - started) * 1000:.0f} ms")
+    print(f"first message (loads the embedding model, embeds {sum(map(len, INTENTS.values()))} examples): "
+          f"{(time.perf_counter() - started) * 1000:.0f} ms")
 
     def measure(texts: list[str], label: str) -> None:
         posted, delivered = [], []

@@ -142,7 +142,8 @@ def main() -> None:
     for r in rows:
         print(f"{r['concurrency']:>11}  {r['deliveries_per_s']:>12.0f}  {r['p50_ms']:>7.1f}  {r['p99_ms']:>7.1f}  {r['max_ms']:>7.1f}")
     base = rows[0]["deliveries_per_s"]
-    print("throughput vs concurrency " + str(rows[0]["concurrency"]) + ": " + ", ".join(f"{r['concurrency']}: {r['deliveries_per_s'] / base:.1f}x" for r in rows))
+    print("throughput vs concurrency " + str(rows[0]["concurrency"]) + ": "
+          + ", ".join(f"{r['concurrency']}: {r['deliveries_per_s'] / base:.1f}x" for r in rows))
 
 
 if __name__ == "__main__":

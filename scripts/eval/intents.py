@@ -287,7 +287,8 @@ def main() -> None:
     dev = [i for i, c in enumerate(cases) if c.split == "dev"]
     pick = lambda idx: [cases[i] for i in idx]  # noqa: E731
     index_of = {id(c): i for i, c in enumerate(cases)}
-    cos_t = tune(pick(dev), lambda c, t: cosine[c.domain].predict(c, cos_scores[index_of[id(c)]], t), [round(x, 2) for x in np.arange(0.2, 0.9, 0.01)])
+    cos_t = tune(pick(dev), lambda c, t: cosine[c.domain].predict(c, cos_scores[index_of[id(c)]], t),
+                 [round(x, 2) for x in np.arange(0.2, 0.9, 0.01)])
     bm_t = tune(pick(dev), lambda c, t: bm25[c.domain].predict(c, bm_scores[index_of[id(c)]], t), [round(x, 2) for x in np.arange(0.0, 12.0, 0.1)])
     systems = {
         "flowbox (engine, default threshold)": flowbox,

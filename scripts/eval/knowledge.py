@@ -276,7 +276,8 @@ async def run(args) -> None:
     print("\nno answer: share of no-answer questions whose top result is below the line / share of answerable above it")
     answerable = [q.expected is not None for q in questions]
     lines = {
-        f"flowbox relevance < {idx.RELEVANCE_THRESHOLD} (documented)": ([f[0]["relevance"] if f else 0.0 for f in results["flowbox (hybrid)"]], idx.RELEVANCE_THRESHOLD),
+        f"flowbox relevance < {idx.RELEVANCE_THRESHOLD} (documented)": (
+            [f[0]["relevance"] if f else 0.0 for f in results["flowbox (hybrid)"]], idx.RELEVANCE_THRESHOLD),
         "vector only: top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (MiniLM)"]], None),
         "BM25 only: top BM25": ([f[0]["score"] if f else 0.0 for f in results["BM25 only (FTS5)"]], None),
     }

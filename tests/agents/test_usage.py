@@ -172,7 +172,8 @@ def test_usage_errors_word_for_word(server):
     for params, (error, message) in cases:
         response = client.get(url, params=params)
         assert response.status_code == 400 and response.json() == {"error": error, "message": message}, params
-    assert server.client(key="").get(url).json() == {"error": "API key is required", "message": "Please provide an API key in the Authorization header"}
+    assert server.client(key="").get(url).json() == {"error": "API key is required",
+                                                     "message": "Please provide an API key in the Authorization header"}
     response = server.client(key="fbx_wrong").get(url)
     assert response.status_code == 401 and response.json() == {"error": "Invalid API key", "message": "The provided API key is not valid"}
     for agent_path in ("/api/public/agent//usage", "/api/public/agent/%20/usage"):

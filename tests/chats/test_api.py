@@ -112,7 +112,8 @@ class Watcher:
 
 
 def last_status_is(status: str):
-    return lambda frames: any(f["event"] == "status" for f in frames) and [f for f in frames if f["event"] == "status"][-1]["data"]["status"] == status
+    return lambda frames: (any(f["event"] == "status" for f in frames)
+                           and [f for f in frames if f["event"] == "status"][-1]["data"]["status"] == status)
 
 
 def sse_events(client, path: str, until, headers: dict | None = None, timeout: float = 30) -> list[tuple[str, str | None, dict]]:

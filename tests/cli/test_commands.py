@@ -33,7 +33,8 @@ def flowbox(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedPro
 
 def test_config_load_order(tmp_path):
     path = tmp_path / "c.toml"
-    path.write_text('port = 9000\nhost = "0.0.0.0"\nlog_level = "debug"\n[remote.big]\nbase_url = "http://127.0.0.1:1/v1"\nmodel = "m"\napi_key = "secret"\n')
+    path.write_text('port = 9000\nhost = "0.0.0.0"\nlog_level = "debug"\n'
+                    '[remote.big]\nbase_url = "http://127.0.0.1:1/v1"\nmodel = "m"\napi_key = "secret"\n')
     cfg = config_mod.load(path, env={"FLOWBOX_PORT": "9100"})
     assert cfg.port == 9100 and cfg.host == "0.0.0.0" and cfg.log_level == "debug"
     assert cfg.remotes["big"].model == "m" and "secret" not in repr(cfg.remotes["big"])

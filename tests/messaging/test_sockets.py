@@ -110,7 +110,8 @@ def test_bad_input_gets_error_frames_and_the_socket_carries_on(shop):
             (json.dumps({"type": "message.send", "payload": {"threadId": "t", "speech": "x", "metadata": {"timezone": 99}}}), "timezone"),
             (json.dumps({"type": "message.send", "payload": {"threadId": "t", "speech": "x", "attachment": {"type": "video"}}}), "attachment"),
             (json.dumps({"type": "message.send", "payload": {"threadId": "t", "speech": "hi", "traceId": 7,
-                                                             "originator": {"name": "Mallory", "role": "moderator"}}}), "originator.role moderator is for human agents"),
+                                                             "originator": {"name": "Mallory", "role": "moderator"}}}),
+             "originator.role moderator is for human agents"),
             ("x" * 70_000, "Frame too large: 70000 bytes, at most 65536"),
         ]
         for data, message in bad:
@@ -234,7 +235,8 @@ def test_sdk_headers_secret_and_thread_calls(shop):
         ping(ws)  # none of these is answered
         unnoticed = shop.http.get("/thread.unnoticed", headers={**call, "x-flowai-secret": secret}).json()
         assert unnoticed == {"status": "ok", "payload": {"threadId": thread, "unnoticed": False}}
-        shop.rest.post(f"/rest/v1/messages/{thread}", json={"payload": {"type": "text", "speech": "Hi!", "originator": {"name": "Anna", "role": "moderator"}}})
+        shop.rest.post(f"/rest/v1/messages/{thread}",
+                       json={"payload": {"type": "text", "speech": "Hi!", "originator": {"name": "Anna", "role": "moderator"}}})
         assert recv(ws)["payload"]["originator"]["role"] == "moderator"
         assert shop.http.get("/thread.unnoticed", headers={**call, "x-flowai-secret": secret}).json()["payload"]["unnoticed"] is True
 

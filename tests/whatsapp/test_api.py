@@ -66,7 +66,8 @@ def test_template_send_posts_the_cloud_api_payload(setup, cloud):
     assert sends[0]["status"] == "sent" and sends[0]["message_id"] == "wamid.HBgLMzE2MTIzNDU2NzgVAgARGBI"
     assert sends[0]["customer_name"] == "John Doe" and sends[0]["recipient"] == "31612345678"
     # no parameters: no components; a formatted number is sent as digits
-    client.post(f"/api/public/agent/{agent['id']}/waba", json={"recipient_phone_number": "+31 (6) 1234-5678", "template_name": "hello_world", "language": "en"})
+    client.post(f"/api/public/agent/{agent['id']}/waba",
+                json={"recipient_phone_number": "+31 (6) 1234-5678", "template_name": "hello_world", "language": "en"})
     assert json.loads(cloud.requests[1]["body"])["template"] == {"name": "hello_world", "language": {"code": "en"}}
     assert json.loads(cloud.requests[1]["body"])["to"] == "31612345678"
 
@@ -131,12 +132,14 @@ def test_cloud_api_failures_are_clear_errors(setup, cloud):
     server, client, agent, _ = setup
     url = f"/api/public/agent/{agent['id']}/waba"
     unknown_template = {"error": {"message": "(#132001) Template name does not exist in the translation", "type": "OAuthException",
-                                  "code": 132001, "error_data": {"messaging_product": "whatsapp", "details": "template name (nope) does not exist in en_US"}}}
+                                  "code": 132001,
+                                  "error_data": {"messaging_product": "whatsapp", "details": "template name (nope) does not exist in en_US"}}}
     cloud.answers.append(lambda record: (404, unknown_template))
     response = client.post(url, json={**DOC_REQUEST, "template_name": "nope"})
     assert response.status_code == 400
     assert response.json() == {"error": "WhatsApp API error",
-                               "message": "The WhatsApp API answered 404: (#132001) Template name does not exist in the translation (template name (nope) does not exist in en_US)",
+                               "message": "The WhatsApp API answered 404: (#132001) Template name does not exist in the translation "
+                                          "(template name (nope) does not exist in en_US)",
                                "whatsapp_error": unknown_template["error"]}
     cloud.answers.append(lambda record: (401, {"error": {"message": "Invalid OAuth access token.", "code": 190}}))
     response = client.post(url, json=DOC_REQUEST)
@@ -177,18 +180,21 @@ def test_connection_admin_endpoint_and_cli(make_server):
     listed = client.get("/api/public/waba/connection").json()["connections"]
     assert sorted(c["phone_number_id"] for c in listed) == ["123", "456"]
     assert all("secret" not in json.dumps(c) for c in listed)
-    for bad in ({"phone_number_id": "123"}, {"phone_number_id": "1 2", "access_token": "t"}, {"phone_number_id": "1", "access_token": "t", "api_version": "21"},
+    for bad in ({"phone_number_id": "123"}, {"phone_number_id": "1 2", "access_token": "t"},
+                {"phone_number_id": "1", "access_token": "t", "api_version": "21"},
                 {"phone_number_id": "1", "access_token": "t", "api_base_url": "ftp://x"}, {"phone_number_id": "1", "access_token": "t", "extra": 1}):
         response = client.put("/api/public/waba/connection", json=bad)
         assert response.status_code == 400 and response.json()["error"] == "Validation failed", bad
     _, other_key = server.new_org()
-    response = server.client(key=other_key).put("/api/public/waba/connection", json={"phone_number_id": "1", "access_token": "t", "agent_id": agent["id"]})
+    response = server.client(key=other_key).put("/api/public/waba/connection",
+                                                json={"phone_number_id": "1", "access_token": "t", "agent_id": agent["id"]})
     assert response.status_code == 403
     assert client.delete("/api/public/waba/connection", params={"agent_id": agent["id"]}).status_code == 200
     assert client.delete("/api/public/waba/connection", params={"agent_id": agent["id"]}).json() == NOT_CONNECTED
 
     runner = CliRunner()
-    result = runner.invoke(cli, ["whatsapp", "connect", "--phone-number-id", "777", "--token", "cli-token-abcd", "--base-url", "https://wa.example.com", "--json"])
+    result = runner.invoke(cli, ["whatsapp", "connect", "--phone-number-id", "777", "--token", "cli-token-abcd",
+                                 "--base-url", "https://wa.example.com", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["phone_number_id"] == "777"  # replaced the org's connection
     listed = json.loads(runner.invoke(cli, ["whatsapp", "list", "--json"]).output)
