@@ -202,10 +202,9 @@ class IntentIndex:
         the question by ``ANSWER_MARGIN``: otherwise the text is taken as the answer."""
         if not step_ids:
             return None
-        exact = self.exact.get(normalize(text), [])
-        for step_id in step_ids:
-            if step_id in exact:
-                return step_id, 1.0
+        exact = self._exact(text, step_ids)
+        if exact is not None:
+            return exact
         if self.matrix is None or self.embeddings is None or not normalize(text):
             return None
         learned = self.learned
@@ -217,27 +216,52 @@ class IntentIndex:
             return None
         needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
         if question is not None:
-            try:
-                near = [float(await self.embeddings.query(expand(q) if learned is not None else q) @ vector) for q in question]
-                needed = max(near, default=0.0) + ANSWER_MARGIN
-            except Exception as exc:  # noqa: BLE001 - the text is taken as the answer
-                log.warning("embedding a slot's question failed: %r", exc)
+            needed = await self._answer_bar(question, vector, learned is not None)
+            if needed is None:
                 return None
         if learned is None:
-            scores = self.matrix @ vector
-            best: tuple[str, float] | None = None
-            for step_id in step_ids:
-                start, end = self.spans.get(step_id, (0, 0))
-                if end > start:
-                    score = float(scores[start:end].max())
-                    if best is None or score > best[1]:
-                        best = (step_id, score)
-            return best if best is not None and best[1] >= max(threshold, needed) else None
-        model = learned[1]
+            return self._best_by_cosine(vector, step_ids, max(threshold, needed))
+        return await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids,
+                                        threshold=threshold, rivals=rivals, needed=needed)
+
+    def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
+        """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""
+        exact = self.exact.get(normalize(text), [])
+        for step_id in step_ids:
+            if step_id in exact:
+                return step_id, 1.0
+        return None
+
+    async def _answer_bar(self, question: list[str], vector: np.ndarray, learned: bool) -> float | None:
+        """The cosine an intent must reach to beat a pending question: its closest text plus ANSWER_MARGIN.
+        None when the question cannot be embedded (the text is then taken as the answer)."""
+        try:
+            near = [float(await self.embeddings.query(expand(q) if learned else q) @ vector) for q in question]
+            return max(near, default=0.0) + ANSWER_MARGIN
+        except Exception as exc:  # noqa: BLE001 - the text is taken as the answer
+            log.warning("embedding a slot's question failed: %r", exc)
+            return None
+
+    def _best_by_cosine(self, vector: np.ndarray, step_ids: list[str], needed: float) -> tuple[str, float] | None:
+        """Before the model is ready: the intent with the closest example, if that cosine reaches ``needed``."""
+        scores = self.matrix @ vector
+        best: tuple[str, float] | None = None
+        for step_id in step_ids:
+            start, end = self.spans.get(step_id, (0, 0))
+            if end > start:
+                score = float(scores[start:end].max())
+                if best is None or score > best[1]:
+                    best = (step_id, score)
+        return best if best is not None and best[1] >= needed else None
+
+    async def _best_learned(self, learned: tuple[Features, Model], *, text: str, vector: np.ndarray, step_ids: list[str],
+                            threshold: float, rivals: list[str] | None, needed: float) -> tuple[str, float] | None:
+        """With the learned model: the first of its two candidates that passes the level's acceptance rule."""
+        features_of, model = learned
         if len(self.texts) > INLINE_EXAMPLES:  # milliseconds: off the event loop
-            features = await asyncio.to_thread(learned[0].of, vector, query)
+            features = await asyncio.to_thread(features_of.of, vector, text)
         else:
-            features = learned[0].of(vector, query)
+            features = features_of.of(vector, text)
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
         confidence = np.minimum(model.confidence(features), LEARNED_MAX)
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
@@ -245,7 +269,7 @@ class IntentIndex:
             return None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the
         # most confident intent; the first that passes the level's acceptance rule matches.
-        ranking = learned[0].ranking(vector)
+        ranking = features_of.ranking(vector)
         favourite = max(scored, key=lambda item: ranking[self.row[item[0]]])
         surest = max(scored, key=lambda item: item[1])
         rival = max((float(confidence[self.row[r]]) for r in rivals or () if r in self.row), default=0.0)
