@@ -79,70 +79,103 @@ def media_dir(data_path: Path) -> Path:
 async def receive_upload(request: Request, directory: Path, max_bytes: int, limit_label: str) -> tuple[dict[str, str], dict[str, Any] | None]:
     """Parses a multipart body. Returns (text fields, upload) where upload is
     ``{"path", "name", "mimetype", "size"}`` of the ``file`` part written under ``directory``."""
-    content_type, options = multipart.parse_options_header(request.headers.get("content-type", ""))
+    _, options = multipart.parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get("boundary")
     if not boundary:
         raise rest_error(400, "multipart/form-data needs a boundary")
     directory.mkdir(parents=True, exist_ok=True)
-    fields: dict[str, str] = {}
-    upload: dict[str, Any] | None = None
-    temp = directory / f".incoming-{secrets.token_hex(8)}"
-    handle = None
-    pending = bytearray()
-    current: multipart.MultipartSegment | None = None
-    field_data = bytearray()
+    parts = _Parts(directory / f".incoming-{secrets.token_hex(8)}", max_bytes, limit_label)
     parser = multipart.PushMultipartParser(boundary, max_segment_count=16)
-
     stream = request.stream()
-
-    async def flush() -> None:
-        if pending:
-            data = bytes(pending)
-            pending.clear()
-            await asyncio.to_thread(handle.write, data)
-
     try:
         async for chunk in stream:
             for event in parser.parse(chunk) if chunk else ():
-                if isinstance(event, multipart.MultipartSegment):
-                    current = event
-                    if event.filename is not None and event.name == "file":
-                        if handle is not None:
-                            raise rest_error(400, "Upload one file per message")
-                        handle = await asyncio.to_thread(open, temp, "wb")
-                    else:
-                        field_data.clear()
-                elif event is None:  # end of a part
-                    if current is not None and current.filename is not None and current.name == "file":
-                        await flush()
-                        await asyncio.to_thread(handle.close)
-                        upload = {"path": temp, "name": os.path.basename(current.filename) or "file",
-                                  "mimetype": current.content_type or "application/octet-stream", "size": current.size}
-                    elif current is not None and current.name:
-                        fields[current.name] = field_data.decode("utf-8", "replace")
-                    current = None
-                elif current is not None and current.filename is not None and current.name == "file":
-                    if current.bytes_received > max_bytes:
-                        _discard(handle, temp)
-                        await _drain(stream)
-                        raise rest_error(413, f"The maximum file size you can upload is {limit_label}")
-                    pending += event
-                    if len(pending) >= WRITE_BUFFER:
-                        await flush()
-                else:
-                    field_data += event
-                    if len(field_data) > MAX_FIELD_BYTES:
-                        raise rest_error(413, f"Form fields other than the file are limited to {MAX_FIELD_BYTES} bytes")
+                await parts.take(event, stream)
         parser.close()
     except multipart.MultipartError as exc:
-        _discard(handle, temp)
+        parts.discard()
         raise rest_error(400, f"The multipart/form-data body is not valid: {exc}") from None
     except BaseException:
-        _discard(handle, temp)
+        parts.discard()
         raise
-    if upload is None:
-        _discard(handle, temp)
-    return fields, upload
+    if parts.upload is None:
+        parts.discard()
+    return parts.fields, parts.upload
+
+
+class _Parts:
+    """One multipart body as its parser events arrive: the text fields, and the ``file`` part
+    streamed to ``temp`` (written WRITE_BUFFER bytes at a time, off the event loop)."""
+
+    def __init__(self, temp: Path, max_bytes: int, limit_label: str) -> None:
+        self.temp = temp
+        self.max_bytes = max_bytes
+        self.limit_label = limit_label
+        self.fields: dict[str, str] = {}
+        self.upload: dict[str, Any] | None = None
+        self.handle = None
+        self.pending = bytearray()
+        self.current: multipart.MultipartSegment | None = None
+        self.field_data = bytearray()
+
+    async def take(self, event: multipart.MultipartSegment | bytes | bytearray | None, stream) -> None:
+        """Handles one event: a part's headers, the end of a part (None), or a piece of its body."""
+        if isinstance(event, multipart.MultipartSegment):
+            await self._begin(event)
+        elif event is None:
+            await self._end()
+        elif self._in_file():
+            await self._file_bytes(event, stream)
+        else:
+            self._field_bytes(event)
+
+    def _in_file(self) -> bool:
+        return self.current is not None and self.current.filename is not None and self.current.name == "file"
+
+    async def _begin(self, segment: multipart.MultipartSegment) -> None:
+        self.current = segment
+        if self._in_file():
+            if self.handle is not None:
+                raise rest_error(400, "Upload one file per message")
+            self.handle = await asyncio.to_thread(open, self.temp, "wb")
+        else:
+            self.field_data.clear()
+
+    async def _end(self) -> None:
+        current = self.current
+        if self._in_file():
+            await self._flush()
+            await asyncio.to_thread(self.handle.close)
+            self.upload = {"path": self.temp, "name": os.path.basename(current.filename) or "file",
+                           "mimetype": current.content_type or "application/octet-stream", "size": current.size}
+        elif current is not None and current.name:
+            self.fields[current.name] = self.field_data.decode("utf-8", "replace")
+        self.current = None
+
+    async def _file_bytes(self, data: bytes | bytearray, stream) -> None:
+        """Past the limit the partial file goes at once; the rest of the body is read so the client gets the 413."""
+        if self.current.bytes_received > self.max_bytes:
+            self.discard()
+            await _drain(stream)
+            raise rest_error(413, f"The maximum file size you can upload is {self.limit_label}")
+        self.pending += data
+        if len(self.pending) >= WRITE_BUFFER:
+            await self._flush()
+
+    def _field_bytes(self, data: bytes | bytearray) -> None:
+        self.field_data += data
+        if len(self.field_data) > MAX_FIELD_BYTES:
+            raise rest_error(413, f"Form fields other than the file are limited to {MAX_FIELD_BYTES} bytes")
+
+    async def _flush(self) -> None:
+        if self.pending:
+            data = bytes(self.pending)
+            self.pending.clear()
+            await asyncio.to_thread(self.handle.write, data)
+
+    def discard(self) -> None:
+        """Closes and deletes the partial file, if any."""
+        _discard(self.handle, self.temp)
 
 
 async def _drain(stream) -> None:
