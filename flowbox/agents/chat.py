@@ -13,7 +13,7 @@ from typing import Any, Awaitable, Callable
 from ..db import Tx
 from ..errors import ContextTooLong, ModelError, NoCredits, Problem, Unavailable, error
 from ..ids import iso, new_id, short_id
-from ..models import ChatRequest, ToolCall, ToolSpec, generate
+from ..models import ChatRequest, ChatResult, ToolCall, ToolSpec, generate
 from ..models.worker import ModelCrashed
 from ..orgs import Principal
 from ..services import Services
@@ -268,16 +268,11 @@ async def run_turn(
     tools: dict[str, Tool] = {t.name: t for t in await tools_for_agent(ctx, agent)}
     max_tokens = agent["max_tokens"] or services.config.default_max_tokens
     system = [{"role": "system", "content": agent["instructions"]}] if agent["instructions"].strip() else []
-    new_messages: list[dict[str, Any]] = []
-    result = TurnResult(text="", new_messages=new_messages)
+    result = TurnResult(text="", new_messages=[])
     recent = history[-services.config.max_messages:]  # a long thread: only its recent messages can fit anyway
-    user_text = next((m["content"] for m in reversed(incoming) if m["role"] == "user" and isinstance(m["content"], str)), "")
-    for provider in context_providers(ctx):  # e.g. knowledge retrieved for the agent
-        done = [(ToolCall(short_id("call"), name, args), value) for name, args, value in await provider(ctx, agent, user_text)]
-        if done:
-            await _record_tool_round(result, "", done, on_tool)
+    await _add_context(ctx, agent, incoming, result, on_tool)
     for round_no in range(MAX_TOOL_ROUNDS + 1):
-        messages = await asyncio.to_thread(fit_context, backend, system, to_model_messages(recent + incoming + new_messages), max_tokens)
+        messages = await asyncio.to_thread(fit_context, backend, system, to_model_messages(recent + incoming + result.new_messages), max_tokens)
         request = ChatRequest(
             messages=messages, max_tokens=max_tokens, temperature=agent["temperature"],
             tools=[t.spec for t in tools.values()] + list(caller_tools), tool_choice="auto" if round_no < MAX_TOOL_ROUNDS else "none",
@@ -286,34 +281,66 @@ async def run_turn(
             out = await generate(backend, request, key=agent["org_id"], on_text=on_text)
         except ContextTooLong as exc:
             raise invalid(str(exc)) from exc
-        result.prompt_tokens += out.prompt_tokens
-        result.completion_tokens += out.completion_tokens
-        result.model = out.model
-        result.finish_reason = out.finish_reason
+        _count_round(result, out)
         if not out.tool_calls:
-            result.text = out.text.strip()
-            new_messages.append({"role": "assistant", "content": result.text, "id": short_id("msg")})
-            return result
+            return _answer(result, out)
         theirs = {t.name for t in caller_tools}
         if any(call.name in theirs for call in out.tool_calls):
-            result.text = out.text.strip()
-            result.caller_calls = [call for call in out.tool_calls if call.name in theirs]
-            text_part = [{"type": "text", "text": result.text}] if result.text else []
-            new_messages.append({"role": "assistant", "content": text_part + [_call_part(c) for c in result.caller_calls], "id": short_id("msg")})
-            return result
-        done = []
-        for call in out.tool_calls:
-            tool = tools.get(call.name)
-            if tool is None:
-                value: Any = {"error": f"unknown tool {call.name}"}
-            else:
-                try:
-                    value = await tool.run(call.arguments, ctx)
-                except Exception as exc:  # a tool's failure is the model's to read, not a 500
-                    value = {"error": f"{type(exc).__name__}: {exc}"}
-            done.append((call, value))
+            return _hand_to_caller(result, out, theirs)
+        done = await _run_tools(tools, ctx, out.tool_calls)
         await _record_tool_round(result, out.text.strip(), done, on_tool)
     raise AssertionError("unreachable: the last round runs without tools")
+
+
+async def _add_context(ctx: ToolContext, agent: dict, incoming: list[dict[str, Any]], result: TurnResult,
+                       on_tool: Callable[[dict[str, Any]], Awaitable[None]] | None) -> None:
+    """What the context providers find for the last user message (e.g. knowledge retrieved for
+    the agent), recorded as tool rounds before the model runs."""
+    user_text = next((m["content"] for m in reversed(incoming) if m["role"] == "user" and isinstance(m["content"], str)), "")
+    for provider in context_providers(ctx):
+        done = [(ToolCall(short_id("call"), name, args), value) for name, args, value in await provider(ctx, agent, user_text)]
+        if done:
+            await _record_tool_round(result, "", done, on_tool)
+
+
+def _count_round(result: TurnResult, out: ChatResult) -> None:
+    """Tokens add up over the rounds; the model and finish reason are the last round's."""
+    result.prompt_tokens += out.prompt_tokens
+    result.completion_tokens += out.completion_tokens
+    result.model = out.model
+    result.finish_reason = out.finish_reason
+
+
+def _answer(result: TurnResult, out: ChatResult) -> TurnResult:
+    """A round without tool calls ends the turn with its text."""
+    result.text = out.text.strip()
+    result.new_messages.append({"role": "assistant", "content": result.text, "id": short_id("msg")})
+    return result
+
+
+def _hand_to_caller(result: TurnResult, out: ChatResult, theirs: set[str]) -> TurnResult:
+    """A call of a caller's tool ends the turn: those calls go back for the caller to run."""
+    result.text = out.text.strip()
+    result.caller_calls = [call for call in out.tool_calls if call.name in theirs]
+    text_part = [{"type": "text", "text": result.text}] if result.text else []
+    result.new_messages.append({"role": "assistant", "content": text_part + [_call_part(c) for c in result.caller_calls], "id": short_id("msg")})
+    return result
+
+
+async def _run_tools(tools: dict[str, Tool], ctx: ToolContext, calls: list[ToolCall]) -> list[tuple[ToolCall, Any]]:
+    """Runs the called tools in order; an unknown tool is an error value for the model to read."""
+    done = []
+    for call in calls:
+        tool = tools.get(call.name)
+        if tool is None:
+            value: Any = {"error": f"unknown tool {call.name}"}
+        else:
+            try:
+                value = await tool.run(call.arguments, ctx)
+            except Exception as exc:  # a tool's failure is the model's to read, not a 500
+                value = {"error": f"{type(exc).__name__}: {exc}"}
+        done.append((call, value))
+    return done
 
 
 async def chat(
