@@ -199,6 +199,52 @@ def body_deadline(seconds: float, min_rate: int, render: Render) -> Callable[[AS
     return factory
 
 
+class _HeaderDeadline:
+    """The header timer of ``header_deadline``, mixed in before uvicorn's protocol (``super()`` is that protocol)."""
+    _header_seconds: float
+    _header_timer: asyncio.TimerHandle | None = None
+    _partial = False
+
+    def connection_made(self, transport):  # type: ignore[override]
+        super().connection_made(transport)
+        self._header_timer = asyncio.get_running_loop().call_later(self._header_seconds, self._headers_late)
+
+    def data_received(self, data: bytes) -> None:
+        if self._awaiting_headers():
+            self._partial = True
+            if self._header_timer is None:
+                self._header_timer = asyncio.get_running_loop().call_later(self._header_seconds, self._headers_late)
+        super().data_received(data)
+        # headers complete, or the connection became a websocket (another protocol now)
+        if not self._awaiting_headers() or self.transport.get_protocol() is not self:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _awaiting_headers(self) -> bool:
+        cycle = getattr(self, "cycle", None)
+        return cycle is None or cycle.response_complete
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._partial = False
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        transport = self.transport
+        if transport.is_closing() or transport.get_protocol() is not self or not self._awaiting_headers():
+            return
+        if self._partial:  # no path to tell the surface by yet: the common shape
+            body = json.dumps(common_body(_timeout("headers", self._header_seconds))).encode()
+            transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+        transport.close()
+
+
 def header_deadline(base: type[asyncio.Protocol], seconds: float) -> type[asyncio.Protocol]:
     """``base`` (uvicorn's HTTP protocol) closing connections whose request headers take longer than
     ``seconds``, counted from connecting or from the first byte of a next request on a kept-alive
@@ -208,48 +254,8 @@ def header_deadline(base: type[asyncio.Protocol], seconds: float) -> type[asynci
     if seconds <= 0:
         return base
 
-    class HeaderDeadline(base):  # type: ignore[misc, valid-type]
-        _header_timer: asyncio.TimerHandle | None = None
-        _partial = False
-
-        def connection_made(self, transport):  # type: ignore[override]
-            super().connection_made(transport)
-            self._header_timer = asyncio.get_running_loop().call_later(seconds, self._headers_late)
-
-        def data_received(self, data: bytes) -> None:
-            if self._awaiting_headers():
-                self._partial = True
-                if self._header_timer is None:
-                    self._header_timer = asyncio.get_running_loop().call_later(seconds, self._headers_late)
-            super().data_received(data)
-            # headers complete, or the connection became a websocket (another protocol now)
-            if not self._awaiting_headers() or self.transport.get_protocol() is not self:
-                self._disarm()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
-
-        def _awaiting_headers(self) -> bool:
-            cycle = getattr(self, "cycle", None)
-            return cycle is None or cycle.response_complete
-
-        def _disarm(self) -> None:
-            if self._header_timer is not None:
-                self._header_timer.cancel()
-                self._header_timer = None
-            self._partial = False
-
-        def _headers_late(self) -> None:
-            self._header_timer = None
-            transport = self.transport
-            if transport.is_closing() or transport.get_protocol() is not self or not self._awaiting_headers():
-                return
-            if self._partial:  # no path to tell the surface by yet: the common shape
-                body = json.dumps(common_body(_timeout("headers", seconds))).encode()
-                transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-                                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-            transport.close()
+    class HeaderDeadline(_HeaderDeadline, base):  # type: ignore[misc, valid-type]
+        _header_seconds = seconds
 
     HeaderDeadline.__name__ = HeaderDeadline.__qualname__ = f"HeaderDeadline{base.__name__}"
     return HeaderDeadline
