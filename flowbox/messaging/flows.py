@@ -67,6 +67,7 @@ def _timestamp(value: Any) -> str:
 
 
 def _action(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
+    """One action of a step, checked and normalized; None (with its problems added) when it is invalid."""
     if not isinstance(raw, dict):
         problems.add(path, "must be an action object {type, payload} (action ids, as the list view shows them, cannot be stored)")
         return None
@@ -79,47 +80,66 @@ def _action(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
         problems.add(f"{path}.payload", "must be an object")
         return None
     if kind == "HANDOVER":
-        seconds = payload.get("secondsToPause", 0)
-        if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_PAUSE_SECONDS:
-            problems.add(f"{path}.payload.secondsToPause", f"must be a whole number of seconds up to {MAX_PAUSE_SECONDS} (0: until resumed)")
-            return None
-        return {"type": "HANDOVER", "payload": {"secondsToPause": seconds}}
+        return _handover_action(payload, f"{path}.payload", problems)
+    return _text_action(payload, f"{path}.payload", problems)
+
+
+def _handover_action(payload: dict[str, Any], path: str, problems: Problems) -> dict[str, Any] | None:
+    seconds = payload.get("secondsToPause", 0)
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_PAUSE_SECONDS:
+        problems.add(f"{path}.secondsToPause", f"must be a whole number of seconds up to {MAX_PAUSE_SECONDS} (0: until resumed)")
+        return None
+    return {"type": "HANDOVER", "payload": {"secondsToPause": seconds}}
+
+
+def _text_action(payload: dict[str, Any], path: str, problems: Problems) -> dict[str, Any] | None:
+    """A TEXT action: its texts must be valid; an invalid delay, tags or quick reply is reported and left out."""
     texts = payload.get("texts")
-    if texts is None and isinstance(payload.get("text"), str):
+    if texts is None and isinstance(payload.get("text"), str):  # one text, as "text"
         texts = [payload["text"]]
     if not isinstance(texts, list) or not texts or not all(is_text(t, MAX_TEXT, required=True) for t in texts):
-        problems.add(f"{path}.payload.texts", f"must be a non-empty list of non-empty strings of at most {MAX_TEXT} characters")
+        problems.add(f"{path}.texts", f"must be a non-empty list of non-empty strings of at most {MAX_TEXT} characters")
         return None
-    quick_replies = []
-    raw_replies = payload.get("quickReplies") or []
-    if not isinstance(raw_replies, list) or len(raw_replies) > 20:
-        problems.add(f"{path}.payload.quickReplies", "must be a list of at most 20 quick replies")
-        raw_replies = []
-    for k, reply in enumerate(raw_replies):
-        where = f"{path}.payload.quickReplies[{k}]"
-        if isinstance(reply, str):
-            reply = {"label": reply}
-        if not isinstance(reply, dict) or not is_text(reply.get("label"), 100, required=True):
-            problems.add(where, "must have a non-empty \"label\" of at most 100 characters")
-            continue
-        value = reply.get("value", reply["label"])
-        if not is_text(value, MAX_QUERY):
-            problems.add(f"{where}.value", f"must be a string of at most {MAX_QUERY} characters")
-            continue
-        kind_ = reply.get("type", "text")
-        if not is_text(kind_, 50, required=True):
-            problems.add(f"{where}.type", "must be a string such as \"text\"")
-            continue
-        quick_replies.append({"label": reply["label"], "value": value, "type": kind_})
+    quick_replies = _quick_replies(payload.get("quickReplies") or [], f"{path}.quickReplies", problems)
     delay = payload.get("delay", 0)
     if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
-        problems.add(f"{path}.payload.delay", f"must be a number of seconds between 0 and {MAX_DELAY}")
+        problems.add(f"{path}.delay", f"must be a number of seconds between 0 and {MAX_DELAY}")
         delay = 0
     tags = payload.get("tags") or []
     if not isinstance(tags, list) or not all(is_text(t, 100, required=True) for t in tags):
-        problems.add(f"{path}.payload.tags", "must be a list of strings")
+        problems.add(f"{path}.tags", "must be a list of strings")
         tags = []
     return {"type": "TEXT", "payload": {"texts": list(texts), "quickReplies": quick_replies, "delay": delay, "tags": list(tags)}}
+
+
+def _quick_replies(raw_replies: Any, path: str, problems: Problems) -> list[dict[str, Any]]:
+    if not isinstance(raw_replies, list) or len(raw_replies) > 20:
+        problems.add(path, "must be a list of at most 20 quick replies")
+        return []
+    quick_replies = []
+    for k, reply in enumerate(raw_replies):
+        checked = _quick_reply(reply, f"{path}[{k}]", problems)
+        if checked is not None:
+            quick_replies.append(checked)
+    return quick_replies
+
+
+def _quick_reply(reply: Any, where: str, problems: Problems) -> dict[str, Any] | None:
+    """A quick reply: an object with a label (a plain string is taken as one); value and type have defaults."""
+    if isinstance(reply, str):
+        reply = {"label": reply}
+    if not isinstance(reply, dict) or not is_text(reply.get("label"), 100, required=True):
+        problems.add(where, "must have a non-empty \"label\" of at most 100 characters")
+        return None
+    value = reply.get("value", reply["label"])
+    if not is_text(value, MAX_QUERY):
+        problems.add(f"{where}.value", f"must be a string of at most {MAX_QUERY} characters")
+        return None
+    kind = reply.get("type", "text")
+    if not is_text(kind, 50, required=True):
+        problems.add(f"{where}.type", "must be a string such as \"text\"")
+        return None
+    return {"label": reply["label"], "value": value, "type": kind}
 
 
 def _intent(raw: Any, step_title: str, path: str, problems: Problems) -> dict[str, Any] | None:
