@@ -159,6 +159,14 @@ class ImportResult:
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def count(self, plan: Planned) -> None:
+        """Adds a file whose plan has been saved."""
+        self.files += 1
+        self.created += sum(1 for item in plan.items if item["n"] is None)
+        self.updated += sum(1 for item in plan.items if item["n"] is not None)
+        self.unchanged += plan.unchanged
+        self.deleted += len(plan.drop)
+
 
 async def import_paths(store: Store, embedder: Embedder, org_id: str, paths: list[str | Path], *,
                        agent_ids: list[str] | None = None, chunk_size: int = 1500, source: str = "import",
@@ -174,26 +182,9 @@ async def import_paths(store: Store, embedder: Embedder, org_id: str, paths: lis
     group: list[Planned] = []
 
     async def flush() -> None:
-        pending = [item for plan in group for item in plan.to_embed]
-        vectors = await embedder.embed([idx.indexed_text(item) for item in pending])
-        for item, vector in zip(pending, vectors):
-            item["vector"] = vector
-
-        def write(conn):
-            adding = sum(1 for plan in group for item in plan.items if item["n"] is None)
-            kb.check_limit(conn, org_id, max_items, adding - sum(len(plan.drop) for plan in group))
-            for plan in group:
-                kb.delete_items(conn, plan.drop)
-                kb.save_items(conn, embedder.name, embedder.dim, plan.items)
-
-        async with store.write() as tx:
-            await tx.run(write)
+        await _save(store, embedder, org_id, max_items, group)
         for plan in group:
-            result.files += 1
-            result.created += sum(1 for item in plan.items if item["n"] is None)
-            result.updated += sum(1 for item in plan.items if item["n"] is not None)
-            result.unchanged += plan.unchanged
-            result.deleted += len(plan.drop)
+            result.count(plan)
         if progress is not None:
             progress(len(group))
         group.clear()
@@ -214,3 +205,21 @@ async def import_paths(store: Store, embedder: Embedder, org_id: str, paths: lis
     if group:
         await flush()
     return result
+
+
+async def _save(store: Store, embedder: Embedder, org_id: str, max_items: int, group: list[Planned]) -> None:
+    """Embeds the group's changed chunks, then writes the whole group in one transaction (within ``max_items``)."""
+    pending = [item for plan in group for item in plan.to_embed]
+    vectors = await embedder.embed([idx.indexed_text(item) for item in pending])
+    for item, vector in zip(pending, vectors):
+        item["vector"] = vector
+
+    def write(conn):
+        adding = sum(1 for plan in group for item in plan.items if item["n"] is None)
+        kb.check_limit(conn, org_id, max_items, adding - sum(len(plan.drop) for plan in group))
+        for plan in group:
+            kb.delete_items(conn, plan.drop)
+            kb.save_items(conn, embedder.name, embedder.dim, plan.items)
+
+    async with store.write() as tx:
+        await tx.run(write)
