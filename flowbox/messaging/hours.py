@@ -84,54 +84,59 @@ def validate_business_hours(value: Any) -> list[dict[str, Any]]:
     """The documented list, normalised (weekday names capitalised, holidays and label present)."""
     if not isinstance(value, list) or len(value) > MAX_ENTRIES:
         raise rest_error(400, f"\"businessHours\" must be a list of at most {MAX_ENTRIES} business hours objects")
-    out = []
-    for i, entry in enumerate(value):
-        where = f"businessHours[{i}]"
-        if not isinstance(entry, dict):
-            raise rest_error(400, f"{where} must be an object with weekdays, holidays, label and timezone")
-        if not isinstance(entry.get("weekdays") or [], list) or not isinstance(entry.get("holidays") or [], list):
-            raise rest_error(400, f"{where}.weekdays and {where}.holidays must be lists")
-        timezone = entry.get("timezone", "(UTC) UTC")
-        if not is_text(timezone, 100, required=True) or timezone_of(timezone) is None:
-            raise rest_error(400, f"{where}.timezone must look like \"(UTC+03:00) Minsk\" or be an IANA name like \"Europe/Amsterdam\"")
-        label = entry.get("label", "")
-        if not is_text(label, 200):
-            raise rest_error(400, f"{where}.label must be a string of at most 200 characters")
-        weekdays, seen = [], set()
-        for j, day in enumerate(entry.get("weekdays") or []):
-            dwhere = f"{where}.weekdays[{j}]"
-            name = day.get("weekday") if isinstance(day, dict) else None
-            name = name.capitalize() if isinstance(name, str) else name
-            if name not in WEEKDAYS or name in seen:
-                raise rest_error(400, f"{dwhere}.weekday must be one of {', '.join(WEEKDAYS)}, each at most once")
-            seen.add(name)
-            content = day.get("content") or []
-            if not isinstance(content, list):
-                raise rest_error(400, f"{dwhere}.content must be a list of {{from, to}} ranges")
-            ranges = []
-            for k, span in enumerate(content):
-                if not isinstance(span, dict):
-                    raise rest_error(400, f"{dwhere}.content[{k}] must be an object with from and to")
-                _minutes(span.get("from"), f"{dwhere}.content[{k}].from")
-                _minutes(span.get("to"), f"{dwhere}.content[{k}].to")
-                ranges.append({"from": span["from"], "to": span["to"]})
-            weekdays.append({"weekday": name, "content": ranges})
-        holidays = []
-        for j, holiday in enumerate(entry.get("holidays") or []):
-            hwhere = f"{where}.holidays[{j}]"
-            if not isinstance(holiday, dict) or not is_text(holiday.get("holiday", ""), 200):
-                raise rest_error(400, f"{hwhere} must be an object with a \"holiday\" name and a \"date\"")
-            date = holiday.get("date")
-            match = _DATE.match(date) if isinstance(date, str) else None
-            try:
-                dt.date.fromisoformat(match[1]) if match else None
-            except ValueError:
-                match = None
-            if not match:
-                raise rest_error(400, f"{hwhere}.date must be an ISO date such as \"2019-12-31T00:00:00.000Z\"")
-            holidays.append({"holiday": holiday.get("holiday", ""), "date": date})
-        out.append({"weekdays": weekdays, "holidays": holidays, "label": label, "timezone": timezone})
-    return out
+    return [_entry(entry, f"businessHours[{i}]") for i, entry in enumerate(value)]
+
+
+def _entry(entry: Any, where: str) -> dict[str, Any]:
+    """One business hours object; its checks run in a fixed order, so the first problem is the one reported."""
+    if not isinstance(entry, dict):
+        raise rest_error(400, f"{where} must be an object with weekdays, holidays, label and timezone")
+    if not isinstance(entry.get("weekdays") or [], list) or not isinstance(entry.get("holidays") or [], list):
+        raise rest_error(400, f"{where}.weekdays and {where}.holidays must be lists")
+    timezone = entry.get("timezone", "(UTC) UTC")
+    if not is_text(timezone, 100, required=True) or timezone_of(timezone) is None:
+        raise rest_error(400, f"{where}.timezone must look like \"(UTC+03:00) Minsk\" or be an IANA name like \"Europe/Amsterdam\"")
+    label = entry.get("label", "")
+    if not is_text(label, 200):
+        raise rest_error(400, f"{where}.label must be a string of at most 200 characters")
+    seen: set[str] = set()
+    weekdays = [_weekday(day, f"{where}.weekdays[{j}]", seen) for j, day in enumerate(entry.get("weekdays") or [])]
+    holidays = [_holiday(holiday, f"{where}.holidays[{j}]") for j, holiday in enumerate(entry.get("holidays") or [])]
+    return {"weekdays": weekdays, "holidays": holidays, "label": label, "timezone": timezone}
+
+
+def _weekday(day: Any, where: str, seen: set[str]) -> dict[str, Any]:
+    """A weekday's opening hours; ``seen`` holds the weekdays before it (each may come once)."""
+    name = day.get("weekday") if isinstance(day, dict) else None
+    name = name.capitalize() if isinstance(name, str) else name
+    if name not in WEEKDAYS or name in seen:
+        raise rest_error(400, f"{where}.weekday must be one of {', '.join(WEEKDAYS)}, each at most once")
+    seen.add(name)
+    content = day.get("content") or []
+    if not isinstance(content, list):
+        raise rest_error(400, f"{where}.content must be a list of {{from, to}} ranges")
+    ranges = []
+    for k, span in enumerate(content):
+        if not isinstance(span, dict):
+            raise rest_error(400, f"{where}.content[{k}] must be an object with from and to")
+        _minutes(span.get("from"), f"{where}.content[{k}].from")
+        _minutes(span.get("to"), f"{where}.content[{k}].to")
+        ranges.append({"from": span["from"], "to": span["to"]})
+    return {"weekday": name, "content": ranges}
+
+
+def _holiday(holiday: Any, where: str) -> dict[str, Any]:
+    if not isinstance(holiday, dict) or not is_text(holiday.get("holiday", ""), 200):
+        raise rest_error(400, f"{where} must be an object with a \"holiday\" name and a \"date\"")
+    date = holiday.get("date")
+    match = _DATE.match(date) if isinstance(date, str) else None
+    try:
+        dt.date.fromisoformat(match[1]) if match else None
+    except ValueError:  # the right shape, but no such day
+        match = None
+    if not match:
+        raise rest_error(400, f"{where}.date must be an ISO date such as \"2019-12-31T00:00:00.000Z\"")
+    return {"holiday": holiday.get("holiday", ""), "date": date}
 
 
 def _range(span: dict[str, str]) -> tuple[int, int]:
