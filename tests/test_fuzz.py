@@ -36,8 +36,8 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.helpers import create_agent
 
-EXAMPLES = 12  # per operation: bounded so the test fits in CI
-NEGATIVE_EXAMPLES = 8  # more per operation with a documented body, all invalid
+EXAMPLES = 8  # per operation: bounded so the test fits in CI (the seed changes every run)
+NEGATIVE_EXAMPLES = 6  # more per operation with a documented body, all invalid
 
 # Operations a caller without an API key may use, and why (each read in its handler).
 PUBLIC = {
