@@ -201,8 +201,10 @@ async def _drain(services: Services, key: tuple[str, str]) -> None:
     waiting = locks.turns[key]
     group: list[_Turn] = []
     try:
-        async with locks.hold(key):
-            while waiting:
+        while waiting:
+            # The lock is taken per round: a pause or a human agent's reply that came in meanwhile
+            # (waiting for the lock) goes before the messages that arrived after it.
+            async with locks.hold(key):
                 group = [t for t in waiting[:GROUP_MAX] if not t.future.done()]  # done: its caller gave up
                 del waiting[:GROUP_MAX]
                 try:
