@@ -197,17 +197,17 @@ class ServeProcess:
         assert self.proc.wait(timeout=30) == 0
 
 
-def wait_serving(proc: subprocess.Popen, base_url: str, timeout: float = 60) -> None:
-    """Until a ``flowbox serve`` child process answers /healthz (it must not exit meanwhile)."""
+def wait_serving(proc: subprocess.Popen, url: str, what: str = "flowbox serve", timeout: float = 60) -> None:
+    """Until a server child process answers ``url`` with 200 (it must not exit meanwhile)."""
 
     def healthy() -> bool:
-        assert proc.poll() is None, "flowbox serve exited"
+        assert proc.poll() is None, f"{what} exited"
         try:
-            return httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    eventually(healthy, f"flowbox serve answering at {base_url}", timeout=timeout, interval=0.1)
+    eventually(healthy, f"{what} answering at {url}", timeout=timeout, interval=0.1)
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:

@@ -226,7 +226,7 @@ def test_kill_9_with_deliveries_pending_loses_none(tmp_path, receivers):
         arrived_before = len(receiver.delivery_ids())
         assert arrived_before < total, "the server finished before it was killed; the test proves nothing"
         proc = _serve(data_dir, port, env)
-        wait_serving(proc, f"http://127.0.0.1:{port}")
+        wait_serving(proc, f"http://127.0.0.1:{port}/healthz")
         eventually(lambda: len(receiver.delivery_ids()) >= total, "every delivery arrived after the restart", interval=0.1)
     finally:
         proc.send_signal(signal.SIGTERM)

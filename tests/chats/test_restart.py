@@ -32,7 +32,7 @@ def serve(port: int, data_dir) -> subprocess.Popen:
     proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port), "--data-dir", str(data_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_serving(proc, f"http://127.0.0.1:{port}")
+        wait_serving(proc, f"http://127.0.0.1:{port}/healthz")
     except AssertionError:
         proc.kill()
         raise

@@ -5,11 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import httpx
 import pytest
 
 from flowbox.models.files import model_path
-from tests.helpers import create_agent, eventually, free_port
+from tests.helpers import create_agent, free_port, wait_serving
 
 
 @pytest.fixture(scope="module")
@@ -22,15 +21,8 @@ def openai_server(models_dir):
     )
     base = f"http://127.0.0.1:{port}/v1"
 
-    def serving() -> bool:
-        assert proc.poll() is None, "llama_cpp.server exited"
-        try:
-            return httpx.get(f"{base}/models", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        eventually(serving, "llama_cpp.server answering", interval=0.1)
+        wait_serving(proc, f"{base}/models", "llama_cpp.server", timeout=120)
     except AssertionError:
         proc.kill()
         raise
