@@ -191,18 +191,12 @@ class Store:
             self._readers.put_nowait(reader)
 
     async def fetchone(self, sql: str, params: Iterable[Any] | dict = ()) -> Row | None:
-        reader = await self._readers.get()
-        try:
-            return await Tx(reader).fetchone(sql, params)
-        finally:
-            self._readers.put_nowait(reader)
+        async with self.read() as tx:
+            return await tx.fetchone(sql, params)
 
     async def fetchall(self, sql: str, params: Iterable[Any] | dict = ()) -> list[Row]:
-        reader = await self._readers.get()
-        try:
-            return await Tx(reader).fetchall(sql, params)
-        finally:
-            self._readers.put_nowait(reader)
+        async with self.read() as tx:
+            return await tx.fetchall(sql, params)
 
     async def lookup(self, sql: str, params: Iterable[Any] | dict = ()) -> list[Row]:
         """A small indexed read (a key, an org's agents) on the event loop's own connection.
