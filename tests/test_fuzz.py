@@ -69,7 +69,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 # Operations that take no request body (every other POST, PUT and PATCH documents its body).
 NO_BODY = {("POST", "/v1/projects/{project_id}/token")}
 # Streams that stay open while the resource exists: no seeded id, and a short read timeout.
-STREAMS = {("GET", "/chats/{chat_id}/stream")}
+STREAMS = {("GET", "/chats/{chat_id}/stream"), ("GET", "/v1/projects/{project_id}/events")}
 
 
 def seed(server) -> dict[str, str]:

@@ -34,7 +34,7 @@ GENERATES = {
     ("POST", "/chats/{chat_id}/input"),
 }
 # Streams stay open while their resource exists: they get unknown ids (so an answer comes at once).
-STREAMS = {("GET", "/chats/{chat_id}/stream")}
+STREAMS = {("GET", "/chats/{chat_id}/stream"), ("GET", "/v1/projects/{project_id}/events")}
 MAX_BODY = 65_536  # the test server's max_body_bytes: oversized bodies stay small
 SERVER_OPTIONS = {"max_body_bytes": MAX_BODY}  # the module's server (tests that need other settings start their own)
 

@@ -15,11 +15,16 @@ from litestar.params import FromPath
 from litestar.response import File
 
 from .. import orgs
-from ..apidoc import body_doc, doc, query
+from ..apidoc import EventStream, body_doc, doc, query
 from ..http import BadJSON, authenticated, decode_json_async, presented_key, services_of
-from . import conversation, flows, projects, socket_api, sockets, threads, webhooks
+from ..revocation import REVOKED_MESSAGE, Credential, api_key, project_token, streams_of
+from ..sse import EventStream as EventStreamResponse
+from ..sse import event, until_revoked
+from ..validation import is_text
+from . import conversation, flows, inbox, projects, socket_api, sockets, threads, webhooks
 from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
+from .hub import hub_of
 from .incoming import check_thread_id, from_rest
 from .media import forget_project, get_media, is_multipart, media_response, message_body, read_json, upload_message
 from .schemas import (
@@ -31,6 +36,7 @@ from .schemas import (
     PROJECT_BODY,
     PROJECT_UPDATE_BODY,
     BusinessHoursAnswer,
+    Explanation,
     Flow,
     FlowExport,
     HistoryAnswer,
@@ -39,6 +45,8 @@ from .schemas import (
     PauseAnswer,
     Project,
     ProjectCreated,
+    ThreadSummary,
+    ThreadView,
     TokenRotated,
     errors,
 )
@@ -110,6 +118,16 @@ async def optional_json(request: Request) -> Any:
         raise rest_error(400, f"The request body is not valid JSON: {exc}") from None
 
 
+async def pause_seconds(request: Request) -> int | None:
+    """A pause request's optional body, ``{"secondsToPause": n}``: None pauses until resumed."""
+    body = await optional_json(request)
+    seconds = body.get("secondsToPause") if isinstance(body, dict) else None
+    if not isinstance(body, dict) or (seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
+                                                               or not 0 <= seconds <= MAX_PAUSE_SECONDS)):
+        raise rest_error(400, f"The body must be an object; secondsToPause, when given, a whole number of seconds up to {MAX_PAUSE_SECONDS}")
+    return seconds or None
+
+
 async def _answer(request: Request, sync: str | None, project: dict[str, Any], sync_body: dict[str, Any], event_type: str,
                   payload: dict[str, Any]) -> dict[str, Any]:
     """With ``sync=true`` the answer is ``{"status": "ok", **sync_body}``; without, ``{"status": "ok"}``
@@ -164,14 +182,10 @@ async def business_hours(request: Request, project: ProjectOf, sync: Sync = None
       responses=doc(200, Ok, *errors(400, 401, 413)), operation_class=body_doc(PAUSE_BODY, required=False))
 async def pause(request: Request, project: ProjectOf, thread_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
-    body = await optional_json(request)
-    seconds = body.get("secondsToPause") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or (seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
-                                                               or not 0 <= seconds <= MAX_PAUSE_SECONDS)):
-        raise rest_error(400, f"The body must be an object; secondsToPause, when given, a whole number of seconds up to {MAX_PAUSE_SECONDS}")
+    seconds = await pause_seconds(request)
     check_thread_id(thread_id)
     # A human agent may pause a thread before its user has said anything: the pause waits for the first message.
-    await conversation.set_paused(services, project, thread_id, True, seconds or None)
+    await conversation.set_paused(services, project, thread_id, True, seconds)
     return OK
 
 
@@ -311,6 +325,114 @@ async def delete_flow(request: Request, project: ProjectOf, project_id: FromPath
     return OK
 
 
+# -- Management API: threads (the inbox) ------------------------------------------------------
+# What a human agent needs with an org's API key (REST v1 takes only the project's token).
+
+@get("/v1/projects/{project_id:str}/threads", summary="The project's threads, most recently active first",
+     responses=doc(200, list[ThreadSummary], *errors(400, 401, 403, 404)))
+async def list_threads(request: Request, project: ProjectOf, project_id: FromPath[str],
+                       only: query("paused, handover (paused by a HANDOVER action) or outsideHours (the user's latest "
+                                   "message came outside business hours)") = None,
+                       limit: query("At most this many, 1 to 200 (50)") = None,
+                       skip: query("Skip this many first") = None) -> list[dict[str, Any]]:
+    if only is not None and only not in inbox.FILTERS:
+        raise rest_error(400, f"only must be one of {', '.join(inbox.FILTERS)}")
+    count = int_param(limit, "limit", 50, 1, 200)
+    skipped = int_param(skip, "skip", 0, 0, 1_000_000_000)
+    return await inbox.list_threads(services_of(request).store, project, only, count, skipped)
+
+
+@get("/v1/projects/{project_id:str}/threads/{thread_id:str}", summary="A thread: its state and a page of its history",
+     responses=doc(200, ThreadView, *errors(400, 401, 403, 404)))
+async def get_thread(request: Request, project: ProjectOf, project_id: FromPath[str], thread_id: FromPath[str],
+                     page: query("From 1 (the newest 20 messages)") = None) -> dict[str, Any]:
+    check_thread_id(thread_id)
+    page_no = int_param(page, "page", 1, 1, threads.MAX_HISTORY_PAGE)
+    return await inbox.thread_view(services_of(request).store, project, thread_id, page_no)
+
+
+@post("/v1/projects/{project_id:str}/threads/{thread_id:str}/pause", status_code=200, summary="Take a thread over: pause the bot",
+      responses=doc(200, Ok, *errors(400, 401, 403, 404, 413)), operation_class=body_doc(PAUSE_BODY, required=False))
+async def take_over(request: Request, project: ProjectOf, project_id: FromPath[str], thread_id: FromPath[str]) -> dict[str, Any]:
+    seconds = await pause_seconds(request)
+    check_thread_id(thread_id)
+    await conversation.set_paused(services_of(request), project, thread_id, True, seconds)
+    return OK
+
+
+@delete("/v1/projects/{project_id:str}/threads/{thread_id:str}/pause", status_code=200, summary="Hand a thread back: resume the bot",
+        responses=doc(200, Ok, *errors(400, 401, 403, 404)))
+async def hand_back(request: Request, project: ProjectOf, project_id: FromPath[str], thread_id: FromPath[str]) -> dict[str, Any]:
+    check_thread_id(thread_id)
+    await conversation.set_paused(services_of(request), project, thread_id, False)
+    return OK
+
+
+@post("/v1/projects/{project_id:str}/threads/{thread_id:str}/messages", status_code=200,
+      summary="Reply as a human agent (the REST v1 message body; it is sent as the moderator)",
+      responses=doc(200, Ok, *errors(400, 401, 403, 404, 413)), operation_class=body_doc(MESSAGE_BODY))
+async def agent_reply(request: Request, project: ProjectOf, project_id: FromPath[str], thread_id: FromPath[str]) -> dict[str, Any]:
+    services = services_of(request)
+    check_thread_id(thread_id)
+    incoming = from_rest(await read_json(request, services.config.max_body_bytes))
+    if incoming.kind not in ("text", "location"):
+        raise rest_error(400, "A human agent's reply here is text or a location (media goes through REST v1 uploads)")
+    incoming.originator = {"name": "agent", **incoming.originator, "role": "moderator"}
+    await conversation.moderator_reply(services, project, thread_id, incoming)
+    return OK
+
+
+async def credential_of(request: Request) -> Credential | None:
+    """What a Management API request was authenticated with (its project's token or an org key):
+    a stream it opens closes when that is revoked."""
+    token = presented_key(request) or ""
+    store = services_of(request).store
+    if await projects.by_token(store, token) is not None:
+        return project_token(orgs.hash_key(token))
+    principal = await orgs.authenticate(store, token)
+    return api_key(principal.key_id) if principal else None
+
+
+LIVE_PING_SECONDS = 15.0
+
+
+@get("/v1/projects/{project_id:str}/events", summary="Server-Sent Events: everything that happens on the project's threads",
+     responses=doc(200, EventStream, *errors(401, 403, 404)))
+async def project_events(request: Request, project: ProjectOf, project_id: FromPath[str]) -> EventStreamResponse:
+    """Each event is named by its type (``message.delivered``, ``message.received``, ``control.pause``,
+    ``control.resume``, ``control.handover``, ``agent.typing``, ``activity.user.typing``) and carries
+    ``{"type", "payload", "threadId"}``, as sockets receive them; a comment every 15 s of quiet."""
+    services = services_of(request)
+    hold = streams_of(services).holder(await credential_of(request))
+
+    async def events():
+        with hub_of(services).subscribe(project["id"]) as subscription:
+            yield ": following\n\n"  # the response starts now: whatever happens from here on is sent
+            while True:
+                try:
+                    item = await asyncio.wait_for(subscription.get(), LIVE_PING_SECONDS)
+                except asyncio.TimeoutError:
+                    yield ": ping\n\n"
+                    continue
+                yield event(item, item.get("type"))
+
+    farewell = event({"status": "error", "message": REVOKED_MESSAGE}, "error")
+    return EventStreamResponse(until_revoked(events(), hold, farewell))
+
+
+@get("/v1/projects/{project_id:str}/explain", summary="Why a text would match what it matches (nothing is stored)",
+     responses=doc(200, Explanation, *errors(400, 401, 403, 404)))
+async def explain(request: Request, project: ProjectOf, project_id: FromPath[str],
+                  text: query("The user's text (at most 1000 characters)") = None,
+                  threadId: query("Explain it on this thread as it stands (its step, pending slot, params)") = None,  # noqa: N803
+                  ) -> dict[str, Any]:
+    if not is_text(text, 1000, required=False) or text is None:
+        raise rest_error(400, "text is required: a string of at most 1000 characters")
+    if threadId is not None:
+        check_thread_id(threadId)
+    return await inbox.explain(services_of(request), project, threadId, text)
+
+
 # Bearer-token APIs that web pages on any site call (the document's browser example, the web SDK):
 # answered for any origin, without credentials, unless ``cors_origins`` narrows them (flowbox/cors.py).
 BROWSER_PATHS = ("/rest/v1/", "/socket.info", "/thread.")
@@ -324,6 +446,7 @@ ROUTES = [
     media_file,  # public: the media id is the capability
     authenticated([list_projects, create_project], org_of, provides="org_id"),
     authenticated([get_project, update_project, delete_project, rotate_token,
-                   list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow],
+                   list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow,
+                   list_threads, get_thread, take_over, hand_back, agent_reply, project_events, explain],
                   managed_project, provides="project"),
 ]

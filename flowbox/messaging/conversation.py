@@ -164,7 +164,7 @@ async def _pause_events(events: _Events, thread_id: str, paused: bool, seconds: 
 
 # -- the message path -------------------------------------------------------------------------
 
-def _engine_input(project: dict[str, Any], incoming: Incoming) -> Input:
+def engine_input(project: dict[str, Any], incoming: Incoming) -> Input:
     inp = incoming.engine_input()
     event = project.get("outside_hours_event")
     if event and incoming.kind in ("text", "location", "media") and not is_open(project["business_hours"]):
@@ -269,7 +269,7 @@ async def _decide_and_store(services: Services, project: dict[str, Any], thread_
     decision: Decision | None = None
     if not paused:
         graph = await graph_for(services, project)
-        decision = await decide(graph, thread["state"] if thread else {}, _engine_input(project, incoming),
+        decision = await decide(graph, thread["state"] if thread else {}, engine_input(project, incoming),
                                 threshold=threshold_of(services, project), has_agent=bool(project.get("agent_id")))
     outcome = Outcome(delivered=incoming.delivered(thread_id), paused=paused, step=decision.matched if decision else None)
     stored = incoming.stored(decision.contexts if decision else None, decision.intents if decision else None)

@@ -224,6 +224,38 @@ class IntentIndex:
         return await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids,
                                         threshold=threshold, rivals=rivals, needed=needed)
 
+    async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:
+        """Why ``best`` chose as it did, for people (the console's test chat; read only): for each of
+        ``step_ids`` its closest example and that cosine, whether an example equals the text, and the
+        learned model's confidence once it is ready; most likely first. ``method`` says what decided:
+        ``learned``, ``similarity`` (before the model is ready) or ``exact`` (no embedding model)."""
+        exact = set(self.exact.get(normalize(text), []))
+        items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
+                     "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
+        learned = self.learned
+        method = "learned" if learned is not None else "similarity" if self.matrix is not None else "exact"
+        vector = None
+        if self.matrix is not None and self.embeddings is not None and normalize(text):
+            query = expand(text) if learned is not None else text
+            try:
+                vector = await self.embeddings.query(query or text)
+            except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
+                log.warning("embedding a message failed: %r", exc)
+        if vector is not None:
+            cosines = self.matrix @ vector
+            confidence = None
+            if learned is not None:
+                features = await asyncio.to_thread(learned[0].of, vector, query)
+                confidence = np.minimum(learned[1].confidence(features), LEARNED_MAX)
+            for step_id, item in items.items():
+                start, end = self.spans[step_id]
+                closest = start + int(np.argmax(cosines[start:end]))
+                item["example"], item["similarity"] = self.texts[closest], round(float(cosines[closest]), 4)
+                if confidence is not None and not item["exact"]:
+                    item["confidence"] = round(float(confidence[self.row[step_id]]), 4)
+        ranked = sorted(items.values(), key=lambda i: (i["confidence"] or 0.0, i["similarity"] or 0.0), reverse=True)
+        return {"method": method, "intents": ranked}
+
     def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
         """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""
         exact = self.exact.get(normalize(text), [])

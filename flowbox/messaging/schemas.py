@@ -130,6 +130,63 @@ class Imported(TypedDict):
     deleted: list[str]
 
 
+class LastMessage(TypedDict):
+    role: str  # user, bot or moderator
+    text: str
+    createdAt: str
+
+
+class ThreadSummary(TypedDict):
+    """A thread as the inbox lists it"""
+
+    threadId: str
+    paused: bool
+    pausedUntil: str | None  # a timed pause ends then; null: until resumed (or not paused)
+    handover: bool           # paused by a HANDOVER action
+    outsideHours: bool       # the user's latest message came outside business hours
+    user: dict[str, Any]     # name, userId as the user's client gave them
+    messages: int
+    lastMessage: LastMessage | None
+    stepId: str | None       # the step the thread is in
+    params: dict[str, Any]
+    createdAt: str | None
+    updatedAt: str | None
+
+
+class ThreadView(ThreadSummary):
+    """The thread and a page of its history (as REST v1 history's `result`)"""
+
+    history: History
+
+
+class IntentScore(TypedDict):
+    stepId: str
+    title: str
+    exact: bool                # an example equals the text (case and punctuation aside)
+    example: str | None        # the closest example by meaning
+    similarity: float | None   # its cosine
+    confidence: float | None   # the learned model's (1.0 for an exact example)
+
+
+class Explanation(TypedDict):
+    """What the engine would do with the text on that thread; nothing is stored"""
+
+    threadId: str | None
+    text: str
+    paused: bool                     # the bot is paused there: a human answers instead
+    context: dict[str, Any] | None   # the step the thread is in
+    step: dict[str, Any] | None      # the step matched: stepId, title, type
+    flow: dict[str, Any] | None
+    confidence: float | None
+    threshold: float
+    method: str                      # learned, similarity (the model is not ready) or exact (no embedding model)
+    explanation: str                 # the reasons, in words
+    intents: list[IntentScore]       # the intents weighed, most likely first (at most 5)
+    params: dict[str, Any]           # the thread's params afterwards
+    replies: list[str]
+    handover: bool
+
+
 class Endpoint(TypedDict):
     endpoint: str  # ws:// or wss://, single use
 

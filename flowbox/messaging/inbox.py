@@ -1,0 +1,166 @@
+"""The inbox: a project's threads as human agents see them (paused, handed over, written outside
+business hours), one thread with its history, and why the engine answers a text as it does (the
+console's test chat). Plain functions under the Management API's thread routes (``api.py``).
+
+A thread is *handed over* while it is paused and the bot's latest message came from a HANDOVER
+action; it was written *outside business hours* when its user's latest message arrived while the
+project's business hours were closed.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import random
+from typing import Any
+
+from ..db import Store
+from ..services import Services
+from . import threads
+from .conversation import engine_input, graph_for, threshold_of
+from .engine import decide
+from .hours import is_open
+from .incoming import Incoming
+
+FILTERS = ("paused", "handover", "outsideHours")
+ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
+
+_LAST = "SELECT {what} FROM msg_messages m WHERE m.project_id = t.project_id AND m.thread_id = t.thread_id {also} ORDER BY m.seq DESC LIMIT 1"
+_THREADS = f"""
+SELECT * FROM (
+  SELECT t.thread_id, t.paused, t.paused_until, t.originator, t.state, t.created_at, t.updated_at,
+    (SELECT COUNT(*) FROM msg_messages m WHERE m.project_id = t.project_id AND m.thread_id = t.thread_id) AS messages,
+    ({_LAST.format(what="m.sender", also="")}) AS last_sender,
+    ({_LAST.format(what="m.message", also="")}) AS last_message,
+    ({_LAST.format(what="m.created_at", also="")}) AS last_at,
+    ({_LAST.format(what="m.message", also="AND m.sender = 'bot'")}) AS last_bot,
+    ({_LAST.format(what="m.created_at", also="AND m.sender = 'user'")}) AS last_user_at
+  FROM msg_threads t WHERE t.project_id = ? {{where}}
+) ORDER BY COALESCE(last_at, updated_at) DESC, thread_id
+"""
+
+
+def _moment(iso: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+
+
+def _summary(row: Any, project: dict[str, Any]) -> dict[str, Any]:
+    paused = threads.paused_now(row)
+    last_bot = json.loads(row["last_bot"]) if row["last_bot"] else {}
+    last = json.loads(row["last_message"]) if row["last_message"] else None
+    originator = json.loads(row["originator"] or "{}")
+    state = json.loads(row["state"] or "{}")
+    return {
+        "threadId": row["thread_id"],
+        "paused": paused,
+        "pausedUntil": row["paused_until"] if paused else None,
+        "handover": paused and "handover" in (last_bot.get("actions") or []),
+        "outsideHours": bool(row["last_user_at"]) and not is_open(project["business_hours"], _moment(row["last_user_at"])),
+        "user": {k: originator[k] for k in ("name", "userId") if isinstance(originator.get(k), str)},
+        "messages": row["messages"],
+        "lastMessage": None if last is None else {
+            "role": ROLES.get(row["last_sender"], "user"), "text": last.get("fallback", ""), "createdAt": row["last_at"]},
+        "stepId": state.get("step"),
+        "params": state.get("params") or {},
+        "createdAt": row["created_at"],
+        "updatedAt": row["updated_at"],
+    }
+
+
+async def list_threads(store: Store, project: dict[str, Any], only: str | None = None, limit: int = 50, skip: int = 0) -> list[dict[str, Any]]:
+    """The project's threads, the most recently active first; ``only`` one of ``FILTERS``."""
+    paused_only = only in ("paused", "handover")
+    rows = await store.fetchall(_THREADS.format(where="AND t.paused = 1" if paused_only else ""), [project["id"]])
+    items = (_summary(r, project) for r in rows)
+    chosen = [i for i in items if only is None or i[only]]
+    return chosen[skip:skip + limit]
+
+
+async def thread_view(store: Store, project: dict[str, Any], thread_id: str, page: int = 1) -> dict[str, Any]:
+    """One thread's summary and a page of its history (the REST history's ``result``). Threads are
+    the client's keys: one that has sent nothing is not paused and has no messages."""
+    rows = await store.fetchall(_THREADS.format(where="AND t.thread_id = ?"), [project["id"], thread_id])
+    summary = _summary(rows[0], project) if rows else {
+        "threadId": thread_id, "paused": False, "pausedUntil": None, "handover": False, "outsideHours": False, "user": {},
+        "messages": 0, "lastMessage": None, "stepId": None, "params": {}, "createdAt": None, "updatedAt": None}
+    return {**summary, "history": await threads.history_page(store, project["id"], thread_id, page)}
+
+
+# -- why a text matches what it matches --------------------------------------------------------
+
+async def explain(services: Services, project: dict[str, Any], thread_id: str | None, text: str) -> dict[str, Any]:
+    """What the engine would do with ``text`` on the thread as it stands (nothing is stored): the
+    step it matches, with what confidence, the matcher's reasons in words and its scores for the
+    intents it weighed, and the params the thread would hold afterwards."""
+    graph = await graph_for(services, project)
+    thread = await threads.get_thread(services.store, project["id"], thread_id) if thread_id else None
+    state = copy.deepcopy(thread["state"]) if thread else {}
+    threshold = threshold_of(services, project)
+    inp = engine_input(project, Incoming(kind="text", speech=text))
+    decision = await decide(graph, copy.deepcopy(state), inp, threshold=threshold,
+                            has_agent=bool(project.get("agent_id")), rng=random.Random(0))
+    current = graph.steps.get(state.get("step") or "")
+    weighed = [s["stepId"] for s in (graph.children.get(current["stepId"], []) if current else []) if s["type"] == "INTENT"]
+    weighed += [s["stepId"] for s in graph.top if s["type"] == "INTENT" and s["stepId"] not in weighed]
+    scores = await graph.index.scores(text, weighed) if inp.kind == "text" else {"method": "exact", "intents": []}
+    for item in scores["intents"]:
+        item["title"] = graph.steps[item["stepId"]]["title"]
+    matched = decision.matched
+    item = next((i for i in scores["intents"] if matched and i["stepId"] == matched["stepId"]), None)
+    confidence = decision.intents[0]["confidence"] if decision.intents else item["confidence"] if item else None
+    if matched and matched["type"] == "INTENT" and confidence is None and item:
+        confidence = item["similarity"]
+    return {
+        "threadId": thread_id, "text": text, "paused": threads.paused_now(thread),
+        "context": {"stepId": current["stepId"], "title": current["title"], "type": current["type"]} if current else None,
+        "step": matched, "flow": graph.flow_of.get(matched["stepId"]) if matched and matched["stepId"] else None,
+        "confidence": confidence, "threshold": threshold, "method": scores["method"],
+        "explanation": _why(graph, state, inp, decision, current, item, scores, threshold),
+        "intents": scores["intents"][:5], "params": decision.state.get("params") or {},
+        "replies": [m["fallback"] for m in decision.messages], "handover": decision.handover is not None,
+    }
+
+
+def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
+    matched = decision.matched
+    top = scores["intents"][0] if scores["intents"] else None
+    closest = (f" (closest: “{top['title']}” at {(top['confidence'] if top['confidence'] is not None else top['similarity']):.2f})"
+               if top and (top["confidence"] is not None or top["similarity"] is not None) else "")
+    if inp.kind == "event":
+        found = f"its EVENT step “{matched['title']}” answers" if matched else "no EVENT step has that name"
+        return f"Outside business hours the project's event “{inp.event}” takes the place of the flows: {found}."
+    if matched is None:
+        if decision.agent:
+            return f"No intent reached the threshold {threshold:.2f}{closest}: the project's fallback agent answers."
+        return f"Nothing matched: no intent reached the threshold {threshold:.2f}{closest}, and no ANYTHING or UNKNOWN step takes the text."
+    kind = matched["type"]
+    if kind == "SLOT":
+        slot = graph.steps[matched["stepId"]]["slot"]
+        label, entity = slot["label"], slot["entityId"]
+        if decision.state.get("slot") == matched["stepId"]:
+            return f"An answer to the question of “{matched['title']}”, but not a valid {entity}: the question is asked again."
+        if label in (decision.state.get("params") or {}):
+            return f"An answer to the question of “{matched['title']}”: {entity} takes it as params.{label}."
+        return f"An answer to the question of “{matched['title']}”, not a valid {entity}; the slot is optional, so it is skipped."
+    if kind == "INTENT" and item is not None:
+        if item["exact"]:
+            reason = "The text is one of its examples (case and punctuation aside): confidence 1.00."
+        elif scores["method"] == "learned":
+            reason = (f"The learned model gives it {item['confidence']:.2f} (threshold {threshold:.2f}); "
+                      f"its closest example is “{item['example']}” (similarity {item['similarity']:.2f}).")
+        else:
+            reason = (f"Its closest example “{item['example']}” has similarity {item['similarity']:.2f} (threshold {threshold:.2f}); "
+                      "the learned model is not ready (it trains after a change, for flows with enough examples).")
+        if current is not None and matched["stepId"] in {s["stepId"] for s in graph.children.get(current["stepId"], [])}:
+            reason += f" As a child of “{current['title']}”, the step the thread is in, it was tried first, at half the threshold."
+        elif state.get("slot") and state.get("slot") in graph.steps:
+            reason += f" It leaves the question of “{graph.steps[state['slot']]['title']}”: a change of subject."
+        return reason
+    if kind == "NOTHING":
+        return "An empty text: the NOTHING step answers."
+    if kind == "ANYTHING":
+        return f"No intent reached the threshold {threshold:.2f}{closest}: the ANYTHING step takes any text."
+    if kind == "UNKNOWN":
+        return f"No intent reached the threshold {threshold:.2f}{closest}: the UNKNOWN step answers what nothing else matched."
+    return f"The {kind} step “{matched['title']}” answers."

@@ -1,0 +1,119 @@
+"""The Management API's inbox routes (a project's threads for human agents, with an org's API key)
+and the matcher's explanation, on a real server with the shop flow of ``messaging_flow.json``."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import httpx
+
+from tests.helpers import SHOP_FLOW
+
+
+def project(server, **settings) -> tuple[str, httpx.Client, httpx.Client]:
+    """A project with the shop flow: its id, a Management API client (the org's key) and a REST v1 client."""
+    admin = server.client(f"Bearer {server.key}")
+    created = admin.post("/v1/projects", json={"name": "inbox", **settings}).json()
+    assert admin.post(f"/v1/projects/{created['projectId']}/flows", json=SHOP_FLOW).status_code == 201
+    return created["projectId"], admin, server.client(f"Bearer {created['token']}")
+
+
+def say(rest: httpx.Client, thread: str, speech: str, name: str = "Ann") -> None:
+    answer = rest.post(f"/rest/v1/messages/{thread}", json={"payload": {"type": "text", "speech": speech, "originator": {"name": name}}})
+    assert answer.status_code == 200, answer.text
+
+
+def test_threads_filters_take_over_reply_and_resume(org_server):
+    project_id, admin, rest = project(org_server)
+    base = f"/v1/projects/{project_id}"
+    say(rest, "t-hello", "Hello")
+    say(rest, "t-human", "I want to talk to a human", name="Bob")
+    say(rest, "t-paused", "Hello")
+    assert admin.post(f"{base}/threads/t-paused/pause", json={}).json() == {"status": "ok"}
+
+    listed = admin.get(f"{base}/threads").json()
+    assert [t["threadId"] for t in listed] == ["t-paused", "t-human", "t-hello"]  # most recently active first
+    human = next(t for t in listed if t["threadId"] == "t-human")
+    assert human["paused"] and human["handover"] and human["user"] == {"name": "Bob"}
+    assert human["lastMessage"]["role"] == "bot" and human["stepId"] == "human"
+    assert {t["threadId"] for t in admin.get(f"{base}/threads?only=paused").json()} == {"t-human", "t-paused"}
+    assert [t["threadId"] for t in admin.get(f"{base}/threads?only=handover").json()] == ["t-human"]
+    assert admin.get(f"{base}/threads?only=outsideHours").json() == []
+    assert [t["threadId"] for t in admin.get(f"{base}/threads?limit=1&skip=1").json()] == ["t-human"]
+
+    # A human agent answers with the org's key: the user gets it as a moderator's reply.
+    assert admin.post(f"{base}/threads/t-human/messages", json={"payload": {"type": "text", "speech": "Hi Bob, Carla here."}}).status_code == 200
+    view = admin.get(f"{base}/threads/t-human").json()
+    assert view["messages"] == 3 and view["lastMessage"] == {**view["lastMessage"], "role": "moderator", "text": "Hi Bob, Carla here."}
+    groups = view["history"]["history"]
+    assert [g["originator"]["role"] for g in groups] == ["user", "bot", "moderator"]
+    # Handed back, the bot answers again.
+    assert admin.delete(f"{base}/threads/t-human/pause").json() == {"status": "ok"}
+    assert admin.get(f"{base}/threads?only=paused").json()[0]["threadId"] == "t-paused"
+    say(rest, "t-human", "Hello")
+    assert admin.get(f"{base}/threads/t-human").json()["lastMessage"]["role"] == "bot"
+    # A thread that has said nothing is simply empty.
+    assert admin.get(f"{base}/threads/nobody-yet").json()["history"] == {"history": [], "threadId": "nobody-yet", "page": 1, "pages": 0}
+
+    bad = admin.get(f"{base}/threads?only=sleeping")
+    assert bad.status_code == 400 and bad.json()["status"] == "error"
+    assert admin.post(f"{base}/threads/t-human/messages", json={"payload": {"type": "event", "eventName": "INTRO"}}).status_code == 400
+    other = org_server.in_new_org("other")
+    assert other.client(f"Bearer {other.key}").get(f"{base}/threads").status_code == 404
+
+
+def test_outside_business_hours_filter(org_server):
+    project_id, admin, rest = project(org_server, businessHours=[{"weekdays": [], "timezone": "UTC"}])  # never open
+    say(rest, "late", "Hello")
+    assert [t["threadId"] for t in admin.get(f"/v1/projects/{project_id}/threads?only=outsideHours").json()] == ["late"]
+
+
+def test_project_events_stream_what_happens_on_threads(org_server):
+    project_id, admin, rest = project(org_server)
+    seen: list[tuple[str, dict]] = []
+    opened = threading.Event()
+
+    def follow():
+        with httpx.stream("GET", f"{org_server.base_url}/v1/projects/{project_id}/events",
+                          headers={"Authorization": f"Bearer {org_server.key}"}, timeout=30) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            name = None
+            for line in response.iter_lines():
+                opened.set()
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    seen.append((name, json.loads(line[6:])))
+                    if name == "control.resume":
+                        return
+
+    reader = threading.Thread(target=follow, daemon=True)
+    reader.start()
+    assert opened.wait(30)
+    say(rest, "live", "I want to talk to a human")
+    admin.delete(f"/v1/projects/{project_id}/threads/live/pause")
+    reader.join(30)
+    kinds = [k for k, _ in seen]
+    assert kinds[:2] == ["message.delivered", "message.received"] and "control.handover" in kinds and kinds[-1] == "control.resume"
+    assert all(event["threadId"] == "live" for _, event in seen)
+
+
+def test_explain_says_why_and_stores_nothing(org_server):
+    project_id, admin, rest = project(org_server)
+    base = f"/v1/projects/{project_id}"
+    exact = admin.get(f"{base}/explain", params={"text": "hello!"}).json()
+    assert exact["step"] == {"stepId": "greet", "title": "Hello!", "type": "INTENT"} and exact["confidence"] == 1.0
+    assert "one of its examples" in exact["explanation"] and exact["intents"][0]["stepId"] == "greet"
+
+    say(rest, "asking", "what is the weather like")  # the City slot's question is pending
+    before = admin.get(f"{base}/threads/asking").json()
+    answer = admin.get(f"{base}/explain", params={"text": "Utrecht", "threadId": "asking"}).json()
+    assert answer["context"]["stepId"] == "city" and answer["step"]["type"] == "SLOT"
+    assert answer["params"]["city"][0]["value"] == "Utrecht" and "params.city" in answer["explanation"]
+    assert admin.get(f"{base}/threads/asking").json() == before  # nothing stored
+
+    nothing = admin.get(f"{base}/explain", params={"text": "zxqv wvvk"}).json()
+    assert nothing["step"]["type"] in ("UNKNOWN", "ANYTHING") and "threshold" in nothing["explanation"]
+    missing = admin.get(f"{base}/explain")
+    assert missing.status_code == 400 and "text" in missing.json()["message"]
