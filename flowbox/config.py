@@ -1,14 +1,17 @@
 """Settings: one flat table of (name, default, help), like Datasette's.
 
 Load order: defaults < TOML file (``--config``) < ``FLOWBOX_*`` environment variables.
-Remote models are named sections: ``[remote.NAME]`` with base_url, api_key, model, and
-``FLOWBOX_REMOTE_BASE_URL`` / ``_API_KEY`` / ``_MODEL`` configure one named "remote".
+Remote models are named sections: ``[remote.NAME]`` with base_url (or base_urls, a pool of
+servers), api_key, model, and ``FLOWBOX_REMOTE_BASE_URL`` / ``_BASE_URLS`` (comma-separated) /
+``_API_KEY`` / ``_MODEL`` configure one named "remote".
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,15 +37,36 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("models_dir", "", "Where prepared model files are cached (default: <data_dir>/models)."),
     Setting("public_url", "", "Base URL clients reach flowbox on, e.g. https://bot.example.lan (default: taken from each request)."),
     Setting("log_level", "info", "One of debug, info, warning, error."),
+    Setting("log_format", "text",
+            "'text' (one readable line per event) or 'json' (one JSON object per line: time, level, message; request lines add request_id, "
+            "route, status, duration_ms, org_id). Never keys, tokens or bodies in either."),
+    Setting("metrics_port", 0, "Serve Prometheus metrics at http://127.0.0.1:<port>/metrics, on loopback only and without a key (0 = off)."),
+    Setting("metrics_key", "",
+            "Serve Prometheus metrics at /metrics on the main port to 'Authorization: Bearer <metrics_key>' (at least 16 characters; "
+            "empty = not served there)."),
     Setting("chat_model", "smollm2", "Default local chat model: 'smollm2' or a path to a GGUF file."),
     Setting("embedding_model", "all-minilm-l6-v2", "Local embedding model: 'all-minilm-l6-v2' or a path to a GGUF file."),
     Setting("n_ctx", 4096, "Context window of the local chat model, in tokens."),
     Setting("n_threads", 0, "CPU threads for the local models (0 = all cores)."),
     Setting("prompt_cache_mb", 1024, "Memory kept for evaluated thread prefixes (model state reuse), in MB."),
+    Setting("n_gpu_layers", -1,
+            "Model layers offloaded to the GPU: -1 = all when llama-cpp-python was built with a GPU backend (CUDA, Metal, Vulkan), "
+            "else none; a model added with --gpu-layers uses its own."),
+    Setting("models_max_loaded", 2,
+            "Local models kept loaded at once (each in its own worker process); loading another unloads the least recently used idle one."),
+    Setting("models_memory_mb", 0,
+            "Memory budget of the loaded local models, in MB, their file sizes taken as the estimate (0 = no limit beyond models_max_loaded)."),
+    Setting("tool_format", "auto",
+            "How local models call tools: 'native' (the chat template's own format: Hermes/Qwen 2.5, Llama 3.x, Mistral), 'router' (a short "
+            "grammar-constrained prompt picks the tool; for small models without one), or 'auto' (native when the template has one)."),
     Setting("default_max_tokens", 256, "Reply length limit for agents that set none, in tokens."),
     Setting("max_body_bytes", 1_048_576, "Largest accepted JSON request body, in bytes."),
     Setting("max_message_chars", 32_000, "Largest accepted chat message, in characters."),
     Setting("max_queue", 64, "Model requests allowed to wait at once before answering 503; when full, orgs share the room fairly."),
+    Setting("parallel_sequences", 4,
+            "Chats a local model generates at once, decoded together in one batch; each has its own n_ctx of KV cache memory."),
+    Setting("max_generations_per_org", 0,
+            "Generations one org may run at once on a local model; its further requests wait while other orgs' run (0 = no cap beyond the fair queue)."),
     Setting("max_messages", 1000,
             "Most messages one chat request may send (400 above it); a longer thread or chat is prompted with its most recent ones (0 = no limit)."),
     Setting("allow_private_outbound", False, "Allow callbacks and webhooks to loopback and private (LAN) addresses."),
@@ -64,6 +88,14 @@ SETTINGS: tuple[Setting, ...] = (
             "messaging APIs (REST v1, socket.info, the web SDK's calls) answer any origin when empty, these when set."),
     Setting("tls_cert", "", "PEM certificate file: serve HTTPS and wss:// (with tls_key)."),
     Setting("tls_key", "", "PEM private key file for tls_cert."),
+    Setting("replicate_to", "",
+            "Replicate the database continuously with Litestream to file:///path or s3://bucket/path (empty = off); S3 credentials come "
+            "from the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY), never from settings."),
+    Setting("replicate_s3_endpoint", "", "Replication: endpoint of an S3-compatible store (MinIO, R2, B2...), e.g. https://s3.lan; empty = AWS."),
+    Setting("replicate_s3_region", "", "Replication: the S3 region (empty = the store's default)."),
+    Setting("backup_every", "0", "Take a backup (as flowbox backup does) this often while serving, e.g. 6h, 30m, 1d; 0 = off."),
+    Setting("backup_keep", 7, "Scheduled backups kept: the newest N; older ones are deleted (0 = keep all)."),
+    Setting("backup_dir", "", "Where scheduled backups are written (default: <data_dir>/backups)."),
     Setting("tokens_per_credit", 1000, "Credit rule: one credit per started N tokens (prompt + completion) of an agent call; 0 = flat per call."),
     Setting("min_credits_per_call", 1, "Credit rule: the least an agent call costs, in credits."),
     Setting("outbox_retry_base_ms", 2000, "Outbox (callbacks, webhooks): delay before the first retry; doubles each retry, with jitter."),
@@ -102,16 +134,21 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}
-REMOTE_FIELDS = ("base_url", "api_key", "model")
+REMOTE_FIELDS = ("base_url", "base_urls", "api_key", "model")
 ENV_PREFIX = "FLOWBOX_"
 
 
 @dataclass(frozen=True)
 class RemoteModel:
     name: str
-    base_url: str
+    base_url: str  # the first of base_urls
     model: str
     api_key: str = field(default="", repr=False)  # never printed
+    base_urls: tuple[str, ...] = ()  # every server of the pool (models/pool.py), base_url first
+
+    def __post_init__(self) -> None:
+        if not self.base_urls:
+            object.__setattr__(self, "base_urls", (self.base_url,))
 
 
 @dataclass(frozen=True)
@@ -136,6 +173,10 @@ class Config:
     @property
     def db_path(self) -> Path:
         return self.data_path / "flowbox.db"
+
+    @property
+    def backup_path(self) -> Path:
+        return Path(self.values["backup_dir"]).expanduser() if self.values["backup_dir"] else self.data_path / "backups"
 
     @property
     def threads(self) -> int:
@@ -167,28 +208,79 @@ def _coerce(key: str, value: Any) -> Any:
             number = int(value)
         except (TypeError, ValueError):
             raise ConfigError(f"setting '{key}' must be an integer, got {value!r}") from None
-        if number < 0 or (key == "port" and number > 65535):
+        if (number < 0 and not (key == "n_gpu_layers" and number == -1)) or (key in ("port", "metrics_port") and number > 65535) \
+                or (key in ("models_max_loaded", "parallel_sequences") and number < 1):
             raise ConfigError(f"setting '{key}' is out of range: {number}")
         return number
     if not isinstance(value, str):
         raise ConfigError(f"setting '{key}' must be a string, got {value!r}")
     if key == "log_level" and value.lower() not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"setting 'log_level' must be one of debug, info, warning, error, got {value!r}")
+    if key == "log_format" and value not in ("text", "json"):
+        raise ConfigError(f"setting 'log_format' must be text or json, got {value!r}")
+    if key == "metrics_key" and 0 < len(value) < 16:
+        raise ConfigError("setting 'metrics_key' must be at least 16 characters (it guards the metrics on the main port)")
+    if key == "backup_every":
+        duration_seconds(value, key)
+    if key == "replicate_to":
+        _check_replica_url(value)
+    if key == "tool_format" and value not in ("auto", "native", "router"):
+        raise ConfigError(f"setting 'tool_format' must be one of auto, native, router, got {value!r}")
     return value
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(value: str, key: str = "duration") -> float:
+    """'6h', '30m', '90s', '1d', '500ms' or a number of seconds, as seconds; '0' is 0 (off)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", value)
+    if not match:
+        raise ConfigError(f"setting '{key}' must be a duration such as 6h, 30m, 90s or 0, got {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _check_replica_url(url: str) -> None:
+    if not url:
+        return
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.username or parsed.password:  # would end up in logs and process lists
+        raise ConfigError("setting 'replicate_to' must not hold credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY instead")
+    if not (parsed.scheme == "file" and not parsed.netloc and parsed.path.strip("/")) and not (parsed.scheme == "s3" and parsed.netloc):
+        raise ConfigError(f"setting 'replicate_to' must be file:///path or s3://bucket/path, got {url!r}")
 
 
 def _remote(name: str, raw: Any) -> RemoteModel:
     if not isinstance(raw, dict):
-        raise ConfigError(f"setting 'remote.{name}' must be a table with base_url, api_key, model")
+        raise ConfigError(f"setting 'remote.{name}' must be a table with base_url (or base_urls), api_key, model")
     for key in raw:
         if key not in REMOTE_FIELDS:
             raise ConfigError(f"unknown setting 'remote.{name}.{key}'")
-    for key in ("base_url", "model"):
-        if not isinstance(raw.get(key), str) or not raw[key]:
-            raise ConfigError(f"setting 'remote.{name}.{key}' is required and must be a string")
-    if not raw["base_url"].startswith(("http://", "https://")):
-        raise ConfigError(f"setting 'remote.{name}.base_url' must start with http:// or https://")
-    return RemoteModel(name, raw["base_url"].rstrip("/"), raw["model"], str(raw.get("api_key") or ""))
+    if not isinstance(raw.get("model"), str) or not raw["model"]:
+        raise ConfigError(f"setting 'remote.{name}.model' is required and must be a string")
+    urls = _remote_urls(name, raw)
+    return RemoteModel(name, urls[0], raw["model"], str(raw.get("api_key") or ""), urls)
+
+
+def _remote_urls(name: str, raw: dict[str, Any]) -> tuple[str, ...]:
+    """base_url and base_urls together (a list in TOML, comma-separated in the environment), in order,
+    each once; at least one is required."""
+    one, many = raw.get("base_url"), raw.get("base_urls", [])
+    if isinstance(many, str):
+        many = [url.strip() for url in many.split(",") if url.strip()]
+    if one is not None and (not isinstance(one, str) or not one):
+        raise ConfigError(f"setting 'remote.{name}.base_url' must be a non-empty string")
+    if not isinstance(many, list) or not all(isinstance(url, str) and url for url in many):
+        raise ConfigError(f"setting 'remote.{name}.base_urls' must be a list of URLs")
+    urls: list[str] = []
+    for key, url in ([("base_url", one)] if one is not None else []) + [("base_urls", url) for url in many]:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"setting 'remote.{name}.{key}' must start with http:// or https://")
+        if url.rstrip("/") not in urls:
+            urls.append(url.rstrip("/"))
+    if not urls:
+        raise ConfigError(f"setting 'remote.{name}.base_url' (or base_urls) is required and must be a string")
+    return tuple(urls)
 
 
 def load(path: str | os.PathLike | None = None, env: dict[str, str] | None = None) -> Config:

@@ -126,3 +126,29 @@ def m003_threads_per_agent(db):
         ALTER TABLE messages_new RENAME TO messages;
         """
     )
+
+
+@migrations()
+def m004_model_registry(db):
+    """Local models added by name (``flowbox models add``, models/registry.py): the file, what its GGUF
+    header says, and its own load settings (NULL or '': the global setting)."""
+    db.executescript(
+        """
+        CREATE TABLE models (
+            name TEXT PRIMARY KEY,
+            path TEXT NOT NULL,                 -- absolute path of the GGUF file
+            size INTEGER NOT NULL,              -- bytes; also the memory estimate (models_memory_mb)
+            sha256 TEXT NOT NULL,
+            parameters INTEGER NOT NULL,
+            quantization TEXT NOT NULL,
+            context_length INTEGER,             -- what the model was trained for (the header's)
+            chat_template INTEGER NOT NULL,     -- 1: the file carries a chat template
+            n_ctx INTEGER,
+            threads INTEGER,
+            gpu_layers INTEGER,
+            chat_format TEXT NOT NULL DEFAULT '',
+            source TEXT NOT NULL DEFAULT '',    -- the URL it was downloaded from
+            added_at TEXT NOT NULL
+        );
+        """
+    )

@@ -67,3 +67,29 @@ def load_llama(cls: Any = None, **options: Any) -> Any:
         _loading.errors = None
     llm.verbose = False  # and no timing lines after each call
     return llm
+
+
+GPU_BACKENDS = ("CUDA", "Metal", "Vulkan", "ROCm", "HIP", "SYCL", "MUSA", "CANN", "OpenCL")
+
+
+def gpu_layers(requested: int) -> int:
+    """The layers to offload: ``-1`` is all of them when llama.cpp was built with a GPU backend,
+    none when it was not (then llama.cpp would ignore it anyway, but say so in no place)."""
+    import llama_cpp
+
+    if requested == -1 and not llama_cpp.llama_supports_gpu_offload():
+        return 0
+    return requested
+
+
+def backend() -> str:
+    """The compute backend llama.cpp was built with, by the name its system info gives it: a GPU
+    one (CUDA, Metal, Vulkan, ...) if there is one, else CPU."""
+    import llama_cpp
+
+    info = llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    sections = [part.split(" : ")[0].strip() for part in info.split("|") if " : " in part]
+    gpus = [name for name in sections if name.upper() in {b.upper() for b in GPU_BACKENDS}]
+    if gpus:
+        return gpus[0]
+    return "GPU" if llama_cpp.llama_supports_gpu_offload() else "CPU"

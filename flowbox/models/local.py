@@ -77,11 +77,11 @@ class ChatRunner:
     """The model itself, in its worker process (``models/worker.py``): generation only. Prompts
     are rendered and tokenized by ``LocalChatModel`` in the server, from the same file's vocabulary."""
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int, cache_bytes: int):
+    def __init__(self, path: str, n_ctx: int, n_threads: int, cache_bytes: int, n_gpu_layers: int = 0):
         import llama_cpp
 
         self.llm = load_llama(_stateful_llama_class(), model_path=path, n_ctx=n_ctx,
-                              n_threads=n_threads, n_threads_batch=n_threads)
+                              n_threads=n_threads, n_threads_batch=n_threads, n_gpu_layers=n_gpu_layers)
         if cache_bytes > 0:
             self.llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
         self.info = {"n_ctx": self.llm.n_ctx()}
@@ -127,7 +127,7 @@ class LocalChatModel:
     the server."""
 
     def __init__(self, path: Path, *, name: str, n_ctx: int = 4096, n_threads: int = 2,
-                 cache_bytes: int = 1 << 30, max_waiting: int = 64):
+                 cache_bytes: int = 1 << 30, max_waiting: int = 64, n_gpu_layers: int = 0, chat_format: str = ""):
         import llama_cpp
         from llama_cpp._internals import LlamaModel
 
@@ -140,7 +140,7 @@ class LocalChatModel:
             self.vocab = load_llama(LlamaModel, path_model=str(path), params=params)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {path}: {exc}") from exc
-        self.worker = ModelWorker(ChatRunner, {"path": str(path), "n_ctx": n_ctx, "n_threads": n_threads,
+        self.worker = ModelWorker(ChatRunner, {"path": str(path), "n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers,
                                                "cache_bytes": cache_bytes}, name=name)
         self.worker.start()
         self.n_ctx = self.worker.info["n_ctx"]
@@ -149,7 +149,10 @@ class LocalChatModel:
         bos = self.vocab.detokenize([self.vocab.token_bos()]).decode("utf-8", "ignore")
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        self._formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        from .registry import chat_formatter
+
+        # a named chat_format (models added with --chat-format) stands in for the file's own template
+        self._formatter = chat_formatter(chat_format) if chat_format else Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
         self.scheduler = FairScheduler(max_waiting)
 
     def close(self) -> None:

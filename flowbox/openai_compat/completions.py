@@ -22,7 +22,7 @@ from ..agents import chat as chat_mod
 from ..agents import store as agents_store
 from ..errors import ApiError, ContextTooLong, ModelError, NotFound, Problem
 from ..ids import iso, new_id, short_id
-from ..models import LOCAL, ChatRequest, ToolCall, generate
+from ..models import ChatRequest, ToolCall, generate
 from ..models.local import router_schema
 from ..orgs import Principal
 from ..services import Services
@@ -120,7 +120,7 @@ async def prepare(services: Services, principal: Principal, params: CompletionPa
     job = Job(services, principal, params, target)
     if not await has_credits(services.store, principal.org_id):
         raise OpenAIError(429, "No credits available", type="insufficient_quota", code="insufficient_quota")
-    local = target.backend == LOCAL
+    local = services.models.is_local(target.backend)
     if local:
         for index, spec in enumerate(params.tools):
             check_grammar(router_schema([spec], ""), f"tools[{index}].function.parameters", f"function '{spec.name}'")
@@ -181,7 +181,7 @@ def _prepare_raw(job: Job, raw_messages: Any) -> None:
     tools, choice = params.tools, params.tool_choice or "auto"
     if choice not in ("auto", "none"):
         chosen = [t for t in tools if choice == "required" or t.name == choice]
-        if job.target.backend == LOCAL:
+        if job.services.models.is_local(job.target.backend):
             # The local router may always answer "none"; a forced call is the reply itself,
             # constrained to the tool's arguments (or to one of the tools and its arguments).
             job.forced = choice
