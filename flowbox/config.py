@@ -66,7 +66,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("parallel_sequences", 4,
             "Chats a local model generates at once, decoded together in one batch; each has its own n_ctx of KV cache memory."),
     Setting("max_generations_per_org", 0,
-            "Generations one org may run at once on a local model; its further requests wait while other orgs' run (0 = no cap beyond the fair queue)."),
+            "Generations one org may run at once on a local model; its further requests wait while other orgs' run "
+            "(0 = no cap beyond the fair queue)."),
     Setting("max_messages", 1000,
             "Most messages one chat request may send (400 above it); a longer thread or chat is prompted with its most recent ones (0 = no limit)."),
     Setting("allow_private_outbound", False, "Allow callbacks and webhooks to loopback and private (LAN) addresses."),

@@ -1,8 +1,9 @@
-"""The local chat model: one llama.cpp model, loaded once, shared, one generation at a time.
+"""The local chat model: one llama.cpp model, loaded once, shared by up to ``parallel``
+generations at a time, decoded together in one batch (``batching.py``).
 
-Prompt evaluation is the expensive part on a CPU, so the evaluated state of recent prompts is
-kept (``LlamaRAMCache``): a continued thread, or any prompt that shares a prefix with a recent
-one (an agent's system prompt, the tool router), evaluates only its new tokens.
+Prompt evaluation is the expensive part on a CPU, so evaluated prompts are kept (each sequence's
+KV cache, and saved sequence states): a continued thread, or any prompt that shares a prefix with
+a recent one (an agent's system prompt, the tool router), evaluates only its new tokens.
 
 Tool calls: small local models do not follow a native function-calling format, so a separate
 short "router" prompt asks which tool to use, and the answer is constrained by a JSON-schema
@@ -13,112 +14,71 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
+import random
 import threading
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import numpy as np
-
 from ..errors import ContextTooLong, ModelError
 from ..ids import short_id
 from ..sse import pump
-from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, ToolSpec
+from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, ToolSpec, message_text
+from .batching import BatchEngine, Job, make_sampler
 from .files import check_gguf
 from .grammar import InvalidSchema, schema_grammar, schema_text
 from .llama_load import load_llama
 from .scheduler import FairScheduler
+from .tool_calls import CallWatch, detect
 from .worker import ModelWorker
 
 log = logging.getLogger("flowbox.models")
 
 
-def _stateful_llama_class():
-    import llama_cpp
-
-    class StatefulLlama(llama_cpp.Llama):
-        """Llama whose saved states skip the logits array: sampling happens in llama.cpp's
-        sampler, so the scores are never read back, and copying them costs ~100 MB a save."""
-
-        def save_state(self):
-            size = llama_cpp.llama_state_get_size(self._ctx.ctx)
-            buffer = (ctypes.c_uint8 * int(size))()
-            n_bytes = llama_cpp.llama_state_get_data(self._ctx.ctx, buffer, size)
-            if int(n_bytes) > int(size):
-                raise RuntimeError("failed to copy llama state")
-            return llama_cpp.LlamaState(
-                scores=np.empty((0, 0), dtype=np.single),
-                input_ids=self.input_ids[: self.n_tokens].copy(),
-                n_tokens=self.n_tokens,
-                llama_state=bytes(buffer)[: int(n_bytes)],
-                llama_state_size=int(n_bytes),
-                seed=self._seed,
-            )
-
-        def load_state(self, state):
-            self.input_ids[: state.n_tokens] = state.input_ids[: state.n_tokens]
-            self.n_tokens = state.n_tokens
-            self._requires_eval = True
-            self._seed = state.seed
-            array = (ctypes.c_uint8 * state.llama_state_size).from_buffer_copy(state.llama_state)
-            if llama_cpp.llama_state_set_data(self._ctx.ctx, array, state.llama_state_size) != state.llama_state_size:
-                raise RuntimeError("failed to restore llama state")
-
-    return StatefulLlama
-
-
+CALL_MAX_TOKENS = 512  # a native tool call's own budget (the reply's max_tokens limits the text before it)
 ROUTER_SYSTEM = "You are a router. Pick the tool that answers the user's message, or none.\nTools:\n"
 ROUTER_NONE = "- none: no tool is needed (greetings, general knowledge, chit-chat).\nAnswer in JSON."
 
 
 class ChatRunner:
     """The model itself, in its worker process (``models/worker.py``): generation only. Prompts
-    are rendered and tokenized by ``LocalChatModel`` in the server, from the same file's vocabulary."""
+    are rendered and tokenized by ``LocalChatModel`` in the server, from the same file's vocabulary.
+    Its calls run at once (``concurrent``), each on a thread of the worker that waits while the
+    batch engine's one thread decodes for all of them."""
 
-    def __init__(self, path: str, n_ctx: int, n_threads: int, cache_bytes: int, n_gpu_layers: int = 0):
+    concurrent = True
+
+    def __init__(self, path: str, n_ctx: int, n_threads: int, cache_bytes: int, n_gpu_layers: int = 0, parallel: int = 1):
         import llama_cpp
+        from llama_cpp._internals import LlamaContext, LlamaModel
 
-        self.llm = load_llama(_stateful_llama_class(), model_path=path, n_ctx=n_ctx,
-                              n_threads=n_threads, n_threads_batch=n_threads, n_gpu_layers=n_gpu_layers)
-        if cache_bytes > 0:
-            self.llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=cache_bytes))
-        self.info = {"n_ctx": self.llm.n_ctx()}
+        llama_cpp.llama_backend_init()
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = n_gpu_layers
+        self.model = load_llama(LlamaModel, path_model=path, params=model_params)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx * parallel  # n_ctx for each sequence, each in a KV stream of its own
+        params.n_seq_max = parallel
+        params.kv_unified = False
+        params.n_batch = params.n_ubatch = 512
+        params.n_threads = params.n_threads_batch = n_threads
+        params.no_perf = True
+        self.ctx = LlamaContext(model=self.model, params=params, verbose=False)
+        self.engine = BatchEngine(self.model, self.ctx, slots=parallel, cache_bytes=cache_bytes)
+        self.info = {"n_ctx": self.engine.n_ctx, "parallel": parallel}
+        self._seed = llama_cpp.LLAMA_DEFAULT_SEED
+        self._seed_lock = threading.Lock()
 
     def generate(self, prompt_tokens: list[int], *, max_tokens: int, temperature: float, grammar: str | None,
                  stop, seed, cancel: threading.Event, emit) -> tuple[str, int, str]:
         """Returns (text, completion tokens, finish reason); ``emit`` gets each piece as it comes."""
-        import llama_cpp
-
-        counted = {"n": 0}
-        start = len(prompt_tokens)
-
-        def stop_when_cancelled(ids, logits) -> bool:
-            counted["n"] = len(ids) - start
-            return cancel.is_set()
-
-        pieces: list[str] = []
-        finish = "stop"
-        for chunk in self.llm.create_completion(
-            prompt_tokens,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            grammar=llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) if grammar else None,
-            stop=stop or None,
-            seed=seed,
-            stream=True,
-            stopping_criteria=llama_cpp.StoppingCriteriaList([stop_when_cancelled]),
-        ):
-            choice = chunk["choices"][0]
-            if choice["text"]:
-                pieces.append(choice["text"])
-                emit(choice["text"])
-            if choice.get("finish_reason"):
-                finish = choice["finish_reason"]
-        if cancel.is_set():
-            finish = "cancelled"
-        return "".join(pieces), max(counted["n"], len(pieces)), finish
+        if seed is None:  # as llama-cpp-python did: each call's seed drawn from the one before
+            with self._seed_lock:
+                seed = self._seed = random.Random(self._seed).randint(0, 2**32)
+        sampler = make_sampler(self.model.vocab, temperature=temperature, grammar=grammar, seed=seed)
+        return self.engine.run(Job(prompt=list(prompt_tokens), max_tokens=max_tokens, sampler=sampler,
+                                   stop=[s.encode("utf-8") for s in stop or () if s], cancel=cancel, emit=emit))
 
 
 class LocalChatModel:
@@ -127,7 +87,8 @@ class LocalChatModel:
     the server."""
 
     def __init__(self, path: Path, *, name: str, n_ctx: int = 4096, n_threads: int = 2,
-                 cache_bytes: int = 1 << 30, max_waiting: int = 64, n_gpu_layers: int = 0, chat_format: str = ""):
+                 cache_bytes: int = 1 << 30, max_waiting: int = 64, tool_format: str = "auto",
+                 n_gpu_layers: int = 0, chat_format: str = "", parallel: int = 4, max_per_org: int = 0):
         import llama_cpp
         from llama_cpp._internals import LlamaModel
 
@@ -140,11 +101,17 @@ class LocalChatModel:
             self.vocab = load_llama(LlamaModel, path_model=str(path), params=params)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {path}: {exc}") from exc
+        template = self.vocab.metadata().get("tokenizer.chat_template")
+        # None: the grammar router picks tools; else the template's own tool-call format (tool_calls.py)
+        self.tool_format = None if tool_format == "router" else detect(template)
+        if tool_format == "native" and self.tool_format is None:
+            self.vocab.close()
+            raise ModelError(f"the chat template of {path.name} has no tool-call format flowbox reads (Hermes/Qwen, Llama 3, Mistral); "
+                             "set tool_format = auto or router")
         self.worker = ModelWorker(ChatRunner, {"path": str(path), "n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers,
-                                               "cache_bytes": cache_bytes}, name=name)
+                                               "cache_bytes": cache_bytes, "parallel": parallel}, name=name)
         self.worker.start()
         self.n_ctx = self.worker.info["n_ctx"]
-        template = self.vocab.metadata().get("tokenizer.chat_template")
         eos = self.vocab.detokenize([self.vocab.token_eos()]).decode("utf-8", "ignore")
         bos = self.vocab.detokenize([self.vocab.token_bos()]).decode("utf-8", "ignore")
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -153,7 +120,7 @@ class LocalChatModel:
 
         # a named chat_format (models added with --chat-format) stands in for the file's own template
         self._formatter = chat_formatter(chat_format) if chat_format else Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
-        self.scheduler = FairScheduler(max_waiting)
+        self.scheduler = FairScheduler(max_waiting, slots=parallel, max_per_key=max_per_org)
 
     def close(self) -> None:
         self.worker.close()
@@ -162,9 +129,12 @@ class LocalChatModel:
 
     # -- prompts -------------------------------------------------------------------------
 
-    def render(self, messages: list[dict[str, Any]]) -> str:
-        """The chat template applied to OpenAI-shaped messages, tool turns folded into text."""
-        return self._formatter(messages=_plain_messages(messages)).prompt
+    def render(self, messages: list[dict[str, Any]], tools: list[ToolSpec] | None = None) -> str:
+        """The chat template applied to OpenAI-shaped messages. With a native tool format, tool turns
+        as the template expects them and ``tools`` offered; else tool turns folded into text."""
+        if self.tool_format is None:
+            return self._formatter(messages=_plain_messages(messages)).prompt
+        return self._formatter(messages=self.tool_format.messages(messages), tools=[t.openai() for t in tools or ()] or None).prompt
 
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
         return len(self._tokens(self.render(messages)))
@@ -186,7 +156,13 @@ class LocalChatModel:
     async def stream(self, request: ChatRequest, key: str = "") -> AsyncIterator[Event]:
         async with self.scheduler.slot(key):
             result = ChatResult(model=self.name)
-            if request.tools and request.tool_choice != "none":
+            tools = request.tools if request.tool_choice != "none" else []
+            native = await self._native_prompt(request.messages, tools) if tools and self.tool_format and not request.json_schema else None
+            if native is not None:
+                async for event in self._native(request, *native, result):
+                    yield event
+                return
+            if tools:
                 call, used = await self._route(request)
                 result.prompt_tokens += used[0]
                 result.completion_tokens += used[1]
@@ -214,6 +190,64 @@ class LocalChatModel:
             result.completion_tokens += n_completion
             result.finish_reason = "length" if finish == "length" else "stop"
             yield Done(result)
+
+    async def _native_prompt(self, messages: list[dict[str, Any]], tools: list[ToolSpec]) -> tuple[str, list[int]] | None:
+        """The prompt with the tools offered in the template's way; None when the tools do not fit
+        (the thread was fitted without them): the router's short prompt picks a tool instead."""
+        prompt = await asyncio.to_thread(self.render, messages, tools)
+        tokens = await asyncio.to_thread(self._tokens, prompt)
+        return (prompt, tokens) if len(tokens) + 1 <= self.n_ctx else None
+
+    async def _native(self, request: ChatRequest, prompt: str, prompt_tokens: list[int], result: ChatResult) -> AsyncIterator[Event]:
+        """A reply in the model's own tool-call format: text streams until a call starts; the call
+        is then generated under a grammar of the offered tools, continuing the same prompt."""
+        tool_format, watch = self.tool_format, CallWatch(self.tool_format)
+        generation = pump(lambda emit: self._generate(
+            prompt_tokens, on_text=emit, max_tokens=max(1, min(request.max_tokens, self.n_ctx - len(prompt_tokens))),
+            temperature=request.temperature, grammar=None, stop=request.stop, seed=request.seed,
+        ))
+        finish = "stop"
+        async with contextlib.aclosing(generation):  # left at a call's start, it stops the model at the next token
+            async for done, item in generation:
+                if done:
+                    finish = item[2]
+                    break
+                if text := watch.feed(item):
+                    yield TextDelta(text)
+                if watch.call_at is not None:
+                    break
+        result.prompt_tokens += len(prompt_tokens)
+        result.completion_tokens += len(await asyncio.to_thread(self._tokens, watch.text))
+        if watch.call_at is None:
+            if text := watch.rest():
+                yield TextDelta(text)
+            result.text, result.finish_reason = watch.text, "length" if finish == "length" else "stop"
+            yield Done(result)
+            return
+        head = watch.text[:watch.call_at]
+        call_tokens = await asyncio.to_thread(self._tokens, prompt + head + tool_format.lead)
+        try:
+            grammar = _schema_grammar(tool_format.call_schema(request.tools))
+        except InvalidSchema as exc:  # the call is read leniently instead
+            log.warning("tool call grammar skipped: %s", exc)
+            grammar = None
+        text, n_completion = "", 0
+        if len(call_tokens) < self.n_ctx:
+            text, n_completion, _ = await self._generate(
+                call_tokens, max_tokens=min(CALL_MAX_TOKENS, self.n_ctx - len(call_tokens)),
+                temperature=request.temperature, grammar=grammar, stop=[], seed=request.seed,
+            )
+        result.prompt_tokens += len(call_tokens)
+        result.completion_tokens += n_completion
+        result.text, calls = tool_format.parse(head + tool_format.lead + text)
+        if not calls:  # the call broke off (too long for its budget): the router decides
+            call, used = await self._route(request)
+            result.prompt_tokens += used[0]
+            result.completion_tokens += used[1]
+            calls = [call] if call is not None else []
+        result.tool_calls = [ToolCall(id=call.id or short_id("call"), name=call.name, arguments=call.arguments) for call in calls]
+        result.finish_reason = "tool_calls" if calls else "stop"
+        yield Done(result)
 
     async def _route(self, request: ChatRequest) -> tuple[ToolCall | None, tuple[int, int]]:
         """Asks the router prompt which tool (if any) the last user message needs."""
@@ -288,18 +322,10 @@ def router_schema(tools: list[ToolSpec], user_text: str) -> dict[str, Any]:
 def _last_user_text(messages: list[dict[str, Any]]) -> str:
     for message in reversed(messages):
         if message.get("role") == "user":
-            return _text(message.get("content"))
+            return message_text(message.get("content"))
         if message.get("role") == "tool":
             return ""  # a tool already answered this turn: no second routing
     return ""
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return "" if content is None else str(content)
 
 
 def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -309,10 +335,10 @@ def _plain_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for message in messages:
         role = message.get("role")
         if role == "tool":
-            plain.append({"role": "system", "content": f"Result of the {message.get('name', 'tool')} tool: {_text(message.get('content'))}"})
+            plain.append({"role": "system", "content": f"Result of the {message.get('name', 'tool')} tool: {message_text(message.get('content'))}"})
         elif role == "assistant" and message.get("tool_calls"):
-            if _text(message.get("content")):
-                plain.append({"role": "assistant", "content": _text(message.get("content"))})
+            if message_text(message.get("content")):
+                plain.append({"role": "assistant", "content": message_text(message.get("content"))})
         else:
-            plain.append({"role": role, "content": _text(message.get("content"))})
+            plain.append({"role": role, "content": message_text(message.get("content"))})
     return plain

@@ -10,7 +10,8 @@ The child runs a *runner*: an object built by ``factory(**options)`` in the chil
 take ``(*args, cancel, emit, **kwargs)``: ``cancel`` is a ``threading.Event`` set when the caller
 gives up, ``emit(item)`` streams an item back before the method's return value. Calls run one
 at a time in the child, in the order sent; a reader thread in the child takes cancellations
-while a call runs.
+while a call runs. A runner whose ``concurrent`` is true has each call run at once on a thread
+of its own instead (it coordinates them itself: the chat runner decodes them in one batch).
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def _serve(conn, factory: Callable[..., Any], options: dict[str, Any]) -> None:
     conn.send(("ready", getattr(runner, "info", {})))
     calls: queue.SimpleQueue = queue.SimpleQueue()
     cancels: dict[int, threading.Event] = {}
+    send_lock = threading.Lock()  # concurrent calls (and the runner's own threads) send on one pipe
+
+    def send(message: tuple) -> None:
+        with send_lock:
+            conn.send(message)
 
     def read() -> None:
         while True:
@@ -82,21 +88,25 @@ def _serve(conn, factory: Callable[..., Any], options: dict[str, Any]) -> None:
                 cancels[message[1]] = threading.Event()  # registered before any cancel of it is read
                 calls.put(message)
 
-    threading.Thread(target=read, name="flowbox-worker-reader", daemon=True).start()
-    while (message := calls.get()) is not None:
-        _, call_id, method, args, kwargs = message
-        cancel = cancels[call_id]
-
-        def emit(item: Any, call_id: int = call_id) -> None:
-            conn.send(("event", call_id, item))
+    def run(call_id: int, method: str, args: tuple, kwargs: dict) -> None:
+        def emit(item: Any) -> None:
+            send(("event", call_id, item))
 
         try:
-            value = getattr(runner, method)(*args, cancel=cancel, emit=emit, **kwargs)
-            conn.send(("result", call_id, value))
+            value = getattr(runner, method)(*args, cancel=cancels[call_id], emit=emit, **kwargs)
+            send(("result", call_id, value))
         except Exception as exc:
-            conn.send(("error", call_id, type(exc).__name__, str(exc) or traceback.format_exc(limit=1)))
+            send(("error", call_id, type(exc).__name__, str(exc) or traceback.format_exc(limit=1)))
         finally:
             cancels.pop(call_id, None)
+
+    threading.Thread(target=read, name="flowbox-worker-reader", daemon=True).start()
+    concurrent = getattr(runner, "concurrent", False)
+    while (message := calls.get()) is not None:
+        if concurrent:
+            threading.Thread(target=run, args=message[1:], name="flowbox-worker-call", daemon=True).start()
+        else:
+            run(*message[1:])
 
 
 # -- the server side --------------------------------------------------------------------------

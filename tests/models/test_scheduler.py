@@ -130,6 +130,45 @@ def test_a_full_queue_of_equal_shares_refuses_the_newcomer():
     asyncio.run(go())
 
 
+def test_slots_run_together_and_a_capped_org_waits_while_others_run():
+    """Three slots, at most two per org: an org's third request waits even with a slot free (it is
+    not refused), another org's request takes the free slot, and the capped one runs as soon as
+    its own org's generation ends, ahead of later requests of other orgs."""
+    async def go():
+        scheduler = FairScheduler(max_waiting=4, slots=3, max_per_key=2)
+        order: list[str] = []
+        gates = {name: asyncio.Event() for name in ["a1", "a2", "a3", "b1", "b2", "c1"]}
+
+        async def hold(name: str) -> str:
+            async with scheduler.slot(name[0]):
+                order.append(name)
+                await gates[name].wait()
+            return name
+
+        tasks = {name: asyncio.ensure_future(hold(name)) for name in ["a1", "a2", "a3"]}
+        await _until(lambda: scheduler.running == 2 and scheduler.waiting == 1)
+        assert order == ["a1", "a2"] and scheduler.waiting_for("a") == 1  # a slot is free, but a3 waits
+        tasks["b1"] = asyncio.ensure_future(hold("b1"))
+        await _until(lambda: "b1" in order)
+        assert scheduler.running == 3 and scheduler.running_for("a") == 2
+        for name in ["b2", "c1"]:  # all slots taken: these wait their turn
+            tasks[name] = asyncio.ensure_future(hold(name))
+        await _until(lambda: scheduler.waiting == 3)
+        gates["b1"].set()  # a3 is first in the round but capped: b2's org is next
+        await _until(lambda: "b2" in order)
+        assert scheduler.waiting_for("a") == 1 and scheduler.running == 3
+        gates["a1"].set()  # now a3 may run, and it comes before c1
+        await _until(lambda: "a3" in order)
+        assert scheduler.running == 3 and scheduler.waiting_for("c") == 1
+        for gate in gates.values():
+            gate.set()
+        assert sorted(await asyncio.gather(*tasks.values())) == sorted(gates)
+        assert order == ["a1", "a2", "b1", "b2", "a3", "c1"]
+        assert not scheduler.busy and scheduler.running == 0 and scheduler.waiting == 0
+
+    asyncio.run(go())
+
+
 def test_a_burst_of_one_org_leaves_room_for_another_end_to_end(make_server):
     """Through the Agents API on a real server: the model is held busy, org A fills the queue, and
     org B's chat still gets a place (A's newest waiting chat is the one answered 503)."""
@@ -143,9 +182,14 @@ def test_a_burst_of_one_org_leaves_room_for_another_end_to_end(make_server):
     held = threading.Event()
 
     async def hold():
-        async with scheduler.slot("someone"):
-            held.set()
-            await release.wait()
+        async def one():
+            async with scheduler.slot("someone"):
+                await release.wait()
+
+        tasks = [asyncio.ensure_future(one()) for _ in range(scheduler.slots)]  # every slot taken
+        await _until(lambda: scheduler.running == scheduler.slots)
+        held.set()
+        await asyncio.gather(*tasks)
 
     holder = asyncio.run_coroutine_threadsafe(hold(), server.loop)
     assert held.wait(30)
