@@ -8,6 +8,7 @@ const PAGES = [
   { id: "playground", title: "Playground", needs: "/api/public/agent/{agent_id}/chat" },
   { id: "knowledge", title: "Knowledge", needs: "/api/public/knowledge" },
   { id: "messaging", title: "Messaging", needs: "/v1/projects/{project_id}/flows" },
+  { id: "inbox", title: "Inbox", needs: "/v1/projects/{project_id}/threads" },
   { id: "chats", title: "Chats", needs: "/chats" },
   { id: "keys", title: "API keys", needs: "/api/admin/keys" },
   { id: "usage", title: "Usage", needs: "/api/public/agent/{agent_id}/usage" },

@@ -34,23 +34,18 @@ export async function render(main, args) {
     const chat = await api("/chats", { method: "POST", body, ...AUTH });
     location.hash = `#/chats/${chat.id}`;
   });
-  const newFlow = onSubmit(h("form", { class: "panel", id: "flow-form" }, h("h2", {}, "New flow"),
-    field("Flow definition (JSON)", h("textarea", { name: "flow", rows: 12, class: "mono", spellcheck: false }, JSON.stringify(EXAMPLE_FLOW, null, 2)),
-      "Assistants (instructions, model) or agent_id of an agent, and at most one user_proxy: the human's seat."),
-    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, "Create flow"))),
-  async (data) => {
-    let body;
-    try {
-      body = JSON.parse(data.get("flow"));
-    } catch (err) {
-      throw new Error(`Not valid JSON: ${err.message}`);
-    }
-    const flow = await api("/chatflows", { method: "POST", body, ...AUTH });
-    toast(`Created flow ${flow.name}`);
-    refresh();
-  });
+  const agents = await api("/api/public/agent").then((r) => r.agents).catch(() => []);
+  let editor = flowEditor(agents);
+  const edit = (flow) => {
+    const next = flowEditor(agents, flow);
+    editor.replaceWith(next);
+    editor = next;
+    next.scrollIntoView({ block: "start" });
+    next.querySelector("input[name=name]")?.focus();
+  };
   mount(main, h("h1", {}, "Chats"),
-    h("div", { class: "grid2" }, start, newFlow),
+    start,
+    editor,
     h("h2", {}, "Sessions"),
     table([
       ["Name", (c) => h("a", { href: `#/chats/${c.id}` }, c.name)],
@@ -64,7 +59,141 @@ export async function render(main, args) {
       ["Name", (f) => [f.name, h("div", { class: "muted small" }, f.description)]],
       ["Agents", (f) => f.agents.map((a) => h("span", { class: "tag" }, `${a.name}${a.type === "user_proxy" ? " (human)" : ""}`))],
       ["Speaker selection", (f) => f.speaker_selection],
+      ["", (f) => h("button", { type: "button", dataset: { edit: f.id }, onclick: () => edit(f) }, "Edit"), "actions"],
     ], flows, "No flows yet."));
+}
+
+// A chat flow as a form (agents, speaker selection, rounds, keyword) beside its JSON: both show
+// the same definition, and a change in either shows in the other. Saved with POST (new) or PATCH.
+const FLOW_FIELDS = ["name", "description", "agents", "speaker_selection", "manager_model", "max_rounds", "termination_keyword"];
+const KINDS = [["assistant", "Assistant"], ["agent", "Agents-API agent"], ["user_proxy", "User proxy (a human)"]];
+const MODES = [["ALWAYS", "ALWAYS: asked at each of its turns"], ["TERMINATE", "TERMINATE: asked when the chat would end"], ["NEVER", "NEVER: never asked"]];
+
+function kindOf(agent) {
+  return agent.type === "user_proxy" ? "user_proxy" : "agent_id" in agent ? "agent" : "assistant";
+}
+
+function flowEditor(agents, existing) {
+  let def = existing ? Object.fromEntries(FLOW_FIELDS.filter((k) => k in existing).map((k) => [k, existing[k]])) : structuredClone(EXAMPLE_FLOW);
+  const json = h("textarea", { name: "flow", rows: 16, class: "mono", spellcheck: false });
+  const form = h("div", { id: "flow-fields" });
+  const sync = () => (json.value = JSON.stringify(def, null, 2));
+  json.addEventListener("input", () => {
+    try {
+      const parsed = JSON.parse(json.value);
+      if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not an object");
+      def = parsed;
+      json.removeAttribute("aria-invalid");
+      draw();
+    } catch {
+      json.setAttribute("aria-invalid", "true");
+    }
+  });
+
+  function input(props, get, set) {
+    const el = h(props.tag || "input", { ...props, tag: undefined });
+    if (el.tagName !== "SELECT") el.value = get() ?? ""; // a select's options come after, each marked selected
+    el.addEventListener(el.tagName === "SELECT" ? "change" : "input", () => {
+      set(el.value);
+      sync();
+    });
+    return el;
+  }
+
+  function agentRow(agent, index) {
+    const list = def.agents;
+    const kind = h("select", { name: "kind", "aria-label": `Kind of agent ${index + 1}` },
+      KINDS.map(([id, label]) => h("option", { value: id, selected: id === kindOf(agent) }, label)));
+    kind.addEventListener("change", () => {
+      const name = agent.name;
+      list[index] = kind.value === "user_proxy" ? { name, type: "user_proxy", human_input_mode: "ALWAYS" }
+        : kind.value === "agent" ? { name, type: "assistant", agent_id: agents[0]?.id ?? "" }
+          : { name, type: "assistant", instructions: "", max_tokens: 64 };
+      changed(`[data-agent="${index}"] select[name=kind]`);
+    });
+    const remove = h("button", { type: "button", class: "small danger", "aria-label": `Remove agent ${agent.name || index + 1}`, onclick: () => {
+      list.splice(index, 1);
+      changed("#add-assistant");
+    } }, "Remove");
+    const name = field("Name", input({ name: "agent-name", required: true }, () => agent.name, (v) => (agent.name = v)));
+    let details;
+    if (kindOf(agent) === "user_proxy") {
+      details = field("Human input", input({ tag: "select", name: "human_input_mode" }, () => agent.human_input_mode, (v) => (agent.human_input_mode = v)),
+        "When the chat waits for the human in this seat.");
+      details.querySelector("select").append(...MODES.map(([id, label]) => h("option", { value: id, selected: id === (agent.human_input_mode || "ALWAYS") }, label)));
+    } else if (kindOf(agent) === "agent") {
+      const select = input({ tag: "select", name: "agent_id" }, () => agent.agent_id, (v) => (agent.agent_id = v));
+      select.append(...(agents.length ? agents : [{ id: agent.agent_id || "", name: "no agents yet" }]).map((a) =>
+        h("option", { value: a.id, selected: a.id === agent.agent_id }, a.name)));
+      details = field("Agent", select, "Its instructions, model and tools come from the agent.");
+    } else {
+      details = [
+        field("Instructions", input({ tag: "textarea", name: "instructions", rows: 2 }, () => agent.instructions, (v) => (agent.instructions = v))),
+        h("div", { class: "row" },
+          field("Model", input({ name: "model", placeholder: "local" }, () => agent.model, (v) => (v ? (agent.model = v) : delete agent.model))),
+          field("Max tokens", input({ name: "max_tokens", type: "number", min: 1, max: 8192 }, () => agent.max_tokens,
+            (v) => (v === "" ? delete agent.max_tokens : (agent.max_tokens = Number(v)))))),
+      ];
+    }
+    return h("div", { class: "agent-row", dataset: { agent: String(index) } }, h("div", { class: "row" }, name, field("Kind", kind), remove), details);
+  }
+
+  function add(kind) {
+    def.agents = Array.isArray(def.agents) ? def.agents : [];
+    const name = kind === "user_proxy" ? "user" : `${kind === "agent" ? "agent" : "assistant"}${def.agents.length + 1}`;
+    def.agents.push(kind === "user_proxy" ? { name, type: "user_proxy", human_input_mode: "ALWAYS" }
+      : kind === "agent" ? { name, type: "assistant", agent_id: agents[0]?.id ?? "" } : { name, type: "assistant", instructions: "", max_tokens: 64 });
+    changed(`[data-agent="${def.agents.length - 1}"] input[name=agent-name]`);
+  }
+
+  // After a change of shape: the JSON and the form again, the focus back where it belongs.
+  function changed(focus) {
+    sync();
+    draw();
+    form.querySelector(focus)?.focus();
+  }
+
+  function draw() {
+    const speaker = input({ tag: "select", name: "speaker_selection" }, () => def.speaker_selection, (v) => (def.speaker_selection = v));
+    speaker.append(...[["round_robin", "round robin"], ["auto", "auto (a manager model picks)"]].map(([id, label]) =>
+      h("option", { value: id, selected: id === (def.speaker_selection || "round_robin") }, label)));
+    mount(form,
+      h("div", { class: "row" },
+        h("div", { class: "grow" }, field("Name", input({ name: "name", required: true }, () => def.name, (v) => (def.name = v)))),
+        h("div", { class: "grow" }, field("Description", input({ name: "description" }, () => def.description, (v) => (def.description = v))))),
+      h("div", { class: "row" },
+        h("div", { class: "grow" }, field("Speaker selection", speaker)),
+        h("div", { class: "grow" }, field("Rounds (at most)", input({ name: "max_rounds", type: "number", min: 1, max: 100 }, () => def.max_rounds,
+          (v) => (v === "" ? delete def.max_rounds : (def.max_rounds = Number(v)))))),
+        h("div", { class: "grow" }, field("Keyword that ends it", input({ name: "termination_keyword", placeholder: "TERMINATE" },
+          () => def.termination_keyword, (v) => (def.termination_keyword = v || null))))),
+      h("h3", {}, "Agents"),
+      (Array.isArray(def.agents) ? def.agents : []).map(agentRow),
+      h("div", { class: "row" },
+        h("button", { type: "button", class: "small", id: "add-assistant", onclick: () => add("assistant") }, "+ Assistant"),
+        h("button", { type: "button", class: "small", id: "add-agent", onclick: () => add("agent") }, "+ Agents-API agent"),
+        h("button", { type: "button", class: "small", id: "add-proxy", onclick: () => add("user_proxy") }, "+ User proxy")));
+  }
+
+  sync();
+  draw();
+  return onSubmit(h("form", { class: "panel", id: "flow-form" }, h("h2", {}, existing ? `Edit flow “${existing.name}”` : "New flow"),
+    h("div", { class: "grid2" }, form, field("JSON", json, "The same definition: edit either side.")),
+    h("div", { class: "actions" }, h("button", { type: "submit", class: "primary" }, existing ? "Save flow" : "Create flow"),
+      existing ? h("a", { class: "button", href: "#/chats", onclick: (e) => { e.preventDefault(); refresh(); } }, "New flow instead") : null)),
+  async (data) => {
+    let body;
+    try {
+      body = JSON.parse(data.get("flow"));
+    } catch (err) {
+      throw new Error(`Not valid JSON: ${err.message}`);
+    }
+    const flow = existing
+      ? await api(`/chatflows/${encodeURIComponent(existing.id)}`, { method: "PATCH", body, ...AUTH })
+      : await api("/chatflows", { method: "POST", body, ...AUTH });
+    toast(`${existing ? "Saved" : "Created"} flow ${flow.name}`);
+    refresh();
+  });
 }
 
 function statusTag(status) {

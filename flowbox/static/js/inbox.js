@@ -1,0 +1,174 @@
+// The inbox: a messaging project's threads (REST, sockets and SDK alike), live, filtered by paused,
+// handover and outside business hours. Open a thread to read its history, take it over (the bot
+// pauses), answer as a human agent and hand it back. Everything goes through the Management API's
+// thread routes with the signed-in key; updates come from the project's event stream (SSE).
+import { api, events, request } from "./api.js";
+import { errorBox, h, mount, onSubmit, toast, when } from "./dom.js";
+import { Transcript } from "./transcript.js";
+
+const FILTERS = [["all", "All"], ["paused", "Paused"], ["handover", "Handover"], ["outsideHours", "Outside hours"]];
+const RETRY_MS = 3000;
+
+export async function render(main, args) {
+  const projects = await api("/v1/projects");
+  const project = projects.find((p) => p.projectId === args[0]) || projects[0];
+  if (!project) {
+    mount(main, h("h1", {}, "Inbox"), h("div", { class: "panel empty" }, "No messaging projects yet. ", h("a", { href: "#/messaging" }, "Create one"), "."));
+    return;
+  }
+  const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
+  let filter = FILTERS.some(([id]) => id === args[1]) ? args[1] : "all";
+  let selected = args[2] || null;
+  const list = h("div", { id: "threads", class: "thread-list", role: "list", "aria-label": "Threads" });
+  const pane = h("div", { id: "thread", class: "thread-pane" });
+  const live = h("span", { id: "inbox-live", class: "tag" }, "connecting…");
+  const controller = new AbortController();
+
+  const address = () => history.replaceState(null, "", `#/inbox/${[project.projectId, filter, selected].filter(Boolean).map(encodeURIComponent).join("/")}`);
+
+  const filters = h("div", { class: "row filters", role: "group", "aria-label": "Show" }, FILTERS.map(([id, label]) =>
+    h("button", { type: "button", dataset: { filter: id }, "aria-pressed": String(id === filter), onclick: (event) => {
+      filter = id;
+      for (const b of filters.querySelectorAll("button")) b.setAttribute("aria-pressed", String(b === event.currentTarget));
+      address();
+      loadList();
+    } }, label)));
+
+  async function loadList() {
+    const query = filter === "all" ? "" : `?only=${filter}`;
+    try {
+      const threads = await api(`${base}/threads${query}`, { signal: controller.signal });
+      mount(list, threads.length ? threads.map(threadItem) : h("div", { class: "panel empty" }, "No threads here."));
+    } catch (err) {
+      if (err.name !== "AbortError") mount(list, errorBox(err));
+    }
+  }
+
+  function threadItem(t) {
+    return h("button", { type: "button", role: "listitem", class: `thread-item${t.threadId === selected ? " active" : ""}`,
+      dataset: { thread: t.threadId }, "aria-current": t.threadId === selected ? "true" : undefined, onclick: () => open(t.threadId) },
+    h("div", { class: "row" }, h("b", { class: "grow" }, t.user?.name || t.threadId), statusTags(t)),
+    t.lastMessage ? h("div", { class: "small muted last" }, `${t.lastMessage.role}: ${t.lastMessage.text}`) : null,
+    h("div", { class: "small muted" }, when(t.lastMessage?.createdAt || t.updatedAt)));
+  }
+
+  async function open(threadId) {
+    selected = threadId;
+    address();
+    for (const item of list.querySelectorAll(".thread-item")) {
+      const on = item.dataset.thread === threadId;
+      item.classList.toggle("active", on);
+      on ? item.setAttribute("aria-current", "true") : item.removeAttribute("aria-current");
+    }
+    await loadThread(true);
+  }
+
+  const transcript = new Transcript();
+  async function loadThread(focus = false) {
+    if (!selected) {
+      mount(pane, h("div", { class: "panel empty" }, "Pick a thread to read it, take it over and answer."));
+      return;
+    }
+    let view;
+    try {
+      view = await api(`${base}/threads/${encodeURIComponent(selected)}`, { signal: controller.signal });
+    } catch (err) {
+      if (err.name !== "AbortError") mount(pane, errorBox(err));
+      return;
+    }
+    transcript.clear();
+    for (const group of view.history.history) {
+      const role = group.originator.role === "user" ? "customer" : group.originator.role === "moderator" ? "moderator" : "bot";
+      for (const message of group.messages) {
+        const text = (message.responses || []).filter((r) => r.type === "text").map((r) => r.payload.text).join("\n") || message.fallback;
+        if (!text) continue;
+        const bubble = transcript.bubble(role, text, group.originator.name);
+        if (message.step && role === "customer") bubble.append(h("span", { class: "meta" }, `matched ${message.step.type} “${message.step.title}”`));
+      }
+    }
+    if (!view.messages) transcript.note("No messages yet.");
+    const toggle = view.paused
+      ? h("button", { type: "button", id: "resume-bot", onclick: () => setPaused(false) }, "Resume the bot")
+      : h("button", { type: "button", id: "take-over", class: "primary", onclick: () => setPaused(true) }, "Take over");
+    const input = h("input", { id: "reply-input", name: "text", autocomplete: "off", placeholder: view.paused ? "Answer as a human agent…" : "Take over first, or answer beside the bot…", "aria-label": "Reply as a human agent" });
+    const form = onSubmit(h("form", { class: "composer", id: "reply-form" }, input, h("button", { type: "submit", class: "primary" }, "Send as agent")),
+      async () => {
+        const text = input.value.trim();
+        if (!text) return;
+        await api(`${base}/threads/${encodeURIComponent(selected)}/messages`, { method: "POST", body: { payload: { type: "text", speech: text, originator: { name: "agent" } } } });
+        input.value = "";
+        input.focus();
+      });
+    const hadFocus = pane.contains(document.activeElement) ? document.activeElement.id : null;
+    mount(pane,
+      h("div", { class: "row" }, h("h2", { class: "grow", id: "thread-title" }, view.user?.name || view.threadId), statusTags(view), toggle),
+      h("p", { class: "muted small" }, `thread ${view.threadId}`, view.pausedUntil ? ` · paused until ${when(view.pausedUntil)}` : ""),
+      transcript.el, form);
+    transcript.scroll();
+    const again = hadFocus && document.getElementById(hadFocus);
+    if (again) again.focus();
+    else if (focus) (view.paused ? input : toggle).focus();
+  }
+
+  async function setPaused(paused) {
+    const path = `${base}/threads/${encodeURIComponent(selected)}/pause`;
+    await api(path, paused ? { method: "POST", body: {} } : { method: "DELETE" });
+    toast(paused ? "You have the thread: the bot is paused." : "The bot answers again.");
+    await Promise.all([loadThread(), loadList()]);
+    document.getElementById(paused ? "reply-input" : "take-over")?.focus();
+  }
+
+  // Live: each event of the project refreshes the list, and the open thread when it is that one.
+  let pending = null;
+  let threadPending = false;
+  function changed(threadId) {
+    threadPending ||= threadId === selected;
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      loadList();
+      if (threadPending) loadThread();
+      threadPending = false;
+    }, 150);
+  }
+
+  async function follow() {
+    while (!controller.signal.aborted) {
+      try {
+        const response = await request(`${base}/events`, { accept: "text/event-stream", signal: controller.signal });
+        live.textContent = "live";
+        live.className = "tag ok";
+        loadList(); // what happened before the stream opened
+        if (selected) loadThread();
+        for await (const event of events(response)) {
+          if (event.event === "error") throw new Error(event.json?.message || "The stream ended");
+          if (event.json?.threadId) changed(event.json.threadId);
+        }
+      } catch (err) {
+        if (controller.signal.aborted || err.name === "AbortError") return;
+        if (err.status === 401) return void (live.textContent = "signed out");
+      }
+      live.textContent = "reconnecting…";
+      live.className = "tag warn";
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
+    }
+  }
+
+  const picker = h("select", { id: "inbox-project", class: "auto", "aria-label": "Project", onchange: () => (location.hash = `#/inbox/${picker.value}`) },
+    projects.map((p) => h("option", { value: p.projectId, selected: p === project }, p.name)));
+  mount(main, h("h1", {}, "Inbox", live, h("span", { class: "spacer" }), picker), filters,
+    h("div", { class: "inbox-grid" }, list, pane));
+  await loadThread();
+  follow();
+  return () => {
+    controller.abort();
+    clearTimeout(pending);
+  };
+}
+
+function statusTags(t) {
+  return [
+    t.handover ? h("span", { class: "tag warn", dataset: { tag: "handover" } }, "handover") : t.paused ? h("span", { class: "tag warn", dataset: { tag: "paused" } }, "paused") : null,
+    t.outsideHours ? h("span", { class: "tag", dataset: { tag: "outside" } }, "outside hours") : null,
+  ];
+}
