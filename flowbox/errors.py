@@ -114,6 +114,11 @@ class ModelBusy(ModelError):
     """Too many requests are waiting for the model."""
 
 
+class ReplyBroken(ModelError):
+    """A model's reply broke off after it began (a remote server died mid-stream). Asking again is
+    safe only while none of its text reached the caller (``models.generate`` does)."""
+
+
 class ContextTooLong(FlowboxError):
     def __init__(self, n_tokens: int, n_ctx: int):
         super().__init__(

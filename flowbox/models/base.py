@@ -6,6 +6,8 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
+from ..errors import ReplyBroken
+
 
 @dataclass(frozen=True)
 class ToolSpec:
@@ -76,17 +78,31 @@ class ChatBackend(Protocol):
     def count_tokens(self, messages: list[dict[str, Any]]) -> int: ...
 
 
+# A reply that broke off is asked again this many times (a remote pool sends it to another server).
+ASK_AGAIN = 2
+
+
 async def generate(
     backend: ChatBackend,
     request: ChatRequest,
     key: str = "",
     on_text: Callable[[str], Awaitable[None]] | None = None,
 ) -> ChatResult:
-    """Runs a request to the end, passing text deltas to ``on_text`` as they come."""
-    async with contextlib.aclosing(backend.stream(request, key)) as events:
-        async for event in events:
-            if isinstance(event, Done):
-                return event.result
-            if on_text is not None:
-                await on_text(event.text)
-    raise RuntimeError("backend ended without a result")
+    """Runs a request to the end, passing text deltas to ``on_text`` as they come. A reply that broke
+    off is asked again while none of its text reached ``on_text``; after that, the caller has seen
+    part of an answer, and the error is theirs."""
+    for ask in range(ASK_AGAIN + 1):
+        reached = False
+        try:
+            async with contextlib.aclosing(backend.stream(request, key)) as events:
+                async for event in events:
+                    if isinstance(event, Done):
+                        return event.result
+                    if on_text is not None:
+                        reached = True
+                        await on_text(event.text)
+            raise RuntimeError("backend ended without a result")
+        except ReplyBroken:
+            if reached or ask == ASK_AGAIN:
+                raise
+    raise AssertionError("unreachable: the last ask returns or raises")

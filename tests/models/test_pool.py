@@ -1,0 +1,151 @@
+"""A remote model on a pool of two real llama_cpp.server processes on loopback: one is killed (SIGKILL)
+in the middle of a run of chats, and restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import httpx
+import pytest
+
+from flowbox.models.files import model_path
+from tests.helpers import create_agent, eventually, free_port, wait_serving
+
+CHATS = 8
+
+
+class LlamaServer:
+    """llama_cpp.server serving the test model on a port of its own, which a restart keeps."""
+
+    def __init__(self, models_dir):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(models_dir, "smollm2")),
+                     "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "512", "--model_alias", "smol",
+                     "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False",
+                     "--interrupt_requests", "False"]  # a second request waits for the first instead of cutting it short
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def wait(self) -> None:
+        try:
+            wait_serving(self.proc, f"{self.url}/models", "llama_cpp.server", timeout=120)
+        except AssertionError:
+            self.proc.kill()
+            raise
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def servers(models_dir):
+    pair = [LlamaServer(models_dir), LlamaServer(models_dir)]
+    for server in pair:  # both load at once
+        server.start()
+    try:
+        for server in pair:
+            server.wait()
+        yield pair
+    finally:
+        for server in pair:
+            server.stop()
+
+
+@pytest.fixture
+def backends(servers):
+    """Both servers serving (one a test killed is started again)."""
+    dead = [server for server in servers if not server.alive()]
+    for server in dead:
+        server.start()
+    for server in dead:
+        server.wait()
+    return servers
+
+
+@pytest.fixture
+def pooled(backends, make_server, monkeypatch):
+    """A flowbox server whose model "remote" is the pool of both, an agent on it, and the pool."""
+    monkeypatch.setenv("FLOWBOX_REMOTE_BASE_URLS", ",".join(server.url for server in backends))
+    monkeypatch.setenv("FLOWBOX_REMOTE_MODEL", "smol")
+    srv = make_server(preload_model=False)
+    client = srv.client()
+    agent = create_agent(client, name="pooled", model="remote", instructions="Answer briefly.", max_tokens=16)
+    pool = srv.call(srv.services.models.get("remote")).pool
+    return srv, client, agent, pool
+
+
+def state(pool, server) -> dict:
+    return next(b for b in pool.snapshot() if b["url"] == server.url)
+
+
+def test_a_server_killed_mid_run_fails_no_chat_and_is_probed_back_in(pooled, backends):
+    srv, client, agent, pool = pooled
+    victim, survivor = backends
+    results: list[httpx.Response] = []
+
+    def chats(n: int) -> None:
+        with httpx.Client(base_url=srv.base_url, headers={"Authorization": srv.key}, timeout=120) as own:
+            for i in range(n):
+                results.append(own.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": f"Say hello to number {i}."}))
+
+    runs = [threading.Thread(target=chats, args=(CHATS // 2,)) for _ in range(2)]
+    for run in runs:
+        run.start()
+    # Killed while it streams a reply (its answer began): that chat is asked again on the survivor.
+    eventually(lambda: state(pool, victim)["answering"], "a reply streaming from the server to kill")
+    victim.kill9()
+    served_by_victim = state(pool, victim)["served"]
+    for run in runs:
+        run.join(timeout=120)
+
+    assert [r.status_code for r in results] == [200] * CHATS, [r.text for r in results if r.status_code != 200]
+    assert all(r.json()["body"]["conversation_history"][-1]["content"] for r in results)
+    gone, kept = state(pool, victim), state(pool, survivor)
+    assert not gone["up"] and gone["failures"] >= 1 and gone["served"] == served_by_victim
+    # every chat the victim did not finish was answered by the survivor (the cut one counts on both)
+    assert kept["served"] >= CHATS - served_by_victim + 1 and kept["up"]
+
+    victim.start()
+    victim.wait()
+    eventually(lambda: state(pool, victim)["up"], "the restarted server probed back into the pool", timeout=30)
+    for _ in range(2):  # an idle pool takes turns: the next two chats go one to each
+        assert client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "Hi."}).status_code == 200
+    assert state(pool, victim)["served"] == served_by_victim + 1
+
+
+def test_a_reply_cut_after_text_was_streamed_fails_and_is_not_sent_again(pooled, backends):
+    srv, client, _, pool = pooled
+    agent = create_agent(client, name="long", model="remote", max_tokens=200)  # still streaming when the server dies
+    with client.stream("POST", f"/api/public/agent/{agent['id']}/chat", json={"messages": "Tell me about bees."},
+                       headers={"Accept": "text/event-stream"}) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: delta"
+        serving = next(server for server in backends if state(pool, server)["answering"])
+        other = next(server for server in backends if server is not serving)
+        before = state(pool, other)["served"]
+        serving.kill9()
+        events = [line for line in lines if line.startswith(("event:", "data:"))]
+    last_event = [line for line in events if line.startswith("event:")][-1]
+    assert last_event == "event: error", events
+    assert json.loads(events[-1][5:]) == {"statusCode": 503, "body": {
+        "agent_id": agent["id"], "message": "Service temporarily unavailable", "error": "AI provider is currently experiencing high traffic"}}
+    assert state(pool, other)["served"] == before  # text had reached the caller: not asked again
+    assert not state(pool, serving)["up"]
