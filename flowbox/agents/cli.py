@@ -25,7 +25,7 @@ def agent_options(fn):
     for option in reversed([
         click.option("--instructions", default=None, help="System instructions."),
         click.option("--description", default=None, help="A short description."),
-        click.option("--model", default=None, help="'local' or a configured remote model's name."),
+        click.option("--model", default=None, help="'local', a model added with 'flowbox models add', or a configured remote model's name."),
         click.option("--temperature", type=float, default=None),
         click.option("--max-tokens", type=int, default=None),
         click.option("--tools", default=None, help="Comma-separated tool names, e.g. calculator,datetime."),

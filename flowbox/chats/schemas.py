@@ -126,7 +126,7 @@ FLOW_AGENT = obj(
     type={"type": "string", "enum": ["assistant", "user_proxy"], "default": "assistant"},
     description=string(2000, min_length=0),
     instructions=string(20_000, min_length=0, description="Assistants without agent_id"),
-    model=string(description="'local' or a configured remote model (see GET /api/admin/options)"),
+    model=string(description="'local', an added model or a configured remote model (see GET /api/admin/options)"),
     temperature={"type": "number", "minimum": 0, "maximum": 2},
     max_tokens={"type": ["integer", "null"], "minimum": 1, "maximum": 8192},
     agent_id=string(200, description="An agent of the Agents API; its instructions and model are used"),

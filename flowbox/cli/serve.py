@@ -56,6 +56,7 @@ def serve(cfg):
     scheme = "https" if cfg.tls_cert else "http"
     url = f"{scheme}://{cfg.host if ':' not in cfg.host else '[' + cfg.host + ']'}:{cfg.port}"
     click.echo(f"flowbox serving on {url}  (data: {cfg.data_path})", err=True)
+    click.echo(f"local models run on {models.backend()}", err=True)
     if first_key:
         click.echo(f"First API key for org '{org['name']}' (shown once, store it now): {first_key}", err=True)
 

@@ -62,6 +62,17 @@ class ModelRegistry:
         """A model that runs here (llama.cpp), as opposed to a remote one."""
         return name == LOCAL or (name not in self.config.remotes and name in self.added())
 
+    def backend(self) -> str:
+        """Where local models compute, in words: "CPU", or "CUDA, all layers offloaded"."""
+        from .llama_load import backend, gpu_layers
+
+        name, layers = backend(), gpu_layers(self.config.n_gpu_layers)
+        if name == "CPU":
+            return "CPU"
+        if layers == 0:
+            return f"CPU (llama.cpp was built with {name}, but n_gpu_layers is 0)"
+        return f"{name} ({'all' if layers == -1 else layers} layers offloaded)"
+
     def chat_model_path(self, progress: bool = False) -> Path:
         return ensure_model(self.config.models_path, self.config.chat_model, progress=progress)
 

@@ -2,7 +2,7 @@
 ``openai`` SDKs and the tools built on them talk to flowbox agents or the bare local models.
 
 - Auth: ``Authorization: Bearer <flowbox key>``; errors are ``{"error": {"message", "type", "param", "code"}}``.
-- ``model``: a raw model name ("local", a configured remote) first, else an agent of the key's org
+- ``model``: a raw model name ("local", an added model, a configured remote) first, else an agent of the key's org
   by id, else by name when exactly one agent has it. ``GET /v1/models`` lists both.
 - Threads (agents only): ``X-Flowbox-Thread: <thread_id>`` or ``metadata.thread_id`` continues a
   stored thread; the caller then sends only the new messages. Every agent call is stored in a

@@ -136,6 +136,10 @@ def test_serve_first_run_prints_a_key_once(tmp_path):
     server = ServeProcess("--data-dir", str(data_dir))
     try:
         assert server.first_key, server.output
+        import llama_cpp
+
+        gpu = llama_cpp.llama_supports_gpu_offload()  # a CPU-only llama.cpp: n_gpu_layers -1 means none
+        assert "local models run on " + ("" if gpu else "CPU") in server.output, server.output
         response = httpx.get(f"{server.base}/api/public/agent", headers={"Authorization": server.first_key})
         assert response.status_code == 200 and response.json() == {"agents": []}
     finally:

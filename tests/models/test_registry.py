@@ -149,20 +149,19 @@ def test_models_are_chosen_by_name_and_the_least_recently_used_idle_one_is_unloa
     assert "second" in client.get("/api/admin/options").json()["models"]  # the console's agent editor lists it
     response = client.post("/api/public/agent", json={"name": "x", "model": "nope"})
     assert response.status_code == 400 and "second" in response.text  # unknown names: as before
-    agent = client.post("/api/public/agent", json={"name": "on second", "model": "second", "max_tokens": 4}).json()
+    agent = client.post("/api/public/agent", json={"name": "on second", "model": "second", "instructions": "Write long stories."}).json()
+    flow = {"name": "f", "manager_model": "second", "agents": [{"name": "a", "instructions": "Be brief.", "model": "second"}]}
+    assert client.post("/chatflows", json=flow).status_code == 201  # chat-flow assistants name it too
 
     def loaded() -> list[str]:
         return list(srv.services.models.loaded())
 
-    response = client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "Say hi."})
-    assert response.status_code == 200, response.text
-    assert loaded() == ["second"]
-    assert srv.services.models.loaded()["second"].n_ctx == 1024  # its own setting
-    long = {"model": "second", "max_tokens": 48, "temperature": 0,
+    long = {"model": agent["id"], "max_tokens": 48, "temperature": 0,  # the agent, on its model
             "messages": [{"role": "user", "content": "Write a long story about a lighthouse."}]}
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         running = pool.submit(client.post, "/v1/chat/completions", json=long)
-        eventually(lambda: srv.services.models.loaded()["second"].scheduler.busy, "second generating")
+        eventually(lambda: "second" in loaded() and srv.services.models.loaded()["second"].scheduler.busy, "second generating")
+        assert srv.services.models.loaded()["second"].n_ctx == 1024  # its own setting
         waiting = pool.submit(client.post, "/v1/chat/completions",
                               json={"model": "local", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]})
         eventually(lambda: srv.services.models.memory.loading, "local waiting for room")
