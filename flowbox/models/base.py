@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from ..errors import ReplyBroken
+from ..stats import generation_stats
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,15 @@ class Done:
 Event = TextDelta | Done
 
 
+def message_text(content: Any) -> str:
+    """A message's content as text: a string, the text parts of a list of parts, or nothing."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return "" if content is None else str(content)
+
+
 class ChatBackend(Protocol):
     name: str
     n_ctx: int
@@ -94,7 +105,7 @@ async def generate(
     for ask in range(ASK_AGAIN + 1):
         reached = False
         try:
-            async with contextlib.aclosing(backend.stream(request, key)) as events:
+            async with contextlib.aclosing(timed(backend, backend.stream(request, key))) as events:
                 async for event in events:
                     if isinstance(event, Done):
                         return event.result
@@ -106,3 +117,25 @@ async def generate(
             if reached or ask == ASK_AGAIN:
                 raise
     raise AssertionError("unreachable: the last ask returns or raises")
+
+
+async def timed(backend: ChatBackend, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    """``events`` passed on, timed into the backend's stats (the metrics' time to first token and
+    tokens per second): the first text from the start (waiting for the model and reading the prompt
+    included), then the tokens after it and the time they took."""
+    stats = generation_stats(backend)
+    started, first = time.perf_counter(), 0.0
+    stats.running += 1
+    try:
+        async with contextlib.aclosing(events):
+            async for event in events:
+                if isinstance(event, Done):
+                    if first:
+                        stats.decode_tokens += max(0, event.result.completion_tokens - 1)
+                        stats.decode_seconds += time.perf_counter() - first
+                elif not first:
+                    first = time.perf_counter()
+                    stats.first_token.observe(first - started)
+                yield event
+    finally:
+        stats.running -= 1
