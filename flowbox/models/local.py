@@ -102,8 +102,9 @@ class LocalChatModel:
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {path}: {exc}") from exc
         template = self.vocab.metadata().get("tokenizer.chat_template")
-        # None: the grammar router picks tools; else the template's own tool-call format (tool_calls.py)
-        self.tool_format = None if tool_format == "router" else detect(template)
+        # None: the grammar router picks tools; else the template's own tool-call format (tool_calls.py).
+        # A named chat_format is a fixed formatter that knows no tools.
+        self.tool_format = None if tool_format == "router" or chat_format else detect(template)
         if tool_format == "native" and self.tool_format is None:
             self.vocab.close()
             raise ModelError(f"the chat template of {path.name} has no tool-call format flowbox reads (Hermes/Qwen, Llama 3, Mistral); "
