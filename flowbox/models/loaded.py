@@ -158,6 +158,6 @@ class LocalBackend:
                     yield event
 
     def __getattr__(self, attr: str) -> Any:  # the LocalChatModel's own (scheduler, worker, render, ...)
-        if attr.startswith("_") or self._slot.model is None:
+        if attr.startswith("__") or attr in ("_slot", "_models") or self._slot.model is None:
             raise AttributeError(attr)
         return getattr(self._slot.model, attr)

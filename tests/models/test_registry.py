@@ -3,6 +3,7 @@ CLI, and a running server choosing models by name with at most ``models_max_load
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import hashlib
 import json
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from flowbox.errors import ModelError
+from flowbox.models.loaded import LoadedModels
 from flowbox.models.registry import NotGGUF, read_gguf
 from tests.helpers import MODELS_DIR, cli, eventually, models
 
@@ -131,6 +134,74 @@ def test_a_wrong_sha256_or_a_file_that_is_not_gguf_is_refused_and_nothing_is_add
     assert not list((own_models_dir / "downloads").iterdir()) and not list(own_models_dir.glob("*.gguf"))
     assert "http:// or https://" in cli("models", "add", "x", "ftp://127.0.0.1/model.gguf", code=1).stderr
     assert "already a model" in cli("models", "add", "local", str(MODELS_DIR / SMOL), code=1).stderr
+
+
+# -- the LRU ---------------------------------------------------------------------------------------
+
+class FakeModel:
+    """What the LRU touches of a LocalChatModel: its worker's start and close."""
+
+    def __init__(self, log: list, name: str):
+        self.log, self.name, self.worker = log, name, self
+        log.append(f"load {name}")
+
+    def start(self):
+        self.log.append(f"load {self.name}")
+
+    def close(self):
+        self.log.append(f"unload {self.name}")
+
+
+async def until(check) -> None:
+    for _ in range(2000):
+        if check():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("not within 10 s")
+
+
+def test_the_lru_unloads_the_least_recently_used_idle_model_and_waits_while_the_others_are_busy():
+    async def scenario():
+        memory, log = LoadedModels(max_loaded=2, memory_bytes=250 << 20), []
+        slot = {name: memory.slot(name, size << 20, lambda name=name: FakeModel(log, name))
+                for name, size in (("a", 100), ("b", 100), ("c", 100), ("big", 300))}
+        loaded = lambda: [s.name for s in memory.slots]  # noqa: E731
+        for name in "abc":
+            async with memory.use(slot[name]):
+                pass
+        assert loaded() == ["b", "c"] and log == ["load a", "load b", "unload a", "load c"]
+
+        release_b, release_a = asyncio.Event(), asyncio.Event()
+
+        async def hold(name: str, until: asyncio.Event):
+            async with memory.use(slot[name]):
+                await until.wait()
+
+        holding_b = asyncio.ensure_future(hold("b", release_b))
+        await asyncio.sleep(0)
+        async with memory.use(slot["c"]):  # c the most recent, b the older but busy
+            pass
+        async with memory.use(slot["a"]):  # so c goes, not b
+            pass
+        assert loaded() == ["b", "a"] and log[-2:] == ["unload c", "load a"]
+
+        holding_a = asyncio.ensure_future(hold("a", release_a))
+        await asyncio.sleep(0)
+        wanting_c = asyncio.ensure_future(hold("c", asyncio.Event()))
+        await until(lambda: memory.loading)
+        assert memory.loading and not slot["c"].loaded and log[-1] == "load a"  # both busy: c waits
+        release_a.set()
+        await holding_a
+        await until(lambda: slot["c"].loaded)
+        assert loaded() == ["b", "c"] and log[-2:] == ["unload a", "load c"]
+        with pytest.raises(ModelError, match="larger than models_memory_mb"):
+            async with memory.use(slot["big"]):
+                pass
+        release_b.set()
+        await holding_b
+        wanting_c.cancel()
+
+    asyncio.run(scenario())
 
 
 # -- a running server ------------------------------------------------------------------------------
