@@ -8,7 +8,7 @@ from typing import AsyncIterator
 
 from litestar import Litestar
 
-from . import __version__, core
+from . import __version__, core, metrics
 from .admin import area as admin
 from .admin.console import openapi_config
 from .agents import area as agents
@@ -46,6 +46,8 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     models = models or ModelRegistry(config)
     services = Services(config=config, store=store, models=models, areas=AREAS)
     routes = [route for area in AREAS for route in area.routes]
+    if config.metrics_key:
+        routes.append(metrics.metrics_endpoint)
     browser_paths = [path for area in AREAS for path in area.browser_paths]
     surfaces = Surfaces(area.errors for area in AREAS if area.errors)
     document_common(routes, surfaces.documented_error)
@@ -76,7 +78,7 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
         lifespan=[lifespan],
         exception_handlers=surfaces.exception_handlers(),  # each error in the shape of the surface it leaves by
         openapi_config=openapi_config(__version__),  # rendered offline at /schema
-        middleware=[request_log, bearer_cors(config, browser_paths),
+        middleware=[request_log(services.state(metrics.Metrics).http, fields=config.log_format == "json"), bearer_cors(config, browser_paths),
                     body_deadline(config.request_body_timeout_ms / 1000, config.request_body_min_rate, surfaces.rendered),
                     rate_limit(config.rate_limit_per_minute, config.rate_limit_burst, surfaces.rendered)],
         cors_config=app_cors(config),
@@ -100,4 +102,6 @@ def uvicorn_options(config: Config) -> dict:
         "http": header_deadline(AutoHTTPProtocol, config.request_header_timeout_ms / 1000),
         # uvicorn believes X-Forwarded-For from loopback by default: any local client could name any address
         "proxy_headers": bool(proxies), "forwarded_allow_ips": proxies or None,
+        # json: uvicorn's own lines go to the root logger, which writes JSON (logs.setup_process_log)
+        **({"log_config": None} if config.log_format == "json" else {}),
     }

@@ -1,4 +1,4 @@
-"""The core area: orgs and keys, models, the outbox, open streams' revocation, backups, and the
+"""The core area: orgs and keys, models, the outbox, open streams' revocation, metrics, backups, and the
 commands that serve and check flowbox. Its migration set holds the agents' tables too (``flowbox``,
 named before areas had their own)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from litestar import get
 
-from . import embeddings, migrations, outbox, revocation
+from . import embeddings, metrics, migrations, outbox, revocation
 from .area import Area
 from .cli.backup import backup, restore
 from .cli.credits import credits
@@ -27,7 +27,7 @@ AREA = Area(
     routes=(healthz,),
     migrations=(migrations.migrations, outbox.migrations),
     commands=(serve, keys, orgs_group, models, backup, restore, credits, outbox_group, selfcheck),
-    state=(lambda _: revocation.OpenStreams(), lambda _: embeddings.LoadedEmbedder(), lambda _: outbox.OutboxWorker()),
-    on_startup=(revocation.start_sweeper, outbox.start_worker),
-    on_shutdown=(outbox.stop_worker, embeddings.close_embedder),
+    state=(lambda _: revocation.OpenStreams(), lambda _: embeddings.LoadedEmbedder(), lambda _: outbox.OutboxWorker(), metrics.Metrics),
+    on_startup=(revocation.start_sweeper, outbox.start_worker, metrics.start_listener),
+    on_shutdown=(metrics.stop_listener, outbox.stop_worker, embeddings.close_embedder),
 )

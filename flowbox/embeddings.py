@@ -55,6 +55,7 @@ class Embedder:
 
     name: str
     dim: int
+    embedded = 0  # texts embedded so far (the metrics' embeddings per second)
     _queries: collections.OrderedDict | None = None
 
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
@@ -169,6 +170,7 @@ class Batcher:
     def __init__(self, worker: Any, dim: int):
         self.worker, self.dim = worker, dim
         self.calls = 0  # worker calls made (tests read it)
+        self.embedded = 0  # texts whose vectors are done
         self._queries: collections.deque[_Request] = collections.deque()
         self._bulk: collections.deque[_Request] = collections.deque()
         self._lock = threading.Lock()
@@ -250,8 +252,10 @@ class Batcher:
         else:
             for (request, index, tokens), vector in zip(taken, vectors):
                 request.add(index, tokens, vector)
+        done = 0 if error is not None else sum(len(r.sums) for r in dict.fromkeys(r for r, _, _ in taken) if not r.left)
         with self._lock:
             self._busy = False
+            self.embedded += done
         self._next()
 
 
@@ -281,6 +285,10 @@ class LocalEmbedder(Embedder):
         self.batcher = Batcher(self.worker, self.dim)
         self._cls = self.llm.token_bos()
         self._sep = self.llm.token_sep()
+
+    @property
+    def embedded(self) -> int:  # type: ignore[override]
+        return self.batcher.embedded
 
     def close(self) -> None:
         self.batcher.close()
@@ -350,6 +358,7 @@ class RemoteEmbedder(Embedder):
             raise ModelError(f"embedding server sent a malformed answer: {exc}") from None
         if len(vectors) != count or vectors.ndim != 2:
             raise ModelError(f"embedding server returned {len(vectors)} vectors for {count} texts")
+        self.embedded += count
         return _normalise(vectors)
 
     def _batches(self, texts: list[str]):

@@ -193,4 +193,19 @@ def authenticated(handlers: Sequence[Any], auth: Callable[[Request], Awaitable[A
     for handler in handlers:
         if provides not in inspect.signature(handler.fn).parameters:
             raise TypeError(f"{handler.handler_name} must take {provides!r}: its router authenticates through it")
-    return Router(path, route_handlers=list(handlers), dependencies={provides: Provide(auth)})
+
+    async def caller(request: Request) -> Any:
+        who = await auth(request)
+        request.scope.setdefault("state", {})["org_id"] = _org_id(who)  # for the request's log line
+        return who
+
+    return Router(path, route_handlers=list(handlers), dependencies={provides: Provide(caller)})
+
+
+def _org_id(who: Any) -> str | None:
+    """The org an ``authenticated`` Router's caller acts for: a Principal's, a messaging project's, or the id itself."""
+    if isinstance(who, str):
+        return who
+    if isinstance(who, dict):
+        return who.get("org_id")
+    return getattr(who, "org_id", None)

@@ -1,4 +1,5 @@
-"""No credential in any log line. Browsers' WebSockets and EventSource cannot send headers, so keys
+"""How log lines look (``log_format``: text, or one JSON object per line), and no credential in any of
+them. Browsers' WebSockets and EventSource cannot send headers, so keys
 and access tokens travel in query strings (``?access_token=``), and a messaging socket's URL is
 itself a single-use credential (``/ws/<token>``); uvicorn logs every WebSocket handshake with its
 path and query string, and so would anything else that logs a URL. The filter here rewrites such
@@ -7,6 +8,8 @@ does anything shaped like a flowbox key or token."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
 import re
 
@@ -60,3 +63,52 @@ def redact_logs() -> None:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+# -- formats ----------------------------------------------------------------------------------------
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+# What a record may carry besides its message (``extra=``), in this order: the request log's fields.
+FIELDS = ("request_id", "method", "path", "route", "status", "duration_ms", "org_id")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``time`` (UTC), ``level``, ``logger``, ``message``, the ``FIELDS`` a
+    record carries, and a failure's traceback as ``error``. Every text in it is ``redact``-ed, whichever
+    logger wrote it: a record's fields are not its arguments, which the filter above cleans."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        for name in FIELDS:
+            value = record.__dict__.get(name)
+            if value is not None:
+                entry[name] = redact(value) if isinstance(value, str) and name != "route" else value  # routes are templates
+        if record.exc_info:
+            entry["error"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class AccessFormatter(logging.Formatter):
+    """The access log's lines: JSON for requests to an app whose ``log_format`` is json (their records
+    carry the request's fields), text for the others. The access log's handler is one per process;
+    this way each app in it keeps its own format."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s ACCESS %(message)s")
+        self._json = JsonFormatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._json.format(record) if "request_id" in record.__dict__ else super().format(record)
+
+
+def setup_process_log(level: str, log_format: str) -> None:
+    """The log of a ``flowbox serve`` process: every logger's lines on stderr in ``log_format``
+    (as ``logging.basicConfig``: nothing changes where a handler is already set up)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    logging.basicConfig(level=level.upper(), handlers=[handler])

@@ -1,5 +1,5 @@
-"""ASGI middleware: a request id and one log line per request (never bodies, never query strings,
-which can carry tokens), per-key rate limits answering 429 with Retry-After, and time limits on
+"""ASGI middleware: a request id, one log line per request (never bodies, never query strings,
+which can carry tokens) and its timing for the metrics, per-key rate limits answering 429 with Retry-After, and time limits on
 slow clients (408): ``body_deadline`` for a request's body, ``header_deadline`` (a uvicorn protocol)
 for its headers."""
 
@@ -16,6 +16,8 @@ import time
 from typing import Any, Callable
 
 from .errors import Problem, RateLimited
+from .logs import AccessFormatter
+from .stats import HttpStats, Timings
 from .surfaces import common_body
 
 log = logging.getLogger("flowbox.access")
@@ -27,7 +29,7 @@ def setup_access_log(level: str) -> None:
     of the throughput of a cheap authenticated GET."""
     if not any(getattr(h, "_flowbox_access", False) for h in log.handlers):
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s ACCESS %(message)s"))
+        handler.setFormatter(AccessFormatter())
         handler._flowbox_access = True  # type: ignore[attr-defined]
         log.addHandler(handler)
     log.propagate = False
@@ -54,31 +56,53 @@ def _next_id() -> str:
     return f"{_ID_PREFIX}{next(_ids):010x}"
 
 
-def request_log(app: ASGIApp) -> ASGIApp:
-    async def middleware(scope, receive, send):
-        if scope["type"] not in ("http", "websocket"):
-            return await app(scope, receive, send)
-        incoming = _header(scope, b"x-request-id")
-        request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else _next_id()
-        scope.setdefault("state", {})["request_id"] = request_id
-        started = time.perf_counter()
-        status = {"code": 0}
+def request_log(stats: HttpStats, fields: bool = False) -> Callable[[ASGIApp], ASGIApp]:
+    """``stats`` gets each request's duration by method, route template and status, and the count of
+    WebSockets open by route template: templates, never paths (an id in a label would make a metric
+    series per id). ``fields``: the log line carries its parts as fields too (the json log format)."""
 
-        async def send_with_id(message):
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            elif message["type"] == "websocket.accept":
-                status["code"] = 101
-            await send(message)
+    def factory(app: ASGIApp) -> ASGIApp:
+        async def middleware(scope, receive, send):
+            if scope["type"] not in ("http", "websocket"):
+                return await app(scope, receive, send)
+            incoming = _header(scope, b"x-request-id")
+            request_id = incoming if 0 < len(incoming) <= 64 and incoming.isprintable() else _next_id()
+            state = scope.setdefault("state", {})
+            state["request_id"] = request_id
+            route = scope.get("path_template", "")  # routing comes before an app's middleware
+            started = time.perf_counter()
+            status = {"code": 0}
 
-        try:
-            await app(scope, receive, send_with_id)
-        finally:
-            log.info("%s %s %s %d %.1fms", request_id, scope.get("method", "WS"), scope.get("path", ""),
-                     status["code"], (time.perf_counter() - started) * 1000)
+            async def send_with_id(message):
+                if message["type"] == "http.response.start":
+                    status["code"] = message["status"]
+                    message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                elif message["type"] == "websocket.accept":
+                    status["code"] = 101
+                    stats.open_sockets[route] += 1
+                await send(message)
 
-    return middleware
+            try:
+                await app(scope, receive, send_with_id)
+            finally:
+                seconds = time.perf_counter() - started
+                method, code = scope.get("method", "WS"), status["code"]
+                if scope["type"] == "http":
+                    timings = stats.requests.get((method, route, code))
+                    if timings is None:
+                        timings = stats.requests[(method, route, code)] = Timings()
+                    timings.observe(seconds)
+                elif code == 101:
+                    stats.open_sockets[route] -= 1
+                path = scope.get("path", "")
+                log.info("%s %s %s %d %.1fms", request_id, method, path, code, seconds * 1000, extra={
+                    "request_id": request_id, "method": method, "path": path, "route": route, "status": code,
+                    "duration_ms": round(seconds * 1000, 1), "org_id": state.get("org_id"),
+                } if fields else None)
+
+        return middleware
+
+    return factory
 
 
 class TokenBuckets:

@@ -21,6 +21,7 @@ import logging
 import random
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import httpcore
@@ -215,6 +216,7 @@ class Outbox:
         self._attempts: set[asyncio.Task] = set()
         self._task: asyncio.Task | None = None
         self._last_purge = 0.0
+        self.outcomes: Counter[str] = Counter()  # attempts by outcome: delivered, retry, dead (the metrics read it)
 
     def wake(self) -> None:
         self._wake.set()
@@ -305,7 +307,9 @@ class Outbox:
             raise
         except Exception as exc:  # connection refused, reset, DNS failure, TLS: all worth retrying
             error = f"{type(exc).__name__}: {exc}".strip(": ")
-        self._results.append(self._outcome(row, status, error, refused, retry_after))
+        outcome = self._outcome(row, status, error, refused, retry_after)
+        self.outcomes["retry" if outcome[0] == "pending" else outcome[0]] += 1
+        self._results.append(outcome)
         await self._flush()
 
     def _outcome(self, row: dict, status: int | None, error: str | None, refused: bool, retry_after: float | None) -> tuple:

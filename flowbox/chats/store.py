@@ -80,6 +80,12 @@ async def chats_with_status(store: Store, status: str) -> list[str]:
     return [r["id"] for r in await store.fetchall("SELECT id FROM chats WHERE status = ? ORDER BY updated_at", [status])]
 
 
+async def active_counts(store: Store) -> dict[str, int]:
+    """How many chats are running and how many wait for human input (the index on status counts them)."""
+    rows = await store.fetchall("SELECT status, COUNT(*) AS n FROM chats WHERE status IN (?, ?) GROUP BY status", [RUNNING, WAITING])
+    return {RUNNING: 0, WAITING: 0, **{r["status"]: r["n"] for r in rows}}
+
+
 async def delete_chat(store: Store, chat_id: str) -> bool:
     async with store.write() as tx:
         return await tx.execute("DELETE FROM chats WHERE id = ?", [chat_id]) > 0

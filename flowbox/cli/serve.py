@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 import socket
@@ -12,6 +11,8 @@ import click
 
 from .. import orgs
 from ..errors import StartupError
+from ..logs import setup_process_log
+from ..metrics import LOOPBACK
 from .common import check_data_dir, config_options, fail, with_store
 
 
@@ -35,7 +36,7 @@ def _port_free(host: str, port: int) -> bool:
 @config_options(overrides=("host", "port", "log_level", "tls_cert", "tls_key"))
 def serve(cfg):
     """Serve the Agents, Chats and Messaging APIs and the console."""
-    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_process_log(cfg.log_level, cfg.log_format)
     check_data_dir(cfg)
     if bool(cfg.tls_cert) != bool(cfg.tls_key):
         fail("TLS needs both --tls-cert and --tls-key")
@@ -44,6 +45,8 @@ def serve(cfg):
             fail(f"TLS file not found: {path}")
     if not _port_free(cfg.host, cfg.port):
         fail(f"port {cfg.port} on {cfg.host} is in use; stop the other server or pass --port")
+    if cfg.metrics_port and (cfg.metrics_port == cfg.port or not _port_free(LOOPBACK, cfg.metrics_port)):
+        fail(f"metrics_port {cfg.metrics_port} on {LOOPBACK} is in use; choose another")
     from ..models import ModelRegistry
 
     models = ModelRegistry(cfg)
