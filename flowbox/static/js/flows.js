@@ -142,12 +142,11 @@ class FlowEditor {
     const node = (step) => {
       shown.add(step.stepId);
       const kids = (children.get(step.stepId) || []).filter((k) => !shown.has(k.stepId));
-      return h("li", { role: "treeitem", "aria-expanded": kids.length ? "true" : undefined },
-        this.stepPanel(step), kids.length ? h("ol", { class: "steps", role: "group" }, kids.map(node)) : null);
+      return h("li", {}, this.stepPanel(step), kids.length ? h("ol", { class: "steps", "aria-label": `Under ${step.title || step.type}` }, kids.map(node)) : null);
     };
     const tree = roots.map(node);
     const stranded = this.steps.filter((s) => !shown.has(s.stepId)).map(node); // a cycle of contexts: shown at the top
-    mount(this.el, h("ol", { class: "steps", role: "tree", "aria-label": "Steps" }, tree, stranded));
+    mount(this.el, h("ol", { class: "steps", "aria-label": "Steps" }, tree, stranded));
     if (focusStep) this.el.querySelector(`[data-step-id="${CSS.escape(focusStep)}"] [name=title]`)?.focus();
   }
 

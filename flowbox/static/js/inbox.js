@@ -19,7 +19,7 @@ export async function render(main, args) {
   const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
   let filter = FILTERS.some(([id]) => id === args[1]) ? args[1] : "all";
   let selected = args[2] || null;
-  const list = h("div", { id: "threads", class: "thread-list", role: "list", "aria-label": "Threads" });
+  const list = h("ul", { id: "threads", class: "thread-list", "aria-label": "Threads" });
   const pane = h("div", { id: "thread", class: "thread-pane" });
   const live = h("span", { id: "inbox-live", class: "tag" }, "connecting…");
   const controller = new AbortController();
@@ -38,18 +38,18 @@ export async function render(main, args) {
     const query = filter === "all" ? "" : `?only=${filter}`;
     try {
       const threads = await api(`${base}/threads${query}`, { signal: controller.signal });
-      mount(list, threads.length ? threads.map(threadItem) : h("div", { class: "panel empty" }, "No threads here."));
+      mount(list, threads.length ? threads.map(threadItem) : h("li", { class: "panel empty" }, "No threads here."));
     } catch (err) {
-      if (err.name !== "AbortError") mount(list, errorBox(err));
+      if (err.name !== "AbortError") mount(list, h("li", {}, errorBox(err)));
     }
   }
 
   function threadItem(t) {
-    return h("button", { type: "button", role: "listitem", class: `thread-item${t.threadId === selected ? " active" : ""}`,
+    return h("li", {}, h("button", { type: "button", class: `thread-item${t.threadId === selected ? " active" : ""}`,
       dataset: { thread: t.threadId }, "aria-current": t.threadId === selected ? "true" : undefined, onclick: () => open(t.threadId) },
     h("div", { class: "row" }, h("b", { class: "grow" }, t.user?.name || t.threadId), statusTags(t)),
     t.lastMessage ? h("div", { class: "small muted last" }, `${t.lastMessage.role}: ${t.lastMessage.text}`) : null,
-    h("div", { class: "small muted" }, when(t.lastMessage?.createdAt || t.updatedAt)));
+    h("div", { class: "small muted" }, when(t.lastMessage?.createdAt || t.updatedAt))));
   }
 
   async function open(threadId) {
