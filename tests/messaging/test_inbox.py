@@ -117,3 +117,24 @@ def test_explain_says_why_and_stores_nothing(org_server):
     assert nothing["step"]["type"] in ("UNKNOWN", "ANYTHING") and "threshold" in nothing["explanation"]
     missing = admin.get(f"{base}/explain")
     assert missing.status_code == 400 and "text" in missing.json()["message"]
+
+
+def test_project_events_end_when_their_key_is_revoked(org_server):
+    project_id, _, _ = project(org_server)
+    spare = org_server.client().post("/api/admin/keys", json={"name": "human agent"}).json()
+    lines: list[str] = []
+    opened, ended = threading.Event(), threading.Event()
+
+    def follow():
+        with httpx.stream("GET", f"{org_server.base_url}/v1/projects/{project_id}/events",
+                          headers={"Authorization": f"Bearer {spare['key']}"}, timeout=30) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                opened.set()
+        ended.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    assert opened.wait(30)
+    assert org_server.client().delete(f"/api/admin/keys/{spare['id']}").status_code == 200
+    assert ended.wait(30), lines
+    assert "event: error" in lines and json.loads(lines[lines.index("event: error") + 1][6:])["status"] == "error"
