@@ -30,6 +30,7 @@ class Slot:
         self.settings = settings  # what it was made with: other settings mean another slot
         self.model: Any = None  # the LocalChatModel, once made
         self.loaded = False
+        self.closed = False  # replaced or shut down: never loaded again
         self.active = 0  # generations holding it (waiting in its queue or running)
         self._make = make
         self.backend = LocalBackend(self, models)
@@ -74,6 +75,8 @@ class LoadedModels:
     @contextlib.asynccontextmanager
     async def use(self, slot: Slot) -> AsyncIterator[Any]:
         """Holds the slot's model loaded for the block (loading it first if it is not)."""
+        if slot.closed:  # its file or settings changed since the caller got it
+            raise ModelError(f"model {slot.name} was changed while in use; try again")
         slot.active += 1
         try:
             if not slot.loaded:
@@ -98,9 +101,17 @@ class LoadedModels:
                 for victim in victims:
                     log.info("unloading model %s (least recently used) to load %s", victim.name, slot.name)
                     await asyncio.to_thread(victim.unload)
-                await asyncio.to_thread(slot.load)
-                slot.loaded = True
-                self._lru[slot] = None
+                loading = asyncio.ensure_future(self._start(slot))
+                try:
+                    await asyncio.shield(loading)
+                except asyncio.CancelledError:  # the caller gave up: the load still ends counted, then the lock goes
+                    await loading
+                    raise
+
+    async def _start(self, slot: Slot) -> None:
+        await asyncio.to_thread(slot.load)
+        slot.loaded = True
+        self._lru[slot] = None
 
     def _room_for(self, slot: Slot) -> list[Slot] | None:
         """The idle slots to unload, least recently used first, so that ``slot`` fits; None when
@@ -123,8 +134,8 @@ class LoadedModels:
         return victims if fits() else None
 
     def forget(self, slot: Slot) -> None:
-        """Takes an idle slot out of the count (its model is being closed, or replaced)."""
-        slot.loaded = False
+        """Takes an idle slot out for good (its model is being closed: replaced, or at shutdown)."""
+        slot.loaded, slot.closed = False, True
         self._lru.pop(slot, None)
 
     def slot(self, name: str, size: int, make: Callable[[], Any], settings: tuple = ()) -> Slot:
