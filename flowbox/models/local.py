@@ -207,18 +207,18 @@ class LocalChatModel:
             prompt_tokens, on_text=emit, max_tokens=max(1, min(request.max_tokens, self.n_ctx - len(prompt_tokens))),
             temperature=request.temperature, grammar=None, stop=request.stop, seed=request.seed,
         ))
-        finish = "stop"
+        finish, n_completion = "stop", None
         async with contextlib.aclosing(generation):  # left at a call's start, it stops the model at the next token
             async for done, item in generation:
                 if done:
-                    finish = item[2]
+                    _, n_completion, finish = item
                     break
                 if text := watch.feed(item):
                     yield TextDelta(text)
                 if watch.call_at is not None:
                     break
         result.prompt_tokens += len(prompt_tokens)
-        result.completion_tokens += len(await asyncio.to_thread(self._tokens, watch.text))
+        result.completion_tokens += n_completion if n_completion is not None else len(await asyncio.to_thread(self._tokens, watch.text))
         if watch.call_at is None:
             if text := watch.rest():
                 yield TextDelta(text)

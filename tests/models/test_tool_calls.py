@@ -274,7 +274,7 @@ def hermes_model() -> Path:
 
 @pytest.fixture(scope="module")
 def hermes_server(tmp_path_factory):
-    srv = start_server(tmp_path_factory.mktemp("hermes"), chat_model=str(hermes_model()), n_ctx=2048)
+    srv = start_server(tmp_path_factory.mktemp("hermes"), chat_model=str(hermes_model()), n_ctx=1024, parallel_sequences=1)
     yield srv
     srv.stop()
 
