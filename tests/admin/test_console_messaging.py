@@ -199,6 +199,7 @@ def test_chat_flow_form_and_json_view(context, org_server, tmp_path):
     form.locator("select[name=speaker_selection]").select_option("auto")
     form.locator("input[name=max_rounds]").fill("5")
     form.locator("input[name=termination_keyword]").fill("DONE")
+    expect(form.locator("datalist#model-names option[value=local]")).to_have_count(1)  # the Model field suggests the models
     form.locator("#add-agent").click()
     row = form.locator(".agent-row").last
     expect(row.locator("input[name=agent-name]")).to_be_focused()

@@ -5,6 +5,7 @@ import { errorBox, field, h, mount, onSubmit, refresh, table, toast, when } from
 import { Transcript } from "./transcript.js";
 
 const AUTH = { auth: "x-api-key" };
+let modelNames = []; // what an assistant's Model field suggests: local, added and remote models (GET /api/admin/options)
 const STATUS_TAGS = { ready: "", running: "warn", wait_for_human_input: "warn", completed: "ok", error: "bad" };
 
 const EXAMPLE_FLOW = {
@@ -35,6 +36,7 @@ export async function render(main, args) {
     location.hash = `#/chats/${chat.id}`;
   });
   const agents = await api("/api/public/agent").then((r) => r.agents).catch(() => []);
+  modelNames = await api("/api/admin/options").then((r) => r.models).catch(() => []);
   let editor = flowEditor(agents);
   const edit = (flow) => {
     const next = flowEditor(agents, flow);
@@ -130,7 +132,7 @@ function flowEditor(agents, existing) {
       details = [
         field("Instructions", input({ tag: "textarea", name: "instructions", rows: 2 }, () => agent.instructions, (v) => (agent.instructions = v))),
         h("div", { class: "row" },
-          field("Model", input({ name: "model", placeholder: "local" }, () => agent.model, (v) => (v ? (agent.model = v) : delete agent.model))),
+          field("Model", input({ name: "model", placeholder: "local", list: "model-names" }, () => agent.model, (v) => (v ? (agent.model = v) : delete agent.model))),
           field("Max tokens", input({ name: "max_tokens", type: "number", min: 1, max: 8192 }, () => agent.max_tokens,
             (v) => (v === "" ? delete agent.max_tokens : (agent.max_tokens = Number(v)))))),
       ];
@@ -172,7 +174,8 @@ function flowEditor(agents, existing) {
       h("div", { class: "row" },
         h("button", { type: "button", class: "small", id: "add-assistant", onclick: () => add("assistant") }, "+ Assistant"),
         h("button", { type: "button", class: "small", id: "add-agent", onclick: () => add("agent") }, "+ Agents-API agent"),
-        h("button", { type: "button", class: "small", id: "add-proxy", onclick: () => add("user_proxy") }, "+ User proxy")));
+        h("button", { type: "button", class: "small", id: "add-proxy", onclick: () => add("user_proxy") }, "+ User proxy")),
+      h("datalist", { id: "model-names" }, modelNames.map((name) => h("option", { value: name }))));
   }
 
   sync();
