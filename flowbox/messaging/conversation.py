@@ -147,11 +147,12 @@ class _Events:
         self.hub.append({"type": hub_type, "payload": payload})
 
 
-def _publish(services: Services, project_id: str, thread_id: str, events: list[dict[str, Any]]) -> None:
-    webhooks.wake(services)
+def _publish(services: Services, project: dict[str, Any], thread_id: str, events: list[dict[str, Any]]) -> None:
+    if project.get("webhook_url"):  # events were queued for it: deliver now (a wake costs the outbox two reads)
+        webhooks.wake(services)
     hub = hub_of(services)
     for event in events:
-        hub.publish(project_id, thread_id, event)
+        hub.publish(project["id"], thread_id, event)
 
 
 async def _pause_events(events: _Events, thread_id: str, paused: bool, seconds: int | None = None, reason: str = "api") -> None:
@@ -252,7 +253,7 @@ async def _handle_group(services: Services, thread_id: str, group: list[_Turn]) 
             _fail(turn, exc)
         return rest
     for turn, outcome, decision in done:
-        _publish(services, turn.project["id"], thread_id, outcome.events)
+        _publish(services, turn.project, thread_id, outcome.events)
         if decision is not None and decision.agent:
             outcome.agent_pending = True
             services.spawn(_agent_answer(services, turn.project, thread_id, turn.incoming, decision),
@@ -322,7 +323,7 @@ async def moderator_reply(services: Services, project: dict[str, Any], thread_id
             stored = await threads.append(tx, project["id"], thread_id, "moderator", originator, message, incoming.trace_id)
             payload = reply_payload(thread_id, [stored], incoming.trace_id, originator)
             await events.add("message.received", "message.reply", payload)
-        _publish(services, project["id"], thread_id, events.hub)
+        _publish(services, project, thread_id, events.hub)
     return Outcome(delivered=incoming.delivered(thread_id), reply=payload, events=events.hub)
 
 
@@ -370,7 +371,7 @@ async def _agent_answer(services: Services, project: dict[str, Any], thread_id: 
         if decision.unknown_step is not None:
             await _unknown_instead(services, project, thread_id, incoming, decision)
         return
-    _publish(services, project["id"], thread_id, hub_events)
+    _publish(services, project, thread_id, hub_events)
 
 
 async def _unknown_instead(services: Services, project: dict[str, Any], thread_id: str, incoming: Incoming, decision: Decision) -> None:
@@ -386,7 +387,7 @@ async def _unknown_instead(services: Services, project: dict[str, Any], thread_i
             events = _Events(tx, project)
             await threads.save_state(tx, project["id"], thread_id, fallback.state)
             await _store_replies(events, project, thread_id, fallback, incoming.trace_id)
-        _publish(services, project["id"], thread_id, events.hub)
+        _publish(services, project, thread_id, events.hub)
 
 
 # -- pause and resume -------------------------------------------------------------------------
@@ -400,4 +401,4 @@ async def set_paused(services: Services, project: dict[str, Any], thread_id: str
             events = _Events(tx, project)
             await threads.set_paused(tx, project["id"], thread_id, paused, seconds)
             await _pause_events(events, thread_id, paused, seconds)
-        _publish(services, project["id"], thread_id, events.hub)
+        _publish(services, project, thread_id, events.hub)
