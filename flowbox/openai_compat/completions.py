@@ -97,8 +97,10 @@ async def list_models(services: Services, principal: Principal, embedding_model:
     agents = await agents_store.list_agents(services.store, principal.org_id)
     out = [{"id": a["id"], "object": "model", "created": _seconds(a["created_at"]), "owned_by": "flowbox-agent",
             "name": a["name"], "description": a["description"]} for a in agents]
+    added = services.models.added()
     for name in [*services.models.names(), embedding_model]:
-        out.append({"id": name, "object": "model", "created": 0, "owned_by": "flowbox"})
+        created = _seconds(added[name].added_at) if name in added and name not in services.config.remotes else 0
+        out.append({"id": name, "object": "model", "created": created, "owned_by": "flowbox"})
     return out
 
 

@@ -215,8 +215,8 @@ def test_models_are_chosen_by_name_and_the_least_recently_used_idle_one_is_unloa
     cli("models", "add", "second", str(second), "--n-ctx", "1024")
     srv = make_server(models_max_loaded=1)
     client = srv.client()
-    listed_ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
-    assert {"local", "second"} <= set(listed_ids)
+    listed_models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+    assert listed_models["local"]["created"] == 0 and listed_models["second"]["created"] > 1_700_000_000  # when it was added
     assert "second" in client.get("/api/admin/options").json()["models"]  # the console's agent editor lists it
     response = client.post("/api/public/agent", json={"name": "x", "model": "nope"})
     assert response.status_code == 400 and "second" in response.text  # unknown names: as before
