@@ -63,7 +63,7 @@ class ModelRegistry:
         return name == LOCAL or (name not in self.config.remotes and name in self.added())
 
     def backend(self) -> str:
-        """Where local models compute, in words: "CPU", or "CUDA, all layers offloaded"."""
+        """Where local models compute, in words: "CPU", or "CUDA (all layers offloaded)"."""
         from .llama_load import backend, gpu_layers
 
         name, layers = backend(), gpu_layers(self.config.n_gpu_layers)
