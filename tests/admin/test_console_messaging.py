@@ -77,6 +77,17 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
     first.locator("textarea[name=texts]").fill("Hi! What would you like?")
     first.locator("input[name=quickReplies]").fill("Order, Human")
 
+    # Human is dragged under Greeting (with the mouse); later its "Under" select moves it back to the top.
+    tab.click("#add-step")
+    human = focused_step(tab)
+    human.locator(".handle").drag_to(first)
+    expect(human.locator("select[name=parent] option:checked")).to_have_text("INTENT · Greeting")
+    human.locator("input[name=title]").fill("Human")
+    human.locator("textarea[name=examples]").fill("human\ntalk to a human\nconnect me with an agent")
+    human.locator("[data-add=text]").click()
+    human.locator("textarea[name=texts]").fill("Connecting you with a colleague.")
+    human.locator("[data-add=handover]").click()
+
     tab.click("#add-step")
     order = focused_step(tab)
     tab.keyboard.type("Order")
@@ -99,14 +110,6 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
     done.locator("[data-add=text]").click()
     done.locator("textarea[name=texts]").fill("{{quantity}} pizzas coming up!")
 
-    # The fifth step is made under Greeting, then moved to the top level with its "Under" select.
-    first.locator("[data-add=child]").click()
-    human = focused_step(tab)
-    human.locator("input[name=title]").fill("Human")
-    human.locator("textarea[name=examples]").fill("human\ntalk to a human\nconnect me with an agent")
-    human.locator("[data-add=text]").click()
-    human.locator("textarea[name=texts]").fill("Connecting you with a colleague.")
-    human.locator("[data-add=handover]").click()
     human.locator("select[name=parent]").select_option("")
     expect(tab.locator("#steps > ol.steps > li > section.step")).to_have_count(3)  # Greeting, Order, Human at the top
     tab.screenshot(path=str(tmp_path / "flow-editor.png"), full_page=True)
@@ -122,7 +125,7 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
     expect(tab.locator("#toast")).to_contain_text("Saved")
     expect(tab.locator("h1")).to_contain_text("Pizza")
     [saved] = api.get(f"/v1/projects/{project['projectId']}/flows").json()
-    assert [s["type"] for s in saved["steps"]] == ["INTENT", "INTENT", "SLOT", "ANYTHING", "INTENT"]
+    assert [s["type"] for s in saved["steps"]] == ["INTENT", "INTENT", "INTENT", "SLOT", "ANYTHING"]
     by_title = {s["title"]: s for s in saved["steps"]}
     assert by_title["Quantity"]["contexts"] == [by_title["Order"]["stepId"]] and by_title["Human"]["contexts"] == []
 

@@ -118,6 +118,13 @@ class FlowEditor {
     this.render();
   }
 
+  // Puts `step` under `parent` (its first context; any others stay), or at the top level (null).
+  move(step, parent) {
+    step.contexts = parent ? [parent, ...step.contexts.slice(1).filter((c) => c !== parent)] : [];
+    this.dragging = null;
+    this.render();
+  }
+
   // The steps under `step`, at any depth (a step cannot move under one of them).
   descendants(step) {
     const out = new Set();
@@ -146,7 +153,14 @@ class FlowEditor {
     };
     const tree = roots.map(node);
     const stranded = this.steps.filter((s) => !shown.has(s.stepId)).map(node); // a cycle of contexts: shown at the top
-    mount(this.el, h("ol", { class: "steps", "aria-label": "Steps" }, tree, stranded));
+    const top = h("div", { class: "drop-top", "aria-hidden": "true",
+      ondragover: (e) => { if (this.dragging?.contexts.length) e.preventDefault(); },
+      ondrop: (e) => {
+        e.preventDefault();
+        if (this.dragging) this.move(this.dragging, null);
+      } }, "Drop here: top level");
+    this.el.classList.remove("dragging");
+    mount(this.el, h("ol", { class: "steps", "aria-label": "Steps" }, tree, stranded), top); // below: showing it moves nothing above
     if (focusStep) this.el.querySelector(`[data-step-id="${CSS.escape(focusStep)}"] [name=title]`)?.focus();
   }
 
@@ -170,13 +184,31 @@ class FlowEditor {
       this.steps.filter((s) => s !== step && !excluded.has(s.stepId)).map((s) =>
         h("option", { value: s.stepId, selected: s.stepId === step.contexts[0] }, `${s.type} · ${s.title || s.stepId.slice(0, 8)}`)));
     under.addEventListener("change", () => {
-      step.contexts = under.value ? [under.value, ...step.contexts.slice(1).filter((c) => c !== under.value)] : [];
-      this.render();
+      this.move(step, under.value || null);
       this.el.querySelector(`[data-step-id="${CSS.escape(step.stepId)}"] [name=parent]`)?.focus();
     });
     const also = step.contexts.slice(1).map((id) => this.steps.find((s) => s.stepId === id)?.title || id);
-    return h("section", { class: "panel step", dataset: { stepId: step.stepId, type: step.type }, "aria-label": `Step ${label()}` },
-      h("div", { class: "row step-head" }, type, h("div", { class: "grow" }, title),
+    // With a mouse a step can also be dragged (by its handle) onto the step it should go under.
+    const handle = h("span", { class: "handle", draggable: "true", title: "Drag onto another step to move it there", "aria-hidden": "true",
+      ondragstart: (e) => {
+        this.dragging = step;
+        e.dataTransfer.setData("text/plain", step.stepId);
+        e.dataTransfer.effectAllowed = "move";
+        this.el.classList.add("dragging");
+      },
+      ondragend: () => {
+        this.dragging = null;
+        this.el.classList.remove("dragging");
+      } }, "⠿");
+    const accepts = () => this.dragging && this.dragging !== step && !this.descendants(this.dragging).has(step.stepId);
+    return h("section", { class: "panel step", dataset: { stepId: step.stepId, type: step.type }, "aria-label": `Step ${label()}`,
+      ondragover: (e) => { if (accepts()) { e.preventDefault(); e.currentTarget.classList.add("drop"); } },
+      ondragleave: (e) => e.currentTarget.classList.remove("drop"),
+      ondrop: (e) => {
+        e.preventDefault();
+        if (accepts()) this.move(this.dragging, step.stepId);
+      } },
+      h("div", { class: "row step-head" }, handle, type, h("div", { class: "grow" }, title),
         h("label", { class: "inline" }, h("span", {}, "Under"), under)),
       h("p", { class: "muted small" }, HINTS[step.type], also.length ? ` Also after: ${also.join(", ")}.` : ""),
       this.typeFields(step),
