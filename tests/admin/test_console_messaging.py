@@ -191,6 +191,17 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
     history = api.get(f"/v1/projects/{project['projectId']}/threads/{thread}").json()
     assert not history["paused"] and history["lastMessage"]["role"] == "bot"
 
+    # A long thread shows its newest 20 messages, and older ones on demand.
+    rest = org_server.client(f"Bearer {project['token']}")
+    for i in range(11):
+        rest.post("/rest/v1/messages/long", json={"payload": {"type": "text", "speech": "hello", "originator": {"name": "Lou"}}})
+    inbox.click("[data-filter=all]")
+    inbox.click(".thread-item[data-thread=long]")
+    expect(inbox.locator("#thread .msg")).to_have_count(20)
+    inbox.click("#show-older")
+    expect(inbox.locator("#thread .msg")).to_have_count(22)
+    expect(inbox.locator("#show-older")).to_have_count(0)
+
 
 def test_chat_flow_form_and_json_view(context, org_server, tmp_path):
     agent = org_server.client().post("/api/public/agent", json={"name": "Researcher", "instructions": "Be brief."}).json()

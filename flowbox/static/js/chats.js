@@ -77,7 +77,7 @@ function kindOf(agent) {
 
 function flowEditor(agents, existing) {
   let def = existing ? Object.fromEntries(FLOW_FIELDS.filter((k) => k in existing).map((k) => [k, existing[k]])) : structuredClone(EXAMPLE_FLOW);
-  const json = h("textarea", { name: "flow", rows: 16, class: "mono", spellcheck: false });
+  const json = h("textarea", { name: "flow", rows: 26, class: "mono", spellcheck: false });
   const form = h("div", { id: "flow-fields" });
   const sync = () => (json.value = JSON.stringify(def, null, 2));
   json.addEventListener("input", () => {

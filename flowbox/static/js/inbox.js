@@ -54,6 +54,7 @@ export async function render(main, args) {
 
   async function open(threadId) {
     selected = threadId;
+    shownPages = 1;
     address();
     for (const item of list.querySelectorAll(".thread-item")) {
       const on = item.dataset.thread === threadId;
@@ -64,25 +65,36 @@ export async function render(main, args) {
   }
 
   const transcript = new Transcript();
+  let shownPages = 1; // history pages of 20 shown, the newest first; "Show older" adds one
+  let keepTop = false; // after "Show older": stay at the top, where the older messages came in
   async function loadThread(focus = false) {
     if (!selected) {
       mount(pane, h("div", { class: "panel empty" }, "Pick a thread to read it, take it over and answer."));
       return;
     }
-    let view;
+    const path = `${base}/threads/${encodeURIComponent(selected)}`;
+    const hadFocus = pane.contains(document.activeElement) ? document.activeElement.id : null;
+    const draft = pane.dataset.thread === selected ? pane.querySelector("#reply-input")?.value ?? "" : ""; // kept across live updates
+    let view, older;
     try {
-      view = await api(`${base}/threads/${encodeURIComponent(selected)}`, { signal: controller.signal });
+      view = await api(path, { signal: controller.signal });
+      const more = Array.from({ length: Math.min(shownPages, view.history.pages) - 1 }, (_, i) => i + 2);
+      older = await Promise.all(more.map((page) => api(`${path}?page=${page}`, { signal: controller.signal })));
     } catch (err) {
       if (err.name !== "AbortError") mount(pane, errorBox(err));
       return;
     }
     transcript.clear();
-    for (const group of view.history.history) {
+    const earlier = view.history.pages > shownPages
+      ? h("button", { type: "button", class: "small", id: "show-older", onclick: () => { shownPages += 1; keepTop = true; loadThread(); } }, "Show older messages")
+      : null;
+    if (earlier) transcript.el.append(earlier);
+    for (const group of [...older.reverse(), view].flatMap((page) => page.history.history)) {
       const role = group.originator.role === "user" ? "customer" : group.originator.role === "moderator" ? "moderator" : "bot";
       for (const message of group.messages) {
         const text = (message.responses || []).filter((r) => r.type === "text").map((r) => r.payload.text).join("\n") || message.fallback;
         if (!text) continue;
-        const bubble = transcript.bubble(role, text, group.originator.name);
+        const bubble = transcript.bubble(role, text, role === "bot" ? "bot" : group.originator.name);
         if (message.step && role === "customer") bubble.append(h("span", { class: "meta" }, `matched ${message.step.type} “${message.step.title}”`));
       }
     }
@@ -95,16 +107,25 @@ export async function render(main, args) {
       async () => {
         const text = input.value.trim();
         if (!text) return;
-        await api(`${base}/threads/${encodeURIComponent(selected)}/messages`, { method: "POST", body: { payload: { type: "text", speech: text, originator: { name: "agent" } } } });
-        input.value = "";
-        input.focus();
+        input.value = ""; // before the reply's own live update rebuilds the pane (which keeps a draft)
+        try {
+          await api(`${base}/threads/${encodeURIComponent(selected)}/messages`, { method: "POST", body: { payload: { type: "text", speech: text, originator: { name: "agent" } } } });
+        } catch (err) {
+          const current = document.getElementById("reply-input");
+          if (current && !current.value) current.value = text;
+          throw err;
+        }
+        document.getElementById("reply-input")?.focus();
       });
-    const hadFocus = pane.contains(document.activeElement) ? document.activeElement.id : null;
+    input.value = draft;
+    pane.dataset.thread = view.threadId;
     mount(pane,
       h("div", { class: "row" }, h("h2", { class: "grow", id: "thread-title" }, view.user?.name || view.threadId), statusTags(view), toggle),
       h("p", { class: "muted small" }, `thread ${view.threadId}`, view.pausedUntil ? ` · paused until ${when(view.pausedUntil)}` : ""),
       transcript.el, form);
-    transcript.scroll();
+    if (keepTop) transcript.el.scrollTop = 0;
+    else transcript.scroll();
+    keepTop = false;
     const again = hadFocus && document.getElementById(hadFocus);
     if (again) again.focus();
     else if (focus) (view.paused ? input : toggle).focus();
