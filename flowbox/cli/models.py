@@ -92,8 +92,12 @@ def models_remove(name, as_json, cfg):
 
     with _table(cfg) as conn:
         model = remove_model(conn, name, cfg.models_path)
+        using = conn.execute("SELECT COUNT(*) FROM agents WHERE model = ?", [name]).fetchone()[0]
     deleted = bool(model.source) and not os.path.exists(model.path)
-    output({"name": name, "removed": True, "file_deleted": deleted}, as_json, ["name", "removed", "file_deleted"])
+    output({"name": name, "removed": True, "file_deleted": deleted, "agents_using_it": using}, as_json,
+           ["name", "removed", "file_deleted", "agents_using_it"])
+    if using and not as_json:  # their chats answer 503 (model not configured) until it is back or they change
+        click.echo(f"warning: {using} agent(s) still name {name}; add it again or give them another model", err=True)
 
 
 def _size(n: int) -> str:

@@ -242,3 +242,7 @@ def test_models_are_chosen_by_name_and_the_least_recently_used_idle_one_is_unloa
         assert first.json()["usage"]["completion_tokens"] > 4  # not cut when local wanted the room
         assert waiting.result(timeout=120).status_code == 200
     assert loaded() == ["local"]
+    # removed while the server runs: the server knows at once, and the agent's chat is the documented 503
+    assert json.loads(cli("models", "remove", "second", "--json").stdout)["agents_using_it"] == 1
+    response = client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "Hi"})
+    assert response.status_code == 503 and response.json()["body"]["message"] == "Service temporarily unavailable"
