@@ -426,7 +426,7 @@ async def explain(request: Request, project: ProjectOf, project_id: FromPath[str
                   text: query("The user's text (at most 1000 characters)") = None,
                   threadId: query("Explain it on this thread as it stands (its step, pending slot, params)") = None,  # noqa: N803
                   ) -> dict[str, Any]:
-    if not is_text(text, 1000, required=False) or text is None:
+    if text is None or not is_text(text, 1000):
         raise rest_error(400, "text is required: a string of at most 1000 characters")
     if threadId is not None:
         check_thread_id(threadId)

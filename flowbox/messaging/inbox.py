@@ -9,6 +9,7 @@ project's business hours were closed.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import json
@@ -16,6 +17,7 @@ import random
 from typing import Any
 
 from ..db import Store
+from ..ids import iso
 from ..services import Services
 from . import threads
 from .conversation import engine_input, graph_for, threshold_of
@@ -37,8 +39,10 @@ SELECT * FROM (
     ({_LAST.format(what="m.message", also="AND m.sender = 'bot'")}) AS last_bot,
     ({_LAST.format(what="m.created_at", also="AND m.sender = 'user'")}) AS last_user_at
   FROM msg_threads t WHERE t.project_id = ? {{where}}
-) ORDER BY COALESCE(last_at, updated_at) DESC, thread_id
+) ORDER BY COALESCE(last_at, updated_at) DESC, thread_id LIMIT ? OFFSET ?
 """
+_PAUSED = "AND t.paused = 1 AND (t.paused_until IS NULL OR t.paused_until > ?)"  # threads.paused_now, in SQL
+SUMMARIES_INLINE = 500  # more rows than this are summarised off the event loop
 
 
 def _moment(iso: str) -> dt.datetime:
@@ -69,18 +73,24 @@ def _summary(row: Any, project: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_threads(store: Store, project: dict[str, Any], only: str | None = None, limit: int = 50, skip: int = 0) -> list[dict[str, Any]]:
-    """The project's threads, the most recently active first; ``only`` one of ``FILTERS``."""
-    paused_only = only in ("paused", "handover")
-    rows = await store.fetchall(_THREADS.format(where="AND t.paused = 1" if paused_only else ""), [project["id"]])
-    items = (_summary(r, project) for r in rows)
-    chosen = [i for i in items if only is None or i[only]]
-    return chosen[skip:skip + limit]
+    """The project's threads, the most recently active first; ``only`` one of ``FILTERS``. All
+    threads and paused ones are paged in SQL; handover and outsideHours are told from each
+    thread's messages, so those are read whole and paged here."""
+    where, args = (_PAUSED, [iso()]) if only in ("paused", "handover") else ("", [])
+    in_sql = only in (None, "paused")
+    rows = await store.fetchall(_THREADS.format(where=where), [project["id"], *args, *((limit, skip) if in_sql else (-1, 0))])
+
+    def summaries() -> list[dict[str, Any]]:
+        items = [_summary(r, project) for r in rows]
+        return items if in_sql else [i for i in items if i[only]][skip:skip + limit]
+
+    return await asyncio.to_thread(summaries) if len(rows) > SUMMARIES_INLINE else summaries()
 
 
 async def thread_view(store: Store, project: dict[str, Any], thread_id: str, page: int = 1) -> dict[str, Any]:
     """One thread's summary and a page of its history (the REST history's ``result``). Threads are
     the client's keys: one that has sent nothing is not paused and has no messages."""
-    rows = await store.fetchall(_THREADS.format(where="AND t.thread_id = ?"), [project["id"], thread_id])
+    rows = await store.fetchall(_THREADS.format(where="AND t.thread_id = ?"), [project["id"], thread_id, 1, 0])
     summary = _summary(rows[0], project) if rows else {
         "threadId": thread_id, "paused": False, "pausedUntil": None, "handover": False, "outsideHours": False, "user": {},
         "messages": 0, "lastMessage": None, "stepId": None, "params": {}, "createdAt": None, "updatedAt": None}
