@@ -22,7 +22,7 @@ log = logging.getLogger("flowbox.models")
 # A probe's delay after a failure starts short (a restart is often quick) and doubles to a cap that
 # keeps a server that is back from waiting long; a probe is one small GET.
 PROBE_FIRST_S = 0.5
-PROBE_MAX_S = 5.0
+PROBE_MAX_S = 2.0
 
 
 @dataclass

@@ -13,10 +13,12 @@ import threading
 import httpx
 import pytest
 
+from flowbox import config as config_mod
 from flowbox.models.files import model_path
+from flowbox.models.pool import Pool
 from tests.helpers import create_agent, eventually, free_port, wait_serving
 
-CHATS = 8
+CHATS = 6
 
 
 class LlamaServer:
@@ -86,7 +88,7 @@ def pooled(backends, make_server, monkeypatch):
     monkeypatch.setenv("FLOWBOX_REMOTE_MODEL", "smol")
     srv = make_server(preload_model=False)
     client = srv.client()
-    agent = create_agent(client, name="pooled", model="remote", instructions="Answer briefly.", max_tokens=16)
+    agent = create_agent(client, name="pooled", model="remote", instructions="Answer briefly.", max_tokens=8)
     pool = srv.call(srv.services.models.get("remote")).pool
     return srv, client, agent, pool
 
@@ -149,3 +151,24 @@ def test_a_reply_cut_after_text_was_streamed_fails_and_is_not_sent_again(pooled,
         "agent_id": agent["id"], "message": "Service temporarily unavailable", "error": "AI provider is currently experiencing high traffic"}}
     assert state(pool, other)["served"] == before  # text had reached the caller: not asked again
     assert not state(pool, serving)["up"]
+
+
+def test_base_urls_config_and_pick_order():
+    env = {"FLOWBOX_REMOTE_BASE_URL": "http://a:1/v1", "FLOWBOX_REMOTE_BASE_URLS": "http://a:1/v1/, http://b:2/v1", "FLOWBOX_REMOTE_MODEL": "m"}
+    remote = config_mod.load(None, env=env).remotes["remote"]
+    assert remote.base_urls == ("http://a:1/v1", "http://b:2/v1") and remote.base_url == "http://a:1/v1"
+    with pytest.raises(config_mod.ConfigError, match="remote.remote.base_urls"):
+        config_mod.load(None, env={"FLOWBOX_REMOTE_BASE_URLS": "ftp://x", "FLOWBOX_REMOTE_MODEL": "m"})
+
+    async def never(url: str) -> bool:
+        return False
+
+    pool = Pool("m", ["a", "b", "c"], never)
+    a, b, c = pool.backends
+    assert [pool.pick().url for _ in range(4)] == ["a", "b", "c", "a"]  # idle: in turn
+    with pool.lease(a), pool.lease(b):
+        assert pool.pick().url == "c"  # the least busy
+        assert pool.pick({"c"}).url == "b"  # a request that failed on c: the least busy of the rest
+    c.down_since = 1.0
+    assert [pool.pick().url for _ in range(3)] == ["a", "b", "a"]  # one that is out only when nothing else is left
+    assert pool.pick({"a", "b"}).url == "c" and pool.pick({"a", "b", "c"}) is None
