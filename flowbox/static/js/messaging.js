@@ -28,7 +28,7 @@ export async function render(main, args) {
   const flows = await Promise.all(listed.map((f) => api(`${base}/${encodeURIComponent(f.flowId)}`)));
   const created = JSON.parse(sessionStorage.getItem(NEW_TOKEN) || "null");
   sessionStorage.removeItem(NEW_TOKEN);
-  const chat = testChat(project);
+  const chat = testChat(project, { explain: true });
   mount(main,
     h("h1", {}, "Messaging", h("span", { class: "spacer" }), picker),
     created && created.projectId === project.projectId ? h("div", { class: "notice" },
