@@ -42,7 +42,7 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
     bad model file is a one-line error before anything starts)."""
     setup_access_log(config.log_level)
     redact_logs()  # no key or socket token in a log line (uvicorn logs WebSocket URLs with their query)
-    store = Store(config.db_path)
+    store = Store(config.db_path, checkpoints=not config.replicate_to)  # Litestream checkpoints (replication.py)
     models = models or ModelRegistry(config)
     services = Services(config=config, store=store, models=models, areas=AREAS)
     routes = [route for area in AREAS for route in area.routes]

@@ -26,8 +26,11 @@ from .errors import StartupError
 Row = sqlite3.Row
 IntegrityError = sqlite3.IntegrityError
 
-def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Connection:
-    """A plain connection with sqlite-vec loaded and flowbox's pragmas set."""
+def connect(path: str | Path, *, check_same_thread: bool = True, checkpoints: bool = True) -> sqlite3.Connection:
+    """A plain connection with sqlite-vec loaded and flowbox's pragmas set.
+
+    ``checkpoints=False`` while Litestream replicates the file: it must be the only one that copies
+    the WAL into the database (replication.py), so this connection never checkpoints by itself."""
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=check_same_thread, timeout=30)
     conn.row_factory = sqlite3.Row
     conn.enable_load_extension(True)
@@ -37,6 +40,8 @@ def connect(path: str | Path, *, check_same_thread: bool = True) -> sqlite3.Conn
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")
+    if not checkpoints:
+        conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 
@@ -122,8 +127,9 @@ def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, Any, bool]]
 
 
 class Store:
-    def __init__(self, path: str | Path, readers: int = 3):
+    def __init__(self, path: str | Path, readers: int = 3, checkpoints: bool = True):
         self.path = Path(path)
+        self.checkpoints = checkpoints  # False while Litestream replicates the file (see connect)
         self._n_readers = readers
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
@@ -135,13 +141,13 @@ class Store:
     async def open(self) -> "Store":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.vec_version = await asyncio.to_thread(migrate, self.path)
-        factory = lambda: connect(self.path, check_same_thread=False)  # noqa: E731
+        factory = lambda: connect(self.path, check_same_thread=False, checkpoints=self.checkpoints)  # noqa: E731
         self._writer = await aiosqlite.Connection(factory, 64)
         for _ in range(self._n_readers):
             reader = await aiosqlite.Connection(factory, 64)
             self._all_readers.append(reader)
             self._readers.put_nowait(reader)
-        self._quick = connect(self.path, check_same_thread=False)
+        self._quick = connect(self.path, check_same_thread=False, checkpoints=self.checkpoints)
         self._quick.execute("PRAGMA busy_timeout=0")  # never wait on the loop
         return self
 

@@ -61,7 +61,7 @@ def with_store(cfg, fn: Callable[[Store], Awaitable[Any]]) -> Any:
     """Runs ``fn(store)`` on an open store; flowbox errors become one-line messages."""
 
     async def go():
-        store = Store(cfg.db_path, readers=1)
+        store = Store(cfg.db_path, readers=1, checkpoints=not cfg.replicate_to)
         await store.open()
         try:
             return await fn(store)

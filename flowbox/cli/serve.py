@@ -9,7 +9,7 @@ import socket
 
 import click
 
-from .. import orgs
+from .. import orgs, replication
 from ..errors import StartupError
 from ..logs import setup_process_log
 from ..metrics import LOOPBACK
@@ -47,6 +47,11 @@ def serve(cfg):
         fail(f"port {cfg.port} on {cfg.host} is in use; stop the other server or pass --port")
     if cfg.metrics_port and (cfg.metrics_port == cfg.port or not _port_free(LOOPBACK, cfg.metrics_port)):
         fail(f"metrics_port {cfg.metrics_port} on {LOOPBACK} is in use; choose another")
+    if cfg.replicate_to:
+        try:  # before the model loads: a missing program is one line
+            replication.binary()
+        except StartupError as exc:
+            fail(str(exc))
     from ..models import ModelRegistry
 
     models = ModelRegistry(cfg)
