@@ -113,6 +113,10 @@ def test_explain_says_why_and_stores_nothing(org_server):
     assert answer["params"]["city"][0]["value"] == "Utrecht" and "params.city" in answer["explanation"]
     assert admin.get(f"{base}/threads/asking").json() == before  # nothing stored
 
+    say(rest, "feedback", "I want to give feedback")  # the thread is in Feedback: its children are tried first
+    child = admin.get(f"{base}/explain", params={"text": "yes", "threadId": "feedback"}).json()
+    assert child["step"]["stepId"] == "feedback-yes" and "As a child of “Feedback”" in child["explanation"]
+
     nothing = admin.get(f"{base}/explain", params={"text": "zxqv wvvk"}).json()
     assert nothing["step"]["type"] in ("UNKNOWN", "ANYTHING") and "threshold" in nothing["explanation"]
     missing = admin.get(f"{base}/explain")
