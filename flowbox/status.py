@@ -104,7 +104,7 @@ def _read_run_file(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _ask_server(data_path: Path) -> dict[str, Any] | None:
+def ask_server(data_path: Path) -> dict[str, Any] | None:
     """The live status of the server serving this data dir, or None when none answers."""
     record = _read_run_file(data_path / RUN_FILE)
     if not record or not isinstance(record.get("pid"), int):
@@ -172,7 +172,7 @@ def status(cfg: Config) -> dict[str, Any]:
     """``flowbox status``: the data dir's facts, and the live ones when a server serves it."""
     from .messaging.media import media_dir
 
-    server = _ask_server(cfg.data_path)
+    server = ask_server(cfg.data_path)
     has_db = cfg.db_path.exists()
     result: dict[str, Any] = {
         "running": server is not None,

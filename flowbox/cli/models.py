@@ -149,5 +149,8 @@ def models_list(as_json, cfg):
 
 
 def _loaded(cfg) -> set[str]:
-    """The models the server running on this data dir has loaded now (none when it is not running)."""
-    return set()
+    """The local models the server running on this data dir has loaded now (none when none runs)."""
+    from ..status import ask_server
+
+    live = ask_server(cfg.data_path) or {}
+    return {model["name"] for model in live.get("models") or [] if model.get("local")}

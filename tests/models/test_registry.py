@@ -242,6 +242,8 @@ def test_models_are_chosen_by_name_and_the_least_recently_used_idle_one_is_unloa
         assert first.json()["usage"]["completion_tokens"] > 4  # not cut when local wanted the room
         assert waiting.result(timeout=120).status_code == 200
     assert loaded() == ["local"]
+    rows = listed()  # the command asks the running server (found through the data dir)
+    assert rows["local"]["loaded"] is True and rows["second"]["loaded"] is False
     # removed while the server runs: the server knows at once, and the agent's chat is the documented 503
     assert json.loads(cli("models", "remove", "second", "--json").stdout)["agents_using_it"] == 1
     response = client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "Hi"})
