@@ -197,13 +197,14 @@ class ServeProcess:
         assert self.proc.wait(timeout=30) == 0
 
 
-def wait_serving(proc: subprocess.Popen, url: str, what: str = "flowbox serve", timeout: float = 60) -> None:
-    """Until a server child process answers ``url`` with 200 (it must not exit meanwhile)."""
+def wait_serving(proc: subprocess.Popen, url: str, what: str = "flowbox serve", timeout: float = 180) -> None:
+    """Until a server child process answers ``url`` with 200 (it must not exit meanwhile). Generous: on a
+    loaded machine a start, or one answer from a server busy with its backlog, takes many times its usual."""
 
     def healthy() -> bool:
         assert proc.poll() is None, f"{what} exited"
         try:
-            return httpx.get(url, timeout=1).status_code == 200
+            return httpx.get(url, timeout=5).status_code == 200
         except httpx.HTTPError:
             return False
 
