@@ -19,7 +19,7 @@ UNAVAILABLE = (502, 503, 504)  # answers that say "not this server, not now" (lo
 
 
 class _Unavailable(Exception):
-    """This server did not take the request (no answer, or one of UNAVAILABLE): another may."""
+    """This server answered one of UNAVAILABLE: another may take the request."""
 
     def __init__(self, reason: str, error: ModelError):
         super().__init__(reason)
