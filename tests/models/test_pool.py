@@ -3,6 +3,7 @@ in the middle of a run of chats, and restarted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -14,9 +15,12 @@ import httpx
 import pytest
 
 from flowbox import config as config_mod
+from flowbox.errors import ModelError
+from flowbox.models import ChatRequest, generate
 from flowbox.models.files import model_path
 from flowbox.models.pool import Pool
-from tests.helpers import create_agent, eventually, free_port, wait_serving
+from flowbox.models.remote import RemoteChatModel
+from tests.helpers import Receiver, create_agent, eventually, free_port, wait_serving
 
 CHATS = 6
 
@@ -172,3 +176,31 @@ def test_base_urls_config_and_pick_order():
     c.down_since = 1.0
     assert [pool.pick().url for _ in range(3)] == ["a", "b", "a"]  # one that is out only when nothing else is left
     assert pool.pick({"a", "b"}).url == "c" and pool.pick({"a", "b", "c"}) is None
+
+
+SSE_REPLY = (200, 'data: {"choices": [{"delta": {"content": "Hello"}}]}\n\ndata: [DONE]\n\n', {"Content-Type": "text/event-stream"})
+
+
+@pytest.mark.parametrize("status,failed_over", [(503, True), (400, False)])
+def test_an_unavailable_answer_goes_to_the_next_server_a_refusal_does_not(status, failed_over):
+    first, second = Receiver(lambda record: (status, {"error": {"message": "no"}})), Receiver(lambda record: SSE_REPLY)
+    urls = (first.url("/v1"), second.url("/v1"))
+
+    async def ask():
+        model = RemoteChatModel(config_mod.RemoteModel("pair", urls[0], "m", base_urls=urls))
+        try:
+            return await generate(model, ChatRequest(messages=[{"role": "user", "content": "hi"}])), model.pool.snapshot()
+        except ModelError as exc:
+            return exc, model.pool.snapshot()
+        finally:
+            await model.aclose()
+
+    try:
+        result, pool = asyncio.run(ask())
+    finally:
+        first.stop()
+        second.stop()
+    if failed_over:  # 502/503/504: not this server, not now
+        assert result.text == "Hello" and [b["up"] for b in pool] == [False, True] and len(second.requests) == 1
+    else:  # any other refusal would be the same anywhere: it is the answer
+        assert f"answered {status}" in str(result) and [b["up"] for b in pool] == [True, True] and not second.requests
