@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 
 import httpx
@@ -26,9 +27,17 @@ def test_kill9_while_replicating_then_restore_from_the_replica_loses_nothing_ack
     data_dir, replica = tmp_path / "data", f"file://{tmp_path / 'replica'}"
     server = ServeProcess("--data-dir", str(data_dir), env={"FLOWBOX_REPLICATE_TO": replica, "FLOWBOX_RATE_LIMIT_PER_MINUTE": "0"})
     headers = {"Authorization": server.first_key}
+
+    def replication(when) -> dict | None:
+        facts = status(data_dir, FLOWBOX_REPLICATE_TO=replica)["replication"]
+        return facts if when(facts) else None
+
     # litestream's first copy of the database is in the replica about a second after the start
-    eventually(lambda: status(data_dir, FLOWBOX_REPLICATE_TO=replica)["replication"]["replica_txid"], "replication started",
-               timeout=60, interval=0.2)
+    first = eventually(lambda: replication(lambda facts: facts["replica_txid"]), "replication started", timeout=60, interval=0.2)
+    os.kill(first["pid"], signal.SIGKILL)  # litestream dies on its own: flowbox starts it again
+    again = eventually(lambda: replication(lambda facts: facts["restarts"] == 1 and facts["running"]), "litestream started again",
+                       timeout=60, interval=0.2)
+    assert again["pid"] != first["pid"] and again["last_exit"] == -signal.SIGKILL
     load = Load(server, headers, 2, lambda n, i, _: ("POST", "/api/public/agent", {"name": f"worker {n} agent {i}"}), expected=201)
     load.wait_for(lambda answers: len(answers) >= 20, "20 agents created")
     running = status(data_dir, FLOWBOX_REPLICATE_TO=replica)
