@@ -125,8 +125,8 @@ def test_a_server_killed_mid_run_fails_no_chat_and_is_probed_back_in(pooled, bac
     assert all(r.json()["body"]["conversation_history"][-1]["content"] for r in results)
     gone, kept = state(pool, victim), state(pool, survivor)
     assert not gone["up"] and gone["failures"] >= 1 and gone["served"] == served_by_victim
-    # every chat the victim did not finish was answered by the survivor (the cut one counts on both)
-    assert kept["served"] >= CHATS - served_by_victim + 1 and kept["up"]
+    # every chat the victim did not finish was answered by the survivor
+    assert kept["served"] >= CHATS - served_by_victim and kept["up"]
 
     victim.start()
     victim.wait()
@@ -139,7 +139,7 @@ def test_a_server_killed_mid_run_fails_no_chat_and_is_probed_back_in(pooled, bac
 def test_a_reply_cut_after_text_was_streamed_fails_and_is_not_sent_again(pooled, backends):
     srv, client, _, pool = pooled
     agent = create_agent(client, name="long", model="remote", max_tokens=200)  # still streaming when the server dies
-    with client.stream("POST", f"/api/public/agent/{agent['id']}/chat", json={"messages": "Tell me about bees."},
+    with client.stream("POST", f"/api/public/agent/{agent['id']}/chat", json={"messages": "Write a long story about bees."},
                        headers={"Accept": "text/event-stream"}) as response:
         assert response.status_code == 200
         lines = response.iter_lines()
