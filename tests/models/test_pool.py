@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,7 +16,7 @@ import httpx
 import pytest
 
 from flowbox import config as config_mod
-from flowbox.errors import ModelError
+from flowbox.errors import ModelError, ReplyBroken
 from flowbox.models import ChatRequest, generate
 from flowbox.models.files import model_path
 from flowbox.models.pool import Pool
@@ -204,3 +205,52 @@ def test_an_unavailable_answer_goes_to_the_next_server_a_refusal_does_not(status
         assert result.text == "Hello" and [b["up"] for b in pool] == [False, True] and len(second.requests) == 1
     else:  # any other refusal would be the same anywhere: it is the answer
         assert f"answered {status}" in str(result) and [b["up"] for b in pool] == [True, True] and not second.requests
+
+
+def breaking_server() -> tuple[socket.socket, str]:
+    """A server that begins a streamed reply (one word) and dies: the connection closes mid-stream."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                chunk = b'data: {"choices": [{"delta": {"content": "Hel"}}]}\n\n'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             + b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener, f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_a_reply_cut_short_is_asked_again_only_while_no_text_reached_the_caller(streamed):
+    listener, broken = breaking_server()
+    good = Receiver(lambda record: SSE_REPLY)
+    seen: list[str] = []
+
+    async def on_text(text: str) -> None:
+        seen.append(text)
+
+    async def ask():
+        model = RemoteChatModel(config_mod.RemoteModel("pair", broken, "m", base_urls=(broken, good.url("/v1"))))
+        try:
+            return await generate(model, ChatRequest(messages=[{"role": "user", "content": "hi"}]), on_text=on_text if streamed else None)
+        except ReplyBroken as exc:
+            return exc
+        finally:
+            await model.aclose()
+
+    try:
+        result = asyncio.run(ask())
+    finally:
+        listener.close()
+        good.stop()
+    if streamed:  # "Hel" reached the caller: the turn fails, nothing is asked again
+        assert isinstance(result, ReplyBroken) and seen == ["Hel"] and not good.requests
+    else:
+        assert result.text == "Hello" and len(good.requests) == 1
