@@ -42,6 +42,8 @@ class Backend:
 
 @dataclass
 class Lease:
+    """One request on a backend, from the pool's lease() until it ends."""
+
     backend: Backend
     answered: bool = False
 
