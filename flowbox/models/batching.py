@@ -2,14 +2,17 @@
 
 Each request gets a sequence of its own (a slot: one KV cache stream of ``n_ctx`` tokens) and one
 thread decodes for all of them. Each step is one ``llama_decode`` of a batch holding the next
-token of every generating sequence and, in the room left, prompt tokens of sequences still reading
-their prompt; then each sequence samples its token with its own sampler chain (its grammar, its
-temperature, its seed). The weights are read once per step however many sequences it carries, so
-four chats cost little more than one (``scripts/bench/batched_generation.py``).
+token of every generating sequence, then each sequence samples its token with its own sampler
+chain (its grammar, its temperature, its seed); and, between steps, one chunk of a prompt being
+read. The weights are read once per step however many sequences it carries, so four chats cost
+little more than one (``scripts/bench/batched_generation.py``).
 
-The sequences' KV streams are kept apart (``kv_unified`` off): a sequence then computes the same
-numbers as when it runs alone, so a greedy reply does not depend on what else runs. (With one
-unified cache, replies changed after a few dozen tokens.)
+A greedy reply does not depend on what runs beside it. llama.cpp's numbers for a token depend on
+the shape of the batch it is computed in: its KV streams are kept apart (``kv_unified`` off; with
+one unified cache replies changed after a few dozen tokens), a prompt chunk is decoded on its own
+(in a batch with other sequences' tokens, llama.cpp would split it to match them), and every chunk
+after a reused prefix holds at least ``MIN_CHUNK`` tokens, which its CPU attention computes the
+same way however they are cut (fewer take another path, with other rounding).
 
 Prompt prefixes are reused. A finished sequence's KV cache stays in its slot; a new request takes
 the free slot sharing the longest prefix with its prompt, or a longer prefix from another slot (a
@@ -34,6 +37,7 @@ import numpy as np
 log = logging.getLogger("flowbox.models")
 
 COPY_GAIN = 32  # tokens a copied prefix must save over the slot's own before a copy is worth it
+MIN_CHUNK = 64  # a prompt's tokens after a reused prefix, at least (see above)
 SAVE_MIN = 64  # a slot's contents are saved when a new prompt would cut at least this many tokens
 
 
@@ -79,6 +83,7 @@ class Job:
     emit: Callable[[str], None]
     done: threading.Event = field(default_factory=threading.Event)
     pending: list[int] = field(default_factory=list)  # prompt tokens not decoded yet
+    chunks: list[int] = field(default_factory=list)  # the sizes they are decoded in
     next_token: int | None = None  # sampled, to be decoded in the next step
     out: bytearray = field(default_factory=bytearray)  # the reply's bytes so far
     sent: int = 0  # bytes of ``out`` emitted
@@ -253,7 +258,7 @@ class BatchEngine:
         import llama_cpp
 
         prompt = np.asarray(job.prompt, dtype=np.int32)
-        usable = len(prompt) - 1  # at least one prompt token is decoded, for the logits to sample from
+        usable = max(0, len(prompt) - MIN_CHUNK)  # a shorter prompt is read whole: no prefix is reused
         shared = {slot.seq: min(_common_prefix(np.asarray(slot.tokens, dtype=np.int32), prompt), usable) for slot in self.slots}
         slot = max(free, key=lambda s: (shared[s.seq], -s.used))
         reuse = shared[slot.seq]
@@ -279,6 +284,8 @@ class BatchEngine:
             reuse = 0
         del slot.tokens[reuse:]
         job.pending = job.prompt[reuse:]
+        parts = -(-len(job.pending) // self.n_batch)  # chunks of equal size, none of them small
+        job.chunks = [len(job.pending) // parts + (i < len(job.pending) % parts) for i in range(parts)]
         slot.job, slot.used = job, next(self._turns)
 
     def _save(self, slot: Slot) -> None:
@@ -318,15 +325,26 @@ class BatchEngine:
             job.sampler = None
 
     def _step(self) -> None:
-        """One decode: every generating sequence's next token, then prompt tokens in the room left."""
+        """One decode of every generating sequence's next token, then one chunk of a prompt."""
+        generating = [slot for slot in self.slots if slot.job is not None and slot.job.next_token is not None]
+        if generating:
+            self._decode([(slot, [slot.job.next_token]) for slot in generating])
+        reading = [slot for slot in self.slots if slot.job is not None and slot.job.pending]
+        if reading:
+            slot = min(reading, key=lambda s: s.used)  # the oldest request first
+            job = slot.job
+            size = job.chunks.pop(0)
+            chunk, job.pending = job.pending[:size], job.pending[size:]
+            self._decode([(slot, chunk)])
+
+    def _decode(self, parts: list[tuple[Slot, list[int]]]) -> None:
+        """Decodes each slot's tokens at its next positions, then samples each slot's next token
+        from its last one's logits (its first after the prompt's last chunk)."""
         import llama_cpp
 
         batch, n = self.batch, 0
-        added: list[tuple[Slot, list[int]]] = []
         sample_at: list[tuple[Slot, int]] = []
-
-        def add(slot: Slot, tokens: list[int], logits_last: bool) -> None:
-            nonlocal n
+        for slot, tokens in parts:
             position = len(slot.tokens)
             for i, token in enumerate(tokens):
                 batch.token[n] = token
@@ -335,26 +353,15 @@ class BatchEngine:
                 batch.seq_id[n][0] = slot.seq
                 batch.logits[n] = False
                 n += 1
-            if logits_last:
+            if not slot.job.pending:
                 batch.logits[n - 1] = True
                 sample_at.append((slot, n - 1))
-            added.append((slot, tokens))
             slot.tokens.extend(tokens)
-
-        for slot in self.slots:
-            if slot.job is not None and slot.job.next_token is not None:
-                add(slot, [slot.job.next_token], True)
-                slot.job.next_token = None
-        for slot in self.slots:
-            job = slot.job
-            if job is not None and job.pending and n < self.n_batch:
-                chunk = job.pending[: self.n_batch - n]
-                del job.pending[: len(chunk)]
-                add(slot, chunk, not job.pending)
+            slot.job.next_token = None
         batch.n_tokens = n
         code = llama_cpp.llama_decode(self.ctx.ctx, batch)
         if code != 0:
-            for slot, _ in added:  # what their caches hold is not known now
+            for slot, _ in parts:  # what their caches hold is not known now
                 if slot.job is not None:
                     self._end(slot, error=RuntimeError(f"llama_decode returned {code}"))
                 self._clear(slot)
