@@ -1,0 +1,83 @@
+"""Batched generation benchmark (issue 18 item 4). Prints, from one run, measured side by side:
+
+aggregate tokens/s of 4 concurrent chats on the local model / tokens/s of the same 4 chats run one
+at a time (goal >= 1.8)
+
+Same prompts, greedy, through ``LocalChatModel`` (the fair queue, the worker process, the batch
+engine), prompt reading included. Rounds alternate which way goes first; each round's ratio is
+reported and their median is the result. Run it on a quiet machine (``uptime`` load < 1.5).
+
+Usage: python scripts/bench/batched_generation.py [--models-dir DIR] [--rounds N] [--max-tokens N] [--threads N] [--parallel N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from flowbox.models.base import ChatRequest, generate  # noqa: E402
+from flowbox.models.files import ensure_model  # noqa: E402
+from flowbox.models.local import LocalChatModel  # noqa: E402
+
+TOPICS = ["a lighthouse keeper", "a dragon who bakes bread", "a lost robot", "two rival gardeners"]
+
+
+def request(topic: str, max_tokens: int) -> ChatRequest:
+    return ChatRequest(messages=[{"role": "user", "content": f"Write a long story about {topic}."}],
+                       max_tokens=max_tokens, temperature=0)
+
+
+async def one_at_a_time(model: LocalChatModel, requests: list[ChatRequest]) -> tuple[int, float]:
+    started = time.perf_counter()
+    tokens = 0
+    for req in requests:
+        tokens += (await generate(model, req)).completion_tokens
+    return tokens, time.perf_counter() - started
+
+
+async def together(model: LocalChatModel, requests: list[ChatRequest]) -> tuple[int, float]:
+    started = time.perf_counter()
+    results = await asyncio.gather(*(generate(model, req, key=f"org{i}") for i, req in enumerate(requests)))
+    return sum(r.completion_tokens for r in results), time.perf_counter() - started
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models-dir", default=os.environ.get("FLOWBOX_TEST_MODELS_DIR") or str(Path.home() / ".cache" / "flowbox-test-models"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--parallel", type=int, default=4, help="the model's parallel_sequences")
+    args = parser.parse_args()
+    path = ensure_model(Path(args.models_dir), "smollm2")
+    model = LocalChatModel(path, name="local", n_ctx=1024, n_threads=args.threads, parallel=args.parallel)
+    try:
+        requests = [request(topic, args.max_tokens) for topic in TOPICS]
+        await generate(model, request("warming up", 4))
+        ratios = []
+        for round_ in range(args.rounds):
+            ways = [("one at a time", one_at_a_time), ("4 concurrent", together)]
+            if round_ % 2:
+                ways.reverse()
+            rates = {}
+            for name, way in ways:
+                tokens, seconds = await way(model, requests)
+                rates[name] = tokens / seconds
+                print(f"round {round_ + 1}: {name:>13}: {tokens} tokens in {seconds:5.1f} s = {rates[name]:6.1f} tokens/s")
+            ratios.append(rates["4 concurrent"] / rates["one at a time"])
+            print(f"round {round_ + 1}: ratio {ratios[-1]:.2f}")
+        print(f"\naggregate tokens/s, 4 concurrent chats / 1 at a time: {statistics.median(ratios):.2f} "
+              f"(median of {len(ratios)} rounds; goal >= 1.8), threads={args.threads}, load={os.getloadavg()[0]:.2f}")
+    finally:
+        model.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
