@@ -16,7 +16,8 @@ def openai_server(models_dir):
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(models_dir, "smollm2")),
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smol-remote", "--n_threads", "2", "--n_threads_batch", "2"],
+         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smol-remote", "--n_threads", "1", "--n_threads_batch", "1",
+         "--verbose", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}/v1"
