@@ -7,9 +7,11 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 import socket
 import sys
 from collections import defaultdict
+from pathlib import Path
 
 import httpx
 import pytest
@@ -182,3 +184,11 @@ def test_json_formatter_redacts_messages_fields_and_tracebacks():
     entry = json.loads(JsonFormatter().format(record))
     assert entry["level"] == "error" and entry["path"] == "/ws/[redacted]" and "ValueError" in entry["error"]
     assert key not in json.dumps(entry)
+
+
+def test_the_grafana_dashboard_reads_only_metrics_flowbox_exports():
+    dashboard = json.loads((Path(__file__).parents[1] / "packaging" / "grafana-dashboard.json").read_text())
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    used = {re.sub(r"_(total|bucket|count|sum)$", "", name) for expr in exprs for name in re.findall(r"\bflowbox_[a-z_]+", expr)}
+    assert used and used <= set(METRICS), used - set(METRICS)
+    assert set(METRICS) - used <= {"flowbox_build_info"}, set(METRICS) - used  # every metric has a panel (the version: the instance list)
