@@ -234,13 +234,12 @@ class BatchEngine:
                     self._clear(slot)
 
     def _start_waiting(self) -> None:
+        for job in [job for job in self._waiting if job.cancel.is_set()]:  # gone before they started
+            self._waiting.remove(job)
+            self._free_sampler(job)
+            job.finish("cancelled")
         while self._waiting:
             job = self._waiting[0]
-            if job.cancel.is_set():
-                self._waiting.popleft()
-                self._free_sampler(job)
-                job.finish("cancelled")
-                continue
             free = [slot for slot in self.slots if slot.job is None]
             if not free:
                 return
