@@ -1,7 +1,8 @@
 """Downloading a model file over HTTP(S), resumably.
 
 The bytes go to a ``.part`` file named by the URL in ``<models_dir>/downloads``; an interrupted
-download keeps it, and the next attempt at the same URL asks only for the rest (``Range``). The
+download keeps it, and the next attempt at the same URL asks only for the rest (``Range``, with
+``If-Range``: a file that changed on the server meanwhile comes again whole). The
 SHA-256 (when given) and the GGUF header are checked before the file leaves its ``.part`` name: a
 file that fails either is deleted, never registered.
 """
@@ -52,7 +53,13 @@ def download(url: str, models_dir: Path, *, sha256: str | None = None, progress:
     check_url(url)
     part = part_path(models_dir, url)
     part.parent.mkdir(parents=True, exist_ok=True)
+    validator = part.with_suffix(".validator")  # the file's ETag or Last-Modified when the .part began
     have = part.stat().st_size if part.exists() else 0
+    headers = {}
+    if have:  # the rest only, and only if the file is still the one the .part began as (else all of it)
+        headers["Range"] = f"bytes={have}-"
+        if validator.exists():
+            headers["If-Range"] = validator.read_text()
     digest = hashlib.sha256()
     if have:  # the bytes already here count towards the hash
         with open(part, "rb") as fp:
@@ -60,7 +67,7 @@ def download(url: str, models_dir: Path, *, sha256: str | None = None, progress:
                 digest.update(block)
     total: int | None = None
     try:
-        with httpx.stream("GET", url, headers={"Range": f"bytes={have}-"} if have else {}, follow_redirects=True,
+        with httpx.stream("GET", url, headers=headers, follow_redirects=True,
                           timeout=httpx.Timeout(60, connect=30)) as resp:
             if resp.status_code == 416 and have and _range_total(resp.headers.get("Content-Range")) == have:
                 total = have  # the earlier attempt had every byte
@@ -69,6 +76,7 @@ def download(url: str, models_dir: Path, *, sha256: str | None = None, progress:
                     mode = "ab"
                 elif resp.status_code == 200:
                     mode, have, digest = "wb", 0, hashlib.sha256()  # no resuming here: from the start
+                    _keep_validator(validator, resp.headers)
                 else:
                     raise StartupError(f"downloading {url} failed: the server answered {resp.status_code}")
                 length = resp.headers.get("Content-Length")
@@ -86,6 +94,7 @@ def download(url: str, models_dir: Path, *, sha256: str | None = None, progress:
                            "run the same command again to resume") from None
     if total is not None and have != total:
         raise StartupError(f"downloading {url} ended after {have} of {total} bytes; run the same command again to resume")
+    validator.unlink(missing_ok=True)
     found = digest.hexdigest()
     if sha256 and found != sha256.lower():
         part.unlink()
@@ -96,6 +105,16 @@ def download(url: str, models_dir: Path, *, sha256: str | None = None, progress:
         part.unlink()
         raise StartupError(f"the file at {url} is not a usable GGUF model ({exc.reason}); it was deleted, nothing was added") from None
     return part, found
+
+
+def _keep_validator(path: Path, headers) -> None:
+    """What If-Range will send when this download resumes: a strong ETag, else Last-Modified."""
+    etag = headers.get("ETag") or ""
+    value = etag if etag and not etag.startswith("W/") else headers.get("Last-Modified") or ""
+    if value:
+        path.write_text(value)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _range_start(header: str | None) -> int | None:

@@ -25,7 +25,7 @@ MINILM = "all-MiniLM-L6-v2.f16.gguf"  # the smaller file: what the download test
 
 class FileServer:
     """Serves one file on 127.0.0.1, honouring Range; the first ``cuts`` answers stop halfway and
-    drop the connection. ``ranges`` records each request's Range header."""
+    drop the connection. ``ranges`` records each request's Range and If-Range headers."""
 
     def __init__(self, body: bytes, cuts: int = 0):
         self.body, self.cuts, self.ranges = body, cuts, []
@@ -37,13 +37,14 @@ class FileServer:
 
             def do_GET(self):
                 wanted = self.headers.get("Range")
-                owner.ranges.append(wanted)
+                owner.ranges.append((wanted, self.headers.get("If-Range")))
                 start = int(wanted.removeprefix("bytes=").split("-")[0]) if wanted else 0
                 part = owner.body[start:]
                 self.send_response(206 if wanted else 200)
                 if wanted:
                     self.send_header("Content-Range", f"bytes {start}-{len(owner.body) - 1}/{len(owner.body)}")
                 self.send_header("Content-Length", str(len(part)))
+                self.send_header("ETag", '"v1"')
                 self.end_headers()
                 if owner.cuts:
                     owner.cuts -= 1
@@ -102,14 +103,16 @@ def test_a_cut_download_resumes_with_a_range_request_and_checks_its_sha256(own_m
         second = cli("models", "add", "mini", server.url, "--sha256", digest, "--n-ctx", "256", "--json")
     finally:
         server.stop()
-    assert server.ranges[0] is None and server.ranges[1].endswith("-") and len(server.ranges) == 2
-    resumed_at = int(server.ranges[1].removeprefix("bytes=").rstrip("-"))
+    assert server.ranges[0] == (None, None) and len(server.ranges) == 2
+    wanted, if_range = server.ranges[1]
+    assert wanted.endswith("-") and if_range == '"v1"'  # the rest, if the file is still the one it began as
+    resumed_at = int(wanted.removeprefix("bytes=").rstrip("-"))
     assert len(body) // 2 - (1 << 20) < resumed_at <= len(body) // 2  # the second attempt asked only for the rest
     added = json.loads(second.stdout)
     assert added["sha256"] == digest and added["size"] == len(body) and added["source"] == server.url
     assert added["settings"] == {"n_ctx": 256}
     assert Path(added["path"]) == own_models_dir / "mini.gguf" and hashlib.sha256(Path(added["path"]).read_bytes()).hexdigest() == digest
-    assert not list((own_models_dir / "downloads").iterdir())  # no .part left
+    assert not list((own_models_dir / "downloads").iterdir())  # no .part (or its validator) left
     row = listed()["mini"]
     assert (row["quantization"], row["context_length"], row["chat_template"], row["loaded"]) == ("F16", 512, False, False)
     cli("models", "remove", "mini")
