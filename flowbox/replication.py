@@ -3,7 +3,8 @@
 ``flowbox serve`` runs ``litestream replicate`` as a supervised child: started after the migrations,
 restarted with a growing delay if it stops, sent SIGTERM at shutdown (it then copies what it has
 not yet) and, on Linux, sent SIGTERM by the kernel if flowbox itself dies (kill -9), so it never
-outlives the server and two never replicate one file. Litestream holds a read transaction on the
+outlives the server and two never replicate one file. The replica trails the database by about a
+second (Litestream copies the WAL each second). Litestream holds a read transaction on the
 database and must be the only process that checkpoints the WAL: while it replicates, flowbox's
 connections never checkpoint (``db.connect(checkpoints=False)``).
 
@@ -134,7 +135,9 @@ def position(cfg: Config) -> dict[str, Any]:
 
 def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child, between fork and exec
     """Linux: the kernel sends the child SIGTERM when the thread that started it ends (flowbox was
-    killed), so litestream copies its last changes and exits instead of replicating on alone."""
+    killed), so litestream stops instead of replicating on alone. It may be sent once per thread of
+    flowbox as they end, and a second signal cuts its last copy short: after kill -9 the replica
+    holds what its last regular copy held, about a second behind."""
     if sys.platform == "linux":
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # flowbox died before the line above
