@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import heapq
 import math
 import re
 import threading
@@ -41,17 +40,13 @@ from .chunking import first_heading
 
 # Fusion: cosine + weighted BM25 features, the weights chosen for the best MRR on the dev half of
 # scripts/eval/knowledge.py (--fit), which reports the test half beside vector-only search.
-# Relevance: a logistic function of that score and of the query's background (is this result the
-# answer?) fitted there too. The background is the mean cosine of the query's closest items: a
-# result must stand out from what the corpus offers any such query, not just be near it (some
-# queries come close to everything). (Reciprocal-rank fusion gave every result about the same
-# score, answer or not.)
+# Relevance: a logistic function of that score (is this result the answer?) fitted there too.
+# (Reciprocal-rank fusion gave every result about the same score, answer or not.)
 KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature is 0.5
 FUSION = (0.0, 0.075)  # weights of the saturated and relative BM25 features (the cosine's is 1)
-BACKGROUND = 5  # the query's background: the mean cosine of its this many closest items
-CALIBRATION = (25.551, -24.891, -3.701)  # relevance = sigmoid(a * score + c * background + b)
-KEYWORD_ONLY = (-8.101, 2.988, 5.656)  # bias, saturated BM25, relative BM25 (no query vector)
-RELEVANCE_THRESHOLD = 0.49  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
+CALIBRATION = (17.994, -10.018)  # relevance = sigmoid(a * score + b)
+KEYWORD_ONLY = (-8.629, 4.152, 5.266)  # bias, saturated BM25, relative BM25 (no query vector)
+RELEVANCE_THRESHOLD = 0.32  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
 EXACT_LIMIT = 4096  # scopes up to this many items are scanned exactly
 SCAN_LIMIT = 100  # scopes up to this many items: every vector scored in numpy (vec0's KNN costs ~0.1 ms a result)
 CANDIDATES = 768  # two-stage search: binary candidates rescored exactly (recall@5 ~0.97 at 100,000)
@@ -336,22 +331,15 @@ def fused(similarity: float, keyword: float, best_keyword: float) -> float:
     return cos + FUSION[0] * sat + FUSION[1] * rel
 
 
-def background(similarities: Iterable[float]) -> float:
-    """The query's background: the mean cosine of its ``BACKGROUND`` closest items (0 for none)."""
-    closest = heapq.nlargest(BACKGROUND, similarities)
-    return sum(closest) / len(closest) if closest else 0.0
-
-
-def relevance(similarity: float | None, keyword: float, best_keyword: float, background: float) -> float:
+def relevance(similarity: float | None, keyword: float, best_keyword: float) -> float:
     """Calibrated probability that the result answers the query (fitted on the dev half of
-    ``scripts/eval/knowledge.py``): from its fused score and the query's ``background``; without
-    a query vector (keyword mode), from BM25 alone. Within one query it rises with the score."""
+    ``scripts/eval/knowledge.py``); without a query vector (keyword mode), from BM25 alone."""
     if similarity is None:
         _, sat, rel = features(0.0, keyword, best_keyword)
         b0, b1, b2 = KEYWORD_ONLY
         return _sigmoid(b0 + b1 * sat + b2 * rel)
-    a, c, b = CALIBRATION
-    return _sigmoid(a * fused(similarity, keyword, best_keyword) + c * background + b)
+    a, b = CALIBRATION
+    return _sigmoid(a * fused(similarity, keyword, best_keyword) + b)
 
 
 def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | None, text: str,
@@ -370,11 +358,10 @@ def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | No
     if missing and has_vector:
         similarity.update(rescore(conn, index, missing, query))
     best = max(keyword.values(), default=0.0)
-    back = background(similarity.values()) if has_vector else 0.0
     hits = []
     for n in candidates:
         cos = similarity.get(n) if has_vector else None
-        rel = relevance(cos, keyword.get(n, 0.0), best, back)
+        rel = relevance(cos, keyword.get(n, 0.0), best)
         if mode == "vector":
             score = cos or 0.0
         elif mode == "keyword":

@@ -138,9 +138,9 @@ def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) ->
 
 def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
     """Chooses the fusion weights for the best dev MRR (ties: hit@1), then fits the calibration
-    (relevance = sigmoid(a * score + c * background + b), is this candidate the answer?), the "no
-    answer" line and the keyword-only model on the same dev candidates (hits of a deep hybrid
-    search, with similarity and keyword), and prints the constants for ``flowbox/knowledge/index.py``."""
+    (relevance = sigmoid(a * score + b), is this candidate the answer?) and the keyword-only model
+    on the same dev candidates (hits of a deep hybrid search, with similarity and keyword), and
+    prints the constants for ``flowbox/knowledge/index.py``."""
     best = None
     for half in (2.0, 5.0, 10.0):
         groups = []
@@ -162,26 +162,19 @@ def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
                 if best is None or key > best[0]:
                     best = (key, half, w_sat, w_rel, m, groups)
     _, half, w_sat, w_rel, m, groups = best
-    from flowbox.knowledge.index import background
-
     scores = np.concatenate([feats @ np.array([1.0, w_sat, w_rel]) for _, feats, _ in groups])
-    backs = np.concatenate([np.full(len(feats), background(feats[:, 0])) for _, feats, _ in groups])
     feats = np.concatenate([feats for _, feats, _ in groups])
     labels = np.concatenate([[float(e == q.expected) for e in entries] for q, _, entries in groups])
-    b, a, c = logistic(np.stack([scores, backs], axis=1), labels)
+    b, a = logistic(scores[:, None], labels)
     wk = logistic(feats[:, 1:], labels)
     tops, answerable = [], []
     for question, f, _ in groups:
         top = float((f @ np.array([1.0, w_sat, w_rel])).max()) if len(f) else -1.0
-        tops.append(float(1 / (1 + np.exp(-(a * top + c * background(f[:, 0]) + b)))) if len(f) else 0.0)
+        tops.append(float(1 / (1 + np.exp(-(a * top + b)))))
         answerable.append(question.expected is not None)
     t = best_threshold(tops, answerable)
-    none_count = sum(not a for a in answerable)
-    line = min(round(v, 2) + 0.01 for v in tops if sum(x < round(v, 2) + 0.01 for x, a in zip(tops, answerable) if not a) >= 0.8 * none_count)
-    print(f"KEYWORD_HALF = {half}\nFUSION = ({w_sat:.3f}, {w_rel:.3f})\nCALIBRATION = ({a:.3f}, {c:.3f}, {b:.3f})\n"
+    print(f"KEYWORD_HALF = {half}\nFUSION = ({w_sat:.3f}, {w_rel:.3f})\nCALIBRATION = ({a:.3f}, {b:.3f})\n"
           f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\n"
-          f"RELEVANCE_THRESHOLD = {line:.2f}  (the lowest, in hundredths, below which 80%+ of dev's no-answer questions fall: "
-          f"{'/'.join(f'{v:.3f}' for v in no_answer_metrics(tops, answerable, line))})\n"
           f"dev: hit@1 {m['hit@1']:.3f} hit@5 {m['hit@5']:.3f} MRR@10 {m['mrr@10']:.3f}; no-answer threshold with the "
           f"best balanced accuracy {t:.3f}: {'/'.join(f'{v:.3f}' for v in no_answer_metrics(tops, answerable, t))}")
 
