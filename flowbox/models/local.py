@@ -30,7 +30,7 @@ from .files import check_gguf
 from .grammar import InvalidSchema, schema_grammar, schema_text
 from .llama_load import load_llama
 from .scheduler import FairScheduler
-from .tool_calls import CallWatch, detect
+from .tool_calls import CallWatch, detect, template_with_tools
 from .worker import ModelWorker
 
 log = logging.getLogger("flowbox.models")
@@ -101,7 +101,8 @@ class LocalChatModel:
             self.vocab = load_llama(LlamaModel, path_model=str(path), params=params)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load model {path}: {exc}") from exc
-        template = self.vocab.metadata().get("tokenizer.chat_template")
+        metadata = self.vocab.metadata()
+        template = metadata.get("tokenizer.chat_template") if tool_format == "router" else template_with_tools(metadata)
         # None: the grammar router picks tools; else the template's own tool-call format (tool_calls.py).
         # A named chat_format is a fixed formatter that knows no tools.
         self.tool_format = None if tool_format == "router" or chat_format else detect(template)

@@ -133,6 +133,13 @@ def detect(template: str | None) -> ToolFormat | None:
     return None
 
 
+def template_with_tools(metadata: dict[str, str]) -> str | None:
+    """The chat template to render with: the file's own, or its ``tool_use`` variant when only that
+    one has a tool format (Hermes 2 Pro and Hermes 3 files keep a second template for tools)."""
+    template, tool_use = metadata.get("tokenizer.chat_template"), metadata.get("tokenizer.chat_template.tool_use")
+    return tool_use if detect(template) is None and detect(tool_use) is not None else template
+
+
 class CallWatch:
     """Follows a reply as it streams: ``feed`` returns the text that can no longer be part of a
     call (to stream on); ``call_at`` is set once a call has started."""

@@ -15,9 +15,12 @@ from pathlib import Path
 import pytest
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
+from flowbox import config as config_mod
 from flowbox.agents.tools import CALCULATOR, DATETIME
+from flowbox.errors import ModelError
 from flowbox.models.grammar import schema_grammar
-from flowbox.models.tool_calls import HERMES, LLAMA3, MISTRAL, CallWatch, detect
+from flowbox.models.local import LocalChatModel
+from flowbox.models.tool_calls import HERMES, LLAMA3, MISTRAL, CallWatch, detect, template_with_tools
 from tests.helpers import create_agent, models, start_server
 
 # Small templates written in each family's way: what matters is where tools go, how a call and a
@@ -101,6 +104,19 @@ def test_the_format_is_read_from_the_template():
     assert detect(PLAIN_TEMPLATE) is None
     assert detect(None) is None and detect("") is None
     assert detect(HERMES_TEMPLATE.replace("tools", "functions")) is None, "a template that never reads tools cannot offer them"
+
+
+def test_a_files_tool_use_template_is_taken_when_only_it_has_a_tool_format():
+    assert template_with_tools({"tokenizer.chat_template": PLAIN_TEMPLATE, "tokenizer.chat_template.tool_use": HERMES_TEMPLATE}) == HERMES_TEMPLATE
+    assert template_with_tools({"tokenizer.chat_template": LLAMA3_TEMPLATE, "tokenizer.chat_template.tool_use": HERMES_TEMPLATE}) == LLAMA3_TEMPLATE
+    assert template_with_tools({"tokenizer.chat_template": PLAIN_TEMPLATE}) == PLAIN_TEMPLATE
+
+
+def test_tool_format_is_checked_and_native_needs_a_template_that_has_one():
+    with pytest.raises(config_mod.ConfigError, match="tool_format"):
+        config_mod.load(None, env={"FLOWBOX_TOOL_FORMAT": "json"})
+    with pytest.raises(ModelError, match="no tool-call format"):  # refused before its worker starts
+        LocalChatModel(models() / "SmolLM2-135M-Instruct.Q4_1.gguf", name="smollm2", tool_format="native")
 
 
 @pytest.mark.parametrize("template, tool_format", [(HERMES_TEMPLATE, HERMES), (LLAMA3_TEMPLATE, LLAMA3), (MISTRAL_TEMPLATE, MISTRAL)])
