@@ -5,9 +5,11 @@ Prompt evaluation is the expensive part on a CPU, so evaluated prompts are kept 
 KV cache, and saved sequence states): a continued thread, or any prompt that shares a prefix with
 a recent one (an agent's system prompt, the tool router), evaluates only its new tokens.
 
-Tool calls: small local models do not follow a native function-calling format, so a separate
-short "router" prompt asks which tool to use, and the answer is constrained by a JSON-schema
-grammar to exactly one of the enabled tools (or none), with tight argument schemas.
+Tool calls: a model whose chat template has a tool-call format calls tools in it (``tool_calls.py``:
+the reply streams until a call starts, the call is generated under a grammar of the tools). Small
+models without one do not follow a function-calling format, so a separate short "router" prompt
+asks which tool to use, and the answer is constrained by a JSON-schema grammar to exactly one of
+the enabled tools (or none), with tight argument schemas.
 """
 
 from __future__ import annotations
