@@ -19,7 +19,7 @@ from .config import Config
 from .cors import app_cors, bearer_cors
 from .db import Store
 from .knowledge import area as knowledge
-from .logs import redact_logs
+from .logs import app_logging, redact_logs
 from .messaging import area as messaging
 from .middleware import body_deadline, header_deadline, rate_limit, request_log, setup_access_log
 from .models import ModelRegistry
@@ -84,6 +84,7 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
         cors_config=app_cors(config),
         request_max_body_size=config.max_body_bytes,
         debug=False,
+        **app_logging(config.log_format),
     )
     app.state.services = services
     return app

@@ -112,6 +112,16 @@ class AccessFormatter(logging.Formatter):
         return self._json.format(record) if "request_id" in record.__dict__ else super().format(record)
 
 
+def app_logging(log_format: str) -> dict:
+    """Litestar's arguments for its logging setup, which replaces the root logger's handler with its
+    own (a queue, then stderr): in the json format, with ``JsonFormatter``; else Litestar's default."""
+    if log_format != "json":
+        return {}
+    from litestar.logging.config import LoggingConfig
+
+    return {"logging_config": LoggingConfig(formatters={"standard": {"()": JsonFormatter}})}
+
+
 def setup_process_log(level: str, log_format: str) -> None:
     """The log of a ``flowbox serve`` process: every logger's lines on stderr in ``log_format``
     (as ``logging.basicConfig``: nothing changes where a handler is already set up)."""
