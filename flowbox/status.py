@@ -161,11 +161,19 @@ def _outbox(db_path: Path) -> dict[str, Any] | None:
             "oldest_pending_at": oldest, "bytes": size}
 
 
-def _backups(cfg: Config) -> dict[str, Any]:
-    taken = backup.scheduled_backups(cfg.backup_path)
+def _backups(cfg: Config, live: dict[str, Any] | None) -> dict[str, Any]:
+    """The scheduled backups: by the running server's settings when it takes them, else by these."""
+    if live and live.get("every"):
+        facts = {key: live[key] for key in ("every", "dir", "keep")}
+    else:
+        facts = {"every": cfg.backup_every if backup.duration_seconds(cfg.backup_every) else None, "dir": str(cfg.backup_path),
+                 "keep": cfg.backup_keep}
+    taken = backup.scheduled_backups(Path(facts["dir"]))
     sizes = [path.stat().st_size for path in taken if path.exists()]
-    return {"every": cfg.backup_every if backup.duration_seconds(cfg.backup_every) else None, "dir": str(cfg.backup_path),
-            "keep": cfg.backup_keep, "count": len(taken), "latest": str(taken[-1]) if taken else None, "bytes": sum(sizes)}
+    facts.update(count=len(taken), latest=str(taken[-1]) if taken else None, bytes=sum(sizes))
+    if live and live.get("every"):  # what only the server counts: backups taken, the last failure
+        facts.update(taken=live["taken"], last_error=live["last_error"])
+    return facts
 
 
 def status(cfg: Config) -> dict[str, Any]:
@@ -187,11 +195,9 @@ def status(cfg: Config) -> dict[str, Any]:
         "database": _database(cfg.db_path) if has_db else None,
         "media": _tree_size(media_dir(cfg.data_path)),
         "outbox": _outbox(cfg.db_path) if has_db else None,
-        "backups": _backups(cfg),
+        "backups": _backups(cfg, server and server["backups"]),
         "replication": "off",
     }
-    if server and server["backups"].get("every"):  # what only the server counts: backups taken, the last failure
-        result["backups"].update(taken=server["backups"]["taken"], last_error=server["backups"]["last_error"])
     if cfg.replicate_to:
         result["replication"] = {**replication.position(cfg), **((server or {}).get("replication") or {})} if has_db \
             else {"to": cfg.replicate_to}
