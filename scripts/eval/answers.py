@@ -22,10 +22,11 @@ share of arithmetic questions where the calculator was called, and speed: comple
 second of answering (the run's tokens from the usage ledger over the requests' wall time, prompt
 reading included) and seconds per answer. Each question is its own new thread, temperature 0.
 
-    python scripts/eval/answers.py [--model NAME=PATH[:CHAT_FORMAT] ...] [--only local,NAME] [--misses]
+    python scripts/eval/answers.py [--model NAME=PATH[:CHAT_FORMAT] ...] [--registered DATA_DIR] [--only local,NAME] [--misses]
 
 ``local`` is the built-in default (``chat_model``); ``--model`` adds a GGUF file for the run (as
-``flowbox models add`` does; ``:CHAT_FORMAT`` for a file without a chat template, e.g. ``:gemma``).
+``flowbox models add`` does; ``:CHAT_FORMAT`` for a file without a chat template, e.g. ``:gemma``);
+``--registered`` adds every model registered in that flowbox data dir (its files, as they are).
 Runs offline: the default models are prepared into ~/.cache/flowbox-test-models (as the tests do).
 """
 
@@ -202,16 +203,30 @@ class Server:
     def call(self, coro, timeout: float = 600):
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def add_model(self, name: str, path: str, chat_format: str) -> None:
+    def add_model(self, name: str, path: str, chat_format: str = "", **settings) -> None:
         """Registers a GGUF file as ``flowbox models add`` does (the server reads the registry live)."""
         from flowbox.db import sqlite3
         from flowbox.models.registry import add_model
 
         conn = sqlite3.connect(str(self.config.db_path), isolation_level=None)
         try:
-            add_model(conn, name, path, models_dir=self.config.models_path, taken=self.services.models.names(), chat_format=chat_format)
+            add_model(conn, name, path, models_dir=self.config.models_path, taken=self.services.models.names(), chat_format=chat_format,
+                      **settings)
         finally:
             conn.close()
+
+
+def registered_in(data_dir: str) -> list:
+    """The models registered in another flowbox data dir."""
+    from flowbox.db import sqlite3
+    from flowbox.models.registry import all_registered
+
+    conn = sqlite3.connect(f"file:{Path(data_dir).expanduser() / 'flowbox.db'}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(all_registered(conn).values())
+    finally:
+        conn.close()
 
     def run_tokens(self, run_id: str) -> int:
         row = self.call(self.services.store.fetchone("SELECT completion_tokens FROM runs WHERE id = ?", [run_id]))
@@ -304,6 +319,7 @@ def report(results: dict[str, list[Answer]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", default=[], metavar="NAME=PATH[:CHAT_FORMAT]", help="a GGUF file to evaluate too")
+    parser.add_argument("--registered", metavar="DATA_DIR", help="also every model registered in this flowbox data dir")
     parser.add_argument("--only", default="", help="comma-separated model names to run (default: all)")
     parser.add_argument("--misses", action="store_true", help="print every wrong answer")
     args = parser.parse_args()
@@ -315,6 +331,8 @@ def main() -> None:
             name, _, rest = spec.partition("=")
             path, _, chat_format = rest.partition(":") if not re.match(r"^[A-Za-z]:\\", rest) else (rest, "", "")
             server.add_model(name, path, chat_format)
+        for model in registered_in(args.registered) if args.registered else []:
+            server.add_model(model.name, model.path, model.chat_format, n_ctx=model.n_ctx, threads=model.threads, gpu_layers=model.gpu_layers)
         names = [n for n in server.services.models.names() if server.services.models.is_local(n)]
         if args.only:
             names = [n for n in names if n in args.only.split(",")]
