@@ -3,6 +3,10 @@
 aggregate tokens/s of 4 concurrent chats on the local model / tokens/s of the same 4 chats run one
 at a time (goal >= 1.8)
 
+and, for prompt-prefix reuse, the time to the first token of a chat whose long system prompt is new,
+beside that of the next chat with the same system prompt (a new question), which reads only its
+end (at least 64 tokens).
+
 Same prompts, greedy, through ``LocalChatModel`` (the fair queue, the worker process, the batch
 engine), prompt reading included. Rounds alternate which way goes first; each round's ratio is
 reported and their median is the result. Run it on a quiet machine (``uptime`` load < 1.5).
@@ -48,6 +52,32 @@ async def together(model: LocalChatModel, requests: list[ChatRequest]) -> tuple[
     return sum(r.completion_tokens for r in results), time.perf_counter() - started
 
 
+async def first_token(model: LocalChatModel, req: ChatRequest) -> float:
+    started = time.perf_counter()
+    seen: list[float] = []
+
+    async def note(text: str) -> None:
+        seen.append(time.perf_counter() - started)
+
+    await generate(model, req, on_text=note)
+    return seen[0]
+
+
+async def prefix_reuse(model: LocalChatModel) -> None:
+    system = "You are the support assistant of the Zephyr drone company. " + " ".join(
+        f"Rule {i}: answer politely, mention the warranty when asked about repairs, and keep it short." for i in range(30))
+
+    def chat(question: str) -> ChatRequest:
+        return ChatRequest(messages=[{"role": "system", "content": system}, {"role": "user", "content": question}],
+                           max_tokens=4, temperature=0)
+
+    n_prompt = model.count_tokens(chat("How long does the drone fly?").messages)
+    fresh = await first_token(model, chat("How long does the drone fly?"))
+    reused = await first_token(model, chat("Where can I buy spare batteries?"))
+    print(f"prefix reuse: first token of a {n_prompt}-token prompt {fresh:.2f} s new, {reused:.2f} s "
+          f"with its system prompt cached ({fresh / reused:.1f}x)")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models-dir", default=os.environ.get("FLOWBOX_TEST_MODELS_DIR") or str(Path.home() / ".cache" / "flowbox-test-models"))
@@ -73,6 +103,7 @@ async def main() -> None:
                 print(f"round {round_ + 1}: {name:>13}: {tokens} tokens in {seconds:5.1f} s = {rates[name]:6.1f} tokens/s")
             ratios.append(rates["4 concurrent"] / rates["one at a time"])
             print(f"round {round_ + 1}: ratio {ratios[-1]:.2f}")
+        await prefix_reuse(model)
         print(f"\naggregate tokens/s, 4 concurrent chats / 1 at a time: {statistics.median(ratios):.2f} "
               f"(median of {len(ratios)} rounds; goal >= 1.8), threads={args.threads}, load={os.getloadavg()[0]:.2f}")
     finally:
