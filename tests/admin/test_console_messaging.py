@@ -7,21 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.admin.test_console import ARGS, CHROMIUM, TIMEOUT_MS, expect, playwright_api, pytestmark, sign_in  # noqa: F401
+from tests.admin.test_console import TIMEOUT_MS, browser, expect, pytestmark, sign_in  # noqa: F401
 
 STEP_TIMEOUT_MS = 30_000
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with playwright_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
-def context(browser, org_server):
+def context(browser, org_server):  # noqa: F811 (browser: test_console's fixture, imported above)
     """Tabs that may reach only the server; console errors (a CSP violation, an exception) fail the test."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(STEP_TIMEOUT_MS)

@@ -107,10 +107,7 @@ function flowEditor(agents, existing) {
     const kind = h("select", { name: "kind", "aria-label": `Kind of agent ${index + 1}` },
       KINDS.map(([id, label]) => h("option", { value: id, selected: id === kindOf(agent) }, label)));
     kind.addEventListener("change", () => {
-      const name = agent.name;
-      list[index] = kind.value === "user_proxy" ? { name, type: "user_proxy", human_input_mode: "ALWAYS" }
-        : kind.value === "agent" ? { name, type: "assistant", agent_id: agents[0]?.id ?? "" }
-          : { name, type: "assistant", instructions: "", max_tokens: 64 };
+      list[index] = newAgent(kind.value, agent.name);
       changed(`[data-agent="${index}"] select[name=kind]`);
     });
     const remove = h("button", { type: "button", class: "small danger", "aria-label": `Remove agent ${agent.name || index + 1}`, onclick: () => {
@@ -140,11 +137,17 @@ function flowEditor(agents, existing) {
     return h("div", { class: "agent-row", dataset: { agent: String(index) } }, h("div", { class: "row" }, name, field("Kind", kind), remove), details);
   }
 
+  // A new seat of a kind (one of KINDS), as the JSON holds it.
+  function newAgent(kind, name) {
+    if (kind === "user_proxy") return { name, type: "user_proxy", human_input_mode: "ALWAYS" };
+    if (kind === "agent") return { name, type: "assistant", agent_id: agents[0]?.id ?? "" };
+    return { name, type: "assistant", instructions: "", max_tokens: 64 };
+  }
+
   function add(kind) {
     def.agents = Array.isArray(def.agents) ? def.agents : [];
     const name = kind === "user_proxy" ? "user" : `${kind === "agent" ? "agent" : "assistant"}${def.agents.length + 1}`;
-    def.agents.push(kind === "user_proxy" ? { name, type: "user_proxy", human_input_mode: "ALWAYS" }
-      : kind === "agent" ? { name, type: "assistant", agent_id: agents[0]?.id ?? "" } : { name, type: "assistant", instructions: "", max_tokens: 64 });
+    def.agents.push(newAgent(kind, name));
     changed(`[data-agent="${def.agents.length - 1}"] input[name=agent-name]`);
   }
 
