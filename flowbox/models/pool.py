@@ -111,7 +111,7 @@ class Pool:
     def _back_in(self, backend: Backend) -> None:
         if not backend.up:
             log.info("remote model %s: %s back in the pool after %.1fs", self.name, backend.url,
-                        time.monotonic() - backend.down_since)
+                     time.monotonic() - backend.down_since)
             backend.down_since = None
 
     def snapshot(self) -> list[dict[str, Any]]:

@@ -60,7 +60,7 @@ export async function render(main, project, flowId) {
           h("div", { class: "row" },
             h("div", { class: "grow" }, field("Title", editor.bind(h("input", { name: "title", required: true, value: flow.title }), "title"))),
             h("div", { class: "grow" }, field("Group", editor.bind(h("input", { name: "group", value: flow.group || "" }), "group"))),
-            h("label", { class: "check" }, editor.bindCheck(h("input", { type: "checkbox", name: "disabled", checked: !!flow.disabled })), "Disabled"))),
+            h("label", { class: "check" }, editor.bindCheck(h("input", { type: "checkbox", name: "disabled", checked: !!flow.disabled }), "disabled"), "Disabled"))),
         problems,
         editor.el,
         h("div", { class: "row spaced" },
@@ -92,8 +92,8 @@ class FlowEditor {
     return input;
   }
 
-  bindCheck(input) {
-    input.addEventListener("change", () => (this.flow.disabled = input.checked));
+  bindCheck(input, key) {
+    input.addEventListener("change", () => (this.flow[key] = input.checked));
     return input;
   }
 
@@ -161,7 +161,12 @@ class FlowEditor {
       } }, "Drop here: top level");
     this.el.classList.remove("dragging");
     mount(this.el, h("ol", { class: "steps", "aria-label": "Steps" }, tree, stranded), top); // below: showing it moves nothing above
-    if (focusStep) this.el.querySelector(`[data-step-id="${CSS.escape(focusStep)}"] [name=title]`)?.focus();
+    if (focusStep) this.focus(focusStep, "[name=title]");
+  }
+
+  // Puts the focus on a control of a step (after a render replaced its panel).
+  focus(stepId, selector) {
+    this.el.querySelector(`[data-step-id="${CSS.escape(stepId)}"] ${selector}`)?.focus();
   }
 
   stepPanel(step) {
@@ -174,7 +179,7 @@ class FlowEditor {
       if (step.type === "SLOT") step.slot = step.slot || { validation: "REQUIRED", entityId: "system.query", label: "" };
       else delete step.slot;
       this.render();
-      this.el.querySelector(`[data-step-id="${CSS.escape(step.stepId)}"] [name=type]`)?.focus();
+      this.focus(step.stepId, "[name=type]");
     });
     const title = h("input", { name: "title", value: step.title, placeholder: step.type === "EVENT" ? "Event name" : "Title", "aria-label": "Step title" });
     title.addEventListener("input", () => { step.title = title.value; });
@@ -185,7 +190,7 @@ class FlowEditor {
         h("option", { value: s.stepId, selected: s.stepId === step.contexts[0] }, `${s.type} · ${s.title || s.stepId.slice(0, 8)}`)));
     under.addEventListener("change", () => {
       this.move(step, under.value || null);
-      this.el.querySelector(`[data-step-id="${CSS.escape(step.stepId)}"] [name=parent]`)?.focus();
+      this.focus(step.stepId, "[name=parent]");
     });
     const also = step.contexts.slice(1).map((id) => this.steps.find((s) => s.stepId === id)?.title || id);
     // With a mouse a step can also be dragged (by its handle) onto the step it should go under.
