@@ -75,8 +75,12 @@ async def rest_project(request: Request) -> dict[str, Any]:
     return project
 
 
+_CREDENTIAL = "credential"  # the request state's key for what managed_project authenticated with
+
+
 async def managed_project(request: Request) -> dict[str, Any]:
-    """Management API: the project of the path, reached with its own token or an API key of its org."""
+    """Management API: the project of the path, reached with its own token or an API key of its org.
+    What it was reached with is kept for ``credential_of``."""
     project_id = request.path_params["project_id"]
     token = presented_key(request)
     if not token:
@@ -86,10 +90,12 @@ async def managed_project(request: Request) -> dict[str, Any]:
     if project is not None:
         if project["id"] != project_id:
             raise rest_error(403, "This token belongs to another project")
+        request.scope.setdefault("state", {})[_CREDENTIAL] = project_token(orgs.hash_key(token))
         return project
     principal = await orgs.authenticate(store, token)
     if principal is None:
         raise rest_error(401, "Invalid API token")
+    request.scope.setdefault("state", {})[_CREDENTIAL] = api_key(principal.key_id)
     project = await projects.get_project(store, project_id)
     if project is None or project["org_id"] != principal.org_id:
         raise rest_error(404, "Project not found")
@@ -382,15 +388,10 @@ async def agent_reply(request: Request, project: ProjectOf, project_id: FromPath
     return OK
 
 
-async def credential_of(request: Request) -> Credential | None:
-    """What a Management API request was authenticated with (its project's token or an org key):
-    a stream it opens closes when that is revoked."""
-    token = presented_key(request) or ""
-    store = services_of(request).store
-    if await projects.by_token(store, token) is not None:
-        return project_token(orgs.hash_key(token))
-    principal = await orgs.authenticate(store, token)
-    return api_key(principal.key_id) if principal else None
+def credential_of(request: Request) -> Credential:
+    """What a Management API request was authenticated with (its project's token or an org key, as
+    ``managed_project`` found): a stream it opens closes when that is revoked."""
+    return request.scope["state"][_CREDENTIAL]
 
 
 LIVE_PING_SECONDS = 15.0
@@ -403,7 +404,7 @@ async def project_events(request: Request, project: ProjectOf, project_id: FromP
     ``control.resume``, ``control.handover``, ``agent.typing``, ``activity.user.typing``) and carries
     ``{"type", "payload", "threadId"}``, as sockets receive them; a comment every 15 s of quiet."""
     services = services_of(request)
-    hold = streams_of(services).holder(await credential_of(request))
+    hold = streams_of(services).holder(credential_of(request))
 
     async def events():
         with hub_of(services).subscribe(project["id"]) as subscription:

@@ -123,22 +123,25 @@ def test_explain_says_why_and_stores_nothing(org_server):
     assert missing.status_code == 400 and "text" in missing.json()["message"]
 
 
-def test_project_events_end_when_their_key_is_revoked(org_server):
-    project_id, _, _ = project(org_server)
+def test_project_events_end_when_their_key_or_token_is_revoked(org_server):
+    project_id, admin, rest = project(org_server)
     spare = org_server.client().post("/api/admin/keys", json={"name": "human agent"}).json()
-    lines: list[str] = []
-    opened, ended = threading.Event(), threading.Event()
+    token = rest.headers["Authorization"].removeprefix("Bearer ")
 
-    def follow():
+    def follow(secret: str, lines: list[str], opened: threading.Event, ended: threading.Event):
         with httpx.stream("GET", f"{org_server.base_url}/v1/projects/{project_id}/events",
-                          headers={"Authorization": f"Bearer {spare['key']}"}, timeout=30) as response:
+                          headers={"Authorization": f"Bearer {secret}"}, timeout=30) as response:
             for line in response.iter_lines():
                 lines.append(line)
                 opened.set()
         ended.set()
 
-    threading.Thread(target=follow, daemon=True).start()
-    assert opened.wait(30)
+    streams = {secret: ([], threading.Event(), threading.Event()) for secret in (spare["key"], token)}
+    for secret, state in streams.items():
+        threading.Thread(target=follow, args=(secret, *state), daemon=True).start()
+    assert all(opened.wait(30) for _, opened, _ in streams.values())
     assert org_server.client().delete(f"/api/admin/keys/{spare['id']}").status_code == 200
-    assert ended.wait(30), lines
-    assert "event: error" in lines and json.loads(lines[lines.index("event: error") + 1][6:])["status"] == "error"
+    assert admin.post(f"/v1/projects/{project_id}/token").status_code == 200
+    for lines, _, ended in streams.values():
+        assert ended.wait(30), lines
+        assert "event: error" in lines and json.loads(lines[lines.index("event: error") + 1][6:])["status"] == "error"
