@@ -55,7 +55,10 @@ _GENERATIONS: weakref.WeakKeyDictionary[Any, GenerationStats] = weakref.WeakKeyD
 
 def generation_stats(backend: Any) -> GenerationStats:
     """The stats of this backend object (each app loads its own backends, so apps never share them)."""
-    stats = _GENERATIONS.get(backend)
+    try:
+        stats = _GENERATIONS.get(backend)
+    except TypeError:  # an object that cannot be a weak key (unhashable): timed, but not kept
+        return GenerationStats()
     if stats is None:
         stats = _GENERATIONS[backend] = GenerationStats()
     return stats
