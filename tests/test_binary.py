@@ -153,7 +153,9 @@ def test_executable_bad_input_is_a_one_line_error(binary, tmp_path):
     def serve(data_dir: str, port: int | None = None, **extra_env: str) -> subprocess.CompletedProcess:
         return run(binary, "serve", "--port", str(port or free_port()), "--data-dir", data_dir, check=False, env={**env, **extra_env})
 
-    with socket.socket() as sock, ThreadPoolExecutor(5) as pool:  # each start unpacks the executable: run them together
+    no_litestream = str(tmp_path / "empty-bin")  # a PATH without litestream: the executable does not carry it
+    os.mkdir(no_litestream)
+    with socket.socket() as sock, ThreadPoolExecutor(6) as pool:  # each start unpacks the executable: run them together
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
@@ -163,6 +165,8 @@ def test_executable_bad_input_is_a_one_line_error(binary, tmp_path):
             "not writable": pool.submit(serve, str(blocker / "sub")),
             f"port {port}": pool.submit(serve, data + "3", port),
             "newer flowbox": pool.submit(serve, str(db.parent)),
+            "litestream program on PATH": pool.submit(serve, data + "4", FLOWBOX_REPLICATE_TO=f"file://{tmp_path}/replica",
+                                                      PATH=no_litestream),
         }
         for words, result in cases.items():
             one_line_error(result.result(), words)
