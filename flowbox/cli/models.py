@@ -114,7 +114,8 @@ def _count(n: int) -> str:
 def models_list(as_json, cfg):
     """The models agents can name (local, added, remote) and the packaged ones, prepared or not."""
     from ..models import LOCAL
-    from ..models.registry import NotGGUF, all_registered, read_gguf
+    from ..models.gguf_header import NotGGUF, read_gguf
+    from ..models.registry import all_registered
 
     loaded = _loaded(cfg)
     rows = []

@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..errors import StartupError
-from .registry import NotGGUF, read_gguf
+from .gguf_header import NotGGUF, read_gguf
 
 BLOCK = 1 << 20
 

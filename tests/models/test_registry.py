@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from flowbox.errors import ModelError
+from flowbox.models.gguf_header import NotGGUF, read_gguf
 from flowbox.models.loaded import LoadedModels
-from flowbox.models.registry import NotGGUF, read_gguf
 from tests.helpers import MODELS_DIR, cli, eventually, models
 
 SMOL = "SmolLM2-135M-Instruct.Q4_1.gguf"
