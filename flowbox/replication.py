@@ -2,9 +2,9 @@
 
 ``flowbox serve`` runs ``litestream replicate`` as a supervised child: started after the migrations,
 restarted with a growing delay if it stops, sent SIGTERM at shutdown (it then copies what it has
-not yet) and, on Linux, sent SIGTERM by the kernel if flowbox itself dies (kill -9), so it never
-outlives the server and two never replicate one file. The replica trails the database by about a
-second (Litestream copies the WAL each second). Litestream holds a read transaction on the
+not yet) and, on Linux, sent one SIGTERM by the kernel if flowbox itself dies (kill -9; see
+``_keeper``), so it copies the rest and never outlives the server: two never replicate one file.
+The replica trails the database by about a second (Litestream copies the WAL each second). Litestream holds a read transaction on the
 database and must be the only process that checkpoints the WAL: while it replicates, flowbox's
 connections never checkpoint (``db.connect(checkpoints=False)``).
 
@@ -38,6 +38,7 @@ from .errors import StartupError
 log = logging.getLogger("flowbox.replication")
 
 CONFIG_FILE = "litestream.yml"  # in the data dir: what the running child was started with
+_PR_SET_PDEATHSIG = 1
 SHUTDOWN_SYNC_S = 10  # how long litestream may take to copy its last changes at shutdown
 RESTART_MAX_S = 60
 
@@ -137,15 +138,39 @@ def position(cfg: Config) -> dict[str, Any]:
     return state
 
 
-def _die_with_parent(parent: int) -> None:  # pragma: no cover - runs in the child, between fork and exec
-    """Linux: the kernel sends the child SIGTERM when the thread that started it ends (flowbox was
-    killed), so litestream stops instead of replicating on alone. It may be sent once per thread of
-    flowbox as they end, and a second signal cuts its last copy short: after kill -9 the replica
-    holds what its last regular copy held, about a second behind."""
-    if sys.platform == "linux":
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # flowbox died before the line above
+def _keeper(parent: int) -> None:  # pragma: no cover - runs in the forked child, before exec
+    """Linux: makes the forked child a keeper that never execs and forks litestream under it.
+
+    The kernel signals a child whose parent thread ends (PR_SET_PDEATHSIG), and when flowbox is killed
+    each of its threads ends in turn: a child of flowbox may be signalled many times, and a second
+    SIGTERM cuts litestream's last copy short. So the keeper, a child of flowbox, is sent SIGKILL (any
+    number of times, it makes no difference); litestream, the only child of the single-threaded keeper,
+    is sent SIGTERM exactly once when the keeper dies, and copies what it has not yet before it stops.
+    The keeper passes flowbox's SIGTERM on and exits as litestream does (dying of the same signal)."""
+    if sys.platform != "linux":
+        return
+    prctl = ctypes.CDLL(None).prctl
+    prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # flowbox died before the line above
+        os._exit(1)
+    keeper = os.getpid()
+    child = os.fork()
+    if child == 0:  # litestream: returns to the exec
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != keeper:
             os._exit(1)
+        return
+    for fd in [int(name) for name in os.listdir("/proc/self/fd")]:  # flowbox's files, among them the pipe
+        if fd > 2:                                                  # on which it waits for the exec
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGTERM))
+    code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
+    if code < 0:
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(keeper, -code)
+    os._exit(code & 0xFF)
 
 
 class Replicator:
@@ -182,7 +207,7 @@ class Replicator:
             self.process = await asyncio.create_subprocess_exec(
                 program, "replicate", "-config", str(config_path), "-no-expand-env",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                preexec_fn=functools.partial(_die_with_parent, os.getpid()))
+                preexec_fn=functools.partial(_keeper, os.getpid()))
             log.info("litestream replicating %s to %s (pid %s)", self.config.db_path, self.config.replicate_to, self.process.pid)
             code = await self.process.wait()
             if self._stopping:
