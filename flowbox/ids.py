@@ -21,3 +21,8 @@ def iso(moment: dt.datetime | None = None) -> str:
     """ISO 8601 UTC with milliseconds and Z, as the specs show."""
     moment = moment or now()
     return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def from_iso(text: str) -> dt.datetime:
+    """The moment an ``iso()`` string (or any ISO 8601 one with an offset) names."""
+    return dt.datetime.fromisoformat(text.replace("Z", "+00:00"))

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import datetime as dt
 import json
 import random
 from typing import Any
 
 from ..db import Store
-from ..ids import iso
+from ..ids import from_iso, iso
 from ..services import Services
 from . import threads
 from .conversation import engine_input, graph_for, threshold_of
@@ -45,10 +44,6 @@ _PAUSED = "AND t.paused = 1 AND (t.paused_until IS NULL OR t.paused_until > ?)" 
 SUMMARIES_INLINE = 500  # more rows than this are summarised off the event loop
 
 
-def _moment(iso: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
-
-
 def _summary(row: Any, project: dict[str, Any]) -> dict[str, Any]:
     paused = threads.paused_now(row)
     last_bot = json.loads(row["last_bot"]) if row["last_bot"] else {}
@@ -60,7 +55,7 @@ def _summary(row: Any, project: dict[str, Any]) -> dict[str, Any]:
         "paused": paused,
         "pausedUntil": row["paused_until"] if paused else None,
         "handover": paused and "handover" in (last_bot.get("actions") or []),
-        "outsideHours": bool(row["last_user_at"]) and not is_open(project["business_hours"], _moment(row["last_user_at"])),
+        "outsideHours": bool(row["last_user_at"]) and not is_open(project["business_hours"], from_iso(row["last_user_at"])),
         "user": {k: originator[k] for k in ("name", "userId") if isinstance(originator.get(k), str)},
         "messages": row["messages"],
         "lastMessage": None if last is None else {

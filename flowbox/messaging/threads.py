@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from ..db import Batch, Store, Tx
-from ..ids import iso, new_id
+from ..ids import from_iso, iso, new_id
 from .common import BOT_ORIGINATOR
 
 HISTORY_PAGE = 20  # documented: one history request returns at most 20 entries
@@ -60,7 +60,7 @@ def paused_now(thread: dict[str, Any] | None, now: dt.datetime | None = None) ->
     if thread["paused_until"] is None:
         return True
     now = now or dt.datetime.now(dt.timezone.utc)
-    return dt.datetime.fromisoformat(thread["paused_until"].replace("Z", "+00:00")) > now
+    return from_iso(thread["paused_until"]) > now
 
 
 async def set_paused(tx: Tx | Batch, project_id: str, thread_id: str, paused: bool, seconds: int | None = None) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 import time
@@ -21,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from ..agents import chat as chat_mod
 from ..agents import store as agents_store
 from ..errors import ApiError, ContextTooLong, ModelError, NotFound, Problem
-from ..ids import iso, new_id, short_id
+from ..ids import from_iso, iso, new_id, short_id
 from ..models import ChatRequest, ToolCall, generate
 from ..models.local import router_schema
 from ..orgs import Principal
@@ -90,7 +89,7 @@ async def resolve(services: Services, principal: Principal, name: str) -> Target
 
 
 def _seconds(timestamp: str) -> int:
-    return int(dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp())
+    return int(from_iso(timestamp).timestamp())
 
 
 async def list_models(services: Services, principal: Principal, embedding_model: str) -> list[dict[str, Any]]:
