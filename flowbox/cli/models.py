@@ -8,7 +8,7 @@ import os
 
 import click
 
-from ..models.files import MODELS, model_path
+from ..models.files import MODELS, ensure_model, model_path
 from .common import check_data_dir, config_options, handle_errors, json_option, output
 
 
@@ -24,7 +24,6 @@ def models() -> None:
 @handle_errors
 def models_pull(names, as_json, cfg):
     """Fetch and prepare models (default: the configured chat and embedding models)."""
-    from ..models.files import ensure_model
     names = names or (cfg.chat_model, cfg.embedding_model)
     done = [{"name": n, "path": str(ensure_model(cfg.models_path, n, progress=not as_json))} for n in names]
     output(done, as_json, ["name", "path"])
