@@ -38,7 +38,7 @@ log = logging.getLogger("flowbox.models")
 
 COPY_GAIN = 32  # tokens a copied prefix must save over the slot's own before a copy is worth it
 MIN_CHUNK = 64  # a prompt's tokens after a reused prefix, at least (see above)
-SAVE_MIN = 64  # a slot's contents are saved when a new prompt would cut at least this many tokens
+SAVE_MIN = 64  # a slot's contents are saved when a new prompt differs from them in at least this many tokens
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -258,14 +258,15 @@ class BatchEngine:
 
         prompt = np.asarray(job.prompt, dtype=np.int32)
         usable = max(0, len(prompt) - MIN_CHUNK)  # a shorter prompt is read whole: no prefix is reused
-        shared = {slot.seq: min(_common_prefix(np.asarray(slot.tokens, dtype=np.int32), prompt), usable) for slot in self.slots}
+        common = {slot.seq: _common_prefix(np.asarray(slot.tokens, dtype=np.int32), prompt) for slot in self.slots}
+        shared = {seq: min(n, usable) for seq, n in common.items()}
         slot = max(free, key=lambda s: (shared[s.seq], -s.used))
         reuse = shared[slot.seq]
         donor = max((s for s in self.slots if s is not slot), key=lambda s: shared[s.seq], default=None)
         saved, saved_key = self.states.longest(prompt) if self.states.capacity else (0, None)
         saved = min(saved, usable)
-        if len(slot.tokens) - reuse >= SAVE_MIN and self.states.capacity:
-            self._save(slot)
+        if len(slot.tokens) - common[slot.seq] >= SAVE_MIN and self.states.capacity:
+            self._save(slot)  # another prompt takes its place (a continued thread keeps its own)
         if donor is not None and shared[donor.seq] >= max(reuse, saved) + COPY_GAIN:
             # another stream holds more of the prompt: copy it whole (llama.cpp copies streams whole)
             llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
