@@ -146,7 +146,7 @@ def _keeper(parent: int) -> None:  # pragma: no cover - runs in the forked child
     SIGTERM cuts litestream's last copy short. So the keeper, a child of flowbox, is sent SIGKILL (any
     number of times, it makes no difference); litestream, the only child of the single-threaded keeper,
     is sent SIGTERM exactly once when the keeper dies, and copies what it has not yet before it stops.
-    The keeper passes flowbox's SIGTERM on and exits as litestream does (dying of the same signal)."""
+    The keeper passes flowbox's SIGTERM on, once, and exits as litestream does (dying of the same signal)."""
     if sys.platform != "linux":
         return
     prctl = ctypes.CDLL(None).prctl
@@ -164,7 +164,14 @@ def _keeper(parent: int) -> None:  # pragma: no cover - runs in the forked child
         if fd > 2:                                                  # on which it waits for the exec
             with contextlib.suppress(OSError):
                 os.close(fd)
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(child, signal.SIGTERM))
+    forwarded: list[int] = []
+
+    def forward(*_: object) -> None:  # once: a second SIGTERM would cut litestream's last copy short
+        if not forwarded:
+            forwarded.append(signal.SIGTERM)
+            os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
     code = os.waitstatus_to_exitcode(os.waitpid(child, 0)[1])
     if code < 0:
         with contextlib.suppress(OSError, ValueError):  # SIGKILL has no handler to reset
@@ -207,7 +214,9 @@ class Replicator:
             self.process = await asyncio.create_subprocess_exec(
                 program, "replicate", "-config", str(config_path), "-no-expand-env",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                preexec_fn=functools.partial(_keeper, os.getpid()))
+                # its own session: a Ctrl-C meant for flowbox is not a first signal to litestream, flowbox's
+                # SIGTERM at shutdown being the second that would cut its last copy short
+                start_new_session=True, preexec_fn=functools.partial(_keeper, os.getpid()))
             log.info("litestream replicating %s to %s (pid %s)", self.config.db_path, self.config.replicate_to, self.process.pid)
             code = await self.process.wait()
             if self._stopping:
