@@ -51,6 +51,13 @@ export function when(iso) {
   return isNaN(d) ? iso : d.toLocaleString();
 }
 
+// A <select> that leads to another page: `items` are [value, label] pairs, `route(value)` the page's address.
+export function picker(props, items, current, route) {
+  const el = h("select", { ...props, onchange: () => (location.hash = route(el.value)) },
+    items.map(([value, label]) => h("option", { value, selected: value === current }, label)));
+  return el;
+}
+
 export function field(label, input, hint) {
   return h("label", {}, h("span", {}, label), input, hint ? h("small", { class: "muted" }, hint) : null);
 }

@@ -3,7 +3,7 @@
 // pauses), answer as a human agent and hand it back. Everything goes through the Management API's
 // thread routes with the signed-in key; updates come from the project's event stream (SSE).
 import { api, events, request } from "./api.js";
-import { errorBox, h, mount, onSubmit, toast, when } from "./dom.js";
+import { errorBox, h, mount, onSubmit, picker, toast, when } from "./dom.js";
 import { Transcript } from "./transcript.js";
 
 const FILTERS = [["all", "All"], ["paused", "Paused"], ["handover", "Handover"], ["outsideHours", "Outside hours"]];
@@ -175,9 +175,9 @@ export async function render(main, args) {
     }
   }
 
-  const picker = h("select", { id: "inbox-project", class: "auto", "aria-label": "Project", onchange: () => (location.hash = `#/inbox/${picker.value}`) },
-    projects.map((p) => h("option", { value: p.projectId, selected: p === project }, p.name)));
-  mount(main, h("h1", {}, "Inbox", live, h("span", { class: "spacer" }), picker), filters,
+  const projectPicker = picker({ id: "inbox-project", class: "auto", "aria-label": "Project" }, projects.map((p) => [p.projectId, p.name]),
+    project.projectId, (id) => `#/inbox/${id}`);
+  mount(main, h("h1", {}, "Inbox", live, h("span", { class: "spacer" }), projectPicker), filters,
     h("div", { class: "inbox-grid" }, list, pane));
   await loadThread();
   follow();

@@ -1,7 +1,7 @@
 // Messaging (the Flow.ai-style API): projects, their intent flows (edited in flows.js), and a test
 // chat that talks to the bot over the socket API as a web-chat widget would.
 import { api } from "./api.js";
-import { field, h, mount, onSubmit } from "./dom.js";
+import { field, h, mount, onSubmit, picker } from "./dom.js";
 import { testChat } from "./testchat.js";
 
 const NEW_TOKEN = "flowbox.new-project"; // shown once, on the page the creation leads to
@@ -20,8 +20,8 @@ export async function render(main, args) {
   if (!project) return void mount(main, h("h1", {}, "Messaging"), create, h("div", { class: "panel empty" }, "No messaging projects yet."));
   if (args[1] === "flow") return (await import("./flows.js")).render(main, project, args[2]);
 
-  const picker = h("select", { id: "project-select", class: "auto", onchange: () => (location.hash = `#/messaging/${picker.value}`) },
-    projects.map((p) => h("option", { value: p.projectId, selected: p === project }, p.name)));
+  const projectPicker = picker({ id: "project-select", class: "auto", "aria-label": "Project" }, projects.map((p) => [p.projectId, p.name]),
+    project.projectId, (id) => `#/messaging/${id}`);
   // The list holds steps in brief (ids for intents and actions); each flow in full has the words.
   const base = `/v1/projects/${encodeURIComponent(project.projectId)}/flows`;
   const listed = await api(`${base}?limit=50`);
@@ -30,7 +30,7 @@ export async function render(main, args) {
   sessionStorage.removeItem(NEW_TOKEN);
   const chat = testChat(project, { explain: true });
   mount(main,
-    h("h1", {}, "Messaging", h("span", { class: "spacer" }), picker),
+    h("h1", {}, "Messaging", h("span", { class: "spacer" }), projectPicker),
     created && created.projectId === project.projectId ? h("div", { class: "notice" },
       h("b", {}, `Project “${created.name}” created. Its API token (REST v1 and webhooks) is shown this once:`),
       h("div", { class: "secret", id: "project-token" }, created.token)) : null,

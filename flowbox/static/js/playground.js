@@ -2,7 +2,7 @@
 // when the server offers them on the chat endpoint, the plain JSON response otherwise), with its
 // tool calls and retrieved knowledge. The thread id is in the address, so a reload continues it.
 import { ApiError, api, events, request } from "./api.js";
-import { errorBox, h, mount } from "./dom.js";
+import { errorBox, h, mount, picker } from "./dom.js";
 import { Transcript } from "./transcript.js";
 
 export async function render(main, args) {
@@ -20,8 +20,7 @@ export async function render(main, args) {
   const input = h("textarea", { id: "message", placeholder: `Message ${agent.name}…  (Enter sends, Shift+Enter for a new line)`, rows: 1 });
   const send = h("button", { type: "submit", class: "primary", id: "send" }, "Send");
   const stop = h("button", { type: "button", id: "stop", hidden: true, onclick: () => controller?.abort() }, "Stop");
-  const select = h("select", { id: "agent-select", onchange: () => (location.hash = `#/playground/${select.value}`) },
-    agents.map((a) => h("option", { value: a.id, selected: a === agent }, a.name)));
+  const select = picker({ id: "agent-select", "aria-label": "Agent" }, agents.map((a) => [a.id, a.name]), agent.id, (id) => `#/playground/${id}`);
 
   function setThread(id) {
     threadId = id;

@@ -1,6 +1,6 @@
 // Usage: the org's credit balance and an agent's credits per day as a bar chart (inline SVG).
 import { api } from "./api.js";
-import { h, mount, svg } from "./dom.js";
+import { h, mount, picker, svg } from "./dom.js";
 
 export async function render(main, args, session) {
   const [{ agents }, org] = await Promise.all([api("/api/public/agent"), api("/api/admin/org")]);
@@ -10,8 +10,8 @@ export async function render(main, args, session) {
   if (!agents.length) return void mount(main, h("h1", {}, "Usage"), stats, h("div", { class: "panel empty" }, "No agents yet."));
   const agent = agents.find((a) => a.id === args[0]) || agents[0];
   const days = [7, 14, 31].includes(Number(args[1])) ? Number(args[1]) : 14;
-  const select = h("select", { id: "usage-agent", class: "auto", onchange: () => (location.hash = `#/usage/${select.value}/${days}`) },
-    agents.map((a) => h("option", { value: a.id, selected: a === agent }, a.name)));
+  const select = picker({ id: "usage-agent", class: "auto", "aria-label": "Agent" }, agents.map((a) => [a.id, a.name]), agent.id,
+    (id) => `#/usage/${id}/${days}`);
   const range = h("div", { class: "row" }, [7, 14, 31].map((n) =>
     h("a", { class: `button${n === days ? " primary" : ""}`, href: `#/usage/${agent.id}/${n}` }, `${n} days`)));
   // The API's range ends yesterday (UTC) and spans at most 31 days.
