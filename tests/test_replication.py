@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flowbox import backup, config
+from flowbox import backup, config, replication
 from flowbox.db import migrate
 from flowbox.status import RUN_FILE
 from tests.helpers import ServeProcess, cli, eventually, start_server
@@ -145,3 +145,13 @@ def test_status_of_a_running_server_and_of_a_data_dir_without_one(module_server,
                                                                    "oldest_pending_at": None, "bytes": 0}
     assert facts["replication"]["to"] == "file:///nowhere/replica" and facts["replication"]["replica_txid"] is None
     assert status(tmp_path / "empty")["database"] is None
+
+
+def test_an_s3_replica_is_configured_from_the_settings_and_its_credentials_stay_in_the_environment(tmp_path):
+    cfg = config.load(None, env={"FLOWBOX_DATA_DIR": str(tmp_path), "FLOWBOX_REPLICATE_TO": "s3://bucket/flowbox",
+                                 "FLOWBOX_REPLICATE_S3_ENDPOINT": "http://127.0.0.1:9000", "FLOWBOX_REPLICATE_S3_REGION": "eu-1",
+                                 "AWS_SECRET_ACCESS_KEY": "s3cr3t"})
+    generated = replication.litestream_config(cfg)
+    assert generated["dbs"] == [{"path": str(tmp_path / "flowbox.db"),
+                                 "replica": {"url": "s3://bucket/flowbox", "endpoint": "http://127.0.0.1:9000", "region": "eu-1"}}]
+    assert "s3cr3t" not in json.dumps(generated)
