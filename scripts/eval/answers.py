@@ -215,6 +215,15 @@ class Server:
         finally:
             conn.close()
 
+    def run_tokens(self, run_id: str) -> int:
+        row = self.call(self.services.store.fetchone("SELECT completion_tokens FROM runs WHERE id = ?", [run_id]))
+        return int(row["completion_tokens"]) if row else 0
+
+    def stop(self) -> None:
+        self.client.close()
+        self.uv.should_exit = True
+        self.thread.join(timeout=60)  # the models close before the interpreter does
+
 
 def registered_in(data_dir: str) -> list:
     """The models registered in another flowbox data dir."""
@@ -227,15 +236,6 @@ def registered_in(data_dir: str) -> list:
         return list(all_registered(conn).values())
     finally:
         conn.close()
-
-    def run_tokens(self, run_id: str) -> int:
-        row = self.call(self.services.store.fetchone("SELECT completion_tokens FROM runs WHERE id = ?", [run_id]))
-        return int(row["completion_tokens"]) if row else 0
-
-    def stop(self) -> None:
-        self.client.close()
-        self.uv.should_exit = True
-        self.thread.join(timeout=60)  # the models close before the interpreter does
 
 
 # -- one model ----------------------------------------------------------------------------------
