@@ -172,21 +172,22 @@ def test_slots_run_together_and_a_capped_org_waits_while_others_run():
 def test_a_burst_of_one_org_leaves_room_for_another_end_to_end(make_server):
     """Through the Agents API on a real server: the model is held busy, org A fills the queue, and
     org B's chat still gets a place (A's newest waiting chat is the one answered 503)."""
-    server = make_server(max_queue=2, n_threads=1, n_ctx=512)
+    server = make_server(max_queue=2, n_threads=1, n_ctx=512, parallel_sequences=2, max_generations_per_org=1)
     other_org, other_key = server.new_org("quiet")
     agent_a = create_agent(server.client(), instructions="Answer in one word.", max_tokens=2)
     agent_b = create_agent(server.client(other_key), instructions="Answer in one word.", max_tokens=2)
     backend = server.call(server.services.models.get("local"))
     scheduler = backend.scheduler
+    assert (scheduler.slots, scheduler.max_per_key) == (2, 1)  # as configured
     release = asyncio.Event()
     held = threading.Event()
 
     async def hold():
-        async def one():
-            async with scheduler.slot("someone"):
+        async def one(key: str):
+            async with scheduler.slot(key):
                 await release.wait()
 
-        tasks = [asyncio.ensure_future(one()) for _ in range(scheduler.slots)]  # every slot taken
+        tasks = [asyncio.ensure_future(one(f"someone{i}")) for i in range(scheduler.slots)]  # every slot taken
         await _until(lambda: scheduler.running == scheduler.slots)
         held.set()
         await asyncio.gather(*tasks)
