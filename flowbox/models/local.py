@@ -124,6 +124,8 @@ class LocalChatModel:
 
         # a named chat_format (models added with --chat-format) stands in for the file's own template
         self._formatter = chat_formatter(chat_format) if chat_format else Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos)
+        # a file's template writes its BOS itself; llama-cpp's named formats leave it to the tokenizer
+        self._add_bos = not self._formatter(messages=[{"role": "user", "content": "x"}]).added_special
         self.scheduler = FairScheduler(max_waiting, slots=parallel, max_per_key=max_per_org)
 
     def close(self) -> None:
@@ -144,7 +146,7 @@ class LocalChatModel:
         return len(self._tokens(self.render(messages)))
 
     def _tokens(self, prompt: str) -> list[int]:
-        return self.vocab.tokenize(prompt.encode("utf-8", "replace"), add_bos=False, special=True)
+        return self.vocab.tokenize(prompt.encode("utf-8", "replace"), add_bos=self._add_bos, special=True)
 
     # -- generation ----------------------------------------------------------------------
 
