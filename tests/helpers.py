@@ -351,8 +351,12 @@ class Receiver:
 
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    self.close_connection = True
+                    return  # the sender was cut off mid-request (killed): as for any server, no request arrived
                 record = {"method": "POST", "path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()},
-                          "body": self.rfile.read(length), "at": time.time()}
+                          "body": body, "at": time.time()}
                 with receiver._cond:
                     record["n"] = len(receiver.requests)
                     receiver.requests.append(record)
