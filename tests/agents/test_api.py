@@ -357,10 +357,12 @@ def test_cheap_get_stays_fast_while_generating(server):
     client = server.client()
     agent = create_agent(client, name="talker", max_tokens=100)
     with httpx.Client(base_url=server.base_url, headers={"Authorization": server.key}, timeout=120) as chat_client:
-        done = threading.Event()
+        done, took = threading.Event(), []
 
         def chat():
+            started = time.perf_counter()
             chat_client.post(f"/api/public/agent/{agent['id']}/chat", json={"messages": "Write a long story about a dragon."})
+            took.append(time.perf_counter() - started)
             done.set()
 
         thread = threading.Thread(target=chat)
@@ -373,5 +375,6 @@ def test_cheap_get_stays_fast_while_generating(server):
             latencies.append(time.perf_counter() - start)
         thread.join()
     assert latencies, "the chat finished before any GET was made"
-    # generous: the loop must not be blocked by the model (a blocked loop means seconds)
-    assert max(latencies) < 0.5, latencies
+    # the loop must not be blocked by the model: a blocked loop holds a GET for much of the generation. The
+    # bound grows with the generation's own time, so a slow machine (which slows both) does not fail it.
+    assert max(latencies) < max(0.5, took[0] / 4), (took, latencies)
