@@ -29,6 +29,7 @@ from .chats import store as chats_store
 from .embeddings import LoadedEmbedder
 from .errors import StartupError, error
 from .http import presented_key, services_of
+from .models.pool import pool_servers
 from .services import Services
 from .stats import BUCKETS, HttpStats, Timings, generation_stats
 
@@ -60,6 +61,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "flowbox_outbox_attempts": (
         "counter", "Delivery attempts since start by outcome: delivered, retry (failed, tried again later), dead (gave up).", ("outcome",)),
     "flowbox_chats": ("gauge", "Chats (Chats API) running, and waiting for human input.", ("status",)),
+    "flowbox_remote_server_up": ("gauge", "A remote model's server is in its pool (1) or out until a probe answers (0).", ("model", "url")),
+    "flowbox_remote_server_in_flight": ("gauge", "Requests a remote model's server is answering now.", ("model", "url")),
 }
 _KINDS = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
 CHAT_STATES = {chats_store.RUNNING: "running", chats_store.WAITING: "waiting"}
@@ -126,6 +129,9 @@ class _Collector:
             family["flowbox_model_time_to_first_token_seconds"].add_metric([name], _buckets(stats.first_token), stats.first_token.total)
             family["flowbox_model_decode_tokens"].add_metric([name], stats.decode_tokens)
             family["flowbox_model_decode_seconds"].add_metric([name], stats.decode_seconds)
+            for server in pool_servers(backend):
+                family["flowbox_remote_server_up"].add_metric([name, server["url"]], int(server["up"]))
+                family["flowbox_remote_server_in_flight"].add_metric([name, server["url"]], server["in_flight"])
         embedder = services.state(LoadedEmbedder).embedder
         if embedder is not None:
             family["flowbox_embeddings"].add_metric([embedder.name], embedder.embedded)

@@ -26,6 +26,7 @@ from .db import sqlite3
 from .errors import error
 from .http import services_of
 from .ids import iso, now
+from .models.pool import pool_servers
 
 RUN_FILE = "server.json"
 
@@ -81,7 +82,8 @@ def live(services) -> dict[str, Any]:
     for name, backend in services.models.loaded().items():
         scheduler = getattr(backend, "scheduler", None)  # local models queue here; remote servers queue on their side
         models.append({"name": name, "local": scheduler is not None,
-                       "waiting": scheduler.waiting if scheduler else 0, "busy": bool(scheduler and scheduler.busy)})
+                       "waiting": scheduler.waiting if scheduler else 0, "busy": bool(scheduler and scheduler.busy),
+                       **({"servers": servers} if (servers := pool_servers(backend)) else {})})
     return {
         "version": __version__,
         "pid": os.getpid(),

@@ -125,3 +125,9 @@ class Pool:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def pool_servers(backend: Any) -> list[dict[str, Any]]:
+    """A remote model's servers and their state (``Pool.snapshot``); none for a local model."""
+    pool = getattr(backend, "pool", None)
+    return pool.snapshot() if isinstance(pool, Pool) else []

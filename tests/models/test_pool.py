@@ -17,10 +17,12 @@ import pytest
 
 from flowbox import config as config_mod
 from flowbox.errors import ModelError, ReplyBroken
+from flowbox.metrics import Metrics
 from flowbox.models import ChatRequest, generate
 from flowbox.models.files import model_path
 from flowbox.models.pool import Pool
 from flowbox.models.remote import RemoteChatModel
+from flowbox.status import live
 from tests.helpers import Receiver, create_agent, eventually, free_port, wait_serving
 
 CHATS = 6
@@ -128,6 +130,12 @@ def test_a_server_killed_mid_run_fails_no_chat_and_is_probed_back_in(pooled, bac
     assert not gone["up"] and gone["failures"] >= 1 and gone["served"] == served_by_victim
     # every chat the victim did not finish was answered by the survivor
     assert kept["served"] >= CHATS - served_by_victim and kept["up"]
+    # what an operator sees: flowbox status's live part and the metrics
+    remote = next(model for model in live(srv.services)["models"] if model["name"] == "remote")
+    assert [(server["url"], server["up"]) for server in remote["servers"]] == [(victim.url, False), (survivor.url, True)]
+    scraped = srv.call(srv.services.state(Metrics).render()).decode()
+    assert f'flowbox_remote_server_up{{model="remote",url="{victim.url}"}} 0.0' in scraped
+    assert f'flowbox_remote_server_up{{model="remote",url="{survivor.url}"}} 1.0' in scraped
 
     victim.start()
     victim.wait()
