@@ -33,16 +33,11 @@ Runs offline: the default models are prepared into ~/.cache/flowbox-test-models 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import logging
-import os
 import re
-import socket
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,9 +45,9 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from inprocess import InProcessServer  # beside this script
 
 DATA = Path(__file__).parent / "data"
-MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
 CATEGORIES = ("fact", "instruction", "arithmetic", "knowledge")
 INSTRUCTIONS = "You are a helpful assistant. Answer briefly and exactly."
 MAX_TOKENS = 96
@@ -152,56 +147,20 @@ def passes(answer: str, check: str) -> bool:
 
 # -- the server ---------------------------------------------------------------------------------
 
-class Server:
-    """A real flowbox server (temp data dir, loopback) in a background thread."""
+class Server(InProcessServer):
+    """The evaluation's server, with an HTTP client holding an API key of the default org."""
 
     def __init__(self) -> None:
-        import uvicorn
-
-        from flowbox import config as config_mod
         from flowbox import orgs
-        from flowbox.app import create_app
-        from flowbox.models.files import ensure_model
 
-        MODELS_DIR.mkdir(parents=True, exist_ok=True)
-        ensure_model(MODELS_DIR, "smollm2", progress=True)
-        ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=True)
-        os.environ["FLOWBOX_DATA_DIR"] = tempfile.mkdtemp(prefix="flowbox-eval-answers-")
-        os.environ["FLOWBOX_MODELS_DIR"] = str(MODELS_DIR)
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        self.config = config_mod.load(None).replace(host="127.0.0.1", port=port, rate_limit_per_minute=0, log_level="warning")
-        self.app = create_app(self.config, preload_model=False)
-        self.services = self.app.state.services
-        self.uv = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-        self.uv.install_signal_handlers = lambda: None
-        started = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            started.set()
-            self.loop.run_until_complete(self.uv.serve())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        started.wait()
-        deadline = time.monotonic() + 120
-        while not self.uv.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
+        super().__init__("answers", ("smollm2", "all-minilm-l6-v2"))
 
         async def first_key():
             org, _ = await orgs.ensure_default_org(self.services.store, with_key=False)
             key, _ = await orgs.create_key(self.services.store, org["id"], "eval")
             return key
 
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers={"Authorization": self.call(first_key())}, timeout=600)
-
-    def call(self, coro, timeout: float = 600):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"Authorization": self.call(first_key())}, timeout=600)
 
     def add_model(self, name: str, path: str, chat_format: str = "", **settings) -> None:
         """Registers a GGUF file as ``flowbox models add`` does (the server reads the registry live)."""
@@ -221,8 +180,7 @@ class Server:
 
     def stop(self) -> None:
         self.client.close()
-        self.uv.should_exit = True
-        self.thread.join(timeout=60)  # the models close before the interpreter does
+        super().stop()
 
 
 def registered_in(data_dir: str) -> list:

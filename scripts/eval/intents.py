@@ -25,23 +25,20 @@ Runs offline: the MiniLM model is prepared into ~/.cache/flowbox-test-models (as
 from __future__ import annotations
 
 import argparse
-import asyncio
 import hashlib
 import json
 import math
 import os
 import re
-import tempfile
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from inprocess import InProcessServer  # beside this script
 
 DATA = Path(__file__).parent / "data"
-MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
 DOMAINS = ("telecom", "restaurant", "clinic")
 READY_SECONDS = 300
 
@@ -74,57 +71,10 @@ def load_cases(domain: str) -> list[Case]:
     return cases
 
 
-# -- the server ---------------------------------------------------------------------------------
-
-class Server:
-    """A real flowbox server (temp data dir, loopback) in a background thread."""
-
-    def __init__(self) -> None:
-        import uvicorn
-
-        from flowbox import config as config_mod
-        from flowbox.app import create_app
-        from flowbox.models.files import ensure_model
-
-        MODELS_DIR.mkdir(parents=True, exist_ok=True)
-        ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=True)
-        os.environ["FLOWBOX_DATA_DIR"] = tempfile.mkdtemp(prefix="flowbox-eval-intents-")
-        os.environ["FLOWBOX_MODELS_DIR"] = str(MODELS_DIR)
-        with __import__("socket").socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        cfg = config_mod.load(None).replace(host="127.0.0.1", port=port, rate_limit_per_minute=0, log_level="warning")
-        self.app = create_app(cfg, preload_model=False)
-        self.services = self.app.state.services
-        self.uv = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-        self.uv.install_signal_handlers = lambda: None
-        started = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            started.set()
-            self.loop.run_until_complete(self.uv.serve())
-
-        threading.Thread(target=run, daemon=True).start()
-        started.wait()
-        deadline = time.monotonic() + 120
-        while not self.uv.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-
-    def call(self, coro, timeout: float = 300):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.uv.should_exit = True
-
-
 class Bot:
     """One domain's flow as a project of its own; ``ask`` sends one utterance on a fresh thread."""
 
-    def __init__(self, server: Server, domain: str, org_id: str):
+    def __init__(self, server: InProcessServer, domain: str, org_id: str):
         from flowbox.messaging import flows, projects
 
         self.server, self.domain = server, domain
@@ -259,7 +209,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     started = time.monotonic()
-    server = Server()
+    server = InProcessServer("intents", ("all-minilm-l6-v2",), call_timeout=300)
     from flowbox import orgs
     from flowbox.embeddings import get_embedder
 
