@@ -21,27 +21,12 @@ from flowbox import __version__
 from flowbox import config as config_mod
 from flowbox.logs import JsonFormatter
 from flowbox.metrics import METRICS
-from tests.helpers import MODELS_DIR, Shop, create_agent, eventually, free_port, ping, start_server
+from tests.helpers import Shop, create_agent, eventually, free_port, ping
 
 METRICS_KEY = "metrics-" + "k" * 24
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 SOCKET = "/ws/{token}"  # the messaging socket's route template
-
-
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("metrics")
-    server = start_server(tmp, data_dir=str(tmp / "data"), models_dir=str(MODELS_DIR), metrics_port=free_port(), metrics_key=METRICS_KEY,
-                          log_format="json")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def org(srv):
-    server = srv.in_new_org()
-    yield server
-    server.stop()
+SERVER_OPTIONS = {"metrics_port": free_port(), "metrics_key": METRICS_KEY, "log_format": "json"}  # both ways in, and JSON logs
 
 
 def scrape(srv) -> dict[str, dict[tuple, float]]:
@@ -60,9 +45,9 @@ def value(samples, name: str, **labels) -> float:
     return samples[name].get(tuple(sorted(labels.items())), 0.0)
 
 
-def test_requests_a_model_call_embeddings_and_a_socket_show_in_the_metrics(org):
-    before = scrape(org)
-    client = org.client()
+def test_requests_a_model_call_embeddings_and_a_socket_show_in_the_metrics(org_server):
+    before = scrape(org_server)
+    client = org_server.client()
     agent = create_agent(client)
     for _ in range(2):
         assert client.get(f"/api/public/agent/{agent['id']}").status_code == 200
@@ -73,13 +58,13 @@ def test_requests_a_model_call_embeddings_and_a_socket_show_in_the_metrics(org):
     tokens = reply.json()["usage"]["completion_tokens"]
     embedded = client.post("/v1/embeddings", json={"model": EMBEDDING_MODEL, "input": ["one", "two", "three"], "encoding_format": "float"})
     assert embedded.status_code == 200, embedded.text
-    shop = Shop(org)
+    shop = Shop(org_server)
     with shop.open() as ws:
         ping(ws)
-        during = scrape(org)
+        during = scrape(org_server)
 
     def closed():
-        samples = scrape(org)
+        samples = scrape(org_server)
         return samples if value(samples, "flowbox_websockets_open", route=SOCKET) == 0 else None
 
     after = eventually(closed, "the socket counted as closed")
@@ -120,11 +105,11 @@ def test_requests_a_model_call_embeddings_and_a_socket_show_in_the_metrics(org):
     assert set(METRICS) - pool_only <= exported, set(METRICS) - pool_only - exported
 
 
-def test_metrics_on_the_main_port_need_the_metrics_key(srv):
-    url = f"{srv.base_url}/metrics"
+def test_metrics_on_the_main_port_need_the_metrics_key(module_server):
+    url = f"{module_server.base_url}/metrics"
     missing = httpx.get(url)
     assert missing.status_code == 401 and set(missing.json()) == {"error", "message"}
-    for wrong in ("Bearer " + "x" * 32, METRICS_KEY[:-1], srv.key):  # an org's API key is not the metrics key
+    for wrong in ("Bearer " + "x" * 32, METRICS_KEY[:-1], module_server.key):  # an org's API key is not the metrics key
         assert httpx.get(url, headers={"Authorization": wrong}).status_code == 401
     allowed = httpx.get(url, headers={"Authorization": f"Bearer {METRICS_KEY}"})
     assert allowed.status_code == 200 and "flowbox_http_requests_total" in allowed.text
@@ -132,8 +117,8 @@ def test_metrics_on_the_main_port_need_the_metrics_key(srv):
     assert plain.metrics_key == "" and plain.metrics_port == 0
 
 
-def test_the_metrics_port_is_on_loopback_only(srv):
-    port = srv.config.metrics_port
+def test_the_metrics_port_is_on_loopback_only(module_server):
+    port = module_server.config.metrics_port
     with pytest.raises(ConnectionRefusedError):  # another loopback address: bound to 127.0.0.1 alone, not to every address
         socket.create_connection(("127.0.0.2", port), timeout=5).close()
     assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 404
@@ -153,25 +138,25 @@ def access_log():
     handler.setStream(previous)
 
 
-def test_json_log_lines_carry_the_request_and_no_credential(org, access_log):
-    client = org.client(**{"X-Request-ID": "trace-123"})
+def test_json_log_lines_carry_the_request_and_no_credential(org_server, access_log):
+    client = org_server.client(**{"X-Request-ID": "trace-123"})
     agent = create_agent(client)
     assert client.get(f"/api/public/agent/{agent['id']}").status_code == 200
     # a key in the query string (browsers' event streams) and one in a request id of the client's choosing
-    assert httpx.get(f"{org.base_url}/chats/no-such-chat/stream", params={"access_token": org.key}).status_code == 404
-    assert httpx.get(f"{org.base_url}/healthz", headers={"X-Request-ID": org.key}).status_code == 200
+    assert httpx.get(f"{org_server.base_url}/chats/no-such-chat/stream", params={"access_token": org_server.key}).status_code == 404
+    assert httpx.get(f"{org_server.base_url}/healthz", headers={"X-Request-ID": org_server.key}).status_code == 200
     lines = eventually(lambda: len(lines := access_log.getvalue().splitlines()) >= 4 and lines, "four access lines")
     entries = [json.loads(line) for line in lines]
     for entry in entries:
         assert {"time", "level", "logger", "message", "request_id", "method", "path", "route", "status", "duration_ms"} <= set(entry)
         assert entry["time"].endswith("Z") and entry["level"] == "info"
     read = next(e for e in entries if e["method"] == "GET" and e["route"] == "/api/public/agent/{agent_id}")
-    assert read["status"] == 200 and read["org_id"] == org.org_id and read["request_id"] == "trace-123"
+    assert read["status"] == 200 and read["org_id"] == org_server.org_id and read["request_id"] == "trace-123"
     assert read["path"] == f"/api/public/agent/{agent['id']}" and read["duration_ms"] >= 0
     stream = next(e for e in entries if e["route"] == "/chats/{chat_id}/stream")
     assert stream["status"] == 404 and "org_id" in stream
     text = access_log.getvalue()
-    assert org.key not in text and org.key[:12] not in text and "access_token" not in text
+    assert org_server.key not in text and org_server.key[:12] not in text and "access_token" not in text
     assert "name" not in read and agent["name"] not in text  # no bodies
 
 
