@@ -144,43 +144,29 @@ def test_llama3_gets_one_call_per_assistant_message():
     assert HERMES.messages(THREAD)[2]["tool_calls"][1]["function"]["name"] == "datetime", "Hermes keeps them together"
 
 
-@pytest.mark.parametrize("text, content, calls", [
-    ('Let me work it out.\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "6 * 7"}}\n</tool_call>',
+@pytest.mark.parametrize("tool_format, text, content, calls", [
+    (HERMES, 'Let me work it out.\n<tool_call>\n{"name": "calculator", "arguments": {"expression": "6 * 7"}}\n</tool_call>',
      "Let me work it out.\n", [("calculator", {"expression": "6 * 7"})]),
-    ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>\n'
+    (HERMES, '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1+1"}}\n</tool_call>\n'
      '<tool_call>\n{"name": "datetime", "arguments": {}}\n</tool_call>',
      "", [("calculator", {"expression": "1+1"}), ("datetime", {})]),
-    ('<tool_call>{"name": "calculator", "arguments": "{\\"expression\\": \\"2*2\\"}"}', "", [("calculator", {"expression": "2*2"})]),
-    ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "6 *', "", []),
-    ("No tools needed: 42.", "No tools needed: 42.", []),
-])
-def test_hermes_calls_are_parsed(text, content, calls):
-    parsed_content, parsed = HERMES.parse(text)
-    assert parsed_content == content and [(c.name, c.arguments) for c in parsed] == calls
-
-
-@pytest.mark.parametrize("text, content, calls", [
-    ('{"name": "calculator", "parameters": {"expression": "6 * 7"}}', "", [("calculator", {"expression": "6 * 7"})]),
-    ('<|python_tag|>{"name": "calculator", "parameters": {"expression": "1; 2"}}; {"name": "datetime", "parameters": {}}',
+    (HERMES, '<tool_call>{"name": "calculator", "arguments": "{\\"expression\\": \\"2*2\\"}"}', "", [("calculator", {"expression": "2*2"})]),
+    (HERMES, '<tool_call>\n{"name": "calculator", "arguments": {"expression": "6 *', "", []),
+    (HERMES, "No tools needed: 42.", "No tools needed: 42.", []),
+    (LLAMA3, '{"name": "calculator", "parameters": {"expression": "6 * 7"}}', "", [("calculator", {"expression": "6 * 7"})]),
+    (LLAMA3, '<|python_tag|>{"name": "calculator", "parameters": {"expression": "1; 2"}}; {"name": "datetime", "parameters": {}}',
      "", [("calculator", {"expression": "1; 2"}), ("datetime", {})]),
-    (' { "name": "datetime", "arguments": {}}', " ", [("datetime", {})]),
-    ('Here is JSON: {"name": "Ada"}', 'Here is JSON: {"name": "Ada"}', []),
-    ('{"name": "calculator", "parameters": ', "", []),
-])
-def test_llama3_calls_are_parsed(text, content, calls):
-    parsed_content, parsed = LLAMA3.parse(text)
-    assert parsed_content == content and [(c.name, c.arguments) for c in parsed] == calls
-
-
-@pytest.mark.parametrize("text, content, calls", [
-    ('[TOOL_CALLS] [{"name": "calculator", "arguments": {"expression": "6 * 7"}}, {"name": "datetime", "arguments": {}}]',
+    (LLAMA3, ' { "name": "datetime", "arguments": {}}', " ", [("datetime", {})]),
+    (LLAMA3, 'Here is JSON: {"name": "Ada"}', 'Here is JSON: {"name": "Ada"}', []),
+    (LLAMA3, '{"name": "calculator", "parameters": ', "", []),
+    (MISTRAL, '[TOOL_CALLS] [{"name": "calculator", "arguments": {"expression": "6 * 7"}}, {"name": "datetime", "arguments": {}}]',
      "", [("calculator", {"expression": "6 * 7"}), ("datetime", {})]),
-    ('[{"name": "calculator", "arguments": {"expression": "2 + 2"}, "id": "abcdefghi"}]', "", [("calculator", {"expression": "2 + 2"})]),
-    ("Sure. [TOOL_CALLS][{\"name\": 7}]", "Sure. ", []),
-    ("Lists look like [1, 2].", "Lists look like [1, 2].", []),
+    (MISTRAL, '[{"name": "calculator", "arguments": {"expression": "2 + 2"}, "id": "abcdefghi"}]', "", [("calculator", {"expression": "2 + 2"})]),
+    (MISTRAL, "Sure. [TOOL_CALLS][{\"name\": 7}]", "Sure. ", []),
+    (MISTRAL, "Lists look like [1, 2].", "Lists look like [1, 2].", []),
 ])
-def test_mistral_calls_are_parsed(text, content, calls):
-    parsed_content, parsed = MISTRAL.parse(text)
+def test_calls_are_parsed(tool_format, text, content, calls):
+    parsed_content, parsed = tool_format.parse(text)
     assert parsed_content == content and [(c.name, c.arguments) for c in parsed] == calls
 
 
