@@ -14,6 +14,7 @@ from ..db import Tx
 from ..errors import ContextTooLong, ModelError, NoCredits, Problem, Unavailable, error
 from ..ids import iso, new_id, short_id
 from ..models import ChatRequest, ChatResult, ToolCall, ToolSpec, generate
+from ..models.base import message_text
 from ..models.worker import ModelCrashed
 from ..orgs import Principal
 from ..services import Services
@@ -132,7 +133,7 @@ def to_model_messages(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
                                 "content": json.dumps(part["result"])})
             continue
         if isinstance(content, list):
-            text = "".join(p.get("text", "") for p in content if p.get("type") == "text")
+            text = message_text(content)
             calls = [{"id": p["toolCallId"], "name": p["toolName"], "arguments": p.get("args") or {}}
                      for p in content if p.get("type") == "tool-call"]
             entry: dict[str, Any] = {"role": message["role"], "content": text}
