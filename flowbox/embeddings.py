@@ -61,6 +61,11 @@ class Embedder:
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         raise NotImplementedError
 
+    def is_word(self, word: str) -> bool | None:
+        """Whether the model's vocabulary has ``word`` (lower case) as one whole token: a word it
+        knows, not a misspelling it spells out in pieces; None when this embedder cannot tell."""
+        return None
+
     async def embed(self, texts: list[str]) -> list[list[float]]:
         raise NotImplementedError
 
@@ -295,6 +300,9 @@ class LocalEmbedder(Embedder):
         self.worker.close()
         with contextlib.suppress(Exception):
             self.llm.close()
+
+    def is_word(self, word: str) -> bool | None:
+        return len(self.llm.tokenize(word.encode("utf-8", "replace"), add_bos=False, special=False)) == 1
 
     def _pieces(self, text: str) -> list[list[int]]:
         """Token sequences of at most N_CTX tokens, each wrapped in [CLS] ... [SEP], tokenized

@@ -22,6 +22,9 @@ of the held-out examples' own best similarities) says how close a message must c
 intent's examples to be about it at all: the calibration comes from the project's own examples,
 not from one global cosine.
 
+A message's misspelt words ("ordr", "roming") are also corrected toward the flow's own example
+words (``Speller``); the matcher tries each spelling and keeps the surest match.
+
 Everything here is plain numpy and takes milliseconds; the engine still trains in the background
 (``matcher.IntentIndex``) so that no message ever waits for it.
 """
@@ -31,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -46,6 +50,13 @@ SCOPE_PERCENTILES = (10, 75)
 MIN_HELD_OUT = 30
 MAX_TRAINING_ROWS = 200_000  # held-out examples x intents: bounds training time and memory
 RANKER_RIDGE = 0.1  # the ranker's L2 penalty (chosen on the dev half of scripts/eval/intents.py)
+# Spelling correction (Speller): a word of at least 4 letters may be 1 edit off, of 6 or more 2
+# (chosen on the dev half of scripts/eval/intents.py); a message is tried in at most this many spellings.
+SPELLING = ((4, 1), (6, 2))
+# A shorter word may lack or double a letter, or swap two, but not have one replaced: a changed
+# letter turns a four-letter word into another word too easily ("bake" is not a misspelt "bike").
+SUBSTITUTION_FROM = 5
+MAX_SPELLINGS = 4
 # Chat shorthand spelled out before matching; both sides (examples and messages) go through it.
 SHORTHAND = {
     "thx": "thanks", "thnx": "thanks", "tnx": "thanks", "thks": "thanks", "ty": "thank you", "tyvm": "thank you very much",
@@ -104,6 +115,79 @@ class CharGrams:
 
     def vector(self, text: str) -> dict[int, float]:
         return self._vector(self._grams(text))
+
+
+class Speller:
+    """Spelling correction of a message's words toward the flow's own example words ("ordr pizza",
+    "enable roming", "apointment"): a misspelt word shares few n-grams with the right one, and
+    MiniLM, which spells an unknown word out in pieces, loses its meaning altogether.
+
+    A word is taken for a misspelling only when it is neither a word of the examples nor one the
+    embedding model knows whole (``known``: "car", "gym" and "hotel" stay as they are); without
+    ``known`` nothing is corrected. Its candidates are the examples' words within ``SPELLING``
+    edits (adjacent swaps count one; see ``SUBSTITUTION_FROM``) that start with the same letter,
+    as nearly all typos do; every candidate at the least distance is kept. Candidates are found
+    through their deletions (symmetric delete): a lookup costs a few dozen set probes, whatever
+    the size of the flow."""
+
+    def __init__(self, texts: list[str], known: Callable[[str], bool | None] | None):
+        self.known = known
+        self.words = {w for t in texts for w in t.split()}
+        self.deletions: dict[str, set[str]] = {}
+        longest = max(edits for _, edits in SPELLING)
+        for word in self.words:
+            # as many deletions as the edits a message word within reach may have: symmetric
+            # delete finds a pair within d edits through a common string of d deletions at most
+            reach = max((e for length, e in SPELLING if len(word) + e >= length), default=0) if word.isalpha() else 0
+            for variant in _deletions(word, min(reach, longest)):
+                self.deletions.setdefault(variant, set()).add(word)
+
+    @staticmethod
+    def budget(word: str) -> int:
+        return next((edits for length, edits in reversed(SPELLING) if len(word) >= length), 0)
+
+    def candidates(self, word: str) -> list[str]:
+        """The examples' words nearest to ``word`` if it is misspelt, else []."""
+        edits = self.budget(word)
+        if not edits or word in self.words or not word.isalpha() or self.known is None or self.known(word) is not False:
+            return []
+        found = {c for v in _deletions(word, edits) for c in self.deletions.get(v, ()) if c[0] == word[0]}
+        substitution = 1 if len(word) >= SUBSTITUTION_FROM else 2
+        near = [(d, c) for c in found if (d := _edit_distance(word, c, substitution)) <= edits]
+        least = min((d for d, _ in near), default=0)
+        return sorted(c for d, c in near if d == least)
+
+    def variants(self, text: str) -> list[str]:
+        """``text`` (through ``expand``) first, then its corrections: every misspelt word replaced
+        by its first candidate, then by its second (or its only one), ... ``MAX_SPELLINGS`` in all."""
+        words = text.split()
+        options = [self.candidates(w) for w in words]
+        out = [text]
+        for k in range(max(map(len, options), default=0)):
+            out.append(" ".join(o[min(k, len(o) - 1)] if o else w for w, o in zip(words, options)))
+        return out[:MAX_SPELLINGS]
+
+
+def _deletions(word: str, edits: int) -> set[str]:
+    """``word`` with up to ``edits`` letters deleted."""
+    out, layer = {word}, {word}
+    for _ in range(edits):
+        layer = {w[:i] + w[i + 1:] for w in layer for i in range(len(w))}
+        out |= layer
+    return out
+
+
+def _edit_distance(a: str, b: str, substitution: int = 1) -> int:
+    """Insertions, deletions, substitutions and swaps of adjacent letters (optimal string alignment)."""
+    previous2, previous = [], list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + substitution * (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], previous2[j - 2] + 1)
+        previous2, previous = previous, row
+    return previous[-1]
 
 
 class SparseRows:
@@ -172,8 +256,10 @@ class Features:
     """One flow's examples (rows grouped by intent, ``starts`` where each intent's rows begin;
     ``texts`` already through ``expand``) and the features of a message against every intent."""
 
-    def __init__(self, vectors: np.ndarray, texts: list[str], starts: list[int]):
+    def __init__(self, vectors: np.ndarray, texts: list[str], starts: list[int],
+                 known: Callable[[str], bool | None] | None = None):
         self.vectors, self.starts = vectors, np.asarray(starts)
+        self.speller = Speller(texts, known)
         self.counts = np.diff(np.append(self.starts, len(vectors)))
         self.owner = np.repeat(np.arange(len(starts)), self.counts)
         self.grams = CharGrams(texts)

@@ -4,7 +4,8 @@ Example embeddings are computed once per text and model and kept in ``msg_embedd
 flow edit re-embeds only new examples and a restart re-embeds nothing; the matrix of one
 project's flow version lives in memory (``IntentIndex``). A message costs one embedding of
 its text (``Embedder.embed_query``: recent ones are kept), a matrix-vector product and a sparse
-n-gram lookup.
+n-gram lookup; a message with misspelt words, the same again per corrected spelling
+(``intents.Speller``).
 
 Each flow version gets a small model (``intents.py``: MiniLM and character n-gram features, a
 logistic model trained leave-one-out on the flow's own examples and kept in ``msg_intent_models``,
@@ -114,6 +115,10 @@ class Embeddings:
         # the embedder keeps recent texts: a repeated message costs no model call
         return await self.embedder.embed_query(text)
 
+    def is_word(self, word: str) -> bool | None:
+        """Whether the embedding model knows ``word`` whole (``Embedder.is_word``)."""
+        return self.embedder.is_word(word) if self.embedder is not None else None
+
 
 def embeddings_of(services: Services) -> Embeddings:
     return services.state(Embeddings)
@@ -170,7 +175,8 @@ class IntentIndex:
         try:
             key = self._key()
             starts = [a for a, _ in self.spans.values()]
-            features = await asyncio.to_thread(Features, self.matrix, [expand(t) for t in self.texts], starts)
+            features = await asyncio.to_thread(Features, self.matrix, [expand(t) for t in self.texts], starts,
+                                               self.embeddings.is_word)
             row = await services.store.fetchone(
                 "SELECT model FROM msg_intent_models WHERE project_id = ? AND data_hash = ?", [project_id, key])
             model = Model.loads(row["model"]) if row else None
@@ -208,21 +214,28 @@ class IntentIndex:
         if self.matrix is None or self.embeddings is None or not normalize(text):
             return None
         learned = self.learned
-        query = expand(text) if learned is not None else text
-        try:
-            vector = await self.embeddings.query(query or text)
-        except Exception as exc:  # noqa: BLE001 - as if nothing matched: the UNKNOWN step answers
-            log.warning("embedding a message failed: %r", exc)
-            return None
-        needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
-        if question is not None:
-            needed = await self._answer_bar(question, vector, learned is not None)
-            if needed is None:
+        # With the model, the message is also tried with its misspelt words corrected
+        # (Speller): the spelling whose match is surest wins.
+        queries = learned[0].speller.variants(expand(text)) if learned is not None else [text]
+        best: tuple[str, float] | None = None
+        for query in queries:
+            try:
+                vector = await self.embeddings.query(query or text)
+            except Exception as exc:  # noqa: BLE001 - as if nothing matched: the UNKNOWN step answers
+                log.warning("embedding a message failed: %r", exc)
                 return None
-        if learned is None:
-            return self._best_by_cosine(vector, step_ids, max(threshold, needed))
-        return await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids,
-                                        threshold=threshold, rivals=rivals, needed=needed)
+            needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
+            if question is not None:
+                needed = await self._answer_bar(question, vector, learned is not None)
+                if needed is None:
+                    return None
+            if learned is None:
+                return self._best_by_cosine(vector, step_ids, max(threshold, needed))
+            found = await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids,
+                                             threshold=threshold, rivals=rivals, needed=needed)
+            if found is not None and (best is None or found[1] > best[1]):
+                best = found
+        return best
 
     async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:
         """Why ``best`` chose as it did, for people (the console's test chat; read only): for each of
@@ -234,19 +247,24 @@ class IntentIndex:
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
         learned = self.learned
         method = "learned" if learned is not None else "similarity" if self.matrix is not None else "exact"
-        vector = None
+        vector, confidence = None, None
         if self.matrix is not None and self.embeddings is not None and normalize(text):
-            query = expand(text) if learned is not None else text
-            try:
-                vector = await self.embeddings.query(query or text)
-            except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
-                log.warning("embedding a message failed: %r", exc)
+            # as ``best`` does: every spelling of the message, the surest one explained
+            for query in learned[0].speller.variants(expand(text)) if learned is not None else [text]:
+                try:
+                    found = await self.embeddings.query(query or text)
+                except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
+                    log.warning("embedding a message failed: %r", exc)
+                    break
+                if learned is None:
+                    vector = found
+                    continue
+                features = await asyncio.to_thread(learned[0].of, found, query)
+                sure = np.minimum(learned[1].confidence(features), LEARNED_MAX)
+                if confidence is None or sure.max() > confidence.max():
+                    vector, confidence = found, sure
         if vector is not None:
             cosines = self.matrix @ vector
-            confidence = None
-            if learned is not None:
-                features = await asyncio.to_thread(learned[0].of, vector, query)
-                confidence = np.minimum(learned[1].confidence(features), LEARNED_MAX)
             for step_id, item in items.items():
                 start, end = self.spans[step_id]
                 closest = start + int(np.argmax(cosines[start:end]))

@@ -110,7 +110,7 @@ def shop(org_server, receiver):
 def test_typos_shorthand_and_out_of_scope(shop):
     shop.ready()
     # typos and chat shorthand reach their intent; the plain cosine match left "helo" unmatched
-    for n, (text, want) in enumerate([("helo", "greeting"), ("opning hours", "hours"), ("thx", "thanks"),
+    for n, (text, want) in enumerate([("helo", "greeting"), ("opning hours", "hours"), ("thx", "thanks"), ("retrun my bicylce", "return"),
                                       ("cya", "goodbye"), ("brakes broken", "repair"), ("my bike has a flat tire", "repair")]):
         step, _ = shop.say(f"typo-{n}", text)
         assert step == want, (text, step)
@@ -217,3 +217,19 @@ def test_the_ranker_is_ridge_regression_onto_the_intents():
     assert np.allclose(weights, expected, atol=1e-4)
     assert np.allclose(bias, targets.mean(axis=0) - vectors.mean(axis=0) @ expected, atol=1e-4)
     assert ((vectors @ weights + bias).argmax(axis=1) == np.repeat(np.arange(3), counts)).all()
+
+
+def test_misspelt_words_are_corrected_toward_the_flows_own_words():
+    """Only a word that neither the examples nor the embedding model know is corrected, to the
+    examples' words within its edits that start with the same letter; every nearest one is kept."""
+    known = {"car", "hotel", "pizza"}.__contains__  # the embedding model's whole words
+    speller = intents.Speller([intents.expand(t) for t in ["hello", "help me", "order a pizza", "enable roaming",
+                                                           "book an appointment"]], known)
+    assert speller.variants("ordr pizza") == ["ordr pizza", "order pizza"]
+    assert speller.variants("helo") == ["helo", "hello"]  # a four-letter word has no letter replaced: not "help"
+    assert speller.variants("hepl") == ["hepl", "help"]
+    assert speller.variants("apointment") == ["apointment", "appointment"]  # two edits for a long word
+    assert speller.variants("enable roming") == ["enable roming", "enable roaming"]
+    for text in ["car", "hotel pizza", "prder", "ord", "xyzzy"]:  # known, other first letter, too short, too far
+        assert speller.variants(text) == [text]
+    assert intents.Speller(["order a pizza"], None).variants("ordr pizza") == ["ordr pizza"]  # the model cannot tell
