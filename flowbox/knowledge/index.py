@@ -38,15 +38,19 @@ import numpy as np
 from ..errors import error
 from .chunking import first_heading
 
-# Fusion: cosine + weighted BM25 features, the weights chosen for the best MRR on the dev half of
-# scripts/eval/knowledge.py (--fit), which reports the test half beside vector-only search.
-# Relevance: a logistic function of that score (is this result the answer?) fitted there too.
-# (Reciprocal-rank fusion gave every result about the same score, answer or not.)
-KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature is 0.5
-FUSION = (0.0, 0.075)  # weights of the saturated and relative BM25 features (the cosine's is 1)
-CALIBRATION = (17.994, -10.018)  # relevance = sigmoid(a * score + b)
-KEYWORD_ONLY = (-8.629, 4.152, 5.266)  # bias, saturated BM25, relative BM25 (no query vector)
-RELEVANCE_THRESHOLD = 0.32  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
+# Ranking and relevance see three features of a candidate: its cosine, its coverage (the share of the
+# query's words it contains) and its BM25 relative to the query's best. Their weights are chosen on
+# the dev half of scripts/eval/knowledge.py (--fit), which reports the test half beside vector-only
+# search: the best share of answerable questions above the "no answer" line among the weights whose
+# MRR is within 0.005 of the best. Relevance is a logistic function of that score (is this result the
+# answer?), fitted there too. Cosine and coverage mean the same in a knowledge base of one entry or of
+# thousands; BM25's scale does not, so it only ranks and weighs little. (Reciprocal-rank fusion gave
+# every result about the same score, answer or not.)
+KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature (keyword mode) is 0.5
+FUSION = (0.175, 0.075)  # weights of the coverage and the relative BM25 (the cosine's is 1)
+CALIBRATION = (14.767, -9.415)  # relevance = sigmoid(a * score + b)
+KEYWORD_ONLY = (-7.426, 0.644, 5.603, 2.366)  # bias, saturated BM25, relative BM25, coverage (no query vector)
+RELEVANCE_THRESHOLD = 0.27  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
 EXACT_LIMIT = 4096  # scopes up to this many items are scanned exactly
 SCAN_LIMIT = 100  # scopes up to this many items: every vector scored in numpy (vec0's KNN costs ~0.1 ms a result)
 CANDIDATES = 768  # two-stage search: binary candidates rescored exactly (recall@5 ~0.97 at 100,000)
@@ -292,11 +296,44 @@ def rescore(conn, index: IndexInfo, ns: Sequence[int], query: Sequence[float]) -
     return [(found[i], float(scores[i])) for i in order]
 
 
+_WORD = re.compile(r"\w+")
+
+
+def query_words(text: str) -> list[str]:
+    """The words a query is matched by: every word but stopwords, lowercased, once each."""
+    return [w for w in dict.fromkeys(w.lower() for w in _WORD.findall(text)) if w not in STOPWORDS][:FTS_TERMS]
+
+
 def fts_query(text: str) -> str:
-    """Free text as an FTS5 query: every word but stopwords, quoted (so user input is never FTS
-    syntax), OR-ed."""
-    words = [w for w in dict.fromkeys(w.lower() for w in re.findall(r"\w+", text)) if w not in STOPWORDS][:FTS_TERMS]
-    return " OR ".join(f'"{w}"' for w in words)
+    """Free text as an FTS5 query: the query's words, quoted (so user input is never FTS syntax), OR-ed."""
+    return " OR ".join(f'"{w}"' for w in query_words(text))
+
+
+ENDINGS = ("ing", "ed", "es", "s")  # a word counts as found with or without one of these
+
+
+def _stem(word: str) -> str:
+    for ending in ENDINGS:
+        if word.endswith(ending) and len(word) > len(ending) + 3:
+            return word[:-len(ending)]
+    return word
+
+
+def coverage(text: str, documents: dict[int, str]) -> dict[int, float]:
+    """Per document, the share of the query's words it contains ("dumped" counts for "dumping"): a
+    measure of the query's own words, the same in a knowledge base of one entry or of thousands."""
+    stems = list(dict.fromkeys(_stem(w) for w in query_words(text)))
+    forms = [(stem, *(stem + ending for ending in ENDINGS)) for stem in stems]
+    shares = {}
+    for n, doc in documents.items():
+        low = doc.lower()
+        present = [f for f in forms if f[0] in low]  # a substring test first: most words are in few documents
+        if present:
+            words = set(_WORD.findall(low))
+            shares[n] = sum(any(w in words for w in f) for f in present) / len(stems)
+        else:
+            shares[n] = 0.0
+    return shares
 
 
 def keyword_search(conn, org_id: str, agent_id: str | None, text: str, limit: int) -> list[tuple[int, float]]:
@@ -319,35 +356,45 @@ def _sigmoid(z: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
-def features(similarity: float, keyword: float, best_keyword: float) -> tuple[float, float, float]:
-    """What fusion and relevance see of one result: its cosine, its BM25 saturated (how well it
-    matches the words at all) and relative to the query's best BM25 (how it ranks among them)."""
-    return (similarity, keyword / (keyword + KEYWORD_HALF), keyword / best_keyword if best_keyword > 0 else 0.0)
+def features(similarity: float, coverage: float, keyword: float, best_keyword: float) -> tuple[float, float, float]:
+    """What ranking and relevance see of one result: its cosine, its coverage of the query's words
+    and its BM25 relative to the query's best (how it ranks among the keyword matches)."""
+    return (similarity, coverage, keyword / best_keyword if best_keyword > 0 else 0.0)
 
 
-def fused(similarity: float, keyword: float, best_keyword: float) -> float:
+def fused(similarity: float, coverage: float, keyword: float, best_keyword: float) -> float:
     """The hybrid ranking score."""
-    cos, sat, rel = features(similarity, keyword, best_keyword)
-    return cos + FUSION[0] * sat + FUSION[1] * rel
+    cos, cov, rel = features(similarity, coverage, keyword, best_keyword)
+    return cos + FUSION[0] * cov + FUSION[1] * rel
 
 
-def relevance(similarity: float | None, keyword: float, best_keyword: float) -> float:
+def relevance(similarity: float | None, coverage: float, keyword: float, best_keyword: float) -> float:
     """Calibrated probability that the result answers the query (fitted on the dev half of
-    ``scripts/eval/knowledge.py``); without a query vector (keyword mode), from BM25 alone."""
+    ``scripts/eval/knowledge.py``); without a query vector (keyword mode), from the words alone."""
     if similarity is None:
-        _, sat, rel = features(0.0, keyword, best_keyword)
-        b0, b1, b2 = KEYWORD_ONLY
-        return _sigmoid(b0 + b1 * sat + b2 * rel)
+        _, cov, rel = features(0.0, coverage, keyword, best_keyword)
+        b0, b_sat, b_rel, b_cov = KEYWORD_ONLY
+        return _sigmoid(b0 + b_sat * keyword / (keyword + KEYWORD_HALF) + b_rel * rel + b_cov * cov)
     a, b = CALIBRATION
-    return _sigmoid(a * fused(similarity, keyword, best_keyword) + b)
+    return _sigmoid(a * fused(similarity, coverage, keyword, best_keyword) + b)
+
+
+def documents(conn, ns: Sequence[int]) -> dict[int, str]:
+    """The text BM25 indexes for each item (its name, content and description): what coverage reads."""
+    if not ns:
+        return {}
+    return {n: "\n".join(t for t in parts if t) for n, *parts in conn.execute(
+        f"SELECT n, name, content, description_to_index_on FROM knowledge_items WHERE n IN ({','.join('?' * len(ns))})",
+        list(ns))}
 
 
 def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | None, text: str,
                   query: Sequence[float] | None, limit: int, mode: str = "hybrid") -> list[dict]:
     """The top ``limit`` items as dicts with ``n``, ``score`` (what the mode ranks by), ``similarity``
-    (cosine), ``keyword`` (BM25) and ``relevance`` (0 to 1), best first. ``mode``: hybrid (``fused``:
-    the cosine plus weighted BM25 features), vector (cosine) or keyword (BM25). Every mode's
-    candidates get both features, so ``relevance`` means the same in all."""
+    (cosine), ``keyword`` (BM25), ``coverage`` (share of the query's words in the item) and ``relevance``
+    (0 to 1), best first. ``mode``: hybrid (``fused``: the cosine plus weighted coverage and BM25),
+    vector (cosine) or keyword (BM25). Every mode's
+    candidates get every feature, so ``relevance`` means the same in all."""
     depth = max(limit * 4, 20)
     has_vector = index is not None and query is not None
     vector = vector_search(conn, index, org_id, agent_id, query, depth) if has_vector and mode != "keyword" else []
@@ -358,17 +405,19 @@ def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | No
     if missing and has_vector:
         similarity.update(rescore(conn, index, missing, query))
     best = max(keyword.values(), default=0.0)
+    covered = coverage(text, documents(conn, candidates))
     hits = []
     for n in candidates:
         cos = similarity.get(n) if has_vector else None
-        rel = relevance(cos, keyword.get(n, 0.0), best)
+        cov = covered.get(n, 0.0)
+        rel = relevance(cos, cov, keyword.get(n, 0.0), best)
         if mode == "vector":
             score = cos or 0.0
         elif mode == "keyword":
             score = keyword.get(n, 0.0)
         else:
-            score = fused(cos or 0.0, keyword.get(n, 0.0), best)
+            score = fused(cos or 0.0, cov, keyword.get(n, 0.0), best)
         hits.append({"n": n, "score": round(score, 6), "similarity": round(cos or 0.0, 6),
-                     "keyword": round(keyword.get(n, 0.0), 6), "relevance": round(rel, 6)})
+                     "keyword": round(keyword.get(n, 0.0), 6), "coverage": round(cov, 6), "relevance": round(rel, 6)})
     hits.sort(key=lambda h: (-h["score"], -h["similarity"], h["n"]))
     return hits[:limit]

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import math
 import os
 import re
 import statistics
@@ -136,47 +137,57 @@ def logistic(x: np.ndarray, y: np.ndarray, l2: float = 1e-2, steps: int = 50) ->
     return w
 
 
+def share_at(tops: list[float], answerable: list[bool], target: float = 0.8) -> tuple[float, float]:
+    """(share of answerable questions above the line, the line) at the lowest line that puts
+    ``target`` of the no-answer questions below it."""
+    none = sorted(t for t, a in zip(tops, answerable) if not a)
+    line = none[math.ceil(target * len(none)) - 1] + 1e-9 if none else min(tops)
+    return no_answer_metrics(tops, answerable, line)[1], line
+
+
 def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
-    """Chooses the fusion weights for the best dev MRR (ties: hit@1), then fits the calibration
-    (relevance = sigmoid(a * score + b), is this candidate the answer?) and the keyword-only model
-    on the same dev candidates (hits of a deep hybrid search, with similarity and keyword), and
-    prints the constants for ``flowbox/knowledge/index.py``."""
-    best = None
-    for half in (2.0, 5.0, 10.0):
-        groups = []
-        for question, hits in candidates:
-            top = max((h["keyword"] for h in hits), default=0.0)
-            feats = np.array([(h["similarity"], h["keyword"] / (h["keyword"] + half), h["keyword"] / top if top > 0 else 0.0)
-                              for h in hits]).reshape(-1, 3)
-            groups.append((question, feats, [h["entry"] for h in hits]))
-        for w_sat in np.arange(0.0, 0.41, 0.025):
-            for w_rel in np.arange(0.0, 0.31, 0.025):
-                ranks = []
-                for question, feats, entries in groups:
-                    if question.expected is None or not len(feats):
-                        continue
-                    order = np.argsort(-(feats @ np.array([1.0, w_sat, w_rel])), kind="stable")
+    """Chooses the fusion weights (coverage, relative BM25; the cosine's is 1) on the dev
+    candidates (hits of a deep hybrid search): among those whose MRR@10 is within 0.005 of the
+    best, the ones that put the most answerable questions above a line below which 80% of the
+    no-answer questions fall. Then fits the calibration (relevance = sigmoid(a * score + b): is
+    this candidate the answer?) and the keyword-only model on the same candidates, places the
+    documented line (the lowest relevance, to 0.01, below which 80% of dev's no-answer questions
+    fall), and prints the constants for ``flowbox/knowledge/index.py``."""
+    groups = []
+    for question, hits in candidates:
+        top = max((h["keyword"] for h in hits), default=0.0)
+        feats = np.array([(h["similarity"], h["coverage"], h["keyword"] / top if top > 0 else 0.0,
+                           h["keyword"] / (h["keyword"] + 2.0)) for h in hits]).reshape(-1, 4)
+        groups.append((question, feats, [h["entry"] for h in hits]))
+    answerable = [q.expected is not None for q, _, _ in groups]
+    grid = []
+    for w_cov in np.arange(0.0, 0.41, 0.025):
+        for w_rel in np.arange(0.0, 0.21, 0.025):
+            weights = np.array([1.0, w_cov, w_rel, 0.0])
+            ranks, tops = [], []
+            for question, feats, entries in groups:
+                scores = feats @ weights
+                tops.append(float(scores.max()) if len(scores) else -1.0)
+                if question.expected is not None:
+                    order = np.argsort(-scores, kind="stable")
                     ranks.append(rank_of(question, list(dict.fromkeys(entries[i] for i in order))[:DEPTH]))
-                m = ranking_metrics(ranks)
-                key = (round(m["mrr@10"], 6), round(m["hit@1"], 6), -abs(w_sat) - abs(w_rel))
-                if best is None or key > best[0]:
-                    best = (key, half, w_sat, w_rel, m, groups)
-    _, half, w_sat, w_rel, m, groups = best
-    scores = np.concatenate([feats @ np.array([1.0, w_sat, w_rel]) for _, feats, _ in groups])
+            grid.append((ranking_metrics(ranks), share_at(tops, answerable)[0], w_cov, w_rel))
+    best_mrr = max(m["mrr@10"] for m, *_ in grid)
+    m, share, w_cov, w_rel = max((g for g in grid if g[0]["mrr@10"] >= best_mrr - 0.005),
+                                 key=lambda g: (round(g[1], 6), round(g[0]["mrr@10"], 6), -g[2] - g[3]))
+    weights = np.array([1.0, w_cov, w_rel, 0.0])
+    scores = np.concatenate([feats @ weights for _, feats, _ in groups])
     feats = np.concatenate([feats for _, feats, _ in groups])
     labels = np.concatenate([[float(e == q.expected) for e in entries] for q, _, entries in groups])
     b, a = logistic(scores[:, None], labels)
-    wk = logistic(feats[:, 1:], labels)
-    tops, answerable = [], []
-    for question, f, _ in groups:
-        top = float((f @ np.array([1.0, w_sat, w_rel])).max()) if len(f) else -1.0
-        tops.append(float(1 / (1 + np.exp(-(a * top + b)))))
-        answerable.append(question.expected is not None)
-    t = best_threshold(tops, answerable)
-    print(f"KEYWORD_HALF = {half}\nFUSION = ({w_sat:.3f}, {w_rel:.3f})\nCALIBRATION = ({a:.3f}, {b:.3f})\n"
-          f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\n"
-          f"dev: hit@1 {m['hit@1']:.3f} hit@5 {m['hit@5']:.3f} MRR@10 {m['mrr@10']:.3f}; no-answer threshold with the "
-          f"best balanced accuracy {t:.3f}: {'/'.join(f'{v:.3f}' for v in no_answer_metrics(tops, answerable, t))}")
+    wk = logistic(feats[:, [3, 2, 1]], labels)
+    tops = [float(1 / (1 + np.exp(-(a * (f @ weights).max() + b)))) if len(f) else 0.0 for _, f, _ in groups]
+    line = math.ceil(share_at(tops, answerable)[1] * 100) / 100
+    print(f"FUSION = ({w_cov:.3f}, {w_rel:.3f})\nCALIBRATION = ({a:.3f}, {b:.3f})\n"
+          f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\nRELEVANCE_THRESHOLD = {line}\n"
+          f"dev: hit@1 {m['hit@1']:.3f} hit@5 {m['hit@5']:.3f} MRR@10 {m['mrr@10']:.3f} (best MRR@10 {best_mrr:.3f}); "
+          f"answerable above the line: {no_answer_metrics(tops, answerable, line)[1]:.3f} "
+          f"(no-answer below it: {no_answer_metrics(tops, answerable, line)[0]:.3f})")
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -291,6 +302,11 @@ async def run(args) -> None:
             none, some = no_answer_metrics([tops[i] for i in idxs], [answerable[i] for i in idxs], threshold)
             row.append(f"{none:.3f} / {some:.3f}")
         print(f"  {name:48} dev {row[0]}   test {row[1]}")
+    print("  at the line that puts 80% of dev's no-answer questions below it (placed on dev): answerable above it")
+    for name, (tops, _) in lines.items():
+        share, line = share_at([tops[i] for i in halves["dev"]], [answerable[i] for i in halves["dev"]])
+        test = no_answer_metrics([tops[i] for i in halves["test"]], [answerable[i] for i in halves["test"]], line)
+        print(f"    {name.split(' <')[0].split(':')[0]:22} dev {share:.3f}   test {test[1]:.3f} (no-answer below: {test[0]:.3f})")
     tops = lines[next(iter(lines))][0]
     print("  flowbox at other relevance thresholds: " + "; ".join(
         f"{t}: dev {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['dev']], [answerable[i] for i in halves['dev']], t))}"

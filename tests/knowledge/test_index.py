@@ -87,13 +87,25 @@ def test_two_stage_scopes_and_follows_writes(conn):
     assert idx.vector_search(conn, index, "org-b", None, query, 5, exact_limit=0) == []
 
 
-def test_relevance_is_a_probability_rising_with_either_feature():
-    values = [idx.relevance(cos, kw, 10.0) for cos in (-1.0, 0.0, 0.3, 0.6, 1.0) for kw in (0.0, 5.0, 10.0)]
+def test_relevance_is_a_probability_rising_with_every_feature():
+    values = [idx.relevance(cos, cov, kw, 10.0) for cos in (-1.0, 0.0, 0.3, 0.6, 1.0) for cov in (0.0, 0.5, 1.0)
+              for kw in (0.0, 5.0, 10.0)]
     assert all(0.0 <= v <= 1.0 for v in values)
-    assert idx.relevance(0.6, 0.0, 10.0) > idx.relevance(0.3, 0.0, 10.0)  # closer vector
-    assert idx.relevance(0.5, 10.0, 10.0) > idx.relevance(0.5, 0.0, 10.0)  # the query's words too
-    assert idx.relevance(None, 10.0, 10.0) > idx.relevance(None, 1.0, 10.0)  # keyword mode: BM25 alone
-    assert idx.relevance(0.1, 0.0, 0.0) < idx.RELEVANCE_THRESHOLD < idx.relevance(0.9, 0.0, 0.0)
+    assert idx.relevance(0.6, 0.0, 0.0, 10.0) > idx.relevance(0.3, 0.0, 0.0, 10.0)  # closer vector
+    assert idx.relevance(0.5, 1.0, 0.0, 10.0) > idx.relevance(0.5, 0.0, 0.0, 10.0)  # more of the query's words
+    assert idx.relevance(0.5, 0.5, 10.0, 10.0) > idx.relevance(0.5, 0.5, 0.0, 10.0)  # the best keyword match
+    assert idx.relevance(None, 0.5, 10.0, 10.0) > idx.relevance(None, 0.5, 1.0, 10.0)  # keyword mode: words alone
+    assert idx.relevance(None, 1.0, 5.0, 10.0) > idx.relevance(None, 0.0, 5.0, 10.0)
+    assert idx.relevance(0.1, 0.0, 0.0, 0.0) < idx.RELEVANCE_THRESHOLD < idx.relevance(0.9, 0.0, 0.0, 0.0)
+
+
+def test_coverage_is_the_share_of_the_query_words_an_item_has():
+    found = idx.coverage("Who dumped the mattresses in our alley?", {
+        1: "Dumping mattresses in an alley is fly-tipping.", 2: "Mattress collection", 3: "Opening hours", 4: ""})
+    # words: dumped, mattresses, alley ("who", "the", "in", "our" are stopwords); endings aside
+    assert found == {1: 1.0, 2: pytest.approx(1 / 3), 3: 0.0, 4: 0.0}
+    assert idx.coverage("the of and", {1: "the of and"}) == {1: 0.0}  # no words to find
+    assert idx.coverage('"E204" OR (x', {1: "Error E204: the pod lost its link"}) == {1: 0.5}  # never a pattern
 
 
 def test_keyword_query_is_never_fts_syntax():
