@@ -66,6 +66,17 @@ def test_paraphrase_is_relevant_and_unrelated_question_is_not(corpus):
         assert top and top[0]["relevance"] < idx.RELEVANCE_THRESHOLD, (unrelated, top[0])
 
 
+def test_relevance_means_the_same_in_a_knowledge_base_of_one_entry(srv):
+    """No feature of relevance compares a result with the other items: alone, the answer is still
+    above the line and an unrelated question still below it."""
+    _, client, agent = knowledge_org(srv)
+    add_knowledge(client, [agent["id"]], CORPUS["Refund policy"], name="Refund policy")
+    answer = search(client, "is a refund possible if I cancel my yearly plan")
+    assert len(answer) == 1 and answer[0]["relevance"] >= idx.RELEVANCE_THRESHOLD, answer
+    unrelated = search(client, "what is the boiling point of mercury")
+    assert unrelated[0]["relevance"] < idx.RELEVANCE_THRESHOLD, unrelated
+
+
 def test_the_name_is_embedded_with_the_content(srv):
     """Two items with the same content, told apart only by their names, even by vectors alone."""
     _, client, agent = knowledge_org(srv)
