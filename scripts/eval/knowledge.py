@@ -17,7 +17,8 @@ A question is answered at rank r when the r-th result is a chunk of its entry. M
 answerable questions: hit@1, hit@5, MRR@10. On the questions without an answer: the share whose top
 result is below the "no answer" line (flowbox: its documented ``relevance`` threshold; the
 baselines: one threshold on their top score, chosen on dev for the best balanced accuracy),
-beside the share of answerable questions above it.
+beside the share of answerable questions above it; and, for every system alike, the share of
+answerable questions above the line that puts 80% of dev's no-answer questions below it.
 
     python scripts/eval/knowledge.py [--misses dev|test|all] [--fit]
 
