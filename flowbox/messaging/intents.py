@@ -57,6 +57,7 @@ SPELLING = ((4, 1), (6, 2))
 # letter turns a four-letter word into another word too easily ("bake" is not a misspelt "bike").
 SUBSTITUTION_FROM = 5
 MAX_SPELLINGS = 4
+MAX_SPELLED = 8  # words of a message looked up at most (a lookup is well under a millisecond)
 # Chat shorthand spelled out before matching; both sides (examples and messages) go through it.
 SHORTHAND = {
     "thx": "thanks", "thnx": "thanks", "tnx": "thanks", "thks": "thanks", "ty": "thank you", "tyvm": "thank you very much",
@@ -133,6 +134,7 @@ class Speller:
     def __init__(self, texts: list[str], known: Callable[[str], bool | None] | None):
         self.known = known
         self.words = {w for t in texts for w in t.split()}
+        self.longest = max(map(len, self.words), default=0)
         self.deletions: dict[str, set[str]] = {}
         longest = max(edits for _, edits in SPELLING)
         for word in self.words:
@@ -146,11 +148,15 @@ class Speller:
     def budget(word: str) -> int:
         return next((edits for length, edits in reversed(SPELLING) if len(word) >= length), 0)
 
-    def candidates(self, word: str) -> list[str]:
-        """The examples' words nearest to ``word`` if it is misspelt, else []."""
+    def misspelt(self, word: str) -> bool:
+        """Whether ``word`` may be a misspelling of an example word (neither the flow nor the model knows it)."""
         edits = self.budget(word)
-        if not edits or word in self.words or not word.isalpha() or self.known is None or self.known(word) is not False:
-            return []
+        return bool(edits and len(word) <= self.longest + edits and word not in self.words and word.isalpha()
+                    and self.known is not None and self.known(word) is False)
+
+    def candidates(self, word: str) -> list[str]:
+        """The examples' words nearest to ``word`` (a ``misspelt`` one)."""
+        edits = self.budget(word)
         found = {c for v in _deletions(word, edits) for c in self.deletions.get(v, ()) if c[0] == word[0]}
         substitution = 1 if len(word) >= SUBSTITUTION_FROM else 2
         near = [(d, c) for c in found if (d := _edit_distance(word, c, substitution)) <= edits]
@@ -161,7 +167,15 @@ class Speller:
         """``text`` (through ``expand``) first, then its corrections: every misspelt word replaced
         by its first candidate, then by its second (or its only one), ... ``MAX_SPELLINGS`` in all."""
         words = text.split()
-        options = [self.candidates(w) for w in words]
+        # a bounded cost on the event loop: the first MAX_SPELLED words that could be misspelt
+        looked = 0
+        options: list[list[str]] = []
+        for word in words:
+            if looked < MAX_SPELLED and self.misspelt(word):
+                looked += 1
+                options.append(self.candidates(word))
+            else:
+                options.append([])
         out = [text]
         for k in range(max(map(len, options), default=0)):
             out.append(" ".join(o[min(k, len(o) - 1)] if o else w for w, o in zip(words, options)))
