@@ -110,4 +110,4 @@ def test_search_tool_returns_linked_entries_best_first(srv, linked):
 
     result = srv.call(run())
     assert result["results"][0]["id"] == ids["flight"]
-    assert [r["similarity"] for r in result["results"]] == sorted((r["similarity"] for r in result["results"]), reverse=True)
+    assert [r["relevance"] for r in result["results"]] == sorted((r["relevance"] for r in result["results"]), reverse=True)
