@@ -39,7 +39,7 @@ import numpy as np
 from inprocess import InProcessServer  # beside this script
 
 DATA = Path(__file__).parent / "data"
-DOMAINS = ("telecom", "restaurant", "clinic")
+DOMAINS = ("telecom", "restaurant", "clinic", "banking")
 READY_SECONDS = 300
 
 
