@@ -2,7 +2,9 @@
 
 One file in WAL mode. Reads use a small pool of aiosqlite connections; every write goes
 through one writer connection behind a lock, in ``BEGIN IMMEDIATE``: SQLite has one writer,
-and the code admits it (the shape Datasette uses).
+and the code admits it (the shape Datasette uses). Small indexed reads and small statement-only
+batches use the event loop's own connection instead (``lookup``, ``batch``), under the same lock
+for writes: for them the hop to a thread and back costs more than the work.
 """
 
 from __future__ import annotations
@@ -115,8 +117,9 @@ class Batch:
         self.statements.append((sql, list(rows), True))
 
 
-def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, Any, bool]]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
+def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, Any, bool]], begun: bool = False) -> None:
+    if not begun:
+        conn.execute("BEGIN IMMEDIATE")
     try:
         for sql, params, many in statements:
             (conn.executemany if many else conn.execute)(sql, params)
@@ -124,6 +127,10 @@ def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, Any, bool]]
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+LOOP_BATCH_ROWS = 64  # a batch of at most this many rows commits on the event loop (well under a millisecond)
+CHECKPOINT_EVERY = 100  # commits on the loop between checkpoints: about SQLite's default of 1000 pages
 
 
 class Store:
@@ -136,6 +143,8 @@ class Store:
         self._writer: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._quick: sqlite3.Connection | None = None
+        self._loop_commits = 0
+        self._checkpoint: asyncio.Future | None = None
         self.vec_version = ""
 
     async def open(self) -> "Store":
@@ -149,9 +158,12 @@ class Store:
             self._readers.put_nowait(reader)
         self._quick = connect(self.path, check_same_thread=False, checkpoints=self.checkpoints)
         self._quick.execute("PRAGMA busy_timeout=0")  # never wait on the loop
+        self._quick.execute("PRAGMA wal_autocheckpoint=0")  # nor checkpoint there (_checkpoint_wal)
         return self
 
     async def close(self) -> None:
+        if self._checkpoint is not None:
+            await self._checkpoint
         for conn in [self._writer, *self._all_readers]:
             if conn is not None:
                 await conn.close()
@@ -177,16 +189,49 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def batch(self) -> AsyncIterator[Batch]:
-        """A write transaction of statements only (no reads): run in one hop to the writer's thread
-        when the block ends, nothing if it raises. A busy event loop makes every hop wait for its
-        turn, so a hot path that writes a dozen rows (a chat message) pays one wait, not a dozen."""
+        """A write transaction of statements only (no reads), run when the block ends, nothing if it
+        raises. A small one commits on the event loop's own connection: a busy loop makes a hop to the
+        writer's thread and back wait for its turn (and for the GIL), which costs a hot path (a
+        message) more than its few rows. A larger one, or one that finds SQLite locked by another
+        process, goes in one hop to the writer's thread."""
         assert self._writer is not None, "store is not open"
         batch = Batch()
         yield batch
         if batch.statements:
             writer = self._writer
             async with self._write_lock:
-                await writer._execute(lambda: _run_batch(writer._conn, batch.statements))
+                if not self._commit_on_loop(batch.statements):
+                    await writer._execute(lambda: _run_batch(writer._conn, batch.statements))
+
+    def _commit_on_loop(self, statements: list[tuple[str, Any, bool]]) -> bool:
+        """Runs ``statements`` on the loop's connection if they are few and SQLite's write lock is
+        free now (never waiting for it); False when they are left for the writer's thread."""
+        rows = sum(len(params) if many else 1 for _, params, many in statements)
+        if self._quick is None or rows > LOOP_BATCH_ROWS:
+            return False
+        try:
+            self._quick.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return False
+        _run_batch(self._quick, statements, begun=True)
+        self._loop_commits += 1
+        if self.checkpoints and self._loop_commits % CHECKPOINT_EVERY == 0 and self._checkpoint is None:
+            self._checkpoint = asyncio.ensure_future(self._checkpoint_wal())
+        return True
+
+    async def _checkpoint_wal(self) -> None:
+        """What SQLite's automatic checkpoint does after a commit, which the loop's connection
+        leaves to a reader's thread (it copies and syncs pages: milliseconds). Passive: it never
+        waits for, nor holds up, readers and writers."""
+        try:
+            async with self.read() as tx:
+                await tx.run(lambda conn: conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall())
+        except Exception:  # noqa: BLE001 - the next one, or the writer's own, checkpoints instead
+            pass
+        finally:
+            self._checkpoint = None
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
