@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 
 FEATURES = ("emb_max", "emb_centroid", "char_max", "char_centroid", "emb_lead", "char_lead")
-MODEL_VERSION = 2
+MODEL_VERSION = 3
 L2 = 1.0
 # Total weight of the training rows: right intents, wrong intents, intents of a left-out topic.
 SHARES = (0.5, 0.1, 0.4)  # ridge on the standardised weights: a flow has a few hundred rows at most
@@ -48,6 +48,14 @@ GRAMS = (3, 4, 5)
 # reach for its intent, in one or the other: how close "close enough" is comes from the flow itself.
 SCOPE_PERCENTILES = (10, 75)
 MIN_HELD_OUT = 30
+# A message the flow does not cover often shares an intent's words and topic ("vaccinate my cat",
+# "translate hello to german") yet brings meaning of its own: its embedding lies further outside the
+# span of its nearest examples than the flow's own held-out examples lie outside theirs. A top-level
+# match may lie no further outside than this percentile of them (Model.span; both chosen on the dev
+# half of scripts/eval/intents.py, 10-20 neighbours and the 93rd-97th percentile do about as well).
+SPAN_NEIGHBOURS = 15
+SPAN_PERCENTILE = 95
+MAX_SPAN_HELD_OUT = 2000  # held-out examples the percentile is estimated from, at most
 MAX_TRAINING_ROWS = 200_000  # held-out examples x intents: bounds training time and memory
 RANKER_RIDGE = 0.1  # the ranker's L2 penalty (chosen on the dev half of scripts/eval/intents.py)
 # Spelling correction (Speller): a word of at least 4 letters may be 1 edit off, of 6 or more 2
@@ -299,6 +307,18 @@ class Features:
         char_centroid = self.char_sums.dot(grams) / self.char_sum_norms
         return _stack(emb_max, self.emb_centroids @ vector, char_max, char_centroid, _lead(emb_max), _lead(char_max))
 
+    def outside(self, vector: np.ndarray, exclude: int | None = None) -> float:
+        """How much of a message's meaning lies outside what its ``SPAN_NEIGHBOURS`` nearest examples
+        (without example ``exclude``) can express together: the length of the part of its (unit)
+        embedding that is orthogonal to their span, from 0 (none) to 1 (all)."""
+        similarity = self.vectors @ vector
+        if exclude is not None:
+            similarity[exclude] = -np.inf
+        k = min(SPAN_NEIGHBOURS, len(similarity) - (exclude is not None))
+        nearest = np.argpartition(-similarity, k - 1)[:k]
+        basis, _ = np.linalg.qr(self.vectors[nearest].T)
+        return float(np.linalg.norm(vector - basis @ (basis.T @ vector)))
+
     def leave_one_out(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(rows, labels, left-out-topic rows): examples held out of their intent, each against
         every intent (at most ``MAX_TRAINING_ROWS`` rows: a big flow holds out an even spread of its
@@ -340,25 +360,29 @@ class Features:
 @dataclass
 class Model:
     """Logistic regression over standardised features, and the flow's scope: the least best
-    similarity (MiniLM, n-grams) an intent needs to be a message's topic at all."""
+    similarity (MiniLM, n-grams) an intent needs to be a message's topic at all, and how far
+    outside its nearest examples' span a message may lie (``SPAN_PERCENTILE``)."""
 
     weights: np.ndarray
     bias: float
     mean: np.ndarray
     scale: np.ndarray
     scope: tuple[float, float]
+    span: float
 
     def confidence(self, features: np.ndarray) -> np.ndarray:
         z = ((features - self.mean) / self.scale) @ self.weights + self.bias
         return 1 / (1 + np.exp(-np.clip(z, -30, 30)))
 
-    def in_scope(self, features: np.ndarray) -> bool:
-        """Whether one intent's features (a row of ``Features.of``) are close enough to be its topic."""
-        return bool(features[0] >= self.scope[0] or features[2] >= self.scope[1])
+    def in_scope(self, features: np.ndarray, outside: float) -> bool:
+        """Whether one intent's features (a row of ``Features.of``) are close enough to be its topic,
+        for a message this far outside its nearest examples (``Features.outside``)."""
+        return bool((features[0] >= self.scope[0] or features[2] >= self.scope[1]) and outside <= self.span)
 
     def dumps(self) -> str:
         return json.dumps({"version": MODEL_VERSION, "features": FEATURES, "weights": self.weights.tolist(), "bias": self.bias,
-                           "mean": self.mean.tolist(), "scale": self.scale.tolist(), "scope": list(self.scope)})
+                           "mean": self.mean.tolist(), "scale": self.scale.tolist(), "scope": list(self.scope),
+                           "span": self.span})
 
     @classmethod
     def loads(cls, text: str) -> Model | None:
@@ -367,7 +391,7 @@ class Model:
         if data.get("version") != MODEL_VERSION or tuple(data.get("features", ())) != FEATURES:
             return None
         return cls(np.asarray(data["weights"]), float(data["bias"]), np.asarray(data["mean"]), np.asarray(data["scale"]),
-                   (float(data["scope"][0]), float(data["scope"][1])))
+                   (float(data["scope"][0]), float(data["scope"][1])), float(data["span"]))
 
 
 def train(features: Features) -> Model | None:
@@ -380,6 +404,8 @@ def train(features: Features) -> Model | None:
         return None
     right = x[y == 1]
     scope = (float(np.percentile(right[:, 0], SCOPE_PERCENTILES[0])), float(np.percentile(right[:, 2], SCOPE_PERCENTILES[1])))
+    held_out = np.unique(np.linspace(0, len(features.vectors) - 1, min(len(features.vectors), MAX_SPAN_HELD_OUT)).astype(int))
+    span = float(np.percentile([features.outside(features.vectors[i], exclude=i) for i in held_out], SPAN_PERCENTILE))
     x = np.vstack([x, x_out])
     y = np.append(y, np.zeros(len(x_out)))
     group = np.append(np.where(y[:len(y) - len(x_out)] == 1, 0, 1), np.full(len(x_out), 2))
@@ -399,4 +425,4 @@ def train(features: Features) -> Model | None:
         w -= step
         if np.abs(step).max() < 1e-6:
             break
-    return Model(w[:-1], float(w[-1]), mean, scale, scope)
+    return Model(w[:-1], float(w[-1]), mean, scale, scope, span)

@@ -308,10 +308,18 @@ class IntentIndex:
                             threshold: float, rivals: list[str] | None, needed: float) -> tuple[str, float] | None:
         """With the learned model: the first of its two candidates that passes the level's acceptance rule."""
         features_of, model = learned
+
+        def measure() -> tuple[np.ndarray, float]:
+            # How far outside its nearest examples the message lies tells an intent from UNKNOWN, so
+            # it matters at the top level only: among a step's children, or against a slot's
+            # question (``needed``), the alternative is an answer, not UNKNOWN.
+            top = rivals is None and needed == -np.inf
+            return features_of.of(vector, text), features_of.outside(vector) if top else 0.0
+
         if len(self.texts) > INLINE_EXAMPLES:  # milliseconds: off the event loop
-            features = await asyncio.to_thread(features_of.of, vector, text)
+            features, outside = await asyncio.to_thread(measure)
         else:
-            features = features_of.of(vector, text)
+            features, outside = measure()
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
         confidence = np.minimum(model.confidence(features), LEARNED_MAX)
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
@@ -328,8 +336,9 @@ class IntentIndex:
                 if value >= threshold * CONTEXT_SHARE and value >= rival:
                     return step_id, value
             # A top-level match must also be about the intent's topic: as close to one of its
-            # examples as most of the flow's own held-out examples are to theirs (Model.scope).
-            elif (value >= threshold and model.in_scope(features[self.row[step_id]])
+            # examples as most of the flow's own held-out examples are to theirs (Model.scope),
+            # and with no more meaning of its own than they have (Model.span).
+            elif (value >= threshold and model.in_scope(features[self.row[step_id]], outside)
                   and max(features[self.row[step_id], [0, 2]]) >= needed):
                 return step_id, value
         return None

@@ -233,3 +233,19 @@ def test_misspelt_words_are_corrected_toward_the_flows_own_words():
     for text in ["car", "hotel pizza", "prder", "ord", "xyzzy"]:  # known, other first letter, too short, too far
         assert speller.variants(text) == [text]
     assert intents.Speller(["order a pizza"], None).variants("ordr pizza") == ["ordr pizza"]  # the model cannot tell
+
+
+def test_outside_measures_the_meaning_a_message_adds_to_its_nearest_examples():
+    """``Features.outside``: 0 for a message its nearest examples can express together, 1 for one
+    orthogonal to all of them; an example held out (``exclude``) is not its own neighbour."""
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(40, 64)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    features = intents.Features(vectors, [f"example {i}" for i in range(40)], [0, 20])
+    mix = vectors[:3].sum(axis=0)  # nearest to the three it is made of
+    assert features.outside(mix / np.linalg.norm(mix)) < 1e-5
+    assert features.outside(vectors[7]) < 1e-5 < features.outside(vectors[7], exclude=7)
+    basis, _ = np.linalg.qr(vectors.T)
+    orthogonal = rng.normal(size=64).astype(np.float32)
+    orthogonal -= basis @ (basis.T @ orthogonal)
+    assert abs(features.outside(orthogonal / np.linalg.norm(orthogonal)) - 1) < 1e-4
