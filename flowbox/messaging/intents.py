@@ -19,8 +19,9 @@ the right one for a message it has not seen; that probability is an intent's ``c
 ``intentThreshold`` is the least confidence that counts as a match. The same examples with their
 whole intent left out stand for messages the flow does not cover, and ``Model.scope`` (percentiles
 of the held-out examples' own best similarities) says how close a message must come to an
-intent's examples to be about it at all: the calibration comes from the project's own examples,
-not from one global cosine.
+intent's examples to be about it at all, and ``Model.span`` how much meaning of its own it may bring
+(the part of its embedding its nearest examples cannot express): the calibration comes from the
+project's own examples, not from one global cosine.
 
 A message's misspelt words ("ordr", "roming") are also corrected toward the flow's own example
 words (``Speller``); the matcher tries each spelling and keeps the surest match.
