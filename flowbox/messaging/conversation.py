@@ -180,20 +180,31 @@ GROUP_MAX = 32  # messages of one thread decided together and written in one tra
 
 
 async def handle(services: Services, project: dict[str, Any], thread_id: str, incoming: Incoming) -> Outcome:
-    """Queues the message on its thread; the thread's drain (one at a time per thread, under its
-    lock) decides every message waiting, in arrival order, and writes them in one transaction.
-    Each write waits for a turn of a busy event loop while the thread is locked: messages that
-    arrive together share that wait instead of queueing one behind another."""
+    """Decides and stores the message under its thread's lock, in arrival order. A message that
+    finds its thread idle is handled in its caller's task (a task started for it would first wait
+    for a turn of a busy event loop). Messages that arrive while one is handled queue on the
+    thread; its drain (one at a time per thread) then decides every message waiting and writes
+    them in one transaction: they share each wait of a busy loop instead of queueing one behind
+    another."""
     if incoming.from_moderator:
         return await moderator_reply(services, project, thread_id, incoming)
     locks = services.state(ThreadLocks)
     key = (project["id"], thread_id)
     turn = _Turn(project, incoming, asyncio.get_running_loop().create_future())
-    if key in locks.turns:  # a drain is running: it takes this one too
+    if key in locks.turns:  # being handled: the drain takes this one
         locks.turns[key].append(turn)
-    else:
-        locks.turns[key] = [turn]
-        services.spawn(_drain(services, key), name=f"messaging-thread-{thread_id}")
+        return await turn.future
+    locks.turns[key] = []
+    try:
+        async with locks.hold(key):
+            await _handle_group(services, thread_id, [turn])  # one message: nothing is left for later
+    except Exception as exc:  # noqa: BLE001 - reading the thread failed: this message fails
+        _fail(turn, exc)
+    finally:
+        if locks.turns[key]:  # arrived meanwhile: their drain goes on even if this caller is gone
+            services.spawn(_drain(services, key), name=f"messaging-thread-{thread_id}")
+        else:
+            del locks.turns[key]
     return await turn.future
 
 
