@@ -277,8 +277,10 @@ async def decide(graph: Graph, state: dict[str, Any], inp: Input, *, threshold: 
     elif slot and inp.kind == "text" and inp.text.strip() and await turn.fill_slot(graph.steps[slot]):
         pass
     else:
-        top_intents = [s["stepId"] for s in graph.top if s["type"] == "INTENT"]
-        levels = ([(graph.children.get(current, []), top_intents)] if current else []) + [(graph.top, None)]
+        # Inside a step's question its answers compete with the top-level intents, but not with the
+        # step that asked: "sure, cancel it" answers "Shall I cancel?" rather than asking again.
+        rivals = [s["stepId"] for s in graph.top if s["type"] == "INTENT" and s["stepId"] != current]
+        levels = ([(graph.children.get(current, []), rivals)] if current else []) + [(graph.top, None)]
         for level, rivals in levels:
             step = await turn.pick(level, rivals)
             if step is not None:

@@ -139,6 +139,9 @@ def test_a_steps_children_are_tried_first(shop):
     assert shop.say("r3", "I want to return my bike")[0] == "return"
     assert shop.say("r3", "yeah I have it")[0] == "return-yes"
     assert shop.say("r4", "nah")[0] == "unknown"
+    # the step that asked is no rival to its own answers: "yes" in the user's words of that step answers it
+    assert shop.say("r6", "I want to return my bike")[0] == "return"
+    assert shop.say("r6", "sure, I have the receipt for the return") == ("return-yes", ["Then bring it in."])
     # a top-level intent that is more likely than any child still wins inside the context
     assert shop.say("r5", "I want to return my bike")[0] == "return"
     assert shop.say("r5", "when do you close today") == ("hours", ["9 to 6, every day."])
