@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 DATA = Path(__file__).parent / "data"
 MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
-DOMAINS = ("helpdesk", "municipal", "devices")
+DOMAINS = ("helpdesk", "municipal", "devices", "travel")
 CHUNK = 600  # characters: the long entries become two to four chunks
 DEPTH = 10  # results asked for (MRR@10)
 MODES = {"flowbox (hybrid)": "hybrid", "vector only (MiniLM)": "vector", "BM25 only (FTS5)": "keyword"}
@@ -278,12 +278,13 @@ async def run(args) -> None:
             row.append(f"{m['hit@1']:.3f} {m['hit@5']:.3f} {m['mrr@10']:.3f}")
         print(f"{name:22} |  {row[0]:23} |  {row[1]:23}")
     for domain in DOMAINS:
-        line = []
-        for name in MODES:
-            idxs = [i for i in halves["test"] if questions[i].domain == domain and questions[i].expected is not None]
-            m = ranking_metrics([ranked[name][i] for i in idxs])
-            line.append(f"{name.split(' (')[0]} {m['hit@5']:.3f}/{m['mrr@10']:.3f}")
-        print(f"  test, {domain} (hit@5/MRR@10): " + ", ".join(line))
+        for half, idxs in halves.items():
+            idxs = [i for i in idxs if questions[i].domain == domain and questions[i].expected is not None]
+            line = []
+            for name in MODES:
+                m = ranking_metrics([ranked[name][i] for i in idxs])
+                line.append(f"{name.split(' (')[0]} {m['hit@1']:.3f}/{m['hit@5']:.3f}/{m['mrr@10']:.3f}")
+            print(f"  {half + ', ' + domain:15} (hit@1/hit@5/MRR@10): " + ", ".join(line))
 
     print("\nno answer: share of no-answer questions whose top result is below the line / share of answerable above it")
     answerable = [q.expected is not None for q in questions]
@@ -309,6 +310,14 @@ async def run(args) -> None:
         test = no_answer_metrics([tops[i] for i in halves["test"]], [answerable[i] for i in halves["test"]], line)
         print(f"    {name.split(' <')[0].split(':')[0]:22} dev {share:.3f}   test {test[1]:.3f} (no-answer below: {test[0]:.3f})")
     tops = lines[next(iter(lines))][0]
+    print(f"  flowbox relevance < {idx.RELEVANCE_THRESHOLD}, corpus by corpus:")
+    for domain in DOMAINS:
+        row = []
+        for half, idxs in halves.items():
+            idxs = [i for i in idxs if questions[i].domain == domain]
+            none, some = no_answer_metrics([tops[i] for i in idxs], [answerable[i] for i in idxs], idx.RELEVANCE_THRESHOLD)
+            row.append(f"{none:.3f} / {some:.3f}")
+        print(f"    {domain:22} dev {row[0]}   test {row[1]}")
     print("  flowbox at other relevance thresholds: " + "; ".join(
         f"{t}: dev {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['dev']], [answerable[i] for i in halves['dev']], t))}"
         f" test {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['test']], [answerable[i] for i in halves['test']], t))}"
