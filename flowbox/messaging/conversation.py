@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -35,6 +36,7 @@ from .matcher import embeddings_of
 
 log = logging.getLogger("flowbox.messaging")
 _AGENT_THREAD_NS = uuid.UUID("0b8f61a2-3c1e-4b8e-9a57-8d2b6f0e4c11")
+_RNG = random.Random()  # picks among a step's texts; one for all (seeding one per message costs more than deciding)
 
 
 @dataclass
@@ -282,13 +284,14 @@ async def _decide_and_store(services: Services, project: dict[str, Any], thread_
     if not paused:
         graph = await graph_for(services, project)
         decision = await decide(graph, thread["state"] if thread else {}, engine_input(project, incoming),
-                                threshold=threshold_of(services, project), has_agent=bool(project.get("agent_id")))
+                                threshold=threshold_of(services, project), has_agent=bool(project.get("agent_id")), rng=_RNG)
     outcome = Outcome(delivered=incoming.delivered(thread_id), paused=paused, step=decision.matched if decision else None)
     stored = incoming.stored(decision.contexts if decision else None, decision.intents if decision else None)
     if outcome.step is not None:  # what the message matched, for the webhook and the history too
         stored["step"] = outcome.delivered["step"] = outcome.step
     events = _Events(tx, project)
-    await threads.ensure_thread(tx, project["id"], thread_id)
+    if thread is None:  # its first message (a later one in this batch sees the row as written)
+        await threads.ensure_thread(tx, project["id"], thread_id)
     if thread and thread["paused"] and not paused:  # a timed pause ran out
         await threads.set_paused(tx, project["id"], thread_id, False)
         await _pause_events(events, thread_id, False, reason="timeout")
