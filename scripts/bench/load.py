@@ -2,6 +2,8 @@
 
 - a bare Litestar hello-world's req/s (the baseline, measured here, same wrk settings)
 - flowbox's authed GET /api/public/agent req/s and p99 alone, and its ratio to the baseline (goal >= 0.5)
+- intent-flow REST messages alone (one thread): req/s, p99; for both, the server's CPU time per request
+  (less hurt by a busy machine than req/s)
 - a mixed load at once: authed GETs, intent-flow REST messages, knowledge searches, with sockets held
   open: req/s, p99 and errors for each (goals: 0 errors; knowledge search p99 <= 250 ms; intent-flow
   messages >= 100 req/s, all on one thread, as one busy conversation sends them)
@@ -77,7 +79,22 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
-    return {"rps": rps, "p99_ms": p99_ms, "errors": errors}
+    return {"rps": rps, "p99_ms": p99_ms, "errors": errors, "seconds": seconds}
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's user + system CPU time so far (Linux, as wrk)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, run) -> dict:
+    """``run()``'s wrk result with the server's CPU milliseconds per request."""
+    before = cpu_seconds(pid)
+    result = run()
+    requests = result["rps"] * result["seconds"]
+    result["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / requests if requests else float("nan")
+    return result
 
 
 def post_lua(body: dict, headers: dict[str, str]) -> str:
@@ -138,15 +155,22 @@ def main() -> None:
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT))
         wait_http(f"{base}/healthz")
         auth = {"Authorization": key}
-        alone = wrk(f"{base}/api/public/agent", args.seconds, args.connections, auth)
+        server = procs[-1].pid
+        alone = measured(server, lambda: wrk(f"{base}/api/public/agent", args.seconds, args.connections, auth))
         print(f"hello-world baseline: {baseline['rps']:.0f} req/s, p99 {baseline['p99_ms']:.1f} ms")
         print(f"authed GET alone:     {alone['rps']:.0f} req/s, p99 {alone['p99_ms']:.1f} ms, errors {alone['errors']} "
-              f"-> ratio {alone['rps'] / baseline['rps']:.2f} (goal >= 0.5)")
+              f"-> ratio {alone['rps'] / baseline['rps']:.2f} (goal >= 0.5); server CPU {alone['cpu_ms']:.2f} ms/request")
 
         # a messaging project with a small flow, knowledge for an agent
         project = cli(env, "projects", "create", "load", "--json")
         flow_file = ROOT / "tests" / "messaging" / "messaging_flow.json"
         cli(env, "flows", "import", str(flow_file), "--project", project["projectId"], "--json")
+        message = post_lua({"payload": {"type": "text", "speech": "Hello", "originator": {"name": "Load", "role": "external"}}},
+                           {"Authorization": f"Bearer {project['token']}"})
+        wrk(f"{base}/rest/v1/messages/warm-up", 1, 4, lua=message)
+        messages = measured(server, lambda: wrk(f"{base}/rest/v1/messages/alone-thread", args.seconds, 4, lua=message))
+        print(f"messages alone:       {messages['rps']:.0f} req/s, p99 {messages['p99_ms']:.1f} ms, errors {messages['errors']} "
+              f"(4 connections, one thread); server CPU {messages['cpu_ms']:.2f} ms/message")
         agent = httpx.post(f"{base}/api/public/agent", headers=auth, json={"name": "kb"}).json()
         for i in range(50):
             httpx.post(f"{base}/api/public/knowledge", headers=auth, timeout=60, json={
@@ -162,9 +186,7 @@ def main() -> None:
         results: dict[str, dict] = {}
         jobs = {
             "authed GET": lambda: wrk(f"{base}/api/public/agent", args.seconds, args.connections // 2, auth),
-            "intent-flow message": lambda: wrk(f"{base}/rest/v1/messages/load-thread", args.seconds, 4, lua=post_lua(
-                {"payload": {"type": "text", "speech": "Hello", "originator": {"name": "Load", "role": "external"}}},
-                {"Authorization": f"Bearer {project['token']}"})),
+            "intent-flow message": lambda: wrk(f"{base}/rest/v1/messages/load-thread", args.seconds, 4, lua=message),
             "knowledge search": lambda: wrk(f"{base}/api/public/knowledge/search?q=when+does+store+7+open&agent_id={agent['id']}&limit=5",
                                             args.seconds, 4, auth),
         }
