@@ -246,7 +246,7 @@ async def _handle_group(services: Services, thread_id: str, group: list[_Turn]) 
     done: list[tuple[_Turn, Outcome, Decision | None]] = []
     rest: list[_Turn] = []
     try:
-        async with store.batch() as tx:  # writes only: one hop to the writer
+        async with store.batch() as tx:  # writes only, committed together when the block ends
             for i, turn in enumerate(group):
                 mark = len(tx.statements)
                 try:
