@@ -16,7 +16,7 @@ same way however they are cut (fewer take another path, with other rounding).
 
 Prompt prefixes are reused. A finished sequence's KV cache stays in its slot; a new request takes
 the free slot sharing the longest prefix with its prompt, or a longer prefix from another slot (a
-running one too, copied stream to stream) or from the saved states: a slot's contents are saved
+running one too, copied) or from the saved states: a slot's contents are saved
 there (``llama_state_seq_get_data``, up to ``cache_bytes``) before a different prompt overwrites
 them, so an agent's system prompt or a continued thread evaluates only its new tokens.
 """
@@ -49,9 +49,13 @@ def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
 
 def make_sampler(vocab: Any, *, temperature: float, grammar: str | None, seed: int) -> Any:
     """A sampler chain as llama-cpp-python's completions build it: the grammar first, then greedy
-    at temperature 0, else top-k 40, top-p 0.95, min-p 0.05, the temperature and a seeded draw."""
+    at temperature 0, else top-k 40, top-p 0.95, min-p 0.05, the temperature and a seeded draw.
+    None for greedy without a grammar: the engine takes the logits' argmax itself, which is what
+    the greedy sampler picks (the first highest), without copying the whole vocabulary per token."""
     import llama_cpp
 
+    if temperature == 0 and not grammar:
+        return None
     chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
     if grammar:
         constraint = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
@@ -77,7 +81,7 @@ class Job:
 
     prompt: list[int]
     max_tokens: int
-    sampler: Any
+    sampler: Any  # None: greedy, the engine's argmax (see make_sampler)
     stop: list[bytes]
     cancel: threading.Event
     emit: Callable[[str], None]
@@ -186,17 +190,30 @@ class BatchEngine:
 
         self.model, self.ctx = model, ctx  # the Python wrappers: they own (and free) the native objects
         self.vocab = model.vocab
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.memory = llama_cpp.llama_get_memory(ctx.ctx)
         self.n_ctx = llama_cpp.llama_n_ctx_seq(ctx.ctx)
         self.n_batch = llama_cpp.llama_n_batch(ctx.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
         self.slots = [Slot(seq) for seq in range(slots)]
         self.states = SavedStates(cache_bytes)
-        self._incoming: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._incoming: queue.SimpleQueue[Job | None] = queue.SimpleQueue()  # None: close
         self._waiting: deque[Job] = deque()
         self._turns = itertools.count(1)
         self._piece = ctypes.create_string_buffer(64)
-        threading.Thread(target=self._loop, name="flowbox-batch", daemon=True).start()
+        self._closing = False
+        self._thread = threading.Thread(target=self._loop, name="flowbox-batch", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Ends the engine's thread once the jobs it has are done (a worker process just exits;
+        an engine in a longer-lived process is closed before its context is freed)."""
+        import llama_cpp
+
+        self._closing = True
+        self._incoming.put(None)
+        self._thread.join()
+        llama_cpp.llama_batch_free(self.batch)
 
     def run(self, job: Job) -> tuple[str, int, str]:
         """Queues the job and waits for it (blocking); the sampler is the engine's from now on."""
@@ -219,11 +236,15 @@ class BatchEngine:
             running = [slot for slot in self.slots if slot.job is not None]
             try:
                 if not running and not self._waiting:
-                    self._waiting.append(self._incoming.get())
+                    if self._closing or (job := self._incoming.get()) is None:
+                        return
+                    self._waiting.append(job)
                 while not self._incoming.empty():
-                    self._waiting.append(self._incoming.get_nowait())
+                    if (job := self._incoming.get_nowait()) is not None:
+                        self._waiting.append(job)
                 self._start_waiting()
                 self._end_cancelled()
+                self._pack()
                 if any(slot.job is not None for slot in self.slots):
                     self._step()
             except Exception as exc:  # a mistake of ours: the jobs running fail, the engine goes on
@@ -260,7 +281,13 @@ class BatchEngine:
         usable = max(0, len(prompt) - MIN_CHUNK)  # a shorter prompt is read whole: no prefix is reused
         common = {slot.seq: _common_prefix(np.asarray(slot.tokens, dtype=np.int32), prompt) for slot in self.slots}
         shared = {seq: min(n, usable) for seq, n in common.items()}
-        slot = max(free, key=lambda s: (shared[s.seq], -s.used))
+        running = [s.seq for s in self.slots if s.job is not None]
+
+        def gaps(s: Slot) -> int:  # free ids left between the running sequences if the job takes s
+            ids = running + [s.seq]
+            return max(ids) - min(ids) + 1 - len(ids)
+
+        slot = max(free, key=lambda s: (shared[s.seq], -gaps(s), -s.used))
         reuse = shared[slot.seq]
         donor = max((s for s in self.slots if s is not slot), key=lambda s: shared[s.seq], default=None)
         saved, saved_key = self.states.longest(prompt) if self.states.capacity else (0, None)
@@ -268,10 +295,8 @@ class BatchEngine:
         if len(slot.tokens) - common[slot.seq] >= SAVE_MIN and self.states.capacity:
             self._save(slot)  # another prompt takes its place (a continued thread keeps its own)
         if donor is not None and shared[donor.seq] >= max(reuse, saved) + COPY_GAIN:
-            # another stream holds more of the prompt: copy it whole (llama.cpp copies streams whole)
-            llama_cpp.llama_memory_seq_rm(self.memory, slot.seq, -1, -1)
-            llama_cpp.llama_memory_seq_cp(self.memory, donor.seq, slot.seq, -1, -1)
-            slot.tokens, reuse = list(donor.tokens), shared[donor.seq]
+            # another stream holds more of the prompt: copied whole, then cut to the shared prefix
+            reuse = shared[donor.seq] if self._copy(donor, slot) else 0
         elif saved_key is not None and saved >= reuse + COPY_GAIN:
             data = self.states.get(saved_key)
             if llama_cpp.llama_state_seq_set_data(self.ctx.ctx, data, len(data), slot.seq):
@@ -288,13 +313,48 @@ class BatchEngine:
         job.chunks = [len(job.pending) // parts + (i < len(job.pending) % parts) for i in range(parts)]
         slot.job, slot.used = job, next(self._turns)
 
-    def _save(self, slot: Slot) -> None:
+    def _state(self, slot: Slot) -> Any:
+        """The slot's sequence state (its cells of the KV cache), or None if llama.cpp gives none."""
         import llama_cpp
 
         size = llama_cpp.llama_state_seq_get_size(self.ctx.ctx, slot.seq)
         data = (ctypes.c_uint8 * size)()
-        if llama_cpp.llama_state_seq_get_data(self.ctx.ctx, data, size, slot.seq) == size:
+        return data if llama_cpp.llama_state_seq_get_data(self.ctx.ctx, data, size, slot.seq) == size else None
+
+    def _save(self, slot: Slot) -> None:
+        data = self._state(slot)
+        if data is not None:
             self.states.add(slot.tokens, data)
+
+    def _copy(self, src: Slot, dst: Slot) -> bool:
+        """Puts src's cache in dst's stream too, through its sequence state: the cells it uses
+        (llama.cpp's stream-to-stream copy copies all ``n_ctx`` cells, many times more)."""
+        import llama_cpp
+
+        data = self._state(src)
+        if data is not None and llama_cpp.llama_state_seq_set_data(self.ctx.ctx, data, len(data), dst.seq):
+            dst.tokens = list(src.tokens)
+            return True
+        self._clear(dst)
+        return False
+
+    def _pack(self) -> None:
+        """Keeps the running sequences' ids contiguous. llama.cpp splits a batch at a gap in its
+        sequence ids (0, 2, 3 decode as 0, then 2 and 3), and each part costs nearly a whole step;
+        a request that ends between others leaves such a gap, so the highest sequence moves into it
+        (a copy of its cells: a few milliseconds, about what one split step costs)."""
+        while True:
+            running = [slot for slot in self.slots if slot.job is not None]
+            if len(running) < 2 or running[-1].seq - running[0].seq + 1 == len(running):
+                return
+            gap = next(slot for slot in self.slots[running[0].seq:] if slot.job is None)
+            top = running[-1]
+            if self.states.capacity and len(gap.tokens) - _common_prefix(
+                    np.asarray(gap.tokens, dtype=np.int32), np.asarray(top.tokens, dtype=np.int32)) >= SAVE_MIN:
+                self._save(gap)  # as when a new prompt takes a slot
+            if not self._copy(top, gap):
+                return  # never seen; the split batches still decode right
+            gap.job, gap.used, top.job = top.job, top.used, None
 
     def _clear(self, slot: Slot) -> None:
         import llama_cpp
@@ -367,7 +427,15 @@ class BatchEngine:
                 self._clear(slot)
             return
         for slot, index in sample_at:
-            self._next(slot, llama_cpp.llama_sampler_sample(slot.job.sampler, self.ctx.ctx, index))
+            self._next(slot, self._sample(slot.job, index))
+
+    def _sample(self, job: Job, index: int) -> int:
+        import llama_cpp
+
+        if job.sampler is not None:
+            return llama_cpp.llama_sampler_sample(job.sampler, self.ctx.ctx, index)
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, index), shape=(self.n_vocab,))
+        return int(logits.argmax())
 
     def _next(self, slot: Slot, token: int) -> None:
         import llama_cpp

@@ -72,6 +72,11 @@ class ChatRunner:
         self._seed = llama_cpp.LLAMA_DEFAULT_SEED
         self._seed_lock = threading.Lock()
 
+    def close(self) -> None:
+        self.engine.close()
+        self.ctx.close()
+        self.model.close()
+
     def generate(self, prompt_tokens: list[int], *, max_tokens: int, temperature: float, grammar: str | None,
                  stop, seed, cancel: threading.Event, emit) -> tuple[str, int, str]:
         """Returns (text, completion tokens, finish reason); ``emit`` gets each piece as it comes."""

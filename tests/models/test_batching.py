@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 
 import pytest
 
 from flowbox.models.base import ChatRequest, generate
+from flowbox.models.batching import Job
 from flowbox.models.files import model_path
-from flowbox.models.local import LocalChatModel
+from flowbox.models.local import ChatRunner, LocalChatModel
 
 REQUESTS = [
     ChatRequest(messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12, temperature=0),
@@ -73,3 +75,40 @@ def test_cancelling_one_generation_leaves_the_others_alone(model):
     alone, together = asyncio.run(go())
     assert together == alone
     assert model.scheduler.running == 0 and model.scheduler.waiting == 0
+
+
+def test_a_request_ending_between_others_leaves_no_gap(models_dir):
+    """llama.cpp splits a batch at a gap in its sequence ids; when the second of three requests
+    ends, the third moves into its sequence (the engine in this process, to see its slots)."""
+    runner = ChatRunner(str(model_path(models_dir, "smollm2")), n_ctx=256, n_threads=1, cache_bytes=0, parallel=3)
+    engine = runner.engine
+    prompts = [runner.model.tokenize(f"<|im_start|>user\nTell me about {topic}.<|im_end|>\n<|im_start|>assistant\n".encode(),
+                                     add_bos=False, special=True) for topic in ("the sea", "bread", "robots")]
+    lengths = [24, 3, 24]
+    jobs: list[Job] = []
+    seen: list[list[int]] = []  # the running sequences as the third request goes on after the second ended
+
+    def job(i: int, started: threading.Event) -> Job:
+        def emit(text: str) -> None:  # on the engine's thread, between steps
+            started.set()
+            if i == 2 and len(jobs) == 3 and jobs[1].done.is_set():
+                seen.append([slot.seq for slot in engine.slots if slot.job is not None])
+
+        return Job(prompt=list(prompts[i]), max_tokens=lengths[i], sampler=None, stop=[], cancel=threading.Event(), emit=emit)
+
+    try:
+        alone = [engine.run(job(i, threading.Event())) for i in range(3)]
+        together: list = [None] * 3
+        threads = []
+        for i in range(3):  # one after another, so they take sequences 0, 1, 2
+            started = threading.Event()
+            jobs.append(job(i, started))
+            threads.append(threading.Thread(target=lambda i=i: together.__setitem__(i, engine.run(jobs[i]))))
+            threads[-1].start()
+            assert started.wait(30)
+        for thread in threads:
+            thread.join(60)
+    finally:
+        runner.close()
+    assert together == alone
+    assert len(seen) > 1 and all(2 not in running for running in seen[1:])  # from the next step on, in the second's sequence
