@@ -3,7 +3,9 @@
 aggregate tokens/s of 4 concurrent chats on the local model / tokens/s of the same 4 chats run one
 at a time (goal >= 1.8)
 
-and, for prompt-prefix reuse, the time to the first token of a chat whose long system prompt is new,
+the same for chats of mixed lengths (96, 24, 96 and 48 tokens: a chat ending between others
+leaves a gap in the batch's sequence ids, which llama.cpp would decode as two batches), and, for
+prompt-prefix reuse, the time to the first token of a chat whose long system prompt is new,
 beside that of the next chat with the same system prompt (a new question), which reads only its
 end (at least 64 tokens).
 
@@ -31,11 +33,25 @@ from flowbox.models.files import ensure_model  # noqa: E402
 from flowbox.models.local import LocalChatModel  # noqa: E402
 
 TOPICS = ["a lighthouse keeper", "a dragon who bakes bread", "a lost robot", "two rival gardeners"]
+MIXED = [96, 24, 96, 48]  # max_tokens of chats that end at different steps, the second first
 
 
 def request(topic: str, max_tokens: int) -> ChatRequest:
     return ChatRequest(messages=[{"role": "user", "content": f"Write a long story about {topic}."}],
                        max_tokens=max_tokens, temperature=0)
+
+
+async def compare(model: LocalChatModel, requests: list[ChatRequest], label: str, reverse: bool) -> float:
+    """Runs the requests one at a time and 4 at once; prints both rates and returns their ratio."""
+    ways = [("one at a time", one_at_a_time), ("4 concurrent", together)]
+    rates = {}
+    for name, way in reversed(ways) if reverse else ways:
+        tokens, seconds = await way(model, requests)
+        rates[name] = tokens / seconds
+        print(f"{label}: {name:>13}: {tokens} tokens in {seconds:5.1f} s = {rates[name]:6.1f} tokens/s")
+    ratio = rates["4 concurrent"] / rates["one at a time"]
+    print(f"{label}: ratio {ratio:.2f}")
+    return ratio
 
 
 async def one_at_a_time(model: LocalChatModel, requests: list[ChatRequest]) -> tuple[int, float]:
@@ -91,21 +107,11 @@ async def main() -> None:
     try:
         requests = [request(topic, args.max_tokens) for topic in TOPICS]
         await generate(model, request("warming up", 4))
-        ratios = []
-        for round_ in range(args.rounds):
-            ways = [("one at a time", one_at_a_time), ("4 concurrent", together)]
-            if round_ % 2:
-                ways.reverse()
-            rates = {}
-            for name, way in ways:
-                tokens, seconds = await way(model, requests)
-                rates[name] = tokens / seconds
-                print(f"round {round_ + 1}: {name:>13}: {tokens} tokens in {seconds:5.1f} s = {rates[name]:6.1f} tokens/s")
-            ratios.append(rates["4 concurrent"] / rates["one at a time"])
-            print(f"round {round_ + 1}: ratio {ratios[-1]:.2f}")
+        ratios = [await compare(model, requests, f"round {round_ + 1}", bool(round_ % 2)) for round_ in range(args.rounds)]
+        mixed = await compare(model, [request(topic, n) for topic, n in zip(TOPICS, MIXED)], "mixed lengths", False)
         await prefix_reuse(model)
         print(f"\naggregate tokens/s, 4 concurrent chats / 1 at a time: {statistics.median(ratios):.2f} "
-              f"(median of {len(ratios)} rounds; goal >= 1.8), threads={args.threads}, load={os.getloadavg()[0]:.2f}")
+              f"(median of {len(ratios)} rounds; goal >= 1.8); mixed lengths {mixed:.2f}; threads={args.threads}, load={os.getloadavg()[0]:.2f}")
     finally:
         model.close()
 
