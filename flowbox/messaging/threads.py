@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from ..db import Batch, Store, Tx
-from ..ids import from_iso, iso, new_id
+from ..ids import from_iso, iso, sortable_id
 from .common import BOT_ORIGINATOR
 
 HISTORY_PAGE = 20  # documented: one history request returns at most 20 entries
@@ -79,7 +79,7 @@ async def append(tx: Tx | Batch, project_id: str, thread_id: str, sender: str, o
     await tx.execute(
         "INSERT INTO msg_messages (id, project_id, thread_id, seq, sender, trace_id, originator, message, created_at) "
         "SELECT ?, ?, ?, COALESCE(MAX(seq), 0) + 1, ?, ?, ?, ?, ? FROM msg_messages WHERE project_id = ? AND thread_id = ?",
-        [new_id(), project_id, thread_id, sender, None if trace_id is None else json.dumps(trace_id),
+        [sortable_id(), project_id, thread_id, sender, None if trace_id is None else json.dumps(trace_id),
          json.dumps(originator), json.dumps(message), created, project_id, thread_id],
     )
     return {**message, "createdAt": created}
