@@ -147,11 +147,11 @@ def test_cloud_api_failures_are_clear_errors(setup, cloud):
     cloud.answers.append(lambda record: (500, "<html>oops</html>"))
     response = client.post(url, json=DOC_REQUEST)
     assert response.status_code == 502 and response.json() == {"error": "WhatsApp API error", "message": "The WhatsApp API answered 500"}
+    # the Cloud API would answer 200 after 2 s: a 502 proves the call gave up at its 500 ms limit
+    # (a bound on the elapsed time would also measure how busy the machine is)
     cloud.answers.append(lambda record: time.sleep(2) or 200)
-    started = time.time()
     response = client.post(url, json=DOC_REQUEST)
     assert response.status_code == 502 and "could not be reached" in response.json()["message"]
-    assert time.time() - started < 1.8
     sends = server.call(wa_store.list_sends(server.services.store, server.org_id))
     assert [s["status"] for s in sends] == ["failed"] * 4
 
