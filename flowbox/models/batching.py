@@ -331,6 +331,7 @@ class BatchEngine:
         (llama.cpp's stream-to-stream copy copies all ``n_ctx`` cells, many times more)."""
         import llama_cpp
 
+        self._clear(dst)  # a state of no cells (a request not started yet) would leave dst's own in place
         data = self._state(src)
         if data is not None and llama_cpp.llama_state_seq_set_data(self.ctx.ctx, data, len(data), dst.seq):
             dst.tokens = list(src.tokens)

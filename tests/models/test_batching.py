@@ -8,6 +8,7 @@ import asyncio
 import json
 import threading
 
+import llama_cpp
 import pytest
 
 from flowbox.models.base import ChatRequest, generate
@@ -108,6 +109,12 @@ def test_a_request_ending_between_others_leaves_no_gap(models_dir):
             assert started.wait(30)
         for thread in threads:
             thread.join(60)
+        # a sequence moving into a slot replaces the slot's cells, also when it has none yet (it was
+        # cancelled or moved before its prompt was read): what a slot holds is what its tokens say
+        empty, full = engine.slots[2], engine.slots[0]
+        engine._clear(empty)
+        assert full.tokens and engine._copy(empty, full)
+        assert full.tokens == [] and llama_cpp.llama_memory_seq_pos_max(engine.memory, full.seq) == -1
     finally:
         runner.close()
     assert together == alone
