@@ -292,8 +292,7 @@ class BatchEngine:
         donor = max((s for s in self.slots if s is not slot), key=lambda s: shared[s.seq], default=None)
         saved, saved_key = self.states.longest(prompt) if self.states.capacity else (0, None)
         saved = min(saved, usable)
-        if len(slot.tokens) - common[slot.seq] >= SAVE_MIN and self.states.capacity:
-            self._save(slot)  # another prompt takes its place (a continued thread keeps its own)
+        self._save_before_overwrite(slot, common[slot.seq])  # another prompt takes its place
         if donor is not None and shared[donor.seq] >= max(reuse, saved) + COPY_GAIN:
             # another stream holds more of the prompt: copied whole, then cut to the shared prefix
             reuse = shared[donor.seq] if self._copy(donor, slot) else 0
@@ -326,6 +325,12 @@ class BatchEngine:
         if data is not None:
             self.states.add(slot.tokens, data)
 
+    def _save_before_overwrite(self, slot: Slot, kept: int) -> None:
+        """Saves the slot's contents before other tokens, sharing their first ``kept`` with it, take
+        its place: unless they differ by fewer than SAVE_MIN (a continued thread keeps its own)."""
+        if self.states.capacity and len(slot.tokens) - kept >= SAVE_MIN:
+            self._save(slot)
+
     def _copy(self, src: Slot, dst: Slot) -> bool:
         """Puts src's cache in dst's stream too, through its sequence state: the cells it uses
         (llama.cpp's stream-to-stream copy copies all ``n_ctx`` cells, many times more)."""
@@ -351,9 +356,8 @@ class BatchEngine:
                 return
             gap = next(slot for slot in self.slots[running[0].seq:] if slot.job is None)
             top = running[-1]
-            if self.states.capacity and len(gap.tokens) - _common_prefix(
-                    np.asarray(gap.tokens, dtype=np.int32), np.asarray(top.tokens, dtype=np.int32)) >= SAVE_MIN:
-                self._save(gap)  # as when a new prompt takes a slot
+            self._save_before_overwrite(gap, _common_prefix(np.asarray(gap.tokens, dtype=np.int32),
+                                                            np.asarray(top.tokens, dtype=np.int32)))
             if not self._copy(top, gap):
                 return  # never seen; the split batches still decode right
             gap.job, gap.used, top.job = top.job, top.used, None
