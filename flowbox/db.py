@@ -129,6 +129,11 @@ def _run_batch(conn: sqlite3.Connection, statements: list[tuple[str, Any, bool]]
     conn.execute("COMMIT")
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock (the loop's connection never waits)."""
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 LOOP_BATCH_ROWS = 64  # a batch of at most this many rows commits on the event loop (well under a millisecond)
 CHECKPOINT_EVERY = 100  # commits on the loop between checkpoints: about SQLite's default of 1000 pages
 
@@ -212,7 +217,7 @@ class Store:
         try:
             self._quick.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) and "busy" not in str(exc):
+            if not _busy(exc):
                 raise
             return False
         _run_batch(self._quick, statements, begun=True)
@@ -261,6 +266,6 @@ class Store:
             try:
                 return self._quick.execute(sql, params).fetchall()
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
+                if not _busy(exc):
                     raise
         return await self.fetchall(sql, params)
