@@ -8,7 +8,7 @@ from typing import AsyncIterator
 
 from litestar import Litestar
 
-from . import __version__, core, metrics
+from . import __version__, core, metrics, warmup
 from .admin import area as admin
 from .admin.console import openapi_config
 from .agents import area as agents
@@ -63,7 +63,9 @@ def create_app(config: Config, *, preload_model: bool = True, models: ModelRegis
             for area in AREAS:
                 for hook in area.on_startup:
                     await hook(services)
+            warming = warmup.start(services)  # in the background: serving starts now
             yield
+            warming.cancel()  # before the embedder closes under it
         finally:  # also when startup fails: no thread may outlive the app
             for area in reversed(AREAS):
                 for hook in area.on_shutdown:

@@ -24,7 +24,7 @@ import concurrent.futures
 import contextlib
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -421,21 +421,37 @@ def load_embedder(config: Config, progress: bool = False) -> Embedder:
 class LoadedEmbedder:
     """The app's embedder once loaded; one load at a time."""
     embedder: Embedder | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The load under way, shared by every caller. It runs to its end even when the caller that
+    # started it goes away (a request, the warm start), so no model worker is left unowned.
+    loading: asyncio.Future | None = None
+    closed: bool = False
 
 
 async def get_embedder(services: Services) -> Embedder:
     """The app's embedder, loaded once (off the event loop) on first use."""
     loaded = services.state(LoadedEmbedder)
-    if loaded.embedder is None:
-        async with loaded.lock:
-            if loaded.embedder is None:
-                loaded.embedder = await asyncio.to_thread(load_embedder, services.config)
-    return loaded.embedder
+    if loaded.embedder is not None:
+        return loaded.embedder
+    if loaded.closed:
+        raise ModelError("the server is stopping")
+    if loaded.loading is None:
+        loaded.loading = asyncio.ensure_future(asyncio.to_thread(load_embedder, services.config))
+        loaded.loading.add_done_callback(lambda done: _settle(loaded, done))
+    return await asyncio.shield(loaded.loading)
+
+
+def _settle(loaded: LoadedEmbedder, done: asyncio.Future) -> None:
+    """Keeps a load's embedder; a failed load is tried again by the next caller."""
+    loaded.loading = None
+    if not done.cancelled() and done.exception() is None:
+        loaded.embedder = done.result()
 
 
 async def close_embedder(services: Services) -> None:
     loaded = services.state(LoadedEmbedder)
+    loaded.closed = True
+    if loaded.loading is not None:  # its worker is closed with it below
+        await asyncio.wait([loaded.loading])
     embedder, loaded.embedder = loaded.embedder, None
     if embedder is not None:
         await embedder.aclose()

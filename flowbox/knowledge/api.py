@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any, AsyncIterator
 
 from litestar import Request, delete, get, patch, post
@@ -14,7 +13,6 @@ from ..apidoc import body_doc, doc, query
 from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
 from ..http import Caller, json_body, services_of, whole_number
-from ..services import Services
 from ..validation import is_text
 from . import store as kb
 from .schemas import CREATE_BODY, UPDATE_BODY, Deleted, KnowledgeItem, KnowledgeItemWithContent, KnowledgePage, SearchResults, UsageLimit
@@ -105,16 +103,6 @@ async def update_knowledge(request: Request, principal: Caller, item_id: FromPat
 async def delete_knowledge(request: Request, principal: Caller, item_id: FromPath[str]) -> dict[str, Any]:
     await kb.delete_item(services_of(request).store, principal.org_id, item_id)
     return {"message": "Knowledge item deleted successfully"}
-
-
-async def preload_embedder(services: Services) -> None:
-    """Loads the embedding model at startup when there is knowledge to search, so the first search
-    or chat does not wait for it."""
-    if await services.store.fetchone("SELECT 1 FROM knowledge_items LIMIT 1"):
-        try:
-            await get_embedder(services)
-        except (ModelError, StartupError) as exc:  # searches answer 503 until it is fixed
-            logging.getLogger("flowbox").warning("embedding model not loaded: %s", exc)
 
 
 # Routed by area.py, in a Router that authenticates the caller's API key.

@@ -12,7 +12,6 @@ AREA = Area(
     routes=(authenticated(api.HANDLERS),),  # every route acts for the caller's API key
     migrations=(migrations.migrations,),
     commands=(knowledge,),
-    on_startup=(api.preload_embedder,),
     tool_providers=(agent_tools.knowledge_tools,),
     context_providers=(agent_tools.retrieved_context,),
 )

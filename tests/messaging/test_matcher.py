@@ -186,10 +186,16 @@ def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_
     shop.ready()
     stored = shop.stored_model()
     assert stored is not None and json.loads(stored["model"])["weights"]
-    # a restarted server loads the stored model instead of training again
+    # a restarted server loads the stored model instead of training again, and before any message asks:
+    # the embedding model and the project's intent index are prepared at start (flowbox/warmup.py)
     server.stop()
-    again = make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50)
+    again = make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50, metrics_key="metrics-key-for-this-test")
     shop.server, shop.rest = again, again.client(shop.rest.headers["Authorization"])
+    metrics = again.client("Bearer metrics-key-for-this-test")
+    eventually(lambda: 'flowbox_embeddings_total{model="all-minilm-l6-v2"}' in metrics.get("/metrics").text,
+               "the embedding model loaded at start")
+    compiled = again.services.state(conversation.CompiledFlows).graphs
+    eventually(lambda: shop.project_id in compiled and compiled[shop.project_id].index.learned, "the intent index prepared at start")
     shop.ready()
     assert shop.stored_model() == stored
     assert shop.say("after-restart", "helo")[0] == "greeting"

@@ -1,0 +1,48 @@
+"""Warm start: what a restarted server prepares before its first message asks for it.
+
+A data dir that holds knowledge items or projects with flows gets the embedding model loaded and
+the intent indexes of its projects' flows built (example vectors from SQLite, the stored intent
+model) in the background after startup, so the first message after a restart is answered as fast
+as later ones, and startup itself waits for none of it. An empty data dir loads nothing. When the
+model cannot be loaded this logs it once and everything stays lazy, as without a warm start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .embeddings import get_embedder
+from .messaging.conversation import graph_for
+from .services import Services
+
+log = logging.getLogger("flowbox")
+# Projects prepared at start, the most recently changed first; any other is prepared by its first
+# message, as before (thousands of idle projects should not hold the CPU after every restart).
+WARM_PROJECTS = 100
+
+
+def start(services: Services) -> asyncio.Task:
+    return services.spawn(_warm(services), name="warm-start")
+
+
+async def _warm(services: Services) -> None:
+    store = services.store
+    projects = await store.fetchall(
+        "SELECT id, flows_version FROM msg_projects p WHERE EXISTS (SELECT 1 FROM msg_flows WHERE project_id = p.id) "
+        "ORDER BY updated_at DESC LIMIT ?", [WARM_PROJECTS])
+    if not projects and not await store.fetchone("SELECT 1 FROM knowledge_items LIMIT 1"):
+        return
+    try:
+        await get_embedder(services)
+    except Exception as exc:  # noqa: BLE001 - a missing model is loaded (or reported) again when first needed
+        log.warning("embedding model not loaded at start: %s", exc)
+        return
+    for project in projects:
+        try:
+            graph = await graph_for(services, dict(project))
+        except Exception as exc:  # noqa: BLE001 - its first message tries again (and answers the error)
+            log.warning("preparing the flows of project %s failed: %r", project["id"], exc)
+            continue
+        if graph.index.learning is not None:  # one project's model at a time: live requests share the CPU
+            await asyncio.wait([graph.index.learning])
