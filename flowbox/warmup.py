@@ -34,7 +34,8 @@ async def _warm(services: Services) -> None:
     if not projects and not await store.fetchone("SELECT 1 FROM knowledge_items LIMIT 1"):
         return
     try:
-        await get_embedder(services)
+        embedder = await get_embedder(services)
+        await embedder.embed(["warm start"])  # a model's first call sets up its buffers: not a user's wait
     except Exception as exc:  # noqa: BLE001 - a missing model is loaded (or reported) again when first needed
         log.warning("embedding model not loaded at start: %s", exc)
         return
