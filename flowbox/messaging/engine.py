@@ -85,7 +85,8 @@ def build_graph(flows: list[dict[str, Any]], version: int) -> Graph:
             for parent in step["contexts"]:
                 children.setdefault(parent, []).append(step)
     intents = [(s["stepId"], [e["query"] for e in s["intent"]["examples"]]) for s in steps.values() if s["type"] == "INTENT"]
-    return Graph(version, steps, flow_of, children, top, first_of_flow, IntentIndex(intents))
+    levels = [[s["stepId"] for s in level if s["type"] == "INTENT"] for level in (top, *children.values())]
+    return Graph(version, steps, flow_of, children, top, first_of_flow, IntentIndex(intents, levels))
 
 
 @dataclass

@@ -29,6 +29,7 @@ import numpy as np
 
 from ..ids import iso
 from ..services import Services
+from . import common_phrasings
 from .intents import Features, Model, expand, train
 
 log = logging.getLogger("flowbox.messaging")
@@ -48,6 +49,11 @@ CONTEXT_SHARE = 0.5
 # Chosen on the dev half of scripts/eval/intents.py (0.25 to 0.40 get every dev slot case right).
 ANSWER_MARGIN = 0.33
 LEARNED_MAX = 0.9999
+# A message no intent matched still matches an intent that makes a common move (common_phrasings)
+# when it is this close (MiniLM cosine) to one of the move's common phrasings. On the dev half of
+# scripts/eval/intents.py every message from 0.6 up (40 of them) was that move; below it the first
+# wrong ones appear ("sign up" near "signing off").
+PHRASING_BAR = 0.6
 
 
 def normalize(text: str) -> str:
@@ -127,7 +133,7 @@ def embeddings_of(services: Services) -> Embeddings:
 class IntentIndex:
     """The INTENT examples of one project's flow version."""
 
-    def __init__(self, intents: Iterable[tuple[str, list[str]]]):
+    def __init__(self, intents: Iterable[tuple[str, list[str]]], levels: Iterable[list[str]] = ()):
         self.exact: dict[str, list[str]] = {}
         self.spans: dict[str, tuple[int, int]] = {}
         self.texts: list[str] = []
@@ -138,6 +144,10 @@ class IntentIndex:
                 self.texts.append(query)
             if len(self.texts) > start:
                 self.spans[step_id] = (start, len(self.texts))
+        self.levels = [list(level) for level in levels]  # intents that compete: the top level, each step's children
+        self.moves: dict[str, str] = {}  # step id -> the common move it makes (common_phrasings)
+        self.phrasings = np.zeros((0, 0), dtype=np.float32)  # the common phrasings lent to those intents
+        self.phrasing_owner = np.zeros(0, dtype=object)  # the step id each phrasing is lent to
         self.row = {step_id: i for i, step_id in enumerate(self.spans)}  # an intent's row in the features
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
@@ -148,11 +158,36 @@ class IntentIndex:
         """Loads or computes the example vectors; without an embedder only exact matches work."""
         if self.texts and await embeddings.ready():
             try:
-                self.matrix = await embeddings.examples(self.texts)
+                matrix = await embeddings.examples(self.texts)
+                phrasings = await embeddings.examples(common_phrasings.TEXTS)
             except Exception as exc:  # noqa: BLE001 - the engine keeps answering exact matches
                 log.warning("embedding intent examples failed (%r); exact matches only for now", exc)
                 return
+            self.matrix = matrix
+            self._borrow(phrasings)
             self.embeddings = embeddings
+
+    def _borrow(self, phrasings: np.ndarray) -> None:
+        """Lends each intent that makes a common move (a greeting, a thank-you, a yes...) that move's
+        common phrasings (``common_phrasings``): exact matches, and close paraphrases when nothing
+        else matches (``_best_phrasing``)."""
+        spans = list(self.spans.items())
+        position = {step_id: i for i, (step_id, _) in enumerate(spans)}
+        levels = [[position[s] for s in level if s in position] for level in self.levels]
+        moves = common_phrasings.assign([self.matrix[a:b] for _, (a, b) in spans], phrasings, levels)
+        written = set(self.exact)  # a flow's own example matches its own intents only
+        rows, owners = [], []
+        for i, move in moves.items():
+            step_id = spans[i][0]
+            for j in np.flatnonzero(common_phrasings.MOVE_OF_TEXT == common_phrasings.MOVES.index(move)):
+                rows.append(j)
+                owners.append(step_id)
+                text = normalize(common_phrasings.TEXTS[j])
+                if text not in written:
+                    self.exact.setdefault(text, []).append(step_id)
+            self.moves[step_id] = move
+        self.phrasings = phrasings[rows]
+        self.phrasing_owner = np.asarray(owners, dtype=object)
 
     @property
     def ready(self) -> bool:
@@ -218,12 +253,14 @@ class IntentIndex:
         # (Speller): the spelling whose match is surest wins.
         queries = learned[0].speller.variants(expand(text)) if learned is not None else [text]
         best: tuple[str, float] | None = None
+        vectors = []
         for query in queries:
             try:
                 vector = await self.embeddings.query(query or text)
             except Exception as exc:  # noqa: BLE001 - as if nothing matched: the UNKNOWN step answers
                 log.warning("embedding a message failed: %r", exc)
                 return None
+            vectors.append(vector)
             needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
             if question is not None:
                 needed = await self._answer_bar(question, vector, learned is not None)
@@ -235,6 +272,8 @@ class IntentIndex:
                                              threshold=threshold, rivals=rivals, needed=needed)
             if found is not None and (best is None or found[1] > best[1]):
                 best = found
+        if best is None and question is None:
+            best = self._best_phrasing(vectors, step_ids, threshold)
         return best
 
     async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:
@@ -291,6 +330,21 @@ class IntentIndex:
         except Exception as exc:  # noqa: BLE001 - the text is taken as the answer
             log.warning("embedding a slot's question failed: %r", exc)
             return None
+
+    def _best_phrasing(self, vectors: list[np.ndarray], step_ids: list[str], threshold: float) -> tuple[str, float] | None:
+        """When no intent matched: the intent lent the common phrasing closest to the message (any of
+        its spellings), if that phrasing is at least ``PHRASING_BAR`` close; the cosine is the match's
+        confidence and must reach the threshold too. "can a person help me here" finds no example of a
+        "Human" intent close enough, but it paraphrases "can a person help me"."""
+        lent = np.isin(self.phrasing_owner, step_ids)
+        if not lent.any():
+            return None
+        similarity = np.max([self.phrasings[lent] @ vector for vector in vectors], axis=0)
+        closest = int(np.argmax(similarity))
+        confidence = min(float(similarity[closest]), LEARNED_MAX)  # 1.0 is an exact example's
+        if similarity[closest] < PHRASING_BAR or confidence < threshold:
+            return None
+        return str(self.phrasing_owner[lent][closest]), confidence
 
     def _best_by_cosine(self, vector: np.ndarray, step_ids: list[str], needed: float) -> tuple[str, float] | None:
         """Before the model is ready: the intent with the closest example, if that cosine reaches ``needed``."""

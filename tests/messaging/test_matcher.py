@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from flowbox.messaging import conversation, intents, projects
+from flowbox.messaging import common_phrasings, conversation, intents, projects
 from tests.helpers import Receiver, eventually
 
 
@@ -158,6 +158,38 @@ def test_slot_answers_report_their_step(shop):
     assert [(m["fallback"], m["step"]["stepId"], m["step"]["type"]) for m in users] == [
         ("I want to rent a bike", "rent", "INTENT"), ("lots of them", "bikes", "SLOT"), ("3 please", "bikes", "SLOT")]
     assert bots[-1]["step"]["stepId"] == "bikes-done" and bots[-1]["params"]["bikes"][0]["value"] == "3"
+
+
+def test_common_moves_match_their_common_phrasings(shop):
+    shop.ready()
+    # slang and paraphrases no example of the flow is near: greeting, goodbye, thanks, asking for a
+    # person, and answering a yes/no question each reach the intent whose examples make that move
+    for n, (text, want) in enumerate([("howdy", "greeting"), ("laters", "goodbye"), ("ttyl", "goodbye"),
+                                      ("ta very much", "thanks"), ("representative", "human"),
+                                      ("can a person help me here", "human")]):
+        assert shop.say(f"move-{n}", text)[0] == want, text
+    assert shop.say("hold", "I want to return my bike")[0] == "return"
+    assert shop.say("hold", "hold off for now")[0] == "return-no"
+    assert shop.say("go", "I want to return my bike")[0] == "return"
+    assert shop.say("go", "absolutely")[0] == "return-yes"
+    # which intent makes which move comes from its examples; the others borrow nothing
+    graph = shop.server.call(conversation.graph_for(shop.server.services, shop.project()))
+    assert graph.index.moves == {"greeting": "greeting", "goodbye": "goodbye", "thanks": "thanks", "human": "person",
+                                 "return-yes": "yes", "return-no": "no"}
+    # a yes/no answer's phrasings are lent within its question only
+    assert shop.say("no-question", "absolutely")[0] == "unknown"
+
+
+def test_a_move_goes_to_one_intent_of_a_level():
+    phrasings = np.eye(len(common_phrasings.TEXTS), dtype=np.float32)  # each phrasing its own direction
+    bye = [common_phrasings.TEXTS.index(t) for t in ("bye", "goodbye", "see you later")]
+    unrelated = np.zeros((1, len(phrasings)), dtype=np.float32)
+    examples = [phrasings[bye], np.vstack([phrasings[bye[:2]], unrelated]), np.vstack([unrelated, unrelated])]
+    # two intents of one level that both read as goodbyes: the one whose examples are more so
+    # borrows; equally so, neither does (their author set them apart); other levels are apart
+    assert common_phrasings.assign(examples, phrasings, [[0, 1, 2]]) == {0: "goodbye"}
+    assert common_phrasings.assign([examples[0], examples[0]], phrasings, [[0, 1]]) == {}
+    assert common_phrasings.assign([examples[0], examples[0]], phrasings, [[0], [1]]) == {0: "goodbye", 1: "goodbye"}
 
 
 def test_a_free_text_slot_takes_answers_but_yields_to_a_clear_change_of_topic(shop):
