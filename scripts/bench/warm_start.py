@@ -12,7 +12,7 @@ several times and measures POST /rest/v1/messages (it returns once the reply is 
                (and how long after startup that was);
   * later:     the next messages of the same server, for comparison.
 
-    flock /tmp/flowbox-bench.lock .venv/bin/python scripts/bench/warm_start.py [--rounds 3] [--threads N]
+    flock /tmp/flowbox-bench.lock .venv/bin/python scripts/bench/warm_start.py [--rounds 3] [--threads N] [--models-dir DIR]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -38,7 +39,7 @@ TEXTS = ["hiya, anybody there?", "is it going to rain later?", "can I get my mon
 class Running:
     """A real flowbox server in a thread, on the data dir."""
 
-    def __init__(self, data_dir: str, threads: int):
+    def __init__(self, data_dir: str, models_dir: str, threads: int):
         os.environ["FLOWBOX_DATA_DIR"] = data_dir
         from flowbox import config as config_mod
         from flowbox.app import create_app
@@ -47,7 +48,7 @@ class Running:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
         cfg = config_mod.load(None).replace(host="127.0.0.1", port=port, rate_limit_per_minute=0, log_level="warning",
-                                            n_threads=threads)
+                                            n_threads=threads, models_dir=models_dir)
         self.began = time.perf_counter()
         self.app = create_app(cfg, preload_model=False)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
@@ -99,13 +100,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="n_threads for the local models (0 = all cores)")
+    parser.add_argument("--models-dir", default=os.environ.get("FLOWBOX_TEST_MODELS_DIR") or str(Path.home() / ".cache" / "flowbox-test-models"))
     args = parser.parse_args()
     logging_off()
     from flowbox import orgs, warmup
     from flowbox.messaging import projects
 
     data_dir = tempfile.mkdtemp(prefix="flowbox-bench-warm-")
-    first = Running(data_dir, args.threads)
+    first = Running(data_dir, args.models_dir, args.threads)
     org, _ = first.call(orgs.ensure_default_org(first.services.store, with_key=False))
     project, token = first.call(projects.create_project(first.services.store, org["id"], "bench", {}))
     headers = {"Authorization": f"Bearer {token}"}
@@ -121,7 +123,7 @@ def main() -> None:
     for round_no in range(args.rounds):
         for mode in ("cold", "at once", "when warm"):
             warmup.WARM_PROJECTS = 0 if mode == "cold" else default
-            server = Running(data_dir, args.threads)
+            server = Running(data_dir, args.models_dir, args.threads)
             results["serving"].append(server.serving * 1000)
             with httpx.Client(base_url=server.base, headers=headers, timeout=120) as client:
                 client.get("/healthz")  # the connection is open before anything is timed
