@@ -159,12 +159,15 @@ class IntentIndex:
         if self.texts and await embeddings.ready():
             try:
                 matrix = await embeddings.examples(self.texts)
-                phrasings = await embeddings.examples(common_phrasings.TEXTS)
+                phrasings = None
+                if embeddings.model.split(":")[0] == common_phrasings.MODEL:
+                    phrasings = await embeddings.examples(common_phrasings.TEXTS)  # embedded once, then cached
             except Exception as exc:  # noqa: BLE001 - the engine keeps answering exact matches
                 log.warning("embedding intent examples failed (%r); exact matches only for now", exc)
                 return
             self.matrix = matrix
-            self._borrow(phrasings)
+            if phrasings is not None:
+                self._borrow(phrasings)
             self.embeddings = embeddings
 
     def _borrow(self, phrasings: np.ndarray) -> None:
