@@ -154,6 +154,11 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
     item = inbox.locator(f".thread-item[data-thread='{thread}']")
     expect(item.locator("[data-tag=handover]")).to_be_visible()
     item.focus()
+    # the user writes again: the live list is redrawn, and the item keeps the keyboard's focus
+    tab.fill("#bot-input", "still there?")
+    tab.press("#bot-input", "Enter")
+    expect(item).to_contain_text("still there?")
+    expect(item).to_be_focused()
     inbox.keyboard.press("Enter")
     expect(inbox.locator("#thread .msg.customer").first).to_contain_text("hello")
     expect(inbox.locator("#thread .msg.customer .meta").first).to_have_text("matched INTENT “Greeting”")

@@ -38,7 +38,10 @@ export async function render(main, args) {
     const query = filter === "all" ? "" : `?only=${filter}`;
     try {
       const threads = await api(`${base}/threads${query}`, { signal: controller.signal });
+      // a live refresh replaces the items: the one a keyboard user was on keeps the focus
+      const focused = list.contains(document.activeElement) ? document.activeElement.dataset.thread : null;
       mount(list, threads.length ? threads.map(threadItem) : h("li", { class: "panel empty" }, "No threads here."));
+      if (focused) list.querySelector(`.thread-item[data-thread="${CSS.escape(focused)}"]`)?.focus();
     } catch (err) {
       if (err.name !== "AbortError") mount(list, h("li", {}, errorBox(err)));
     }
