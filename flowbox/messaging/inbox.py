@@ -127,6 +127,10 @@ async def explain(services: Services, project: dict[str, Any], thread_id: str | 
     }
 
 
+MOVE_WORDS = {"greeting": "greet", "goodbye": "say goodbye", "thanks": "say thanks", "person": "ask for a person",
+              "yes": "say yes", "no": "say no"}  # the moves of common_phrasings, in words
+
+
 def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     matched = decision.matched
     top = scores["intents"][0] if scores["intents"] else None
@@ -149,8 +153,15 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             return f"An answer to the question of “{matched['title']}”: {entity} takes it as params.{label}."
         return f"An answer to the question of “{matched['title']}”, not a valid {entity}; the slot is optional, so it is skipped."
     if kind == "INTENT" and item is not None:
-        if item["exact"]:
+        move = f"a common way to {MOVE_WORDS[item['move']]}, which its examples do" if item.get("move") else ""
+        if item.get("commonExact"):
+            reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
+        elif item["exact"]:
             reason = "The text is one of its examples (case and punctuation aside): confidence 1.00."
+        elif move and scores["method"] == "learned" and decision.intents and decision.intents[0]["confidence"] != item["confidence"]:
+            # not the learned model's match: the one made when nothing else matched (IntentIndex._best_phrasing)
+            reason = (f"The learned model matched no intent (below the threshold {threshold:.2f} or off its topic), but the "
+                      f"text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}.")
         elif scores["method"] == "learned":
             reason = (f"The learned model gives it {item['confidence']:.2f} (threshold {threshold:.2f}); "
                       f"its closest example is “{item['example']}” (similarity {item['similarity']:.2f}).")

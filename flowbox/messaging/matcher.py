@@ -148,6 +148,8 @@ class IntentIndex:
         self.moves: dict[str, str] = {}  # step id -> the common move it makes (common_phrasings)
         self.phrasings = np.zeros((0, 0), dtype=np.float32)  # the common phrasings lent to those intents
         self.phrasing_owner = np.zeros(0, dtype=object)  # the step id each phrasing is lent to
+        self.phrasing_text = np.zeros(0, dtype=int)  # and which of common_phrasings.TEXTS it is
+        self.common_exact: set[str] = set()  # the normalised phrasings that match exactly
         self.row = {step_id: i for i, step_id in enumerate(self.spans)}  # an intent's row in the features
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
@@ -188,9 +190,11 @@ class IntentIndex:
                 text = normalize(common_phrasings.TEXTS[j])
                 if text not in written:
                     self.exact.setdefault(text, []).append(step_id)
+                    self.common_exact.add(text)
             self.moves[step_id] = move
         self.phrasings = phrasings[rows]
         self.phrasing_owner = np.asarray(owners, dtype=object)
+        self.phrasing_text = np.asarray(rows, dtype=int)
 
     @property
     def ready(self) -> bool:
@@ -282,7 +286,9 @@ class IntentIndex:
     async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:
         """Why ``best`` chose as it did, for people (the console's test chat; read only): for each of
         ``step_ids`` its closest example and that cosine, whether an example equals the text, and the
-        learned model's confidence once it is ready; most likely first. ``method`` says what decided:
+        learned model's confidence once it is ready; for an intent that makes a common move, the move
+        (``move``), its common phrasing nearest the text (``phrasing``, ``phrasingSimilarity``) and whether
+        the text is one of them (``commonExact``); most likely first. ``method`` says what decided:
         ``learned``, ``similarity`` (before the model is ready) or ``exact`` (no embedding model)."""
         exact = set(self.exact.get(normalize(text), []))
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
@@ -305,14 +311,24 @@ class IntentIndex:
                 sure = np.minimum(learned[1].confidence(features), LEARNED_MAX)
                 if confidence is None or sure.max() > confidence.max():
                     vector, confidence = found, sure
+        for step_id, item in items.items():
+            if step_id in self.moves:  # the common move its examples make, and the phrasing nearest the text
+                item["move"] = self.moves[step_id]
+                item["commonExact"] = item["exact"] and normalize(text) in self.common_exact
         if vector is not None:
             cosines = self.matrix @ vector
+            lent = self.phrasings @ vector if len(self.phrasings) else np.zeros(0)
             for step_id, item in items.items():
                 start, end = self.spans[step_id]
                 closest = start + int(np.argmax(cosines[start:end]))
                 item["example"], item["similarity"] = self.texts[closest], round(float(cosines[closest]), 4)
                 if confidence is not None and not item["exact"]:
                     item["confidence"] = round(float(confidence[self.row[step_id]]), 4)
+                if step_id in self.moves:
+                    rows = np.flatnonzero(self.phrasing_owner == step_id)
+                    nearest = rows[int(np.argmax(lent[rows]))]
+                    item["phrasing"] = common_phrasings.TEXTS[self.phrasing_text[nearest]]
+                    item["phrasingSimilarity"] = round(float(lent[nearest]), 4)
         ranked = sorted(items.values(), key=lambda i: (i["confidence"] or 0.0, i["similarity"] or 0.0), reverse=True)
         return {"method": method, "intents": ranked}
 

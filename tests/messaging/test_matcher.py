@@ -176,6 +176,14 @@ def test_common_moves_match_their_common_phrasings(shop):
     graph = shop.server.call(conversation.graph_for(shop.server.services, shop.project()))
     assert graph.index.moves == {"greeting": "greeting", "goodbye": "goodbye", "thanks": "thanks", "human": "person",
                                  "return-yes": "yes", "return-no": "no"}
+    # the console's explanation names the move and the phrasing
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "laters"}).json()
+    assert explained["step"]["stepId"] == "goodbye" and explained["confidence"] == 1.0
+    assert "a common way to say goodbye, which its examples do" in explained["explanation"]
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "can a person help me here"}).json()
+    assert explained["step"]["stepId"] == "human" and explained["intents"][0]["phrasing"] == "can a person help me"
+    assert "close to “can a person help me”" in explained["explanation"], explained["explanation"]
     # a yes/no answer's phrasings are lent within its question only
     assert shop.say("no-question", "absolutely")[0] == "unknown"
 
