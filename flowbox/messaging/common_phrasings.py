@@ -71,6 +71,7 @@ SHARE = 0.5
 # intent borrows.
 MODEL = "all-minilm-l6-v2"
 MOVES = tuple(PHRASINGS)
+ANSWERS = ("yes", "no")  # moves that answer a step's question: lent to a step's children only
 TEXTS = [text for move in MOVES for text in PHRASINGS[move]]
 MOVE_OF_TEXT = np.repeat(np.arange(len(MOVES)), [len(PHRASINGS[m]) for m in MOVES])
 

@@ -144,7 +144,7 @@ class IntentIndex:
                 self.texts.append(query)
             if len(self.texts) > start:
                 self.spans[step_id] = (start, len(self.texts))
-        self.levels = [list(level) for level in levels]  # intents that compete: the top level, each step's children
+        self.levels = [list(level) for level in levels]  # intents that compete: the top level first, then each step's children
         self.moves: dict[str, str] = {}  # step id -> the common move it makes (common_phrasings)
         self.phrasings = np.zeros((0, 0), dtype=np.float32)  # the common phrasings lent to those intents
         self.phrasing_owner = np.zeros(0, dtype=object)  # the step id each phrasing is lent to
@@ -180,6 +180,10 @@ class IntentIndex:
         position = {step_id: i for i, (step_id, _) in enumerate(spans)}
         levels = [[position[s] for s in level if s in position] for level in self.levels]
         moves = common_phrasings.assign([self.matrix[a:b] for _, (a, b) in spans], phrasings, levels)
+        # a bare "no" on a new thread answers nothing: a top-level intent whose examples read as
+        # yes or no ("never mind", "forget it" for a cancel) borrows no answers
+        top = set(levels[0]) if levels else set()
+        moves = {i: m for i, m in moves.items() if m not in common_phrasings.ANSWERS or i not in top}
         written = set(self.exact)  # a flow's own example matches its own intents only
         rows, owners = [], []
         for i, move in moves.items():
