@@ -52,13 +52,13 @@ FLOW = {"flowId": "bikes", "title": "Bike shop", "steps": [
 class Shop:
     """The bike shop as a project; ``say`` answers (matched stepId, reply texts) from the webhook."""
 
-    def __init__(self, server, receiver: Receiver):
+    def __init__(self, server, receiver: Receiver, flow: dict = FLOW):
         self.server, self.receiver = server, receiver
-        project, token = server.call(projects.create_project(server.services.store, server.org_id, "bikes",
+        project, token = server.call(projects.create_project(server.services.store, server.org_id, flow["flowId"],
                                                              {"webhookUrl": receiver.url("/hook")}))
         self.project_id = project["id"]
         self.rest = server.client(f"Bearer {token}")
-        response = self.rest.post(f"/v1/projects/{self.project_id}/flows", json=FLOW)
+        response = self.rest.post(f"/v1/projects/{self.project_id}/flows", json=flow)
         assert response.status_code == 201, response.text
 
     def events(self, kind: str, thread: str) -> list[dict]:
@@ -186,6 +186,25 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert "close to “can a person help me”" in explained["explanation"], explained["explanation"]
     # a yes/no answer's phrasings are lent within its question only
     assert shop.say("no-question", "absolutely")[0] == "unknown"
+
+
+def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
+    # a top-level cancel whose examples read as "no" borrows no answers: a bare "nope" on a new
+    # thread answers no question; inside the order's question it is that question's "no"
+    flow = {"flowId": "cafe", "title": "Cafe", "steps": [
+        intent("stop", ["never mind", "forget it", "cancel that", "I changed my mind", "stop the order"], "Stopped."),
+        intent("order", ["I want a coffee", "one latte please", "can I order a cappuccino"], "Anything to eat with it?"),
+        intent("order-yes", ["yes", "yes please", "sure"], "What would you like?", contexts=("order",)),
+        intent("order-no", ["no", "no thanks", "just the coffee"], "Coming up.", contexts=("order",)),
+        {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]},
+    ]}
+    cafe = Shop(org_server, receiver, flow)
+    cafe.ready()
+    graph = cafe.server.call(conversation.graph_for(cafe.server.services, cafe.project()))
+    assert graph.index.moves == {"order-yes": "yes", "order-no": "no"}
+    assert cafe.say("bare", "nope")[0] == "unknown"
+    assert cafe.say("asked", "one latte please")[0] == "order"
+    assert cafe.say("asked", "nope")[0] == "order-no"
 
 
 def test_a_move_goes_to_one_intent_of_a_level():
