@@ -13,6 +13,10 @@ a ridge ranker recomputed from the example vectors) built in the background; unt
 message is matched as before (the best cosine to an example, at least the threshold), so no
 message waits for training. When the embedding model is unavailable the index keeps working on
 exact matches alone.
+
+An intent whose examples greet, say goodbye, thank, ask for a person or answer yes/no also
+borrows that move's common phrasings (``common_phrasings``): they match exactly, and a message
+nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``).
 """
 
 from __future__ import annotations
