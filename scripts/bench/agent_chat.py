@@ -27,7 +27,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 # The direct side waits for its threads as flowbox's model workers do (models/worker.py), so (a)
 # compares the API layer, not two OpenMP wait policies. Set before llama.cpp is loaded.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from flowbox.models.worker import thread_wait  # noqa: E402
+
+os.environ.update({k: v for k, v in thread_wait(spin=False).items() if v is not None})
 
 from flowbox.models.files import ensure_model  # noqa: E402
 
