@@ -18,63 +18,28 @@ several times and measures POST /rest/v1/messages (it returns once the reply is 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "eval"))
+from inprocess import InProcessServer  # noqa: E402 - the evaluations' in-process server
 from messaging import flow, logging_off  # noqa: E402 - the messaging bench's flow
 
 TEXTS = ["hiya, anybody there?", "is it going to rain later?", "can I get my money back", "where is my parcel"]
 
 
-class Running:
+class Running(InProcessServer):
     """A real flowbox server in a thread, on the data dir."""
 
     def __init__(self, data_dir: str, models_dir: str, threads: int):
-        os.environ["FLOWBOX_DATA_DIR"] = data_dir
-        from flowbox import config as config_mod
-        from flowbox.app import create_app
-
-        with __import__("socket").socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        cfg = config_mod.load(None).replace(host="127.0.0.1", port=port, rate_limit_per_minute=0, log_level="warning",
-                                            n_threads=threads, models_dir=models_dir)
-        self.began = time.perf_counter()
-        self.app = create_app(cfg, preload_model=False)
-        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
-        self.server.install_signal_handlers = lambda: None
-        self.base = f"http://127.0.0.1:{port}"
-        started = threading.Event()
-
-        def run() -> None:
-            self.loop = asyncio.new_event_loop()
-            asyncio.set_event_loop(self.loop)
-            started.set()
-            self.loop.run_until_complete(self.server.serve())
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-        started.wait()
-        while not self.server.started:
-            time.sleep(0.005)
-        self.serving = time.perf_counter() - self.began
-
-    @property
-    def services(self):
-        return self.app.state.services
-
-    def call(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(300)
+        super().__init__("warm", (), 300, data_dir=data_dir, models_dir=Path(models_dir), n_threads=threads)
 
     def warm(self, project_id: str) -> bool:
         from flowbox.embeddings import LoadedEmbedder
@@ -82,10 +47,6 @@ class Running:
 
         graph = self.services.state(CompiledFlows).graphs.get(project_id)
         return self.services.state(LoadedEmbedder).embedder is not None and graph is not None and graph.index.ready
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
 
 
 def say(client: httpx.Client, thread: str, text: str) -> float:
@@ -111,7 +72,7 @@ def main() -> None:
     org, _ = first.call(orgs.ensure_default_org(first.services.store, with_key=False))
     project, token = first.call(projects.create_project(first.services.store, org["id"], "bench", {}))
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=first.base, headers=headers, timeout=120) as client:
+    with httpx.Client(base_url=first.base_url, headers=headers, timeout=120) as client:
         assert client.post(f"/v1/projects/{project['id']}/flows", json=flow()).status_code == 201
         say(client, "setup", "hello")
     while not first.warm(project["id"]):  # the learned model is stored
@@ -125,7 +86,7 @@ def main() -> None:
             warmup.WARM_PROJECTS = 0 if mode == "cold" else default
             server = Running(data_dir, args.models_dir, args.threads)
             results["serving"].append(server.serving * 1000)
-            with httpx.Client(base_url=server.base, headers=headers, timeout=120) as client:
+            with httpx.Client(base_url=server.base_url, headers=headers, timeout=120) as client:
                 client.get("/healthz")  # the connection is open before anything is timed
                 if mode == "when warm":
                     while not server.warm(project["id"]):

@@ -16,26 +16,31 @@ MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".c
 
 
 class InProcessServer:
-    """A real flowbox server (temp data dir, loopback) in a background thread; ``models`` are the
-    built-in models prepared into ``MODELS_DIR`` first (offline once there, as for the tests)."""
+    """A real flowbox server (loopback) in a background thread, on ``data_dir`` (default: a new temp
+    dir); ``models`` are the built-in models prepared into ``models_dir`` first (offline once there,
+    as for the tests); ``settings`` are config settings of its own (``n_threads=1``)."""
 
-    def __init__(self, name: str, models: tuple[str, ...], call_timeout: float = 600) -> None:
+    def __init__(self, name: str, models: tuple[str, ...], call_timeout: float = 600, *,
+                 data_dir: str | None = None, models_dir: Path = MODELS_DIR, **settings) -> None:
         import uvicorn
 
         from flowbox import config as config_mod
         from flowbox.app import create_app
         from flowbox.models.files import ensure_model
 
-        MODELS_DIR.mkdir(parents=True, exist_ok=True)
+        models_dir.mkdir(parents=True, exist_ok=True)
         for model in models:
-            ensure_model(MODELS_DIR, model, progress=True)
-        os.environ["FLOWBOX_DATA_DIR"] = tempfile.mkdtemp(prefix=f"flowbox-eval-{name}-")
-        os.environ["FLOWBOX_MODELS_DIR"] = str(MODELS_DIR)
+            ensure_model(models_dir, model, progress=True)
+        os.environ["FLOWBOX_DATA_DIR"] = data_dir or tempfile.mkdtemp(prefix=f"flowbox-eval-{name}-")
+        os.environ["FLOWBOX_MODELS_DIR"] = str(models_dir)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}"
         self.call_timeout = call_timeout
-        self.config = config_mod.load(None).replace(host="127.0.0.1", port=self.port, rate_limit_per_minute=0, log_level="warning")
+        self.config = config_mod.load(None).replace(host="127.0.0.1", port=self.port, rate_limit_per_minute=0,
+                                                    log_level="warning", **settings)
+        self.began = time.perf_counter()
         self.app = create_app(self.config, preload_model=False)
         self.services = self.app.state.services
         self.uv = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False))
@@ -55,7 +60,8 @@ class InProcessServer:
         while not self.uv.started:
             if time.monotonic() > deadline:
                 raise RuntimeError("server did not start")
-            time.sleep(0.02)
+            time.sleep(0.005)
+        self.serving = time.perf_counter() - self.began  # seconds from create_app until it serves
 
     def call(self, coro, timeout: float | None = None):
         """Runs a coroutine on the server's loop and waits for its result."""
