@@ -12,7 +12,7 @@ several times and measures POST /rest/v1/messages (it returns once the reply is 
                (and how long after startup that was);
   * later:     the next messages of the same server, for comparison.
 
-    flock /tmp/flowbox-bench.lock .venv/bin/python scripts/bench/warm_start.py [--rounds 3] [--threads N] [--models-dir DIR]
+    python scripts/bench/warm_start.py [--rounds 3] [--threads N] [--models-dir DIR]
 """
 
 from __future__ import annotations
