@@ -122,7 +122,7 @@ async def explain(services: Services, project: dict[str, Any], thread_id: str | 
         "step": matched, "flow": graph.flow_of.get(matched["stepId"]) if matched and matched["stepId"] else None,
         "confidence": confidence, "threshold": threshold, "method": scores["method"],
         "explanation": _why(graph, state, inp, decision, current, item, scores, threshold),
-        "intents": scores["intents"][:5], "params": decision.state.get("params") or {},
+        "intents": scores["intents"][:5], "offTopic": scores.get("offTopic"), "params": decision.state.get("params") or {},
         "replies": [m["fallback"] for m in decision.messages], "handover": decision.handover is not None,
     }
 
@@ -136,13 +136,20 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     top = scores["intents"][0] if scores["intents"] else None
     closest = (f" (closest: “{top['title']}” at {(top['confidence'] if top['confidence'] is not None else top['similarity']):.2f})"
                if top and (top["confidence"] is not None or top["similarity"] is not None) else "")
+    unmatched = f"no intent reached the threshold {threshold:.2f}{closest}"
+    if (off := scores.get("offTopic")) and (matched is None or matched["type"] in ("UNKNOWN", "ANYTHING")):
+        # out of scope whatever the learned model gave an intent (IntentIndex._best_learned)
+        unmatched = (f"the text reads as a request of another kind, close to “{off['phrasing']}” (similarity "
+                     f"{off['similarity']:.2f}) and further from every example (closest: “{off['example']}” at "
+                     f"{off['exampleSimilarity']:.2f})")
+    opening = unmatched[:1].upper() + unmatched[1:]  # the same reason, opening a sentence
     if inp.kind == "event":
         found = f"its EVENT step “{matched['title']}” answers" if matched else "no EVENT step has that name"
         return f"Outside business hours the project's event “{inp.event}” takes the place of the flows: {found}."
     if matched is None:
         if decision.agent:
-            return f"No intent reached the threshold {threshold:.2f}{closest}: the project's fallback agent answers."
-        return f"Nothing matched: no intent reached the threshold {threshold:.2f}{closest}, and no ANYTHING or UNKNOWN step takes the text."
+            return f"{opening}: the project's fallback agent answers."
+        return f"Nothing matched: {unmatched}, and no ANYTHING or UNKNOWN step takes the text."
     kind = matched["type"]
     if kind == "SLOT":
         slot = graph.steps[matched["stepId"]]["slot"]
@@ -176,7 +183,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     if kind == "NOTHING":
         return "An empty text: the NOTHING step answers."
     if kind == "ANYTHING":
-        return f"No intent reached the threshold {threshold:.2f}{closest}: the ANYTHING step takes any text."
+        return f"{opening}: the ANYTHING step takes any text."
     if kind == "UNKNOWN":
-        return f"No intent reached the threshold {threshold:.2f}{closest}: the UNKNOWN step answers what nothing else matched."
+        return f"{opening}: the UNKNOWN step answers what nothing else matched."
     return f"The {kind} step “{matched['title']}” answers."

@@ -17,6 +17,11 @@ exact matches alone.
 An intent whose examples greet, say goodbye, thank, ask for a person or answer yes/no also
 borrows that move's common phrasings (``common_phrasings``): they match exactly, and a message
 nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``).
+
+A message that reads as a request of some other business or of a general assistant (``off_topic``:
+"cancel my car insurance" to a phone company) is out of scope at the top level, whatever the learned
+model gives it: its nearest off-topic phrasing that the flow does not itself serve is clearly closer
+than its nearest example. Which phrasings a flow keeps is worked out with its model, in the background.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 
 from ..ids import iso
 from ..services import Services
-from . import common_phrasings
+from . import common_phrasings, off_topic
 from .intents import Features, Model, expand, train
 
 log = logging.getLogger("flowbox.messaging")
@@ -154,6 +159,8 @@ class IntentIndex:
         self.phrasing_owner = np.zeros(0, dtype=object)  # the step id each phrasing is lent to
         self.phrasing_text = np.zeros(0, dtype=int)  # and which of common_phrasings.TEXTS it is
         self.common_exact: set[str] = set()  # the normalised phrasings that match exactly
+        self.off_topic = np.zeros((0, 0), dtype=np.float32)  # the off-topic phrasings the flow does not serve
+        self.off_topic_text = np.zeros(0, dtype=int)  # which of off_topic.TEXTS each is
         self.row = {step_id: i for i, step_id in enumerate(self.spans)}  # an intent's row in the features
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
@@ -230,6 +237,7 @@ class IntentIndex:
             row = await services.store.fetchone(
                 "SELECT model FROM msg_intent_models WHERE project_id = ? AND data_hash = ?", [project_id, key])
             model = Model.loads(row["model"]) if row else None
+            await self._keep_off_topic()
             if model is None:
                 started = time.monotonic()
                 model = await asyncio.to_thread(train, features)
@@ -246,6 +254,28 @@ class IntentIndex:
             self.learned = (features, model)
         except Exception as exc:  # noqa: BLE001 - the plain cosine match goes on working
             log.warning("training the intent model of project %s failed: %r", project_id, exc)
+
+    async def _keep_off_topic(self) -> None:
+        """The off-topic phrasings this flow does not itself serve (``off_topic.uncovered``), built-in
+        embedding model only; without them no message is judged off topic."""
+        if self.embeddings.model.split(":")[0] != common_phrasings.MODEL:
+            return
+        try:
+            vectors = await self.embeddings.examples(off_topic.TEXTS)  # embedded once, then cached
+        except Exception as exc:  # noqa: BLE001 - the model is still learned and used
+            log.warning("embedding the off-topic phrasings failed: %r", exc)
+            return
+        kept = await asyncio.to_thread(off_topic.uncovered, vectors, self.matrix)
+        self.off_topic, self.off_topic_text = vectors[kept], kept
+
+    def off_topic_of(self, vector: np.ndarray, nearest_example: float) -> tuple[str, float] | None:
+        """The off-topic phrasing that puts a message (its embedding, and its best cosine to an
+        example) out of scope, and its similarity; None when none does."""
+        similarity = self.off_topic @ vector if len(self.off_topic) else np.zeros(0)
+        found = off_topic.decides(similarity, nearest_example)
+        if found is None:
+            return None
+        return off_topic.TEXTS[self.off_topic_text[found]], float(similarity[found])
 
     async def best(self, text: str, step_ids: list[str], threshold: float,
                    rivals: list[str] | None = None, question: list[str] | None = None) -> tuple[str, float] | None:
@@ -297,7 +327,10 @@ class IntentIndex:
         learned model's confidence once it is ready; for an intent that makes a common move, the move
         (``move``), its common phrasing nearest the text (``phrasing``, ``phrasingSimilarity``) and whether
         the text is one of them (``commonExact``); most likely first. ``method`` says what decided:
-        ``learned``, ``similarity`` (before the model is ready) or ``exact`` (no embedding model)."""
+        ``learned``, ``similarity`` (before the model is ready) or ``exact`` (no embedding model).
+        ``offTopic``: the off-topic phrasing that puts the text out of scope at the top level
+        (``phrasing``, ``similarity``, and the flow's nearest ``example`` and its ``exampleSimilarity``),
+        or None."""
         exact = set(self.exact.get(normalize(text), []))
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
@@ -323,8 +356,14 @@ class IntentIndex:
             if step_id in self.moves:  # the common move its examples make, and the phrasing nearest the text
                 item["move"] = self.moves[step_id]
                 item["commonExact"] = item["exact"] and normalize(text) in self.common_exact
+        off = None
         if vector is not None:
             cosines = self.matrix @ vector
+            nearest_example = int(np.argmax(cosines))
+            found = self.off_topic_of(vector, float(cosines[nearest_example])) if learned is not None else None
+            if found is not None:  # as _best_learned judges it
+                off = {"phrasing": found[0], "similarity": round(found[1], 4), "example": self.texts[nearest_example],
+                       "exampleSimilarity": round(float(cosines[nearest_example]), 4)}
             lent = self.phrasings @ vector if len(self.phrasings) else np.zeros(0)
             for step_id, item in items.items():
                 start, end = self.spans[step_id]
@@ -338,7 +377,7 @@ class IntentIndex:
                     item["phrasing"] = common_phrasings.TEXTS[self.phrasing_text[nearest]]
                     item["phrasingSimilarity"] = round(float(lent[nearest]), 4)
         ranked = sorted(items.values(), key=lambda i: (i["confidence"] or 0.0, i["similarity"] or 0.0), reverse=True)
-        return {"method": method, "intents": ranked}
+        return {"method": method, "intents": ranked, "offTopic": off}
 
     def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
         """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""
@@ -389,18 +428,20 @@ class IntentIndex:
                             threshold: float, rivals: list[str] | None, needed: float) -> tuple[str, float] | None:
         """With the learned model: the first of its two candidates that passes the level's acceptance rule."""
         features_of, model = learned
+        # How far outside its nearest examples the message lies, and whether it reads as a request
+        # of another kind, tell an intent from UNKNOWN, so they matter at the top level only: among a
+        # step's children, or against a slot's question (``needed``), the alternative is an answer.
+        top = rivals is None and needed == -np.inf
 
         def measure() -> tuple[np.ndarray, float]:
-            # How far outside its nearest examples the message lies tells an intent from UNKNOWN, so
-            # it matters at the top level only: among a step's children, or against a slot's
-            # question (``needed``), the alternative is an answer, not UNKNOWN.
-            top = rivals is None and needed == -np.inf
             return features_of.of(vector, text), features_of.outside(vector) if top else 0.0
 
         if len(self.texts) > INLINE_EXAMPLES:  # milliseconds: off the event loop
             features, outside = await asyncio.to_thread(measure)
         else:
             features, outside = measure()
+        if top and self.off_topic_of(vector, float(features[:, 0].max())) is not None:
+            return None  # a request of another kind (off_topic): UNKNOWN, however sure the model is
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
         confidence = np.minimum(model.confidence(features), LEARNED_MAX)
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]

@@ -182,6 +182,7 @@ class Explanation(TypedDict):
     method: str                      # learned, similarity (the model is not ready) or exact (no embedding model)
     explanation: str                 # the reasons, in words
     intents: list[IntentScore]       # the intents weighed, most likely first (at most 5)
+    offTopic: dict[str, Any] | None  # the off-topic phrasing that put the text out of scope: phrasing, similarity, example, exampleSimilarity
     params: dict[str, Any]           # the thread's params afterwards
     replies: list[str]
     handover: bool

@@ -188,6 +188,20 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert shop.say("no-question", "absolutely")[0] == "unknown"
 
 
+def test_requests_of_another_kind_are_out_of_scope(shop):
+    shop.ready()
+    # near-topic requests that the learned model gives to an intent (a van is hired as bikes are, a
+    # pool opens as the shop does) read as some other business's: UNKNOWN; the shop's own still match
+    for n, (text, want) in enumerate([("I want to hire a van", "unknown"), ("when does the swimming pool open", "unknown"),
+                                      ("I want to hire a bike", "rent"), ("when do you open", "hours")]):
+        assert shop.say(f"other-{n}", text)[0] == want, text
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "I want to hire a van"}).json()
+    assert explained["step"]["stepId"] == "unknown" and explained["offTopic"]["phrasing"] == "hire a moving van"
+    assert "close to “hire a moving van”" in explained["explanation"], explained["explanation"]
+    assert admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "I want to hire a bike"}).json()["offTopic"] is None
+
+
 def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
     # a top-level cancel whose examples read as "no" borrows no answers: a bare "nope" on a new
     # thread answers no question; inside the order's question it is that question's "no"
