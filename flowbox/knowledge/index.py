@@ -42,18 +42,25 @@ from .chunking import first_heading
 # query's words it contains) and its BM25 relative to the query's best. Their weights are chosen on
 # the dev half of scripts/eval/knowledge.py (--fit), which reports the test half beside vector-only
 # search: the best share of answerable questions above the "no answer" line among the weights whose
-# MRR is within 0.005 of the best. Relevance is a logistic function of that score (is this result the
-# answer?), fitted there too. Cosine and coverage mean the same in a knowledge base of one entry or of
-# thousands; BM25's scale does not, so it only ranks and weighs little. (Reciprocal-rank fusion gave
-# every result about the same score, answer or not.) Measured there and left out, none gaining 0.01 MRR@10
+# MRR is within 0.005 of the best. Relevance is a logistic function of that score and of the result's
+# margin over its best rival (is this result the answer?), fitted there too. Cosine and coverage mean
+# the same in a knowledge base of one entry or of thousands; BM25's scale does not, so it only ranks
+# and weighs little. (Reciprocal-rank fusion gave every result about the same score, answer or not.)
+# The margin: a question without an answer in the knowledge base tends to meet several entries of its
+# topic about equally well, an answered one its answer well ahead of the rest. It is measured against
+# the best other result, or RIVAL_FLOOR when that is lower (about the lower quartile of the runner-up's
+# score on dev), so a lone or far-apart entry does not stand out by having no competition. Measured on
+# dev and left out: a per-knowledge-base background (the score that its entries' names, as questions,
+# reach among the other entries) only moved the line per corpus, separating no better. Measured there and left out, none gaining 0.01 MRR@10
 # on dev (the best +0.005): a chunk also scored by its best sentence or three-sentence window (max-sim,
 # three times the embeddings), a vector of the item's name alone, a bonus from the other chunks of the same
 # entry, IDF-weighted coverage, pseudo-relevance feedback, and spelling correction toward the corpus's words.
 KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature (keyword mode) is 0.5
 FUSION = (0.175, 0.075)  # weights of the coverage and the relative BM25 (the cosine's is 1)
-CALIBRATION = (14.767, -9.415)  # relevance = sigmoid(a * score + b)
-KEYWORD_ONLY = (-7.426, 0.644, 5.603, 2.366)  # bias, saturated BM25, relative BM25, coverage (no query vector)
-RELEVANCE_THRESHOLD = 0.27  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
+CALIBRATION = (10.355, 29.057, -8.095)  # relevance = sigmoid(a * score + m * margin + b)
+RIVAL_FLOOR = 0.35  # the lowest rival a result's margin is measured against
+KEYWORD_ONLY = (-7.331, 0.153, 5.656, 2.704)  # bias, saturated BM25, relative BM25, coverage (no query vector)
+RELEVANCE_THRESHOLD = 0.41  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
 EXACT_LIMIT = 4096  # scopes up to this many items are scanned exactly
 SCAN_LIMIT = 100  # scopes up to this many items: every vector scored in numpy (vec0's KNN costs ~0.1 ms a result)
 CANDIDATES = 768  # two-stage search: binary candidates rescored exactly (recall@5 ~0.97 at 100,000)
@@ -371,15 +378,24 @@ def fused(similarity: float, coverage: float, keyword: float, best_keyword: floa
     return cos + FUSION[0] * cov + FUSION[1] * rel
 
 
-def relevance(similarity: float | None, coverage: float, keyword: float, best_keyword: float) -> float:
+def margin(score: float, rival: float | None) -> float:
+    """How far a result's fused score stands above its best rival (the best other result's score,
+    never below ``RIVAL_FLOOR``; None: no other result); 0 when it does not."""
+    return max(0.0, score - max(RIVAL_FLOOR, rival if rival is not None else RIVAL_FLOOR))
+
+
+def relevance(similarity: float | None, coverage: float, keyword: float, best_keyword: float,
+              rival: float | None = None) -> float:
     """Calibrated probability that the result answers the query (fitted on the dev half of
-    ``scripts/eval/knowledge.py``); without a query vector (keyword mode), from the words alone."""
+    ``scripts/eval/knowledge.py``), from its fused score and its margin over ``rival`` (the best
+    fused score among the other results); without a query vector (keyword mode), from the words alone."""
     if similarity is None:
         _, cov, rel = features(0.0, coverage, keyword, best_keyword)
         b0, b_sat, b_rel, b_cov = KEYWORD_ONLY
         return _sigmoid(b0 + b_sat * keyword / (keyword + KEYWORD_HALF) + b_rel * rel + b_cov * cov)
-    a, b = CALIBRATION
-    return _sigmoid(a * fused(similarity, coverage, keyword, best_keyword) + b)
+    a, m, b = CALIBRATION
+    score = fused(similarity, coverage, keyword, best_keyword)
+    return _sigmoid(a * score + m * margin(score, rival) + b)
 
 
 def documents(conn, ns: Sequence[int]) -> dict[int, str]:
@@ -409,17 +425,21 @@ def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | No
         similarity.update(rescore(conn, index, missing, query))
     best = max(keyword.values(), default=0.0)
     covered = coverage(text, documents(conn, candidates))
+    scores = {n: fused(similarity.get(n) or 0.0, covered.get(n, 0.0), keyword.get(n, 0.0), best) for n in candidates}
+    # each result's rival is the best other result: the leader's is the runner-up, everyone else's the leader
+    leader, runner_up = (sorted(candidates, key=scores.__getitem__, reverse=True) + [None, None])[:2]
     hits = []
     for n in candidates:
         cos = similarity.get(n) if has_vector else None
         cov = covered.get(n, 0.0)
-        rel = relevance(cos, cov, keyword.get(n, 0.0), best)
+        rival = scores.get(runner_up) if n == leader else scores[leader]
+        rel = relevance(cos, cov, keyword.get(n, 0.0), best, rival)
         if mode == "vector":
             score = cos or 0.0
         elif mode == "keyword":
             score = keyword.get(n, 0.0)
         else:
-            score = fused(cos or 0.0, cov, keyword.get(n, 0.0), best)
+            score = scores[n]
         hits.append({"n": n, "score": round(score, 6), "similarity": round(cos or 0.0, 6),
                      "keyword": round(keyword.get(n, 0.0), 6), "coverage": round(cov, 6), "relevance": round(rel, 6)})
     hits.sort(key=lambda h: (-h["score"], -h["similarity"], h["n"]))

@@ -99,6 +99,18 @@ def test_relevance_is_a_probability_rising_with_every_feature():
     assert idx.relevance(0.1, 0.0, 0.0, 0.0) < idx.RELEVANCE_THRESHOLD < idx.relevance(0.9, 0.0, 0.0, 0.0)
 
 
+def test_a_result_well_ahead_of_its_rival_is_more_relevant():
+    """The same match is likelier the answer when no other result comes close; a rival below the
+    floor counts as the floor, so a lone entry does not stand out for having no competition."""
+    ahead, close = idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.4), idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.65)
+    assert ahead > close > idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.7)
+    # behind a rival (not the leader): no margin, however far behind
+    assert idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.7) == idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.9)
+    assert idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.0) == idx.relevance(0.55, 0.5, 5.0, 10.0) == \
+        idx.relevance(0.55, 0.5, 5.0, 10.0, rival=idx.RIVAL_FLOOR)
+    assert idx.margin(0.3, None) == 0.0 and idx.margin(0.6, 0.5) == pytest.approx(0.1)
+
+
 def test_coverage_is_the_share_of_the_query_words_an_item_has():
     found = idx.coverage("Who dumped the mattresses in our alley?", {
         1: "Dumping mattresses in an alley is fly-tipping.", 2: "Mattress collection", 3: "Opening hours", 4: ""})

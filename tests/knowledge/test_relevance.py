@@ -67,8 +67,8 @@ def test_paraphrase_is_relevant_and_unrelated_question_is_not(corpus):
 
 
 def test_relevance_means_the_same_in_a_knowledge_base_of_one_entry(srv):
-    """No feature of relevance compares a result with the other items: alone, the answer is still
-    above the line and an unrelated question still below it."""
+    """A result's lead over its rivals is measured from a floor, so alone the answer is still above
+    the line and an unrelated question still below it."""
     _, client, agent = knowledge_org(srv)
     add_knowledge(client, [agent["id"]], CORPUS["Refund policy"], name="Refund policy")
     answer = search(client, "is a refund possible if I cancel my yearly plan")
