@@ -237,7 +237,6 @@ class IntentIndex:
             row = await services.store.fetchone(
                 "SELECT model FROM msg_intent_models WHERE project_id = ? AND data_hash = ?", [project_id, key])
             model = Model.loads(row["model"]) if row else None
-            await self._keep_off_topic()
             if model is None:
                 started = time.monotonic()
                 model = await asyncio.to_thread(train, features)
@@ -251,6 +250,7 @@ class IntentIndex:
                             "created_at = excluded.created_at", [project_id, key, model.dumps(), iso()])
                 log.info("intent model for project %s trained on %d examples in %.0f ms", project_id,
                          len(self.texts), (time.monotonic() - started) * 1000)
+            await self._keep_off_topic()  # used with the model only: ready with it
             self.learned = (features, model)
         except Exception as exc:  # noqa: BLE001 - the plain cosine match goes on working
             log.warning("training the intent model of project %s failed: %r", project_id, exc)
