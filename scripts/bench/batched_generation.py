@@ -13,7 +13,11 @@ Same prompts, greedy, through ``LocalChatModel`` (the fair queue, the worker pro
 engine), prompt reading included. Rounds alternate which way goes first; each round's ratio is
 reported and their median is the result. Run it on a quiet machine (``uptime`` load < 1.5).
 
-Usage: python scripts/bench/batched_generation.py [--models-dir DIR] [--rounds N] [--max-tokens N] [--threads N] [--parallel N]
+The kernels matter as much as the batching: on x86, llama.cpp multiplies a batch's matrices in one
+pass (its tinyBLAS) for Q4_0, IQ4_NL and Q8_0 weights but token by token for Q4_1, the packaged
+model's type. ``--model FILE`` measures another GGUF file the same way.
+
+Usage: python scripts/bench/batched_generation.py [--models-dir DIR] [--model FILE] [--rounds N] [--max-tokens N] [--threads N] [--parallel N]
 """
 
 from __future__ import annotations
@@ -97,12 +101,13 @@ async def prefix_reuse(model: LocalChatModel) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models-dir", default=os.environ.get("FLOWBOX_TEST_MODELS_DIR") or str(Path.home() / ".cache" / "flowbox-test-models"))
+    parser.add_argument("--model", help="a GGUF chat model file to measure instead of the packaged SmolLM2")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--parallel", type=int, default=4, help="the model's parallel_sequences")
     args = parser.parse_args()
-    path = ensure_model(Path(args.models_dir), "smollm2")
+    path = Path(args.model) if args.model else ensure_model(Path(args.models_dir), "smollm2")
     model = LocalChatModel(path, name="local", n_ctx=1024, n_threads=args.threads, parallel=args.parallel)
     try:
         requests = [request(topic, args.max_tokens) for topic in TOPICS]
@@ -111,7 +116,8 @@ async def main() -> None:
         mixed = await compare(model, [request(topic, n) for topic, n in zip(TOPICS, MIXED)], "mixed lengths", False)
         await prefix_reuse(model)
         print(f"\naggregate tokens/s, 4 concurrent chats / 1 at a time: {statistics.median(ratios):.2f} "
-              f"(median of {len(ratios)} rounds; goal >= 1.8); mixed lengths {mixed:.2f}; threads={args.threads}, load={os.getloadavg()[0]:.2f}")
+              f"(median of {len(ratios)} rounds; goal >= 1.8); mixed lengths {mixed:.2f}; {path.name}, "
+              f"threads={args.threads}, load={os.getloadavg()[0]:.2f}")
     finally:
         model.close()
 
