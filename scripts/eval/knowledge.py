@@ -34,6 +34,7 @@ import asyncio
 import hashlib
 import math
 import os
+import random
 import re
 import statistics
 import sys
@@ -53,6 +54,8 @@ UNTUNED = ("travel",)  # written after the constants were first fitted: --fit le
 CHUNK = 600  # characters: the long entries become two to four chunks
 DEPTH = 10  # results asked for (MRR@10)
 MODES = {"flowbox (hybrid)": "hybrid", "vector only (MiniLM)": "vector", "BM25 only (FTS5)": "keyword"}
+SUBSET_SIZES = (5, 20)  # small knowledge bases (an agent's linked entries) drawn from each corpus
+SUBSET_DRAWS = 3
 
 
 @dataclass
@@ -227,6 +230,7 @@ async def run(args) -> None:
 
     orgs_of: dict[str, str] = {}
     entry_of: dict[str, str] = {}  # item id -> entry id
+    items_of: dict[str, list[dict]] = {}  # domain -> its items, with their vectors
     questions: list[Question] = []
     chunks = 0
     for domain in DOMAINS:
@@ -248,6 +252,7 @@ async def run(args) -> None:
         async with store.write() as tx:
             await tx.run(kb.save_items, embedder.name, embedder.dim, items)
         chunks += len(items)
+        items_of[domain] = items
 
     results: dict[str, list[list[dict]]] = {name: [] for name in MODES}
     latency: dict[str, list[float]] = {name: [] for name in MODES}
@@ -275,6 +280,28 @@ async def run(args) -> None:
             async with store.read() as tx:
                 dev.append((question, await tx.run(read)))
         fit(dev)
+
+    # Small knowledge bases: SUBSET_SIZES entries drawn from a corpus into an org of their own (the
+    # same chunks and vectors); there, a question about an entry left out has no answer. After the fit:
+    # FTS5's BM25 counts documents across orgs, so the copies change every org's BM25.
+    small: dict[tuple[int, str], list[tuple[float, bool]]] = {}  # (size, half) -> (top relevance, answerable)
+    draw = random.Random(0)
+    for domain in DOMAINS:
+        by_entry: dict[str, list[dict]] = {}
+        for item in items_of[domain]:
+            by_entry.setdefault(entry_of[item["id"]], []).append(item)
+        for size in SUBSET_SIZES:
+            for number in range(SUBSET_DRAWS):
+                chosen = set(draw.sample(sorted(by_entry), size))
+                org = await orgs.create_org(store, f"eval-{domain}-{size}-{number}")
+                subset = [{**item, "n": None, "id": new_id(), "org_id": org["id"]} for e in sorted(chosen) for item in by_entry[e]]
+                async with store.write() as tx:
+                    await tx.run(kb.save_items, embedder.name, embedder.dim, subset)
+                for question in questions:
+                    if question.domain == domain:
+                        found = await kb.search(store, embedder, org["id"], question.text, limit=DEPTH)
+                        small.setdefault((size, question.split), []).append(
+                            (found[0]["relevance"] if found else 0.0, question.expected in chosen))
 
     n_none = sum(q.expected is None for q in questions)
     halves = {half: [i for i, q in enumerate(questions) if q.split == half] for half in ("dev", "test")}
@@ -332,6 +359,11 @@ async def run(args) -> None:
             none, some = no_answer_metrics([tops[i] for i in idxs], [answerable[i] for i in idxs], idx.RELEVANCE_THRESHOLD)
             row.append(f"{none:.3f} / {some:.3f}")
         print(f"    {domain:22} dev {row[0]}   test {row[1]}")
+    print(f"  flowbox relevance < {idx.RELEVANCE_THRESHOLD} in small knowledge bases (entries drawn from each corpus, "
+          f"{SUBSET_DRAWS} draws; questions about the entries left out have no answer there): " + "; ".join(
+              f"{size} entries: " + " ".join(
+                  f"{half} {'/'.join(f'{v:.3f}' for v in no_answer_metrics(*zip(*small[size, half]), idx.RELEVANCE_THRESHOLD))}"
+                  for half in ("dev", "test")) for size in SUBSET_SIZES))
     print("  flowbox at other relevance thresholds: " + "; ".join(
         f"{t}: dev {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['dev']], [answerable[i] for i in halves['dev']], t))}"
         f" test {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['test']], [answerable[i] for i in halves['test']], t))}"
