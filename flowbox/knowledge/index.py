@@ -51,12 +51,14 @@ from .chunking import first_heading
 # the best other result, or RIVAL_FLOOR when that is lower, so a lone or far-apart entry does not stand
 # out by having no competition: the lowest floor at which knowledge bases of 5 to 30 entries drawn from
 # dev's corpora (an agent's linked items) keep 80% of their no-answer dev questions below the line (a
-# lower one gains little on whole corpora and answers more of a small one's unlinked questions). Measured on
-# dev and left out: a per-knowledge-base background (the score that its entries' names, as questions,
-# reach among the other entries) only moved the line per corpus, separating no better. Measured there and left out, none gaining 0.01 MRR@10
-# on dev (the best +0.005): a chunk also scored by its best sentence or three-sentence window (max-sim,
-# three times the embeddings), a vector of the item's name alone, a bonus from the other chunks of the same
-# entry, IDF-weighted coverage, pseudo-relevance feedback, and spelling correction toward the corpus's words.
+# lower one gains little on whole corpora and answers more of a small one's unlinked questions). Measured
+# on dev and left out of relevance: a per-knowledge-base background (the score its entries' names, asked
+# as questions, reach among the other entries) only moved the line corpus by corpus, separating no better.
+# Measured there and left out of ranking, none gaining 0.01 MRR@10 on dev (the best +0.005): other fusion
+# weights (the surface is flat around these), a chunk also scored by its best sentence or three-sentence
+# window (max-sim, three times the embeddings), a vector of the item's name alone, a bonus from the other
+# chunks of the same entry, IDF-weighted coverage, pseudo-relevance feedback, and spelling correction
+# toward the corpus's words.
 KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature (keyword mode) is 0.5
 FUSION = (0.175, 0.075)  # weights of the coverage and the relative BM25 (the cosine's is 1)
 CALIBRATION = (10.442, 28.187, -8.079)  # relevance = sigmoid(a * score + m * margin + b)
@@ -383,7 +385,7 @@ def fused(similarity: float, coverage: float, keyword: float, best_keyword: floa
 def margin(score: float, rival: float | None) -> float:
     """How far a result's fused score stands above its best rival (the best other result's score,
     never below ``RIVAL_FLOOR``; None: no other result); 0 when it does not."""
-    return max(0.0, score - max(RIVAL_FLOOR, rival if rival is not None else RIVAL_FLOOR))
+    return max(0.0, score - (RIVAL_FLOOR if rival is None else max(rival, RIVAL_FLOOR)))
 
 
 def relevance(similarity: float | None, coverage: float, keyword: float, best_keyword: float,
