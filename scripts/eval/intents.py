@@ -270,7 +270,8 @@ def main() -> None:
             line = []
             for name, predicted in systems.items():
                 idx = [i for i, c in enumerate(cases) if c.domain == domain and c.split == "test"]
-                line.append(f"{name.split(',')[0].split(' (')[0]} {accuracy(pick(idx), [predicted[i] for i in idx])['overall']:.3f}")
+                short = name.split(" (")[0].replace("nearest example, ", "").split(" >=")[0]  # flowbox, MiniLM cosine, BM25
+                line.append(f"{short} {accuracy(pick(idx), [predicted[i] for i in idx])['overall']:.3f}")
             print(f"  test, {domain}: " + ", ".join(line))
 
     def without_verbatim(domains: tuple[str, ...]) -> None:
