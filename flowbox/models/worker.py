@@ -57,20 +57,19 @@ class ModelCallFailed(ModelError):
 # llama.cpp's CPU threads wait for each other through OpenMP, which spins by default (about a
 # millisecond): with the server, another model or anything else on the same cores, spinning threads
 # steal the time slices of the ones they wait for, and a reply that takes a second on an idle machine
-# took minutes. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs the many small operations of a step
-# their gaps instead: a MiniLM query took 9.8 ms instead of 5.4, and a chat decoded 20 to 30% slower.
-# Workers therefore spin a few microseconds (this many iterations) and then sleep: one chat on 2
-# cores 58 tokens/s against 45, 20 against 16 beside two busy processes (where 4 concurrent chats
-# lose a little: 28 against 30). An OpenMP setting in the environment is kept as it is, for every worker.
+# took minutes. Chat models therefore wait passively (OMP_WAIT_POLICY=PASSIVE). The embedding model
+# (``spin=True``) runs many small operations per short call, and sleeping between each made a MiniLM
+# query 9.8 ms instead of 6.9; a few microseconds of spinning (this many iterations) cover those
+# gaps: 5.4 ms. An OpenMP setting in the environment is kept as it is, for every worker.
 SPIN_COUNT = "10000"
 _CHOSEN = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
 
 
-def thread_wait() -> dict[str, str | None]:
+def thread_wait(spin: bool) -> dict[str, str | None]:
     """The OpenMP environment of a worker's process (None: unset)."""
     if _CHOSEN:
         return {}
-    return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": SPIN_COUNT}
+    return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": SPIN_COUNT} if spin else {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
 def _serve(conn, factory: Callable[..., Any], options: dict[str, Any], env: dict[str, str | None]) -> None:
@@ -146,10 +145,11 @@ class _Call:
 class ModelWorker:
     """A child process running ``factory(**options)``; started on first use, restarted after a crash."""
 
-    def __init__(self, factory: Callable[..., Any], options: dict[str, Any], *, name: str):
+    def __init__(self, factory: Callable[..., Any], options: dict[str, Any], *, name: str, spin: bool = False):
         self.factory = factory
         self.options = options
         self.name = name
+        self.spin = spin  # its threads spin briefly while they wait for each other (thread_wait)
         self.info: dict[str, Any] = {}
         self.crashes = 0  # child processes lost while running (not counting a normal close)
         self._proc = None
@@ -172,7 +172,7 @@ class ModelWorker:
             self._closing = False
             context = multiprocessing.get_context("spawn")  # no fork: the server has threads and an event loop
             conn, child_conn = context.Pipe()
-            proc = context.Process(target=_serve, args=(child_conn, self.factory, self.options, thread_wait()),
+            proc = context.Process(target=_serve, args=(child_conn, self.factory, self.options, thread_wait(self.spin)),
                                    name=f"flowbox-model-{self.name}", daemon=True)
             proc.start()
             child_conn.close()
