@@ -57,7 +57,10 @@ class ModelCallFailed(ModelError):
 # llama.cpp's CPU threads wait for each other through OpenMP, which spins by default (about a
 # millisecond): with the server, another model or anything else on the same cores, spinning threads
 # steal the time slices of the ones they wait for, and a reply that takes a second on an idle machine
-# took minutes. Chat models therefore wait passively (OMP_WAIT_POLICY=PASSIVE). The embedding model
+# took minutes. Chat models therefore wait passively (OMP_WAIT_POLICY=PASSIVE). The same brief spin
+# as the embedding model's was measured for them and left out: one chat decodes 25 to 35% faster, 4
+# concurrent ones about the same, but with several models and servers on 2 cores (the test suite
+# under pytest -n 2) everything took 21% longer (547 s against 452). The embedding model
 # (``spin=True``) runs many small operations per short call, and sleeping between each made a MiniLM
 # query 9.8 ms instead of 6.9; a few microseconds of spinning (this many iterations) cover those
 # gaps: 5.4 ms. An OpenMP setting in the environment is kept as it is, for every worker.
