@@ -388,6 +388,16 @@ def margin(score: float, rival: float | None) -> float:
     return max(0.0, score - (RIVAL_FLOOR if rival is None else max(rival, RIVAL_FLOOR)))
 
 
+def rivals(scores: Sequence[float]) -> list[float | None]:
+    """Each result's rival, given the fused scores of all of them: the best other result's score (the
+    leader's is the runner-up's, everyone else's the leader's; None for a result alone)."""
+    if not scores:
+        return []
+    order = sorted(range(len(scores)), key=scores.__getitem__, reverse=True)
+    leader, runner_up = order[0], (scores[order[1]] if len(order) > 1 else None)
+    return [runner_up if i == leader else scores[leader] for i in range(len(scores))]
+
+
 def relevance(similarity: float | None, coverage: float, keyword: float, best_keyword: float,
               rival: float | None = None) -> float:
     """Calibrated probability that the result answers the query (fitted on the dev half of
@@ -430,14 +440,12 @@ def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | No
     best = max(keyword.values(), default=0.0)
     covered = coverage(text, documents(conn, candidates))
     scores = {n: fused(similarity.get(n) or 0.0, covered.get(n, 0.0), keyword.get(n, 0.0), best) for n in candidates}
-    # each result's rival is the best other result: the leader's is the runner-up, everyone else's the leader
-    leader, runner_up = (sorted(candidates, key=scores.__getitem__, reverse=True) + [None, None])[:2]
+    rival = dict(zip(candidates, rivals([scores[n] for n in candidates])))
     hits = []
     for n in candidates:
         cos = similarity.get(n) if has_vector else None
         cov = covered.get(n, 0.0)
-        rival = scores.get(runner_up) if n == leader else scores[leader]
-        rel = relevance(cos, cov, keyword.get(n, 0.0), best, rival)
+        rel = relevance(cos, cov, keyword.get(n, 0.0), best, rival[n])
         if mode == "vector":
             score = cos or 0.0
         elif mode == "keyword":

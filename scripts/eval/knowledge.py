@@ -186,11 +186,9 @@ def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
     weights = np.array([1.0, w_cov, w_rel, 0.0])
 
     def margins(scores: np.ndarray) -> np.ndarray:
-        """Each candidate's margin over its rival: the leader's is the runner-up, everyone else's the leader."""
-        if len(scores) < 2:
-            return np.array([idx.margin(s, None) for s in scores])
-        first, second = np.sort(scores)[::-1][:2]
-        return np.array([idx.margin(s, second if s >= first else first) for s in scores])
+        """Each candidate's margin over its rival, as a search measures it."""
+        values = [float(s) for s in scores]
+        return np.array([idx.margin(s, r) for s, r in zip(values, idx.rivals(values))])
 
     scores = np.concatenate([feats @ weights for _, feats, _ in groups])
     margin = np.concatenate([margins(feats @ weights) for _, feats, _ in groups])
