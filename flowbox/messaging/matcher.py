@@ -78,6 +78,12 @@ class Embeddings:
         self.model = ""
         self._failed_at = 0.0
 
+    @property
+    def builtin(self) -> bool:
+        """Whether the embedder is the built-in MiniLM, the one the bars of the common and the
+        off-topic phrasings were measured with (other models put cosines on other scales)."""
+        return self.model.split(":")[0] == common_phrasings.MODEL
+
     async def ready(self) -> bool:
         if self.embedder is not None:
             return True
@@ -173,7 +179,7 @@ class IntentIndex:
             try:
                 matrix = await embeddings.examples(self.texts)
                 phrasings = None
-                if embeddings.model.split(":")[0] == common_phrasings.MODEL:
+                if embeddings.builtin:
                     phrasings = await embeddings.examples(common_phrasings.TEXTS)  # embedded once, then cached
             except Exception as exc:  # noqa: BLE001 - the engine keeps answering exact matches
                 log.warning("embedding intent examples failed (%r); exact matches only for now", exc)
@@ -258,7 +264,7 @@ class IntentIndex:
     async def _keep_off_topic(self) -> None:
         """The off-topic phrasings this flow does not itself serve (``off_topic.uncovered``), built-in
         embedding model only; without them no message is judged off topic."""
-        if self.embeddings.model.split(":")[0] != common_phrasings.MODEL:
+        if not self.embeddings.builtin:
             return
         try:
             vectors = await self.embeddings.examples(off_topic.TEXTS)  # embedded once, then cached

@@ -156,7 +156,6 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
     ),
 }
 TEXTS = [text for topic in PHRASINGS for text in PHRASINGS[topic]]
-TOPIC_OF_TEXT = [topic for topic in PHRASINGS for _ in PHRASINGS[topic]]
 
 # Chosen on the dev half of scripts/eval/intents.py's four tuned flows (the fifth is never tuned on):
 # a phrasing at least COVERED close to one of a flow's examples is the flow's own business (0.55-0.80
