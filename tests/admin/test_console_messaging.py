@@ -188,11 +188,21 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
     history = api.get(f"/v1/projects/{project['projectId']}/threads/{thread}").json()
     assert not history["paused"] and history["lastMessage"]["role"] == "bot"
 
-    # A long thread shows its newest 20 messages, and older ones on demand.
+    # A long thread shows its newest 20 messages, and older ones on demand. The live refresh its messages
+    # cause (still for "Paused") is held back until "All" has been drawn: the late answer is not drawn over it.
+    held = []
+    inbox.route("**/threads?only=paused", lambda route: held.append(route))
     rest = org_server.client(f"Bearer {project['token']}")
-    for i in range(11):
-        rest.post("/rest/v1/messages/long", json={"payload": {"type": "text", "speech": "hello", "originator": {"name": "Lou"}}})
+    with inbox.expect_request("**/threads?only=paused"):
+        for i in range(11):
+            rest.post("/rest/v1/messages/long", json={"payload": {"type": "text", "speech": "hello", "originator": {"name": "Lou"}}})
     inbox.click("[data-filter=all]")
+    expect(inbox.locator(".thread-item[data-thread=long]")).to_be_visible()
+    for route in held:
+        route.continue_()
+        route.request.response().finished()
+    inbox.evaluate("() => new Promise((done) => requestAnimationFrame(() => setTimeout(done)))")  # the late answers handled
+    expect(inbox.locator(".thread-item[data-thread=long]")).to_be_visible()
     inbox.click(".thread-item[data-thread=long]")
     expect(inbox.locator("#thread .msg")).to_have_count(20)
     inbox.click("#show-older")

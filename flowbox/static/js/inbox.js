@@ -34,16 +34,23 @@ export async function render(main, args) {
       loadList();
     } }, label)));
 
+  // Loads overlap (a filter click while a live refresh is on its way): only the newest one's answer is
+  // drawn, or a slow earlier answer for another filter or thread would paint over it.
+  let listLoads = 0;
+  let threadLoads = 0;
+  let focusWanted = false; // asked of a load that a newer one replaced: the newer one gives the focus
   async function loadList() {
     const query = filter === "all" ? "" : `?only=${filter}`;
+    const load = ++listLoads;
     try {
       const threads = await api(`${base}/threads${query}`, { signal: controller.signal });
+      if (load !== listLoads) return;
       // a live refresh replaces the items: the one a keyboard user was on keeps the focus
       const focused = list.contains(document.activeElement) ? document.activeElement.dataset.thread : null;
       mount(list, threads.length ? threads.map(threadItem) : h("li", { class: "panel empty" }, "No threads here."));
       if (focused) list.querySelector(`.thread-item[data-thread="${CSS.escape(focused)}"]`)?.focus();
     } catch (err) {
-      if (err.name !== "AbortError") mount(list, h("li", {}, errorBox(err)));
+      if (err.name !== "AbortError" && load === listLoads) mount(list, h("li", {}, errorBox(err)));
     }
   }
 
@@ -79,14 +86,17 @@ export async function render(main, args) {
     const hadFocus = pane.contains(document.activeElement) ? document.activeElement.id : null;
     const draft = pane.dataset.thread === selected ? pane.querySelector("#reply-input")?.value ?? "" : ""; // kept across live updates
     let view, older;
+    const load = ++threadLoads;
+    focusWanted ||= focus;
     try {
       view = await api(path, { signal: controller.signal });
       const more = Array.from({ length: Math.min(shownPages, view.history.pages) - 1 }, (_, i) => i + 2);
       older = await Promise.all(more.map((page) => api(`${path}?page=${page}`, { signal: controller.signal })));
     } catch (err) {
-      if (err.name !== "AbortError") mount(pane, errorBox(err));
+      if (err.name !== "AbortError" && load === threadLoads) mount(pane, errorBox(err));
       return;
     }
+    if (load !== threadLoads) return;
     transcript.clear();
     const earlier = view.history.pages > shownPages
       ? h("button", { type: "button", class: "small", id: "show-older", onclick: () => { shownPages += 1; keepTop = true; loadThread(); } }, "Show older messages")
@@ -131,7 +141,8 @@ export async function render(main, args) {
     keepTop = false;
     const again = hadFocus && document.getElementById(hadFocus);
     if (again) again.focus();
-    else if (focus) (view.paused ? input : toggle).focus();
+    else if (focusWanted) (view.paused ? input : toggle).focus();
+    focusWanted = false;
   }
 
   async function setPaused(paused) {
