@@ -164,7 +164,20 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
     expect(inbox.locator("#thread .msg.customer .meta").first).to_have_text("matched INTENT “Greeting”")
     expect(inbox.locator("#resume-bot")).to_be_visible()
     expect(inbox.locator("#reply-input")).to_be_focused()
+    # The user writes while the agent types: that live refresh, answered only after the typing, keeps what was typed
+    held, holding = [], {"on": True}
+    inbox.route(f"**/threads/{thread}", lambda route: held.append(route) if holding["on"] else route.continue_())
+    with inbox.expect_request(f"**/threads/{thread}"):
+        tab.fill("#bot-input", "are you there?")
+        tab.press("#bot-input", "Enter")
     inbox.keyboard.type("Hi, I am Carla. How can I help?")
+    holding["on"] = False
+    for route in held:
+        route.continue_()
+    inbox.unroute(f"**/threads/{thread}")
+    expect(inbox.locator("#thread .msg.customer").last).to_contain_text("are you there?")
+    expect(inbox.locator("#reply-input")).to_have_value("Hi, I am Carla. How can I help?")
+    expect(inbox.locator("#reply-input")).to_be_focused()
     inbox.keyboard.press("Enter")
     expect(inbox.locator("#thread .msg.moderator")).to_contain_text("Hi, I am Carla. How can I help?")
     expect(chat.locator(".msg.moderator")).to_contain_text("Hi, I am Carla. How can I help?")  # live, in the user's chat

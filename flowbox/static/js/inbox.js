@@ -83,8 +83,6 @@ export async function render(main, args) {
       return;
     }
     const path = `${base}/threads/${encodeURIComponent(selected)}`;
-    const hadFocus = pane.contains(document.activeElement) ? document.activeElement.id : null;
-    const draft = pane.dataset.thread === selected ? pane.querySelector("#reply-input")?.value ?? "" : ""; // kept across live updates
     let view, older;
     const load = ++threadLoads;
     focusWanted ||= focus;
@@ -97,6 +95,9 @@ export async function render(main, args) {
       return;
     }
     if (load !== threadLoads) return;
+    // Read as the pane is replaced, not as the load began: what was typed or focused meanwhile stays.
+    const hadFocus = pane.contains(document.activeElement) ? document.activeElement.id : null;
+    const draft = pane.dataset.thread === view.threadId ? pane.querySelector("#reply-input")?.value ?? "" : ""; // kept across live updates
     transcript.clear();
     const earlier = view.history.pages > shownPages
       ? h("button", { type: "button", class: "small", id: "show-older", onclick: () => { shownPages += 1; keepTop = true; loadThread(); } }, "Show older messages")
@@ -113,8 +114,8 @@ export async function render(main, args) {
     }
     if (!view.messages) transcript.note("No messages yet.");
     const toggle = view.paused
-      ? h("button", { type: "button", id: "resume-bot", onclick: () => setPaused(false) }, "Resume the bot")
-      : h("button", { type: "button", id: "take-over", class: "primary", onclick: () => setPaused(true) }, "Take over");
+      ? h("button", { type: "button", id: "resume-bot", onclick: () => setPaused(view.threadId, false) }, "Resume the bot")
+      : h("button", { type: "button", id: "take-over", class: "primary", onclick: () => setPaused(view.threadId, true) }, "Take over");
     const input = h("input", { id: "reply-input", name: "text", autocomplete: "off", placeholder: view.paused ? "Answer as a human agent…" : "Take over first, or answer beside the bot…", "aria-label": "Reply as a human agent" });
     const form = onSubmit(h("form", { class: "composer", id: "reply-form" }, input, h("button", { type: "submit", class: "primary" }, "Send as agent")),
       async () => {
@@ -122,7 +123,8 @@ export async function render(main, args) {
         if (!text) return;
         input.value = ""; // before the reply's own live update rebuilds the pane (which keeps a draft)
         try {
-          await api(`${base}/threads/${encodeURIComponent(selected)}/messages`, { method: "POST", body: { payload: { type: "text", speech: text, originator: { name: "agent" } } } });
+          // to the thread this pane shows (another may be selected and still loading)
+          await api(`${base}/threads/${encodeURIComponent(view.threadId)}/messages`, { method: "POST", body: { payload: { type: "text", speech: text, originator: { name: "agent" } } } });
         } catch (err) {
           const current = document.getElementById("reply-input");
           if (current && !current.value) current.value = text;
@@ -145,8 +147,8 @@ export async function render(main, args) {
     focusWanted = false;
   }
 
-  async function setPaused(paused) {
-    const path = `${base}/threads/${encodeURIComponent(selected)}/pause`;
+  async function setPaused(threadId, paused) {
+    const path = `${base}/threads/${encodeURIComponent(threadId)}/pause`;
     await api(path, paused ? { method: "POST", body: {} } : { method: "DELETE" });
     toast(paused ? "You have the thread: the bot is paused." : "The bot answers again.");
     await Promise.all([loadThread(), loadList()]);
