@@ -180,7 +180,9 @@ def test_kill9_during_knowledge_ingest_leaves_no_entry_without_vectors(tmp_path)
         assert set(acknowledged) <= set(items)  # every acknowledged entry is there
         for n in items.values():  # and none is there without its vector and its FTS row
             assert db.execute(f"select count(*) from {vec} where rowid = ?", [n]).fetchone()[0] == 1
-            assert db.execute("select count(*) from knowledge_fts where rowid = ?", [n]).fetchone()[0] == 1
+            fts = "knowledge_fts_{}".format(*db.execute("select k from knowledge_keyword_tables t join knowledge_items i "
+                                                        "on i.org_id = t.org_id where i.n = ?", [n]).fetchone())
+            assert db.execute(f"select count(*) from {fts} where rowid = ?", [n]).fetchone()[0] == 1
     finally:
         db.close()
     server = Proc(data_dir)  # and it serves on after the crash: every acknowledged item is found

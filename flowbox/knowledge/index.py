@@ -8,7 +8,7 @@ Every item ``n`` has, in index version ``v``:
   (``vec_quantize_binary``), clustered by org: the first stage of the two-stage search.
 - ``knowledge_vectors_v<v>``: the float32 vector keyed by ``n``, for exact rescoring.
 
-plus its row in ``knowledge_fts``. The version changes only when ``reembed`` builds an index
+plus its row in its org's FTS5 table (``fts_table``). The version changes only when ``reembed`` builds an index
 for a new embedding model or text format; ``knowledge_meta`` names the model, dimension, version
 and text format in use.
 
@@ -60,11 +60,11 @@ from .chunking import first_heading
 # chunks of the same entry, IDF-weighted coverage, pseudo-relevance feedback, and spelling correction
 # toward the corpus's words.
 KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature (keyword mode) is 0.5
-FUSION = (0.175, 0.075)  # weights of the coverage and the relative BM25 (the cosine's is 1)
-CALIBRATION = (10.442, 28.187, -8.079)  # relevance = sigmoid(a * score + m * margin + b)
+FUSION = (0.150, 0.050)  # weights of the coverage and the relative BM25 (the cosine's is 1)
+CALIBRATION = (11.213, 30.337, -8.121)  # relevance = sigmoid(a * score + m * margin + b)
 RIVAL_FLOOR = 0.39  # the lowest rival a result's margin is measured against
-KEYWORD_ONLY = (-7.331, 0.153, 5.656, 2.704)  # bias, saturated BM25, relative BM25, coverage (no query vector)
-RELEVANCE_THRESHOLD = 0.41  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
+KEYWORD_ONLY = (-7.700, 2.782, 4.392, 2.129)  # bias, saturated BM25, relative BM25, coverage (no query vector)
+RELEVANCE_THRESHOLD = 0.46  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
 EXACT_LIMIT = 4096  # scopes up to this many items are scanned exactly
 SCAN_LIMIT = 100  # scopes up to this many items: every vector scored in numpy (vec0's KNN costs ~0.1 ms a result)
 CANDIDATES = 768  # two-stage search: binary candidates rescored exactly (recall@5 ~0.97 at 100,000)
@@ -207,16 +207,37 @@ def delete_vectors(conn, index: IndexInfo, items: Sequence[tuple[int, str]]) -> 
     bump(conn, [org for _, org in items])
 
 
-def write_fts(conn, rows: Iterable[tuple[int, str | None, str]]) -> None:
-    """(n, name, body) rows replace the items' FTS rows."""
+# One FTS5 table per org (``knowledge_fts_<k>``, numbered in ``knowledge_keyword_tables``): BM25 counts
+# documents and words over its whole table, so a table shared by orgs let one org's entries move another's
+# keyword scores (and the relevance calibrated on them), and hinted at what the others hold.
+FTS_COLUMNS = "name, body, content='', contentless_delete=1, tokenize='porter unicode61 remove_diacritics 2'"
+
+
+def fts_table(conn, org_id: str, create: bool = False) -> str | None:
+    """The name of the org's FTS5 table; None when it has none (and ``create`` is false)."""
+    row = conn.execute("SELECT k FROM knowledge_keyword_tables WHERE org_id = ?", [org_id]).fetchone()
+    if row is not None:
+        return f"knowledge_fts_{row[0]}"
+    if not create:
+        return None
+    k = conn.execute("INSERT INTO knowledge_keyword_tables (org_id) VALUES (?)", [org_id]).lastrowid
+    conn.execute(f"CREATE VIRTUAL TABLE knowledge_fts_{k} USING fts5({FTS_COLUMNS})")
+    return f"knowledge_fts_{k}"
+
+
+def write_fts(conn, org_id: str, rows: Iterable[tuple[int, str | None, str]]) -> None:
+    """(n, name, body) rows of one org's items replace their FTS rows."""
     rows = list(rows)
-    delete_fts(conn, [r[0] for r in rows])
-    conn.executemany("INSERT INTO knowledge_fts (rowid, name, body) VALUES (?, ?, ?)",
+    table = fts_table(conn, org_id, create=True)
+    conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(r[0],) for r in rows])
+    conn.executemany(f"INSERT INTO {table} (rowid, name, body) VALUES (?, ?, ?)",
                      [(n, name or "", body) for n, name, body in rows])
 
 
-def delete_fts(conn, ns: Sequence[int]) -> None:
-    conn.executemany("DELETE FROM knowledge_fts WHERE rowid = ?", [(n,) for n in ns])
+def delete_fts(conn, org_id: str, ns: Sequence[int]) -> None:
+    table = fts_table(conn, org_id)
+    if table is not None:
+        conn.executemany(f"DELETE FROM {table} WHERE rowid = ?", [(n,) for n in ns])
 
 
 # -- search ------------------------------------------------------------------------------------
@@ -353,16 +374,21 @@ def coverage(text: str, documents: dict[int, str]) -> dict[int, float]:
 def keyword_search(conn, org_id: str, agent_id: str | None, text: str, limit: int) -> list[tuple[int, float]]:
     """(n, bm25) best first (FTS5's bm25 is lower-is-better; returned negated)."""
     query = fts_query(text)
-    if not query:
+    table = fts_table(conn, org_id)
+    if not query or table is None:
         return []
-    scope_sql, scope_args = _scope(org_id, agent_id)
-    # "+rowid": the scope filters the matches. A plain "rowid IN" is handed to FTS5, which then
-    # runs the whole MATCH once per item of the scope (27 ms instead of 2 at 50 items).
-    rows = conn.execute(
-        f"SELECT rowid, bm25(knowledge_fts) AS score FROM knowledge_fts WHERE knowledge_fts MATCH ? "
-        f"AND +rowid IN ({scope_sql}) ORDER BY score LIMIT ?",
-        [query, *scope_args, limit],
-    ).fetchall()
+    if agent_id is None:  # the org's table holds only the org's items
+        rows = conn.execute(f"SELECT rowid, bm25({table}) AS score FROM {table} WHERE {table} MATCH ? ORDER BY score LIMIT ?",
+                            [query, limit]).fetchall()
+    else:
+        scope_sql, scope_args = _scope(org_id, agent_id)
+        # "+rowid": the scope filters the matches. A plain "rowid IN" is handed to FTS5, which then
+        # runs the whole MATCH once per item of the scope (27 ms instead of 2 at 50 items).
+        rows = conn.execute(
+            f"SELECT rowid, bm25({table}) AS score FROM {table} WHERE {table} MATCH ? "
+            f"AND +rowid IN ({scope_sql}) ORDER BY score LIMIT ?",
+            [query, *scope_args, limit],
+        ).fetchall()
     return [(n, -score) for n, score in rows]
 
 

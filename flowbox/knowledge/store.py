@@ -169,7 +169,8 @@ def save_items(conn, model: str, dim: int, items: list[dict[str, Any]]) -> list[
             conn.execute("DELETE FROM knowledge_links WHERE item_n = ?", [n])
             conn.executemany("INSERT INTO knowledge_links (item_n, agent_id, pos) VALUES (?, ?, ?)",
                              [(n, agent_id, pos) for pos, agent_id in enumerate(item["agent_ids"])])
-    idx.write_fts(conn, [(n, item["name"], _fts_body(item)) for n, item in zip(ns, items)])
+    for org_id in dict.fromkeys(item["org_id"] for item in items):
+        idx.write_fts(conn, org_id, [(n, item["name"], fts_body(item)) for n, item in zip(ns, items) if item["org_id"] == org_id])
     idx.write_vectors(conn, index, [
         (n, item["org_id"], idx.text_hash(idx.indexed_text(item)), item["vector"])
         for n, item in zip(ns, items) if item.get("vector") is not None
@@ -181,16 +182,18 @@ def delete_items(conn, ns: Sequence[int]) -> None:
     """Removes items with everything indexed for them (sync, inside the caller's transaction)."""
     if not ns:
         return
+    orgs = [tuple(r) for r in conn.execute(
+        f"SELECT n, org_id FROM knowledge_items WHERE n IN ({','.join('?' * len(ns))})", list(ns))]
     index = idx.info(conn)
     if index is not None:
-        orgs = [tuple(r) for r in conn.execute(
-            f"SELECT n, org_id FROM knowledge_items WHERE n IN ({','.join('?' * len(ns))})", list(ns))]
         idx.delete_vectors(conn, index, orgs)
-    idx.delete_fts(conn, ns)
+    for org_id in dict.fromkeys(org for _, org in orgs):
+        idx.delete_fts(conn, org_id, [n for n, org in orgs if org == org_id])
     conn.executemany("DELETE FROM knowledge_items WHERE n = ?", [(n,) for n in ns])
 
 
-def _fts_body(item: dict) -> str:
+def fts_body(item: dict) -> str:
+    """What BM25 indexes of an item besides its name: its content and description."""
     return "\n".join(t for t in (item["content"], item.get("description_to_index_on")) if t)
 
 

@@ -280,8 +280,8 @@ async def run(args) -> None:
         fit(dev)
 
     # Small knowledge bases: SUBSET_SIZES entries drawn from a corpus into an org of their own (the
-    # same chunks and vectors); there, a question about an entry left out has no answer. After the fit:
-    # FTS5's BM25 counts documents across orgs, so the copies change every org's BM25.
+    # same chunks and vectors); there, a question about an entry left out has no answer. (BM25 counts
+    # words and documents org by org, so the copies change no other org's scores.)
     small: dict[tuple[int, str], list[tuple[float, bool]]] = {}  # (size, half) -> (top relevance, answerable)
     draw = random.Random(0)
     for domain in DOMAINS:

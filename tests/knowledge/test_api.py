@@ -36,6 +36,13 @@ def rows(srv, sql: str, *args) -> list:
     return srv.call(go())
 
 
+def fts_rows(srv, n: int | None = None) -> int:
+    """FTS rows in every org's keyword table (of item ``n`` only, when given)."""
+    tables = [f"knowledge_fts_{k}" for (k,) in rows(srv, "SELECT k FROM knowledge_keyword_tables")]
+    where = "" if n is None else " WHERE rowid = ?"
+    return sum(rows(srv, f"SELECT count(*) FROM {table}{where}", *([] if n is None else [n]))[0][0] for table in tables)
+
+
 def index_rows(srv, item_id: str) -> dict[str, int]:
     """How many rows an item has in each index table (vectors, bits, plain vectors, FTS)."""
     (version,) = rows(srv, "SELECT value FROM knowledge_meta WHERE key = 'version'")[0]
@@ -43,7 +50,7 @@ def index_rows(srv, item_id: str) -> dict[str, int]:
     n = found[0][0] if found else -1
     counts = {kind: rows(srv, f"SELECT count(*) FROM knowledge_{kind}_v{version} WHERE {key} = ?", n)[0][0]
               for kind, key in (("vec", "rowid"), ("bits", "n"), ("vectors", "n"))}
-    counts["fts"] = rows(srv, "SELECT count(*) FROM knowledge_fts WHERE rowid = ?", n)[0][0]
+    counts["fts"] = fts_rows(srv, n)
     return counts
 
 
@@ -210,8 +217,9 @@ def test_delete_leaves_no_stale_vectors(srv, org):
     response = client.delete(f"{URL}/{item['id']}")
     assert response.status_code == 200 and response.json() == {"message": "Knowledge item deleted successfully"}
     for table, key in (("knowledge_vec_v1", "rowid"), ("knowledge_bits_v1", "n"), ("knowledge_vectors_v1", "n"),
-                       ("knowledge_fts", "rowid"), ("knowledge_links", "item_n")):
+                       ("knowledge_links", "item_n")):
         assert rows(srv, f"SELECT count(*) FROM {table} WHERE {key} = ?", n)[0][0] == 0
+    assert fts_rows(srv, n) == 0
     assert item["id"] not in [r["id"] for r in search(client, "secret handshake")]
     for method in ("GET", "DELETE"):
         response = client.request(method, f"{URL}/{item['id']}")
@@ -232,6 +240,16 @@ def test_org_isolation(srv, org):
     response = other.get(f"{URL}/search", params={"q": "launch codes", "agent_id": agent["id"]})
     assert (response.status_code, response.json()) == (403, FOREIGN_AGENT)
     assert client.get(f"{URL}/{item['id']}").json()["name"] is None  # untouched
+    # nor do another org's entries move our scores: BM25 counts words and documents org by org
+    for thing, place in [("Spare keys", "red drawer"), ("Torches", "hall cupboard"), ("Maps", "map room"), ("Tools", "shed")]:
+        add_knowledge(client, agent["id"], f"{thing} are in the {place}.")
+    before = search(client, "launch codes binder", mode="keyword")
+    assert before[0]["id"] == item["id"] and before[0]["score"] > 0.1
+    theirs = create_agent(other, name="theirs too")
+    for i in range(8):
+        add_knowledge(other, theirs["id"], f"Binder {i} holds the launch codes of silo {i}.")
+    after = search(client, "launch codes binder", mode="keyword")
+    assert [(r["id"], r["score"], r["relevance"]) for r in after] == [(r["id"], r["score"], r["relevance"]) for r in before]
 
 
 def test_search_hybrid_scores_and_agent_scope(srv, org):
@@ -280,7 +298,7 @@ def test_item_and_vectors_commit_together(srv, org):
     client, agent = org
     add_knowledge(client, agent["id"], "Makes sure the index exists.")
     before = rows(srv, "SELECT count(*) FROM knowledge_items")[0][0]
-    fts_before = rows(srv, "SELECT count(*) FROM knowledge_fts")[0][0]
+    fts_before = fts_rows(srv)
 
     async def trigger(sql):
         async with srv.services.store.write() as tx:
@@ -293,7 +311,7 @@ def test_item_and_vectors_commit_together(srv, org):
         srv.call(trigger("DROP TRIGGER fail_vectors"))
     assert response.status_code == 500 and response.json() == {"error": "Internal server error"}
     assert rows(srv, "SELECT count(*) FROM knowledge_items")[0][0] == before
-    assert rows(srv, "SELECT count(*) FROM knowledge_fts")[0][0] == fts_before
+    assert fts_rows(srv) == fts_before
     assert rows(srv, "SELECT count(*) FROM knowledge_items WHERE content = 'This write fails half-way.'")[0][0] == 0
 
 

@@ -102,7 +102,7 @@ def test_relevance_is_a_probability_rising_with_every_feature():
 def test_a_result_well_ahead_of_its_rival_is_more_relevant():
     """The same match is likelier the answer when no other result comes close; a rival below the
     floor counts as the floor, so a lone entry does not stand out for having no competition."""
-    ahead, close = idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.4), idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.65)
+    ahead, close = idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.4), idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.62)
     assert ahead > close > idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.7)
     # behind a rival (not the leader): no margin, however far behind
     assert idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.7) == idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.9)
