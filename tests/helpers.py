@@ -290,7 +290,9 @@ class Shop:
                 "x-flowai-secret": secret or "null", "x-flowai-ott": "null"}
 
 
-def recv(ws, timeout: float = 15) -> dict:
+def recv(ws, timeout: float = 120) -> dict:
+    """The next frame; as generous as ``eventually()``: a fresh server's first message loads the embedding
+    model, which took 8-11 s on a busy 2-core machine (and past 15 s beside a second test process)."""
     return json.loads(ws.recv(timeout=timeout))
 
 
@@ -316,7 +318,7 @@ def ping(ws) -> None:
     assert recv(ws) == {"type": "pong"}
 
 
-def closed(ws, timeout: float = 15) -> tuple[int, list[dict]]:
+def closed(ws, timeout: float = 120) -> tuple[int, list[dict]]:
     """Reads until the server closes; (close code, frames read before)."""
     frames = []
     with pytest.raises(ConnectionClosed):

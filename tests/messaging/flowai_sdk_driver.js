@@ -14,8 +14,9 @@ const out = (step, data) => console.log(JSON.stringify({ step, ...data }))
 const client = new LiveClient({ clientId: process.env.CLIENT_ID, endpoint: base, origin: 'http://widget.test', silent: true })
 client.on(LiveClient.ERROR, err => errors.push(err.message))
 
-// The next event of a kind (optionally one that passes a test), or a timeout.
-function next(event, test = () => true, ms = 20000) {
+// The next event of a kind (optionally one that passes a test), or a timeout: generous, because a fresh
+// server's first message loads the embedding model, which takes long on a busy machine.
+function next(event, test = () => true, ms = 120000) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => { client.removeListener(event, on); reject(new Error(`timeout waiting for ${event}`)) }, ms)
     function on(value) {
@@ -67,10 +68,15 @@ async function main() {
 
   client.sendUserTypingActivity({ originator: { name: 'Jane' } })
   client.noticed(undefined, true)
-  await new Promise(resolve => setTimeout(resolve, 300))
-  let unnoticed = next(LiveClient.CHECKED_UNNOTICED_MESSAGES)
-  client.checkUnnoticed()
-  out('noticed', { unnoticed: (await unnoticed).unnoticed })
+  // "noticed" goes by the socket, the check by HTTP: asked again until the socket's frame is handled
+  let unnoticed
+  for (const deadline = Date.now() + 60000; ; await new Promise(resolve => setTimeout(resolve, 50))) {
+    const checked = next(LiveClient.CHECKED_UNNOTICED_MESSAGES)
+    client.checkUnnoticed()
+    unnoticed = (await checked).unnoticed
+    if (!unnoticed || Date.now() > deadline) break
+  }
+  out('noticed', { unnoticed })
 
   // A human agent answers over REST: pushed to the widget's socket.
   const pushed = next(LiveClient.REPLY_RECEIVED, r => r.originator.role === 'moderator')
@@ -80,9 +86,9 @@ async function main() {
   })
   const agent = await pushed
   out('moderator', { status: rest.status, texts: texts(agent), name: agent.originator.name })
-  unnoticed = next(LiveClient.CHECKED_UNNOTICED_MESSAGES)
+  const checked = next(LiveClient.CHECKED_UNNOTICED_MESSAGES)
   client.checkUnnoticed()
-  out('unnoticed', { unnoticed: (await unnoticed).unnoticed })
+  out('unnoticed', { unnoticed: (await checked).unnoticed })
 
   history = next(LiveClient.RECEIVED_HISTORY)
   client.history()
