@@ -270,11 +270,19 @@ def test_multi_agent_chat_with_human_input(page, console_server):
     page.click("#start-chat button[type=submit]")
     expect(page.locator("h1")).to_contain_text("poem session")
     expect(page.locator("#chat-status [data-status]")).to_have_attribute("data-status", "ready")
+    # The answer to the message (the chat 'running') is held back until the stream has shown what came later
+    held = []
+    page.route("**/chats/*/messages", lambda route: held.append((route, route.fetch())) if route.request.method == "POST" else route.fallback())
     page.fill("#chat-input", "Write about the sea.")
     page.click("#chat-send")
     expect(page.locator(".chat .msg.user").first).to_contain_text("Write about the sea.")
     # The poet answers (live, over the stream); then the human's seat waits for input.
     expect(page.locator(".chat .msg.assistant").first).to_contain_text("poet")
+    expect(page.locator("#chat-status [data-status]")).to_have_attribute("data-status", "wait_for_human_input")
+    for route, response in held:
+        route.fulfill(response=response)
+    page.unroute("**/chats/*/messages")
+    expect(page.locator("#chat-input")).to_have_value("")  # the late answer handled: it did not take the chat back
     expect(page.locator("#chat-status [data-status]")).to_have_attribute("data-status", "wait_for_human_input")
     expect(page.locator("#chat-send")).to_have_text("Send input")
     shot(page, "chat-waiting")

@@ -253,7 +253,9 @@ async function chatView(main, chatId) {
       const answer = await api(`${path}/${human ? "input" : "messages"}`, { method: "POST", body: { message: text }, ...AUTH });
       input.value = "";
       if (answer.message) show(answer.message);
-      setStatus(answer.chat);
+      // The stream may have brought a later status first (a quick reply, an error): an answer older than
+      // what is shown would leave the chat 'running' with the input off for good.
+      setStatus(answer.chat.updated_at > current.updated_at ? answer.chat : current);
     } catch (err) {
       transcript.el.append(errorBox(err));
       send.disabled = false;
