@@ -6,8 +6,9 @@ Retrieved context is a ``knowledge_search`` call made for the agent before the m
 message of two words or more), stored in the thread like the model's own calls, so
 ``conversation_history`` shows what the answer was based on. A tiny local model rarely decides to
 search by itself; this way it always sees the relevant entries, and a larger model can still call
-the tool for more. Only results whose ``relevance`` reaches the documented threshold are passed on;
-when none does, the result says so (``NOTHING_RELEVANT``) instead of offering unrelated entries.
+the tool for more. When the best result's ``relevance`` reaches the documented threshold, it is passed
+on with the runners-up (``index.handed_on``); when it does not, the result says so (``NOTHING_RELEVANT``)
+instead of offering unrelated entries.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ async def _search(ctx: ToolContext, query: str, limit: int) -> dict[str, Any]:
     embedder = await get_embedder(ctx.services)
     results = await kb.search(ctx.store, embedder, ctx.org_id, query, agent_id=ctx.agent_id, limit=limit)
     relevant = [{"id": r["id"], "name": r["name"], "content": r["content"], "similarity": r["similarity"],
-                 "relevance": r["relevance"]} for r in results if r["relevance"] >= idx.RELEVANCE_THRESHOLD]
+                 "relevance": r["relevance"]} for r in idx.handed_on(results, limit)]
     return {"query": query, "results": relevant, **({} if relevant else {"message": NOTHING_RELEVANT})}
 
 

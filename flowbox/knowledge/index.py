@@ -438,6 +438,16 @@ def relevance(similarity: float | None, coverage: float, keyword: float, best_ke
     return _sigmoid(a * score + m * margin(score, rival) + b)
 
 
+def handed_on(results: Sequence[dict], limit: int) -> list[dict]:
+    """What an agent is given of a search (results best first): nothing when the best result is below the
+    "no answer" line, else the first ``limit``. The leader's relevance says whether the knowledge base
+    answers the question; the runners-up come with it because the answer is often among them when it is
+    not the leader (their own relevance is low by design: they have no margin)."""
+    if not results or results[0]["relevance"] < RELEVANCE_THRESHOLD:
+        return []
+    return list(results[:limit])
+
+
 def documents(conn, ns: Sequence[int]) -> dict[int, str]:
     """The text BM25 indexes for each item (its name, content and description): what coverage reads."""
     if not ns:

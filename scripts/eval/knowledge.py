@@ -367,6 +367,24 @@ async def run(args) -> None:
         f" test {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['test']], [answerable[i] for i in halves['test']], t))}"
         for t in (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)))
 
+    # What an agent is given (index.handed_on, knowledge_context_items results), beside giving it each
+    # result whose own relevance reaches the line: is the answer in what it reads, and how much does it read?
+    print("agent context: answerable questions whose answer is given / results given per answerable question / "
+          "no-answer questions given nothing")
+    rules = {"the leader decides (handed_on)": idx.handed_on,
+             "each result by its relevance": lambda found, k: [r for r in found[:k] if r["relevance"] >= idx.RELEVANCE_THRESHOLD]}
+    for limit in (2, 3):
+        for label, rule in rules.items():
+            row = []
+            for half, idxs in halves.items():
+                given = {i: rule(results["flowbox (hybrid)"][i], limit) for i in idxs}
+                asked = [i for i in idxs if answerable[i]]
+                found = sum(any(entry_of[r["id"]] == questions[i].expected for r in given[i]) for i in asked) / len(asked)
+                size = sum(len(given[i]) for i in asked) / len(asked)
+                empty = [not given[i] for i in idxs if not answerable[i]]
+                row.append(f"{half} {found:.3f} / {size:.2f} / {sum(empty) / len(empty):.3f}")
+            print(f"  {limit} results, {label:32} {'   '.join(row)}")
+
     for name in MODES:
         ms = sorted(latency[name])
         print(f"{name} search p50 {statistics.median(ms):.1f} ms, p90 {ms[int(len(ms) * .9)]:.1f} ms", end="; ")
