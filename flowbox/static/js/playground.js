@@ -98,7 +98,12 @@ export async function render(main, args) {
   const form = h("form", { class: "composer", onsubmit: submit }, input, send, stop);
   mount(main,
     h("h1", {}, "Playground", h("span", { class: "spacer" }), select,
-      h("button", { type: "button", id: "new-thread", onclick: () => { transcript.clear(); meta.textContent = ""; setThread(null); } }, "New thread")),
+      h("button", { type: "button", id: "new-thread", onclick: () => {
+        controller?.abort(); // a reply on its way would stream into the new thread's transcript and name its old thread
+        transcript.clear();
+        meta.textContent = "";
+        setThread(null);
+      } }, "New thread")),
     h("div", { class: "row muted small" }, h("span", {}, agent.description || `model ${agent.model}`), h("span", { class: "grow" }), threadLabel),
     transcript.el, form, meta);
   setThread(threadId);
