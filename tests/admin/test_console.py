@@ -286,9 +286,18 @@ def test_multi_agent_chat_with_human_input(page, console_server):
     expect(page.locator("#chat-status [data-status]")).to_have_attribute("data-status", "wait_for_human_input")
     expect(page.locator("#chat-send")).to_have_text("Send input")
     shot(page, "chat-waiting")
+    # Enter sends; pressed again while the answer is on its way (held here), it sends nothing more
+    inputs = []
+    page.route("**/chats/*/input", lambda route: inputs.append(route))
     page.fill("#chat-input", "exit")
-    page.click("#chat-send")
+    with page.expect_request("**/chats/*/input"):
+        page.press("#chat-input", "Enter")
+    page.press("#chat-input", "Enter")
+    inputs[0].continue_()
     expect(page.locator("#chat-status [data-status]")).to_have_attribute("data-status", "completed")
+    page.unroute("**/chats/*/input")
+    assert len(inputs) == 1
+    expect(page.locator(".chat .error")).to_have_count(0)
     shot(page, "chat-done")
 
 

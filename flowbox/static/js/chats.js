@@ -262,7 +262,9 @@ async function chatView(main, chatId) {
     }
   });
   input.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey) form.requestSubmit();
+    if (e.key !== "Enter" || e.shiftKey) return;
+    e.preventDefault(); // no newline left in the box
+    if (!send.disabled) form.requestSubmit(); // (requestSubmit ignores a disabled button: a second Enter sent twice)
   });
 
   mount(main, h("h1", {}, h("a", { href: "#/chats" }, "Chats"), " / ", chat.name, h("span", { class: "spacer" }), status),
