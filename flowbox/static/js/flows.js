@@ -30,7 +30,9 @@ export async function render(main, project, flowId) {
   const chat = testChat(project, { explain: true });
   const problems = h("div", { id: "flow-problems" });
 
-  async function save() {
+  async function save(event) {
+    const button = event.currentTarget;
+    button.disabled = true; // a second click while saving would create a new flow twice
     problems.replaceChildren();
     editor.clearProblems();
     try {
@@ -42,6 +44,8 @@ export async function render(main, project, flowId) {
       const rest = editor.showProblems(err.body?.errors || []);
       problems.append(errorBox(err), rest.length ? h("ul", { class: "problems" }, rest.map((p) => h("li", {}, `${p.path}: ${p.message}`))) : null);
       problems.querySelector(".error")?.scrollIntoView({ block: "nearest" });
+    } finally {
+      button.disabled = false;
     }
   }
 

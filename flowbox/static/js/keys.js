@@ -17,8 +17,11 @@ export async function render(main) {
     await list();
   });
   const listing = h("div", { id: "keys-table" });
+  let lists = 0;
   async function list(rows) {
+    const load = ++lists;
     rows = rows || (await api("/api/admin/keys")).keys;
+    if (load !== lists) return; // a create and a revoke can overlap: an older listing is not drawn over a newer one
     mount(listing, table([
       ["Name", (k) => [k.name, k.current ? h("span", { class: "tag ok" }, "this session") : null]],
       ["Key", (k) => h("span", { class: "mono" }, `${k.prefix}…`)],
