@@ -288,7 +288,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
 }
 TEXTS = [text for topic in PHRASINGS for text in PHRASINGS[topic]]
 
-# Chosen on the dev half of scripts/eval/intents.py's four tuned flows (the fifth is never tuned on):
+# Chosen on the dev half of scripts/eval/intents.py's four tuned flows (the two others are never tuned on):
 # a phrasing at least COVERED close to one of a flow's examples is the flow's own business (0.55-0.80
 # do the same there; below, a flow keeps too few); a message is out of scope when its nearest phrasing
 # is at least BAR close and MARGIN closer than its nearest example (0.30-0.75 and 0.2-0.275 do the
