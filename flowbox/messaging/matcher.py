@@ -38,7 +38,7 @@ import numpy as np
 
 from ..ids import iso
 from ..services import Services
-from . import common_phrasings, off_topic
+from . import common_phrasings, off_topic, shipped_vectors
 from .intents import Features, Model, expand, train
 
 log = logging.getLogger("flowbox.messaging")
@@ -104,7 +104,7 @@ class Embeddings:
     async def examples(self, texts: list[str]) -> np.ndarray:
         """Vectors for example texts (rows in order), from the SQLite cache or embedded now."""
         store = self.services.store
-        hashes = [hashlib.sha1(t.encode()).hexdigest() for t in texts]
+        hashes = [shipped_vectors.text_hash(t) for t in texts]
         found: dict[str, np.ndarray] = {}
         unique = list(dict.fromkeys(hashes))
         for i in range(0, len(unique), 500):
@@ -114,13 +114,16 @@ class Embeddings:
                 [self.model, *chunk],
             )
             found.update((r["text_hash"], np.frombuffer(r["vector"], dtype=np.float32)) for r in rows)
+        if self.builtin:  # the built-in phrasings come with flowbox (shipped_vectors)
+            ours = shipped_vectors.shipped()
+            found.update((h, ours[h]) for h in hashes if h not in found and h in ours)
         missing = list(dict.fromkeys(t for t, h in zip(texts, hashes) if h not in found))
         new_rows = []
         for i in range(0, len(missing), EMBED_BATCH):
             batch = missing[i:i + EMBED_BATCH]
             for text, vector in zip(batch, await self.embedder.embed(batch)):
                 array = np.asarray(vector, dtype=np.float32)
-                digest = hashlib.sha1(text.encode()).hexdigest()
+                digest = shipped_vectors.text_hash(text)
                 found[digest] = array
                 new_rows.append((self.model, digest, array.tobytes()))
         if new_rows:

@@ -9,7 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from flowbox.messaging import common_phrasings, conversation, intents, projects
+from flowbox.embeddings import get_embedder
+from flowbox.messaging import common_phrasings, conversation, intents, projects, shipped_vectors
 from tests.helpers import Receiver, eventually
 
 
@@ -331,3 +332,21 @@ def test_outside_measures_the_meaning_a_message_adds_to_its_nearest_examples():
     orthogonal = rng.normal(size=64).astype(np.float32)
     orthogonal -= basis @ (basis.T @ orthogonal)
     assert abs(features.outside(orthogonal / np.linalg.norm(orthogonal)) - 1) < 1e-4
+
+
+def test_the_shipped_phrasing_vectors_cover_the_lists():
+    """Every common and off-topic phrasing has its vector in the file shipped with flowbox (after a list
+    changes: ``python -m flowbox.messaging.shipped_vectors``), of unit length."""
+    vectors = shipped_vectors.shipped()
+    missing = [t for t in shipped_vectors.phrasings() if shipped_vectors.text_hash(t) not in vectors]
+    assert not missing, f"not in phrasings.npz (write it again): {missing[:5]}"
+    assert all(v.shape == (384,) and abs(float(np.linalg.norm(v)) - 1) < 1e-5 for v in vectors.values())
+
+
+def test_the_shipped_phrasing_vectors_are_the_models(org_server):
+    """The file holds what the built-in model computes for those texts (float16: to about 1e-3)."""
+    texts = shipped_vectors.phrasings()[::40]
+    embedder = org_server.call(get_embedder(org_server.services))
+    live = np.asarray(org_server.call(embedder.embed(texts)), dtype=np.float32)
+    stored = np.stack([shipped_vectors.shipped()[shipped_vectors.text_hash(t)] for t in texts])
+    assert np.min(np.sum(live * stored, axis=1)) > 0.999
