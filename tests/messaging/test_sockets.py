@@ -71,7 +71,7 @@ def test_documented_exchange(shop):
 
 
 def test_socket_info_errors_and_single_use_tokens(make_server):
-    shop = Shop(make_server(preload_model=False, messaging_socket_token_ttl_ms=1000))
+    shop = Shop(make_server(preload_model=False, messaging_socket_token_ttl_ms=3000))  # room for a slow connect; expiry below
     for params, message in (({"clientId": None}, "clientId is required"), ({"clientId": "nope"}, "Unknown clientId"),
                             ({"sessionId": None}, "sessionId is required")):
         response = shop.info(**params)
@@ -87,7 +87,7 @@ def test_socket_info_errors_and_single_use_tokens(make_server):
             assert code == 4401 and frames[0]["type"] == "error" and "request a new one" in frames[0]["message"]
         ping(ws)  # the first one is unaffected
     late = shop.endpoint()
-    time.sleep(1.2)  # past the (test-sized) lifetime
+    time.sleep(3.2)  # past the (test-sized) lifetime
     with connect(late) as ws:
         assert closed(ws)[0] == 4401
     with connect(late.rsplit("/", 1)[0] + "/made-up-token") as ws:
