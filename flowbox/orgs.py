@@ -96,9 +96,12 @@ async def revoke_key(store: Store, key_id: str, org_id: str | None = None) -> bo
 # another process (the CLI) stops working within AUTH_CACHE_SECONDS.
 AUTH_CACHE_SECONDS = 1.0
 _auth_cache: dict[str, tuple[Principal, float]] = {}
+_forgotten = 0  # counts the clears: a lookup that began before one does not fill the cache after it
 
 
 def forget_verified_keys() -> None:
+    global _forgotten
+    _forgotten += 1
     _auth_cache.clear()
 
 
@@ -108,12 +111,15 @@ async def authenticate(store: Store, key: str) -> Principal | None:
     cached = _auth_cache.get(digest)
     if cached is not None and cached[1] > time.monotonic():
         return cached[0]
+    began = _forgotten
     rows = await store.lookup("SELECT id, org_id, key_hash, revoked_at FROM api_keys WHERE key_hash = ?", [digest])
     row = rows[0] if rows else None
     if row is None or row["revoked_at"] is not None or not hmac.compare_digest(row["key_hash"], digest):
         _auth_cache.pop(digest, None)
         return None
     principal = Principal(org_id=row["org_id"], key_id=row["id"])
+    if began != _forgotten:  # a revocation committed meanwhile: this answer may predate it
+        return principal
     if len(_auth_cache) > 10_000:
         _auth_cache.clear()
     _auth_cache[digest] = (principal, time.monotonic() + AUTH_CACHE_SECONDS)

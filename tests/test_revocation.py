@@ -196,3 +196,32 @@ def test_until_revoked_ends_a_quiet_stream_and_stops_its_producer():
         assert len(streams) == 0 and sorted(stopped) == ["mine", "other"]
 
     asyncio.run(go())
+
+
+def test_a_key_check_that_overlaps_its_revocation_does_not_keep_the_key_alive(tmp_path):
+    """The revocation commits while a check of the key is reading it (as two requests can interleave):
+    that check's answer is not cached, so the key's next request is refused at once."""
+    from flowbox import orgs
+    from flowbox.db import Store, migrate
+
+    async def go():
+        migrate(tmp_path / "flowbox.db")
+        store = await Store(tmp_path / "flowbox.db", readers=1).open()
+        try:
+            org = await orgs.create_org(store, "acme")
+            key, record = await orgs.create_key(store, org["id"])
+            lookup = store.lookup
+
+            async def revoked_meanwhile(*args):
+                rows = await lookup(*args)
+                await orgs.revoke_key(store, record["id"])
+                return rows
+
+            store.lookup = revoked_meanwhile
+            assert await orgs.authenticate(store, key) is not None  # read before the revocation committed
+            store.lookup = lookup
+            return await orgs.authenticate(store, key)
+        finally:
+            await store.close()
+
+    assert asyncio.run(go()) is None
