@@ -22,6 +22,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -36,6 +37,12 @@ from .services import Services
 
 N_CTX = 512  # MiniLM's trained context; longer texts are embedded in pieces and averaged
 REMOTE_BATCH = 64
+# A short call (a query or a few) gains little from a second thread, and its threads wait for each
+# other at every step: on a busy machine a descheduled one stalls the call. Measured on 2 cores, one
+# query: 9 ms on two threads and 13 ms on one when quiet; beside one busy process 41 ms (p90 106) on
+# two and 13 ms on one. So a short call runs on one thread while other work leaves too few cores free
+# (scripts/bench/load.py's knowledge search p99 under mixed load: 135-138 ms, against 165-246 ms).
+SHORT_CALL = 64  # tokens
 QUERY_CACHE = 4096  # recent query texts and their vectors (float32: 1.5 kB each at 384 dimensions)
 INLINE_TOKENIZE = 2000  # a query up to this many characters is tokenized on the event loop (microseconds)
 # WordPiece's max_input_chars_per_word: longer words (runs of letters and digits; CJK characters
@@ -95,6 +102,23 @@ class Embedder:
         await asyncio.to_thread(self.close)
 
 
+def others_running() -> float | None:
+    """How many other tasks want a core now: the runnable count in /proc/loadavg (instant; this
+    process's reader excluded), elsewhere the one-minute load average; None when neither exists."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/loadavg") as f:
+            return int(f.read().split()[3].split("/")[0]) - 1
+    with contextlib.suppress(OSError, AttributeError):
+        return os.getloadavg()[0]
+    return None
+
+
+def threads_for(tokens: int, n_threads: int, others: float | None, cores: int) -> int:
+    """Threads for an embedding call of ``tokens``: one for a short call when other work leaves
+    fewer than ``n_threads`` cores free (``SHORT_CALL``), else all of them."""
+    return 1 if tokens <= SHORT_CALL and others is not None and others + n_threads > cores else n_threads
+
+
 class EmbedRunner:
     """MiniLM itself, in its worker process (``models/worker.py``): token sequences in, vectors out.
     Tokenizing happens in the server, from the same file's vocabulary."""
@@ -107,12 +131,22 @@ class EmbedRunner:
                               n_threads=n_threads, n_threads_batch=n_threads)
         self.dim = self.llm.n_embd()
         self.info = {"dim": self.dim}
+        self.n_threads = self.threads = n_threads
+
+    def _use_threads(self, tokens: int) -> None:
+        import llama_cpp
+
+        wanted = threads_for(tokens, self.n_threads, others_running() if tokens <= SHORT_CALL else None, os.cpu_count() or 1)
+        if wanted != self.threads:
+            llama_cpp.llama_set_n_threads(self.llm._ctx.ctx, wanted, wanted)
+            self.threads = wanted
 
     def embed(self, pieces: list[list[int]], *, cancel, emit) -> np.ndarray:
         """The mean-pooled vector of each token sequence (not normalised: ``Batcher`` adds up
         the pieces of a long text)."""
         import llama_cpp
 
+        self._use_threads(sum(map(len, pieces)))
         max_seqs = self.llm.context_params.n_seq_max
         out = np.zeros((len(pieces), self.dim), dtype=np.float32)
         ctx, batch = self.llm._ctx, self.llm._batch

