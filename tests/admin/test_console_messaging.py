@@ -215,11 +215,17 @@ def test_build_a_flow_chat_hand_over_answer_from_the_inbox_and_resume(context, o
         route.continue_()
         route.request.response().finished()
     inbox.evaluate("() => new Promise((done) => requestAnimationFrame(() => setTimeout(done)))")  # the late answers handled
-    expect(inbox.locator(".thread-item[data-thread=long]")).to_be_visible()
-    inbox.click(".thread-item[data-thread=long]")
+    item = inbox.locator(".thread-item[data-thread=long]")
+    expect(item).to_be_visible()
+    # pressed, then a live refresh rewrites the item (Lou writes again), then released: still a click on it
+    item.hover()
+    inbox.mouse.down()
+    rest.post("/rest/v1/messages/long", json={"payload": {"type": "text", "speech": "one more", "originator": {"name": "Lou"}}})
+    expect(item).to_contain_text("one more")
+    inbox.mouse.up()
     expect(inbox.locator("#thread .msg")).to_have_count(20)
     inbox.click("#show-older")
-    expect(inbox.locator("#thread .msg")).to_have_count(22)
+    expect(inbox.locator("#thread .msg")).to_have_count(23)  # 12 from Lou, 11 answers ("one more" has none)
     expect(inbox.locator("#show-older")).to_have_count(0)
 
 

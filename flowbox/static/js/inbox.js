@@ -45,21 +45,41 @@ export async function render(main, args) {
     try {
       const threads = await api(`${base}/threads${query}`, { signal: controller.signal });
       if (load !== listLoads) return;
-      // a live refresh replaces the items: the one a keyboard user was on keeps the focus
+      // A live refresh updates the items in place (a click or the focus on one survives it); only an
+      // item that changed place is moved, and the one a keyboard user was on gets the focus back.
       const focused = list.contains(document.activeElement) ? document.activeElement.dataset.thread : null;
-      mount(list, threads.length ? threads.map(threadItem) : h("li", { class: "panel empty" }, "No threads here."));
-      if (focused) list.querySelector(`.thread-item[data-thread="${CSS.escape(focused)}"]`)?.focus();
+      if (!threads.length) return void mount(list, h("li", { class: "panel empty" }, "No threads here."));
+      const wanted = threads.map(threadItem);
+      wanted.forEach((li, i) => list.children[i] !== li && list.insertBefore(li, list.children[i] || null));
+      while (list.children.length > wanted.length) list.lastElementChild.remove();
+      const shown = new Set(threads.map((t) => t.threadId));
+      for (const id of items.keys()) if (!shown.has(id)) items.delete(id);
+      if (focused && !list.contains(document.activeElement)) list.querySelector(`.thread-item[data-thread="${CSS.escape(focused)}"]`)?.focus();
     } catch (err) {
       if (err.name !== "AbortError" && load === listLoads) mount(list, h("li", {}, errorBox(err)));
     }
   }
 
+  const items = new Map(); // threadId -> its <li>, kept across live refreshes
+  const drawn = new WeakMap(); // button -> the thread (as JSON) its text shows
   function threadItem(t) {
-    return h("li", {}, h("button", { type: "button", class: `thread-item${t.threadId === selected ? " active" : ""}`,
-      dataset: { thread: t.threadId }, "aria-current": t.threadId === selected ? "true" : undefined, onclick: () => open(t.threadId) },
-    h("div", { class: "row" }, h("b", { class: "grow" }, t.user?.name || t.threadId), statusTags(t)),
-    t.lastMessage ? h("div", { class: "small muted last" }, `${t.lastMessage.role}: ${t.lastMessage.text}`) : null,
-    h("div", { class: "small muted" }, when(t.lastMessage?.createdAt || t.updatedAt))));
+    let li = items.get(t.threadId);
+    if (!li) {
+      li = h("li", {}, h("button", { type: "button", class: "thread-item", dataset: { thread: t.threadId }, onclick: () => open(t.threadId) }));
+      items.set(t.threadId, li);
+    }
+    const button = li.firstElementChild;
+    button.classList.toggle("active", t.threadId === selected);
+    t.threadId === selected ? button.setAttribute("aria-current", "true") : button.removeAttribute("aria-current");
+    const shown = JSON.stringify(t);
+    if (drawn.get(button) !== shown) { // its text is rewritten only when the thread changed
+      drawn.set(button, shown);
+      mount(button,
+        h("div", { class: "row" }, h("b", { class: "grow" }, t.user?.name || t.threadId), statusTags(t)),
+        t.lastMessage ? h("div", { class: "small muted last" }, `${t.lastMessage.role}: ${t.lastMessage.text}`) : null,
+        h("div", { class: "small muted" }, when(t.lastMessage?.createdAt || t.updatedAt)));
+    }
+    return li;
   }
 
   async function open(threadId) {
