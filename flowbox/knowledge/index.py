@@ -377,18 +377,17 @@ def keyword_search(conn, org_id: str, agent_id: str | None, text: str, limit: in
     table = fts_table(conn, org_id)
     if not query or table is None:
         return []
-    if agent_id is None:  # the org's table holds only the org's items
-        rows = conn.execute(f"SELECT rowid, bm25({table}) AS score FROM {table} WHERE {table} MATCH ? ORDER BY score LIMIT ?",
-                            [query, limit]).fetchall()
-    else:
+    # The org's table holds only the org's items; an agent's scope filters the matches ("+rowid": a plain
+    # "rowid IN" is handed to FTS5, which then runs the whole MATCH once per item of the scope, 27 ms
+    # instead of 2 at 50 items).
+    scope, scope_args = "", []
+    if agent_id is not None:
         scope_sql, scope_args = _scope(org_id, agent_id)
-        # "+rowid": the scope filters the matches. A plain "rowid IN" is handed to FTS5, which then
-        # runs the whole MATCH once per item of the scope (27 ms instead of 2 at 50 items).
-        rows = conn.execute(
-            f"SELECT rowid, bm25({table}) AS score FROM {table} WHERE {table} MATCH ? "
-            f"AND +rowid IN ({scope_sql}) ORDER BY score LIMIT ?",
-            [query, *scope_args, limit],
-        ).fetchall()
+        scope = f"AND +rowid IN ({scope_sql}) "
+    rows = conn.execute(
+        f"SELECT rowid, bm25({table}) AS score FROM {table} WHERE {table} MATCH ? {scope}ORDER BY score LIMIT ?",
+        [query, *scope_args, limit],
+    ).fetchall()
     return [(n, -score) for n, score in rows]
 
 

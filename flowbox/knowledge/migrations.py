@@ -52,14 +52,13 @@ def m001_knowledge(db):
 @migrations()
 def m002_keyword_table_per_org(db):
     """BM25 per org: each org's FTS rows move from the shared ``knowledge_fts`` to a table of its own
-    (see ``index.fts_table``), rebuilt from the items' text."""
-    from .index import FTS_COLUMNS
+    (``index.fts_table``), rebuilt from the items' text as ``store.save_items`` writes it."""
+    from .index import write_fts
+    from .store import fts_body
 
     db.execute("CREATE TABLE knowledge_keyword_tables (k INTEGER PRIMARY KEY, org_id TEXT NOT NULL UNIQUE REFERENCES orgs(id) ON DELETE CASCADE)")
     for (org_id,) in db.execute("SELECT DISTINCT org_id FROM knowledge_items ORDER BY org_id").fetchall():
-        k = db.execute("INSERT INTO knowledge_keyword_tables (org_id) VALUES (?)", [org_id]).lastrowid
-        db.execute(f"CREATE VIRTUAL TABLE knowledge_fts_{k} USING fts5({FTS_COLUMNS})")
         rows = db.execute("SELECT n, name, content, description_to_index_on FROM knowledge_items WHERE org_id = ?", [org_id]).fetchall()
-        db.conn.executemany(f"INSERT INTO knowledge_fts_{k} (rowid, name, body) VALUES (?, ?, ?)",
-                            [(n, name or "", "\n".join(t for t in (content, description) if t)) for n, name, content, description in rows])
+        write_fts(db.conn, org_id, [(n, name, fts_body({"content": content, "description_to_index_on": description}))
+                                    for n, name, content, description in rows])
     db.execute("DROP TABLE knowledge_fts")
