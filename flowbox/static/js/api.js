@@ -106,3 +106,14 @@ export async function available() {
   }
   return surfaces;
 }
+
+// For a view whose loads can overlap (a click while a live refresh is on its way): each call starts a
+// load and returns a check that is true while it is still the newest, so that a slow earlier answer is
+// never drawn over a newer one.
+export function newest() {
+  let count = 0;
+  return () => {
+    const mine = ++count;
+    return () => mine === count;
+  };
+}

@@ -2,7 +2,7 @@
 // handover and outside business hours. Open a thread to read its history, take it over (the bot
 // pauses), answer as a human agent and hand it back. Everything goes through the Management API's
 // thread routes with the signed-in key; updates come from the project's event stream (SSE).
-import { api, events, request } from "./api.js";
+import { api, events, newest, request } from "./api.js";
 import { errorBox, h, mount, onSubmit, picker, toast, when } from "./dom.js";
 import { Transcript } from "./transcript.js";
 
@@ -36,15 +36,15 @@ export async function render(main, args) {
 
   // Loads overlap (a filter click while a live refresh is on its way): only the newest one's answer is
   // drawn, or a slow earlier answer for another filter or thread would paint over it.
-  let listLoads = 0;
-  let threadLoads = 0;
+  const listLoad = newest();
+  const threadLoad = newest();
   let focusWanted = false; // asked of a load that a newer one replaced: the newer one gives the focus
   async function loadList() {
     const query = filter === "all" ? "" : `?only=${filter}`;
-    const load = ++listLoads;
+    const current = listLoad();
     try {
       const threads = await api(`${base}/threads${query}`, { signal: controller.signal });
-      if (load !== listLoads) return;
+      if (!current()) return;
       // A live refresh updates the items in place (a click or the focus on one survives it); only an
       // item that changed place is moved, and the one a keyboard user was on gets the focus back.
       const focused = list.contains(document.activeElement) ? document.activeElement.dataset.thread : null;
@@ -56,8 +56,14 @@ export async function render(main, args) {
       for (const id of items.keys()) if (!shown.has(id)) items.delete(id);
       if (focused && !list.contains(document.activeElement)) list.querySelector(`.thread-item[data-thread="${CSS.escape(focused)}"]`)?.focus();
     } catch (err) {
-      if (err.name !== "AbortError" && load === listLoads) mount(list, h("li", {}, errorBox(err)));
+      if (err.name !== "AbortError" && current()) mount(list, h("li", {}, errorBox(err)));
     }
+  }
+
+  function markSelected(button) {
+    const on = button.dataset.thread === selected;
+    button.classList.toggle("active", on);
+    on ? button.setAttribute("aria-current", "true") : button.removeAttribute("aria-current");
   }
 
   const items = new Map(); // threadId -> its <li>, kept across live refreshes
@@ -69,8 +75,7 @@ export async function render(main, args) {
       items.set(t.threadId, li);
     }
     const button = li.firstElementChild;
-    button.classList.toggle("active", t.threadId === selected);
-    t.threadId === selected ? button.setAttribute("aria-current", "true") : button.removeAttribute("aria-current");
+    markSelected(button);
     const shown = JSON.stringify(t);
     if (drawn.get(button) !== shown) { // its text is rewritten only when the thread changed
       drawn.set(button, shown);
@@ -86,11 +91,7 @@ export async function render(main, args) {
     selected = threadId;
     shownPages = 1;
     address();
-    for (const item of list.querySelectorAll(".thread-item")) {
-      const on = item.dataset.thread === threadId;
-      item.classList.toggle("active", on);
-      on ? item.setAttribute("aria-current", "true") : item.removeAttribute("aria-current");
-    }
+    for (const item of list.querySelectorAll(".thread-item")) markSelected(item);
     await loadThread(true);
   }
 
@@ -104,17 +105,17 @@ export async function render(main, args) {
     }
     const path = `${base}/threads/${encodeURIComponent(selected)}`;
     let view, older;
-    const load = ++threadLoads;
+    const current = threadLoad();
     focusWanted ||= focus;
     try {
       view = await api(path, { signal: controller.signal });
       const more = Array.from({ length: Math.min(shownPages, view.history.pages) - 1 }, (_, i) => i + 2);
       older = await Promise.all(more.map((page) => api(`${path}?page=${page}`, { signal: controller.signal })));
     } catch (err) {
-      if (err.name !== "AbortError" && load === threadLoads) mount(pane, errorBox(err));
+      if (err.name !== "AbortError" && current()) mount(pane, errorBox(err));
       return;
     }
-    if (load !== threadLoads) return;
+    if (!current()) return;
     // Read as the pane is replaced, not as the load began: what was typed or focused meanwhile stays.
     const hadFocus = pane.contains(document.activeElement) ? document.activeElement.id : null;
     const draft = pane.dataset.thread === view.threadId ? pane.querySelector("#reply-input")?.value ?? "" : ""; // kept across live updates

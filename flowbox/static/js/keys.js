@@ -1,5 +1,5 @@
 // API keys of the signed-in org: create (the key is shown once), list, revoke.
-import { api, key } from "./api.js";
+import { api, key, newest } from "./api.js";
 import { field, h, mount, onSubmit, table, toast, when } from "./dom.js";
 
 export async function render(main) {
@@ -17,11 +17,11 @@ export async function render(main) {
     await list();
   });
   const listing = h("div", { id: "keys-table" });
-  let lists = 0;
+  const listLoad = newest(); // a create and a revoke can overlap: an older listing is not drawn over a newer one
   async function list(rows) {
-    const load = ++lists;
+    const current = listLoad();
     rows = rows || (await api("/api/admin/keys")).keys;
-    if (load !== lists) return; // a create and a revoke can overlap: an older listing is not drawn over a newer one
+    if (!current()) return;
     mount(listing, table([
       ["Name", (k) => [k.name, k.current ? h("span", { class: "tag ok" }, "this session") : null]],
       ["Key", (k) => h("span", { class: "mono" }, `${k.prefix}…`)],
