@@ -44,7 +44,7 @@ from inprocess import InProcessServer  # beside this script
 
 DATA = Path(__file__).parent / "data"
 DOMAINS = ("telecom", "restaurant", "clinic", "banking")
-UNTUNED = ("threadline", "brightwatt", "parcelway")  # never tuned on: an honest check of the matcher on a new client's flow
+UNTUNED = ("threadline", "brightwatt", "parcelway", "pulsegym")  # never tuned on: an honest check of the matcher on a new client's flow
 READY_SECONDS = 300
 
 
