@@ -18,7 +18,7 @@ from typing import Any
 from ..db import Store
 from ..ids import from_iso, iso
 from ..services import Services
-from . import threads
+from . import common_phrasings, threads
 from .conversation import engine_input, graph_for, threshold_of
 from .engine import decide
 from .hours import is_open
@@ -127,10 +127,6 @@ async def explain(services: Services, project: dict[str, Any], thread_id: str | 
     }
 
 
-MOVE_WORDS = {"greeting": "greet", "goodbye": "say goodbye", "thanks": "say thanks", "person": "ask for a person",
-              "yes": "say yes", "no": "say no"}  # the moves of common_phrasings, in words
-
-
 def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     matched = decision.matched
     top = scores["intents"][0] if scores["intents"] else None
@@ -160,7 +156,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             return f"An answer to the question of “{matched['title']}”: {entity} takes it as params.{label}."
         return f"An answer to the question of “{matched['title']}”, not a valid {entity}; the slot is optional, so it is skipped."
     if kind == "INTENT" and item is not None:
-        move = f"a common way to {MOVE_WORDS[item['move']]}, which its examples do" if item.get("move") else ""
+        move = f"a common way to {common_phrasings.DOES[item['move']]}, which its examples do" if item.get("move") else ""
         if item.get("commonExact"):
             reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
         elif item["exact"]:

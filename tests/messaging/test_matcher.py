@@ -176,7 +176,7 @@ def test_common_moves_match_their_common_phrasings(shop):
     # which intent makes which move comes from its examples; the others borrow nothing
     graph = shop.server.call(conversation.graph_for(shop.server.services, shop.project()))
     assert graph.index.moves == {"greeting": "greeting", "goodbye": "goodbye", "thanks": "thanks", "human": "person",
-                                 "return-yes": "yes", "return-no": "no"}
+                                 "hours": "hours", "return-yes": "yes", "return-no": "no"}
     # the console's explanation names the move and the phrasing
     admin = shop.server.client(f"Bearer {shop.server.key}")
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "laters"}).json()
@@ -220,6 +220,38 @@ def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
     assert cafe.say("bare", "nope")[0] == "unknown"
     assert cafe.say("asked", "one latte please")[0] == "order"
     assert cafe.say("asked", "nope")[0] == "order-no"
+
+
+def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
+    # opening times, where, how to pay: six examples each cannot reach "directions pls" or "do u take
+    # amex"; the move's phrasings do. Requests of another kind near them stay out of scope.
+    flow = {"flowId": "studio", "title": "Studio", "steps": [
+        intent("opening-times", ["when are you open", "what are your opening times", "are you open on saturday",
+                                 "what time do you open in the morning", "are you open on public holidays"], "9 to 5."),
+        intent("payment", ["what payment methods do you accept", "can I pay by card", "do you take cash",
+                           "can I pay online", "do you accept credit cards"], "Card or cash."),
+        intent("where", ["where are you located", "what is your address", "how do I get to your office",
+                         "is there a branch near me", "where can I find you"], "12 High Street."),
+        intent("book", ["I'd like to book an appointment", "can I make a booking", "book me in for tuesday",
+                        "do you have any free slots", "schedule a visit"], "When suits you?"),
+        intent("cancel", ["cancel my appointment", "I can't make it tomorrow", "please cancel my booking",
+                          "I need to cancel", "call off my visit"], "Cancelled."),
+        intent("prices", ["how much does it cost", "what are your prices", "price list please", "is it expensive",
+                          "how much do you charge"], "From 20."),
+        {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]},
+    ]}
+    studio = Shop(org_server, receiver, flow)
+    studio.ready()
+    graph = studio.server.call(conversation.graph_for(studio.server.services, studio.project()))
+    assert graph.index.moves == {"opening-times": "hours", "payment": "payment", "where": "location"}  # the others borrow nothing
+    for n, (text, want) in enumerate([("directions pls", "where"), ("postcode?", "where"), ("do u take amex", "payment"),
+                                      ("contactless?", "payment"), ("what time does the gym close", "unknown"),
+                                      ("how do I get to the train station", "unknown")]):
+        assert studio.say(f"ask-{n}", text)[0] == want, text
+    admin = studio.server.client(f"Bearer {studio.server.key}")
+    explained = admin.get(f"/v1/projects/{studio.project_id}/explain", params={"text": "directions pls"}).json()
+    assert "a common way to ask where it is, which its examples do" in explained["explanation"], explained["explanation"]
+    assert set(common_phrasings.DOES) == set(common_phrasings.MOVES)  # every move can be explained
 
 
 def test_a_move_goes_to_one_intent_of_a_level():
