@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -31,7 +32,8 @@ class InProcessServer:
         models_dir.mkdir(parents=True, exist_ok=True)
         for model in models:
             ensure_model(models_dir, model, progress=True)
-        os.environ["FLOWBOX_DATA_DIR"] = data_dir or tempfile.mkdtemp(prefix=f"flowbox-eval-{name}-")
+        self.temporary = None if data_dir else tempfile.mkdtemp(prefix=f"flowbox-eval-{name}-")  # removed by stop()
+        os.environ["FLOWBOX_DATA_DIR"] = data_dir or self.temporary
         os.environ["FLOWBOX_MODELS_DIR"] = str(models_dir)
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -70,3 +72,5 @@ class InProcessServer:
     def stop(self) -> None:
         self.uv.should_exit = True
         self.thread.join(timeout=60)  # the models close before the interpreter does
+        if self.temporary and not self.thread.is_alive():
+            shutil.rmtree(self.temporary, ignore_errors=True)
