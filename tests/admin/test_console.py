@@ -237,7 +237,9 @@ def test_messaging_flows_and_test_chat(page, console_server):
         "title": "Greeting", "group": "Demo",
         "steps": [{"type": "INTENT", "title": "Hello", "contexts": [],
                    "intent": {"title": "Hello", "examples": [{"query": "hello"}, {"query": "hi there"}, {"query": "good morning"}]},
-                   "actions": [{"type": "TEXT", "payload": {"texts": ["Hi from the test flow!"], "quickReplies": []}}]}],
+                   "actions": [{"type": "TEXT", "payload": {"texts": ["Hi from the test flow!"], "quickReplies": [
+                       {"label": "Morning!", "value": "good morning", "type": "text"},
+                       {"label": "Hi again", "value": "hi there", "type": "text"}]}}]}],
     }
     created = console_server.client().post(f"/v1/projects/{project_id}/flows", json=flow)
     assert created.status_code == 201, created.text
@@ -250,9 +252,18 @@ def test_messaging_flows_and_test_chat(page, console_server):
     page.click("#bot-form button[type=submit]")
     expect(page.locator(".chat .msg.user")).to_have_text("hello")
     expect(page.locator(".chat .msg.bot")).to_contain_text("Hi from the test flow!")
-    page.fill("#bot-input", "good morning")
-    page.press("#bot-input", "Enter")
+    # A quick reply is sent as the user's text, and its row is spent: a second click cannot send again
+    first_row = page.locator(".chat .row.quick").first
+    first_row.get_by_role("button", name="Morning!").click()
+    expect(first_row.get_by_role("button")).to_have_count(2)
+    for button in first_row.get_by_role("button").all():
+        expect(button).to_be_disabled()
+    expect(page.locator(".chat .msg.user")).to_have_text(["hello", "good morning"])
     expect(page.locator(".chat .msg.bot")).to_have_count(2)
+    expect(page.locator(".chat .row.quick").last.get_by_role("button", name="Hi again")).to_be_enabled()
+    page.fill("#bot-input", "hi there")
+    page.press("#bot-input", "Enter")
+    expect(page.locator(".chat .msg.bot")).to_have_count(3)
     shot(page, "messaging")
 
 

@@ -12,6 +12,7 @@ export function testChat(project, { explain = false } = {}) {
   const input = h("input", { id: "bot-input", placeholder: "Say something to the bot…", autocomplete: "off", "aria-label": "Message to the bot" });
   let socket = null;
   let keepalive = null;
+  let turn = Promise.resolve(); // what was said is explained and sent one message after another, in order
 
   async function connect() {
     const query = new URLSearchParams({ clientId: project.clientId, sessionId: crypto.randomUUID() });
@@ -35,8 +36,14 @@ export function testChat(project, { explain = false } = {}) {
         if (!texts.length && message.silent) continue; // a handover's own silent message
         transcript.bubble(human ? "moderator" : "bot", texts.length ? texts.join("\n") : message.fallback, human ? `${from.name || "agent"} (human)` : null);
         const quick = (message.responses || []).flatMap((r) => r.payload?.quickReplies || []);
-        if (quick.length) transcript.el.append(h("div", { class: "row quick" }, quick.map((q) =>
-          h("button", { type: "button", class: "small", onclick: () => say(q.value || q.label) }, q.label || q.value))));
+        if (quick.length) {
+          // a row of quick replies answers once: the first click spends it, as in a chat widget
+          const row = h("div", { class: "row quick" }, quick.map((q) => h("button", {
+            type: "button", class: "small",
+            onclick: () => { row.querySelectorAll("button").forEach((b) => { b.disabled = true; }); say(q.value || q.label).catch((err) => transcript.el.append(errorBox(err))); },
+          }, q.label || q.value)));
+          transcript.el.append(row);
+        }
         transcript.scroll();
       }
     } else if (frame.type === "error") {
@@ -44,7 +51,14 @@ export function testChat(project, { explain = false } = {}) {
     }
   }
 
-  async function say(speech) {
+  function say(speech) {
+    // one at a time: two sends must not open two sockets, nor pass each other while being explained
+    const done = turn.then(() => sayNow(speech));
+    turn = done.catch(() => {}); // a message that failed (its error is shown) does not hold up the next
+    return done;
+  }
+
+  async function sayNow(speech) {
     if (!socket || socket.readyState !== WebSocket.OPEN) await connect();
     transcript.bubble("user", speech);
     if (explain) {
