@@ -242,8 +242,8 @@ _PAYLOAD = obj(
 MESSAGE_BODY = obj(("payload",), payload=_PAYLOAD, originator=_ORIGINATOR)
 MESSAGE_FORM = obj(("payload",), payload=string(description="The JSON message body above, as text"),
                    file={"type": "string", "format": "binary", "description": "With payload.type \"media\""})
-PAUSE_BODY = obj(secondsToPause={"type": "integer", "minimum": 0, "maximum": MAX_PAUSE_SECONDS,
-                                 "description": "Resume by itself after this long; absent: until resumed"})
+PAUSE_BODY = obj(secondsToPause={"type": ["integer", "null"], "minimum": 0, "maximum": MAX_PAUSE_SECONDS,
+                                 "description": "Resume by itself after this long; absent, null or 0: until resumed"})
 _SETTINGS = dict(
     name=string(200),
     webhookUrl={"type": ["string", "null"], "description": "Where replies and events are POSTed; null or '' to clear"},

@@ -234,6 +234,13 @@ def test_pause_resume_handover_and_moderator(bot):
     eventually(lambda: rest.get(f"/rest/v1/pause/{t}", params={"sync": "true"}).json()["isPaued"] is False, "the timed pause ended",
                interval=0.1)
     assert bot.say(t, "Hello") == ["Hi! Ask me about the weather, or give feedback."]
+    # null, as documented, is no time limit: paused until resumed (a string is still refused)
+    assert rest.post(f"/rest/v1/pause/{t}", json={"secondsToPause": "60"}).status_code == 400
+    assert rest.post(f"/rest/v1/pause/{t}", json={"secondsToPause": None}).status_code == 200
+    assert rest.get(f"/rest/v1/pause/{t}", params={"sync": "true"}).json()["isPaued"] is True
+    schema = bot.rest.get("/schema/openapi.json").json()
+    body = schema["paths"]["/rest/v1/pause/{thread_id}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "null" in json.dumps(body)
 
 
 
