@@ -45,7 +45,11 @@ SETTINGS: tuple[Setting, ...] = (
             "Serve Prometheus metrics at /metrics on the main port to 'Authorization: Bearer <metrics_key>' (at least 16 characters; "
             "empty = not served there)."),
     Setting("chat_model", "smollm2", "Default local chat model: 'smollm2' or a path to a GGUF file."),
-    Setting("embedding_model", "all-minilm-l6-v2", "Local embedding model: 'all-minilm-l6-v2' or a path to a GGUF file."),
+    Setting("embedding_model", "all-minilm-l6-v2",
+            "Local embedding model (intents, /v1/embeddings): 'all-minilm-l6-v2' or a path to a GGUF file."),
+    Setting("knowledge_embedding_model", "e5-small",
+            "Local embedding model of the knowledge base: 'e5-small', 'all-minilm-l6-v2' or a path to a GGUF "
+            "file; empty = embedding_model. After a change the server re-embeds the knowledge base at start."),
     Setting("n_ctx", 4096, "Context window of the local chat model, in tokens."),
     Setting("n_threads", 0, "CPU threads for the local models (0 = all cores)."),
     Setting("prompt_cache_mb", 1024, "Memory kept for evaluated thread prefixes (model state reuse), in MB."),

@@ -302,7 +302,7 @@ class LocalEmbedder(Embedder):
     """MiniLM run in a supervised worker process, so native code cannot take the server down;
     ``llm`` here is the file's vocabulary only (for tokenizing and counting)."""
 
-    def __init__(self, path: Path, *, name: str, n_threads: int):
+    def __init__(self, path: Path, *, name: str, n_threads: int, prefixes: tuple[str, str] = ("", "")):
         import llama_cpp
         from llama_cpp._internals import LlamaModel
 
@@ -320,6 +320,7 @@ class LocalEmbedder(Embedder):
         except (ValueError, RuntimeError, ModelError) as exc:
             raise StartupError(f"cannot load embedding model {path}: {exc}; delete it and run 'flowbox models pull'") from exc
         self.name = name
+        self.prefixes = prefixes  # (a query's, a document's): what the model was trained to see first
         self.dim = self.worker.info["dim"]
         self.batcher = Batcher(self.worker, self.dim)
         self._cls = self.llm.token_bos()
@@ -348,8 +349,9 @@ class LocalEmbedder(Embedder):
         windows = [inner[i:i + width] for i in range(0, len(inner), width)] or [[]]
         return [[self._cls, *w, self._sep] for w in windows]
 
-    def _all_pieces(self, texts: list[str]) -> list[tuple[int, list[int]]]:
-        return [(index, seq) for index, text in enumerate(texts) for seq in self._pieces(text)]
+    def _all_pieces(self, texts: list[str], query: bool = False) -> list[tuple[int, list[int]]]:
+        prefix = self.prefixes[0 if query else 1]
+        return [(index, seq) for index, text in enumerate(texts) for seq in self._pieces(prefix + text)]
 
     def embed_sync(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -365,9 +367,9 @@ class LocalEmbedder(Embedder):
 
     async def _embed_query(self, text: str) -> list[float]:
         if len(text) > INLINE_TOKENIZE:
-            pieces = await asyncio.to_thread(self._all_pieces, [text])
+            pieces = await asyncio.to_thread(self._all_pieces, [text], True)
         else:
-            pieces = self._all_pieces([text])
+            pieces = self._all_pieces([text], True)
         return (await asyncio.wrap_future(self.batcher.submit(pieces, 1, query=True)))[0]
 
 
@@ -435,8 +437,14 @@ class RemoteEmbedder(Embedder):
         return out
 
 
-def load_embedder(config: Config, progress: bool = False) -> Embedder:
-    """The configured embedder (blocking: loads a model file or probes a server)."""
+def knowledge_model(config: Config) -> str:
+    """The local embedding model of the knowledge base (``knowledge_embedding_model``, else ``embedding_model``)."""
+    return config.knowledge_embedding_model or config.embedding_model
+
+
+def load_embedder(config: Config, progress: bool = False, *, knowledge: bool = False) -> Embedder:
+    """The configured embedder (blocking: loads a model file or probes a server); with ``knowledge``,
+    the knowledge base's. A remote embedder serves both."""
     if config.embedding_base_url:
         if not config.embedding_remote_model:
             raise StartupError("setting 'embedding_remote_model' is required when 'embedding_base_url' is set")
@@ -446,9 +454,11 @@ def load_embedder(config: Config, progress: bool = False) -> Embedder:
             raise StartupError(str(exc)) from None
     from .models.files import MODELS, ensure_model
 
-    path = ensure_model(config.models_path, config.embedding_model, progress=progress)
-    name = config.embedding_model if config.embedding_model in MODELS else Path(path).stem
-    return LocalEmbedder(path, name=name, n_threads=config.threads)
+    model = knowledge_model(config) if knowledge else config.embedding_model
+    path = ensure_model(config.models_path, model, progress=progress)
+    known = MODELS.get(model)
+    name = model if known else Path(path).stem
+    return LocalEmbedder(path, name=name, n_threads=config.threads, prefixes=known.prefixes if known else ("", ""))
 
 
 @dataclass
@@ -459,17 +469,35 @@ class LoadedEmbedder:
     # started it goes away (a request, the warm start), so no model worker is left unowned.
     loading: asyncio.Future | None = None
     closed: bool = False
+    knowledge: bool = False  # the knowledge base's embedder (when it is another model)
 
 
-async def get_embedder(services: Services) -> Embedder:
-    """The app's embedder, loaded once (off the event loop) on first use."""
-    loaded = services.state(LoadedEmbedder)
+def loaded_embedders(services: Services) -> list[LoadedEmbedder]:
+    """The app's embedder, then the knowledge base's when that is another model."""
+    return services.state(LoadedEmbedders).slots
+
+
+@dataclass
+class LoadedEmbedders:
+    slots: list[LoadedEmbedder]
+
+    @classmethod
+    def of(cls, config: Config) -> "LoadedEmbedders":
+        own = not config.embedding_base_url and knowledge_model(config) != config.embedding_model
+        return cls([LoadedEmbedder()] + ([LoadedEmbedder(knowledge=True)] if own else []))
+
+
+async def get_embedder(services: Services, *, knowledge: bool = False) -> Embedder:
+    """The app's embedder (with ``knowledge``: the knowledge base's), loaded once (off the event
+    loop) on first use."""
+    slots = loaded_embedders(services)
+    loaded = slots[-1] if knowledge else slots[0]
     if loaded.embedder is not None:
         return loaded.embedder
     if loaded.closed:
         raise ModelError("the server is stopping")
     if loaded.loading is None:
-        loaded.loading = asyncio.ensure_future(asyncio.to_thread(load_embedder, services.config))
+        loaded.loading = asyncio.ensure_future(asyncio.to_thread(load_embedder, services.config, knowledge=loaded.knowledge))
         loaded.loading.add_done_callback(lambda done: _settle(loaded, done))
     return await asyncio.shield(loaded.loading)
 
@@ -482,10 +510,10 @@ def _settle(loaded: LoadedEmbedder, done: asyncio.Future) -> None:
 
 
 async def close_embedder(services: Services) -> None:
-    loaded = services.state(LoadedEmbedder)
-    loaded.closed = True
-    if loaded.loading is not None:  # its worker is closed with it below
-        await asyncio.wait([loaded.loading])
-    embedder, loaded.embedder = loaded.embedder, None
-    if embedder is not None:
-        await embedder.aclose()
+    for loaded in loaded_embedders(services):
+        loaded.closed = True
+        if loaded.loading is not None:  # its worker is closed with it below
+            await asyncio.wait([loaded.loading])
+        embedder, loaded.embedder = loaded.embedder, None
+        if embedder is not None:
+            await embedder.aclose()

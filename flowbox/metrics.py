@@ -26,7 +26,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from . import __version__, outbox
 from .chats import store as chats_store
-from .embeddings import LoadedEmbedder
+from .embeddings import loaded_embedders
 from .errors import StartupError, error
 from .http import presented_key, services_of
 from .models.pool import pool_servers
@@ -132,9 +132,9 @@ class _Collector:
             for server in pool_servers(backend):
                 family["flowbox_remote_server_up"].add_metric([name, server["url"]], int(server["up"]))
                 family["flowbox_remote_server_in_flight"].add_metric([name, server["url"]], server["in_flight"])
-        embedder = services.state(LoadedEmbedder).embedder
-        if embedder is not None:
-            family["flowbox_embeddings"].add_metric([embedder.name], embedder.embedded)
+        for loaded in loaded_embedders(services):
+            if loaded.embedder is not None:
+                family["flowbox_embeddings"].add_metric([loaded.embedder.name], loaded.embedder.embedded)
         worker = services.state(outbox.OutboxWorker).running
         for outcome in ("delivered", "retry", "dead"):
             family["flowbox_outbox_attempts"].add_metric([outcome], worker.outcomes[outcome] if worker else 0)

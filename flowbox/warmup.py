@@ -1,9 +1,10 @@
 """Warm start: what a restarted server prepares before its first message asks for it.
 
-A data dir that holds knowledge items or projects with flows gets the embedding model loaded and
-the intent indexes of its projects' flows built (example vectors from SQLite, the stored intent
-model) in the background after startup, so the first message after a restart is answered as fast
-as later ones, and startup itself waits for none of it. An empty data dir loads nothing. When the
+A data dir that holds projects with flows gets the embedding model loaded and the intent indexes
+of its projects' flows built (example vectors from SQLite, the stored intent model) in the
+background after startup, so the first message after a restart is answered as fast as later ones,
+and startup itself waits for none of it. One that holds knowledge items gets the knowledge base's
+embedding model loaded, and its index re-embedded when another model built it. An empty data dir loads nothing. When the
 model cannot be loaded this logs it once and everything stays lazy, as without a warm start.
 """
 
@@ -13,6 +14,8 @@ import asyncio
 import logging
 
 from .embeddings import get_embedder
+from .knowledge import index as idx
+from .knowledge.reembed import reembed
 from .messaging.conversation import graph_for
 from .services import Services
 
@@ -31,7 +34,9 @@ async def _warm(services: Services) -> None:
     projects = await store.fetchall(
         "SELECT id, flows_version FROM msg_projects p WHERE EXISTS (SELECT 1 FROM msg_flows WHERE project_id = p.id) "
         "ORDER BY updated_at DESC LIMIT ?", [WARM_PROJECTS])
-    if not projects and not await store.fetchone("SELECT 1 FROM knowledge_items LIMIT 1"):
+    if await store.fetchone("SELECT 1 FROM knowledge_items LIMIT 1"):
+        services.spawn(_warm_knowledge(services), name="warm-knowledge")
+    if not projects:
         return
     try:
         embedder = await get_embedder(services)
@@ -47,3 +52,26 @@ async def _warm(services: Services) -> None:
             continue
         if graph.index.learning is not None:  # one project's model at a time: live requests share the CPU
             await asyncio.wait([graph.index.learning])
+
+
+async def _warm_knowledge(services: Services) -> None:
+    """Loads the knowledge base's embedder; an index built with another model (an upgrade that
+    changed the default, a changed ``knowledge_embedding_model``) or text format is re-embedded,
+    as ``flowbox knowledge reembed`` would, while searches answer 503 saying so."""
+    try:
+        embedder = await get_embedder(services, knowledge=True)
+        await embedder.embed(["warm start"])
+    except Exception as exc:  # noqa: BLE001 - loaded (or reported) again when first needed
+        log.warning("knowledge embedding model not loaded at start: %s", exc)
+        return
+    async with services.store.read() as tx:
+        index = await tx.run(idx.info)
+    if index is None or (index.model == embedder.name and index.dim == embedder.dim and index.text == idx.TEXT_FORMAT):
+        return
+    log.info("re-embedding the knowledge base with %s (its index was built with %s)", embedder.name, index.model)
+    try:
+        result = await reembed(services.store, embedder)
+    except Exception as exc:  # noqa: BLE001 - 'flowbox knowledge reembed' does the same by hand
+        log.warning("re-embedding the knowledge base failed: %r; run 'flowbox knowledge reembed'", exc)
+        return
+    log.info("knowledge base re-embedded: %d items with %s", result["items"], result["model"])

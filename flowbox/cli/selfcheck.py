@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from ..embeddings import knowledge_model
 from .common import config_options, fail, handle_errors, json_option, output
 
 
@@ -55,18 +56,18 @@ def check_chat_model(cfg) -> dict:
     return {"chat_model": str(path), "completion_tokens": result.completion_tokens}
 
 
-def check_embedding_model(cfg) -> dict:
+def check_embedding_model(cfg, name: str, key: str, dim_key: str) -> dict:
     from ..embeddings import LocalEmbedder
 
-    path = _model_file(cfg, cfg.embedding_model)
-    embedder = LocalEmbedder(path, name=cfg.embedding_model, n_threads=cfg.threads)
+    path = _model_file(cfg, name)
+    embedder = LocalEmbedder(path, name=name, n_threads=cfg.threads)
     try:
         vector = embedder.embed_sync(["flowbox self check"])[0]
     finally:
         embedder.close()
     if len(vector) != embedder.dim or abs(sum(v * v for v in vector) - 1) > 1e-3:
-        raise AssertionError("the embedding model returned a malformed vector")
-    return {"embedding_model": str(path), "dim": len(vector)}
+        raise AssertionError(f"the embedding model {name} returned a malformed vector")
+    return {key: str(path), dim_key: len(vector)}
 
 
 def check_console() -> dict:
@@ -78,7 +79,10 @@ def check_console() -> dict:
 
 
 CHECKS = [("sqlite-vec", lambda cfg: check_sqlite()), ("chat model", check_chat_model),
-          ("embedding model", check_embedding_model), ("console", lambda cfg: check_console())]
+          ("embedding model", lambda cfg: check_embedding_model(cfg, cfg.embedding_model, "embedding_model", "dim")),
+          ("knowledge embedding model",
+           lambda cfg: check_embedding_model(cfg, knowledge_model(cfg), "knowledge_embedding_model", "knowledge_dim")),
+          ("console", lambda cfg: check_console())]
 
 
 @click.command(hidden=True)

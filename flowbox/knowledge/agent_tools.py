@@ -47,7 +47,7 @@ def _asks(text: str) -> bool:
 async def _search(ctx: ToolContext, query: str, limit: int) -> dict[str, Any]:
     """The tool's result: the relevant entries, or a message saying there are none (unrelated
     entries would only give a small model something wrong to repeat)."""
-    embedder = await get_embedder(ctx.services)
+    embedder = await get_embedder(ctx.services, knowledge=True)
     results = await kb.search(ctx.store, embedder, ctx.org_id, query, agent_id=ctx.agent_id, limit=limit)
     relevant = [{"id": r["id"], "name": r["name"], "content": r["content"], "similarity": r["similarity"],
                  "relevance": r["relevance"]} for r in idx.handed_on(results, limit)]

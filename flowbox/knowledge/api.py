@@ -32,7 +32,7 @@ async def embedding_errors() -> AsyncIterator[None]:
 
 async def _embedder(request: Request) -> Embedder:
     async with embedding_errors():
-        return await get_embedder(services_of(request))
+        return await get_embedder(services_of(request), knowledge=True)
 
 
 @post("/api/public/knowledge", summary="Add a knowledge item", status_code=200,

@@ -24,7 +24,7 @@ def run(cfg, fn: Callable[..., Awaitable[Any]], embedder: bool = False) -> Any:
     async def go(store: Store):
         if not embedder:
             return await fn(store)
-        model: Embedder = await asyncio.to_thread(load_embedder, cfg, True)
+        model: Embedder = await asyncio.to_thread(load_embedder, cfg, True, knowledge=True)
         try:
             return await fn(store, model)
         finally:

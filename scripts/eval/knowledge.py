@@ -56,7 +56,10 @@ DOMAINS = ("helpdesk", "municipal", "devices", "travel", "campus", "insurer", "l
 UNTUNED = ("insurer", "library")
 CHUNK = 600  # characters: the long entries become two to four chunks
 DEPTH = 10  # results asked for (MRR@10)
-MODES = {"flowbox (hybrid)": "hybrid", "vector only (MiniLM)": "vector", "BM25 only (FTS5)": "keyword"}
+# system -> (which embedder's store, search mode): flowbox's own embedder is the knowledge base's
+# (knowledge_embedding_model); the plain vector baseline is MiniLM's, the intents' model
+MODES = {"flowbox (hybrid)": ("knowledge", "hybrid"), "vector only (e5)": ("knowledge", "vector"),
+         "vector only (MiniLM)": ("minilm", "vector"), "BM25 only (FTS5)": ("knowledge", "keyword")}
 SUBSET_SIZES = (5, 20)  # small knowledge bases (an agent's linked entries) drawn from each corpus
 SUBSET_DRAWS = 3
 
@@ -153,16 +156,19 @@ def share_at(tops: list[float], answerable: list[bool], target: float = 0.8) -> 
     return no_answer_metrics(tops, answerable, line)[1], line
 
 
-def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
+def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
     """Chooses the fusion weights (coverage, relative BM25; the cosine's is 1) on the dev
     candidates (hits of a deep hybrid search): among those whose MRR@10 is within 0.005 of the
     best, the ones that put the most answerable questions above a line below which 80% of the
     no-answer questions fall. Then fits the calibration (relevance = sigmoid(a * score + m * margin
     + b), the margin over the best other candidate as ``index.margin`` measures it: is this
     candidate the answer?) and the keyword-only model on the same candidates, places the
-    documented line (the lowest relevance, to 0.01, below which 80% of dev's no-answer questions
-    fall), and prints the constants for ``flowbox/knowledge/index.py``."""
+    line (the lowest relevance, to 0.01, below which 80% of dev's no-answer questions fall), moves the
+    bias so that the documented ``RELEVANCE_THRESHOLD`` is that line (the same line for every model),
+    and prints the constants for ``flowbox/knowledge/index.py``. The rival floor is the model's own."""
     from flowbox.knowledge import index as idx
+
+    cal = idx.calibration_of(model)
 
     groups = []
     for question, hits in candidates:
@@ -191,7 +197,7 @@ def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
     def margins(scores: np.ndarray) -> np.ndarray:
         """Each candidate's margin over its rival, as a search measures it."""
         values = [float(s) for s in scores]
-        return np.array([idx.margin(s, r) for s, r in zip(values, idx.rivals(values))])
+        return np.array([idx.margin(s, r, cal) for s, r in zip(values, idx.rivals(values))])
 
     scores = np.concatenate([feats @ weights for _, feats, _ in groups])
     margin = np.concatenate([margins(feats @ weights) for _, feats, _ in groups])
@@ -202,8 +208,11 @@ def fit(candidates: list[tuple[Question, list[dict]]]) -> None:
     tops = [float(1 / (1 + np.exp(-(a * (f @ weights).max() + c * margins(f @ weights).max() + b)))) if len(f) else 0.0
             for _, f, _ in groups]
     line = math.ceil(share_at(tops, answerable)[1] * 100) / 100
-    print(f"FUSION = ({w_cov:.3f}, {w_rel:.3f})\nCALIBRATION = ({a:.3f}, {c:.3f}, {b:.3f})\n"
-          f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\nRELEVANCE_THRESHOLD = {line}\n"
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    shift = logit(idx.RELEVANCE_THRESHOLD) - logit(line)
+    print(f'"{model}": Calibration(({w_cov:.3f}, {w_rel:.3f}), ({a:.3f}, {c:.3f}, {b + shift:.3f}), {cal.rival_floor}),\n'
+          f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\n"
+          f"its own line {line}, moved to RELEVANCE_THRESHOLD {idx.RELEVANCE_THRESHOLD} (bias {shift:+.3f})\n"
           f"dev: hit@1 {m['hit@1']:.3f} hit@5 {m['hit@5']:.3f} MRR@10 {m['mrr@10']:.3f} (best MRR@10 {best_mrr:.3f}); "
           f"answerable above the line: {no_answer_metrics(tops, answerable, line)[1]:.3f} "
           f"(no-answer below it: {no_answer_metrics(tops, answerable, line)[0]:.3f})")
@@ -223,11 +232,17 @@ async def run(args) -> None:
 
     started = time.monotonic()
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
-    ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=True)
     os.environ["FLOWBOX_MODELS_DIR"] = str(MODELS_DIR)
-    embedder = load_embedder(config_mod.load(None))
-    store = db.Store(Path(tempfile.mkdtemp(prefix="flowbox-eval-knowledge-")) / "eval.db")
-    await store.open()
+    config = config_mod.load(None)
+    for name in ("all-minilm-l6-v2", config.knowledge_embedding_model):
+        ensure_model(MODELS_DIR, name, progress=True)
+    embedders = {"knowledge": load_embedder(config, knowledge=True), "minilm": load_embedder(config)}
+    embedder = embedders["knowledge"]
+    scratch = Path(tempfile.mkdtemp(prefix="flowbox-eval-knowledge-"))
+    stores = {which: db.Store(scratch / f"{which}.db") for which in embedders}  # the same items, embedded by each
+    for each in stores.values():
+        await each.open()
+    store = stores["knowledge"]
 
     orgs_of: dict[str, str] = {}
     entry_of: dict[str, str] = {}  # item id -> entry id
@@ -238,6 +253,8 @@ async def run(args) -> None:
         entries = load_entries(domain)
         questions += load_questions(domain, {e.id for e in entries})
         org = await orgs.create_org(store, f"eval-{domain}")
+        async with stores["minilm"].write() as tx:  # the same org in the baseline's store
+            await tx.execute("INSERT INTO orgs (id, name, credits, created_at) VALUES (:id, :name, :credits, :created_at)", org)
         orgs_of[domain] = org["id"]
         now = iso()
         items = []
@@ -248,19 +265,22 @@ async def run(args) -> None:
                         "updated_at": now, "agent_ids": None}
                 entry_of[item["id"]] = entry.id
                 items.append(item)
-        for item, vector in zip(items, await embedder.embed([idx.indexed_text(i) for i in items])):
-            item["vector"] = vector
-        async with store.write() as tx:
-            await tx.run(kb.save_items, embedder.name, embedder.dim, items)
+        for which, each in embedders.items():
+            vectors = await each.embed([idx.indexed_text(i) for i in items])
+            async with stores[which].write() as tx:
+                await tx.run(kb.save_items, each.name, each.dim, [{**i, "vector": v} for i, v in zip(items, vectors)])
+            if which == "knowledge":
+                for item, vector in zip(items, vectors):
+                    item["vector"] = vector
         chunks += len(items)
         items_of[domain] = items
 
     results: dict[str, list[list[dict]]] = {name: [] for name in MODES}
     latency: dict[str, list[float]] = {name: [] for name in MODES}
     for question in questions:
-        for name, mode in MODES.items():
+        for name, (which, mode) in MODES.items():
             t0 = time.perf_counter()
-            found = await kb.search(store, embedder if mode != "keyword" else None, orgs_of[question.domain],
+            found = await kb.search(stores[which], embedders[which] if mode != "keyword" else None, orgs_of[question.domain],
                                     question.text, limit=DEPTH, mode=mode)
             latency[name].append((time.perf_counter() - t0) * 1000)
             results[name].append(found)
@@ -270,7 +290,7 @@ async def run(args) -> None:
         for question in questions:
             if question.split != "dev" or question.domain in UNTUNED:
                 continue
-            vector = (await embedder.embed([question.text]))[0]
+            vector = await embedder.embed_query(question.text)
 
             def read(conn, question=question, vector=vector):
                 index = idx.info(conn)
@@ -280,7 +300,7 @@ async def run(args) -> None:
 
             async with store.read() as tx:
                 dev.append((question, await tx.run(read)))
-        fit(dev)
+        fit(dev, embedder.name)
 
     # Small knowledge bases: SUBSET_SIZES entries drawn from a corpus into an org of their own (the
     # same chunks and vectors); there, a question about an entry left out has no answer. (BM25 counts
@@ -303,6 +323,8 @@ async def run(args) -> None:
                         found = await kb.search(store, embedder, org["id"], question.text, limit=DEPTH)
                         small.setdefault((size, question.split), []).append(
                             (found[0]["relevance"] if found else 0.0, question.expected in chosen))
+                        if domain not in UNTUNED:  # what a setting may be chosen by
+                            small.setdefault((size, question.split, "tuned"), []).append(small[size, question.split][-1])
 
     n_none = sum(q.expected is None for q in questions)
     halves = {half: [i for i, q in enumerate(questions) if q.split == half] for half in ("dev", "test")}
@@ -338,7 +360,8 @@ async def run(args) -> None:
     lines = {
         f"flowbox relevance < {idx.RELEVANCE_THRESHOLD} (documented)": (
             [f[0]["relevance"] if f else 0.0 for f in results["flowbox (hybrid)"]], idx.RELEVANCE_THRESHOLD),
-        "vector only: top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (MiniLM)"]], None),
+        "vector only (e5): top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (e5)"]], None),
+        "vector only (MiniLM): top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (MiniLM)"]], None),
         "BM25 only: top BM25": ([f[0]["score"] if f else 0.0 for f in results["BM25 only (FTS5)"]], None),
     }
     # the baselines' lines are placed as flowbox's was: on dev, never by the untuned corpora
@@ -356,7 +379,7 @@ async def run(args) -> None:
     for name, (tops, _) in lines.items():
         share, line = share_at([tops[i] for i in dev_idx], [answerable[i] for i in dev_idx])
         test = no_answer_metrics([tops[i] for i in halves["test"]], [answerable[i] for i in halves["test"]], line)
-        print(f"    {name.split(' <')[0].split(':')[0]:22} dev {share:.3f}   test {test[1]:.3f} (no-answer below: {test[0]:.3f})")
+        print(f"    {name.split(' <')[0].split(':')[0]:24} dev {share:.3f}   test {test[1]:.3f} (no-answer below: {test[0]:.3f})")
     tops = lines[next(iter(lines))][0]
     print(f"  flowbox relevance < {idx.RELEVANCE_THRESHOLD}, corpus by corpus:")
     for domain in DOMAINS:
@@ -370,7 +393,10 @@ async def run(args) -> None:
           f"{SUBSET_DRAWS} draws; questions about the entries left out have no answer there): " + "; ".join(
               f"{size} entries: " + " ".join(
                   f"{half} {'/'.join(f'{v:.3f}' for v in no_answer_metrics(*zip(*small[size, half]), idx.RELEVANCE_THRESHOLD))}"
-                  for half in ("dev", "test")) for size in SUBSET_SIZES))
+                  for half in ("dev", "test")) for size in SUBSET_SIZES)
+          + "; tuned corpora's dev only: " + ", ".join(
+              f"{size} entries {'/'.join(f'{v:.3f}' for v in no_answer_metrics(*zip(*small[size, 'dev', 'tuned']), idx.RELEVANCE_THRESHOLD))}"
+              for size in SUBSET_SIZES))
     print("  flowbox at other relevance thresholds: " + "; ".join(
         f"{t}: dev {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['dev']], [answerable[i] for i in halves['dev']], t))}"
         f" test {'/'.join(f'{v:.2f}' for v in no_answer_metrics([tops[i] for i in halves['test']], [answerable[i] for i in halves['test']], t))}"
@@ -411,8 +437,9 @@ async def run(args) -> None:
                 print(f"  {question.domain:10} {question.text!r}: got {got} ({top['relevance'] if top else 0:.2f}), "
                       f"want {question.expected or 'NONE'} (rank {ranked['flowbox (hybrid)'][i]})")
     print(f"\ntotal {time.monotonic() - started:.0f} s")
-    await store.close()
-    embedder.close()
+    for which in stores:
+        await stores[which].close()
+        embedders[which].close()
 
 
 def main() -> None:

