@@ -48,7 +48,7 @@ from .chunking import first_heading
 # and weighs little. (Reciprocal-rank fusion gave every result about the same score, answer or not.)
 # The margin: a question without an answer in the knowledge base tends to meet several entries of its
 # topic about equally well, an answered one its answer well ahead of the rest. It is measured against
-# the best other result, or RIVAL_FLOOR when that is lower, so a lone or far-apart entry does not stand
+# the best other result, or the model's rival floor when that is lower, so a lone or far-apart entry does not stand
 # out by having no competition (for MiniLM): the lowest floor at which knowledge bases of 5 to 30 entries drawn from
 # dev's corpora (an agent's linked items) keep 80% of their no-answer dev questions below the line (a
 # lower one gains little on whole corpora and answers more of a small one's unlinked questions). Measured

@@ -10,8 +10,9 @@ synonyms, user language, typos.
 
 Measured in one run, through the real code (a real SQLite store written by ``save_items``,
 searched by ``flowbox.knowledge.store.search``), on the same questions:
-  * flowbox: the default search (``mode=hybrid``);
-  * vector only: MiniLM cosine over the same chunks (``mode=vector``);
+  * flowbox: the default search (``mode=hybrid``) over the knowledge base's embedding model (e5-small);
+  * vector only, e5: its cosine over the same chunks (``mode=vector``);
+  * vector only, MiniLM: the plain baseline, all-MiniLM-L6-v2's cosine over the same chunks (a store of its own);
   * BM25 only: FTS5 over the same chunks (``mode=keyword``).
 A question is answered at rank r when the r-th result is a chunk of its entry. Metrics on the
 answerable questions: hit@1, hit@5, MRR@10. On the questions without an answer: the share whose top
@@ -24,7 +25,7 @@ answerable questions above the line that puts 80% of dev's no-answer questions b
 
 ``--fit`` refits the fusion/relevance models of ``flowbox/knowledge/index.py`` on the dev half of
 every corpus but the untuned ones (printing constants to paste there); the report itself always uses the constants in the code.
-Runs offline: the MiniLM model is prepared into ~/.cache/flowbox-test-models (as the tests do).
+Runs offline: the models are prepared into ~/.cache/flowbox-test-models (as the tests do).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import math
 import os
 import random
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -440,6 +442,7 @@ async def run(args) -> None:
     for which in stores:
         await stores[which].close()
         embedders[which].close()
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main() -> None:
