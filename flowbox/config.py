@@ -47,9 +47,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("chat_model", "smollm2", "Default local chat model: 'smollm2' or a path to a GGUF file."),
     Setting("embedding_model", "all-minilm-l6-v2",
             "Local embedding model (intents, /v1/embeddings): 'all-minilm-l6-v2' or a path to a GGUF file."),
-    Setting("knowledge_embedding_model", "e5-small",
-            "Local embedding model of the knowledge base: 'e5-small', 'all-minilm-l6-v2' or a path to a GGUF "
-            "file; empty = embedding_model. After a change the server re-embeds the knowledge base at start."),
+    Setting("knowledge_embedding_model", "",
+            "Local embedding model of the knowledge base: empty = embedding_model, or 'e5-small' (multilingual-e5-small: "
+            "English and Portuguese), 'all-minilm-l6-v2' or a path to a GGUF file. After a change the server "
+            "re-embeds the knowledge base at start."),
     Setting("n_ctx", 4096, "Context window of the local chat model, in tokens."),
     Setting("n_threads", 0, "CPU threads for the local models (0 = all cores)."),
     Setting("prompt_cache_mb", 1024, "Memory kept for evaluated thread prefixes (model state reuse), in MB."),

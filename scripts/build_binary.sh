@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build dist/flowbox: one executable with the chat and embedding models inside, then smoke-run it
-# (sqlite-vec loads, the bundled models load and answer, the console is packaged).
+# (sqlite-vec loads, both bundled models load and answer, the console is packaged).
 #
 #   scripts/build_binary.sh            # models from $FLOWBOX_BUNDLE_MODELS_DIR, or prepared there now
 #
@@ -14,7 +14,7 @@ DIST=${FLOWBOX_DIST_DIR:-dist}
 WORK=${FLOWBOX_BUILD_DIR:-build/pyinstaller}
 
 echo "== preparing models in $MODELS_DIR" >&2
-FLOWBOX_MODELS_DIR="$MODELS_DIR" "$PYTHON" -m flowbox models pull smollm2 all-minilm-l6-v2 e5-small --json >/dev/null
+FLOWBOX_MODELS_DIR="$MODELS_DIR" "$PYTHON" -m flowbox models pull smollm2 all-minilm-l6-v2 --json >/dev/null
 
 echo "== pyinstaller" >&2
 started=$(date +%s)

@@ -33,7 +33,6 @@ def prepared_models(models_dir: Path = MODELS_DIR) -> Path:
     models_dir.mkdir(parents=True, exist_ok=True)
     ensure_model(models_dir, "smollm2", progress=False)
     ensure_model(models_dir, "all-minilm-l6-v2", progress=False)
-    ensure_model(models_dir, "e5-small", progress=False)
     return models_dir
 
 

@@ -50,7 +50,7 @@ def clean_env(tmp_path: Path) -> dict:
 
 
 def test_executable_checks_itself(binary, tmp_path):
-    """`flowbox selfcheck` from the executable: sqlite-vec loads, the bundled models load and answer, the
+    """`flowbox selfcheck` from the executable: sqlite-vec loads, both bundled models load and answer, the
     console is packaged. Its build ran it once already (scripts/cached_binary.py keeps the report)."""
     report_file = binary.parent / "selfcheck.json"
     if report_file.exists():
@@ -60,7 +60,6 @@ def test_executable_checks_itself(binary, tmp_path):
     assert report["frozen"] and report["vec_version"].startswith("v") and report["dim"] == 384
     assert report["completion_tokens"] >= 1 and report["console_files"] > 10
     assert "flowbox_models" in report["chat_model"] and "flowbox_models" in report["embedding_model"]
-    assert "flowbox_models" in report["knowledge_embedding_model"] and report["knowledge_dim"] == 384
 
 
 def test_executable_size(binary):
@@ -118,7 +117,7 @@ def test_executable_cli(binary, tmp_path):
     assert created["key"].startswith("fbx_")
     assert [k["id"] for k in json.loads(run(binary, "keys", "list", "--json", env=env).stdout)] == [created["id"]]
     models = {m["name"]: m for m in json.loads(run(binary, "models", "list", "--json", env=env).stdout)}
-    assert all(models[name]["ready"] and "flowbox_models" in models[name]["path"] for name in ("smollm2", "all-minilm-l6-v2", "e5-small"))
+    assert all(models[name]["ready"] and "flowbox_models" in models[name]["path"] for name in ("smollm2", "all-minilm-l6-v2"))
     assert {"knowledge", "flows", "projects", "chatflows"} <= commands  # every area's commands are in the build
     assert json.loads(run(binary, "chatflows", "list", "--json", env=env).stdout) == []
     # The bundled embedding model, from the CLI.

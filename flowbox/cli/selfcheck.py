@@ -80,8 +80,9 @@ def check_console() -> dict:
 
 CHECKS = [("sqlite-vec", lambda cfg: check_sqlite()), ("chat model", check_chat_model),
           ("embedding model", lambda cfg: check_embedding_model(cfg, cfg.embedding_model, "embedding_model", "dim")),
-          ("knowledge embedding model",
-           lambda cfg: check_embedding_model(cfg, knowledge_model(cfg), "knowledge_embedding_model", "knowledge_dim")),
+          ("knowledge embedding model",  # when the knowledge base has a model of its own
+           lambda cfg: check_embedding_model(cfg, knowledge_model(cfg), "knowledge_embedding_model", "knowledge_dim")
+           if knowledge_model(cfg) != cfg.embedding_model else {}),
           ("console", lambda cfg: check_console())]
 
 

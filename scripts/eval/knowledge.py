@@ -60,10 +60,12 @@ DOMAINS = ("helpdesk", "municipal", "devices", "travel", "campus", "insurer", "l
 UNTUNED = ("grocery", "hr")
 CHUNK = 600  # characters: the long entries become two to four chunks
 DEPTH = 10  # results asked for (MRR@10)
-# system -> (which embedder's store, search mode): flowbox's own embedder is the knowledge base's
-# (knowledge_embedding_model); the plain vector baseline is MiniLM's, the intents' model
-MODES = {"flowbox (hybrid)": ("knowledge", "hybrid"), "vector only (e5)": ("knowledge", "vector"),
-         "vector only (MiniLM)": ("minilm", "vector"), "BM25 only (FTS5)": ("knowledge", "keyword")}
+# system -> (which model's store, search mode): flowbox as configured (knowledge_embedding_model: MiniLM by
+# default) and with the other packaged model; each model's cosine alone; BM25 alone
+MODELS = {"minilm": "all-minilm-l6-v2", "e5": "e5-small"}
+MODES = {"flowbox (hybrid)": ("knowledge", "hybrid"), "flowbox, other model (hybrid)": ("other", "hybrid"),
+         "vector only (MiniLM)": ("minilm", "vector"), "vector only (e5-small)": ("e5", "vector"),
+         "BM25 only (FTS5)": ("knowledge", "keyword")}
 SUBSET_SIZES = (5, 20)  # small knowledge bases (an agent's linked entries) drawn from each corpus
 SUBSET_DRAWS = 3
 
@@ -227,7 +229,7 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
 async def run(args) -> None:
     from flowbox import config as config_mod
     from flowbox import db, orgs
-    from flowbox.embeddings import load_embedder
+    from flowbox.embeddings import knowledge_model, load_embedder
     from flowbox.ids import iso, new_id
     from flowbox.knowledge import index as idx
     from flowbox.knowledge import store as kb
@@ -238,15 +240,18 @@ async def run(args) -> None:
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     os.environ["FLOWBOX_MODELS_DIR"] = str(MODELS_DIR)
     config = config_mod.load(None)
-    for name in ("all-minilm-l6-v2", config.knowledge_embedding_model):
+    for name in MODELS.values():
         ensure_model(MODELS_DIR, name, progress=True)
-    embedders = {"knowledge": load_embedder(config, knowledge=True), "minilm": load_embedder(config)}
-    embedder = embedders["knowledge"]
+    embedders = {which: load_embedder(config.replace(knowledge_embedding_model=name, embedding_base_url=""), knowledge=True)
+                 for which, name in MODELS.items()}
+    mine = "e5" if knowledge_model(config) == MODELS["e5"] else "minilm"  # flowbox's configured model
+    aliases = {"knowledge": mine, "other": "minilm" if mine == "e5" else "e5"}
+    embedder = embedders[mine]
     scratch = Path(tempfile.mkdtemp(prefix="flowbox-eval-knowledge-"))
     stores = {which: db.Store(scratch / f"{which}.db") for which in embedders}  # the same items, embedded by each
     for each in stores.values():
         await each.open()
-    store = stores["knowledge"]
+    store = stores[mine]
 
     orgs_of: dict[str, str] = {}
     entry_of: dict[str, str] = {}  # item id -> entry id
@@ -257,7 +262,7 @@ async def run(args) -> None:
         entries = load_entries(domain)
         questions += load_questions(domain, {e.id for e in entries})
         org = await orgs.create_org(store, f"eval-{domain}")
-        async with stores["minilm"].write() as tx:  # the same org in the baseline's store
+        async with stores[aliases["other"]].write() as tx:  # the same org in the other model's store
             await tx.execute("INSERT INTO orgs (id, name, credits, created_at) VALUES (:id, :name, :credits, :created_at)", org)
         orgs_of[domain] = org["id"]
         now = iso()
@@ -273,7 +278,7 @@ async def run(args) -> None:
             vectors = await each.embed([idx.indexed_text(i) for i in items])
             async with stores[which].write() as tx:
                 await tx.run(kb.save_items, each.name, each.dim, [{**i, "vector": v} for i, v in zip(items, vectors)])
-            if which == "knowledge":
+            if which == mine:
                 for item, vector in zip(items, vectors):
                     item["vector"] = vector
         chunks += len(items)
@@ -283,6 +288,7 @@ async def run(args) -> None:
     latency: dict[str, list[float]] = {name: [] for name in MODES}
     for question in questions:
         for name, (which, mode) in MODES.items():
+            which = aliases.get(which, which)
             t0 = time.perf_counter()
             found = await kb.search(stores[which], embedders[which] if mode != "keyword" else None, orgs_of[question.domain],
                                     question.text, limit=DEPTH, mode=mode)
@@ -330,6 +336,7 @@ async def run(args) -> None:
                         if domain not in UNTUNED:  # what a setting may be chosen by
                             small.setdefault((size, question.split, "tuned"), []).append(small[size, question.split][-1])
 
+    print(f"flowbox's knowledge embedding model: {MODELS[mine]}; the other model: {MODELS[aliases['other']]}")
     n_none = sum(q.expected is None for q in questions)
     halves = {half: [i for i, q in enumerate(questions) if q.split == half] for half in ("dev", "test")}
     print(f"{sum(len(load_entries(d)) for d in DOMAINS)} entries ({chunks} chunks of at most {CHUNK} characters) "
@@ -339,13 +346,13 @@ async def run(args) -> None:
               for name in MODES}
 
     def table(domains: tuple[str, ...]) -> None:
-        print(f"\n{'system':22} | {'dev: hit@1 hit@5 MRR@10':24} | {'test: hit@1 hit@5 MRR@10':25}")
+        print(f"\n{'system':30} | {'dev: hit@1 hit@5 MRR@10':24} | {'test: hit@1 hit@5 MRR@10':25}")
         for name in MODES:
             row = []
             for idxs in halves.values():
                 m = ranking_metrics([ranked[name][i] for i in idxs if questions[i].expected is not None and questions[i].domain in domains])
                 row.append(f"{m['hit@1']:.3f} {m['hit@5']:.3f} {m['mrr@10']:.3f}")
-            print(f"{name:22} |  {row[0]:23} |  {row[1]:23}")
+            print(f"{name:30} |  {row[0]:23} |  {row[1]:23}")
 
     table(DOMAINS)
     for domain in DOMAINS:
@@ -354,7 +361,7 @@ async def run(args) -> None:
             line = []
             for name in MODES:
                 m = ranking_metrics([ranked[name][i] for i in idxs])
-                line.append(f"{name.split(' (')[0]} {m['hit@1']:.3f}/{m['hit@5']:.3f}/{m['mrr@10']:.3f}")
+                line.append(f"{name} {m['hit@1']:.3f}/{m['hit@5']:.3f}/{m['mrr@10']:.3f}")
             print(f"  {half + ', ' + domain:15} (hit@1/hit@5/MRR@10): " + ", ".join(line))
     print(f"untuned corpora together ({', '.join(UNTUNED)}: nothing is chosen by them)", end="")
     table(UNTUNED)
@@ -364,8 +371,10 @@ async def run(args) -> None:
     lines = {
         f"flowbox relevance < {idx.RELEVANCE_THRESHOLD} (documented)": (
             [f[0]["relevance"] if f else 0.0 for f in results["flowbox (hybrid)"]], idx.RELEVANCE_THRESHOLD),
-        "vector only (e5): top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (e5)"]], None),
+        f"flowbox, other model: relevance < {idx.RELEVANCE_THRESHOLD}": (
+            [f[0]["relevance"] if f else 0.0 for f in results["flowbox, other model (hybrid)"]], idx.RELEVANCE_THRESHOLD),
         "vector only (MiniLM): top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (MiniLM)"]], None),
+        "vector only (e5-small): top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (e5-small)"]], None),
         "BM25 only: top BM25": ([f[0]["score"] if f else 0.0 for f in results["BM25 only (FTS5)"]], None),
     }
     # the baselines' lines are placed as flowbox's was: on dev, never by the untuned corpora

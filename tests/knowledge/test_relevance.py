@@ -145,3 +145,29 @@ def test_an_index_of_an_earlier_flowbox_is_noticed_and_reembedded(srv, corpus):
     result = srv.call(reembed(srv.services.store, embedder), timeout=600)
     assert result["embedded"] == result["items"] >= len(CORPUS)
     assert search(client, "refund of a yearly plan")[0]["id"] == ids["Refund policy"]
+
+
+def test_a_knowledge_base_on_e5_ranks_and_calibrates_with_its_own_constants(make_server):
+    """``knowledge_embedding_model = "e5-small"``: the knowledge base is embedded by e5 (its cosines of
+    unrelated texts lie near 0.8, MiniLM's near 0.1) and its relevance uses e5's constants, so 0.46 still
+    separates an answer from an unrelated question, in Portuguese too; intents keep MiniLM."""
+    srv = make_server(knowledge_embedding_model="e5-small")
+    _, client, agent = knowledge_org(srv)
+    ids = {name: add_knowledge(client, [agent["id"]], content, name=name)["id"] for name, content in CORPUS.items()}
+    ids["Horário"] = add_knowledge(client, [agent["id"]], "A loja abre às 9h e fecha às 18h, de segunda a sábado.",
+                                   name="Horário de funcionamento")["id"]
+    for question, name in (("is a refund possible if I cancel my yearly plan", "Refund policy"),
+                           ("how much does it cost to have an old sofa taken away", "Bulky waste collection"),
+                           ("a que horas vocês abrem no sábado?", "Horário")):
+        answer = search(client, question)
+        assert answer[0]["id"] == ids[name] and answer[0]["relevance"] >= idx.RELEVANCE_THRESHOLD, (question, answer[0])
+        assert answer[0]["similarity"] > 0.8  # e5's scale: the same answer under MiniLM is near 0.5-0.7
+    for unrelated in ("what is the boiling point of mercury", "who painted the sistine chapel ceiling"):
+        top = search(client, unrelated)
+        assert top[0]["relevance"] < idx.RELEVANCE_THRESHOLD, (unrelated, top[0])
+
+    async def index():
+        return {r["key"]: r["value"] for r in await srv.services.store.fetchall("SELECT key, value FROM knowledge_meta")}
+
+    assert srv.call(index())["model"] == "e5-small"
+    assert srv.call(get_embedder(srv.services)).name == "all-minilm-l6-v2"
