@@ -4,8 +4,9 @@ A data dir that holds projects with flows gets the embedding model loaded and th
 of its projects' flows built (example vectors from SQLite, the stored intent model) in the
 background after startup, so the first message after a restart is answered as fast as later ones,
 and startup itself waits for none of it. One that holds knowledge items gets the knowledge base's
-embedding model loaded, and its index re-embedded when another model built it. An empty data dir loads nothing. When the
-model cannot be loaded this logs it once and everything stays lazy, as without a warm start.
+embedding model loaded, and its index re-embedded when another model built it. An empty data dir
+loads nothing. When the model cannot be loaded this logs it once and everything stays lazy, as
+without a warm start.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ async def _warm_knowledge(services: Services) -> None:
         return
     async with services.store.read() as tx:
         index = await tx.run(idx.info)
-    if index is None or (index.model == embedder.name and index.dim == embedder.dim and index.text == idx.TEXT_FORMAT):
+    if index is None or idx.built_for(index, embedder.name, embedder.dim):
         return
     log.info("re-embedding the knowledge base with %s (its index was built with %s)", embedder.name, index.model)
     try:

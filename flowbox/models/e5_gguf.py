@@ -12,8 +12,8 @@ The vocabulary is a Unigram one (llama.cpp's ``t5`` tokenizer) with ``<s> ... </
 text; the model was trained with "query: " and "passage: " in front of what it embeds
 (``files.KnownModel.prefixes``).
 
-Its embeddings of English paraphrases lead MiniLM's on questions asked of help pages
-(``scripts/eval/knowledge.py``), which is what the knowledge base uses it for.
+The knowledge base uses it when ``knowledge_embedding_model = "e5-small"``. Alone it ranks help-page
+answers above MiniLM's; fused with BM25 (``scripts/eval/knowledge.py``) about as MiniLM does.
 """
 
 from __future__ import annotations

@@ -10,10 +10,11 @@ synonyms, user language, typos.
 
 Measured in one run, through the real code (a real SQLite store written by ``save_items``,
 searched by ``flowbox.knowledge.store.search``), on the same questions:
-  * flowbox: the default search (``mode=hybrid``) over the knowledge base's embedding model (e5-small);
-  * vector only, e5: its cosine over the same chunks (``mode=vector``);
-  * vector only, MiniLM: the plain baseline, all-MiniLM-L6-v2's cosine over the same chunks (a store of its own);
+  * flowbox: the default search (``mode=hybrid``) over the configured knowledge embedding model
+    (MiniLM unless ``FLOWBOX_KNOWLEDGE_EMBEDDING_MODEL`` says otherwise), and over the other packaged one;
+  * vector only: each model's cosine over the same chunks (``mode=vector``; MiniLM's is the plain baseline);
   * BM25 only: FTS5 over the same chunks (``mode=keyword``).
+Each model's vectors are in a store of its own, holding the same items.
 A question is answered at rank r when the r-th result is a chunk of its entry. Metrics on the
 answerable questions: hit@1, hit@5, MRR@10. On the questions without an answer: the share whose top
 result is below the "no answer" line (flowbox: its documented ``relevance`` threshold; the

@@ -171,3 +171,24 @@ def test_a_knowledge_base_on_e5_ranks_and_calibrates_with_its_own_constants(make
 
     assert srv.call(index())["model"] == "e5-small"
     assert srv.call(get_embedder(srv.services)).name == "all-minilm-l6-v2"
+
+
+def test_an_index_of_another_model_answers_503_naming_both_models(make_server):
+    """Searching an index another model built (before a restart re-embeds it) is the documented 503,
+    word for word."""
+    srv = make_server()
+    _, client, agent = knowledge_org(srv)
+    add_knowledge(client, [agent["id"]], CORPUS["Refund policy"], name="Refund policy")
+
+    async def built_by(model):
+        async with srv.services.store.write() as tx:
+            await tx.execute("UPDATE knowledge_meta SET value = ? WHERE key = 'model'", [model])
+
+    srv.call(built_by("remote:embed-small"))
+    response = client.get(f"{URL}/search", params={"q": "refund of a yearly plan"})
+    assert response.status_code == 503
+    assert response.json() == {
+        "error": "Service temporarily unavailable",
+        "message": "The knowledge index was built with the embedding model 'remote:embed-small', but "
+                   "'all-minilm-l6-v2' is configured; run 'flowbox knowledge reembed'.",
+    }
