@@ -45,10 +45,12 @@ import numpy as np
 from inprocess import InProcessServer  # beside this script
 
 DATA = Path(__file__).parent / "data"
-# The first four were tuned on from the start; the next four were written blind to the matcher and
-# later used to choose settings (in aggregate: their misses were never read).
-DOMAINS = ("telecom", "restaurant", "clinic", "banking", "threadline", "brightwatt", "parcelway", "pulsegym")
-UNTUNED = ("drivo", "fjordair", "safenest", "millbrook")  # never tuned on: an honest check of the matcher on a new client's flow
+# The first four were tuned on from the start; the next eight were written blind to the matcher and
+# later used to choose settings (the first four of them in aggregate only; the last four's dev misses
+# were read once they had been replaced as the untuned set).
+DOMAINS = ("telecom", "restaurant", "clinic", "banking", "threadline", "brightwatt", "parcelway", "pulsegym",
+           "drivo", "fjordair", "safenest", "millbrook")
+UNTUNED = ("harbourview", "keystone", "pawsworth", "reelbox")  # never tuned on: an honest check of the matcher on a new client's flow
 READY_SECONDS = 300
 
 
