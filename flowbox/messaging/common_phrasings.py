@@ -53,13 +53,15 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "yes", "yeah", "yep", "yup", "yes please", "sure", "sure thing", "of course", "certainly", "absolutely",
         "definitely", "ok", "okay", "alright", "go ahead", "please do", "do it", "sounds good", "that's right",
         "correct", "that's correct", "affirmative", "why not", "let's do it", "I'd like that", "yes, go on",
-        "indeed", "fine by me", "ok let's go", "yes that's it",
+        "indeed", "fine by me", "ok let's go", "yes that's it", "that'd be great", "that would be great", "go for it",
+        "confirm", "I confirm", "please go ahead", "do that", "yes do that",
     ),
     "no": (
         "no", "nope", "nah", "no thanks", "no thank you", "not now", "not right now", "maybe later", "not really",
         "I don't think so", "never mind", "nevermind", "please don't", "not today", "I'll pass", "no way",
         "negative", "I'd rather not", "hold off", "not at the moment", "leave it", "forget it", "no need", "not yet",
-        "cancel that", "no, that's wrong", "that's not right", "wrong", "don't bother",
+        "cancel that", "no, that's wrong", "that's not right", "wrong", "don't bother", "let me think about it",
+        "I'll think about it", "I need to think about it", "hold on", "wait", "I'll wait", "I've changed my mind",
     ),
     "hours": (
         "what time do you open", "what time do you close", "when are you open", "opening hours", "opening times",
@@ -128,6 +130,21 @@ DOES = {"greeting": "greet", "goodbye": "say goodbye", "thanks": "say thanks", "
         "yes": "say yes", "no": "say no", "hours": "ask when it is open", "location": "ask where it is",
         "contact": "ask how to get in touch", "payment": "ask how one can pay", "complaint": "complain"}  # each move in words
 ANSWERS = ("yes", "no")  # moves that answer a step's question: lent to a step's children only
+# A reply to a yes/no question that starts with one of these words gives its answer first, whatever
+# follows ("nah im good", "no wait, leave it", "yes, freeze it"): MiniLM weighs a leading "no" little
+# against the words after it. Words as ``intents.expand`` leaves them ("nope" is "no", "dont" is
+# "do not"); "ok" is left out, it as often leads into something else ("ok and what does it cost").
+LEADING = {"yes": ("yes", "yeah", "yea", "yess", "sure", "absolutely", "definitely", "certainly", "affirmative"),
+           "no": ("no", "not", "never", "do not", "please do not", "negative")}
+
+
+def leading_answer(text: str) -> str | None:
+    """The answer (``"yes"`` or ``"no"``) that ``text`` (through ``intents.expand``) starts with, if any."""
+    words = text.split()
+    for answer, starts in LEADING.items():
+        if any(words[:len(s.split())] == s.split() for s in starts):
+            return answer
+    return None
 TEXTS = [text for move in MOVES for text in PHRASINGS[move]]
 MOVE_OF_TEXT = np.repeat(np.arange(len(MOVES)), [len(PHRASINGS[m]) for m in MOVES])
 

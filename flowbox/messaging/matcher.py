@@ -303,6 +303,11 @@ class IntentIndex:
         exact = self._exact(text, step_ids)
         if exact is not None:
             return exact
+        if rivals is not None:  # a step's question is pending: a reply that leads with yes or no answers it
+            answer = common_phrasings.leading_answer(expand(text))
+            child = next((s for s in step_ids if answer is not None and self.moves.get(s) == answer), None)
+            if child is not None:
+                return child, LEARNED_MAX
         if self.matrix is None or self.embeddings is None or not normalize(text):
             return None
         learned = self.learned

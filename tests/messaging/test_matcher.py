@@ -173,6 +173,11 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert shop.say("hold", "hold off for now")[0] == "return-no"
     assert shop.say("go", "I want to return my bike")[0] == "return"
     assert shop.say("go", "absolutely")[0] == "return-yes"
+    # a reply that leads with yes or no answers the question, whatever the words after it are near
+    for n, (text, want) in enumerate([("yes, I want to bring the bike back", "return-yes"), ("nah, I'm good", "return-no"),
+                                      ("no wait, I'll keep the bike", "return-no"), ("don't, I changed my mind", "return-no")]):
+        assert shop.say(f"lead-{n}", "I want to return my bike")[0] == "return"
+        assert shop.say(f"lead-{n}", text)[0] == want, text
     # which intent makes which move comes from its examples; the others borrow nothing
     graph = shop.server.call(conversation.graph_for(shop.server.services, shop.project()))
     assert graph.index.moves == {"greeting": "greeting", "goodbye": "goodbye", "thanks": "thanks", "human": "person",
