@@ -228,8 +228,8 @@ def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
 
 
 def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
-    # opening times, where, how to pay: six examples each cannot reach "directions pls" or "do u take
-    # amex"; the move's phrasings do. Requests of another kind near them stay out of scope.
+    # opening times, where, how to pay, prices, cancelling: five examples each cannot reach "directions
+    # pls" or "do u take amex"; the move's phrasings do. Requests of another kind near them stay out of scope.
     flow = {"flowId": "studio", "title": "Studio", "steps": [
         intent("opening-times", ["when are you open", "what are your opening times", "are you open on saturday",
                                  "what time do you open in the morning", "are you open on public holidays"], "9 to 5."),
@@ -248,9 +248,11 @@ def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
     studio = Shop(org_server, receiver, flow)
     studio.ready()
     graph = studio.server.call(conversation.graph_for(studio.server.services, studio.project()))
-    assert graph.index.moves == {"opening-times": "hours", "payment": "payment", "where": "location"}  # the others borrow nothing
+    assert graph.index.moves == {"opening-times": "hours", "payment": "payment", "where": "location", "book": "book",
+                                 "cancel": "cancel", "prices": "prices"}
     for n, (text, want) in enumerate([("directions pls", "where"), ("postcode?", "where"), ("do u take amex", "payment"),
-                                      ("contactless?", "payment"), ("what time does the gym close", "unknown"),
+                                      ("contactless?", "payment"), ("Are there any hidden fees?", "prices"),
+                                      ("I don't want it anymore", "cancel"), ("what time does the gym close", "unknown"),
                                       ("how do I get to the train station", "unknown")]):
         assert studio.say(f"ask-{n}", text)[0] == want, text
     admin = studio.server.client(f"Bearer {studio.server.key}")
