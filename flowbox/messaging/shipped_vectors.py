@@ -1,6 +1,6 @@
 """The built-in phrasings' vectors (``common_phrasings`` and ``off_topic``), computed with the built-in
 embedding model and shipped beside this module (``phrasings.npz``), so that a new data dir does not
-embed some 800 texts before its first flow is ready (seconds of CPU on a small box, and the common
+embed some 2,600 texts before its first flow is ready (seconds of CPU on a small box, and the common
 phrasings are needed before the first message is matched).
 
 They are used with the built-in model only (``Embeddings.builtin``), by text: a phrasing that is not in
