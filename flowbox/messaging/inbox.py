@@ -23,6 +23,7 @@ from .conversation import engine_input, graph_for, threshold_of
 from .engine import decide
 from .hours import is_open
 from .incoming import Incoming
+from .intents import expand
 
 FILTERS = ("paused", "handover", "outsideHours")
 ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
@@ -157,10 +158,16 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         return f"An answer to the question of “{matched['title']}”, not a valid {entity}; the slot is optional, so it is skipped."
     if kind == "INTENT" and item is not None:
         move = f"a common way to {common_phrasings.DOES[item['move']]}, which its examples do" if item.get("move") else ""
+        leading = common_phrasings.leading_answer(expand(inp.text or "")) if current is not None else None
         if item.get("commonExact"):
             reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
         elif item["exact"]:
             reason = "The text is one of its examples (case and punctuation aside): confidence 1.00."
+        elif leading is not None and item.get("move") == leading and matched["stepId"] in {
+                s["stepId"] for s in graph.children.get(current["stepId"], [])}:
+            # IntentIndex.best: a reply that leads with yes or no answers the pending question
+            return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "
+                    "whatever follows.")
         elif move and scores["method"] == "learned" and decision.intents and decision.intents[0]["confidence"] != item["confidence"]:
             # not the learned model's match: the one made when nothing else matched (IntentIndex._best_phrasing)
             reason = (f"The learned model matched no intent (below the threshold {threshold:.2f} or off its topic), but the "

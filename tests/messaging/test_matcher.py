@@ -178,6 +178,13 @@ def test_common_moves_match_their_common_phrasings(shop):
                                       ("no wait, I'll keep the bike", "return-no"), ("don't, I changed my mind", "return-no")]):
         assert shop.say(f"lead-{n}", "I want to return my bike")[0] == "return"
         assert shop.say(f"lead-{n}", text)[0] == want, text
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    shop.say("lead-why", "I want to return my bike")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain",
+                          params={"text": "nah, I'll keep the bike", "threadId": "lead-why"}).json()
+    assert explained["step"]["stepId"] == "return-no", explained
+    assert explained["explanation"] == ("The text starts with a no, a common way to say no, which its examples do: it "
+                                        "answers the question of “return”, whatever follows."), explained["explanation"]
     # which intent makes which move comes from its examples; the others borrow nothing
     graph = shop.server.call(conversation.graph_for(shop.server.services, shop.project()))
     assert graph.index.moves == {"greeting": "greeting", "goodbye": "goodbye", "thanks": "thanks", "human": "person",
