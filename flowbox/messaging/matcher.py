@@ -474,7 +474,7 @@ class IntentIndex:
             return None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the
         # most confident intent; the first that passes the level's acceptance rule matches.
-        ranking = features_of.ranking(vector)
+        ranking = features_of.ranking(vector, features)
         favourite = max(scored, key=lambda item: ranking[self.row[item[0]]])
         surest = max(scored, key=lambda item: item[1])
         rival = max((float(confidence[self.row[r]]) for r in rivals or () if r in self.row), default=0.0)
