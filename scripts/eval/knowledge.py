@@ -254,7 +254,7 @@ async def run(args) -> None:
         await each.open()
     store = stores[mine]
 
-    orgs_of: dict[str, str] = {}
+    orgs_of: dict[tuple[str, str], str] = {}  # (store, domain) -> the domain's org in that store
     entry_of: dict[str, str] = {}  # item id -> entry id
     items_of: dict[str, list[dict]] = {}  # domain -> its items, with their vectors
     questions: list[Question] = []
@@ -262,15 +262,13 @@ async def run(args) -> None:
     for domain in DOMAINS:
         entries = load_entries(domain)
         questions += load_questions(domain, {e.id for e in entries})
-        org = await orgs.create_org(store, f"eval-{domain}")
-        async with stores[aliases["other"]].write() as tx:  # the same org in the other model's store
-            await tx.execute("INSERT INTO orgs (id, name, credits, created_at) VALUES (:id, :name, :credits, :created_at)", org)
-        orgs_of[domain] = org["id"]
+        for which, each in stores.items():
+            orgs_of[which, domain] = (await orgs.create_org(each, f"eval-{domain}"))["id"]
         now = iso()
         items = []
         for entry in entries:
             for chunk in split_text(entry.content, CHUNK):
-                item = {"n": None, "id": new_id(), "org_id": org["id"], "name": entry.name, "content": chunk,
+                item = {"n": None, "id": new_id(), "org_id": orgs_of[mine, domain], "name": entry.name, "content": chunk,
                         "description_to_index_on": None, "source": "api", "source_key": None, "created_at": now,
                         "updated_at": now, "agent_ids": None}
                 entry_of[item["id"]] = entry.id
@@ -278,7 +276,8 @@ async def run(args) -> None:
         for which, each in embedders.items():
             vectors = await each.embed([idx.indexed_text(i) for i in items])
             async with stores[which].write() as tx:
-                await tx.run(kb.save_items, each.name, each.dim, [{**i, "vector": v} for i, v in zip(items, vectors)])
+                await tx.run(kb.save_items, each.name, each.dim,
+                             [{**i, "org_id": orgs_of[which, domain], "vector": v} for i, v in zip(items, vectors)])
             if which == mine:
                 for item, vector in zip(items, vectors):
                     item["vector"] = vector
@@ -291,7 +290,7 @@ async def run(args) -> None:
         for name, (which, mode) in MODES.items():
             which = aliases.get(which, which)
             t0 = time.perf_counter()
-            found = await kb.search(stores[which], embedders[which] if mode != "keyword" else None, orgs_of[question.domain],
+            found = await kb.search(stores[which], embedders[which] if mode != "keyword" else None, orgs_of[which, question.domain],
                                     question.text, limit=DEPTH, mode=mode)
             latency[name].append((time.perf_counter() - t0) * 1000)
             results[name].append(found)
@@ -305,7 +304,7 @@ async def run(args) -> None:
 
             def read(conn, question=question, vector=vector):
                 index = idx.info(conn)
-                hits = idx.hybrid_search(conn, index, orgs_of[question.domain], None, question.text, vector, 40)
+                hits = idx.hybrid_search(conn, index, orgs_of[mine, question.domain], None, question.text, vector, 40)
                 rows = {r["n"]: r["id"] for r in conn.execute("SELECT n, id FROM knowledge_items")}
                 return [{**h, "entry": entry_of[rows[h["n"]]]} for h in hits]
 
