@@ -158,13 +158,13 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         return f"An answer to the question of “{matched['title']}”, not a valid {entity}; the slot is optional, so it is skipped."
     if kind == "INTENT" and item is not None:
         move = f"a common way to {common_phrasings.DOES[item['move']]}, which its examples do" if item.get("move") else ""
-        leading = common_phrasings.leading_answer(expand(inp.text or "")) if current is not None else None
+        child = current is not None and matched["stepId"] in {s["stepId"] for s in graph.children.get(current["stepId"], [])}
+        leading = common_phrasings.leading_answer(expand(inp.text or "")) if child else None
         if item.get("commonExact"):
             reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
         elif item["exact"]:
             reason = "The text is one of its examples (case and punctuation aside): confidence 1.00."
-        elif leading is not None and item.get("move") == leading and matched["stepId"] in {
-                s["stepId"] for s in graph.children.get(current["stepId"], [])}:
+        elif leading is not None and item.get("move") == leading:
             # IntentIndex.best: a reply that leads with yes or no answers the pending question
             return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "
                     "whatever follows.")
@@ -178,7 +178,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         else:
             reason = (f"Its closest example “{item['example']}” has similarity {item['similarity']:.2f} (threshold {threshold:.2f}); "
                       "the learned model is not ready (it trains after a change, for flows with enough examples).")
-        if current is not None and matched["stepId"] in {s["stepId"] for s in graph.children.get(current["stepId"], [])}:
+        if child:
             reason += f" As a child of “{current['title']}”, the step the thread is in, it was tried first, at half the threshold."
         elif state.get("slot") and state.get("slot") in graph.steps:
             reason += f" It leaves the question of “{graph.steps[state['slot']]['title']}”: a change of subject."

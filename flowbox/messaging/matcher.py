@@ -305,7 +305,7 @@ class IntentIndex:
             return exact
         if rivals is not None:  # a step's question is pending: a reply that leads with yes or no answers it
             answer = common_phrasings.leading_answer(expand(text))
-            child = next((s for s in step_ids if answer is not None and self.moves.get(s) == answer), None)
+            child = next((s for s in step_ids if self.moves.get(s) == answer), None) if answer else None
             if child is not None:
                 return child, LEARNED_MAX
         if self.matrix is None or self.embeddings is None or not normalize(text):
