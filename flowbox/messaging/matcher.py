@@ -20,6 +20,10 @@ borrows that move's common phrasings (``common_phrasings``): they match exactly,
 nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``), unless it reads
 as a request of another kind ("what time does the gym close").
 
+With the built-in MiniLM every vector the matcher uses (examples, messages, both lists of phrasings)
+is first mapped into a space learned for telling customers' requests apart (``intent_space``); the
+bars here and in ``off_topic`` apply there (swept again on the eval's dev half: they stayed).
+
 A message that reads as a request of some other business or of a general assistant (``off_topic``:
 "cancel my car insurance" to a phone company) is out of scope at the top level, whatever the learned
 model gives it: its nearest off-topic phrasing that the flow does not itself serve is clearly closer
@@ -40,7 +44,7 @@ import numpy as np
 
 from ..ids import iso
 from ..services import Services
-from . import common_phrasings, off_topic, shipped_vectors
+from . import common_phrasings, intent_space, off_topic, shipped_vectors
 from .intents import Features, Model, expand, train
 
 log = logging.getLogger("flowbox.messaging")
@@ -136,11 +140,17 @@ class Embeddings:
                 )
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        return np.stack([found[h] for h in hashes])
+        vectors = np.stack([found[h] for h in hashes])
+        # a few thousand rows (the off-topic phrasings) take milliseconds to map: off the event loop
+        return await asyncio.to_thread(self._space, vectors) if len(vectors) > EMBED_BATCH else self._space(vectors)
 
     async def query(self, text: str) -> np.ndarray:
         # the embedder keeps recent texts: a repeated message costs no model call
-        return await self.embedder.embed_query(text)
+        return self._space(await self.embedder.embed_query(text))
+
+    def _space(self, vectors: np.ndarray) -> np.ndarray:
+        """The built-in model's vectors mapped into the space learned for intents (``intent_space``)."""
+        return intent_space.mapped(vectors) if self.builtin else vectors
 
     def is_word(self, word: str) -> bool | None:
         """Whether the embedding model knows ``word`` whole (``Embedder.is_word``)."""
@@ -234,9 +244,11 @@ class IntentIndex:
             self.learning = services.spawn(self._learn(services, project_id), name=f"messaging-intents-{project_id}")
 
     def _key(self) -> str:
-        """What the model depends on: the embedding model and every intent's examples, in order."""
+        """What the model depends on: the embedding model (and the map of its vectors, ``intent_space``)
+        and every intent's examples, in order."""
         spans = [(step_id, self.texts[a:b]) for step_id, (a, b) in self.spans.items()]
-        return hashlib.sha1(json.dumps([self.embeddings.model, spans]).encode()).hexdigest()
+        space = intent_space.version() if self.embeddings.builtin else ""
+        return hashlib.sha1(json.dumps([self.embeddings.model, space, spans]).encode()).hexdigest()
 
     async def _learn(self, services: Services, project_id: str) -> None:
         if len(self.spans) < 2 or len(self.texts) > MAX_LEARNED_EXAMPLES:

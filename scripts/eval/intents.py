@@ -15,6 +15,9 @@ Measured in one run, on the same utterances:
   * nearest example, MiniLM cosine: the same embeddings, the candidates the engine would consider
     (the current step's children and the top-level intents; inside a SLOT question, a top-level
     intent above the threshold, else the slot), one threshold chosen on dev;
+  * nearest example, mapped MiniLM: the same after the map flowbox applies to the built-in model's
+    vectors (``flowbox/messaging/intent_space.py``), with its own dev-chosen threshold: what the map
+    alone gives, beside what the whole engine makes of it;
   * nearest example, BM25 over words: the same, with BM25 scores and its own dev-chosen threshold.
 
 Untuned domains (``UNTUNED``) were written by people who never read the matcher, after it was
@@ -223,6 +226,7 @@ def main() -> None:
     server = InProcessServer("intents", ("all-minilm-l6-v2",), call_timeout=300)
     from flowbox import orgs
     from flowbox.embeddings import get_embedder
+    from flowbox.messaging import intent_space
 
     org, _ = server.call(orgs.ensure_default_org(server.services.store, with_key=False))
     embedder = server.call(get_embedder(server.services))
@@ -234,9 +238,13 @@ def main() -> None:
 
     query_vectors = dict(zip([c.text for c in cases], embed([c.text for c in cases])))
     cosine = {d: Nearest(b.flow, lambda texts: (lambda m: (lambda q: m @ query_vectors[q]))(embed(texts))) for d, b in bots.items()}
+    # the same in the space flowbox maps MiniLM's vectors into (intent_space): what the map alone gives
+    mapped = {d: Nearest(b.flow, lambda texts: (lambda m: (lambda q: m @ intent_space.mapped(query_vectors[q])))(
+        intent_space.mapped(embed(texts)))) for d, b in bots.items()}
     bm25 = {d: Nearest(b.flow, lambda texts: (lambda index: index.scores)(BM25(texts))) for d, b in bots.items()}
     cos_scores = [cosine[c.domain].example_scores(c.text) for c in cases]
     bm_scores = [bm25[c.domain].example_scores(c.text) for c in cases]
+    mapped_scores = [mapped[c.domain].example_scores(c.text) for c in cases]
 
     waited = {d: b.wait_ready() for d, b in bots.items()}
     latencies, flowbox = [], []
@@ -250,10 +258,14 @@ def main() -> None:
     index_of = {id(c): i for i, c in enumerate(cases)}
     cos_t = tune(pick(dev), lambda c, t: cosine[c.domain].predict(c, cos_scores[index_of[id(c)]], t),
                  [round(x, 2) for x in np.arange(0.2, 0.9, 0.01)])
+    mapped_t = tune(pick(dev), lambda c, t: mapped[c.domain].predict(c, mapped_scores[index_of[id(c)]], t),
+                    [round(x, 2) for x in np.arange(0.2, 0.9, 0.01)])
     bm_t = tune(pick(dev), lambda c, t: bm25[c.domain].predict(c, bm_scores[index_of[id(c)]], t), [round(x, 2) for x in np.arange(0.0, 12.0, 0.1)])
     systems = {
         "flowbox (engine, default threshold)": flowbox,
         f"nearest example, MiniLM cosine >= {cos_t:.2f}": [cosine[c.domain].predict(c, s, cos_t) for c, s in zip(cases, cos_scores)],
+        f"nearest example, mapped MiniLM >= {mapped_t:.2f}": [mapped[c.domain].predict(c, s, mapped_t)
+                                                              for c, s in zip(cases, mapped_scores)],
         f"nearest example, BM25 >= {bm_t:.1f}": [bm25[c.domain].predict(c, s, bm_t) for c, s in zip(cases, bm_scores)],
     }
 
@@ -276,7 +288,7 @@ def main() -> None:
             line = []
             for name, predicted in systems.items():
                 idx = [i for i, c in enumerate(cases) if c.domain == domain and c.split == "test"]
-                short = name.split(" (")[0].replace("nearest example, ", "").split(" >=")[0]  # flowbox, MiniLM cosine, BM25
+                short = name.split(" (")[0].replace("nearest example, ", "").split(" >=")[0]  # flowbox, MiniLM cosine, ...
                 line.append(f"{short} {accuracy(pick(idx), [predicted[i] for i in idx])['overall']:.3f}")
             print(f"  test, {domain}: " + ", ".join(line))
 
