@@ -221,7 +221,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "it's been ages, where is it",
     ),
 }
-# An example is a move's when one of its phrasings is at least this close (MiniLM cosine) and
+# An example is a move's when one of its phrasings is at least this close (cosine in the intent space) and
 # closer than any other move's; an intent is the move's when at least ``SHARE`` of its examples
 # (and two) are. On the four tuned flows of scripts/eval/intents.py an intent given no move has at
 # most two of its six examples this close, four above 0.55 (the requests, payment above all, come

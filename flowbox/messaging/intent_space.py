@@ -2,7 +2,7 @@
 
 MiniLM places sentences by their overall meaning and words: "cancel my booking" sits close to "move my
 booking", and a request a business does not serve sits close to one it does when they share words.
-``intent_space.npy`` holds a square matrix learned by ``scripts/train_intent_space.py`` from flows of
+``intent_space.npy`` holds a square matrix learned by ``scripts/intent_space/train.py`` from flows of
 many kinds of business (their examples, customers' messages written apart from them, and messages
 each flow does not cover), so that a message lands nearer its own intent's examples than the other
 intents' and one the flow does not cover lands further from all of them. The intent matcher maps
@@ -35,7 +35,8 @@ def matrix() -> np.ndarray | None:
 def version() -> str:
     """A digest of the map ("" without one): a flow's stored model was learned in one space and is
     learned again when the map changes."""
-    return hashlib.sha1(FILE.read_bytes()).hexdigest()[:16] if FILE.exists() else ""
+    m = matrix()
+    return hashlib.sha1(m.tobytes()).hexdigest()[:16] if m is not None else ""
 
 
 def mapped(vectors: np.ndarray) -> np.ndarray:

@@ -21,8 +21,9 @@ nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``
 as a request of another kind ("what time does the gym close").
 
 With the built-in MiniLM every vector the matcher uses (examples, messages, both lists of phrasings)
-is first mapped into a space learned for telling customers' requests apart (``intent_space``); the
-bars here and in ``off_topic`` apply there (swept again on the eval's dev half: they stayed).
+is first mapped into a space learned for telling customers' requests apart (``intent_space``), and
+every cosine bar (here, in ``off_topic`` and in ``common_phrasings``) is a cosine there; swept again
+there on the eval's dev half, each stayed where it was.
 
 A message that reads as a request of some other business or of a general assistant (``off_topic``:
 "cancel my car insurance" to a phone company) is out of scope at the top level, whatever the learned
@@ -65,7 +66,7 @@ CONTEXT_SHARE = 0.5
 ANSWER_MARGIN = 0.33
 LEARNED_MAX = 0.9999
 # A message no intent matched still matches an intent that makes a common move (common_phrasings)
-# when it is this close (MiniLM cosine) to one of the move's common phrasings. On the dev half of
+# when it is this close (cosine in the intent space) to one of the move's common phrasings. On the dev half of
 # scripts/eval/intents.py every message from 0.6 up (40 of them) was that move; below it the first
 # wrong ones appear ("sign up" near "signing off"). Measured with the conversational moves; adding
 # the requests' phrasings left that dev half as good or better.
@@ -140,9 +141,8 @@ class Embeddings:
                 )
         if not texts:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        vectors = np.stack([found[h] for h in hashes])
-        # a few thousand rows (the off-topic phrasings) take milliseconds to map: off the event loop
-        return await asyncio.to_thread(self._space, vectors) if len(vectors) > EMBED_BATCH else self._space(vectors)
+        # mapping a few thousand rows (the off-topic phrasings) takes milliseconds: off the event loop
+        return await asyncio.to_thread(self._space, np.stack([found[h] for h in hashes]))
 
     async def query(self, text: str) -> np.ndarray:
         # the embedder keeps recent texts: a repeated message costs no model call

@@ -10,7 +10,7 @@ its examples; a bank keeps no "what's my bank balance"). A message whose nearest
 is clearly closer than the flow's nearest example is out of scope (``decides``), however confident
 the learned model is: ``matcher.IntentIndex`` asks at the top level, where the alternative is the
 UNKNOWN step. Only with the built-in embedding model (``common_phrasings.MODEL``): the bars below are
-MiniLM cosines, and other models put cosines on other scales.
+cosines of its vectors mapped into ``intent_space``, and other models put cosines on other scales.
 """
 
 from __future__ import annotations

@@ -110,17 +110,15 @@ def fit(flows: list[Flow], dim: int, log=print) -> tuple[np.ndarray, float]:
 
 def nearest_accuracy(flows: list[Flow], w: np.ndarray) -> tuple[float, float]:
     """(accuracy, bar): the nearest example's intent, or none below the bar, at the best single bar."""
-    best, label = [], []
+    right, top, inside = [], [], []  # per message: nearest example's intent is its own; that cosine; in scope
     for f in flows:
         examples, _ = _unit(f.examples @ w)
         messages, _ = _unit(f.messages @ w)
         similarity = messages @ examples.T
-        nearest = similarity.argmax(axis=1)
-        best.append(np.where(f.label < f.intents, f.example_intent[nearest] == f.label, True))
-        label.append((similarity.max(axis=1), f.label < f.intents))
-    right = np.concatenate(best)
-    top = np.concatenate([s for s, _ in label])
-    inside = np.concatenate([i for _, i in label])
+        right.append(f.example_intent[similarity.argmax(axis=1)] == f.label)
+        top.append(similarity.max(axis=1))
+        inside.append(f.label < f.intents)
+    right, top, inside = np.concatenate(right), np.concatenate(top), np.concatenate(inside)
     bars = np.arange(0.2, 0.9, 0.01)
     scores = [np.mean(np.where(inside, right & (top >= t), top < t)) for t in bars]
     return float(max(scores)), float(bars[int(np.argmax(scores))])

@@ -3,6 +3,7 @@ script that learns it (``scripts/intent_space/train.py``)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from flowbox.messaging.matcher import embeddings_of
 TRAINER = Path(__file__).parents[2] / "scripts" / "intent_space" / "train.py"
 
 
+@functools.cache
 def _trainer():
     spec = importlib.util.spec_from_file_location("intent_space_train", TRAINER)
     module = importlib.util.module_from_spec(spec)
