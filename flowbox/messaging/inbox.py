@@ -123,7 +123,8 @@ async def explain(services: Services, project: dict[str, Any], thread_id: str | 
         "step": matched, "flow": graph.flow_of.get(matched["stepId"]) if matched and matched["stepId"] else None,
         "confidence": confidence, "threshold": threshold, "method": scores["method"],
         "explanation": _why(graph, state, inp, decision, current, item, scores, threshold),
-        "intents": scores["intents"][:5], "offTopic": scores.get("offTopic"), "params": decision.state.get("params") or {},
+        "intents": scores["intents"][:5], "offTopic": scores.get("offTopic"), "judged": scores.get("judged"),
+        "params": decision.state.get("params") or {},
         "replies": [m["fallback"] for m in decision.messages], "handover": decision.handover is not None,
     }
 
@@ -134,6 +135,11 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     closest = (f" (closest: “{top['title']}” at {(top['confidence'] if top['confidence'] is not None else top['similarity']):.2f})"
                if top and (top["confidence"] is not None or top["similarity"] is not None) else "")
     unmatched = f"no intent reached the threshold {threshold:.2f}{closest}"
+    judged = scores.get("judged")
+    if judged and judged["probability"] < judged["bar"]:
+        # IntentIndex._best_learned: at the top level the judge (acceptance) has the last word
+        unmatched = (f"the judge finds the likeliest intent, “{graph.steps[judged['stepId']]['title']}”, right with "
+                     f"probability {judged['probability']:.2f}, below its bar {judged['bar']:.2f}")
     if (off := scores.get("offTopic")) and (matched is None or matched["type"] in ("UNKNOWN", "ANYTHING")):
         # out of scope whatever the learned model gave an intent (IntentIndex._best_learned)
         unmatched = (f"the text reads as a request of another kind, close to “{off['phrasing']}” (similarity "
@@ -175,6 +181,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         elif scores["method"] == "learned":
             reason = (f"The learned model gives it {item['confidence']:.2f} (threshold {threshold:.2f}); "
                       f"its closest example is “{item['example']}” (similarity {item['similarity']:.2f}).")
+            if judged and judged["stepId"] == item["stepId"] and not child:
+                reason += f" The judge finds it right with probability {judged['probability']:.2f} (bar {judged['bar']:.2f})."
         else:
             reason = (f"Its closest example “{item['example']}” has similarity {item['similarity']:.2f} (threshold {threshold:.2f}); "
                       "the learned model is not ready (it trains after a change, for flows with enough examples).")

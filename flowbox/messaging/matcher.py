@@ -25,6 +25,13 @@ is first mapped into a space learned for telling customers' requests apart (``in
 every cosine bar (here, in ``off_topic`` and in ``common_phrasings``) is a cosine there; swept again
 there on the eval's dev half, each stayed where it was.
 
+At the top level, with the built-in MiniLM, whether the model's candidate is a match is decided by a
+judge learned from 96 other flows' real messages (``acceptance``): it weighs the model's confidence, the
+ranker's lead, how the message compares with the flow's scope (``Model.in_scope``'s measures, no longer
+its bars) and how near an off-topic phrasing it lies, and the match must be likely enough (``acceptance.BAR``)
+as well as reach the threshold. A step's children, a slot's question and other embedding models keep the
+rules.
+
 A message that reads as a request of some other business or of a general assistant (``off_topic``:
 "cancel my car insurance" to a phone company) is out of scope at the top level, whatever the learned
 model gives it: its nearest off-topic phrasing that the flow does not itself serve is clearly closer
@@ -45,7 +52,7 @@ import numpy as np
 
 from ..ids import iso
 from ..services import Services
-from . import common_phrasings, intent_space, off_topic, shipped_vectors
+from . import acceptance, common_phrasings, intent_space, off_topic, shipped_vectors
 from .intents import Features, Model, expand, train
 
 log = logging.getLogger("flowbox.messaging")
@@ -184,6 +191,7 @@ class IntentIndex:
         self.off_topic = np.zeros((0, 0), dtype=np.float32)  # the off-topic phrasings the flow does not serve
         self.off_topic_text = np.zeros(0, dtype=int)  # which of off_topic.TEXTS each is
         self.row = {step_id: i for i, step_id in enumerate(self.spans)}  # an intent's row in the features
+        self.step_of_row = list(self.spans)
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
         self.learned: tuple[Features, Model] | None = None
@@ -342,8 +350,8 @@ class IntentIndex:
                     return None
             if learned is None:
                 return self._best_by_cosine(vector, step_ids, max(threshold, needed))
-            found = await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids,
-                                             threshold=threshold, rivals=rivals, needed=needed)
+            found = await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids, threshold=threshold,
+                                             rivals=rivals, needed=needed, respelt=query != queries[0])
             if found is not None and (best is None or found[1] > best[1]):
                 best = found
         if best is None and question is None:
@@ -359,16 +367,17 @@ class IntentIndex:
         ``learned``, ``similarity`` (before the model is ready) or ``exact`` (no embedding model).
         ``offTopic``: the off-topic phrasing that puts the text out of scope at the top level
         (``phrasing``, ``similarity``, and the flow's nearest ``example`` and its ``exampleSimilarity``),
-        or None."""
+        or None. ``judged``: at the top level, the intent the judge (``acceptance``) finds likeliest right
+        (``stepId``), that ``probability`` and the ``bar`` it must reach, or None without the judge."""
         exact = set(self.exact.get(normalize(text), []))
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
         learned = self.learned
         method = "learned" if learned is not None else "similarity" if self.matrix is not None else "exact"
-        vector, confidence = None, None
+        vector, confidence, judged = None, None, None
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does: every spelling of the message, the surest one explained
-            for query in learned[0].speller.variants(expand(text)) if learned is not None else [text]:
+            for n, query in enumerate(learned[0].speller.variants(expand(text)) if learned is not None else [text]):
                 try:
                     found = await self.embeddings.query(query or text)
                 except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
@@ -381,6 +390,8 @@ class IntentIndex:
                 sure = np.minimum(learned[1].confidence(features), LEARNED_MAX)
                 if confidence is None or sure.max() > confidence.max():
                     vector, confidence = found, sure
+                    top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]
+                    judged = self._judged(learned, found, features, sure, learned[0].outside(found), top, n > 0)
         for step_id, item in items.items():
             if step_id in self.moves:  # the common move its examples make, and the phrasing nearest the text
                 item["move"] = self.moves[step_id]
@@ -406,7 +417,9 @@ class IntentIndex:
                     item["phrasing"] = common_phrasings.TEXTS[self.phrasing_text[nearest]]
                     item["phrasingSimilarity"] = round(float(lent[nearest]), 4)
         ranked = sorted(items.values(), key=lambda i: (i["confidence"] or 0.0, i["similarity"] or 0.0), reverse=True)
-        return {"method": method, "intents": ranked, "offTopic": off}
+        if judged is not None:
+            judged = {"stepId": judged[0], "probability": round(judged[1], 4), "bar": acceptance.BAR}
+        return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
 
     def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
         """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""
@@ -461,9 +474,26 @@ class IntentIndex:
                     best = (step_id, score)
         return best if best is not None and best[1] >= needed else None
 
+    def _judged(self, learned: tuple[Features, Model], vector: np.ndarray, features: np.ndarray, confidence: np.ndarray,
+                outside: float, step_ids: list[str], respelt: bool) -> tuple[str, float] | None:
+        """The top-level intent among ``step_ids`` that the judge (``acceptance``) finds likeliest right for a
+        message, and that probability; None without the judge (not the built-in model, or no judge file)."""
+        judge = acceptance.judge() if self.embeddings.builtin else None
+        rows = [self.row[step_id] for step_id in step_ids if step_id in self.row]
+        if judge is None or not rows:
+            return None
+        features_of, model = learned
+        message = acceptance.Message(features, confidence, features_of.ranking(vector, features), outside,
+                                     float((self.off_topic @ vector).max()) if len(self.off_topic) else 0.0, respelt)
+        row, probability = acceptance.best(rows, message, model, judge)
+        return self.step_of_row[row], probability
+
     async def _best_learned(self, learned: tuple[Features, Model], *, text: str, vector: np.ndarray, step_ids: list[str],
-                            threshold: float, rivals: list[str] | None, needed: float) -> tuple[str, float] | None:
-        """With the learned model: the first of its two candidates that passes the level's acceptance rule."""
+                            threshold: float, rivals: list[str] | None, needed: float,
+                            respelt: bool = False) -> tuple[str, float] | None:
+        """With the learned model: at the top level, the candidate the judge (``acceptance``) finds likeliest
+        right if it is likely enough; elsewhere (and without the judge) the first of the model's two
+        candidates that passes the level's acceptance rule. ``respelt``: ``text`` is a corrected spelling."""
         features_of, model = learned
         # How far outside its nearest examples the message lies, and whether it reads as a request
         # of another kind, tell an intent from UNKNOWN, so they matter at the top level only: among a
@@ -477,13 +507,18 @@ class IntentIndex:
             features, outside = await asyncio.to_thread(measure)
         else:
             features, outside = measure()
-        if top and self.off_topic_of(vector, float(features[:, 0].max())) is not None:
-            return None  # a request of another kind (off_topic): UNKNOWN, however sure the model is
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
         confidence = np.minimum(model.confidence(features), LEARNED_MAX)
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
         if not scored:
             return None
+        if top and self.off_topic_of(vector, float(features[:, 0].max())) is not None:
+            return None  # a request of another kind (off_topic): UNKNOWN, however sure the model is
+        judged = self._judged(learned, vector, features, confidence, outside, step_ids, respelt) if top else None
+        if judged is not None:
+            step_id, probability = judged
+            value = float(confidence[self.row[step_id]])
+            return (step_id, value) if probability >= acceptance.BAR and value >= threshold else None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the
         # most confident intent; the first that passes the level's acceptance rule matches.
         ranking = features_of.ranking(vector, features)

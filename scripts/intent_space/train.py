@@ -14,10 +14,17 @@ the map) at ``SCALE`` is trained with cross-entropy, and an L2 penalty (``PENALT
 the identity, so that what MiniLM already knows is kept and only re-weighted. Adam, ``STEPS`` steps,
 in numpy (a minute or two, after embedding the texts with the built-in model: a few minutes).
 
-    python scripts/intent_space/train.py [--check K]
+Then it learns ``flowbox/messaging/acceptance.json``, the judge of top-level matches (see
+``flowbox/messaging/acceptance.py``): every flow is measured as the matcher measures a new client's flow,
+in a map learned without it (``JUDGE_FOLDS`` maps, each from the other folds' flows), and the judge is
+fitted on every candidate of every message (right or not); it prints the judge's accuracy on flows it
+was not fitted on, at ``acceptance.BAR``.
+
+    python scripts/intent_space/train.py [--check K | --judge]
 
 ``--check K`` holds out every K-th flow from training and prints, on the held-out flows, the nearest
 example's accuracy before and after the map (the best single cosine bar for each), and writes nothing.
+``--judge`` learns the judge only and leaves the map as it is.
 """
 
 from __future__ import annotations
@@ -124,24 +131,98 @@ def nearest_accuracy(flows: list[Flow], w: np.ndarray) -> tuple[float, float]:
     return float(max(scores)), float(bars[int(np.argmax(scores))])
 
 
+JUDGE_FOLDS = 4
+
+
+def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spellings: dict[str, list[str]],
+               off_topic_vectors: np.ndarray) -> list[tuple[np.ndarray, int, list[tuple[int, np.ndarray]]]]:
+    """One flow measured as the matcher measures it, in the space of map ``w`` (learned without this
+    flow): per message (every spelling of it, ``spellings``), its intent (-1: none) and, per spelling,
+    the judge's candidates and their measures (``acceptance.measures``)."""
+    from flowbox.messaging import acceptance, off_topic
+    from flowbox.messaging.intents import Features, expand
+    from flowbox.messaging.intents import train as train_model
+    from flowbox.messaging.matcher import LEARNED_MAX
+
+    def space(texts: list[str]) -> np.ndarray:
+        return _unit(np.stack([vector_of[t] for t in texts]).astype(np.float64) @ w)[0]
+
+    examples = [t for i in data["intents"] for t in i["examples"]]
+    starts = list(np.cumsum([0] + [len(i["examples"]) for i in data["intents"]])[:-1])
+    vectors = space(examples)
+    features_of = Features(vectors, [expand(t) for t in examples], starts)
+    model = train_model(features_of)
+    off = _unit(off_topic_vectors @ w)[0]
+    off = off[off_topic.uncovered(off, vectors)]
+    rows = list(range(len(starts)))
+    out = []
+    messages = [(t, n) for n, i in enumerate(data["intents"]) for t in i["utterances"]] + [(t, -1) for t in data["out_of_scope"]]
+    for text, label in messages:
+        judged = []
+        for k, spelling in enumerate(spellings[text]):
+            vector = space([spelling])[0]
+            features = features_of.of(vector, spelling)
+            confidence = np.minimum(model.confidence(features), LEARNED_MAX)
+            ranking = features_of.ranking(vector, features)
+            message = acceptance.Message(features, confidence, ranking, features_of.outside(vector),
+                                         float((off @ vector).max()) if len(off) else 0.0, k > 0)
+            judged.append([(r, acceptance.measures(r, rows, message, model))
+                           for r in acceptance.candidates(message, rows)])
+        out.append((label, judged))
+    return out
+
+
+def fit_judge(flows: list[list], log=print):
+    """The judge (``acceptance.Judge``) from measured flows (``judge_rows``), and its accuracy at
+    ``acceptance.BAR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow)."""
+    from flowbox.messaging import acceptance
+
+    def stacked(chosen):
+        x = [m for flow in chosen for label, judged in flow for spelling in judged for _, m in spelling]
+        y = [r == label for flow in chosen for label, judged in flow for spelling in judged for r, _ in spelling]
+        return np.array(x), np.array(y, dtype=float)
+
+    right, inside = [], []
+    for k in range(JUDGE_FOLDS):
+        judge = acceptance.Judge.fit(*stacked([f for n, f in enumerate(flows) if n % JUDGE_FOLDS != k]))
+        for flow in flows[k::JUDGE_FOLDS]:
+            for label, judged in flow:
+                p, row = max((judge.probability(m), r) for spelling in judged for r, m in spelling)
+                right.append((row if p >= acceptance.BAR else -1) == label)
+                inside.append(label >= 0)
+    right, inside = np.array(right), np.array(inside)
+    log(f"judge on flows it was not fitted on: {right.mean():.3f} (in scope {right[inside].mean():.3f}, "
+        f"out of scope {right[~inside].mean():.3f})")
+    return acceptance.Judge.fit(*stacked(flows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", type=int, help="hold out every K-th flow and report on them; write nothing")
+    parser.add_argument("--judge", action="store_true", help="learn the judge (acceptance.json) only; keep the map")
     args = parser.parse_args()
     from flowbox.config import load
     from flowbox.embeddings import load_embedder
-    from flowbox.messaging import intent_space
+    from flowbox.messaging import acceptance, intent_space, off_topic
     from flowbox.messaging.common_phrasings import MODEL
+    from flowbox.messaging.intents import Speller, expand
 
     config = load()
     if config.embedding_base_url or config.embedding_model != MODEL:
         raise SystemExit(f"the map is learned for the built-in model ({MODEL}); unset the embedding settings")
     data = [json.loads(p.read_text()) for p in sorted(FLOWS.glob("*.json"))]
-    texts = list(dict.fromkeys([*(t for d in data for i in d["intents"] for t in i["examples"] + i["utterances"]),
-                                *(t for d in data for t in d["out_of_scope"])]))
     started = time.monotonic()
     embedder = load_embedder(config, progress=True)
     try:
+        # the matcher embeds a message as spelt out (intents.expand), and again per corrected spelling
+        spellings = []  # per flow: {message: its spellings}
+        for d in data:
+            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], embedder.is_word)
+            spellings.append({text: [v or text for v in speller.variants(expand(text))]
+                              for text in [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]})
+        texts = list(dict.fromkeys([*(t for d in data for i in d["intents"] for t in i["examples"] + i["utterances"]),
+                                    *(t for d in data for t in d["out_of_scope"]), *off_topic.TEXTS,
+                                    *(v for flow in spellings for variants in flow.values() for v in variants)]))
         vectors = np.asarray(embedder.embed_sync(texts), dtype=np.float32)
     finally:
         embedder.close()
@@ -158,9 +239,19 @@ def main() -> None:
         print(f"{len(test)} held-out flows, nearest example: {before[0]:.3f} (bar {before[1]:.2f}) -> {after[0]:.3f} "
               f"(bar {after[1]:.2f}); learned bar {bar:.3f}")
         return
-    w, bar = fit(flows, dim)
-    np.save(intent_space.FILE, w.astype(np.float16))
-    print(f"wrote {intent_space.FILE.name} ({dim} x {dim}); learned bar {bar:.3f}")
+    if not args.judge:
+        w, bar = fit(flows, dim)
+        np.save(intent_space.FILE, w.astype(np.float16))
+        print(f"wrote {intent_space.FILE.name} ({dim} x {dim}); learned bar {bar:.3f}")
+    # The judge learns from flows measured as a new client's would be: each in a map learned without it.
+    off_topic_vectors = np.stack([vector_of[t] for t in off_topic.TEXTS]).astype(np.float64)
+    measured: list = [None] * len(data)
+    for k in range(JUDGE_FOLDS):
+        fold_map, _ = fit([f for n, f in enumerate(flows) if n % JUDGE_FOLDS != k], dim)
+        for n in range(k, len(data), JUDGE_FOLDS):
+            measured[n] = judge_rows(data[n], vector_of, fold_map, spellings[n], off_topic_vectors)
+    acceptance.FILE.write_text(fit_judge(measured).dumps() + "\n")
+    print(f"wrote {acceptance.FILE.name}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from flowbox.embeddings import get_embedder
-from flowbox.messaging import common_phrasings, conversation, intents, projects, shipped_vectors
+from flowbox.messaging import acceptance, common_phrasings, conversation, intents, projects, shipped_vectors
 from tests.helpers import Receiver, eventually
 
 
@@ -196,7 +196,10 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert "a common way to say goodbye, which its examples do" in explained["explanation"]
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "can a person help me here"}).json()
     assert explained["step"]["stepId"] == "human" and explained["intents"][0]["phrasing"] == "can a person help me"
-    assert "close to “can a person help me”" in explained["explanation"], explained["explanation"]
+    # far from every example of its own (0.33), yet the judge finds the learned match likely enough
+    judged = explained["judged"]
+    assert judged["stepId"] == "human" and judged["probability"] >= judged["bar"] == acceptance.BAR, judged
+    assert f"The judge finds it right with probability {judged['probability']:.2f}" in explained["explanation"]
     # a yes/no answer's phrasings are lent within its question only
     assert shop.say("no-question", "absolutely")[0] == "unknown"
 
@@ -213,6 +216,21 @@ def test_requests_of_another_kind_are_out_of_scope(shop):
     assert explained["step"]["stepId"] == "unknown" and explained["offTopic"]["phrasing"] == "hire a moving van"
     assert "close to “hire a moving van”" in explained["explanation"], explained["explanation"]
     assert admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "I want to hire a bike"}).json()["offTopic"] is None
+
+
+def test_the_judge_turns_away_a_top_level_match_it_finds_unlikely(shop):
+    shop.ready()
+    assert shop.say("judged", "my order hasn't arrived")[0] == "unknown"
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "my order hasn't arrived"}).json()
+    judged = explained["judged"]
+    assert explained["step"]["stepId"] == "unknown" and explained["offTopic"] is None
+    assert judged["probability"] < judged["bar"], judged
+    assert explained["explanation"].startswith(f"The judge finds the likeliest intent, “{judged['stepId']}”, right with "
+                                               f"probability {judged['probability']:.2f}, below its bar"), explained["explanation"]
+    # the same judge finds the shop's own requests likely, however they are put
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "need two bikes for the weekend"}).json()
+    assert explained["step"]["stepId"] == "rent" and explained["judged"]["probability"] >= acceptance.BAR
 
 
 def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):

@@ -1,0 +1,126 @@
+"""Whether a top-level match is right: a judge learned from many flows' real messages.
+
+A flow's own model (``intents.Model``) learns from the flow's examples alone: its confidence says how
+much an intent beats the others, and its scope (``Model.in_scope``) and the off-topic phrasings say
+whether a message is about the flow at all. Each is a rule with a bar, and the bars were chosen by hand.
+This judge weighs all of those measures together, with weights learned by
+``scripts/intent_space/train.py`` from 96 flows of other kinds of business: their customers' messages,
+written apart from the examples, and the messages each flow does not cover. For a message and one
+candidate intent it gives the probability that the candidate is the message's intent (rather than
+another intent, or none); ``matcher.IntentIndex`` accepts a top-level match when that probability reaches
+``BAR`` (and the flow's confidence still reaches ``intentThreshold``).
+
+The measures (``measures``) are taken relative to the flow wherever they can be (how the message's
+nearest example compares with the flow's held-out examples, how far it leads the other intents), so one
+set of weights serves flows of any size and topic. The weights were learned on messages embedded by the
+built-in model and mapped into ``intent_space`` (each flow measured with a map learned without it), so
+the judge is used with the built-in model only; other models keep the rules.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .intents import FEATURES, Model
+
+FILE = Path(__file__).with_name("acceptance.json")
+MEASURES = ("confidence", "confidence_logit", "rank_lead", *FEATURES, "meaning_over_scope", "spelling_over_scope",
+            "outside_over_span", "outside", "off_topic", "off_topic_lead", "favourite", "surest", "agreed",
+            "respelt", "behind_nearest", "intents_log")
+# The least probability that a top-level candidate is right for it to match: chosen on the dev half of
+# scripts/eval/intents.py (the twelve tuned flows).
+BAR = 0.4
+
+
+@dataclass
+class Message:
+    """One spelling of a message as a flow's model sees it: its features against every intent
+    (``intents.Features.of``), the model's confidences and the ranker's scores, how far outside its
+    nearest examples it lies (``Features.outside``), its nearest off-topic phrasing's cosine (0 without
+    one), whether it is a corrected spelling (``intents.Speller``), and its words (through ``expand``)."""
+
+    features: np.ndarray
+    confidence: np.ndarray
+    ranking: np.ndarray
+    outside: float
+    off_topic: float
+    respelt: bool
+
+
+def candidates(message: Message, rows: list[int]) -> list[int]:
+    """The rows (among ``rows``) worth judging: the ranker's favourite, then the most confident."""
+    favourite = max(rows, key=lambda r: message.ranking[r])
+    surest = max(rows, key=lambda r: message.confidence[r])
+    return list(dict.fromkeys([favourite, surest]))
+
+
+def measures(row: int, rows: list[int], message: Message, model: Model) -> np.ndarray:
+    """What the judge weighs (``MEASURES``) for candidate ``row`` among ``rows`` (the intents competing):
+    the flow's confidence and ranker, the candidate's features and how they compare with the flow's
+    scope, and how far outside its nearest examples and how near an off-topic phrasing the message lies."""
+    features, confidence, ranking = message.features, message.confidence, message.ranking
+    sure = float(np.clip(confidence[row], 1e-4, 1 - 1e-4))  # as sure as the matcher lets a learned match be
+    lead = float(ranking[row] - max((ranking[r] for r in rows if r != row), default=ranking[row]))
+    favourite = max(rows, key=lambda r: ranking[r])
+    surest = max(rows, key=lambda r: confidence[r])
+    nearest = float(features[rows, 0].max())
+    own = features[row]
+    return np.array([sure, np.log(sure / (1 - sure)), lead, *own, own[0] - model.scope[0], own[2] - model.scope[1],
+                     message.outside - model.span, message.outside, message.off_topic, message.off_topic - nearest,
+                     float(row == favourite), float(row == surest), float(favourite == surest), float(message.respelt),
+                     nearest - own[0], np.log(len(features))])
+
+
+def best(rows: list[int], message: Message, model: Model, judged: Judge) -> tuple[int, float]:
+    """The candidate (``candidates``) the judge finds likeliest right, and that probability."""
+    return max(((r, judged.probability(measures(r, rows, message, model))) for r in candidates(message, rows)),
+               key=lambda found: found[1])
+
+
+class Judge:
+    """A logistic model over standardised ``MEASURES``."""
+
+    def __init__(self, mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bias: float):
+        self.mean, self.scale, self.weights, self.bias = mean, scale, weights, bias
+
+    def probability(self, measured: np.ndarray) -> float:
+        z = float(((measured - self.mean) / self.scale) @ self.weights + self.bias)
+        return float(1 / (1 + np.exp(-np.clip(z, -30, 30))))
+
+    def dumps(self) -> str:
+        return json.dumps({"measures": MEASURES, "mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                           "weights": self.weights.tolist(), "bias": self.bias}, indent=1)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, l2: float = 1.0) -> Judge:
+        """Newton's method on the L2-regularised log loss (``x``: rows of ``MEASURES``; ``y``: right or not)."""
+        mean, scale = x.mean(axis=0), x.std(axis=0)
+        scale = np.where(scale < 1e-9, 1.0, scale)
+        xs = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
+        w = np.zeros(xs.shape[1])
+        ridge = np.full(xs.shape[1], l2)
+        ridge[-1] = 0
+        for _ in range(50):
+            p = 1 / (1 + np.exp(-np.clip(xs @ w, -30, 30)))
+            step = np.linalg.solve((xs * (p * (1 - p))[:, None]).T @ xs + np.diag(ridge), xs.T @ (p - y) + ridge * w)
+            w -= step
+            if np.abs(step).max() < 1e-8:
+                break
+        return cls(mean, scale, w[:-1], float(w[-1]))
+
+
+@functools.cache
+def judge() -> Judge | None:
+    """The shipped judge, or None without its file or when it weighs other measures (the rules then decide)."""
+    try:
+        data = json.loads(FILE.read_text())
+    except FileNotFoundError:
+        return None
+    if tuple(data["measures"]) != MEASURES:
+        return None
+    return Judge(np.asarray(data["mean"]), np.asarray(data["scale"]), np.asarray(data["weights"]), float(data["bias"]))

@@ -1,0 +1,84 @@
+"""The judge of top-level matches (``flowbox.messaging.acceptance``): the shipped one, how it is
+fitted, and how the trainer measures a flow for it (``scripts/intent_space/train.py``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from flowbox.messaging import acceptance
+from flowbox.messaging.intents import FEATURES, Model
+from tests.messaging.test_intent_space import _trainer
+
+
+def test_the_shipped_judge_weighs_what_the_matcher_measures():
+    judge = acceptance.judge()
+    assert judge is not None, "acceptance.json is missing or weighs other measures: run scripts/intent_space/train.py --judge"
+    assert judge.weights.shape == judge.mean.shape == judge.scale.shape == (len(acceptance.MEASURES),)
+    assert np.all(judge.scale > 0) and np.isfinite(judge.bias)
+
+
+def test_a_fitted_judge_recovers_the_rule_behind_its_rows():
+    """Rows that are right when two measures together clear a bar, with noise in the others: the
+    fitted judge tells new rows apart and is surer the further a row lies from the bar."""
+    rng = np.random.default_rng(0)
+    width = len(acceptance.MEASURES)
+
+    def rows(n):
+        x = rng.standard_normal((n, width))
+        return x, (x[:, 0] + 0.5 * x[:, 2] > 0.3).astype(float)
+
+    judge = acceptance.Judge.fit(*rows(4000))
+    x, y = rows(1000)
+    p = np.array([judge.probability(r) for r in x])
+    assert np.mean((p >= 0.5) == (y == 1)) > 0.95
+    low, high = np.zeros(width), np.zeros(width)
+    low[0], high[0] = -1.0, 2.0
+    assert judge.probability(low) < 0.1 < 0.9 < judge.probability(high)
+    data = json.loads(judge.dumps())  # as shipped
+    assert tuple(data["measures"]) == acceptance.MEASURES
+    again = acceptance.Judge(np.asarray(data["mean"]), np.asarray(data["scale"]), np.asarray(data["weights"]), data["bias"])
+    assert abs(again.probability(x[0]) - judge.probability(x[0])) < 1e-12
+
+
+def test_the_measures_compare_a_candidate_with_its_rivals_and_the_flows_scope():
+    features = np.array([[0.8, 0.7, 0.6, 0.5, 0.3, 0.2], [0.5, 0.4, 0.3, 0.2, -0.3, -0.2], [0.6, 0.5, 0.1, 0.1, -0.2, -0.5]])
+    assert features.shape[1] == len(FEATURES)
+    model = Model(np.zeros(len(FEATURES)), 0.0, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), (0.55, 0.4), 0.7)
+    message = acceptance.Message(features, np.array([0.9, 0.2, 0.6]), np.array([0.1, 0.3, 0.2]), 0.65, 0.72, True)
+    assert acceptance.candidates(message, [0, 1, 2]) == [1, 0]  # the ranker's favourite first, then the surest
+    assert acceptance.candidates(message, [0, 2]) == [2, 0]  # among the rows competing only
+    measured = dict(zip(acceptance.MEASURES, acceptance.measures(0, [0, 1, 2], message, model)))
+    assert measured["confidence"] == 0.9 and abs(measured["confidence_logit"] - np.log(9)) < 1e-9
+    assert abs(measured["rank_lead"] - (0.1 - 0.3)) < 1e-9
+    assert abs(measured["meaning_over_scope"] - (0.8 - 0.55)) < 1e-9 and abs(measured["spelling_over_scope"] - 0.2) < 1e-9
+    assert abs(measured["outside_over_span"] - (0.65 - 0.7)) < 1e-9
+    assert abs(measured["off_topic_lead"] - (0.72 - 0.8)) < 1e-9
+    assert (measured["favourite"], measured["surest"], measured["agreed"], measured["respelt"]) == (0, 1, 0, 1)
+    assert measured["behind_nearest"] == 0 and abs(measured["intents_log"] - np.log(3)) < 1e-9
+    row, probability = acceptance.best([0, 1, 2], message, model, acceptance.Judge.fit(
+        np.vstack([acceptance.measures(r, [0, 1, 2], message, model) for r in (0, 1)] * 5), np.array([1.0, 0.0] * 5)))
+    assert row == 0 and probability > 0.5
+
+
+def test_the_trainer_measures_every_message_of_a_flow_for_its_candidates():
+    """A small flow in a made-up space of 16 dimensions: every message gets one entry per spelling,
+    each naming the candidates the matcher would judge, with their measures."""
+    train = _trainer()
+    rng = np.random.default_rng(3)
+    data = {"intents": [{"examples": [f"i{n} e{k}" for k in range(8)], "utterances": [f"i{n} u{k}" for k in range(4)]}
+                        for n in range(4)], "out_of_scope": ["o1", "o2", "o3"]}
+    centres = rng.standard_normal((4, 16))
+    vector_of = {f"i{n} {kind}{k}": centres[n] + 0.3 * rng.standard_normal(16) for n in range(4) for kind in "eu" for k in range(8)}
+    vector_of.update({t: rng.standard_normal(16) for t in data["out_of_scope"]})
+    spellings = {t: [t] for i in data["intents"] for t in i["utterances"]} | {t: [t] for t in data["out_of_scope"]}
+    measured = train.judge_rows(data, vector_of, np.eye(16), spellings, rng.standard_normal((5, 16)))
+    assert [label for label, _ in measured] == [n for n in range(4) for _ in range(4)] + [-1, -1, -1]
+    for label, judged in measured:
+        assert len(judged) == 1 and 1 <= len(judged[0]) <= 2
+        for row, measures in judged[0]:
+            assert 0 <= row < 4 and measures.shape == (len(acceptance.MEASURES),) and np.all(np.isfinite(measures))
+    # the right intent is among the candidates of nearly every in-scope message: the clusters are clear
+    found = [any(row == label for row, _ in judged[0]) for label, judged in measured if label >= 0]
+    assert np.mean(found) >= 0.9
