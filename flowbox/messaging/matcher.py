@@ -484,7 +484,7 @@ class IntentIndex:
             return None
         features_of, model = learned
         message = acceptance.Message(features, confidence, features_of.ranking(vector, features), outside,
-                                     float((self.off_topic @ vector).max()) if len(self.off_topic) else 0.0, respelt)
+                                     float((self.off_topic @ vector).max()) if len(self.off_topic) else 0.0, respelt, vector)
         row, probability = acceptance.best(rows, message, model, judge)
         return self.step_of_row[row], probability
 

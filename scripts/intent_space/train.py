@@ -135,10 +135,11 @@ JUDGE_FOLDS = 4
 
 
 def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spellings: dict[str, list[str]],
-               off_topic_vectors: np.ndarray) -> list[tuple[np.ndarray, int, list[tuple[int, np.ndarray]]]]:
+               off_topic_vectors: np.ndarray) -> list[tuple[int, list[list[tuple[int, np.ndarray]]], tuple[int, float]]]:
     """One flow measured as the matcher measures it, in the space of map ``w`` (learned without this
-    flow): per message (every spelling of it, ``spellings``), its intent (-1: none) and, per spelling,
-    the judge's candidates and their measures (``acceptance.measures``)."""
+    flow): per message (every spelling of it, ``spellings``), its intent (-1: none), per spelling the
+    judge's candidates and their measures (``acceptance.measures``), and the intent of its nearest
+    example with that cosine (the plain baseline)."""
     from flowbox.messaging import acceptance, off_topic
     from flowbox.messaging.intents import Features, expand
     from flowbox.messaging.intents import train as train_model
@@ -158,42 +159,72 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
     out = []
     messages = [(t, n) for n, i in enumerate(data["intents"]) for t in i["utterances"]] + [(t, -1) for t in data["out_of_scope"]]
     for text, label in messages:
-        judged = []
+        judged, nearest = [], None
         for k, spelling in enumerate(spellings[text]):
             vector = space([spelling])[0]
             features = features_of.of(vector, spelling)
             confidence = np.minimum(model.confidence(features), LEARNED_MAX)
             ranking = features_of.ranking(vector, features)
             message = acceptance.Message(features, confidence, ranking, features_of.outside(vector),
-                                         float((off @ vector).max()) if len(off) else 0.0, k > 0)
+                                         float((off @ vector).max()) if len(off) else 0.0, k > 0, vector)
             judged.append([(r, acceptance.measures(r, rows, message, model))
                            for r in acceptance.candidates(message, rows)])
-        out.append((label, judged))
+            if nearest is None:
+                nearest = (int(np.argmax(features[:, 0])), float(features[:, 0].max()))
+        out.append((label, judged, nearest))
     return out
 
 
 def fit_judge(flows: list[list], log=print):
-    """The judge (``acceptance.Judge``) from measured flows (``judge_rows``), and its accuracy at
-    ``acceptance.BAR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow)."""
+    """The judge (``acceptance.Judge``) from measured flows (``judge_rows``). Prints its accuracy at
+    ``acceptance.BAR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow) beside, on the same
+    messages, the matcher's rules that it replaces and the nearest example at its best single bar."""
     from flowbox.messaging import acceptance
 
     def stacked(chosen):
-        x = [m for flow in chosen for label, judged in flow for spelling in judged for _, m in spelling]
-        y = [r == label for flow in chosen for label, judged in flow for spelling in judged for r, _ in spelling]
+        x = [m for flow in chosen for label, judged, _ in flow for spelling in judged for _, m in spelling]
+        y = [r == label for flow in chosen for label, judged, _ in flow for spelling in judged for r, _ in spelling]
         return np.array(x), np.array(y, dtype=float)
 
-    right, inside = [], []
+    labels = np.array([label for k in range(JUDGE_FOLDS) for flow in flows[k::JUDGE_FOLDS] for label, _, _ in flow])
+    judged_by = []
     for k in range(JUDGE_FOLDS):
         judge = acceptance.Judge.fit(*stacked([f for n, f in enumerate(flows) if n % JUDGE_FOLDS != k]))
         for flow in flows[k::JUDGE_FOLDS]:
-            for label, judged in flow:
+            for _, judged, _ in flow:
                 p, row = max((judge.probability(m), r) for spelling in judged for r, m in spelling)
-                right.append((row if p >= acceptance.BAR else -1) == label)
-                inside.append(label >= 0)
-    right, inside = np.array(right), np.array(inside)
-    log(f"judge on flows it was not fitted on: {right.mean():.3f} (in scope {right[inside].mean():.3f}, "
-        f"out of scope {right[~inside].mean():.3f})")
+                judged_by.append(row if p >= acceptance.BAR else -1)
+    messages = [m for k in range(JUDGE_FOLDS) for flow in flows[k::JUDGE_FOLDS] for m in flow]
+    nearest = np.array([n for _, _, n in messages])
+    by_bar = {bar: np.where(nearest[:, 1] >= bar, nearest[:, 0], -1) for bar in np.arange(0.2, 0.9, 0.01)}
+    bar = max(by_bar, key=lambda b: np.mean(by_bar[b] == labels))
+    for name, predicted in ((f"judge (bar {acceptance.BAR})", judged_by), ("the rules it replaces", [_by_rules(j) for _, j, _ in messages]),
+                            (f"nearest example (bar {bar:.2f})", by_bar[bar])):
+        right, inside = np.asarray(predicted) == labels, labels >= 0
+        log(f"{name} on flows the judge was not fitted on: {right.mean():.3f} (in scope {right[inside].mean():.3f}, "
+            f"out of scope {right[~inside].mean():.3f})")
     return acceptance.Judge.fit(*stacked(flows))
+
+
+def _by_rules(judged: list[list[tuple[int, np.ndarray]]], threshold: float = 0.5) -> int:
+    """What the matcher's top-level rules make of a message's measured spellings (the judge's
+    candidates), at the default threshold: a spelling near an off-topic phrasing matches nothing
+    (``off_topic.decides``); else the first candidate confident enough and in the flow's scope
+    (``intents.Model.in_scope``) matches; the most confident spelling's match wins; -1: none."""
+    from flowbox.messaging import acceptance, off_topic
+
+    at = {name: i for i, name in enumerate(acceptance.MEASURES)}
+    best = (-1.0, -1)
+    for spelling in judged:
+        m = spelling[0][1]
+        if m[at["off_topic"]] >= off_topic.BAR and m[at["off_topic_lead"]] >= off_topic.MARGIN:
+            continue
+        for row, m in spelling:
+            if (m[at["confidence"]] >= threshold and m[at["outside_over_span"]] <= 0
+                    and (m[at["meaning_over_scope"]] >= 0 or m[at["spelling_over_scope"]] >= 0)):
+                best = max(best, (m[at["confidence"]], row))
+                break
+    return best[1]
 
 
 def main() -> None:

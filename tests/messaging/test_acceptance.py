@@ -15,7 +15,8 @@ from tests.messaging.test_intent_space import _trainer
 def test_the_shipped_judge_weighs_what_the_matcher_measures():
     judge = acceptance.judge()
     assert judge is not None, "acceptance.json is missing or weighs other measures: run scripts/intent_space/train.py --judge"
-    assert judge.weights.shape == judge.mean.shape == judge.scale.shape == (len(acceptance.MEASURES),)
+    # the measures, then the built-in model's vector (384 numbers)
+    assert judge.weights.shape == judge.mean.shape == judge.scale.shape == (len(acceptance.MEASURES) + 384,)
     assert np.all(judge.scale > 0) and np.isfinite(judge.bias)
 
 
@@ -23,7 +24,7 @@ def test_a_fitted_judge_recovers_the_rule_behind_its_rows():
     """Rows that are right when two measures together clear a bar, with noise in the others: the
     fitted judge tells new rows apart and is surer the further a row lies from the bar."""
     rng = np.random.default_rng(0)
-    width = len(acceptance.MEASURES)
+    width = len(acceptance.MEASURES) + 4  # and a vector of 4
 
     def rows(n):
         x = rng.standard_normal((n, width))
@@ -46,10 +47,13 @@ def test_the_measures_compare_a_candidate_with_its_rivals_and_the_flows_scope():
     features = np.array([[0.8, 0.7, 0.6, 0.5, 0.3, 0.2], [0.5, 0.4, 0.3, 0.2, -0.3, -0.2], [0.6, 0.5, 0.1, 0.1, -0.2, -0.5]])
     assert features.shape[1] == len(FEATURES)
     model = Model(np.zeros(len(FEATURES)), 0.0, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), (0.55, 0.4), 0.7)
-    message = acceptance.Message(features, np.array([0.9, 0.2, 0.6]), np.array([0.1, 0.3, 0.2]), 0.65, 0.72, True)
+    message = acceptance.Message(features, np.array([0.9, 0.2, 0.6]), np.array([0.1, 0.3, 0.2]), 0.65, 0.72, True,
+                                 np.array([0.6, 0.8]))
     assert acceptance.candidates(message, [0, 1, 2]) == [1, 0]  # the ranker's favourite first, then the surest
     assert acceptance.candidates(message, [0, 2]) == [2, 0]  # among the rows competing only
-    measured = dict(zip(acceptance.MEASURES, acceptance.measures(0, [0, 1, 2], message, model)))
+    row = acceptance.measures(0, [0, 1, 2], message, model)
+    assert len(row) == len(acceptance.MEASURES) + 2 and list(row[-2:]) == [0.6, 0.8]  # the message's vector last
+    measured = dict(zip(acceptance.MEASURES, row))
     assert measured["confidence"] == 0.9 and abs(measured["confidence_logit"] - np.log(9)) < 1e-9
     assert abs(measured["rank_lead"] - (0.1 - 0.3)) < 1e-9
     assert abs(measured["meaning_over_scope"] - (0.8 - 0.55)) < 1e-9 and abs(measured["spelling_over_scope"] - 0.2) < 1e-9
@@ -74,11 +78,19 @@ def test_the_trainer_measures_every_message_of_a_flow_for_its_candidates():
     vector_of.update({t: rng.standard_normal(16) for t in data["out_of_scope"]})
     spellings = {t: [t] for i in data["intents"] for t in i["utterances"]} | {t: [t] for t in data["out_of_scope"]}
     measured = train.judge_rows(data, vector_of, np.eye(16), spellings, rng.standard_normal((5, 16)))
-    assert [label for label, _ in measured] == [n for n in range(4) for _ in range(4)] + [-1, -1, -1]
-    for label, judged in measured:
+    assert [label for label, _, _ in measured] == [n for n in range(4) for _ in range(4)] + [-1, -1, -1]
+    for label, judged, (nearest, cosine) in measured:
+        assert 0 <= nearest < 4 and -1 <= cosine <= 1
         assert len(judged) == 1 and 1 <= len(judged[0]) <= 2
         for row, measures in judged[0]:
-            assert 0 <= row < 4 and measures.shape == (len(acceptance.MEASURES),) and np.all(np.isfinite(measures))
+            assert 0 <= row < 4 and measures.shape == (len(acceptance.MEASURES) + 16,) and np.all(np.isfinite(measures))
     # the right intent is among the candidates of nearly every in-scope message: the clusters are clear
-    found = [any(row == label for row, _ in judged[0]) for label, judged in measured if label >= 0]
+    found = [any(row == label for row, _ in judged[0]) for label, judged, _ in measured if label >= 0]
     assert np.mean(found) >= 0.9
+    # fitted on such flows, the judge is printed beside the rules it replaces and the nearest example
+    lines: list[str] = []
+    judge = train.fit_judge([measured] * train.JUDGE_FOLDS, log=lines.append)
+    assert isinstance(judge, acceptance.Judge) and len(judge.weights) == len(acceptance.MEASURES) + 16
+    assert [line.split(" on flows")[0] for line in lines] == [f"judge (bar {acceptance.BAR})", "the rules it replaces",
+                                                              lines[2].split(" on flows")[0]]
+    assert lines[2].startswith("nearest example (bar ") and all("out of scope" in line for line in lines)
