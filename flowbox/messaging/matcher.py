@@ -28,9 +28,9 @@ there on the eval's dev half, each stayed where it was.
 At the top level, with the built-in MiniLM, whether the model's candidate is a match is decided by a
 judge learned from 96 other flows' real messages (``acceptance``): it weighs the model's confidence, the
 ranker's lead, how the message compares with the flow's scope (``Model.in_scope``'s measures, no longer
-its bars) and how near an off-topic phrasing it lies, and the match must be likely enough (``acceptance.BAR``)
-as well as reach the threshold. A step's children, a slot's question and other embedding models keep the
-rules.
+its bars), how near an off-topic phrasing it lies and the message's own vector, and the match must be
+likely enough (``acceptance.BAR``) as well as reach the threshold. A step's children, a slot's question
+and other embedding models keep the rules.
 
 A message that reads as a request of some other business or of a general assistant (``off_topic``:
 "cancel my car insurance" to a phone company) is out of scope at the top level, whatever the learned
@@ -191,7 +191,7 @@ class IntentIndex:
         self.off_topic = np.zeros((0, 0), dtype=np.float32)  # the off-topic phrasings the flow does not serve
         self.off_topic_text = np.zeros(0, dtype=int)  # which of off_topic.TEXTS each is
         self.row = {step_id: i for i, step_id in enumerate(self.spans)}  # an intent's row in the features
-        self.step_of_row = list(self.spans)
+        self.step_of_row = list(self.spans)  # and the other way round
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
         self.learned: tuple[Features, Model] | None = None
@@ -507,13 +507,13 @@ class IntentIndex:
             features, outside = await asyncio.to_thread(measure)
         else:
             features, outside = measure()
+        if top and self.off_topic_of(vector, float(features[:, 0].max())) is not None:
+            return None  # a request of another kind (off_topic): UNKNOWN, however sure the model is
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
         confidence = np.minimum(model.confidence(features), LEARNED_MAX)
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
         if not scored:
             return None
-        if top and self.off_topic_of(vector, float(features[:, 0].max())) is not None:
-            return None  # a request of another kind (off_topic): UNKNOWN, however sure the model is
         judged = self._judged(learned, vector, features, confidence, outside, step_ids, respelt) if top else None
         if judged is not None:
             step_id, probability = judged
