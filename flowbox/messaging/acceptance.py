@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .intents import FEATURES, Model
+from .intents import FEATURES, Model, fit_logistic
 
 FILE = Path(__file__).with_name("acceptance.json")
 MEASURES = ("confidence", "confidence_logit", "rank_lead", *FEATURES, "meaning_over_scope", "spelling_over_scope",
@@ -107,20 +107,9 @@ class Judge:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, l2: float = L2) -> Judge:
-        """Newton's method on the L2-regularised log loss (``x``: rows of ``measures``; ``y``: right or not)."""
-        mean, scale = x.mean(axis=0), x.std(axis=0)
-        scale = np.where(scale < 1e-9, 1.0, scale)
-        xs = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
-        w = np.zeros(xs.shape[1])
-        ridge = np.full(xs.shape[1], l2)
-        ridge[-1] = 0
-        for _ in range(50):
-            p = 1 / (1 + np.exp(-np.clip(xs @ w, -30, 30)))
-            step = np.linalg.solve((xs * (p * (1 - p))[:, None]).T @ xs + np.diag(ridge), xs.T @ (p - y) + ridge * w)
-            w -= step
-            if np.abs(step).max() < 1e-8:
-                break
-        return cls(mean, scale, w[:-1], float(w[-1]))
+        """Fitted on rows of ``measures`` (``x``) and whether each candidate was right (``y``)."""
+        weights, bias, mean, scale = fit_logistic(x, y, l2)
+        return cls(mean, scale, weights, bias)
 
 
 @functools.cache

@@ -417,13 +417,21 @@ def train(features: Features) -> Model | None:
     x = np.vstack([x, x_out])
     y = np.append(y, np.zeros(len(x_out)))
     group = np.append(np.where(y[:len(y) - len(x_out)] == 1, 0, 1), np.full(len(x_out), 2))
+    shares = np.array(SHARES) / np.bincount(group, minlength=3).clip(1)
+    weights, bias, mean, scale = fit_logistic(x, y, L2, shares[group] * len(y))
+    return Model(weights, bias, mean, scale, scope, span)
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float,
+                 weight: np.ndarray | None = None) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Logistic regression over standardised features by Newton's method on the L2-regularised
+    (bias aside) log loss, each row weighted by ``weight`` (1 by default): (weights, bias, mean, scale)."""
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale < 1e-6, 1.0, scale)
     xs = np.hstack([(x - mean) / scale, np.ones((len(x), 1))])
-    shares = np.array(SHARES) / np.bincount(group, minlength=3).clip(1)
-    weight = shares[group] * len(y)
+    weight = np.ones(len(y)) if weight is None else weight
     w = np.zeros(xs.shape[1])
-    ridge = np.full(xs.shape[1], L2)
+    ridge = np.full(xs.shape[1], l2)
     ridge[-1] = 0
     for _ in range(50):
         p = 1 / (1 + np.exp(-np.clip(xs @ w, -30, 30)))
@@ -433,4 +441,4 @@ def train(features: Features) -> Model | None:
         w -= step
         if np.abs(step).max() < 1e-6:
             break
-    return Model(w[:-1], float(w[-1]), mean, scale, scope, span)
+    return w[:-1], float(w[-1]), mean, scale

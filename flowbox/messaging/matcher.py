@@ -377,6 +377,7 @@ class IntentIndex:
         vector, confidence, judged = None, None, None
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does: every spelling of the message, the surest one explained
+            top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]  # what the judge weighs
             for n, query in enumerate(learned[0].speller.variants(expand(text)) if learned is not None else [text]):
                 try:
                     found = await self.embeddings.query(query or text)
@@ -386,12 +387,11 @@ class IntentIndex:
                 if learned is None:
                     vector = found
                     continue
-                features = await asyncio.to_thread(learned[0].of, found, query)
+                features, outside = await asyncio.to_thread(lambda: (learned[0].of(found, query), learned[0].outside(found)))
                 sure = np.minimum(learned[1].confidence(features), LEARNED_MAX)
                 if confidence is None or sure.max() > confidence.max():
                     vector, confidence = found, sure
-                    top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]
-                    judged = self._judged(learned, found, features, sure, learned[0].outside(found), top, n > 0)
+                    judged = self._judged(learned, found, features, sure, outside, top, n > 0)
         for step_id, item in items.items():
             if step_id in self.moves:  # the common move its examples make, and the phrasing nearest the text
                 item["move"] = self.moves[step_id]

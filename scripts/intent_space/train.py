@@ -216,8 +216,8 @@ def _by_rules(judged: list[list[tuple[int, np.ndarray]]], threshold: float = 0.5
     at = {name: i for i, name in enumerate(acceptance.MEASURES)}
     best = (-1.0, -1)
     for spelling in judged:
-        m = spelling[0][1]
-        if m[at["off_topic"]] >= off_topic.BAR and m[at["off_topic_lead"]] >= off_topic.MARGIN:
+        m = spelling[0][1]  # the nearest off-topic phrasing and the nearest example are the message's
+        if off_topic.decides(m[[at["off_topic"]]], m[at["off_topic"]] - m[at["off_topic_lead"]]) is not None:
             continue
         for row, m in spelling:
             if (m[at["confidence"]] >= threshold and m[at["outside_over_span"]] <= 0
