@@ -140,6 +140,9 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         # IntentIndex._best_learned: at the top level the judge (acceptance) has the last word
         unmatched = (f"the judge finds the likeliest intent, “{graph.steps[judged['stepId']]['title']}”, right with "
                      f"probability {judged['probability']:.2f}, below its bar {judged['bar']:.2f}")
+    elif judged and judged["similarity"] < judged["floor"]:
+        unmatched = (f"the judge's likeliest intent, “{graph.steps[judged['stepId']]['title']}”, has no example as close as "
+                     f"{judged['floor']:.2f} (its closest is at {judged['similarity']:.2f})")
     if (off := scores.get("offTopic")) and (matched is None or matched["type"] in ("UNKNOWN", "ANYTHING")):
         # out of scope whatever the learned model gave an intent (IntentIndex._best_learned)
         unmatched = (f"the text reads as a request of another kind, close to “{off['phrasing']}” (similarity "

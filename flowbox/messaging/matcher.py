@@ -418,7 +418,8 @@ class IntentIndex:
                     item["phrasingSimilarity"] = round(float(lent[nearest]), 4)
         ranked = sorted(items.values(), key=lambda i: (i["confidence"] or 0.0, i["similarity"] or 0.0), reverse=True)
         if judged is not None:
-            judged = {"stepId": judged[0], "probability": round(judged[1], 4), "bar": acceptance.BAR}
+            judged = {"stepId": judged[0], "probability": round(judged[1], 4), "bar": acceptance.BAR,
+                      "similarity": round(judged[2], 4), "floor": acceptance.FLOOR}
         return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
 
     def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
@@ -475,9 +476,10 @@ class IntentIndex:
         return best if best is not None and best[1] >= needed else None
 
     def _judged(self, learned: tuple[Features, Model], vector: np.ndarray, features: np.ndarray, confidence: np.ndarray,
-                outside: float, step_ids: list[str], respelt: bool) -> tuple[str, float] | None:
+                outside: float, step_ids: list[str], respelt: bool) -> tuple[str, float, float] | None:
         """The top-level intent among ``step_ids`` that the judge (``acceptance``) finds likeliest right for a
-        message, and that probability; None without the judge (not the built-in model, or no judge file)."""
+        message, that probability and its nearest example's similarity; None without the judge (not the
+        built-in model, or no judge file)."""
         judge = acceptance.judge() if self.embeddings.builtin else None
         rows = [self.row[step_id] for step_id in step_ids if step_id in self.row]
         if judge is None or not rows:
@@ -486,7 +488,7 @@ class IntentIndex:
         message = acceptance.Message(features, confidence, features_of.ranking(vector, features), outside,
                                      float((self.off_topic @ vector).max()) if len(self.off_topic) else 0.0, respelt, vector)
         row, probability = acceptance.best(rows, message, model, judge)
-        return self.step_of_row[row], probability
+        return self.step_of_row[row], probability, float(features[row, 0])
 
     async def _best_learned(self, learned: tuple[Features, Model], *, text: str, vector: np.ndarray, step_ids: list[str],
                             threshold: float, rivals: list[str] | None, needed: float,
@@ -516,9 +518,9 @@ class IntentIndex:
             return None
         judged = self._judged(learned, vector, features, confidence, outside, step_ids, respelt) if top else None
         if judged is not None:
-            step_id, probability = judged
+            step_id, probability, similarity = judged
             value = float(confidence[self.row[step_id]])
-            return (step_id, value) if probability >= acceptance.BAR and value >= threshold else None
+            return (step_id, value) if acceptance.accepts(probability, similarity) and value >= threshold else None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the
         # most confident intent; the first that passes the level's acceptance rule matches.
         ranking = features_of.ranking(vector, features)

@@ -18,7 +18,7 @@ Then it learns ``flowbox/messaging/acceptance.json``, the judge of top-level mat
 ``flowbox/messaging/acceptance.py``): every flow is measured as the matcher measures a new client's flow,
 in a map learned without it (``JUDGE_FOLDS`` maps, each from the other folds' flows), and the judge is
 fitted on every candidate of every message (right or not); it prints the judge's accuracy on flows it
-was not fitted on, at ``acceptance.BAR``.
+was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
 
     python scripts/intent_space/train.py [--check K | --judge]
 
@@ -177,7 +177,7 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
 
 def fit_judge(flows: list[list], log=print):
     """The judge (``acceptance.Judge``) from measured flows (``judge_rows``). Prints its accuracy at
-    ``acceptance.BAR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow) beside, on the same
+    ``acceptance.BAR`` and ``FLOOR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow) beside, on the same
     messages, the matcher's rules that it replaces and the nearest example at its best single bar."""
     from flowbox.messaging import acceptance
 
@@ -186,19 +186,21 @@ def fit_judge(flows: list[list], log=print):
         y = [r == label for flow in chosen for label, judged, _ in flow for spelling in judged for r, _ in spelling]
         return np.array(x), np.array(y, dtype=float)
 
+    nearest_at = acceptance.MEASURES.index("emb_max")  # the candidate's nearest example's similarity
     labels = np.array([label for k in range(JUDGE_FOLDS) for flow in flows[k::JUDGE_FOLDS] for label, _, _ in flow])
     judged_by = []
     for k in range(JUDGE_FOLDS):
         judge = acceptance.Judge.fit(*stacked([f for n, f in enumerate(flows) if n % JUDGE_FOLDS != k]))
         for flow in flows[k::JUDGE_FOLDS]:
             for _, judged, _ in flow:
-                p, row = max((judge.probability(m), r) for spelling in judged for r, m in spelling)
-                judged_by.append(row if p >= acceptance.BAR else -1)
+                p, row, m = max(((judge.probability(m), r, m) for spelling in judged for r, m in spelling), key=lambda found: found[0])
+                judged_by.append(row if acceptance.accepts(p, m[nearest_at]) else -1)
     messages = [m for k in range(JUDGE_FOLDS) for flow in flows[k::JUDGE_FOLDS] for m in flow]
     nearest = np.array([n for _, _, n in messages])
     by_bar = {bar: np.where(nearest[:, 1] >= bar, nearest[:, 0], -1) for bar in np.arange(0.2, 0.9, 0.01)}
     bar = max(by_bar, key=lambda b: np.mean(by_bar[b] == labels))
-    for name, predicted in ((f"judge (bar {acceptance.BAR})", judged_by), ("the rules it replaces", [_by_rules(j) for _, j, _ in messages]),
+    for name, predicted in ((f"judge (bar {acceptance.BAR}, floor {acceptance.FLOOR})", judged_by),
+                            ("the rules it replaces", [_by_rules(j) for _, j, _ in messages]),
                             (f"nearest example (bar {bar:.2f})", by_bar[bar])):
         right, inside = np.asarray(predicted) == labels, labels >= 0
         log(f"{name} on flows the judge was not fitted on: {right.mean():.3f} (in scope {right[inside].mean():.3f}, "

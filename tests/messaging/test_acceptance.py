@@ -91,6 +91,6 @@ def test_the_trainer_measures_every_message_of_a_flow_for_its_candidates():
     lines: list[str] = []
     judge = train.fit_judge([measured] * train.JUDGE_FOLDS, log=lines.append)
     assert isinstance(judge, acceptance.Judge) and len(judge.weights) == len(acceptance.MEASURES) + 16
-    assert [line.split(" on flows")[0] for line in lines] == [f"judge (bar {acceptance.BAR})", "the rules it replaces",
+    assert [line.split(" on flows")[0] for line in lines] == [f"judge (bar {acceptance.BAR}, floor {acceptance.FLOOR})", "the rules it replaces",
                                                               lines[2].split(" on flows")[0]]
     assert lines[2].startswith("nearest example (bar ") and all("out of scope" in line for line in lines)

@@ -231,6 +231,16 @@ def test_the_judge_turns_away_a_top_level_match_it_finds_unlikely(shop):
     # the same judge finds the shop's own requests likely, however they are put
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "need two bikes for the weekend"}).json()
     assert explained["step"]["stepId"] == "rent" and explained["judged"]["probability"] >= acceptance.BAR
+    assert explained["judged"]["similarity"] >= acceptance.FLOOR
+    # a text unlike anything it was fitted on can come out likely; with no example of the intent as close
+    # as the floor, it matches nothing
+    assert shop.say("floor", "blue elephant running")[0] == "unknown"
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "blue elephant running"}).json()
+    judged = explained["judged"]
+    assert explained["step"]["stepId"] == "unknown" and judged["probability"] >= judged["bar"], judged
+    assert judged["similarity"] < judged["floor"] == acceptance.FLOOR, judged
+    assert explained["explanation"].startswith(f"The judge's likeliest intent, “{judged['stepId']}”, has no example as close as "
+                                               f"{acceptance.FLOOR:.2f}"), explained["explanation"]
 
 
 def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
