@@ -7,8 +7,9 @@ the nearest off-topic phrasing's, with weights learned by ``scripts/intent_space
 of other kinds of business: their customers' messages, written apart from the examples, and the messages
 each flow does not cover. For a message and one candidate intent it gives the probability that the
 candidate is the message's intent (rather than another intent, or none); ``matcher.IntentIndex`` accepts
-a top-level match when that probability reaches ``BAR`` and the flow's confidence still reaches
-``intentThreshold`` (a message the off-topic rule turns away, ``off_topic.decides``, stays turned away).
+a top-level match when that probability reaches ``BAR``, one of the candidate's examples comes ``FLOOR``
+close (``accepts``) and the flow's confidence still reaches ``intentThreshold`` (a message the off-topic
+rule turns away, ``off_topic.decides``, stays turned away).
 
 The measures (``measures``) are taken relative to the flow wherever they can be (how the message's
 nearest example compares with the flow's held-out examples, how far it leads the other intents), so one
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .intents import FEATURES, Model, fit_logistic
+from .intents import FEATURES, Features, Model, fit_logistic
 
 FILE = Path(__file__).with_name("acceptance.json")
 MEASURES = ("confidence", "confidence_logit", "rank_lead", *FEATURES, "meaning_over_scope", "spelling_over_scope",
@@ -65,6 +66,15 @@ class Message:
     off_topic: float
     respelt: bool
     vector: np.ndarray
+
+    @classmethod
+    def of(cls, features_of: Features, vector: np.ndarray, features: np.ndarray, confidence: np.ndarray, outside: float,
+           off_topic: np.ndarray, respelt: bool) -> Message:
+        """As the matcher and the trainer both measure a message: ``features_of.of`` its ``features``, the
+        model's ``confidence`` (as the matcher caps it), ``outside`` (``Features.outside``) and the vectors of
+        the off-topic phrasings the flow keeps (``off_topic.uncovered``)."""
+        return cls(features, confidence, features_of.ranking(vector, features), outside,
+                   float((off_topic @ vector).max()) if len(off_topic) else 0.0, respelt, vector)
 
 
 def candidates(message: Message, rows: list[int]) -> list[int]:

@@ -485,8 +485,7 @@ class IntentIndex:
         if judge is None or not rows:
             return None
         features_of, model = learned
-        message = acceptance.Message(features, confidence, features_of.ranking(vector, features), outside,
-                                     float((self.off_topic @ vector).max()) if len(self.off_topic) else 0.0, respelt, vector)
+        message = acceptance.Message.of(features_of, vector, features, confidence, outside, self.off_topic, respelt)
         row, probability = acceptance.best(rows, message, model, judge)
         return self.step_of_row[row], probability, float(features[row, 0])
 

@@ -163,10 +163,8 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
         for k, spelling in enumerate(spellings[text]):
             vector = space([spelling])[0]
             features = features_of.of(vector, spelling)
-            confidence = np.minimum(model.confidence(features), LEARNED_MAX)
-            ranking = features_of.ranking(vector, features)
-            message = acceptance.Message(features, confidence, ranking, features_of.outside(vector),
-                                         float((off @ vector).max()) if len(off) else 0.0, k > 0, vector)
+            message = acceptance.Message.of(features_of, vector, features, np.minimum(model.confidence(features), LEARNED_MAX),
+                                            features_of.outside(vector), off, k > 0)
             judged.append([(r, acceptance.measures(r, rows, message, model))
                            for r in acceptance.candidates(message, rows)])
             if nearest is None:
