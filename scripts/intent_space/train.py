@@ -16,8 +16,9 @@ in numpy (a minute or two, after embedding the texts with the built-in model: a 
 
 Then it learns ``flowbox/messaging/acceptance.json``, the judge of top-level matches (see
 ``flowbox/messaging/acceptance.py``): every flow is measured as the matcher measures a new client's flow,
-in a map learned without it (``JUDGE_FOLDS`` maps, each from the other folds' flows), and the judge is
-fitted on every candidate of every message (right or not); it prints the judge's accuracy on flows it
+in a map learned without it (``JUDGE_FOLDS`` maps, each from the other folds' flows), with ``FRAGMENTS``
+among its out-of-scope messages, and the judge is fitted on every candidate of every message (right or
+not); it prints the judge's accuracy on flows it
 was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
 
     python scripts/intent_space/train.py [--check K | --judge]
@@ -37,6 +38,10 @@ from pathlib import Path
 import numpy as np
 
 FLOWS = Path(__file__).parent / "flows"
+# Messages that say nothing a flow could serve (keyboard mashing, laughter, nonsense): the judge also learns
+# from them, as out of scope in every flow; the flows' own out-of-scope messages are nearly all requests.
+FRAGMENTS = [line for line in (Path(__file__).parent / "fragments.txt").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
 PENALTY = 0.0125
 SHARPNESS = 30.0
 SCALE = 20.0
@@ -173,10 +178,11 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
     return out
 
 
-def fit_judge(flows: list[list], log=print):
+def fit_judge(flows: list[list], log=print, fragments: int = 0):
     """The judge (``acceptance.Judge``) from measured flows (``judge_rows``). Prints its accuracy at
     ``acceptance.BAR`` and ``FLOOR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow) beside, on the same
-    messages, the matcher's rules that it replaces and the nearest example at its best single bar."""
+    messages, the matcher's rules that it replaces and the nearest example at its best single bar; the last
+    ``fragments`` messages of each flow (``FRAGMENTS``) are learned from but reported apart."""
     from flowbox.messaging import acceptance
 
     def stacked(chosen):
@@ -185,7 +191,9 @@ def fit_judge(flows: list[list], log=print):
         return np.array(x), np.array(y, dtype=float)
 
     nearest_at = acceptance.MEASURES.index("emb_max")  # the candidate's nearest example's similarity
-    labels = np.array([label for k in range(JUDGE_FOLDS) for flow in flows[k::JUDGE_FOLDS] for label, _, _ in flow])
+    in_order = [flow for k in range(JUDGE_FOLDS) for flow in flows[k::JUDGE_FOLDS]]
+    labels = np.array([label for flow in in_order for label, _, _ in flow])
+    fragment = np.array([n >= len(flow) - fragments for flow in in_order for n in range(len(flow))])
     judged_by = []
     for k in range(JUDGE_FOLDS):
         judge = acceptance.Judge.fit(*stacked([f for n, f in enumerate(flows) if n % JUDGE_FOLDS != k]))
@@ -193,16 +201,18 @@ def fit_judge(flows: list[list], log=print):
             for _, judged, _ in flow:
                 p, row, m = max(((judge.probability(m), r, m) for spelling in judged for r, m in spelling), key=lambda found: found[0])
                 judged_by.append(row if acceptance.accepts(p, m[nearest_at]) else -1)
-    messages = [m for k in range(JUDGE_FOLDS) for flow in flows[k::JUDGE_FOLDS] for m in flow]
+    messages = [m for flow in in_order for m in flow]
     nearest = np.array([n for _, _, n in messages])
+    own = ~fragment
     by_bar = {bar: np.where(nearest[:, 1] >= bar, nearest[:, 0], -1) for bar in np.arange(0.2, 0.9, 0.01)}
-    bar = max(by_bar, key=lambda b: np.mean(by_bar[b] == labels))
+    bar = max(by_bar, key=lambda b: np.mean(by_bar[b][own] == labels[own]))
     for name, predicted in ((f"judge (bar {acceptance.BAR}, floor {acceptance.FLOOR})", judged_by),
                             ("the rules it replaces", [_by_rules(j) for _, j, _ in messages]),
                             (f"nearest example (bar {bar:.2f})", by_bar[bar])):
         right, inside = np.asarray(predicted) == labels, labels >= 0
-        log(f"{name} on flows the judge was not fitted on: {right.mean():.3f} (in scope {right[inside].mean():.3f}, "
-            f"out of scope {right[~inside].mean():.3f})")
+        log(f"{name} on flows the judge was not fitted on: {right[own].mean():.3f} (in scope {right[own & inside].mean():.3f}, "
+            f"out of scope {right[own & ~inside].mean():.3f}"
+            + (f"; fragments turned away {right[fragment].mean():.3f})" if fragments else ")"))
     return acceptance.Judge.fit(*stacked(flows))
 
 
@@ -242,17 +252,18 @@ def main() -> None:
     if config.embedding_base_url or config.embedding_model != MODEL:
         raise SystemExit(f"the map is learned for the built-in model ({MODEL}); unset the embedding settings")
     data = [json.loads(p.read_text()) for p in sorted(FLOWS.glob("*.json"))]
+    judged = [{**d, "out_of_scope": d["out_of_scope"] + FRAGMENTS} for d in data]  # what the judge learns from
     started = time.monotonic()
     embedder = load_embedder(config, progress=True)
     try:
         # the matcher embeds a message as spelt out (intents.expand), and again per corrected spelling
         spellings = []  # per flow: {message: its spellings}
-        for d in data:
+        for d in judged:
             speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], embedder.is_word)
             spellings.append({text: [v or text for v in speller.variants(expand(text))]
                               for text in [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]})
         texts = list(dict.fromkeys([*(t for d in data for i in d["intents"] for t in i["examples"] + i["utterances"]),
-                                    *(t for d in data for t in d["out_of_scope"]), *off_topic.TEXTS,
+                                    *(t for d in judged for t in d["out_of_scope"]), *off_topic.TEXTS,
                                     *(v for flow in spellings for variants in flow.values() for v in variants)]))
         vectors = np.asarray(embedder.embed_sync(texts), dtype=np.float32)
     finally:
@@ -280,8 +291,8 @@ def main() -> None:
     for k in range(JUDGE_FOLDS):
         fold_map, _ = fit([f for n, f in enumerate(flows) if n % JUDGE_FOLDS != k], dim)
         for n in range(k, len(data), JUDGE_FOLDS):
-            measured[n] = judge_rows(data[n], vector_of, fold_map, spellings[n], off_topic_vectors)
-    acceptance.FILE.write_text(fit_judge(measured).dumps() + "\n")
+            measured[n] = judge_rows(judged[n], vector_of, fold_map, spellings[n], off_topic_vectors)
+    acceptance.FILE.write_text(fit_judge(measured, fragments=len(FRAGMENTS)).dumps() + "\n")
     print(f"wrote {acceptance.FILE.name}")
 
 
