@@ -4,8 +4,9 @@ A flow's own model (``intents.Model``) learns from the flow's examples alone: it
 much an intent beats the others, and its scope (``Model.in_scope``) says whether a message is about the
 intent's topic at all, each with a bar chosen by hand. This judge weighs those measures together, with
 the nearest off-topic phrasing's, with weights learned by ``scripts/intent_space/train.py`` from 96 flows
-of other kinds of business: their customers' messages, written apart from the examples, and the messages
-each flow does not cover. For a message and one candidate intent it gives the probability that the
+of other kinds of business: their customers' messages, written apart from the examples, the messages
+each flow does not cover, and in every flow a few dozen that say nothing at all (keyboard mashing,
+laughter: ``scripts/intent_space/fragments.txt``). For a message and one candidate intent it gives the probability that the
 candidate is the message's intent (rather than another intent, or none); ``matcher.IntentIndex`` accepts
 a top-level match when that probability reaches ``BAR``, one of the candidate's examples comes ``FLOOR``
 close (``accepts``) and the flow's confidence still reaches ``intentThreshold`` (a message the off-topic
