@@ -6,11 +6,11 @@ intent's topic at all, each with a bar chosen by hand. This judge weighs those m
 the nearest off-topic phrasing's, with weights learned by ``scripts/intent_space/train.py`` from 96 flows
 of other kinds of business: their customers' messages, written apart from the examples, the messages
 each flow does not cover, and in every flow a few dozen that say nothing at all (keyboard mashing,
-laughter: ``scripts/intent_space/fragments.txt``). For a message and one candidate intent it gives the probability that the
-candidate is the message's intent (rather than another intent, or none); ``matcher.IntentIndex`` accepts
-a top-level match when that probability reaches ``BAR``, one of the candidate's examples comes ``FLOOR``
-close (``accepts``) and the flow's confidence still reaches ``intentThreshold`` (a message the off-topic
-rule turns away, ``off_topic.decides``, stays turned away).
+laughter: ``scripts/intent_space/fragments.txt``). For a message and one candidate intent it gives the
+probability that the candidate is the message's intent (rather than another intent, or none);
+``matcher.IntentIndex`` accepts a top-level match when that probability reaches ``BAR``, one of the
+candidate's examples comes ``FLOOR`` close (``accepts``) and the flow's confidence still reaches
+``intentThreshold`` (a message the off-topic rule turns away, ``off_topic.decides``, stays turned away).
 
 The measures (``measures``) are taken relative to the flow wherever they can be (how the message's
 nearest example compares with the flow's held-out examples, how far it leads the other intents), so one
@@ -46,11 +46,12 @@ L2 = 30.0  # the fit's penalty on standardised weights (10 to 100 did as well on
 BAR = 0.25
 # Nor does a candidate match when none of its examples comes this close to the message (a cosine in
 # ``intent_space``), whatever its probability: the judge is linear in its measures, and a message unlike
-# anything it was fitted on can come out likely (to the first judge, "blue elephant running" for a restaurant's
-# greeting, 0.20 from "hello", at 0.57; to this one, "qwerty uiop" for a bike shop's "talk to a person", 0.25
-# from its nearest example, at 0.36). Measured with the first judge: dev half of scripts/eval/intents.py, all / out of scope: none 0.922 / 0.901,
-# 0.25 0.923 / 0.906, 0.3 0.923 / 0.910, 0.35 0.924 / 0.918, 0.4 0.922 / 0.931; on the 96 synthetic flows
-# (``train.py --judge``, flows the judge was not fitted on) 0.25 costs nothing, 0.3 0.2 points, 0.35 1.3.
+# anything it was fitted on can come out likely (to the first judge, "blue elephant running" for a
+# restaurant's greeting, 0.20 from "hello", at 0.57; to this one, "qwerty uiop" for a bike shop's "talk to
+# a person", 0.25 from its nearest example, at 0.36). Measured with the first judge, on the dev half of
+# scripts/eval/intents.py, all / out of scope: none 0.922 / 0.901, 0.25 0.923 / 0.906, 0.3 0.923 / 0.910,
+# 0.35 0.924 / 0.918, 0.4 0.922 / 0.931; on the 96 synthetic flows (``train.py --judge``, flows the judge
+# was not fitted on) 0.25 costs nothing, 0.3 0.2 points, 0.35 1.3.
 FLOOR = 0.3
 
 

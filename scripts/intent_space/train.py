@@ -18,8 +18,7 @@ Then it learns ``flowbox/messaging/acceptance.json``, the judge of top-level mat
 ``flowbox/messaging/acceptance.py``): every flow is measured as the matcher measures a new client's flow,
 in a map learned without it (``JUDGE_FOLDS`` maps, each from the other folds' flows), with ``FRAGMENTS``
 among its out-of-scope messages, and the judge is fitted on every candidate of every message (right or
-not); it prints the judge's accuracy on flows it
-was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
+not); it prints the judge's accuracy on flows it was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
 
     python scripts/intent_space/train.py [--check K | --judge]
 
@@ -180,9 +179,10 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
 
 def fit_judge(flows: list[list], log=print, fragments: int = 0):
     """The judge (``acceptance.Judge``) from measured flows (``judge_rows``). Prints its accuracy at
-    ``acceptance.BAR`` and ``FLOOR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow) beside, on the same
-    messages, the matcher's rules that it replaces and the nearest example at its best single bar; the last
-    ``fragments`` messages of each flow (``FRAGMENTS``) are learned from but reported apart."""
+    ``acceptance.BAR`` and ``FLOOR`` on flows it was not fitted on (``JUDGE_FOLDS``-fold, by flow) beside,
+    on the same messages, the matcher's rules that it replaces and the nearest example at its best single
+    bar; the last ``fragments`` messages of each flow (``FRAGMENTS``, which ``judge_rows`` measures last)
+    are learned from but reported apart."""
     from flowbox.messaging import acceptance
 
     def stacked(chosen):
