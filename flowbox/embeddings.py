@@ -442,9 +442,18 @@ def knowledge_model(config: Config) -> str:
     return config.knowledge_embedding_model or config.embedding_model
 
 
-def load_embedder(config: Config, progress: bool = False, *, knowledge: bool = False) -> Embedder:
-    """The configured embedder (blocking: loads a model file or probes a server); with ``knowledge``,
-    the knowledge base's. A remote embedder serves both."""
+def intent_model(config: Config) -> str:
+    """The local embedding model the intent matcher reads messages with: with the built-in MiniLM, MiniLM
+    as changed for intents (``models/intent_encoder.py``); any other model as it is."""
+    from .models.intent_encoder import BASE, MODEL
+
+    return MODEL if config.embedding_model == BASE else config.embedding_model
+
+
+def load_embedder(config: Config, progress: bool = False, *, model: str = "") -> Embedder:
+    """The configured embedder (blocking: loads a model file or probes a server); with ``model``, that
+    local model instead of ``embedding_model`` (``knowledge_model``, ``intent_model``). A remote embedder
+    serves everything."""
     if config.embedding_base_url:
         if not config.embedding_remote_model:
             raise StartupError("setting 'embedding_remote_model' is required when 'embedding_base_url' is set")
@@ -454,7 +463,7 @@ def load_embedder(config: Config, progress: bool = False, *, knowledge: bool = F
             raise StartupError(str(exc)) from None
     from .models.files import MODELS, ensure_model
 
-    model = knowledge_model(config) if knowledge else config.embedding_model
+    model = model or config.embedding_model
     path = ensure_model(config.models_path, model, progress=progress)
     known = MODELS.get(model)
     name = model if known else Path(path).stem
@@ -463,41 +472,46 @@ def load_embedder(config: Config, progress: bool = False, *, knowledge: bool = F
 
 @dataclass
 class LoadedEmbedder:
-    """The app's embedder once loaded; one load at a time."""
+    """One embedder of the app's once loaded; one load at a time."""
+    model: str  # the local model it loads ("" for the configured one, and for a remote embedder)
     embedder: Embedder | None = None
     # The load under way, shared by every caller. It runs to its end even when the caller that
     # started it goes away (a request, the warm start), so no model worker is left unowned.
     loading: asyncio.Future | None = None
     closed: bool = False
-    knowledge: bool = False  # the knowledge base's embedder (when it is another model)
 
 
 def loaded_embedders(services: Services) -> list[LoadedEmbedder]:
-    """The app's embedder, then the knowledge base's when that is another model."""
-    return services.state(LoadedEmbedders).slots
+    """The app's embedders: the configured one, then the knowledge base's and the intent matcher's where
+    those are other models."""
+    return list({id(slot): slot for slot in services.state(LoadedEmbedders).slots.values()}.values())
 
 
 @dataclass
 class LoadedEmbedders:
-    slots: list[LoadedEmbedder]
+    slots: dict[str, LoadedEmbedder]  # by use: "app", "knowledge", "intents" (two uses of one model share it)
 
     @classmethod
     def of(cls, config: Config) -> "LoadedEmbedders":
-        own = not config.embedding_base_url and knowledge_model(config) != config.embedding_model
-        return cls([LoadedEmbedder()] + ([LoadedEmbedder(knowledge=True)] if own else []))
+        app = LoadedEmbedder("")
+        slots = {"app": app, "knowledge": app, "intents": app}
+        if not config.embedding_base_url:
+            for use, model in (("knowledge", knowledge_model(config)), ("intents", intent_model(config))):
+                if model != config.embedding_model:
+                    slots[use] = LoadedEmbedder(model)
+        return cls(slots)
 
 
-async def get_embedder(services: Services, *, knowledge: bool = False) -> Embedder:
-    """The app's embedder (with ``knowledge``: the knowledge base's), loaded once (off the event
-    loop) on first use."""
-    slots = loaded_embedders(services)
-    loaded = slots[-1] if knowledge else slots[0]
+async def get_embedder(services: Services, *, knowledge: bool = False, intents: bool = False) -> Embedder:
+    """The app's embedder (with ``knowledge``: the knowledge base's; with ``intents``: the intent
+    matcher's), loaded once (off the event loop) on first use."""
+    loaded = services.state(LoadedEmbedders).slots["knowledge" if knowledge else "intents" if intents else "app"]
     if loaded.embedder is not None:
         return loaded.embedder
     if loaded.closed:
         raise ModelError("the server is stopping")
     if loaded.loading is None:
-        loaded.loading = asyncio.ensure_future(asyncio.to_thread(load_embedder, services.config, knowledge=loaded.knowledge))
+        loaded.loading = asyncio.ensure_future(asyncio.to_thread(load_embedder, services.config, model=loaded.model))
         loaded.loading.add_done_callback(lambda done: _settle(loaded, done))
     return await asyncio.shield(loaded.loading)
 

@@ -40,7 +40,7 @@ async def _warm(services: Services) -> None:
     if not projects:
         return
     try:
-        embedder = await get_embedder(services)
+        embedder = await get_embedder(services, intents=True)  # the intent matcher's
         await embedder.embed(["warm start"])  # a model's first call sets up its buffers: not a user's wait
     except Exception as exc:  # noqa: BLE001 - a missing model is loaded (or reported) again when first needed
         log.warning("embedding model not loaded at start: %s", exc)

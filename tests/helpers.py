@@ -47,6 +47,7 @@ def models() -> Path:
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
     ensure_model(MODELS_DIR, "smollm2", progress=False)
     ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=False)
+    ensure_model(MODELS_DIR, "all-minilm-l6-v2-intents", progress=False)
     ensure_model(MODELS_DIR, "e5-small", progress=False)
     return MODELS_DIR
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..embeddings import knowledge_model
+from ..embeddings import intent_model, knowledge_model
 from .common import config_options, fail, handle_errors, json_option, output
 
 
@@ -29,10 +29,11 @@ def check_sqlite() -> dict:
 
 
 def _model_file(cfg, name: str) -> Path:
-    from ..models.files import bundled_model, ensure_model
+    from ..models.files import MODELS, bundled_model, ensure_model
 
-    # Inside the executable the models must come from the bundle, never from a download.
-    if getattr(sys, "frozen", False):
+    # Inside the executable the models must come from the bundle, never from a download (a model derived
+    # from another, the intent encoder, is prepared from the bundled one).
+    if getattr(sys, "frozen", False) and not (name in MODELS and MODELS[name].derived_from):
         path = bundled_model(name)
         if path is None:
             raise AssertionError(f"model {name} is not bundled in the executable")
@@ -83,6 +84,9 @@ CHECKS = [("sqlite-vec", lambda cfg: check_sqlite()), ("chat model", check_chat_
           ("knowledge embedding model",  # when the knowledge base has a model of its own
            lambda cfg: check_embedding_model(cfg, knowledge_model(cfg), "knowledge_embedding_model", "knowledge_dim")
            if knowledge_model(cfg) != cfg.embedding_model else {}),
+          ("intent model",  # MiniLM as the intent matcher reads with it (models/intent_encoder.py)
+           lambda cfg: check_embedding_model(cfg, intent_model(cfg), "intent_model", "intent_dim")
+           if intent_model(cfg) != cfg.embedding_model else {}),
           ("console", lambda cfg: check_console())]
 
 

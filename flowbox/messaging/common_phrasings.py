@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..models import intent_encoder
+
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "greeting": (
         "hi", "hello", "hey", "hiya", "heya", "howdy", "hi there", "hello there", "hey there", "good morning",
@@ -228,10 +230,10 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
 # nearer other intents than the conversational moves, which leave one above 0.55).
 CLOSE = 0.65
 SHARE = 0.5
-# The cosines above and matcher.PHRASING_BAR were measured with the built-in embedding model; other
-# models put cosines on other scales (unrelated texts at 0.7 is common), so with one of them no
-# intent borrows.
-MODEL = "all-minilm-l6-v2"
+# The cosines above and matcher.PHRASING_BAR were measured with the built-in embedding model (as the
+# intent matcher reads with it: models/intent_encoder.py); other models put cosines on other scales
+# (unrelated texts at 0.7 is common), so with one of them no intent borrows.
+MODEL = intent_encoder.MODEL
 MOVES = tuple(PHRASINGS)
 DOES = {"greeting": "greet", "goodbye": "say goodbye", "thanks": "say thanks", "person": "ask for a person",
         "yes": "say yes", "no": "say no", "hours": "ask when it is open", "location": "ask where it is",

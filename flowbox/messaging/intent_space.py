@@ -1,14 +1,13 @@
-"""A linear map of the built-in MiniLM's vectors, learned for telling customers' requests apart.
+"""A linear map of the intent matcher's vectors, learned for telling customers' requests apart.
 
-MiniLM places sentences by their overall meaning and words: "cancel my booking" sits close to "move my
-booking", and a request a business does not serve sits close to one it does when they share words.
+The matcher reads messages with the built-in MiniLM as changed for intents (``models/intent_encoder.py``);
 ``intent_space.npy`` holds a square matrix learned by ``scripts/intent_space/train.py`` from flows of
 many kinds of business (their examples, customers' messages written apart from them, and messages
 each flow does not cover), so that a message lands nearer its own intent's examples than the other
-intents' and one the flow does not cover lands further from all of them. The intent matcher maps
-every vector it uses through it (examples, messages, the common and the off-topic phrasings) and
-normalises it again; the map is learned for the built-in model only, so other models' vectors are
-used as they come.
+intents' and one the flow does not cover lands further from all of them: the same objective the
+encoder was learned with, on its finished vectors. The intent matcher maps every vector it uses
+through it (examples, messages, the common and the off-topic phrasings) and normalises it again; the
+map is learned for the built-in model only, so other models' vectors are used as they come.
 """
 
 from __future__ import annotations

@@ -20,10 +20,10 @@ borrows that move's common phrasings (``common_phrasings``): they match exactly,
 nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``), unless it reads
 as a request of another kind ("what time does the gym close").
 
-With the built-in MiniLM every vector the matcher uses (examples, messages, both lists of phrasings)
-is first mapped into a space learned for telling customers' requests apart (``intent_space``), and
-every cosine bar (here, in ``off_topic`` and in ``common_phrasings``) is a cosine there; swept again
-there on the eval's dev half, each stayed where it was.
+With the built-in MiniLM the matcher reads every text (examples, messages, both lists of phrasings)
+with MiniLM as changed for intents (``models/intent_encoder.py``: ``embeddings.intent_model``), and
+maps its vector into a space learned for telling customers' requests apart (``intent_space``); every
+cosine bar (here, in ``off_topic`` and in ``common_phrasings``) is a cosine there.
 
 At the top level, with the built-in MiniLM, whether the model's candidate is a match is decided by a
 judge learned from 96 other flows' real messages (``acceptance``): it weighs the model's confidence, the
@@ -51,6 +51,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..ids import iso
+from ..models import intent_encoder
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, shipped_vectors
 from .intents import Features, Model, expand, train
@@ -107,13 +108,15 @@ class Embeddings:
         try:
             from ..embeddings import get_embedder
 
-            self.embedder = await get_embedder(self.services)
+            self.embedder = await get_embedder(self.services, intents=True)
         except Exception as exc:  # a missing model must not take the dialog engine down
             self._failed_at = time.monotonic()
             log.warning("intent matching falls back to exact matches: embeddings unavailable (%s)", exc)
             return False
         name = getattr(self.embedder, "name", None) or getattr(self.embedder, "model", None) or self.services.config.embedding_model
-        self.model = f"{name}:{self.embedder.dim}"
+        # the key of the example vectors kept in SQLite: the intent encoder's are kept by its version
+        version = f"@{intent_encoder.version()}" if name == common_phrasings.MODEL else ""
+        self.model = f"{name}:{self.embedder.dim}{version}"
         return True
 
     async def examples(self, texts: list[str]) -> np.ndarray:

@@ -55,13 +55,13 @@ def write(vectors_of) -> int:
 
 def main() -> None:
     from ..config import load
-    from ..embeddings import load_embedder
+    from ..embeddings import intent_model, load_embedder
     from .common_phrasings import MODEL
 
     config = load()
-    if config.embedding_base_url or config.embedding_model != MODEL:
+    if config.embedding_base_url or intent_model(config) != MODEL:
         raise SystemExit(f"the shipped vectors are the built-in model's ({MODEL}); unset the embedding settings")
-    embedder = load_embedder(config, progress=True)
+    embedder = load_embedder(config, progress=True, model=MODEL)
     try:
         print(f"wrote {write(embedder.embed_sync)} vectors to {FILE.name}")
     finally:

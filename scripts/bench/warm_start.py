@@ -42,11 +42,12 @@ class Running(InProcessServer):
         super().__init__("warm", (), 300, data_dir=data_dir, models_dir=Path(models_dir), n_threads=threads)
 
     def warm(self, project_id: str) -> bool:
-        from flowbox.embeddings import loaded_embedders
+        from flowbox.embeddings import LoadedEmbedders
         from flowbox.messaging.conversation import CompiledFlows
 
         graph = self.services.state(CompiledFlows).graphs.get(project_id)
-        return loaded_embedders(self.services)[0].embedder is not None and graph is not None and graph.index.ready
+        intents = self.services.state(LoadedEmbedders).slots["intents"]
+        return intents.embedder is not None and graph is not None and graph.index.ready
 
 
 def say(client: httpx.Client, thread: str, text: str) -> float:

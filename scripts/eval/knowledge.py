@@ -243,7 +243,7 @@ async def run(args) -> None:
     config = config_mod.load(None)
     for name in MODELS.values():
         ensure_model(MODELS_DIR, name, progress=True)
-    embedders = {which: load_embedder(config.replace(knowledge_embedding_model=name, embedding_base_url=""), knowledge=True)
+    embedders = {which: load_embedder(config.replace(embedding_base_url=""), model=name)
                  for which, name in MODELS.items()}
     mine = "e5" if knowledge_model(config) == MODELS["e5"] else "minilm"  # flowbox's configured model
     aliases = {"knowledge": mine, "other": "minilm" if mine == "e5" else "e5"}

@@ -1,5 +1,6 @@
-"""Learns ``flowbox/messaging/intent_space.npy``: a linear map of the built-in MiniLM's vectors under
-which a customer's message lies nearest its own intent's examples, and a message the flow does not
+"""Learns ``flowbox/messaging/intent_space.npy``: a linear map of the intent matcher's vectors (the built-in
+MiniLM as changed by ``encoder.py``, which runs first) under which a customer's message lies nearest its
+own intent's examples, and a message the flow does not
 cover further from all of them (see ``flowbox/messaging/intent_space.py`` for how the matcher uses it).
 
 Data (``flows/``): 96 flows of kinds of business that none of ``scripts/eval``'s flows is (dentists,
@@ -12,18 +13,21 @@ Objective, per flow: a message's score for an intent is a smooth maximum of its 
 intent's examples (``SHARPNESS``); a softmax over the intents and "none of them" (a bar learned with
 the map) at ``SCALE`` is trained with cross-entropy, and an L2 penalty (``PENALTY``) keeps the map near
 the identity, so that what MiniLM already knows is kept and only re-weighted. Adam, ``STEPS`` steps,
-in numpy (a minute or two, after embedding the texts with the built-in model: a few minutes).
+in numpy (a minute or two, after embedding the texts with the intent encoder: a few minutes, and as
+many again for each of the four encoders learned without a fold of the flows).
 
 Then it learns ``flowbox/messaging/acceptance.json``, the judge of top-level matches (see
 ``flowbox/messaging/acceptance.py``): every flow is measured as the matcher measures a new client's flow,
-in a map learned without it (``JUDGE_FOLDS`` maps, each from the other folds' flows), with ``FRAGMENTS``
+read by an encoder and in a map learned without it (``JUDGE_FOLDS`` encoders, ``encoder.py --fold K``, and
+as many maps, each from the other folds' flows), with ``FRAGMENTS``
 among its out-of-scope messages, and the judge is fitted on every candidate of every message (right or
 not); it prints the judge's accuracy on flows it was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
 
-    python scripts/intent_space/train.py [--check K | --judge]
+    python scripts/intent_space/encoder.py  # and with --fold K --out FOLDER/foldK.npz for K in 0..3
+    python scripts/intent_space/train.py --encoders FOLDER [--check | --judge]
 
-``--check K`` holds out every K-th flow from training and prints, on the held-out flows, the nearest
-example's accuracy before and after the map (the best single cosine bar for each), and writes nothing.
+``--check`` holds out the flows of fold 0 and prints, on them, the nearest example's accuracy (read by the
+encoder learned without them) before and after a map learned without them, and writes nothing.
 ``--judge`` learns the judge only and leaves the map as it is.
 """
 
@@ -237,61 +241,92 @@ def _by_rules(judged: list[list[tuple[int, np.ndarray]]], threshold: float = 0.5
     return best[1]
 
 
+def embed(config, texts: list[str], changes: Path | None = None) -> np.ndarray:
+    """``texts`` as the intent matcher reads them: with the shipped intent encoder, or with the one whose
+    changes are in ``changes`` (``encoder.py --fold K``)."""
+    import tempfile
+
+    from flowbox.embeddings import LocalEmbedder, load_embedder
+    from flowbox.models import intent_encoder
+    from flowbox.models.files import ensure_model
+
+    if changes is None:
+        embedder = load_embedder(config, progress=True, model=intent_encoder.MODEL)
+    else:
+        folder = tempfile.TemporaryDirectory()
+        path = Path(folder.name) / "encoder.gguf"
+        intent_encoder.prepare(ensure_model(config.models_path, intent_encoder.BASE), path, changes)
+        embedder = LocalEmbedder(path, name=path.stem, n_threads=config.threads)
+    try:
+        return np.asarray(embedder.embed_sync(texts), dtype=np.float32)
+    finally:
+        embedder.close()
+        if changes is not None:
+            folder.cleanup()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", type=int, help="hold out every K-th flow and report on them; write nothing")
+    parser.add_argument("--check", action="store_true", help="hold out fold 0's flows and report on them; write nothing")
     parser.add_argument("--judge", action="store_true", help="learn the judge (acceptance.json) only; keep the map")
+    parser.add_argument("--encoders", type=Path, required=True,
+                        help="a folder with fold0.npz ... fold3.npz, from encoder.py --fold K --out FOLDER/foldK.npz")
     args = parser.parse_args()
     from flowbox.config import load
-    from flowbox.embeddings import load_embedder
+    from flowbox.embeddings import LocalEmbedder, intent_model
     from flowbox.messaging import acceptance, intent_space, off_topic
     from flowbox.messaging.common_phrasings import MODEL
     from flowbox.messaging.intents import Speller, expand
+    from flowbox.models.files import MODELS, ensure_model
 
     config = load()
-    if config.embedding_base_url or config.embedding_model != MODEL:
+    if config.embedding_base_url or intent_model(config) != MODEL:
         raise SystemExit(f"the map is learned for the built-in model ({MODEL}); unset the embedding settings")
+    folds = [args.encoders / f"fold{k}.npz" for k in range(JUDGE_FOLDS)]
+    if missing := [str(f) for f in folds if not f.exists()]:
+        raise SystemExit(f"no {', '.join(missing)}: run encoder.py --fold K --out {args.encoders}/foldK.npz first")
     data = [json.loads(p.read_text()) for p in sorted(FLOWS.glob("*.json"))]
     judged = [{**d, "out_of_scope": d["out_of_scope"] + FRAGMENTS} for d in data]  # what the judge learns from
     started = time.monotonic()
-    embedder = load_embedder(config, progress=True)
+    # the matcher embeds a message as spelt out (intents.expand), and again per corrected spelling (the
+    # words the encoder knows whole are MiniLM's)
+    spellings = []  # per flow: {message: its spellings}
+    words = LocalEmbedder(ensure_model(config.models_path, MODELS[MODEL].derived_from), name="words", n_threads=1)
     try:
-        # the matcher embeds a message as spelt out (intents.expand), and again per corrected spelling
-        spellings = []  # per flow: {message: its spellings}
         for d in judged:
-            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], embedder.is_word)
+            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word)
             spellings.append({text: [v or text for v in speller.variants(expand(text))]
                               for text in [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]})
-        texts = list(dict.fromkeys([*(t for d in data for i in d["intents"] for t in i["examples"] + i["utterances"]),
-                                    *(t for d in judged for t in d["out_of_scope"]), *off_topic.TEXTS,
-                                    *(v for flow in spellings for variants in flow.values() for v in variants)]))
-        vectors = np.asarray(embedder.embed_sync(texts), dtype=np.float32)
     finally:
-        embedder.close()
-    print(f"embedded {len(texts)} texts in {time.monotonic() - started:.0f} s")
-    vector_of = dict(zip(texts, vectors))
-    flows = [Flow(d, vector_of) for d in data]
-    dim = vectors.shape[1]
-    if args.check:
-        held = set(range(0, len(flows), args.check))
-        train = [f for n, f in enumerate(flows) if n not in held]
-        test = [f for n, f in enumerate(flows) if n in held]
-        w, bar = fit(train, dim)
+        words.close()
+    texts = list(dict.fromkeys([*(t for d in data for i in d["intents"] for t in i["examples"] + i["utterances"]),
+                                *(t for d in judged for t in d["out_of_scope"]), *off_topic.TEXTS,
+                                *(v for flow in spellings for variants in flow.values() for v in variants)]))
+    # each fold's flows are measured with the encoder learned without them, as the judge must see a new flow
+    vector_of = [dict(zip(texts, embed(config, texts, fold))) for fold in folds]
+    print(f"embedded {len(texts)} texts {len(folds)} times in {time.monotonic() - started:.0f} s")
+    dim = len(vector_of[0][texts[0]])
+    if args.check:  # the map, measured in fold 0 (its encoder learned without the flows held out there)
+        flows = [Flow(d, vector_of[0]) for d in data]
+        test = [f for n, f in enumerate(flows) if n % JUDGE_FOLDS == 0]
+        w, bar = fit([f for n, f in enumerate(flows) if n % JUDGE_FOLDS], dim)
         before, after = nearest_accuracy(test, np.eye(dim)), nearest_accuracy(test, w)
         print(f"{len(test)} held-out flows, nearest example: {before[0]:.3f} (bar {before[1]:.2f}) -> {after[0]:.3f} "
               f"(bar {after[1]:.2f}); learned bar {bar:.3f}")
         return
     if not args.judge:
-        w, bar = fit(flows, dim)
+        shipped = dict(zip(texts, embed(config, texts)))
+        w, bar = fit([Flow(d, shipped) for d in data], dim)
         np.save(intent_space.FILE, w.astype(np.float16))
         print(f"wrote {intent_space.FILE.name} ({dim} x {dim}); learned bar {bar:.3f}")
-    # The judge learns from flows measured as a new client's would be: each in a map learned without it.
-    off_topic_vectors = np.stack([vector_of[t] for t in off_topic.TEXTS]).astype(np.float64)
+    # The judge learns from flows measured as a new client's would be: each with an encoder and in a map
+    # learned without it.
     measured: list = [None] * len(data)
     for k in range(JUDGE_FOLDS):
-        fold_map, _ = fit([f for n, f in enumerate(flows) if n % JUDGE_FOLDS != k], dim)
+        fold_map, _ = fit([Flow(d, vector_of[k]) for n, d in enumerate(data) if n % JUDGE_FOLDS != k], dim)
+        off_topic_vectors = np.stack([vector_of[k][t] for t in off_topic.TEXTS]).astype(np.float64)
         for n in range(k, len(data), JUDGE_FOLDS):
-            measured[n] = judge_rows(judged[n], vector_of, fold_map, spellings[n], off_topic_vectors)
+            measured[n] = judge_rows(judged[n], vector_of[k], fold_map, spellings[n], off_topic_vectors)
     acceptance.FILE.write_text(fit_judge(measured, fragments=len(FRAGMENTS)).dumps() + "\n")
     print(f"wrote {acceptance.FILE.name}")
 
