@@ -11,7 +11,7 @@ import click
 from ..cli.common import config_options, fail, json_option, org_option, output, with_store
 from ..cli.keys import _org_id
 from ..db import Store
-from ..embeddings import Embedder, load_embedder
+from ..embeddings import Embedder, knowledge_model, load_embedder
 from . import store as kb
 
 COLUMNS = ["id", "name", "source", "linked_agents", "updated_at"]
@@ -24,7 +24,7 @@ def run(cfg, fn: Callable[..., Awaitable[Any]], embedder: bool = False) -> Any:
     async def go(store: Store):
         if not embedder:
             return await fn(store)
-        model: Embedder = await asyncio.to_thread(load_embedder, cfg, True, knowledge=True)
+        model: Embedder = await asyncio.to_thread(load_embedder, cfg, True, model=knowledge_model(cfg))
         try:
             return await fn(store, model)
         finally:
