@@ -243,26 +243,24 @@ def _by_rules(judged: list[list[tuple[int, np.ndarray]]], threshold: float = 0.5
 
 def embed(config, texts: list[str], changes: Path | None = None) -> np.ndarray:
     """``texts`` as the intent matcher reads them: with the shipped intent encoder, or with the one whose
-    changes are in ``changes`` (``encoder.py --fold K``)."""
+    changes are in ``changes`` (``encoder.py --fold K``), prepared in a folder of its own."""
     import tempfile
 
-    from flowbox.embeddings import LocalEmbedder, load_embedder
+    from flowbox.embeddings import LocalEmbedder
     from flowbox.models import intent_encoder
-    from flowbox.models.files import ensure_model
+    from flowbox.models.files import MODELS, ensure_model
 
-    if changes is None:
-        embedder = load_embedder(config, progress=True, model=intent_encoder.MODEL)
-    else:
-        folder = tempfile.TemporaryDirectory()
-        path = Path(folder.name) / "encoder.gguf"
-        intent_encoder.prepare(ensure_model(config.models_path, intent_encoder.BASE), path, changes)
-        embedder = LocalEmbedder(path, name=path.stem, n_threads=config.threads)
-    try:
-        return np.asarray(embedder.embed_sync(texts), dtype=np.float32)
-    finally:
-        embedder.close()
-        if changes is not None:
-            folder.cleanup()
+    with tempfile.TemporaryDirectory() as folder:
+        if changes is None:
+            path = ensure_model(config.models_path, intent_encoder.MODEL)
+        else:
+            path = Path(folder) / MODELS[intent_encoder.MODEL].filename
+            intent_encoder.prepare(ensure_model(config.models_path, intent_encoder.BASE), path, changes)
+        embedder = LocalEmbedder(path, name=intent_encoder.MODEL, n_threads=config.threads)
+        try:
+            return np.asarray(embedder.embed_sync(texts), dtype=np.float32)
+        finally:
+            embedder.close()
 
 
 def main() -> None:
