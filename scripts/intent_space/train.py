@@ -275,7 +275,8 @@ def main() -> None:
     from flowbox.messaging import acceptance, intent_space, off_topic
     from flowbox.messaging.common_phrasings import MODEL
     from flowbox.messaging.intents import Speller, expand
-    from flowbox.models.files import MODELS, ensure_model
+    from flowbox.models import intent_encoder
+    from flowbox.models.files import ensure_model
 
     config = load()
     if config.embedding_base_url or intent_model(config) != MODEL:
@@ -289,7 +290,7 @@ def main() -> None:
     # the matcher embeds a message as spelt out (intents.expand), and again per corrected spelling (the
     # words the encoder knows whole are MiniLM's)
     spellings = []  # per flow: {message: its spellings}
-    words = LocalEmbedder(ensure_model(config.models_path, MODELS[MODEL].derived_from), name="words", n_threads=1)
+    words = LocalEmbedder(ensure_model(config.models_path, intent_encoder.BASE), name="words", n_threads=1)
     try:
         for d in judged:
             speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word)
