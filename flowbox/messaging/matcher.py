@@ -26,7 +26,7 @@ maps its vector into a space learned for telling customers' requests apart (``in
 cosine bar (here, in ``off_topic`` and in ``common_phrasings``) is a cosine there.
 
 At the top level, with the built-in MiniLM, whether the model's candidate is a match is decided by a
-judge learned from 96 other flows' real messages (``acceptance``): it weighs the model's confidence, the
+judge learned from 144 other flows' real messages (``acceptance``): it weighs the model's confidence, the
 ranker's lead, how the message compares with the flow's scope (``Model.in_scope``'s measures, no longer
 its bars), how near an off-topic phrasing it lies and the message's own vector, and the match must be
 likely enough (``acceptance.BAR``) as well as reach the threshold. A step's children, a slot's question

@@ -3,8 +3,8 @@ MiniLM as changed by ``encoder.py``, which runs first) under which a customer's 
 own intent's examples, and a message the flow does not
 cover further from all of them (see ``flowbox/messaging/intent_space.py`` for how the matcher uses it).
 
-Data (``flows/``): 96 flows of kinds of business that none of ``scripts/eval``'s flows is (dentists,
-plumbers, bookshops, VPNs, zoos, ...), written for this purpose by people who never read the eval data
+Data (``flows/``): 144 flows of kinds of business that none of ``scripts/eval``'s flows is (dentists,
+plumbers, bookshops, VPNs, zoos, funeral directors, podcast hosts, ...), written for this purpose by people who never read the eval data
 or the matcher: each intent's 8 examples as a bot builder writes them, 14 messages customers would send
 for it (typos, fragments, long stories, indirect requests, other words), and per flow 30 messages it
 does not cover (most of them near misses in the same business's words).
@@ -24,7 +24,7 @@ among its out-of-scope messages, and the judge is fitted on every candidate of e
 not); it prints the judge's accuracy on flows it was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
 
     python scripts/intent_space/encoder.py  # and with --fold K --out FOLDER/foldK.npz for K in 0..3
-    python scripts/intent_space/train.py --encoders FOLDER [--check | --judge]
+    python scripts/intent_space/train.py --encoders FOLDER [--check | --judge] [--cache FOLDER]
 
 ``--check`` holds out the flows of fold 0 and prints, on them, the nearest example's accuracy (read by the
 encoder learned without them) before and after a map learned without them, and writes nothing.
@@ -140,6 +140,17 @@ def nearest_accuracy(flows: list[Flow], w: np.ndarray) -> tuple[float, float]:
 
 
 JUDGE_FOLDS = 4
+# How many of an intent's examples the judge's flows keep: people write about six (every flow in scripts/eval
+# has five to seven), these flows have eight, and the judge learns how near a message lies to a flow's
+# examples.
+JUDGED_EXAMPLES = 6
+
+
+def as_written(data: dict) -> dict:
+    """A flow as the judge learns from it: ``JUDGED_EXAMPLES`` examples per intent, and ``FRAGMENTS``
+    among the messages it does not cover."""
+    return {**data, "intents": [{**i, "examples": i["examples"][:JUDGED_EXAMPLES]} for i in data["intents"]],
+            "out_of_scope": data["out_of_scope"] + FRAGMENTS}
 
 
 def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spellings: dict[str, list[str]],
@@ -241,26 +252,39 @@ def _by_rules(judged: list[list[tuple[int, np.ndarray]]], threshold: float = 0.5
     return best[1]
 
 
-def embed(config, texts: list[str], changes: Path | None = None) -> np.ndarray:
+def embed(config, texts: list[str], changes: Path | None = None, cache: Path | None = None) -> np.ndarray:
     """``texts`` as the intent matcher reads them: with the shipped intent encoder, or with the one whose
-    changes are in ``changes`` (``encoder.py --fold K``), prepared in a folder of its own."""
+    changes are in ``changes`` (``encoder.py --fold K``), prepared in a folder of its own. With ``cache``
+    (a folder), vectors are kept there per encoder (named by a digest of its changes) and only texts not
+    read before are embedded: embedding is most of a run's time."""
+    import hashlib
     import tempfile
 
     from flowbox.embeddings import LocalEmbedder
     from flowbox.models import intent_encoder
     from flowbox.models.files import MODELS, ensure_model
 
-    with tempfile.TemporaryDirectory() as folder:
-        if changes is None:
-            path = ensure_model(config.models_path, intent_encoder.MODEL)
-        else:
-            path = Path(folder) / MODELS[intent_encoder.MODEL].filename
-            intent_encoder.prepare(ensure_model(config.models_path, intent_encoder.BASE), path, changes)
-        embedder = LocalEmbedder(path, name=intent_encoder.MODEL, n_threads=config.threads)
-        try:
-            return np.asarray(embedder.embed_sync(texts), dtype=np.float32)
-        finally:
-            embedder.close()
+    kept = cache / f"{hashlib.sha1((changes or intent_encoder.FILE).read_bytes()).hexdigest()[:12]}.npz" if cache else None
+    known = {}
+    if kept and kept.exists():
+        with np.load(kept) as stored:
+            known = dict(zip(stored["texts"].tolist(), stored["vectors"]))
+    if missing := [t for t in dict.fromkeys(texts) if t not in known]:
+        with tempfile.TemporaryDirectory() as folder:
+            if changes is None:
+                path = ensure_model(config.models_path, intent_encoder.MODEL)
+            else:
+                path = Path(folder) / MODELS[intent_encoder.MODEL].filename
+                intent_encoder.prepare(ensure_model(config.models_path, intent_encoder.BASE), path, changes)
+            embedder = LocalEmbedder(path, name=intent_encoder.MODEL, n_threads=config.threads)
+            try:
+                known.update(zip(missing, np.asarray(embedder.embed_sync(missing), dtype=np.float32)))
+            finally:
+                embedder.close()
+        if kept:
+            kept.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(kept, texts=np.array(list(known)), vectors=np.stack(list(known.values())))
+    return np.stack([known[t] for t in texts])
 
 
 def main() -> None:
@@ -269,6 +293,7 @@ def main() -> None:
     parser.add_argument("--judge", action="store_true", help="learn the judge (acceptance.json) only; keep the map")
     parser.add_argument("--encoders", type=Path, required=True,
                         help="a folder with fold0.npz ... fold3.npz, from encoder.py --fold K --out FOLDER/foldK.npz")
+    parser.add_argument("--cache", type=Path, help="a folder to keep the texts' vectors in between runs")
     args = parser.parse_args()
     from flowbox.config import load
     from flowbox.embeddings import LocalEmbedder, intent_model
@@ -285,7 +310,7 @@ def main() -> None:
     if missing := [str(f) for f in folds if not f.exists()]:
         raise SystemExit(f"no {', '.join(missing)}: run encoder.py --fold K --out {args.encoders}/foldK.npz first")
     data = [json.loads(p.read_text()) for p in sorted(FLOWS.glob("*.json"))]
-    judged = [{**d, "out_of_scope": d["out_of_scope"] + FRAGMENTS} for d in data]  # what the judge learns from
+    judged = [as_written(d) for d in data]  # what the judge learns from
     started = time.monotonic()
     # the matcher embeds a message as spelt out (intents.expand), and again per corrected spelling (the
     # words the encoder knows whole are MiniLM's)
@@ -302,7 +327,7 @@ def main() -> None:
                                 *(t for d in judged for t in d["out_of_scope"]), *off_topic.TEXTS,
                                 *(v for flow in spellings for variants in flow.values() for v in variants)]))
     # each fold's flows are measured with the encoder learned without them, as the judge must see a new flow
-    vector_of = [dict(zip(texts, embed(config, texts, fold))) for fold in folds]
+    vector_of = [dict(zip(texts, embed(config, texts, fold, args.cache))) for fold in folds]
     print(f"embedded {len(texts)} texts {len(folds)} times in {time.monotonic() - started:.0f} s")
     dim = len(vector_of[0][texts[0]])
     if args.check:  # the map, measured in fold 0 (its encoder learned without the flows held out there)
@@ -314,7 +339,7 @@ def main() -> None:
               f"(bar {after[1]:.2f}); learned bar {bar:.3f}")
         return
     if not args.judge:
-        shipped = dict(zip(texts, embed(config, texts)))
+        shipped = dict(zip(texts, embed(config, texts, cache=args.cache)))
         w, bar = fit([Flow(d, shipped) for d in data], dim)
         np.save(intent_space.FILE, w.astype(np.float16))
         print(f"wrote {intent_space.FILE.name} ({dim} x {dim}); learned bar {bar:.3f}")
