@@ -115,7 +115,7 @@ class Embeddings:
             return False
         name = getattr(self.embedder, "name", None) or getattr(self.embedder, "model", None) or self.services.config.embedding_model
         # the key of the example vectors kept in SQLite: the intent encoder's are kept by its version
-        version = f"@{intent_encoder.version()}" if name == common_phrasings.MODEL else ""
+        version = f"@{intent_encoder.version()}" if name == intent_encoder.MODEL else ""
         self.model = f"{name}:{self.embedder.dim}{version}"
         return True
 

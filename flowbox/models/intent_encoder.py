@@ -28,9 +28,10 @@ TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value",
 
 
 @functools.cache
-def version() -> str:
-    """A digest of the changes: the prepared file is named by it, so changed weights make a new file."""
-    return hashlib.sha1(FILE.read_bytes()).hexdigest()[:10]
+def version(file: Path = FILE) -> str:
+    """A digest of the changes (of ``file``): the prepared file is named by it, so changed weights make a
+    new file."""
+    return hashlib.sha1(file.read_bytes()).hexdigest()[:10]
 
 
 def changes(file: Path = FILE) -> dict[str, np.ndarray]:

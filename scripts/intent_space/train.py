@@ -1,13 +1,13 @@
 """Learns ``flowbox/messaging/intent_space.npy``: a linear map of the intent matcher's vectors (the built-in
 MiniLM as changed by ``encoder.py``, which runs first) under which a customer's message lies nearest its
-own intent's examples, and a message the flow does not
-cover further from all of them (see ``flowbox/messaging/intent_space.py`` for how the matcher uses it).
+own intent's examples, and a message the flow does not cover further from all of them (see
+``flowbox/messaging/intent_space.py`` for how the matcher uses it).
 
 Data (``flows/``): 144 flows of kinds of business that none of ``scripts/eval``'s flows is (dentists,
-plumbers, bookshops, VPNs, zoos, funeral directors, podcast hosts, ...), written for this purpose by people who never read the eval data
-or the matcher: each intent's 8 examples as a bot builder writes them, 14 messages customers would send
-for it (typos, fragments, long stories, indirect requests, other words), and per flow 30 messages it
-does not cover (most of them near misses in the same business's words).
+plumbers, bookshops, VPNs, zoos, funeral directors, podcast hosts, ...), written for this purpose by
+people who never read the eval data or the matcher: each intent's 8 examples as a bot builder writes
+them, 14 messages customers would send for it (typos, fragments, long stories, indirect requests, other
+words), and per flow 30 messages it does not cover (most of them near misses in the same business's words).
 
 Objective, per flow: a message's score for an intent is a smooth maximum of its cosines to the
 intent's examples (``SHARPNESS``); a softmax over the intents and "none of them" (a bar learned with
@@ -257,14 +257,13 @@ def embed(config, texts: list[str], changes: Path | None = None, cache: Path | N
     changes are in ``changes`` (``encoder.py --fold K``), prepared in a folder of its own. With ``cache``
     (a folder), vectors are kept there per encoder (named by a digest of its changes) and only texts not
     read before are embedded: embedding is most of a run's time."""
-    import hashlib
     import tempfile
 
     from flowbox.embeddings import LocalEmbedder
     from flowbox.models import intent_encoder
     from flowbox.models.files import MODELS, ensure_model
 
-    kept = cache / f"{hashlib.sha1((changes or intent_encoder.FILE).read_bytes()).hexdigest()[:12]}.npz" if cache else None
+    kept = cache / f"{intent_encoder.version(changes or intent_encoder.FILE)}.npz" if cache else None
     known = {}
     if kept and kept.exists():
         with np.load(kept) as stored:
