@@ -290,7 +290,7 @@ def test_fallback_agent_answer_is_pushed_later(make_server):
     shop = Shop(server)
     assert shop.rest.patch(f"/v1/projects/{shop.project_id}", json={"agentId": agent["id"]}).status_code == 200
     with connect(shop.info(headers=shop.sdk_headers("agent|thread")).json()["payload"]["endpoint"]) as ws:
-        send(ws, "message.send", threadId="agent|thread", speech="What colour is the sky on a clear day?", traceId=5)
+        send(ws, "message.send", threadId="agent|thread", speech="How many legs does a spider have?", traceId=5)
         assert recv(ws)["type"] == "message.delivered"
         assert recv(ws) == {"type": "agent.typing", "payload": {"threadId": "agent|thread"}}
         answer = recv(ws, timeout=120)
