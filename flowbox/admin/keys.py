@@ -68,7 +68,8 @@ async def list_keys(request: Request, principal: Caller) -> dict[str, Any]:
       status_code=201, responses=doc(201, KeyCreated, 400, 401),
       operation_class=body_doc(obj(name=string(MAX_NAME, description="Defaults to 'console'")), required=False))
 async def create_key(request: Request, principal: Caller) -> dict[str, Any]:
-    body = await json_body(request) if (await request.body()).strip() else {}
+    # no body (or JSON's whitespace only) is {}; anything else must parse (b"\x0c" is no JSON, though bytes.strip drops it)
+    body = await json_body(request) if (await request.body()).strip(b" \t\r\n") else {}
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     name = body.get("name", "console")

@@ -27,6 +27,9 @@ def test_keys_are_org_scoped_and_shown_once(server):
     assert [k["current"] for k in listed] == [True]
     assert all("key" not in k and "key_hash" not in k for k in listed)
 
+    # a body that is no JSON is refused, though bytes.strip() would leave nothing of it
+    refused = client.post("/api/admin/keys", content=b"\x0c\x0b", headers={"Content-Type": "application/json"})
+    assert refused.status_code == 400, refused.text
     created = client.post("/api/admin/keys", json={"name": "widget"})
     assert created.status_code == 201
     record = created.json()
