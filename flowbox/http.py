@@ -135,10 +135,17 @@ def _check_texts(value: Any) -> None:
                 stack.append((child, f"{path}.{key}" if path else key))
 
 
+async def body_or_none(request: Request) -> bytes | None:
+    """The raw body of a request whose body is optional, or None when it has none: no bytes at all. Anything
+    else, whitespace alone included, must be JSON (a blank document is a client's mistake to report, not an
+    absent body to guess at)."""
+    return await request.body() or None
+
+
 async def json_body(request: Request) -> Any:
     """The parsed body, or the documented 400 for invalid JSON (never Litestar's own shape)."""
     raw = await request.body()
-    if not raw.strip():
+    if not raw:
         raise error(400, "Invalid JSON body", "The request body is empty")
     try:
         return await decode_json_async(raw)

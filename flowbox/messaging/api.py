@@ -16,7 +16,7 @@ from litestar.response import File
 
 from .. import orgs
 from ..apidoc import EventStream, body_doc, doc, query
-from ..http import BadJSON, authenticated, decode_json_async, presented_key, services_of
+from ..http import BadJSON, authenticated, body_or_none, decode_json_async, presented_key, services_of
 from ..revocation import REVOKED_MESSAGE, Credential, api_key, project_token, streams_of
 from ..sse import EventStream as EventStreamResponse
 from ..sse import event, until_revoked
@@ -115,8 +115,8 @@ def is_true(raw: str | None) -> bool:
 
 
 async def optional_json(request: Request) -> Any:
-    raw = await request.body() if int(request.headers.get("content-length") or 0) else b""
-    if not raw.strip():
+    raw = await body_or_none(request)
+    if raw is None:
         return {}
     try:
         return await decode_json_async(raw)

@@ -27,9 +27,14 @@ def test_keys_are_org_scoped_and_shown_once(server):
     assert [k["current"] for k in listed] == [True]
     assert all("key" not in k and "key_hash" not in k for k in listed)
 
-    # a body that is no JSON is refused, though bytes.strip() would leave nothing of it
-    refused = client.post("/api/admin/keys", content=b"\x0c\x0b", headers={"Content-Type": "application/json"})
-    assert refused.status_code == 400, refused.text
+    # the body is optional: none at all names the key "console"; anything else must be JSON, blank text included
+    json_type = {"Content-Type": "application/json"}
+    for blank in (b"\x0c\x0b", b" \t\r\n"):  # not JSON, though bytes.strip() leaves nothing of either
+        refused = client.post("/api/admin/keys", content=blank, headers=json_type)
+        assert refused.status_code == 400 and refused.json()["error"] == "Invalid JSON body", refused.text
+    assert [k["name"] for k in client.get("/api/admin/keys").json()["keys"]] == ["test"]  # nothing created
+    unnamed = client.post("/api/admin/keys", content=b"", headers=json_type)
+    assert unnamed.status_code == 201 and unnamed.json()["name"] == "console", unnamed.text
     created = client.post("/api/admin/keys", json={"name": "widget"})
     assert created.status_code == 201
     record = created.json()
