@@ -3,11 +3,14 @@ MiniLM as changed by ``encoder.py``, which runs first) under which a customer's 
 own intent's examples, and a message the flow does not cover further from all of them (see
 ``flowbox/messaging/intent_space.py`` for how the matcher uses it).
 
-Data (``flows/``): 144 flows of kinds of business that none of ``scripts/eval``'s flows is (dentists,
+Data (``flows/``): flows of kinds of business that none of ``scripts/eval``'s flows is (dentists,
 plumbers, bookshops, VPNs, zoos, funeral directors, podcast hosts, ...), written for this purpose by
 people who never read the eval data or the matcher: each intent's 8 examples as a bot builder writes
 them, 14 messages customers would send for it (typos, fragments, long stories, indirect requests, other
 words), and per flow 30 messages it does not cover (most of them near misses in the same business's words).
+192 flows now; what flowbox ships (the encoder, this map and the judge) was learned from the 144 there were
+before the last 48 (a water company to a go-karting track) were written, which await the next learning (all
+of it, ``encoder.py`` and its four folds included, takes about two and a half hours on two cores).
 
 Objective, per flow: a message's score for an intent is a smooth maximum of its cosines to the
 intent's examples (``SHARPNESS``); a softmax over the intents and "none of them" (a bar learned with
