@@ -48,9 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("embedding_model", "all-minilm-l6-v2",
             "Local embedding model (intents, /v1/embeddings): 'all-minilm-l6-v2' or a path to a GGUF file."),
     Setting("knowledge_embedding_model", "",
-            "Local embedding model of the knowledge base: empty = embedding_model, or 'e5-small' (multilingual-e5-small: "
-            "English and Portuguese), 'all-minilm-l6-v2' or a path to a GGUF file. After a change the server "
-            "re-embeds the knowledge base at start."),
+            "Local embedding model of the knowledge base: empty = with the built-in MiniLM, MiniLM as changed for search "
+            "('all-minilm-l6-v2-search'), else embedding_model; or 'e5-small' (multilingual-e5-small: English and Portuguese), "
+            "'all-minilm-l6-v2' (as it is) or a path to a GGUF file. After a change the server re-embeds the knowledge base at start."),
     Setting("n_ctx", 4096, "Context window of the local chat model, in tokens."),
     Setting("n_threads", 0, "CPU threads for the local models (0 = all cores)."),
     Setting("prompt_cache_mb", 1024, "Memory kept for evaluated thread prefixes (model state reuse), in MB."),

@@ -438,8 +438,13 @@ class RemoteEmbedder(Embedder):
 
 
 def knowledge_model(config: Config) -> str:
-    """The local embedding model of the knowledge base (``knowledge_embedding_model``, else ``embedding_model``)."""
-    return config.knowledge_embedding_model or config.embedding_model
+    """The local embedding model of the knowledge base: ``knowledge_embedding_model``, else, with the built-in
+    MiniLM, MiniLM as changed for search (``models/search_encoder.py``), else ``embedding_model``."""
+    from .models.search_encoder import BASE, MODEL
+
+    if config.knowledge_embedding_model:
+        return config.knowledge_embedding_model
+    return MODEL if config.embedding_model == BASE else config.embedding_model
 
 
 def intent_model(config: Config) -> str:
@@ -466,7 +471,7 @@ def load_embedder(config: Config, progress: bool = False, *, model: str = "") ->
     model = model or config.embedding_model
     path = ensure_model(config.models_path, model, progress=progress)
     known = MODELS.get(model)
-    name = model if known else Path(path).stem
+    name = (f"{model}@{known.version}" if known.version else model) if known else Path(path).stem
     return LocalEmbedder(path, name=name, n_threads=config.threads, prefixes=known.prefixes if known else ("", ""))
 
 

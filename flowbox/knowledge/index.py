@@ -87,6 +87,7 @@ class Calibration:
 # Fitted by scripts/eval/knowledge.py --fit, each with its bias placed so that RELEVANCE_THRESHOLD is
 # its "no answer" line. A model without its own (remote, a GGUF file) is judged by MiniLM's.
 CALIBRATIONS = {
+    "all-minilm-l6-v2-search": Calibration((0.275, 0.050), (10.652, 26.629, -8.847), 0.56),
     "all-minilm-l6-v2": Calibration((0.150, 0.050), (11.213, 30.337, -8.121), 0.39),
     "e5-small": Calibration((0.025, 0.025), (47.224, 84.213, -43.499), 0.85),
 }
@@ -94,7 +95,7 @@ DEFAULT_CALIBRATION = CALIBRATIONS["all-minilm-l6-v2"]
 
 
 def calibration_of(model: str | None) -> Calibration:
-    return CALIBRATIONS.get(model or "", DEFAULT_CALIBRATION)
+    return CALIBRATIONS.get((model or "").split("@")[0], DEFAULT_CALIBRATION)  # a model's version aside
 
 
 # What a vector stands for. "titled": the item's name (and the chunk's heading) then its text; an

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import StartupError
-from . import intent_encoder
+from . import intent_encoder, search_encoder
 from .download import fetch, file_sha256
 
 # PyPI's simple index in its JSON form (PEP 691): what pip itself reads; the per-release JSON API
@@ -46,6 +46,9 @@ class KnownModel:
     prefixes: tuple[str, str] = ("", "")
     # A model prepared from another's file rather than from a wheel: ``prepare`` gets that file
     derived_from: str = ""
+    # A digest of what it is prepared with, where vectors stored with an earlier one must be noticed: its
+    # embedder is named NAME@VERSION (the intent matcher keys its stored vectors by version itself)
+    version: str = ""
 
 
 def _extract_member(suffix: str) -> Callable[[Path, Path], None]:
@@ -108,6 +111,15 @@ MODELS: dict[str, KnownModel] = {
         prepare=intent_encoder.prepare,
         description="all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)",
         derived_from=intent_encoder.BASE,
+    ),
+    search_encoder.MODEL: KnownModel(
+        name=search_encoder.MODEL,
+        filename=f"all-MiniLM-L6-v2-search-{search_encoder.version()}.f16.gguf",
+        wheel=MINILM_WHEEL,
+        prepare=search_encoder.prepare,
+        description="all-MiniLM-L6-v2 as the knowledge base reads entries and questions, f16 GGUF (embeddings, 384 dimensions)",
+        derived_from=search_encoder.BASE,
+        version=search_encoder.version(),
     ),
     "e5-small": KnownModel(
         name="e5-small",

@@ -11,7 +11,8 @@ synonyms, user language, typos.
 Measured in one run, through the real code (a real SQLite store written by ``save_items``,
 searched by ``flowbox.knowledge.store.search``), on the same questions:
   * flowbox: the default search (``mode=hybrid``) over the configured knowledge embedding model
-    (MiniLM unless ``FLOWBOX_KNOWLEDGE_EMBEDDING_MODEL`` says otherwise), and over the other packaged one;
+    (MiniLM as changed for search unless ``FLOWBOX_KNOWLEDGE_EMBEDDING_MODEL`` says otherwise), and over
+    MiniLM as it is and e5-small;
   * vector only: each model's cosine over the same chunks (``mode=vector``; MiniLM's is the plain baseline);
   * BM25 only: FTS5 over the same chunks (``mode=keyword``).
 Each model's vectors are in a store of its own, holding the same items.
@@ -61,10 +62,11 @@ DOMAINS = ("helpdesk", "municipal", "devices", "travel", "campus", "insurer", "l
 UNTUNED = ("grocery", "hr")
 CHUNK = 600  # characters: the long entries become two to four chunks
 DEPTH = 10  # results asked for (MRR@10)
-# system -> (which model's store, search mode): flowbox as configured (knowledge_embedding_model: MiniLM by
-# default) and with the other packaged model; each model's cosine alone; BM25 alone
-MODELS = {"minilm": "all-minilm-l6-v2", "e5": "e5-small"}
-MODES = {"flowbox (hybrid)": ("knowledge", "hybrid"), "flowbox, other model (hybrid)": ("other", "hybrid"),
+# system -> (which model's store, search mode): flowbox as configured (knowledge_embedding_model: MiniLM as
+# changed for search by default) and with each packaged model; each model's cosine alone; BM25 alone
+MODELS = {"search": "all-minilm-l6-v2-search", "minilm": "all-minilm-l6-v2", "e5": "e5-small"}
+MODES = {"flowbox (hybrid)": ("knowledge", "hybrid"), "flowbox, MiniLM as it is (hybrid)": ("minilm", "hybrid"),
+         "flowbox, e5-small (hybrid)": ("e5", "hybrid"), "vector only (MiniLM for search)": ("search", "vector"),
          "vector only (MiniLM)": ("minilm", "vector"), "vector only (e5-small)": ("e5", "vector"),
          "BM25 only (FTS5)": ("knowledge", "keyword")}
 SUBSET_SIZES = (5, 20)  # small knowledge bases (an agent's linked entries) drawn from each corpus
@@ -245,8 +247,8 @@ async def run(args) -> None:
         ensure_model(MODELS_DIR, name, progress=True)
     embedders = {which: load_embedder(config.replace(embedding_base_url=""), model=name)
                  for which, name in MODELS.items()}
-    mine = "e5" if knowledge_model(config) == MODELS["e5"] else "minilm"  # flowbox's configured model
-    aliases = {"knowledge": mine, "other": "minilm" if mine == "e5" else "e5"}
+    mine = next((k for k, v in MODELS.items() if v == knowledge_model(config)), "minilm")  # flowbox's configured model
+    aliases = {"knowledge": mine}
     embedder = embedders[mine]
     scratch = Path(tempfile.mkdtemp(prefix="flowbox-eval-knowledge-"))
     stores = {which: db.Store(scratch / f"{which}.db") for which in embedders}  # the same items, embedded by each
@@ -310,7 +312,7 @@ async def run(args) -> None:
 
             async with store.read() as tx:
                 dev.append((question, await tx.run(read)))
-        fit(dev, embedder.name)
+        fit(dev, embedder.name.split("@")[0])  # the model, its version aside
 
     # Small knowledge bases: SUBSET_SIZES entries drawn from a corpus into an org of their own (the
     # same chunks and vectors); there, a question about an entry left out has no answer. (BM25 counts
@@ -336,7 +338,7 @@ async def run(args) -> None:
                         if domain not in UNTUNED:  # what a setting may be chosen by
                             small.setdefault((size, question.split, "tuned"), []).append(small[size, question.split][-1])
 
-    print(f"flowbox's knowledge embedding model: {MODELS[mine]}; the other model: {MODELS[aliases['other']]}")
+    print(f"flowbox's knowledge embedding model: {MODELS[mine]}")
     n_none = sum(q.expected is None for q in questions)
     halves = {half: [i for i, q in enumerate(questions) if q.split == half] for half in ("dev", "test")}
     print(f"{sum(len(load_entries(d)) for d in DOMAINS)} entries ({chunks} chunks of at most {CHUNK} characters) "
@@ -346,13 +348,13 @@ async def run(args) -> None:
               for name in MODES}
 
     def table(domains: tuple[str, ...]) -> None:
-        print(f"\n{'system':30} | {'dev: hit@1 hit@5 MRR@10':24} | {'test: hit@1 hit@5 MRR@10':25}")
+        print(f"\n{'system':36} | {'dev: hit@1 hit@5 MRR@10':24} | {'test: hit@1 hit@5 MRR@10':25}")
         for name in MODES:
             row = []
             for idxs in halves.values():
                 m = ranking_metrics([ranked[name][i] for i in idxs if questions[i].expected is not None and questions[i].domain in domains])
                 row.append(f"{m['hit@1']:.3f} {m['hit@5']:.3f} {m['mrr@10']:.3f}")
-            print(f"{name:30} |  {row[0]:23} |  {row[1]:23}")
+            print(f"{name:36} |  {row[0]:23} |  {row[1]:23}")
 
     table(DOMAINS)
     for domain in DOMAINS:
@@ -371,8 +373,12 @@ async def run(args) -> None:
     lines = {
         f"flowbox relevance < {idx.RELEVANCE_THRESHOLD} (documented)": (
             [f[0]["relevance"] if f else 0.0 for f in results["flowbox (hybrid)"]], idx.RELEVANCE_THRESHOLD),
-        f"flowbox, other model: relevance < {idx.RELEVANCE_THRESHOLD}": (
-            [f[0]["relevance"] if f else 0.0 for f in results["flowbox, other model (hybrid)"]], idx.RELEVANCE_THRESHOLD),
+        f"flowbox, MiniLM as it is: relevance < {idx.RELEVANCE_THRESHOLD}": (
+            [f[0]["relevance"] if f else 0.0 for f in results["flowbox, MiniLM as it is (hybrid)"]], idx.RELEVANCE_THRESHOLD),
+        f"flowbox, e5-small: relevance < {idx.RELEVANCE_THRESHOLD}": (
+            [f[0]["relevance"] if f else 0.0 for f in results["flowbox, e5-small (hybrid)"]], idx.RELEVANCE_THRESHOLD),
+        "vector only (MiniLM for search): top cosine": (
+            [f[0]["similarity"] if f else 0.0 for f in results["vector only (MiniLM for search)"]], None),
         "vector only (MiniLM): top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (MiniLM)"]], None),
         "vector only (e5-small): top cosine": ([f[0]["similarity"] if f else 0.0 for f in results["vector only (e5-small)"]], None),
         "BM25 only: top BM25": ([f[0]["score"] if f else 0.0 for f in results["BM25 only (FTS5)"]], None),
@@ -387,12 +393,12 @@ async def run(args) -> None:
         for half, idxs in halves.items():
             none, some = no_answer_metrics([tops[i] for i in idxs], [answerable[i] for i in idxs], threshold)
             row.append(f"{none:.3f} / {some:.3f}")
-        print(f"  {name:48} dev {row[0]}   test {row[1]}")
+        print(f"  {name:52} dev {row[0]}   test {row[1]}")
     print("  at the line that puts 80% of dev's no-answer questions below it (placed on the tuned corpora's dev): answerable above it")
     for name, (tops, _) in lines.items():
         share, line = share_at([tops[i] for i in dev_idx], [answerable[i] for i in dev_idx])
         test = no_answer_metrics([tops[i] for i in halves["test"]], [answerable[i] for i in halves["test"]], line)
-        print(f"    {name.split(' <')[0].split(':')[0]:24} dev {share:.3f}   test {test[1]:.3f} (no-answer below: {test[0]:.3f})")
+        print(f"    {name.split(' <')[0].split(':')[0]:32} dev {share:.3f}   test {test[1]:.3f} (no-answer below: {test[0]:.3f})")
     tops = lines[next(iter(lines))][0]
     print(f"  flowbox relevance < {idx.RELEVANCE_THRESHOLD}, corpus by corpus:")
     for domain in DOMAINS:

@@ -11,6 +11,7 @@ from flowbox.embeddings import get_embedder
 from flowbox.knowledge import agent_tools
 from flowbox.knowledge import index as idx
 from flowbox.knowledge.reembed import reembed
+from flowbox.models import search_encoder
 from tests.helpers import KNOWLEDGE_URL as URL
 from tests.helpers import add_knowledge, knowledge_org
 
@@ -190,5 +191,5 @@ def test_an_index_of_another_model_answers_503_naming_both_models(make_server):
     assert response.json() == {
         "error": "Service temporarily unavailable",
         "message": "The knowledge index was built with the embedding model 'remote:embed-small', but "
-                   "'all-minilm-l6-v2' is configured; run 'flowbox knowledge reembed'.",
+                   f"'{search_encoder.MODEL}@{search_encoder.version()}' is configured; run 'flowbox knowledge reembed'.",
     }
