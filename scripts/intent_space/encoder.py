@@ -157,6 +157,32 @@ def held_out_accuracy(encoder: Encoder, flows: list[dict]) -> float:
     return train.nearest_accuracy([train.Flow(d, vector_of) for d in flows], np.eye(encoder.model.config.hidden_size))[0]
 
 
+def learn(encoder: Encoder, items: list, loss, rng: np.random.Generator, epochs: int, measure=None,
+          steps: int | None = None) -> None:
+    """Adam over ``items``, one a step (``loss(encoder, item, bar, rng)``, with the bar for "none of them"
+    learned beside), ``epochs`` passes in a random order; after each pass it prints the mean loss and, with
+    ``measure``, what ``measure(encoder)`` says of the held-out data. ``steps`` stops early (a quick check)."""
+    torch = encoder.torch
+    bar = torch.nn.Parameter(torch.tensor(0.5))
+    optimizer = torch.optim.Adam(encoder.parameters() + [bar], lr=LEARNING_RATE)
+    taken = 0
+    for epoch in range(1, epochs + 1):
+        started, losses = time.monotonic(), []
+        for n in rng.permutation(len(items)):
+            if steps and taken >= steps:
+                break
+            optimizer.zero_grad()
+            value = loss(encoder, items[n], bar, rng)
+            value.backward()
+            optimizer.step()
+            losses.append(value.item())
+            taken += 1
+        report = f"pass {epoch}: loss {np.mean(losses):.4f}, {time.monotonic() - started:.0f} s, bar {bar.item():.3f}"
+        print(report + (f"; held out: {measure(encoder)}" if measure else ""), flush=True)
+        if steps and taken >= steps:
+            break
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fold", type=int, help=f"train without the flows n %% {FOLDS} == K; report on them")
@@ -173,20 +199,8 @@ def main() -> None:
         encoder = Encoder(minilm_dir(Path(folder)))
     if held:
         print(f"{len(held)} held-out flows, nearest example: {held_out_accuracy(encoder, held):.3f}", flush=True)
-    bar = torch.nn.Parameter(torch.tensor(0.5))
-    optimizer = torch.optim.Adam(encoder.parameters() + [bar], lr=LEARNING_RATE)
-    for epoch in range(1, EPOCHS + 1):
-        started, losses = time.monotonic(), []
-        for n in rng.permutation(len(trained)):
-            optimizer.zero_grad()
-            loss = flow_loss(encoder, trained[n], bar, rng)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-        report = f"pass {epoch}: loss {np.mean(losses):.4f}, {time.monotonic() - started:.0f} s"
-        if held:
-            report += f"; held-out nearest example {held_out_accuracy(encoder, held):.3f}"
-        print(report, flush=True)
+    learn(encoder, trained, flow_loss, rng, EPOCHS,
+          (lambda changed: f"nearest example {held_out_accuracy(changed, held):.3f}") if held else None)
     out = args.out or FILE
     encoder.save(out)
     print(f"wrote {out}")

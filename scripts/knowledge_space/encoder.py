@@ -30,7 +30,6 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,6 @@ FOLDS = 4
 EPOCHS = 2
 QUESTIONS = 48  # of a corpus's questions, a random draw each step
 SCALE = 20.0
-LEARNING_RATE = 1e-3
 RANK = intent_encoder_training.RANK
 
 
@@ -121,26 +119,8 @@ def main() -> None:
         encoder = intent_encoder_training.Encoder(intent_encoder_training.minilm_dir(Path(folder)))
     if held:
         print(f"{len(held)} held-out corpora, MiniLM as it is: {report(search_metrics(encoder, held))}", flush=True)
-    bar = torch.nn.Parameter(torch.tensor(0.5))
-    optimizer = torch.optim.Adam(encoder.parameters() + [bar], lr=LEARNING_RATE)
-    steps = 0
-    for epoch in range(1, EPOCHS + 1):
-        started, losses = time.monotonic(), []
-        for n in rng.permutation(len(trained)):
-            optimizer.zero_grad()
-            loss = corpus_loss(encoder, trained[n], bar, rng)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            steps += 1
-            if args.steps and steps >= args.steps:
-                break
-        line = f"pass {epoch}: loss {np.mean(losses):.4f}, {time.monotonic() - started:.0f} s, bar {bar.item():.3f}"
-        if held:
-            line += f"; held out: {report(search_metrics(encoder, held))}"
-        print(line, flush=True)
-        if args.steps and steps >= args.steps:
-            break
+    intent_encoder_training.learn(encoder, trained, corpus_loss, rng, EPOCHS,
+                                  (lambda changed: report(search_metrics(changed, held))) if held else None, args.steps)
     encoder.save(args.out)
     print(f"wrote {args.out}")
 
