@@ -5,8 +5,9 @@
 of business so that a customer's message lands near its own intent's examples: what "I won't make it on
 Friday" or "wher is my ordr" asks, which MiniLM as it is reads by its words. ``prepare`` writes the model
 ``MODEL``: the built-in model's GGUF with ``b @ a`` added to each of those weights. Only the intent
-matcher uses it (``embeddings.intent_model``); the knowledge base and the OpenAI-compatible endpoint keep
-MiniLM as it is.
+matcher uses it (``embeddings.intent_model``); the knowledge base reads with its own changes
+(``search_encoder``, prepared by this module's ``prepare``) and the OpenAI-compatible endpoint with MiniLM as
+it is.
 """
 
 from __future__ import annotations
