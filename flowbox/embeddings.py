@@ -466,12 +466,12 @@ def load_embedder(config: Config, progress: bool = False, *, model: str = "") ->
             return RemoteEmbedder(config.embedding_base_url, config.embedding_remote_model, config.embedding_api_key)
         except ModelError as exc:
             raise StartupError(str(exc)) from None
-    from .models.files import MODELS, ensure_model
+    from .models.files import MODELS, embedder_name, ensure_model
 
     model = model or config.embedding_model
     path = ensure_model(config.models_path, model, progress=progress)
     known = MODELS.get(model)
-    name = (f"{model}@{known.version}" if known.version else model) if known else Path(path).stem
+    name = embedder_name(model) if known else Path(path).stem
     return LocalEmbedder(path, name=name, n_threads=config.threads, prefixes=known.prefixes if known else ("", ""))
 
 

@@ -29,6 +29,7 @@ from .chats import store as chats_store
 from .embeddings import loaded_embedders
 from .errors import StartupError, error
 from .http import presented_key, services_of
+from .models.files import model_of
 from .models.pool import pool_servers
 from .services import Services
 from .stats import BUCKETS, HttpStats, Timings, generation_stats
@@ -134,7 +135,8 @@ class _Collector:
                 family["flowbox_remote_server_in_flight"].add_metric([name, server["url"]], server["in_flight"])
         for loaded in loaded_embedders(services):
             if loaded.embedder is not None:
-                family["flowbox_embeddings"].add_metric([loaded.embedder.name], loaded.embedder.embedded)
+                # by model, its version aside: new learned changes keep a dashboard's series
+                family["flowbox_embeddings"].add_metric([model_of(loaded.embedder.name)], loaded.embedder.embedded)
         worker = services.state(outbox.OutboxWorker).running
         for outcome in ("delivered", "retry", "dead"):
             family["flowbox_outbox_attempts"].add_metric([outcome], worker.outcomes[outcome] if worker else 0)

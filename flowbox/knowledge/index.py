@@ -36,6 +36,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from ..errors import error
+from ..models.files import model_of
 from .chunking import first_heading
 
 # Ranking and relevance see three features of a candidate: its cosine, its coverage (the share of the
@@ -95,7 +96,7 @@ DEFAULT_CALIBRATION = CALIBRATIONS["all-minilm-l6-v2"]
 
 
 def calibration_of(model: str | None) -> Calibration:
-    return CALIBRATIONS.get((model or "").split("@")[0], DEFAULT_CALIBRATION)  # a model's version aside
+    return CALIBRATIONS.get(model_of(model or ""), DEFAULT_CALIBRATION)
 
 
 # What a vector stands for. "titled": the item's name (and the chunk's heading) then its text; an

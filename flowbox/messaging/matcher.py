@@ -51,7 +51,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..ids import iso
-from ..models import intent_encoder
+from ..models.files import model_of
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, shipped_vectors
 from .intents import Features, Model, expand, train
@@ -98,7 +98,7 @@ class Embeddings:
     def builtin(self) -> bool:
         """Whether the embedder is the built-in MiniLM, the one the bars of the common and the
         off-topic phrasings were measured with (other models put cosines on other scales)."""
-        return self.model.split(":")[0] == common_phrasings.MODEL
+        return model_of(self.model.split(":")[0]) == common_phrasings.MODEL
 
     async def ready(self) -> bool:
         if self.embedder is not None:
@@ -114,9 +114,8 @@ class Embeddings:
             log.warning("intent matching falls back to exact matches: embeddings unavailable (%s)", exc)
             return False
         name = getattr(self.embedder, "name", None) or getattr(self.embedder, "model", None) or self.services.config.embedding_model
-        # the key of the example vectors kept in SQLite: the intent encoder's are kept by its version
-        version = f"@{intent_encoder.version()}" if name == intent_encoder.MODEL else ""
-        self.model = f"{name}:{self.embedder.dim}{version}"
+        # the key of the example vectors kept in SQLite (a derived model's name has its version: embedder_name)
+        self.model = f"{name}:{self.embedder.dim}"
         return True
 
     async def examples(self, texts: list[str]) -> np.ndarray:

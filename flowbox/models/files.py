@@ -47,8 +47,20 @@ class KnownModel:
     # A model prepared from another's file rather than from a wheel: ``prepare`` gets that file
     derived_from: str = ""
     # A digest of what it is prepared with, where vectors stored with an earlier one must be noticed: its
-    # embedder is named NAME@VERSION (the intent matcher keys its stored vectors by version itself)
+    # embedder is named NAME@VERSION (``embedder_name``), and stored vectors are kept under that name
     version: str = ""
+
+
+def embedder_name(model: str) -> str:
+    """The name a known model's embedder goes by, and its stored vectors are kept under: ``NAME@VERSION``
+    for a model prepared with learned changes, so that vectors from earlier changes are not mistaken for its."""
+    known = MODELS.get(model)
+    return f"{model}@{known.version}" if known and known.version else model
+
+
+def model_of(embedder_name: str) -> str:
+    """The model an embedder's name names, its version aside (what calibrations are kept by)."""
+    return embedder_name.split("@")[0]
 
 
 def _extract_member(suffix: str) -> Callable[[Path, Path], None]:
@@ -111,6 +123,7 @@ MODELS: dict[str, KnownModel] = {
         prepare=intent_encoder.prepare,
         description="all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)",
         derived_from=intent_encoder.BASE,
+        version=intent_encoder.version(),
     ),
     search_encoder.MODEL: KnownModel(
         name=search_encoder.MODEL,

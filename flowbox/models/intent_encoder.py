@@ -7,7 +7,8 @@ Friday" or "wher is my ordr" asks, which MiniLM as it is reads by its words. ``p
 ``MODEL``: the built-in model's GGUF with ``b @ a`` added to each of those weights. Only the intent
 matcher uses it (``embeddings.intent_model``); the knowledge base reads with its own changes
 (``search_encoder``, prepared by this module's ``prepare``) and the OpenAI-compatible endpoint with MiniLM as
-it is.
+it is. Its embedder is named ``MODEL@version`` (``models.files.embedder_name``), and the matcher keeps
+example vectors under that name, so that new changes embed a project's examples again.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value",
 
 @functools.cache
 def version(file: Path = FILE) -> str:
-    """A digest of the changes (of ``file``): the prepared file is named by it, so changed weights make a
-    new file."""
+    """A digest of the changes (of ``file``): the prepared file and the embedder are named by it, so changed
+    weights make a new file and vectors stored with the old ones are not used."""
     return hashlib.sha1(file.read_bytes()).hexdigest()[:10]
 
 

@@ -8,7 +8,7 @@ stolen cards"), and a question no article answers further from all of them. ``pr
 the built-in model's GGUF with the changes added. The knowledge base uses it by default
 (``embeddings.knowledge_model``); ``/v1/embeddings`` and the intent matcher do not.
 
-Its embedder is named ``MODEL@version`` (``models.files.KnownModel.version``), so that a knowledge index
+Its embedder is named ``MODEL@version`` (``models.files.embedder_name``), so that a knowledge index
 embedded with other changes is noticed and embedded again.
 """
 

@@ -237,7 +237,7 @@ async def run(args) -> None:
     from flowbox.knowledge import index as idx
     from flowbox.knowledge import store as kb
     from flowbox.knowledge.chunking import split_text
-    from flowbox.models.files import ensure_model
+    from flowbox.models.files import ensure_model, model_of
 
     started = time.monotonic()
     MODELS_DIR.mkdir(parents=True, exist_ok=True)
@@ -312,7 +312,7 @@ async def run(args) -> None:
 
             async with store.read() as tx:
                 dev.append((question, await tx.run(read)))
-        fit(dev, embedder.name.split("@")[0])  # the model, its version aside
+        fit(dev, model_of(embedder.name))
 
     # Small knowledge bases: SUBSET_SIZES entries drawn from a corpus into an org of their own (the
     # same chunks and vectors); there, a question about an entry left out has no answer. (BM25 counts

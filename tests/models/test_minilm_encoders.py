@@ -93,14 +93,21 @@ def test_it_reads_a_question_nearer_its_answer_than_minilm():
 
 
 def test_each_reads_with_its_own(server):
-    """The intent matcher's embedder is the intent encoder, the knowledge base's the search encoder (named
-    with its changes' version, which the knowledge index records); the OpenAI-compatible endpoint keeps
-    MiniLM as it is."""
+    """The intent matcher's embedder is the intent encoder, the knowledge base's the search encoder (each
+    named with its changes' version, which the knowledge index and the stored example vectors are kept
+    under); the OpenAI-compatible endpoint keeps MiniLM as it is."""
     from flowbox.embeddings import get_embedder, loaded_embedders
 
     intents = server.call(get_embedder(server.services, intents=True))
     knowledge = server.call(get_embedder(server.services, knowledge=True))
     app = server.call(get_embedder(server.services))
-    assert intents.name == intent_encoder.MODEL and app.name == intent_encoder.BASE
+    assert intents.name == f"{intent_encoder.MODEL}@{intent_encoder.version()}" and app.name == intent_encoder.BASE
     assert knowledge.name == f"{search_encoder.MODEL}@{search_encoder.version()}"
     assert {id(s.embedder) for s in loaded_embedders(server.services)} == {id(intents), id(knowledge), id(app)}
+    # the matcher keeps example vectors under that name, so new changes re-embed them, and it still
+    # counts as the built-in model its shipped phrasings were embedded with
+    from flowbox.messaging.matcher import embeddings_of
+
+    matcher_embeddings = embeddings_of(server.services)
+    assert server.call(matcher_embeddings.ready())
+    assert matcher_embeddings.model == f"{intents.name}:384" and matcher_embeddings.builtin
