@@ -135,22 +135,29 @@ def _check_texts(value: Any) -> None:
                 stack.append((child, f"{path}.{key}" if path else key))
 
 
-async def body_or_none(request: Request) -> bytes | None:
-    """The raw body of a request whose body is optional, or None when it has none: no bytes at all. Anything
-    else, whitespace alone included, must be JSON (a blank document is a client's mistake to report, not an
-    absent body to guess at)."""
-    return await request.body() or None
+def invalid_json(exc: BadJSON) -> Exception:
+    """The documented 400 for a body that is not the JSON asked for (never Litestar's own shape)."""
+    return error(400, "Invalid JSON body" if exc.syntax else "Validation failed", str(exc))
 
 
 async def json_body(request: Request) -> Any:
-    """The parsed body, or the documented 400 for invalid JSON (never Litestar's own shape)."""
+    """The parsed body, or the documented 400 for an empty body or invalid JSON."""
+    if not await request.body():
+        raise error(400, "Invalid JSON body", "The request body is empty")
+    return await optional_json_body(request)
+
+
+async def optional_json_body(request: Request, invalid: Callable[[BadJSON], Exception] = invalid_json) -> Any:
+    """The parsed body of a request whose body is optional, ``{}`` when it has none: no bytes at all. Anything
+    else, whitespace alone included, must be JSON (a blank document is a client's mistake to report, not an
+    absent body to guess at); ``invalid`` makes the error for one that is not, in the caller's API's shape."""
     raw = await request.body()
     if not raw:
-        raise error(400, "Invalid JSON body", "The request body is empty")
+        return {}
     try:
         return await decode_json_async(raw)
     except BadJSON as exc:
-        raise error(400, "Invalid JSON body" if exc.syntax else "Validation failed", str(exc)) from None
+        raise invalid(exc) from None
 
 
 def whole_number(raw: str | None, minimum: int, maximum: int) -> int | None:

@@ -13,7 +13,7 @@ from .. import orgs
 from ..apidoc import body_doc, doc, obj, string
 from ..db import Store
 from ..errors import error
-from ..http import Caller, body_or_none, json_body, services_of
+from ..http import Caller, optional_json_body, services_of
 from ..ids import iso
 from ..revocation import api_key, streams_of
 from ..validation import invalid, is_text
@@ -68,7 +68,7 @@ async def list_keys(request: Request, principal: Caller) -> dict[str, Any]:
       status_code=201, responses=doc(201, KeyCreated, 400, 401),
       operation_class=body_doc(obj(name=string(MAX_NAME, description="Defaults to 'console'")), required=False))
 async def create_key(request: Request, principal: Caller) -> dict[str, Any]:
-    body = await json_body(request) if await body_or_none(request) is not None else {}
+    body = await optional_json_body(request)
     if not isinstance(body, dict):
         raise invalid("The request body must be a JSON object.")
     name = body.get("name", "console")

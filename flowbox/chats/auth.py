@@ -16,7 +16,7 @@ from litestar import Request, Response, post
 
 from ..apidoc import body_doc, doc
 from ..errors import ApiError, Problem, error
-from ..http import BadJSON, decode_json_async, services_of
+from ..http import optional_json_body, services_of
 from ..ids import iso
 from ..orgs import Principal, authenticate, hash_key
 from .schemas import TOKEN_BODY, AccessToken, OAuthError
@@ -91,15 +91,13 @@ def _oauth_error(status: int, code: str, description: str, basic: bool = False) 
 
 
 async def _token_params(request: Request) -> dict[str, str]:
-    raw = await request.body()
     if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
-        try:
-            body = await decode_json_async(raw or b"{}")
-        except BadJSON as exc:
-            raise _oauth_error(400, "invalid_request", f"The request body is not valid JSON: {exc}") from None
+        body = await optional_json_body(
+            request, lambda exc: _oauth_error(400, "invalid_request", f"The request body is not valid JSON: {exc}"))
         if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
             raise _oauth_error(400, "invalid_request", "The request body must be an object of string parameters.")
         return body
+    raw = await request.body()
     try:
         pairs = urllib.parse.parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw.strip()))
     except (UnicodeDecodeError, ValueError):

@@ -16,7 +16,7 @@ from litestar.response import File
 
 from .. import orgs
 from ..apidoc import EventStream, body_doc, doc, query
-from ..http import BadJSON, authenticated, body_or_none, decode_json_async, presented_key, services_of
+from ..http import authenticated, optional_json_body, presented_key, services_of
 from ..revocation import REVOKED_MESSAGE, Credential, api_key, project_token, streams_of
 from ..sse import EventStream as EventStreamResponse
 from ..sse import event, until_revoked
@@ -114,19 +114,9 @@ def is_true(raw: str | None) -> bool:
     return (raw or "").lower() in ("true", "1", "yes")
 
 
-async def optional_json(request: Request) -> Any:
-    raw = await body_or_none(request)
-    if raw is None:
-        return {}
-    try:
-        return await decode_json_async(raw)
-    except BadJSON as exc:
-        raise rest_error(400, f"The request body is not valid JSON: {exc}") from None
-
-
 async def pause_seconds(request: Request) -> int | None:
     """A pause request's optional body, ``{"secondsToPause": n}``: None pauses until resumed."""
-    body = await optional_json(request)
+    body = await optional_json_body(request, lambda exc: rest_error(400, f"The request body is not valid JSON: {exc}"))
     seconds = body.get("secondsToPause") if isinstance(body, dict) else None
     if not isinstance(body, dict) or (seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
                                                                or not 0 <= seconds <= MAX_PAUSE_SECONDS)):

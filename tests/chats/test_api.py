@@ -416,8 +416,10 @@ def test_oauth_client_credentials_tokens(server):
         response = httpx.post(f"{server.base_url}/oauth/token", data=data)
         assert response.status_code == status and response.json()["error"] == code, (data, response.text)
         assert response.json()["error_description"]
-    bad = httpx.post(f"{server.base_url}/oauth/token", content=b"{not json", headers={"Content-Type": "application/json"})
-    assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
+    for raw in (b"{not json", b" \t\r\n", b""):  # an empty body is no parameters; whitespace is not JSON
+        bad = httpx.post(f"{server.base_url}/oauth/token", content=raw, headers={"Content-Type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error"] == "invalid_request", (raw, bad.text)
+        assert ("not valid JSON" in bad.json()["error_description"]) == bool(raw), bad.text
 
     # an expired token is refused with a clear message
     async def expire():
