@@ -187,7 +187,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             if judged and judged["stepId"] == item["stepId"] and not child:
                 reason += f" The judge finds it right with probability {judged['probability']:.2f} (bar {judged['bar']:.2f})."
         else:
-            reason = (f"Its closest example “{item['example']}” has similarity {item['similarity']:.2f} (threshold {threshold:.2f}); "
+            reason = (f"Its closest example “{item['example']}” has similarity {item['similarity']:.2f}, "
+                      f"confidence {item['confidence']:.2f} for this flow's examples per intent (threshold {threshold:.2f}); "
                       "the learned model is not ready (it trains after a change, for flows with enough examples).")
         if child:
             reason += f" As a child of “{current['title']}”, the step the thread is in, it was tried first, at half the threshold."

@@ -26,7 +26,10 @@ has been used to choose moves to ``DOMAINS`` and fresh ones replace it. They run
 print as a table of their own, while the
 baselines' thresholds are still chosen on the tuned domains' dev half only.
 
-    python scripts/eval/intents.py [--misses dev|test|all]
+    python scripts/eval/intents.py [--misses dev|test|all] [--examples N]
+
+``--examples N`` keeps only each intent's first N examples (in flowbox and the baselines alike): how the
+matcher does for a bot builder who writes fewer than the flows' six.
 
 Runs offline: the MiniLM model is prepared into ~/.cache/flowbox-test-models (as the tests do).
 """
@@ -93,11 +96,14 @@ def load_cases(domain: str) -> list[Case]:
 class Bot:
     """One domain's flow as a project of its own; ``ask`` sends one utterance on a fresh thread."""
 
-    def __init__(self, server: InProcessServer, domain: str, org_id: str):
+    def __init__(self, server: InProcessServer, domain: str, org_id: str, examples: int | None = None):
         from flowbox.messaging import flows, projects
 
         self.server, self.domain = server, domain
         self.flow = json.loads((DATA / f"{domain}_flow.json").read_text())
+        for step in self.flow["steps"]:
+            if step["type"] == "INTENT" and examples:
+                step["intent"]["examples"] = step["intent"]["examples"][:examples]
         self.project, _ = server.call(projects.create_project(server.services.store, org_id, f"eval-{domain}"))
         server.call(flows.import_flows(server.services.store, self.project["id"], self.flow))
         self.project = server.call(projects.get_project(server.services.store, self.project["id"]))
@@ -223,6 +229,7 @@ def tune(cases: list[Case], predict, grid) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", choices=("dev", "test", "all"), help="list the flowbox misses of that half")
+    parser.add_argument("--examples", type=int, help="keep only each intent's first N examples")
     args = parser.parse_args()
     import logging
 
@@ -237,7 +244,7 @@ def main() -> None:
     embedder = server.call(get_embedder(server.services))  # MiniLM as it is
     reader = server.call(get_embedder(server.services, intents=True))  # as the intent matcher reads (intent_encoder)
     cases = [c for d in DOMAINS + UNTUNED for c in load_cases(d)]
-    bots = {d: Bot(server, d, org["id"]) for d in DOMAINS + UNTUNED}
+    bots = {d: Bot(server, d, org["id"], args.examples) for d in DOMAINS + UNTUNED}
 
     def embed(texts: list[str], by=embedder) -> np.ndarray:
         return np.asarray(server.call(by.embed(texts)), dtype=np.float32)

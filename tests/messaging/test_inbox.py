@@ -123,6 +123,21 @@ def test_explain_says_why_and_stores_nothing(org_server):
     assert missing.status_code == 400 and "text" in missing.json()["message"]
 
 
+def test_a_flow_too_small_to_learn_from_matches_its_nearest_example_with_a_calibrated_confidence(org_server):
+    # two or three examples per intent: no model is learned, each message goes to its nearest example's
+    # intent when that is likely enough right for this flow's number of examples
+    project_id, admin, _ = project(org_server)
+    explain = f"/v1/projects/{project_id}/explain"
+    near = admin.get(explain, params={"text": "how hot is it outside"}).json()
+    top = near["intents"][0]
+    assert near["method"] == "similarity" and near["step"]["stepId"] == "weather" == top["stepId"]
+    assert near["confidence"] == top["confidence"] > near["threshold"] == 0.5 > top["similarity"] > 0.4
+    # a text with no word the model knows lands anywhere: it needs a cosine of 0.5, whatever its confidence
+    noise = admin.get(explain, params={"text": "zxqv wvvk"}).json()
+    assert noise["intents"][0]["confidence"] > 0.5 > noise["intents"][0]["similarity"]
+    assert noise["step"]["type"] in ("UNKNOWN", "ANYTHING")
+
+
 def test_project_events_end_when_their_key_or_token_is_revoked(org_server):
     project_id, admin, rest = project(org_server)
     spare = org_server.client().post("/api/admin/keys", json={"name": "human agent"}).json()
