@@ -92,3 +92,34 @@ def _flows(rng: np.random.Generator, count: int) -> list:
                 "out_of_scope": [vector(rng.standard_normal(12), 1.6) for _ in range(12)]}
         flows.append(train.Flow(data, texts))
     return flows
+
+
+def test_the_nearest_examples_confidence_is_fitted_where_accepting_and_declining_differ(monkeypatch):
+    """``scripts/intent_space/nearest_confidence.py`` fits ``matcher.NEAREST_CONFIDENCE``: on messages whose
+    nearest intent is right (accepting is right) or that the flow does not cover (declining is), the
+    logistic crosses 0.5 between the two, further up for flows with more examples per intent; a message
+    whose nearest intent is wrong is wrong either way and moves nothing."""
+    monkeypatch.syspath_prepend(str(TRAINER.parent))  # the script imports train.py from beside it
+    spec = importlib.util.spec_from_file_location("nearest_confidence", TRAINER.with_name("nearest_confidence.py"))
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(7)
+
+    def measured(right_at: float, outside_at: float, wrong: int) -> np.ndarray:
+        right = np.stack([rng.normal(right_at, 0.05, 400), np.ones(400), np.ones(400)], axis=1)
+        outside = np.stack([rng.normal(outside_at, 0.05, 400), np.zeros(400), np.zeros(400)], axis=1)
+        wrong_rows = np.stack([np.full(wrong, 0.9), np.zeros(wrong), np.ones(wrong)], axis=1)  # in scope, nearest wrong
+        return np.vstack([right, outside, wrong_rows])
+
+    def bar(weights, bias, examples):  # the cosine where the confidence crosses 0.5
+        return -(bias + weights[1] * np.log(examples)) / weights[0]
+
+    fitted = script.fit({1: measured(0.45, 0.25, 0), 6: measured(0.55, 0.35, 0)})
+    assert abs(bar(*fitted, 1) - 0.35) < 0.03 and abs(bar(*fitted, 6) - 0.45) < 0.03
+    again = script.fit({1: measured(0.45, 0.25, 300), 6: measured(0.55, 0.35, 300)})
+    assert abs(bar(*again, 1) - bar(*fitted, 1)) < 0.02
+    # what the matcher ships, at the default threshold: the bars its comments and the README give
+    from flowbox.messaging.matcher import NEAREST_CONFIDENCE
+
+    shipped = (np.array(NEAREST_CONFIDENCE[:2]), NEAREST_CONFIDENCE[2])
+    assert round(bar(*shipped, 1), 2) == 0.34 and round(bar(*shipped, 6), 2) == 0.43
