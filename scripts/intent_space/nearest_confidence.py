@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from train import FLOWS, FRAGMENTS, embed  # beside this script
+from train import FLOWS, FRAGMENTS, Flow, embed  # beside this script
 
 EXAMPLES = (1, 2, 3, 6)
 UNSEEN = Path(__file__).with_name("unseen_flows.txt")
@@ -34,17 +34,13 @@ UNSEEN = Path(__file__).with_name("unseen_flows.txt")
 
 def rows(flows: list[dict], vector_of: dict[str, np.ndarray], examples: int) -> np.ndarray:
     """Per message: its nearest example's cosine, whether that example's intent is its own, whether it is in scope."""
-    from flowbox.messaging.intents import expand
-
     out = []
-    for flow in flows:
-        kept = [(n, expand(t)) for n, i in enumerate(flow["intents"]) for t in i["examples"][:examples]]
-        matrix, owner = np.stack([vector_of[t] for _, t in kept]), np.array([n for n, _ in kept])
-        messages = [(expand(t), n) for n, i in enumerate(flow["intents"]) for t in i["utterances"]]
-        messages += [(expand(t), -1) for t in flow["out_of_scope"] + FRAGMENTS]
-        similarity = np.stack([vector_of[t] for t, _ in messages]) @ matrix.T
-        label = np.array([n for _, n in messages])
-        out.append(np.stack([similarity.max(axis=1), owner[similarity.argmax(axis=1)] == label, label >= 0], axis=1))
+    for data in flows:
+        flow = Flow({**data, "intents": [{**i, "examples": i["examples"][:examples]} for i in data["intents"]],
+                     "out_of_scope": data["out_of_scope"] + FRAGMENTS}, vector_of)
+        similarity = flow.messages @ flow.examples.T
+        out.append(np.stack([similarity.max(axis=1), flow.example_intent[similarity.argmax(axis=1)] == flow.label,
+                             flow.label < flow.intents], axis=1))
     return np.vstack(out).astype(float)
 
 
@@ -78,9 +74,10 @@ def main() -> None:
 
     names = args.flows or UNSEEN.read_text().split()
     flows = [json.loads((FLOWS / name).read_text()) for name in names]
-    texts = list(dict.fromkeys(expand(t) for f in flows for t in
+    texts = list(dict.fromkeys(t for f in flows for t in
                                [*(t for i in f["intents"] for t in i["examples"] + i["utterances"]), *f["out_of_scope"], *FRAGMENTS]))
-    vector_of = dict(zip(texts, intent_space.mapped(embed(load(), texts, cache=args.cache))))
+    # read as the matcher reads them: shorthand spelt out (intents.expand)
+    vector_of = dict(zip(texts, intent_space.mapped(embed(load(), [expand(t) for t in texts], cache=args.cache))))
     halves = flows[::2], flows[1::2]
     for fitted_on, measured_on in (halves, halves[::-1]):
         weights, bias = fit({k: rows(fitted_on, vector_of, k) for k in EXAMPLES})
