@@ -17,7 +17,7 @@ import logging
 from .embeddings import get_embedder
 from .knowledge import index as idx
 from .knowledge.reembed import reembed
-from .messaging.conversation import graph_for
+from .messaging.conversation import prepare
 from .services import Services
 
 log = logging.getLogger("flowbox")
@@ -46,12 +46,8 @@ async def _warm(services: Services) -> None:
         log.warning("embedding model not loaded at start: %s", exc)
         return
     for project in projects:
-        try:
-            graph = await graph_for(services, dict(project))
-        except Exception as exc:  # noqa: BLE001 - its first message tries again (and answers the error)
-            log.warning("preparing the flows of project %s failed: %r", project["id"], exc)
-            continue
-        if graph.index.learning is not None:  # one project's model at a time: live requests share the CPU
+        graph = await prepare(services, dict(project))
+        if graph is not None and graph.index.learning is not None:  # one project's model at a time: live requests share the CPU
             await asyncio.wait([graph.index.learning])
 
 

@@ -278,7 +278,9 @@ async def list_flows(request: Request, project: ProjectOf, project_id: FromPath[
       responses=doc(201, Flow, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(FLOW_BODY))
 async def create_flow(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
-    return await flows.create_flow(services.store, project_id, await read_json(request, services.config.max_body_bytes))
+    flow = await flows.create_flow(services.store, project_id, await read_json(request, services.config.max_body_bytes))
+    conversation.prepare_soon(services, project)
+    return flow
 
 
 @post("/v1/projects/{project_id:str}/flows/import", status_code=200, request_max_body_size=None,
@@ -286,8 +288,11 @@ async def create_flow(request: Request, project: ProjectOf, project_id: FromPath
       responses=doc(200, Imported, *errors(400, 401, 403, 404, 409, 413)), operation_class=body_doc(IMPORT_BODY))
 async def import_flows(request: Request, project: ProjectOf, project_id: FromPath[str],
                        replace: query("true: the project's flows that the document does not hold are deleted") = None) -> dict[str, Any]:
+    services = services_of(request)
     document = await read_json(request, IMPORT_MAX_BYTES)
-    return {"status": "ok", **await flows.import_flows(services_of(request).store, project_id, document, is_true(replace))}
+    imported = await flows.import_flows(services.store, project_id, document, is_true(replace))
+    conversation.prepare_soon(services, project)
+    return {"status": "ok", **imported}
 
 
 @get("/v1/projects/{project_id:str}/flows/export", summary="Export every Flow of the project", responses=doc(200, FlowExport, *errors(401, 403, 404)))
@@ -310,14 +315,17 @@ async def replace_flow(request: Request, project: ProjectOf, project_id: FromPat
     flow = await flows.replace_flow(services.store, project_id, flow_id, await read_json(request, services.config.max_body_bytes))
     if flow is None:
         raise rest_error(404, "Flow not found")
+    conversation.prepare_soon(services, project)
     return flow
 
 
 @delete("/v1/projects/{project_id:str}/flows/{flow_id:str}", status_code=200, summary="Delete a Flow",
         responses=doc(200, Ok, *errors(401, 403, 404)))
 async def delete_flow(request: Request, project: ProjectOf, project_id: FromPath[str], flow_id: FromPath[str]) -> dict[str, Any]:
-    if not await flows.delete_flow(services_of(request).store, project_id, flow_id):
+    services = services_of(request)
+    if not await flows.delete_flow(services.store, project_id, flow_id):
         raise rest_error(404, "Flow not found")
+    conversation.prepare_soon(services, project)
     return OK
 
 

@@ -113,6 +113,29 @@ async def graph_for(services: Services, project: dict[str, Any]) -> Graph:
     return graph
 
 
+async def prepare(services: Services, project: dict[str, Any]) -> Graph | None:
+    """Compiles the project's flows and starts learning their intent model ahead of any message (at
+    start, ``warmup``; after a flow changes, ``prepare_soon``), so that the first message neither waits
+    for the examples' embeddings nor meets a model still being learned. None when that failed (logged):
+    the first message tries again, and answers the error if there is one."""
+    try:
+        return await graph_for(services, project)
+    except Exception as exc:  # noqa: BLE001 - background work: the next message retries
+        log.warning("preparing the flows of project %s failed: %r", project["id"], exc)
+        return None
+
+
+def prepare_soon(services: Services, project: dict[str, Any]) -> None:
+    """After a flow change: ``prepare`` in the background (the request that changed it does not wait)."""
+    async def changed() -> None:
+        # the version the change made (``project`` was read before it); none for a project deleted meanwhile
+        row = await services.store.fetchone("SELECT id, flows_version FROM msg_projects WHERE id = ?", [project["id"]])
+        if row is not None:
+            await prepare(services, dict(row))
+
+    services.spawn(changed(), name=f"messaging-prepare-{project['id']}")
+
+
 async def intents_ready(services: Services, project: dict[str, Any]) -> bool:
     """Whether the project's current flows have their learned intent model (or need none)."""
     index = (await graph_for(services, project)).index

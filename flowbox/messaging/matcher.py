@@ -9,7 +9,8 @@ n-gram lookup; a message with misspelt words, the same again per corrected spell
 
 Each flow version gets a small model (``intents.py``: MiniLM and character n-gram features, a
 logistic model trained leave-one-out on the flow's own examples and kept in ``msg_intent_models``,
-a ridge ranker recomputed from the example vectors) built in the background; until it is ready a
+a ridge ranker recomputed from the example vectors) built in the background as soon as the flow is saved
+(``conversation.prepare_soon``); until it is ready a
 message is matched by its nearest example (``NEAREST_CONFIDENCE``: how likely that cosine is right, at
 least the threshold), so no message waits for training. When the embedding model is unavailable the index keeps working on
 exact matches alone.

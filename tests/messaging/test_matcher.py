@@ -329,11 +329,10 @@ def test_a_free_text_slot_takes_answers_but_yields_to_a_clear_change_of_topic(sh
 def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_a_flow_change(make_server, receiver):
     server = make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50)
     shop = Shop(server, receiver)
-    # the first message is answered whether or not training has finished
+    # saving the flow starts the training: the model is there before any message asks for it
+    stored = eventually(shop.stored_model, "the intent model trained after the flow was saved, with no message", timeout=120)
+    assert json.loads(stored["model"])["weights"]
     assert shop.say("first", "hello")[0] == "greeting"
-    shop.ready()
-    stored = shop.stored_model()
-    assert stored is not None and json.loads(stored["model"])["weights"]
     # a restarted server loads the stored model instead of training again, and before any message asks:
     # the embedding model and the project's intent index are prepared at start (flowbox/warmup.py)
     server.stop()
@@ -351,8 +350,9 @@ def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_
     changed = json.loads(json.dumps(FLOW))
     changed["steps"][0]["intent"]["examples"].append("hiya")
     assert shop.rest.put(f"/v1/projects/{shop.project_id}/flows/bikes", json=changed).status_code == 200
-    shop.ready()
-    assert shop.stored_model()["data_hash"] != stored["data_hash"]
+    eventually(lambda: shop.stored_model()["data_hash"] != stored["data_hash"], "the changed flow's model, with no message",
+               timeout=120)
+    assert shop.say("changed", "hiya")[0] == "greeting"
     # a deleted project takes its model along
     assert again.client().delete(f"/v1/projects/{shop.project_id}").status_code == 200
     assert shop.stored_model() is None
