@@ -326,6 +326,26 @@ def test_a_free_text_slot_takes_answers_but_yields_to_a_clear_change_of_topic(sh
     assert shop.say("again", "fix my brakes") == ("which-bike", ["Noted: fix my brakes."])
 
 
+def test_a_flow_too_small_to_learn_from_still_turns_away_requests_of_another_kind(org_server):
+    # five examples for each of five intents: too few to hold out for a model, enough to tell what the shop serves
+    small = {"flowId": "small", "title": "Bike shop", "steps": [
+        s for s in FLOW["steps"] if s["stepId"] in ("greeting", "repair", "rent", "hours", "human", "unknown")]}
+    admin = org_server.client(f"Bearer {org_server.key}")
+    project_id = admin.post("/v1/projects", json={"name": "small"}).json()["projectId"]
+    assert admin.post(f"/v1/projects/{project_id}/flows", json=small).status_code == 201
+
+    def explain(text: str) -> dict:
+        return admin.get(f"/v1/projects/{project_id}/explain", params={"text": text}).json()
+
+    # "hire a van" is nearest to renting a bike, likely enough by that cosine alone, but nearer still to
+    # another business's request (off_topic): UNKNOWN, as the learned model's path would have it
+    van = explain("hire a van")
+    assert van["method"] == "similarity" and van["intents"][0]["stepId"] == "rent" and van["intents"][0]["confidence"] > 0.5
+    assert van["step"]["stepId"] == "unknown" and van["offTopic"]["phrasing"] == "hire a moving van"
+    bicycle = explain("can you fix my bicycle chain")
+    assert bicycle["step"]["stepId"] == "repair" and bicycle["offTopic"] is None
+
+
 def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_a_flow_change(make_server, receiver):
     server = make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50)
     shop = Shop(server, receiver)
