@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..models import intent_encoder
+from .intents import expand
 
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "greeting": (
@@ -257,6 +258,27 @@ def leading_answer(text: str) -> str | None:
             return answer
     return None
 TEXTS = [text for move in MOVES for text in PHRASINGS[move]]
+# A greeting, a thank-you or a goodbye followed by a word or two that name or address someone ("hi bank",
+# "hello there doc", "good evening drivo", "cheers, that helped") is that move when nothing else matched
+# (``leading_social``). Not the phrasings that as often start something else ("evening classes?", "later
+# flights").
+SOCIAL = ("greeting", "thanks", "goodbye")
+SOCIAL_TAIL = 2  # words after the phrasing, at most
+NOT_LEADING = frozenset({"morning", "evening", "later", "laters", "sup", "yo", "see you", "take care", "ta", "ty"})
+
+
+SOCIAL_HEADS = {expand(t): move for move in SOCIAL for t in PHRASINGS[move] if expand(t) not in NOT_LEADING}
+
+
+def leading_social(text: str) -> str | None:
+    """The social move (``SOCIAL``) that ``text`` (through ``intents.expand``) makes with a word or two
+    after one of its common phrasings, if any."""
+    words = text.split()
+    for tail in range(1, min(SOCIAL_TAIL, len(words) - 1) + 1):
+        move = SOCIAL_HEADS.get(" ".join(words[:-tail]))
+        if move is not None:
+            return move
+    return None
 MOVE_OF_TEXT = np.repeat(np.arange(len(MOVES)), [len(PHRASINGS[m]) for m in MOVES])
 
 

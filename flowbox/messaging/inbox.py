@@ -24,6 +24,7 @@ from .engine import decide
 from .hours import is_open
 from .incoming import Incoming
 from .intents import expand
+from .matcher import LEARNED_MAX
 
 FILTERS = ("paused", "handover", "outsideHours")
 ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
@@ -177,6 +178,11 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             # IntentIndex.best: a reply that leads with yes or no answers the pending question
             return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "
                     "whatever follows.")
+        elif (not child and decision.intents and decision.intents[0]["confidence"] == LEARNED_MAX != item["confidence"]
+              and item.get("move") == common_phrasings.leading_social(expand(inp.text or ""))):
+            # IntentIndex.best: a greeting, thank-you or goodbye with a word or two after it, when nothing else matched
+            return (f"The text starts with {move.replace('a common way', 'one of the common ways', 1)}, and a word or two "
+                    "follow: nothing else matched, so it makes that move.")
         elif move and scores["method"] == "learned" and decision.intents and decision.intents[0]["confidence"] != item["confidence"]:
             # not the learned model's match: the one made when nothing else matched (IntentIndex._best_phrasing)
             reason = (f"The learned model matched no intent (below the threshold {threshold:.2f} or off its topic), but the "

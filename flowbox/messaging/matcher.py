@@ -19,7 +19,8 @@ An intent whose examples greet, say goodbye, thank, ask for a person, answer yes
 of the usual requests (opening hours, where, how to get in touch, how to pay, a complaint) also
 borrows that move's common phrasings (``common_phrasings``): they match exactly, and a message
 nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``), unless it reads
-as a request of another kind ("what time does the gym close").
+as a request of another kind ("what time does the gym close"), or through a greeting's, a thank-you's
+or a goodbye's with a word or two after it ("hi bank": ``common_phrasings.leading_social``).
 
 With the built-in MiniLM the matcher reads every text (examples, messages, both lists of phrasings)
 with MiniLM as changed for intents (``models/intent_encoder.py``: ``embeddings.intent_model``), and
@@ -382,6 +383,11 @@ class IntentIndex:
                 best = found
         if best is None and question is None:
             best = self._best_phrasing(vectors, step_ids, threshold, top=rivals is None)
+        if best is None and question is None and rivals is None:  # "hi bank", "thanks mate": a greeting, a thank-you
+            move = common_phrasings.leading_social(expand(text))
+            social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
+            if social is not None and LEARNED_MAX >= threshold:
+                best = social, LEARNED_MAX
         return best
 
     async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:

@@ -202,6 +202,14 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert f"The judge finds it right with probability {judged['probability']:.2f}" in explained["explanation"]
     # a yes/no answer's phrasings are lent within its question only
     assert shop.say("no-question", "absolutely")[0] == "unknown"
+    # a greeting, a thank-you or a goodbye with a word or two after it (a name, "mate") is that move when
+    # nothing else matched, but not a word that as often starts something else ("evening classes")
+    assert shop.say("social", "hi bike shop")[0] == "greeting"  # the learned model alone leaves it unmatched
+    assert [common_phrasings.leading_social(intents.expand(t)) for t in ("evening classes", "later flights", "hi", "bye then")] == \
+        [None, None, None, "goodbye"]
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hi bike shop"}).json()
+    assert explained["explanation"] == ("The text starts with one of the common ways to greet, which its examples do, and a "
+                                        "word or two follow: nothing else matched, so it makes that move."), explained
 
 
 def test_requests_of_another_kind_are_out_of_scope(shop):
