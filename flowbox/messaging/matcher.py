@@ -58,7 +58,7 @@ from ..ids import iso
 from ..models.files import model_of
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, shipped_vectors
-from .intents import Features, Model, expand, train
+from .intents import Features, Model, Speller, expand, train
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
@@ -222,6 +222,7 @@ class IntentIndex:
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
         self.learned: tuple[Features, Model] | None = None
+        self.speller: Speller | None = None  # misspellings corrected before the model is ready (it has its own)
         self.learning: asyncio.Task | None = None
 
     async def attach(self, embeddings: Embeddings) -> None:
@@ -240,6 +241,7 @@ class IntentIndex:
                 self._borrow(phrasings)
             self.embeddings = embeddings
             await self._keep_off_topic()  # needs the examples only: used before the model is ready too
+            self.speller = await asyncio.to_thread(Speller, [expand(t) for t in self.texts], embeddings.is_word)
 
     def _borrow(self, phrasings: np.ndarray) -> None:
         """Lends each intent that makes a common move (a greeting, a thank-you, a yes...) that move's
@@ -358,9 +360,9 @@ class IntentIndex:
         if self.matrix is None or self.embeddings is None or not normalize(text):
             return None
         learned = self.learned
-        # With the model, the message is also tried with its misspelt words corrected
-        # (Speller): the spelling whose match is surest wins.
-        queries = learned[0].speller.variants(expand(text)) if learned is not None else [text]
+        # The message is also tried with its misspelt words corrected (Speller): the spelling whose
+        # match is surest wins.
+        queries = self._spellings(text)
         best: tuple[str, float] | None = None
         vectors = []
         for query in queries:
@@ -376,9 +378,10 @@ class IntentIndex:
                 if needed is None:
                     return None
             if learned is None:
-                return self._best_by_cosine(text, vector, step_ids, threshold, needed, rivals)
-            found = await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids, threshold=threshold,
-                                             rivals=rivals, needed=needed, respelt=query != queries[0])
+                found = self._best_by_cosine(query or text, vector, step_ids, threshold, needed, rivals)
+            else:
+                found = await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids, threshold=threshold,
+                                                 rivals=rivals, needed=needed, respelt=query != queries[0])
             if found is not None and (best is None or found[1] > best[1]):
                 best = found
         if best is None and question is None:
@@ -411,14 +414,15 @@ class IntentIndex:
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does: every spelling of the message, the surest one explained
             top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]  # what the judge weighs
-            for n, query in enumerate(learned[0].speller.variants(expand(text)) if learned is not None else [text]):
+            for n, query in enumerate(self._spellings(text)):
                 try:
                     found = await self.embeddings.query(query or text)
                 except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
                     log.warning("embedding a message failed: %r", exc)
                     break
-                if learned is None:
-                    vector = found
+                if learned is None:  # the spelling whose nearest example is closest, as ``best`` finds it
+                    if vector is None or float((self.matrix @ found).max()) > float((self.matrix @ vector).max()):
+                        vector = found
                     continue
                 features, outside = await asyncio.to_thread(lambda: (learned[0].of(found, query), learned[0].outside(found)))
                 sure = np.minimum(learned[1].confidence(features), LEARNED_MAX)
@@ -457,6 +461,15 @@ class IntentIndex:
             judged = {"stepId": judged[0], "probability": round(judged[1], 4), "bar": acceptance.BAR,
                       "similarity": round(judged[2], 4), "floor": acceptance.FLOOR}
         return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
+
+    def _spellings(self, text: str) -> list[str]:
+        """``text`` and its spellings with misspelt words corrected: through ``expand`` with the model (as
+        it learned from them), as written without it (as the nearest example's calibration was fitted)."""
+        if self.learned is not None:
+            return self.learned[0].speller.variants(expand(text))
+        if self.speller is None:
+            return [text]
+        return [text, *self.speller.variants(expand(text))[1:]]
 
     def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
         """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""

@@ -334,7 +334,7 @@ def test_a_free_text_slot_takes_answers_but_yields_to_a_clear_change_of_topic(sh
     assert shop.say("again", "fix my brakes") == ("which-bike", ["Noted: fix my brakes."])
 
 
-def test_a_flow_too_small_to_learn_from_still_turns_away_requests_of_another_kind(org_server):
+def test_a_flow_too_small_to_learn_from_turns_away_requests_of_another_kind_and_corrects_typos(org_server):
     # five examples for each of five intents: too few to hold out for a model, enough to tell what the shop serves
     small = {"flowId": "small", "title": "Bike shop", "steps": [
         s for s in FLOW["steps"] if s["stepId"] in ("greeting", "repair", "rent", "hours", "human", "unknown")]}
@@ -352,6 +352,9 @@ def test_a_flow_too_small_to_learn_from_still_turns_away_requests_of_another_kin
     assert van["step"]["stepId"] == "unknown" and van["offTopic"]["phrasing"] == "hire a moving van"
     bicycle = explain("can you fix my bicycle chain")
     assert bicycle["step"]["stepId"] == "repair" and bicycle["offTopic"] is None
+    # misspelt words are corrected toward the flow's own words without the model too (intents.Speller)
+    typo = explain("speek to a humn")
+    assert typo["method"] == "similarity" and typo["step"]["stepId"] == "human", typo
 
 
 def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_a_flow_change(make_server, receiver):
