@@ -257,7 +257,11 @@ def leading_answer(text: str) -> str | None:
         if any(words[:len(s.split())] == s.split() for s in starts):
             return answer
     return None
+
+
 TEXTS = [text for move in MOVES for text in PHRASINGS[move]]
+MOVE_OF_TEXT = np.repeat(np.arange(len(MOVES)), [len(PHRASINGS[m]) for m in MOVES])
+
 # A greeting, a thank-you or a goodbye followed by a word or two that name or address someone ("hi bank",
 # "hello there doc", "good evening drivo", "cheers, that helped") is that move when nothing else matched
 # (``leading_social``). Not the phrasings that as often start something else ("evening classes?", "later
@@ -265,8 +269,6 @@ TEXTS = [text for move in MOVES for text in PHRASINGS[move]]
 SOCIAL = ("greeting", "thanks", "goodbye")
 SOCIAL_TAIL = 2  # words after the phrasing, at most
 NOT_LEADING = frozenset({"morning", "evening", "later", "laters", "sup", "yo", "see you", "take care", "ta", "ty"})
-
-
 SOCIAL_HEADS = {expand(t): move for move in SOCIAL for t in PHRASINGS[move] if expand(t) not in NOT_LEADING}
 
 
@@ -279,7 +281,6 @@ def leading_social(text: str) -> str | None:
         if move is not None:
             return move
     return None
-MOVE_OF_TEXT = np.repeat(np.arange(len(MOVES)), [len(PHRASINGS[m]) for m in MOVES])
 
 
 def assign(example_vectors: list[np.ndarray], phrasing_vectors: np.ndarray,
