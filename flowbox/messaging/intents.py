@@ -285,10 +285,8 @@ class Features:
     """One flow's examples (rows grouped by intent, ``starts`` where each intent's rows begin;
     ``texts`` already through ``expand``) and the features of a message against every intent."""
 
-    def __init__(self, vectors: np.ndarray, texts: list[str], starts: list[int],
-                 known: Callable[[str], bool | None] | None = None):
+    def __init__(self, vectors: np.ndarray, texts: list[str], starts: list[int]):
         self.vectors, self.starts = vectors, np.asarray(starts)
-        self.speller = Speller(texts, known)
         self.counts = np.diff(np.append(self.starts, len(vectors)))
         self.owner = np.repeat(np.arange(len(starts)), self.counts)
         self.grams = CharGrams(texts)

@@ -222,7 +222,7 @@ class IntentIndex:
         self.matrix: np.ndarray | None = None
         self.embeddings: Embeddings | None = None
         self.learned: tuple[Features, Model] | None = None
-        self.speller: Speller | None = None  # misspellings corrected before the model is ready (it has its own)
+        self.speller: Speller | None = None  # misspelt words corrected toward the examples' (with the model or without)
         self.learning: asyncio.Task | None = None
 
     async def attach(self, embeddings: Embeddings) -> None:
@@ -294,8 +294,7 @@ class IntentIndex:
         try:
             key = self._key()
             starts = [a for a, _ in self.spans.values()]
-            features = await asyncio.to_thread(Features, self.matrix, [expand(t) for t in self.texts], starts,
-                                               self.embeddings.is_word)
+            features = await asyncio.to_thread(Features, self.matrix, [expand(t) for t in self.texts], starts)
             row = await services.store.fetchone(
                 "SELECT model FROM msg_intent_models WHERE project_id = ? AND data_hash = ?", [project_id, key])
             model = Model.loads(row["model"]) if row else None
@@ -410,7 +409,7 @@ class IntentIndex:
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
         learned = self.learned
         method = "learned" if learned is not None else "similarity" if self.matrix is not None else "exact"
-        vector, confidence, judged = None, None, None
+        vector, confidence, judged, closest_cosine = None, None, None, -np.inf
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does: every spelling of the message, the surest one explained
             top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]  # what the judge weighs
@@ -421,8 +420,9 @@ class IntentIndex:
                     log.warning("embedding a message failed: %r", exc)
                     break
                 if learned is None:  # the spelling whose nearest example is closest, as ``best`` finds it
-                    if vector is None or float((self.matrix @ found).max()) > float((self.matrix @ vector).max()):
-                        vector = found
+                    nearest = float((self.matrix @ found).max())
+                    if nearest > closest_cosine:
+                        vector, closest_cosine = found, nearest
                     continue
                 features, outside = await asyncio.to_thread(lambda: (learned[0].of(found, query), learned[0].outside(found)))
                 sure = np.minimum(learned[1].confidence(features), LEARNED_MAX)
@@ -441,7 +441,7 @@ class IntentIndex:
             found = self.off_topic_of(vector, nearest_cosine) if learned is not None else self.off_topic_by_nearest(vector, nearest_cosine)
             if found is not None:  # as _best_learned judges it
                 off = {"phrasing": found[0], "similarity": round(found[1], 4), "example": self.texts[nearest_example],
-                       "exampleSimilarity": round(float(cosines[nearest_example]), 4)}
+                       "exampleSimilarity": round(nearest_cosine, 4)}
             lent = self.phrasings @ vector if len(self.phrasings) else np.zeros(0)
             for step_id, item in items.items():
                 start, end = self.spans[step_id]
@@ -465,11 +465,10 @@ class IntentIndex:
     def _spellings(self, text: str) -> list[str]:
         """``text`` and its spellings with misspelt words corrected: through ``expand`` with the model (as
         it learned from them), as written without it (as the nearest example's calibration was fitted)."""
-        if self.learned is not None:
-            return self.learned[0].speller.variants(expand(text))
         if self.speller is None:
             return [text]
-        return [text, *self.speller.variants(expand(text))[1:]]
+        spellings = self.speller.variants(expand(text))
+        return spellings if self.learned is not None else [text, *spellings[1:]]
 
     def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
         """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""
