@@ -357,6 +357,32 @@ def test_a_flow_too_small_to_learn_from_turns_away_requests_of_another_kind_and_
     assert typo["method"] == "similarity" and typo["step"]["stepId"] == "human", typo
 
 
+BAKERY = {  # sixteen intents, two examples each: enough to hold out for a model, too few to learn from
+    "hours": ["when are you open", "what are your opening hours"], "location": ["where are you", "what is your address"],
+    "order": ["I want to order a cake", "can I place an order"], "delivery": ["do you deliver", "can you bring it to my house"],
+    "prices": ["how much is a loaf", "what are your prices"], "gluten": ["do you have gluten free bread", "anything without gluten"],
+    "vegan": ["are your cakes vegan", "do you sell vegan pastries"], "birthday": ["I need a birthday cake", "a cake for my son's party"],
+    "cancel": ["cancel my order", "I don't want my order anymore"], "refund": ["I want my money back", "refund please"],
+    "complaint": ["the bread was stale", "I want to complain"], "jobs": ["are you hiring", "can I work for you"],
+    "human": ["talk to a person", "can I speak to someone"], "greeting": ["hello", "hi there"],
+    "goodbye": ["bye", "see you later"], "thanks": ["thank you", "thanks a lot"]}
+
+
+def test_a_flow_with_two_examples_per_intent_keeps_its_nearest_example_instead_of_a_model(org_server):
+    flow = {"flowId": "bakery", "title": "Bakery", "steps": [
+        *(intent(step_id, examples, step_id) for step_id, examples in BAKERY.items()),
+        {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["?"]}}]}]}
+    admin = org_server.client(f"Bearer {org_server.key}")
+    project_id = admin.post("/v1/projects", json={"name": "bakery"}).json()["projectId"]
+    assert admin.post(f"/v1/projects/{project_id}/flows", json=flow).status_code == 201
+    project = org_server.call(projects.get_project(org_server.services.store, project_id))
+    eventually(lambda: org_server.call(conversation.intents_ready(org_server.services, project)), "the flow prepared", timeout=120)
+    stored = org_server.call(org_server.services.store.fetchone("SELECT 1 FROM msg_intent_models WHERE project_id = ?", [project_id]))
+    assert stored is None  # 32 examples to hold out, but one left per intent to learn what a match looks like
+    found = admin.get(f"/v1/projects/{project_id}/explain", params={"text": "do you bake bread without gluten"}).json()
+    assert found["method"] == "similarity" and found["step"]["stepId"] == "gluten", found
+
+
 def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_a_flow_change(make_server, receiver):
     server = make_server(preload_model=False, allow_private_outbound=True, outbox_poll_ms=50)
     shop = Shop(server, receiver)
