@@ -16,7 +16,7 @@ AREA = Area(
         lambda _: hub.Hub(), lambda _: sockets.Registry(), lambda _: socket_tokens.Tokens(),
         lambda _: conversation.ThreadLocks(), lambda _: conversation.CompiledFlows(), matcher.Embeddings,
     ),
-    on_startup=(media.start_sweeper,),
+    on_startup=(media.start_sweeper, conversation.start_watching),
     on_shutdown=(sockets.close_all,),
     browser_paths=api.BROWSER_PATHS,
     # REST v1, the Management API, the web SDK's calls and the socket

@@ -136,6 +136,37 @@ def prepare_soon(services: Services, project: dict[str, Any]) -> None:
     services.spawn(changed(), name=f"messaging-prepare-{project['id']}")
 
 
+# A flow saved by another process (``flowbox flows import`` beside a running server) is noticed by a look at
+# the projects' flow versions every WATCH_SECONDS and prepared as a change over the API is (``prepare_soon``),
+# rather than by its first message. Changes over the API are prepared at once; these lag by up to this.
+WATCH_SECONDS = 2.0
+
+
+async def start_watching(services: Services) -> None:
+    services.spawn(_watch_flows(services), name="messaging-flow-watch")
+
+
+async def _watch_flows(services: Services) -> None:
+    seen: dict[str, int] | None = None  # project id -> its flow version when last looked at (at start: warmup's)
+    compiled = services.state(CompiledFlows).graphs
+    while True:
+        try:
+            versions = {row["id"]: row["flows_version"] for row in await services.store.fetchall(
+                "SELECT id, flows_version FROM msg_projects")}
+        except Exception:  # noqa: BLE001 - a busy or closing database: look again next time
+            log.warning("looking for changed flows failed", exc_info=True)
+            versions = seen
+        if seen is not None and versions is not None:
+            for project_id, version in versions.items():
+                graph = compiled.get(project_id)
+                if seen.get(project_id) != version and (graph is None or graph.version != version):
+                    await prepare(services, {"id": project_id, "flows_version": version})
+            for project_id in set(compiled) - set(versions):  # deleted by another process
+                forget(services, project_id)
+        seen = versions
+        await asyncio.sleep(WATCH_SECONDS)
+
+
 async def intents_ready(services: Services, project: dict[str, Any]) -> bool:
     """Whether the project's current flows have their learned intent model (or need none)."""
     index = (await graph_for(services, project)).index

@@ -8,7 +8,9 @@ import json
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from flowbox.cli.main import cli
 from flowbox.embeddings import get_embedder
 from flowbox.messaging import acceptance, common_phrasings, conversation, intents, projects, shipped_vectors
 from tests.helpers import Receiver, eventually
@@ -381,6 +383,18 @@ def test_a_flow_with_two_examples_per_intent_keeps_its_nearest_example_instead_o
     assert stored is None  # 32 examples to hold out, but one left per intent to learn what a match looks like
     found = admin.get(f"/v1/projects/{project_id}/explain", params={"text": "do you bake bread without gluten"}).json()
     assert found["method"] == "similarity" and found["step"]["stepId"] == "gluten", found
+
+
+def test_a_flow_imported_by_the_cli_beside_a_running_server_is_learned_before_its_first_message(org_server, tmp_path):
+    admin = org_server.client(f"Bearer {org_server.key}")
+    project_id = admin.post("/v1/projects", json={"name": "from the cli"}).json()["projectId"]
+    (tmp_path / "flow.json").write_text(json.dumps(FLOW))
+    out = CliRunner().invoke(cli, ["flows", "import", str(tmp_path / "flow.json"), "--project", project_id,
+                                   "--data-dir", str(org_server.config.data_path)])
+    assert out.exit_code == 0, out.output
+    # another process wrote it: the server notices the new flow version and prepares it, no message sent
+    eventually(lambda: org_server.call(org_server.services.store.fetchone(
+        "SELECT 1 FROM msg_intent_models WHERE project_id = ?", [project_id])), "the model learned with no message sent", timeout=120)
 
 
 def test_the_model_is_trained_in_the_background_kept_in_sqlite_and_retrained_on_a_flow_change(make_server, receiver):
