@@ -23,8 +23,8 @@ from .conversation import engine_input, graph_for, threshold_of
 from .engine import decide
 from .hours import is_open
 from .incoming import Incoming
-from .intents import expand
-from .matcher import LEARNED_MAX
+from .intents import MIN_HELD_OUT, expand
+from .matcher import LEARNED_LEAST, LEARNED_MAX
 
 FILTERS = ("paused", "handover", "outsideHours")
 ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
@@ -193,9 +193,14 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             if judged and judged["stepId"] == item["stepId"] and not child:
                 reason += f" The judge finds it right with probability {judged['probability']:.2f} (bar {judged['bar']:.2f})."
         else:
+            # a bot builder reads this in the console's test chat: whether to wait, or to write more examples
+            model = ("the learned model is not ready yet (it is learned in the background after a flow changes)"
+                     if not graph.index.ready else
+                     f"this flow learns no model: it has too few examples (a model needs at least {LEARNED_LEAST} per "
+                     f"intent on average and {MIN_HELD_OUT} in intents of two or more)")
             reason = (f"Its closest example “{item['example']}” has similarity {item['similarity']:.2f}, "
                       f"confidence {item['confidence']:.2f} for this flow's examples per intent (threshold {threshold:.2f}); "
-                      "the learned model is not ready (it trains after a change, for flows with enough examples).")
+                      f"{model}.")
         if child:
             reason += f" As a child of “{current['title']}”, the step the thread is in, it was tried first, at half the threshold."
         elif state.get("slot") and state.get("slot") in graph.steps:

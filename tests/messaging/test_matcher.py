@@ -383,6 +383,7 @@ def test_a_flow_with_two_examples_per_intent_keeps_its_nearest_example_instead_o
     assert stored is None  # 32 examples to hold out, but one left per intent to learn what a match looks like
     found = admin.get(f"/v1/projects/{project_id}/explain", params={"text": "do you bake bread without gluten"}).json()
     assert found["method"] == "similarity" and found["step"]["stepId"] == "gluten", found
+    assert "this flow learns no model: it has too few examples" in found["explanation"]  # what its builder can do about it
 
 
 def test_a_flow_imported_by_the_cli_beside_a_running_server_is_learned_before_its_first_message(org_server, tmp_path):
