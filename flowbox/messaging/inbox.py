@@ -194,10 +194,13 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
                 reason += f" The judge finds it right with probability {judged['probability']:.2f} (bar {judged['bar']:.2f})."
         else:
             # a bot builder reads this in the console's test chat: whether to wait, or to write more examples
-            model = ("the learned model is not ready yet (it is learned in the background after a flow changes)"
-                     if not graph.index.ready else
-                     f"this flow learns no model: it has too few examples (a model needs at least {LEARNED_LEAST} per "
-                     f"intent on average and {MIN_HELD_OUT} in intents of two or more)")
+            if not graph.index.ready:
+                model = "the learned model is not ready yet (it is learned in the background after a flow changes)"
+            elif graph.index.too_few_examples():
+                model = (f"this flow learns no model: it has too few examples (a model needs at least {LEARNED_LEAST} per "
+                         f"intent on average and {MIN_HELD_OUT} in intents of two or more)")
+            else:  # one intent, more than MAX_LEARNED_EXAMPLES, or a training that failed (logged)
+                model = "this flow has no learned model"
             reason = (f"Its closest example “{item['example']}” has similarity {item['similarity']:.2f}, "
                       f"confidence {item['confidence']:.2f} for this flow's examples per intent (threshold {threshold:.2f}); "
                       f"{model}.")

@@ -58,7 +58,7 @@ from ..ids import iso
 from ..models.files import model_of
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, shipped_vectors
-from .intents import Features, Model, Speller, expand, train
+from .intents import MIN_HELD_OUT, Features, Model, Speller, expand, train
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
@@ -296,7 +296,7 @@ class IntentIndex:
         return hashlib.sha1(json.dumps([self.embeddings.model, space, spans]).encode()).hexdigest()
 
     async def _learn(self, services: Services, project_id: str) -> None:
-        if len(self.spans) < 2 or len(self.texts) > MAX_LEARNED_EXAMPLES or self.per_intent() < LEARNED_LEAST:
+        if len(self.spans) < 2 or len(self.texts) > MAX_LEARNED_EXAMPLES or self.too_few_examples():
             return
         try:
             key = self._key()
@@ -560,6 +560,12 @@ class IntentIndex:
             return None
         weight, per_intent, _ = NEAREST_CONFIDENCE
         return self.off_topic_of(vector, nearest_example + per_intent / weight * np.log(self.per_intent() / OFF_TOPIC_EXAMPLES))
+
+    def too_few_examples(self) -> bool:
+        """Whether the flow has too few examples to learn a model from: fewer than ``LEARNED_LEAST`` per intent on
+        average, or fewer than ``intents.MIN_HELD_OUT`` to hold out (those of intents with two or more)."""
+        held_out = sum(b - a for a, b in self.spans.values() if b - a > 1)
+        return self.per_intent() < LEARNED_LEAST or held_out < MIN_HELD_OUT
 
     def per_intent(self) -> float:
         return len(self.texts) / max(len(self.spans), 1)
