@@ -8,12 +8,19 @@ when the embedding model loads on the first knowledge call. So flowbox loads wit
   its exception instead (why a model file was refused, in one line);
 - keeps what llama-cpp-python prints itself while loading out of sys.stdout/sys.stderr (log
   handlers hold their own stream, so the server's log is not affected).
+
+On a CPU with Intel AMX (Sapphire Rapids and later), a llama.cpp built there moves quantized weights into
+AMX buffers, and its AMX matrix product crashes the process (SIGSEGV in ``ggml_backend_amx_mul_mat``) on
+some of these machines: on one of ours, SmolLM2's first decode, every time (llama.cpp issue 20824, open).
+So every model flowbox loads keeps its weights in plain CPU buffers there (``model_params``); elsewhere
+llama.cpp's defaults stand.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import io
 import logging
 import threading
@@ -50,11 +57,47 @@ def _route_llama_log() -> None:
         _callback = forward
 
 
+@functools.cache
+def _amx_buffers() -> bool:
+    """Whether llama.cpp would put weights in AMX buffers here: built with AMX, on a CPU that has it."""
+    import llama_cpp
+
+    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+
+
+@functools.cache
+def _default_model_params() -> Any:
+    import llama_cpp.llama_cpp
+
+    return llama_cpp.llama_cpp.llama_model_default_params  # llama.cpp's own, before any patch below
+
+
+def model_params() -> Any:
+    """llama.cpp's default model parameters, with AMX weight buffers off where they would be used
+    (and with them the other "extra" buffer types: weight repacking, which AMX machines then go without)."""
+    params = _default_model_params()()
+    if _amx_buffers() and hasattr(params, "use_extra_bufts"):
+        params.use_extra_bufts = False
+    return params
+
+
+def keep_weights_out_of_amx() -> None:
+    """Make every ``llama_cpp.Llama`` this process loads from now on use ``model_params`` (it builds its
+    own parameters from llama.cpp's defaults): for the high-level class, and for ``llama_cpp.server``."""
+    import llama_cpp
+    import llama_cpp.llama_cpp
+
+    _default_model_params()
+    llama_cpp.llama_cpp.llama_model_default_params = llama_cpp.llama_model_default_params = model_params
+
+
 def load_llama(cls: Any = None, **options: Any) -> Any:
-    """``llama_cpp.Llama(**options)`` (or a subclass), loaded without touching the process's output."""
+    """``llama_cpp.Llama(**options)`` (or a subclass), loaded without touching the process's output.
+    A low-level ``LlamaModel`` brings its ``params``: build them with ``model_params``."""
     import llama_cpp
 
     _route_llama_log()
+    keep_weights_out_of_amx()
     _loading.errors = []
     try:
         # One load at a time: two overlapping redirects would restore each other's stand-ins, not the real streams.

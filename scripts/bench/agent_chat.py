@@ -78,6 +78,10 @@ def main() -> None:
         # (a) HTTP vs direct, same prompt and token count, no prefix reuse on either side
         import llama_cpp
 
+        from flowbox.models.llama_load import keep_weights_out_of_amx
+
+        keep_weights_out_of_amx()  # as the server loads its model
+
         threads = os.cpu_count() or 1
         direct = llama_cpp.Llama(str(model_file), n_ctx=4096, n_threads=threads, n_threads_batch=threads, verbose=False)
         ratios = []

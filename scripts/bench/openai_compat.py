@@ -68,6 +68,10 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}"
     import llama_cpp
 
+    from flowbox.models.llama_load import keep_weights_out_of_amx
+
+    keep_weights_out_of_amx()  # as the server loads its model
+
     direct = llama_cpp.Llama(str(model_file), n_ctx=4096, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=300)
     try:

@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def perplexity(path: str, text: str, *, tokens: int, window: int, threads: int) -> tuple[float, int]:
     from llama_cpp import Llama
 
+    from flowbox.models.llama_load import keep_weights_out_of_amx
+
+    keep_weights_out_of_amx()  # as flowbox loads every model
     llm = Llama(model_path=path, n_ctx=window, logits_all=True, verbose=False, n_threads=threads)
     ids = llm.tokenize(text.encode("utf-8"))[:tokens]
     nll, scored = 0.0, 0

@@ -34,7 +34,7 @@ class LlamaServer:
     def __init__(self, models_dir):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.args = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(models_dir, "smollm2")),
+        self.args = [sys.executable, "-m", "tests.llama_server", "--model", str(model_path(models_dir, "smollm2")),
                      "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "512", "--model_alias", "smol",
                      "--n_threads", "1", "--n_threads_batch", "1", "--verbose", "False",
                      "--interrupt_requests", "False"]  # a second request waits for the first instead of cutting it short

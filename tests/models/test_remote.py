@@ -15,7 +15,7 @@ from tests.helpers import create_agent, free_port, wait_serving
 def openai_server(models_dir):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path(models_dir, "smollm2")),
+        [sys.executable, "-m", "tests.llama_server", "--model", str(model_path(models_dir, "smollm2")),
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--model_alias", "smol-remote", "--n_threads", "1", "--n_threads_batch", "1",
          "--verbose", "False"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
