@@ -314,7 +314,7 @@ class LocalEmbedder(Embedder):
         params.vocab_only = True
         try:
             self.llm = load_llama(LlamaModel, path_model=str(path), params=params)
-            self.worker = ModelWorker(EmbedRunner, {"path": str(path), "n_threads": n_threads}, name=name, spin=True)
+            self.worker = ModelWorker(EmbedRunner, {"path": str(path), "n_threads": n_threads}, name=name)
             self.worker.start()
         except (ValueError, RuntimeError, ModelError) as exc:
             raise StartupError(f"cannot load embedding model {path}: {exc}; delete it and run 'flowbox models pull'") from exc

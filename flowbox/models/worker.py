@@ -54,25 +54,24 @@ class ModelCallFailed(ModelError):
 
 # -- the child ------------------------------------------------------------------------------
 
-# llama.cpp's CPU threads wait for each other through OpenMP, which spins by default (about a
-# millisecond): with the server, another model or anything else on the same cores, spinning threads
-# steal the time slices of the ones they wait for, and a reply that takes a second on an idle machine
-# took minutes. Chat models therefore wait passively (OMP_WAIT_POLICY=PASSIVE). The same brief spin
-# as the embedding model's was measured for them and left out: one chat decodes 25 to 35% faster, 4
-# concurrent ones about the same, but with several models and servers on 2 cores (the test suite
-# under pytest -n 2) everything took 21% longer (547 s against 452). The embedding model
-# (``spin=True``) runs many small operations per short call, and sleeping between each made a MiniLM
-# query 9.8 ms instead of 6.9; a few microseconds of spinning (this many iterations) cover those
-# gaps: 5.4 ms. An OpenMP setting in the environment is kept as it is, for every worker.
+# llama.cpp's CPU threads wait for each other through OpenMP between the operations of a step. By default
+# they spin for about a millisecond first: with the server, another model or anything else on the same
+# cores, spinning threads steal the time slices of the ones they wait for, and a reply that takes a second
+# on an idle machine took minutes. Sleeping at once (OMP_WAIT_POLICY=PASSIVE) costs a wake-up per
+# operation instead: on one 2-core machine a MiniLM query took 9.8 ms instead of 6.9, and SmolLM2 generated
+# 34 tokens/s instead of 115 (a bare llama.cpp loop with the same model: 133). So every worker spins
+# briefly (this many iterations: tens of microseconds) and then sleeps: MiniLM 5.4 ms, SmolLM2 115 tokens/s
+# alone and about 150 for 4 chats together (86 when sleeping at once). An OpenMP setting in the
+# environment is kept as it is, for every worker.
 SPIN_COUNT = "10000"
 _CHOSEN = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
 
 
-def thread_wait(spin: bool) -> dict[str, str | None]:
+def thread_wait() -> dict[str, str | None]:
     """The OpenMP environment of a worker's process (None: unset)."""
     if _CHOSEN:
         return {}
-    return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": SPIN_COUNT} if spin else {"OMP_WAIT_POLICY": "PASSIVE"}
+    return {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": SPIN_COUNT}
 
 
 def _serve(conn, factory: Callable[..., Any], options: dict[str, Any], env: dict[str, str | None]) -> None:
@@ -148,11 +147,10 @@ class _Call:
 class ModelWorker:
     """A child process running ``factory(**options)``; started on first use, restarted after a crash."""
 
-    def __init__(self, factory: Callable[..., Any], options: dict[str, Any], *, name: str, spin: bool = False):
+    def __init__(self, factory: Callable[..., Any], options: dict[str, Any], *, name: str):
         self.factory = factory
         self.options = options
         self.name = name
-        self.spin = spin  # its threads spin briefly while they wait for each other (thread_wait)
         self.info: dict[str, Any] = {}
         self.crashes = 0  # child processes lost while running (not counting a normal close)
         self._proc = None
@@ -175,7 +173,7 @@ class ModelWorker:
             self._closing = False
             context = multiprocessing.get_context("spawn")  # no fork: the server has threads and an event loop
             conn, child_conn = context.Pipe()
-            proc = context.Process(target=_serve, args=(child_conn, self.factory, self.options, thread_wait(self.spin)),
+            proc = context.Process(target=_serve, args=(child_conn, self.factory, self.options, thread_wait()),
                                    name=f"flowbox-model-{self.name}", daemon=True)
             proc.start()
             child_conn.close()

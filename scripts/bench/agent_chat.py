@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 # compares the API layer, not two OpenMP wait policies. Set before llama.cpp is loaded.
 from flowbox.models.worker import thread_wait  # noqa: E402
 
-os.environ.update({k: v for k, v in thread_wait(spin=False).items() if v is not None})
+os.environ.update({k: v for k, v in thread_wait().items() if v is not None})
 
 from flowbox.models.files import ensure_model  # noqa: E402
 
