@@ -64,11 +64,11 @@ class ModelRegistry:
 
     def backend(self) -> str:
         """Where local models compute, in words: "CPU", or "CUDA (all layers offloaded)"."""
-        from .llama_load import backend, gpu_layers
+        from .llama_load import amx_kept_off, backend, gpu_layers
 
         name, layers = backend(), gpu_layers(self.config.n_gpu_layers)
         if name == "CPU":
-            return "CPU"
+            return "CPU (weights kept out of Intel AMX buffers: see the README's Models section)" if amx_kept_off() else "CPU"
         if layers == 0:
             return f"CPU (llama.cpp was built with {name}, but n_gpu_layers is 0)"
         return f"{name} ({'all' if layers == -1 else layers} layers offloaded)"

@@ -72,11 +72,16 @@ def _default_model_params() -> Any:
     return llama_cpp.llama_cpp.llama_model_default_params  # llama.cpp's own, before any patch below
 
 
+def amx_kept_off() -> bool:
+    """Whether models load here with their weights kept out of AMX buffers (``model_params``)."""
+    return _amx_buffers() and hasattr(_default_model_params()(), "use_extra_bufts")
+
+
 def model_params() -> Any:
     """llama.cpp's default model parameters, with AMX weight buffers off where they would be used
     (and with them the other "extra" buffer types: weight repacking, which AMX machines then go without)."""
     params = _default_model_params()()
-    if _amx_buffers() and hasattr(params, "use_extra_bufts"):
+    if amx_kept_off():
         params.use_extra_bufts = False
     return params
 

@@ -140,6 +140,9 @@ def test_serve_first_run_prints_a_key_once(tmp_path):
 
         gpu = llama_cpp.llama_supports_gpu_offload()  # a CPU-only llama.cpp: n_gpu_layers -1 means none
         assert "local models run on " + ("" if gpu else "CPU") in server.output, server.output
+        # on a CPU with AMX (where llama.cpp reports it) the line says the weights are kept out of its buffers
+        with_amx = "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode()
+        assert (not gpu and "Intel AMX" in server.output) == (not gpu and with_amx), server.output
         response = httpx.get(f"{server.base}/api/public/agent", headers={"Authorization": server.first_key})
         assert response.status_code == 200 and response.json() == {"agents": []}
     finally:
