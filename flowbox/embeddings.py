@@ -303,14 +303,15 @@ class LocalEmbedder(Embedder):
     ``llm`` here is the file's vocabulary only (for tokenizing and counting)."""
 
     def __init__(self, path: Path, *, name: str, n_threads: int, prefixes: tuple[str, str] = ("", "")):
+        import llama_cpp
         from llama_cpp._internals import LlamaModel
 
         from .models.files import check_gguf
-        from .models.llama_load import load_llama, model_params
+        from .models.llama_load import load_llama
         from .models.worker import ModelWorker
 
         check_gguf(path)
-        params = model_params()
+        params = llama_cpp.llama_model_default_params()
         params.vocab_only = True
         try:
             self.llm = load_llama(LlamaModel, path_model=str(path), params=params)

@@ -12,7 +12,7 @@ when the embedding model loads on the first knowledge call. So flowbox loads wit
 On a CPU with Intel AMX (Sapphire Rapids and later), a llama.cpp built there moves quantized weights into
 AMX buffers, and its AMX matrix product crashes the process (SIGSEGV in ``ggml_backend_amx_mul_mat``) on
 some of these machines: on one of ours, SmolLM2's first decode, every time (llama.cpp issue 20824, open).
-So every model flowbox loads keeps its weights in plain CPU buffers there (``model_params``); elsewhere
+So every model flowbox loads keeps its weights in plain CPU buffers there (``load_llama``); elsewhere
 llama.cpp's defaults stand.
 """
 
@@ -58,51 +58,45 @@ def _route_llama_log() -> None:
 
 
 @functools.cache
-def _amx_buffers() -> bool:
-    """Whether llama.cpp would put weights in AMX buffers here: built with AMX, on a CPU that has it."""
+def amx_kept_off() -> bool:
+    """Whether models load here with their weights kept out of AMX buffers: llama.cpp was built with AMX,
+    runs on a CPU that has it, and its model parameters can turn its extra buffer types off."""
     import llama_cpp
 
-    return "AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+    return ("AMX_INT8 = 1" in llama_cpp.llama_print_system_info().decode("utf-8", "replace")
+            and any(name == "use_extra_bufts" for name, *_ in llama_cpp.llama_model_params._fields_))
 
 
-@functools.cache
-def _default_model_params() -> Any:
-    import llama_cpp.llama_cpp
-
-    return llama_cpp.llama_cpp.llama_model_default_params  # llama.cpp's own, before any patch below
-
-
-def amx_kept_off() -> bool:
-    """Whether models load here with their weights kept out of AMX buffers (``model_params``)."""
-    return _amx_buffers() and hasattr(_default_model_params()(), "use_extra_bufts")
-
-
-def model_params() -> Any:
-    """llama.cpp's default model parameters, with AMX weight buffers off where they would be used
-    (and with them the other "extra" buffer types: weight repacking, which AMX machines then go without)."""
-    params = _default_model_params()()
+def _without_amx(params: Any) -> Any:
+    """``params`` with AMX weight buffers off where they would be used (and with them llama.cpp's other
+    "extra" buffer types: weight repacking, which AMX machines then go without)."""
     if amx_kept_off():
         params.use_extra_bufts = False
     return params
 
 
+@functools.cache
 def keep_weights_out_of_amx() -> None:
-    """Make every ``llama_cpp.Llama`` this process loads from now on use ``model_params`` (it builds its
-    own parameters from llama.cpp's defaults): for the high-level class, and for ``llama_cpp.server``."""
+    """Make every ``llama_cpp.Llama`` this process loads from now on start from ``_without_amx``'s
+    parameters (it builds its own from llama.cpp's defaults): for the high-level class, and for
+    ``llama_cpp.server``. Once per process."""
     import llama_cpp
     import llama_cpp.llama_cpp
 
-    _default_model_params()
-    llama_cpp.llama_cpp.llama_model_default_params = llama_cpp.llama_model_default_params = model_params
+    defaults = llama_cpp.llama_cpp.llama_model_default_params
+    llama_cpp.llama_cpp.llama_model_default_params = llama_cpp.llama_model_default_params = (
+        lambda: _without_amx(defaults()))
 
 
 def load_llama(cls: Any = None, **options: Any) -> Any:
-    """``llama_cpp.Llama(**options)`` (or a subclass), loaded without touching the process's output.
-    A low-level ``LlamaModel`` brings its ``params``: build them with ``model_params``."""
+    """``llama_cpp.Llama(**options)`` (or a subclass), loaded without touching the process's output,
+    its weights kept out of AMX buffers (a low-level ``LlamaModel``'s ``params`` as well)."""
     import llama_cpp
 
     _route_llama_log()
     keep_weights_out_of_amx()
+    if "params" in options:
+        _without_amx(options["params"])
     _loading.errors = []
     try:
         # One load at a time: two overlapping redirects would restore each other's stand-ins, not the real streams.

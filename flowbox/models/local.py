@@ -30,7 +30,7 @@ from .base import ChatRequest, ChatResult, Done, Event, TextDelta, ToolCall, Too
 from .batching import BatchEngine, Job, make_sampler
 from .files import check_gguf
 from .grammar import InvalidSchema, schema_grammar, schema_text
-from .llama_load import load_llama, model_params
+from .llama_load import load_llama
 from .scheduler import FairScheduler
 from .tool_calls import CallWatch, detect, template_with_tools
 from .worker import ModelWorker
@@ -56,9 +56,9 @@ class ChatRunner:
         from llama_cpp._internals import LlamaContext, LlamaModel
 
         llama_cpp.llama_backend_init()
-        weights = model_params()
-        weights.n_gpu_layers = n_gpu_layers
-        self.model = load_llama(LlamaModel, path_model=path, params=weights)
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = n_gpu_layers
+        self.model = load_llama(LlamaModel, path_model=path, params=model_params)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx * parallel  # n_ctx for each sequence, each in a KV stream of its own
         params.n_seq_max = parallel
@@ -96,12 +96,13 @@ class LocalChatModel:
     def __init__(self, path: Path, *, name: str, n_ctx: int = 4096, n_threads: int = 2,
                  cache_bytes: int = 1 << 30, max_waiting: int = 64, tool_format: str = "auto",
                  n_gpu_layers: int = 0, chat_format: str = "", parallel: int = 4, max_per_org: int = 0):
+        import llama_cpp
         from llama_cpp._internals import LlamaModel
 
         check_gguf(path)
         self.name = name
         self.path = path
-        params = model_params()
+        params = llama_cpp.llama_model_default_params()
         params.vocab_only = True  # the tokenizer and the chat template, without the weights
         try:
             self.vocab = load_llama(LlamaModel, path_model=str(path), params=params)
