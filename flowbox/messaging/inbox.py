@@ -24,7 +24,7 @@ from .engine import decide
 from .hours import is_open
 from .incoming import Incoming
 from .intents import MIN_HELD_OUT, expand
-from .matcher import LEARNED_LEAST, LEARNED_MAX
+from .matcher import ANSWER_PHRASING_BAR, LEARNED_LEAST, LEARNED_MAX
 
 FILTERS = ("paused", "handover", "outsideHours")
 ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
@@ -178,6 +178,10 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             # IntentIndex.best: a reply that leads with yes or no answers the pending question
             return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "
                     "whatever follows.")
+        elif child and item.get("move") in common_phrasings.ANSWERS and (item.get("phrasingSimilarity") or 0) >= ANSWER_PHRASING_BAR:
+            # IntentIndex._answer_phrasing: a reply close to a common way of saying yes or no answers the question
+            return (f"The text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}: it "
+                    f"answers the question of “{current['title']}”.")
         elif (not child and decision.intents and decision.intents[0]["confidence"] == LEARNED_MAX != item["confidence"]
               and item.get("move") == common_phrasings.leading_social(expand(inp.text or ""))):
             # IntentIndex.best: a greeting, thank-you or goodbye with a word or two after it, when nothing else matched

@@ -84,6 +84,13 @@ CONTEXT_SHARE = 0.5
 # Chosen on the dev half of scripts/eval/intents.py (0.25 to 0.40 get every dev slot case right).
 ANSWER_MARGIN = 0.33
 LEARNED_MAX = 0.9999
+# Inside a step's question, a reply this close (a cosine in the intent space) to a common way of saying yes or
+# no is answered by the child that makes that move, before the learned model weighs its words: "wait let me think
+# about it" is "let me think about it" (no), though the model, reading "wait" and "it", chose the cancellation's
+# yes; "ok why not" is "why not" (yes), though "not" drew it to no. On the dev half of scripts/eval/intents.py
+# every reply 0.75 or closer to an answer's phrasing (15) meant that answer, and the closest that did not was at
+# 0.57 ("i want to complain about this", near "that's not right").
+ANSWER_PHRASING_BAR = 0.7
 # A message no intent matched still matches an intent that makes a common move (common_phrasings)
 # when it is this close (cosine in the intent space) to one of the move's common phrasings. On the dev half of
 # scripts/eval/intents.py every message from 0.6 up (40 of them) was that move; below it the first
@@ -378,6 +385,8 @@ class IntentIndex:
                 log.warning("embedding a message failed: %r", exc)
                 return None
             vectors.append(vector)
+            if rivals is not None and (answered := self._answer_phrasing(vector, step_ids)) is not None:
+                return answered
             needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
             if question is not None:
                 needed = await self._answer_bar(question, vector, learned is not None)
@@ -494,6 +503,19 @@ class IntentIndex:
         except Exception as exc:  # noqa: BLE001 - the text is taken as the answer
             log.warning("embedding a slot's question failed: %r", exc)
             return None
+
+    def _answer_phrasing(self, vector: np.ndarray, step_ids: list[str]) -> tuple[str, float] | None:
+        """The child among ``step_ids`` that answers yes or no (``common_phrasings.ANSWERS``) whose common
+        phrasing comes ``ANSWER_PHRASING_BAR`` close to the message, the closest; its cosine is the confidence."""
+        answering = [s for s in step_ids if self.moves.get(s) in common_phrasings.ANSWERS]
+        lent = np.isin(self.phrasing_owner, answering) if answering else None
+        if lent is None or not lent.any():
+            return None
+        similarity = self.phrasings[lent] @ vector
+        closest = int(np.argmax(similarity))
+        if similarity[closest] < ANSWER_PHRASING_BAR:
+            return None
+        return str(self.phrasing_owner[lent][closest]), min(float(similarity[closest]), LEARNED_MAX)
 
     def _best_phrasing(self, vectors: list[np.ndarray], step_ids: list[str], threshold: float,
                        top: bool) -> tuple[str, float] | None:

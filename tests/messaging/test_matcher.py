@@ -180,7 +180,18 @@ def test_common_moves_match_their_common_phrasings(shop):
                                       ("no wait, I'll keep the bike", "return-no"), ("don't, I changed my mind", "return-no")]):
         assert shop.say(f"lead-{n}", "I want to return my bike")[0] == "return"
         assert shop.say(f"lead-{n}", text)[0] == want, text
+    # a reply close to a common way of saying yes or no answers with that child, whatever the model makes of
+    # its other words ("wait" and "it" drew this one to the return's yes; "not" drew "ok why not" to no)
+    for n, (text, want) in enumerate([("wait let me think about it", "return-no"), ("ok why not", "return-yes")]):
+        assert shop.say(f"near-{n}", "I want to return my bike")[0] == "return"
+        assert shop.say(f"near-{n}", text)[0] == want, text
     admin = shop.server.client(f"Bearer {shop.server.key}")
+    shop.say("near-why", "I want to return my bike")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain",
+                          params={"text": "wait let me think about it", "threadId": "near-why"}).json()
+    assert explained["step"]["stepId"] == "return-no", explained
+    assert explained["explanation"].startswith("The text is close to “let me think about it” (similarity "), explained["explanation"]
+    assert explained["explanation"].endswith(", a common way to say no, which its examples do: it answers the question of “return”."), explained
     shop.say("lead-why", "I want to return my bike")
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain",
                           params={"text": "nah, I'll keep the bike", "threadId": "lead-why"}).json()
