@@ -226,6 +226,7 @@ class IntentIndex:
         self.levels = [list(level) for level in levels]  # intents that compete: the top level first, then each step's children
         self.moves: dict[str, str] = {}  # step id -> the common move it makes (common_phrasings)
         self.phrasings = np.zeros((0, 0), dtype=np.float32)  # the common phrasings lent to those intents
+        self.all_phrasings = np.zeros((0, 0), dtype=np.float32)  # every move's, lent or not
         self.phrasing_owner = np.zeros(0, dtype=object)  # the step id each phrasing is lent to
         self.phrasing_text = np.zeros(0, dtype=int)  # and which of common_phrasings.TEXTS it is
         self.common_exact: set[str] = set()  # the normalised phrasings that match exactly
@@ -282,6 +283,7 @@ class IntentIndex:
                     self.common_exact.add(text)
             self.moves[step_id] = move
         self.phrasings = phrasings[rows]
+        self.all_phrasings = phrasings
         self.phrasing_owner = np.asarray(owners, dtype=object)
         self.phrasing_text = np.asarray(rows, dtype=int)
 
@@ -525,7 +527,8 @@ class IntentIndex:
         "Human" intent close enough, but it paraphrases "can a person help me". At the top level (``top``)
         a request of another kind is still out of scope: "what time does the gym close" is near "what
         time do you close", nearer still to an off-topic phrasing (``off_topic_of``, the lent phrasings
-        counting as examples)."""
+        counting as examples). Nor does a phrasing match a message that another move's phrasing is nearer to,
+        lent or not: "what's your phone number" is a way to get in touch, not to change one's details."""
         lent = np.isin(self.phrasing_owner, step_ids)
         if not lent.any():
             return None
@@ -535,10 +538,17 @@ class IntentIndex:
         confidence = min(float(similarity[closest]), LEARNED_MAX)  # 1.0 is an exact example's
         if similarity[closest] < PHRASING_BAR or confidence < threshold:
             return None
+        # and the message must be nearer that move's phrasings than any other move's: "what's your phone number"
+        # comes 0.69 close to changing one's details ("how do I change my phone number"), and 0.99 to getting in touch
+        owner = str(self.phrasing_owner[lent][closest])
+        spelling = vectors[int(np.argmax([n[closest] for n in near]))]
+        others = common_phrasings.MOVE_OF_TEXT != common_phrasings.MOVES.index(self.moves[owner])
+        if (self.all_phrasings[others] @ spelling).max() > similarity[closest]:
+            return None
         if top and any(self.off_topic_of(vector, max(float((self.matrix @ vector).max()), float(cosines.max())))
                        for vector, cosines in zip(vectors, near)):
             return None
-        return str(self.phrasing_owner[lent][closest]), confidence
+        return owner, confidence
 
     def _best_by_cosine(self, text: str, vector: np.ndarray, step_ids: list[str], threshold: float, needed: float,
                         rivals: list[str] | None = None) -> tuple[str, float] | None:

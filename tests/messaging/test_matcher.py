@@ -299,17 +299,22 @@ def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
                           "I need to cancel", "call off my visit"], "Cancelled."),
         intent("prices", ["how much does it cost", "what are your prices", "price list please", "is it expensive",
                           "how much do you charge"], "From 20."),
+        intent("details", ["update my phone number", "change my email address", "I moved house", "my surname has changed",
+                           "update my details"], "Done."),
         {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]},
     ]}
     studio = Shop(org_server, receiver, flow)
     studio.ready()
     graph = studio.server.call(conversation.graph_for(studio.server.services, studio.project()))
     assert graph.index.moves == {"opening-times": "hours", "payment": "payment", "where": "location", "book": "book",
-                                 "cancel": "cancel", "prices": "prices"}
+                                 "cancel": "cancel", "prices": "prices", "details": "details"}
     for n, (text, want) in enumerate([("directions pls", "where"), ("postcode?", "where"), ("do u take amex", "payment"),
                                       ("contactless?", "payment"), ("Are there any hidden fees?", "prices"),
                                       ("I don't want it anymore", "cancel"), ("what time does the gym close", "unknown"),
-                                      ("where can I buy a train ticket", "unknown")]):
+                                      ("where can I buy a train ticket", "unknown"),
+                                      # near changing one's details ("how do I change my phone number"), nearer still
+                                      # to getting in touch, which no intent here does
+                                      ("what's your phone number", "unknown")]):
         assert studio.say(f"ask-{n}", text)[0] == want, text
     admin = studio.server.client(f"Bearer {studio.server.key}")
     explained = admin.get(f"/v1/projects/{studio.project_id}/explain", params={"text": "contactless?"}).json()
