@@ -148,7 +148,11 @@ class LocalChatModel:
         return self._formatter(messages=self.tool_format.messages(messages), tools=[t.openai() for t in tools or ()] or None).prompt
 
     def count_tokens(self, messages: list[dict[str, Any]]) -> int:
-        return len(self._tokens(self.render(messages)))
+        return len(self.prompt_tokens(messages))
+
+    def prompt_tokens(self, messages: list[dict[str, Any]]) -> list[int]:
+        """The tokens the model reads for ``messages`` (no tools offered)."""
+        return self._tokens(self.render(messages))
 
     def _tokens(self, prompt: str) -> list[int]:
         return self.vocab.tokenize(prompt.encode("utf-8", "replace"), add_bos=self._add_bos, special=True)
@@ -183,7 +187,7 @@ class LocalChatModel:
                     yield Done(result)
                     return
             # rendering and tokenizing a long thread takes a while: off the event loop
-            prompt_tokens = await asyncio.to_thread(lambda: self._tokens(self.render(request.messages)))
+            prompt_tokens = await asyncio.to_thread(self.prompt_tokens, request.messages)
             self._check_context(len(prompt_tokens), request.max_tokens)
             max_tokens = max(1, min(request.max_tokens, self.n_ctx - len(prompt_tokens)))
             generation = pump(lambda emit: self._generate(

@@ -13,6 +13,11 @@ Same prompts, greedy, through ``LocalChatModel`` (the fair queue, the worker pro
 engine), prompt reading included. Rounds alternate which way goes first; each round's ratio is
 reported and their median is the result. Run it on a quiet machine (``uptime`` load < 1.5).
 
+Beside it, in the same run, the plain baseline: llama.cpp alone (``BareLlama``: a worker process like the
+model's, the same prompt tokens, threads and file, no queue, no sampler chain, no prefix reuse), reading
+each prompt and then decoding the sequences one at a time, or together in one ``llama_batch``. Its ratio is
+what this CPU and model file allow; flowbox's is measured against the same.
+
 The kernels matter as much as the batching: on x86, llama.cpp multiplies a batch's matrices in one
 pass (its tinyBLAS) for Q4_0, IQ4_NL and Q8_0 weights but token by token for Q4_1, the packaged
 model's type. ``--model FILE`` measures another GGUF file the same way.
@@ -35,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from flowbox.models.base import ChatRequest, generate  # noqa: E402
 from flowbox.models.files import ensure_model  # noqa: E402
 from flowbox.models.local import LocalChatModel  # noqa: E402
+from flowbox.models.worker import ModelWorker  # noqa: E402
 
 TOPICS = ["a lighthouse keeper", "a dragon who bakes bread", "a lost robot", "two rival gardeners"]
 MIXED = [96, 24, 96, 48]  # max_tokens of chats that end at different steps, the second first
@@ -70,6 +76,80 @@ async def together(model: LocalChatModel, requests: list[ChatRequest]) -> tuple[
     started = time.perf_counter()
     results = await asyncio.gather(*(generate(model, req, key=f"org{i}") for i, req in enumerate(requests)))
     return sum(r.completion_tokens for r in results), time.perf_counter() - started
+
+
+class BareLlama:
+    """llama.cpp alone, in a worker process of its own (``ModelWorker``: the same OpenMP wait as the model's)."""
+
+    def __init__(self, path: str, n_threads: int, parallel: int):
+        import llama_cpp
+        from llama_cpp._internals import LlamaContext, LlamaModel
+
+        from flowbox.models.llama_load import load_llama
+
+        llama_cpp.llama_backend_init()
+        self.model = load_llama(LlamaModel, path_model=path, params=llama_cpp.llama_model_default_params())
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_seq_max, params.kv_unified = 1024 * parallel, parallel, False
+        params.n_batch = params.n_ubatch = 512
+        params.n_threads = params.n_threads_batch = n_threads
+        self.ctx = LlamaContext(model=self.model, params=params, verbose=False)
+        self.batch = llama_cpp.llama_batch_init(512, 0, 1)
+
+    def run(self, prompts: list[list[int]], max_tokens: int, together: bool, *, cancel, emit) -> tuple[int, float]:
+        """Tokens generated and seconds taken: each prompt read, then its reply decoded greedily (``together``:
+        all the replies, one token of each per ``llama_decode``) until ``max_tokens`` or the end of a reply.
+        (``cancel`` and ``emit``, which every worker call gets, are not used.)"""
+        import llama_cpp
+
+        memory = llama_cpp.llama_get_memory(self.ctx.ctx)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(self.model.vocab)
+        started, generated = time.perf_counter(), 0
+        for group in [list(range(len(prompts)))] if together else [[i] for i in range(len(prompts))]:
+            position, last = {}, {}
+            for seq in group:
+                llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
+                last[seq] = self._decode([(seq, token, i) for i, token in enumerate(prompts[seq])], n_vocab)[seq]
+                position[seq] = len(prompts[seq])
+            for _ in range(max_tokens):
+                live = [seq for seq in group if not llama_cpp.llama_vocab_is_eog(self.model.vocab, last[seq])]
+                if not live:
+                    break
+                generated += len(live)
+                last.update(self._decode([(seq, last[seq], position[seq]) for seq in live], n_vocab))
+                for seq in live:
+                    position[seq] += 1
+        return generated, time.perf_counter() - started
+
+    def _decode(self, tokens: list[tuple[int, int, int]], n_vocab: int) -> dict[int, int]:
+        """Decodes (sequence, token, position) triples in one batch; each sequence's next token (argmax)."""
+        import llama_cpp
+        import numpy as np
+
+        batch = self.batch
+        for n, (seq, token, position) in enumerate(tokens):
+            batch.token[n], batch.pos[n], batch.n_seq_id[n], batch.seq_id[n][0] = token, position, 1, seq
+            batch.logits[n] = n == len(tokens) - 1 or tokens[n + 1][0] != seq
+        batch.n_tokens = len(tokens)
+        assert llama_cpp.llama_decode(self.ctx.ctx, batch) == 0
+        return {seq: int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.ctx.ctx, n), shape=(n_vocab,)).argmax())
+                for n, (seq, *_) in enumerate(tokens) if batch.logits[n]}
+
+
+async def bare(path: Path, model: LocalChatModel, requests: list[ChatRequest], threads: int) -> float:
+    """The plain baseline: llama.cpp's rates one at a time and together, on the same prompt tokens; their ratio."""
+    worker = ModelWorker(BareLlama, {"path": str(path), "n_threads": threads, "parallel": len(requests)}, name="bare llama.cpp")
+    try:
+        prompts = [model.prompt_tokens(req.messages) for req in requests]
+        rates = {}
+        for name, together in (("one at a time", False), ("4 together", True)):
+            tokens, seconds = await worker.call("run", prompts, requests[0].max_tokens, together)
+            rates[name] = tokens / seconds
+            print(f"bare llama.cpp: {name:>13}: {tokens} tokens in {seconds:5.1f} s = {rates[name]:6.1f} tokens/s")
+    finally:
+        worker.close()
+    print(f"bare llama.cpp: ratio {rates['4 together'] / rates['one at a time']:.2f}")
+    return rates["4 together"] / rates["one at a time"]
 
 
 async def first_token(model: LocalChatModel, req: ChatRequest) -> float:
@@ -115,9 +195,10 @@ async def main() -> None:
         ratios = [await compare(model, requests, f"round {round_ + 1}", bool(round_ % 2)) for round_ in range(args.rounds)]
         mixed = await compare(model, [request(topic, n) for topic, n in zip(TOPICS, MIXED)], "mixed lengths", False)
         await prefix_reuse(model)
+        ceiling = await bare(path, model, requests, args.threads)
         print(f"\naggregate tokens/s, 4 concurrent chats / 1 at a time: {statistics.median(ratios):.2f} "
-              f"(median of {len(ratios)} rounds; goal >= 1.8); mixed lengths {mixed:.2f}; {path.name}, "
-              f"threads={args.threads}, load={os.getloadavg()[0]:.2f}")
+              f"(median of {len(ratios)} rounds; goal >= 1.8); mixed lengths {mixed:.2f}; bare llama.cpp {ceiling:.2f}; "
+              f"{path.name}, threads={args.threads}, load={os.getloadavg()[0]:.2f}")
     finally:
         model.close()
 
