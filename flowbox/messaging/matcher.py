@@ -543,7 +543,7 @@ class IntentIndex:
         owner = str(self.phrasing_owner[lent][closest])
         spelling = vectors[int(np.argmax([n[closest] for n in near]))]
         others = common_phrasings.MOVE_OF_TEXT != common_phrasings.MOVES.index(self.moves[owner])
-        if (self.all_phrasings[others] @ spelling).max() > similarity[closest]:
+        if (self.all_phrasings @ spelling)[others].max() > similarity[closest]:
             return None
         if top and any(self.off_topic_of(vector, max(float((self.matrix @ vector).max()), float(cosines.max())))
                        for vector, cosines in zip(vectors, near)):
