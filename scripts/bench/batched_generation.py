@@ -22,7 +22,11 @@ The kernels matter as much as the batching: on x86, llama.cpp multiplies a batch
 pass (its tinyBLAS) for Q4_0, IQ4_NL and Q8_0 weights but token by token for Q4_1, the packaged
 model's type. ``--model FILE`` measures another GGUF file the same way.
 
-Usage: python scripts/bench/batched_generation.py [--models-dir DIR] [--model FILE] [--rounds N] [--max-tokens N] [--threads N] [--parallel N]
+With llama-cpp-python built for a GPU, both run on it (all layers offloaded, as ``flowbox serve`` does;
+``--gpu-layers 0`` keeps them on the CPU).
+
+Usage: python scripts/bench/batched_generation.py [--models-dir DIR] [--model FILE] [--rounds N] [--max-tokens N]
+       [--threads N] [--parallel N] [--gpu-layers N]
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from flowbox.models.base import ChatRequest, generate  # noqa: E402
 from flowbox.models.files import ensure_model  # noqa: E402
+from flowbox.models.llama_load import backend, gpu_layers  # noqa: E402
 from flowbox.models.local import LocalChatModel  # noqa: E402
 from flowbox.models.worker import ModelWorker  # noqa: E402
 
@@ -81,14 +86,16 @@ async def together(model: LocalChatModel, requests: list[ChatRequest]) -> tuple[
 class BareLlama:
     """llama.cpp alone, in a worker process of its own (``ModelWorker``: the same OpenMP wait as the model's)."""
 
-    def __init__(self, path: str, n_threads: int, parallel: int):
+    def __init__(self, path: str, n_threads: int, parallel: int, n_gpu_layers: int = 0):
         import llama_cpp
         from llama_cpp._internals import LlamaContext, LlamaModel
 
         from flowbox.models.llama_load import load_llama
 
         llama_cpp.llama_backend_init()
-        self.model = load_llama(LlamaModel, path_model=path, params=llama_cpp.llama_model_default_params())
+        model_params = llama_cpp.llama_model_default_params()
+        model_params.n_gpu_layers = n_gpu_layers
+        self.model = load_llama(LlamaModel, path_model=path, params=model_params)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx, params.n_seq_max, params.kv_unified = 1024 * parallel, parallel, False
         params.n_batch = params.n_ubatch = 512
@@ -136,9 +143,10 @@ class BareLlama:
                 for n, (seq, *_) in enumerate(tokens) if batch.logits[n]}
 
 
-async def bare(path: Path, model: LocalChatModel, requests: list[ChatRequest], threads: int) -> float:
+async def bare(path: Path, model: LocalChatModel, requests: list[ChatRequest], threads: int, gpu_layers: int) -> float:
     """The plain baseline: llama.cpp's rates one at a time and together, on the same prompt tokens; their ratio."""
-    worker = ModelWorker(BareLlama, {"path": str(path), "n_threads": threads, "parallel": len(requests)}, name="bare llama.cpp")
+    options = {"path": str(path), "n_threads": threads, "parallel": len(requests), "n_gpu_layers": gpu_layers}
+    worker = ModelWorker(BareLlama, options, name="bare llama.cpp")
     try:
         prompts = [model.prompt_tokens(req.messages) for req in requests]
         rates = {}
@@ -186,19 +194,22 @@ async def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--parallel", type=int, default=4, help="the model's parallel_sequences")
+    parser.add_argument("--gpu-layers", type=int, default=-1, help="layers offloaded to a GPU (-1: all, when llama.cpp has a GPU backend)")
     args = parser.parse_args()
     path = Path(args.model) if args.model else ensure_model(Path(args.models_dir), "smollm2")
-    model = LocalChatModel(path, name="local", n_ctx=1024, n_threads=args.threads, parallel=args.parallel)
+    gpu = gpu_layers(args.gpu_layers)
+    where = f"{backend()} ({'all' if gpu == -1 else gpu} layers offloaded)" if gpu else "CPU"
+    model = LocalChatModel(path, name="local", n_ctx=1024, n_threads=args.threads, parallel=args.parallel, n_gpu_layers=gpu)
     try:
         requests = [request(topic, args.max_tokens) for topic in TOPICS]
         await generate(model, request("warming up", 4))
         ratios = [await compare(model, requests, f"round {round_ + 1}", bool(round_ % 2)) for round_ in range(args.rounds)]
         mixed = await compare(model, [request(topic, n) for topic, n in zip(TOPICS, MIXED)], "mixed lengths", False)
         await prefix_reuse(model)
-        ceiling = await bare(path, model, requests, args.threads)
+        ceiling = await bare(path, model, requests, args.threads, gpu)
         print(f"\naggregate tokens/s, 4 concurrent chats / 1 at a time: {statistics.median(ratios):.2f} "
               f"(median of {len(ratios)} rounds; goal >= 1.8); mixed lengths {mixed:.2f}; bare llama.cpp {ceiling:.2f}; "
-              f"{path.name}, threads={args.threads}, load={os.getloadavg()[0]:.2f}")
+              f"{path.name}, threads={args.threads}, load={os.getloadavg()[0]:.2f}, on {where}")
     finally:
         model.close()
 
