@@ -170,6 +170,10 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         move = f"a common way to {common_phrasings.DOES[item['move']]}, which its examples do" if item.get("move") else ""
         child = current is not None and matched["stepId"] in {s["stepId"] for s in graph.children.get(current["stepId"], [])}
         leading = common_phrasings.leading_answer(expand(inp.text or "")) if child else None
+        # the confidence the matcher gave it: the learned model's, or the judge's probability where the judge was sure
+        sure = (judged is not None and judged["stepId"] == item["stepId"] and not child and item["confidence"] is not None
+                and judged["probability"] >= judged["sure"] and judged["probability"] > item["confidence"])
+        given = judged["probability"] if sure else item["confidence"]
         if item.get("commonExact"):
             reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
         elif item["exact"]:
@@ -187,7 +191,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             # IntentIndex.best: a greeting, thank-you or goodbye with a word or two after it, when nothing else matched
             return (f"The text starts with {move.replace('a common way', 'one of the common ways', 1)}, and a word or two "
                     "follow: nothing else matched, so it makes that move.")
-        elif move and scores["method"] == "learned" and decision.intents and decision.intents[0]["confidence"] != item["confidence"]:
+        elif move and scores["method"] == "learned" and decision.intents and decision.intents[0]["confidence"] != given:
             # not the learned model's match: the one made when nothing else matched (IntentIndex._best_phrasing)
             reason = (f"The learned model matched no intent (below the threshold {threshold:.2f} or off its topic), but the "
                       f"text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}.")
@@ -196,6 +200,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
                       f"its closest example is “{item['example']}” (similarity {item['similarity']:.2f}).")
             if judged and judged["stepId"] == item["stepId"] and not child:
                 reason += f" The judge finds it right with probability {judged['probability']:.2f} (bar {judged['bar']:.2f})."
+                if sure:  # acceptance.confidence
+                    reason += f" That is sure enough ({judged['sure']:.2f} or more) to count as its confidence."
         else:
             # a bot builder reads this in the console's test chat: whether to wait, or to write more examples
             if not graph.index.ready:

@@ -31,7 +31,8 @@ At the top level, with the built-in MiniLM, whether the model's candidate is a m
 judge learned from 144 other flows' real messages (``acceptance``): it weighs the model's confidence, the
 ranker's lead, how the message compares with the flow's scope (``Model.in_scope``'s measures, no longer
 its bars), how near an off-topic phrasing it lies and the message's own vector, and the match must be
-likely enough (``acceptance.BAR``) as well as reach the threshold. A step's children, a slot's question
+likely enough (``acceptance.BAR``) as well as reach the threshold (the judge's probability standing for
+the confidence where it is sure and higher: ``acceptance.confidence``). A step's children, a slot's question
 and other embedding models keep the rules.
 
 A message that reads as a request of some other business or of a general assistant (``off_topic``:
@@ -421,7 +422,9 @@ class IntentIndex:
         ``offTopic``: the off-topic phrasing that puts the text out of scope at the top level
         (``phrasing``, ``similarity``, and the flow's nearest ``example`` and its ``exampleSimilarity``),
         or None. ``judged``: at the top level, the intent the judge (``acceptance``) finds likeliest right
-        (``stepId``), that ``probability`` and the ``bar`` it must reach, or None without the judge."""
+        (``stepId``), that ``probability`` and the ``bar`` it must reach, its nearest example's ``similarity`` and
+        the ``floor``, and from which probability (``sure``) it stands for the candidate's confidence when higher; or
+        None without the judge."""
         exact = set(self.exact.get(normalize(text), []))
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
@@ -477,7 +480,7 @@ class IntentIndex:
         ranked = sorted(items.values(), key=lambda i: (i["confidence"] or 0.0, i["similarity"] or 0.0), reverse=True)
         if judged is not None:
             judged = {"stepId": judged[0], "probability": round(judged[1], 4), "bar": acceptance.BAR,
-                      "similarity": round(judged[2], 4), "floor": acceptance.FLOOR}
+                      "similarity": round(judged[2], 4), "floor": acceptance.FLOOR, "sure": acceptance.SURE}
         return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
 
     def _spellings(self, text: str) -> list[str]:
@@ -654,7 +657,7 @@ class IntentIndex:
         judged = self._judged(learned, vector, features, confidence, outside, step_ids, respelt) if top else None
         if judged is not None:
             step_id, probability, similarity = judged
-            value = float(confidence[self.row[step_id]])
+            value = acceptance.confidence(float(confidence[self.row[step_id]]), probability)
             return (step_id, value) if acceptance.accepts(probability, similarity) and value >= threshold else None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the
         # most confident intent; the first that passes the level's acceptance rule matches.

@@ -55,10 +55,10 @@ FLOW = {"flowId": "bikes", "title": "Bike shop", "steps": [
 class Shop:
     """The bike shop as a project; ``say`` answers (matched stepId, reply texts) from the webhook."""
 
-    def __init__(self, server, receiver: Receiver, flow: dict = FLOW):
+    def __init__(self, server, receiver: Receiver, flow: dict = FLOW, settings: dict | None = None):
         self.server, self.receiver = server, receiver
         project, token = server.call(projects.create_project(server.services.store, server.org_id, flow["flowId"],
-                                                             {"webhookUrl": receiver.url("/hook")}))
+                                                             {"webhookUrl": receiver.url("/hook"), **(settings or {})}))
         self.project_id = project["id"]
         self.rest = server.client(f"Bearer {token}")
         response = self.rest.post(f"/v1/projects/{self.project_id}/flows", json=flow)
@@ -262,6 +262,33 @@ def test_the_judge_turns_away_a_top_level_match_it_finds_unlikely(shop):
     assert judged["similarity"] < judged["floor"] == acceptance.FLOOR, judged
     assert explained["explanation"].startswith(f"The judge's likeliest intent, “{judged['stepId']}”, has no example as close as "
                                                f"{acceptance.FLOOR:.2f}"), explained["explanation"]
+
+
+def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sure(org_server, receiver):
+    # the flow's own model, from five examples an intent, is unsure of an indirect request that the judge, learned
+    # from many flows' real messages, is sure of: the judge's probability counts, against the project's threshold
+    shop = Shop(org_server, receiver, settings={"intentThreshold": 0.8})
+    shop.ready()
+    assert shop.say("sure", "bought the wrong size frame")[0] == "return"
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "bought the wrong size frame"}).json()
+    judged, learned = explained["judged"], explained["intents"][0]["confidence"]
+    assert judged["stepId"] == explained["intents"][0]["stepId"] == "return", explained
+    assert judged["probability"] >= 0.8 > learned and judged["probability"] >= judged["sure"] == acceptance.SURE, explained
+    reply = shop.wait("message.reply", "sure", 1)[0]["messages"][0]
+    assert reply["intents"][0]["confidence"] == pytest.approx(judged["probability"], abs=1e-3), reply["intents"]
+    assert f"The learned model gives it {learned:.2f} (threshold 0.80)" in explained["explanation"], explained["explanation"]
+    assert (f"The judge finds it right with probability {judged['probability']:.2f} (bar {acceptance.BAR:.2f}). That is sure "
+            f"enough ({acceptance.SURE:.2f} or more) to count as its confidence.") in explained["explanation"], explained["explanation"]
+    # an intent that makes a common move is explained the same way, not as a match through its common phrasings
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "could a member of staff ring me"}).json()
+    assert explained["step"]["stepId"] == "human" and explained["judged"]["probability"] > explained["intents"][0]["confidence"]
+    assert explained["explanation"].startswith("The learned model gives it"), explained["explanation"]
+    assert "to count as its confidence" in explained["explanation"], explained["explanation"]
+    # one the judge is less sure of keeps the learned model's confidence (at the default threshold it rents bikes)
+    assert shop.say("unsure", "need wheels for the weekend")[0] == "unknown"
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "need wheels for the weekend"}).json()
+    assert explained["judged"]["probability"] < acceptance.SURE, explained
 
 
 def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
