@@ -281,7 +281,7 @@ def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sur
     assert (f"The judge finds it right with probability {judged['probability']:.2f} (bar {acceptance.BAR:.2f}). That is sure "
             f"enough ({acceptance.SURE:.2f} or more) to count as its confidence.") in explained["explanation"], explained["explanation"]
     # an intent that makes a common move is explained the same way, not as a match through its common phrasings
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "could a member of staff ring me"}).json()
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "i'd rather deal with a person"}).json()
     assert explained["step"]["stepId"] == "human" and explained["judged"]["probability"] > explained["intents"][0]["confidence"]
     assert explained["explanation"].startswith("The learned model gives it"), explained["explanation"]
     assert "to count as its confidence" in explained["explanation"], explained["explanation"]
