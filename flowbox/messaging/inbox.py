@@ -18,7 +18,7 @@ from typing import Any
 from ..db import Store
 from ..ids import from_iso, iso
 from ..services import Services
-from . import common_phrasings, threads
+from . import acceptance, common_phrasings, threads
 from .conversation import engine_input, graph_for, threshold_of
 from .engine import decide
 from .hours import is_open
@@ -171,9 +171,10 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         child = current is not None and matched["stepId"] in {s["stepId"] for s in graph.children.get(current["stepId"], [])}
         leading = common_phrasings.leading_answer(expand(inp.text or "")) if child else None
         # the confidence the matcher gave it: the learned model's, or the judge's probability where the judge was sure
-        sure = (judged is not None and judged["stepId"] == item["stepId"] and not child and item["confidence"] is not None
-                and judged["probability"] >= judged["sure"] and judged["probability"] > item["confidence"])
-        given = judged["probability"] if sure else item["confidence"]
+        given = item["confidence"]
+        if judged is not None and judged["stepId"] == item["stepId"] and not child and given is not None:
+            given = acceptance.confidence(given, judged["probability"])
+        sure = given != item["confidence"]
         if item.get("commonExact"):
             reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
         elif item["exact"]:
@@ -200,7 +201,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
                       f"its closest example is “{item['example']}” (similarity {item['similarity']:.2f}).")
             if judged and judged["stepId"] == item["stepId"] and not child:
                 reason += f" The judge finds it right with probability {judged['probability']:.2f} (bar {judged['bar']:.2f})."
-                if sure:  # acceptance.confidence
+                if sure:
                     reason += f" That is sure enough ({judged['sure']:.2f} or more) to count as its confidence."
         else:
             # a bot builder reads this in the console's test chat: whether to wait, or to write more examples
