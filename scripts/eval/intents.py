@@ -29,7 +29,8 @@ baselines' thresholds are still chosen on the tuned domains' dev half only.
     python scripts/eval/intents.py [--misses dev|test|all] [--examples N] [--unseen]
 
 ``--examples N`` keeps only each intent's first N examples (in flowbox and the baselines alike): how the
-matcher does for a bot builder who writes fewer than the flows' six.
+matcher does for a bot builder who writes fewer than the flows' six (with ``--unseen``, up to all 8 that
+were written: more than six too).
 
 ``--unseen`` measures instead the intent-space training flows that what flowbox ships did not learn from
 (``scripts/intent_space/unseen_flows.txt``), each as a flow of INTENT steps with its first six examples:
@@ -91,14 +92,15 @@ class Case:
         return "UNKNOWN" not in self.expected
 
 
-def unseen() -> dict[str, tuple[dict, list[Case]]]:
-    """The training flows the shipped matcher did not learn from, as (flow, cases) by name."""
+def unseen(examples: int = UNSEEN_EXAMPLES) -> dict[str, tuple[dict, list[Case]]]:
+    """The training flows the shipped matcher did not learn from, as (flow, cases) by name, each intent
+    with its first ``examples`` examples (of the 8 written)."""
     out = {}
     for name in (INTENT_SPACE / "unseen_flows.txt").read_text().split():
         data = json.loads((INTENT_SPACE / "flows" / name).read_text())
         domain = name.removesuffix(".json")
         steps = [{"stepId": i["name"], "title": i["name"], "type": "INTENT",
-                  "intent": {"title": i["name"], "examples": i["examples"][:UNSEEN_EXAMPLES]},
+                  "intent": {"title": i["name"], "examples": i["examples"][:examples]},
                   "actions": [{"type": "TEXT", "payload": {"texts": [i["name"]]}}]} for i in data["intents"]]
         steps.append({"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["?"]}}]})
         cases = [Case(domain, frozenset([i["name"]]), "", t) for i in data["intents"] for t in i["utterances"]]
@@ -268,7 +270,7 @@ def main() -> None:
     org, _ = server.call(orgs.ensure_default_org(server.services.store, with_key=False))
     embedder = server.call(get_embedder(server.services))  # MiniLM as it is
     reader = server.call(get_embedder(server.services, intents=True))  # as the intent matcher reads (intent_encoder)
-    sources = unseen() if args.unseen else {d: (None, load_cases(d)) for d in DOMAINS + UNTUNED}
+    sources = unseen(args.examples or UNSEEN_EXAMPLES) if args.unseen else {d: (None, load_cases(d)) for d in DOMAINS + UNTUNED}
     tuned, untuned = (tuple(sources), ()) if args.unseen else (DOMAINS, UNTUNED)
     cases = [c for _, domain_cases in sources.values() for c in domain_cases]
     bots = {d: Bot(server, d, org["id"], args.examples, flow) for d, (flow, _) in sources.items()}
