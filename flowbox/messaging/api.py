@@ -21,7 +21,7 @@ from ..revocation import REVOKED_MESSAGE, Credential, api_key, project_token, st
 from ..sse import EventStream as EventStreamResponse
 from ..sse import event, until_revoked
 from ..validation import is_text
-from . import conversation, flows, inbox, projects, socket_api, sockets, threads, webhooks
+from . import conversation, evaluation, flows, inbox, projects, socket_api, sockets, threads, webhooks
 from .common import int_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
 from .hub import hub_of
@@ -36,6 +36,7 @@ from .schemas import (
     PROJECT_BODY,
     PROJECT_UPDATE_BODY,
     BusinessHoursAnswer,
+    Evaluation,
     Explanation,
     Flow,
     FlowExport,
@@ -432,6 +433,24 @@ async def explain(request: Request, project: ProjectOf, project_id: FromPath[str
     return await inbox.explain(services_of(request), project, threadId, text)
 
 
+EVALUATE_BODY = {
+    "type": "object", "required": ["cases"],
+    "properties": {"cases": {"type": "array", "minItems": 1, "maxItems": evaluation.MAX_CASES, "items": {
+        "type": "object", "required": ["text", "expected"],
+        "properties": {"text": {"type": "string", "maxLength": evaluation.MAX_TEXT},
+                       "expected": {"type": "string", "description": "an INTENT step's id, or UNKNOWN"},
+                       "context": {"type": "string", "description": "match as on a thread at this step (its children first)"}}}}},
+}
+
+
+@post("/v1/projects/{project_id:str}/evaluate", status_code=200,
+      summary="How the flows match test messages and the steps they should reach (nothing is stored)",
+      responses=doc(200, Evaluation, *errors(400, 401, 403, 404, 413)), operation_class=body_doc(EVALUATE_BODY))
+async def evaluate(request: Request, project: ProjectOf, project_id: FromPath[str]) -> dict[str, Any]:
+    services = services_of(request)
+    return await evaluation.evaluate(services, project, await read_json(request, services.config.max_body_bytes))
+
+
 # Bearer-token APIs that web pages on any site call (the document's browser example, the web SDK):
 # answered for any origin, without credentials, unless ``cors_origins`` narrows them (flowbox/cors.py).
 BROWSER_PATHS = ("/rest/v1/", "/socket.info", "/thread.")
@@ -446,6 +465,6 @@ ROUTES = [
     authenticated([list_projects, create_project], org_of, provides="org_id"),
     authenticated([get_project, update_project, delete_project, rotate_token,
                    list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow,
-                   list_threads, get_thread, take_over, hand_back, agent_reply, project_events, explain],
+                   list_threads, get_thread, take_over, hand_back, agent_reply, project_events, explain, evaluate],
                   managed_project, provides="project"),
 ]

@@ -289,6 +289,12 @@ class IntentIndex:
         self.phrasing_text = np.asarray(rows, dtype=int)
 
     @property
+    def method(self) -> str:
+        """How a message is matched now: ``learned`` (the model), ``similarity`` (the nearest example: no model yet,
+        or none to learn) or ``exact`` (no embedding model)."""
+        return "learned" if self.learned is not None else "similarity" if self.matrix is not None else "exact"
+
+    @property
     def ready(self) -> bool:
         """Whether learning has finished (with a model, or with none to make: too few examples)."""
         return self.learning is not None and self.learning.done()
@@ -429,7 +435,7 @@ class IntentIndex:
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
         learned = self.learned
-        method = "learned" if learned is not None else "similarity" if self.matrix is not None else "exact"
+        method = self.method
         vector, confidence, judged, closest_cosine = None, None, None, -np.inf
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does: every spelling of the message, the surest one explained

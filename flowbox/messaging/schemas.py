@@ -188,6 +188,44 @@ class Explanation(TypedDict):
     handover: bool
 
 
+class EvaluationCase(TypedDict):
+    text: str
+    expected: str            # the INTENT step's id the text should reach, or UNKNOWN
+    context: str | None      # matched on a thread at this step (its children first); None: a new thread
+    stepId: str              # what it reached: an INTENT step's id, or UNKNOWN
+    confidence: float | None
+    right: bool
+
+
+class EvaluationShare(TypedDict):
+    cases: int
+    right: int
+    accuracy: float | None   # right / cases; None without cases
+
+
+class EvaluationIntent(TypedDict):
+    stepId: str                              # an intent expected, or UNKNOWN
+    title: str
+    cases: int
+    right: int
+    accuracy: float
+    confusedWith: list[dict[str, Any]]       # where its other cases went: stepId, cases; most first
+
+
+class Evaluation(TypedDict):
+    """How the project's flows match the cases given; nothing is stored"""
+
+    cases: int
+    right: int
+    accuracy: float
+    threshold: float
+    method: str                        # learned, similarity (no model: too few examples) or exact (no embedding model)
+    inScope: EvaluationShare           # the cases expected to reach an intent
+    outOfScope: EvaluationShare        # the cases expected UNKNOWN
+    intents: list[EvaluationIntent]    # per step expected, the worst first
+    results: list[EvaluationCase]      # per case, in the order given
+
+
 class Endpoint(TypedDict):
     endpoint: str  # ws:// or wss://, single use
 

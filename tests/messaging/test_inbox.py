@@ -123,6 +123,37 @@ def test_explain_says_why_and_stores_nothing(org_server):
     assert missing.status_code == 400 and "text" in missing.json()["message"]
 
 
+def test_evaluate_counts_the_test_messages_matched_right_and_where_the_others_went(org_server):
+    project_id, admin, _ = project(org_server)
+    evaluate = f"/v1/projects/{project_id}/evaluate"
+    cases = [
+        {"text": "hello!", "expected": "greet"},
+        {"text": "how hot is it outside", "expected": "weather"},
+        {"text": "zxqv wvvk", "expected": "UNKNOWN"},
+        {"text": "I want to talk to a human", "expected": "order"},  # written down wrong: it reaches human
+        {"text": "yes", "expected": "feedback-yes", "context": "feedback"},  # an answer to Feedback's question
+    ]
+    report = admin.post(evaluate, json={"cases": cases}).json()
+    assert [r["stepId"] for r in report["results"]] == ["greet", "weather", "UNKNOWN", "human", "feedback-yes"]
+    assert [r["right"] for r in report["results"]] == [True, True, True, False, True]
+    assert report["results"][0]["confidence"] == 1.0 and report["results"][2]["confidence"] is None
+    assert (report["cases"], report["right"], report["accuracy"]) == (5, 4, 0.8)
+    assert report["inScope"] == {"cases": 4, "right": 3, "accuracy": 0.75}
+    assert report["outOfScope"] == {"cases": 1, "right": 1, "accuracy": 1.0}
+    assert report["threshold"] == 0.5 and report["method"] == "similarity"  # too few examples to learn from
+    worst = report["intents"][0]
+    assert worst == {"stepId": "order", "title": worst["title"], "cases": 1, "right": 0, "accuracy": 0.0,
+                     "confusedWith": [{"stepId": "human", "cases": 1}]}
+    assert admin.get(f"/v1/projects/{project_id}/threads").json() == []  # nothing stored
+
+    for body, says in (({"cases": []}, "cases is required"), ({"cases": [{"text": "hi", "expected": "nope"}]}, "'nope' is neither"),
+                       ({"cases": [{"text": "hi", "expected": "greet", "context": "greet"}]}, "child steps"),
+                       ({"cases": [{"text": "x" * 1001, "expected": "greet"}]}, "at most 1000"), ([1], "cases is required")):
+        answer = admin.post(evaluate, json=body)
+        assert answer.status_code == 400 and says in answer.json()["message"], (body, answer.text)
+    assert admin.post(evaluate, content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+
+
 def test_a_flow_too_small_to_learn_from_matches_its_nearest_example_with_a_calibrated_confidence(org_server):
     # two or three examples per intent: no model is learned, each message goes to its nearest example's
     # intent when that is likely enough right for this flow's number of examples

@@ -540,3 +540,26 @@ def test_the_shipped_phrasing_vectors_are_the_models(org_server):
     live = np.asarray(org_server.call(embedder.embed(texts)), dtype=np.float32)
     stored = np.stack([shipped_vectors.shipped()[shipped_vectors.text_hash(t)] for t in texts])
     assert np.min(np.sum(live * stored, axis=1)) > 0.999
+
+
+def test_evaluate_waits_for_the_learned_model_and_matches_as_messages_are(org_server, receiver):
+    # asked at once after the flow is saved: the answer is the one messages get once the model is learned
+    shop = Shop(org_server, receiver)
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    cases = [{"text": "bought the wrong size frame", "expected": "return"}, {"text": "brakes squeak like mad", "expected": "repair"},
+             {"text": "do you sell coffee", "expected": "UNKNOWN"}, {"text": "sure thing", "expected": "return-yes", "context": "return"},
+             {"text": "can i hire one for saturday", "expected": "rent"}]
+    report = admin.post(f"/v1/projects/{shop.project_id}/evaluate", json={"cases": cases}).json()
+    assert report["method"] == "learned", report
+    for case, result in zip(cases, report["results"]):
+        state = {}
+        if case.get("context"):  # a thread at that step: its question was just asked
+            thread = f"at-{case['context']}"
+            shop.say(thread, "I want to return my bike")
+            state = {"threadId": thread}
+        explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": case["text"], **state}).json()
+        step = explained["step"]
+        assert result["stepId"] == (step["stepId"] if step and step["type"] == "INTENT" else "UNKNOWN"), (case, explained)
+        if result["stepId"] != "UNKNOWN":
+            assert result["confidence"] == pytest.approx(explained["confidence"], abs=1e-6), (case, explained)
+    assert report["right"] == sum(r["right"] for r in report["results"]) >= 4, report["results"]
