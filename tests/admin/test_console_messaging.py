@@ -265,3 +265,25 @@ def test_chat_flow_form_and_json_view(context, org_server, tmp_path):
     tab.locator("#flow-form button[type=submit]").click()
     expect(tab.locator("#toast")).to_contain_text("Saved")
     assert org_server.client().get(f"/chatflows/{flow['id']}").json()["max_rounds"] == 7
+
+
+def test_test_messages_show_what_the_flows_match_and_what_they_miss(context, org_server):
+    from tests.helpers import SHOP_FLOW
+
+    api = org_server.client(f"Bearer {org_server.key}")
+    project = api.post("/v1/projects", json={"name": "Shop"}).json()
+    assert api.post(f"/v1/projects/{project['projectId']}/flows", json=SHOP_FLOW).status_code == 201
+    tab = context.new_page()
+    sign_in(tab, org_server)
+    tab.goto(f"{org_server.base_url}/#/messaging/{project['projectId']}")
+    tab.locator("#evaluate-form textarea").fill("greet | hello!\norder | I want to talk to a human\nUNKNOWN | zxqv wvvk")
+    tab.locator("#evaluate-form button[type=submit]").click()
+    expect(tab.locator("#evaluation-summary")).to_contain_text("Right: 2 of 3 (67%) · in scope 1 of 2 (50%) · out of scope 1 of 1 (100%)")
+    expect(tab.locator("#evaluation table").first).to_contain_text("human ×1")  # where the order case went
+    missed = tab.locator("#evaluation table").nth(1)
+    expect(missed).to_contain_text("I want to talk to a human")
+    expect(missed).not_to_contain_text("hello!")
+    # a line naming no INTENT step is the endpoint's 400, shown under the form
+    tab.locator("#evaluate-form textarea").fill("pizzas | two large ones")
+    tab.locator("#evaluate-form button[type=submit]").click()
+    expect(tab.locator("#evaluate-form [role=alert]")).to_contain_text("'pizzas' is neither")

@@ -1,7 +1,7 @@
 // Messaging (the Flow.ai-style API): projects, their intent flows (edited in flows.js), and a test
 // chat that talks to the bot over the socket API as a web-chat widget would.
 import { api } from "./api.js";
-import { field, h, mount, onSubmit, picker } from "./dom.js";
+import { field, h, mount, onSubmit, picker, table } from "./dom.js";
 import { testChat } from "./testchat.js";
 
 const NEW_TOKEN = "flowbox.new-project"; // shown once, on the page the creation leads to
@@ -40,6 +40,7 @@ export async function render(main, args) {
         h("a", { class: "button small", id: "new-flow", href: `#/messaging/${project.projectId}/flow/new` }, "New flow")),
       flowList(project, flows)),
       h("div", {}, h("h2", {}, "Test chat"), chat.panel)),
+    flows.length ? evaluation(project) : null,
     create);
   return chat.close;
 }
@@ -62,4 +63,29 @@ function examples(step) {
 function replies(step) {
   const texts = (step.actions || []).flatMap((a) => (a && a.payload && Array.isArray(a.payload.texts) ? a.payload.texts : []));
   return texts.length ? h("div", {}, "replies: ", texts.slice(0, 3).map((t) => `“${t}”`).join(" / ")) : null;
+}
+
+// Test messages: how the flows match lines the builder writes ("step | text"), through the evaluate endpoint.
+function evaluation(project) {
+  const out = h("div", { id: "evaluation" });
+  const form = onSubmit(h("form", { class: "panel", id: "evaluate-form" },
+    field("One a line: the step the message should reach (its id, or UNKNOWN for one the flows should turn away), “|”, the message",
+      h("textarea", { name: "cases", rows: 5, required: true, placeholder: "order | can I get two large pizzas\nUNKNOWN | what's the weather in Rome" }),
+      "Write them as customers would, not as the examples are: an example matches itself."),
+    h("button", { type: "submit", class: "primary" }, "Evaluate")),
+  async (data) => {
+    const cases = String(data.get("cases")).split("\n").map((line) => line.split("|")).filter((parts) => parts.length > 1)
+      .map(([expected, ...text]) => ({ expected: expected.trim(), text: text.join("|").trim() }));
+    const report = await api(`/v1/projects/${encodeURIComponent(project.projectId)}/evaluate`, { method: "POST", body: { cases } });
+    const share = (s) => (s.cases ? `${s.right} of ${s.cases} (${Math.round(s.accuracy * 100)}%)` : "none");
+    mount(out,
+      h("p", { id: "evaluation-summary" }, `Right: ${share(report)} · in scope ${share(report.inScope)} · out of scope ${share(report.outOfScope)}`,
+        h("span", { class: "muted small" }, ` · threshold ${report.threshold}, ${report.method}`)),
+      table([["Step expected", (r) => r.title === r.stepId ? r.stepId : `${r.title} (${r.stepId})`], ["Right", (r) => share(r)],
+        ["Went instead to", (r) => r.confusedWith.map((c) => `${c.stepId} ×${c.cases}`).join(", ")]], report.intents),
+      h("h3", {}, "Missed"),
+      table([["Message", (r) => r.text], ["Expected", (r) => r.expected], ["Reached", (r) => r.stepId],
+        ["Confidence", (r) => (r.confidence === null ? "" : r.confidence.toFixed(2))]], report.results.filter((r) => !r.right), "None missed."));
+  });
+  return h("div", {}, h("h2", {}, "Test messages"), form, out);
 }
