@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any
 
 from ..services import Services
+from ..validation import is_text
 from .common import rest_error
 from .conversation import graph_for, threshold_of
 from .engine import Graph, decide
@@ -43,7 +44,7 @@ def cases_of(body: Any, graph: Graph) -> list[dict[str, Any]]:
         if not isinstance(case, dict):
             raise rest_error(400, f"cases[{n}] must be an object with text and expected")
         text, expected, context = case.get("text"), case.get("expected"), case.get("context")
-        if not isinstance(text, str) or not text.strip() or len(text) > MAX_TEXT:
+        if not is_text(text, MAX_TEXT, required=True):
             raise rest_error(400, f"cases[{n}].text must be a non-empty string of at most {MAX_TEXT} characters")
         if expected != UNKNOWN and expected not in intents:
             raise rest_error(400, f"cases[{n}].expected must be {UNKNOWN!r} or the stepId of an INTENT step; {expected!r} is neither")

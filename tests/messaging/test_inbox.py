@@ -148,10 +148,13 @@ def test_evaluate_counts_the_test_messages_matched_right_and_where_the_others_we
 
     for body, says in (({"cases": []}, "cases is required"), ({"cases": [{"text": "hi", "expected": "nope"}]}, "'nope' is neither"),
                        ({"cases": [{"text": "hi", "expected": "greet", "context": "greet"}]}, "child steps"),
-                       ({"cases": [{"text": "x" * 1001, "expected": "greet"}]}, "at most 1000"), ([1], "cases is required")):
+                       ({"cases": [{"text": "x" * 1001, "expected": "greet"}]}, "at most 1000"),
+                       ([1], "cases is required")):
         answer = admin.post(evaluate, json=body)
         assert answer.status_code == 400 and says in answer.json()["message"], (body, answer.text)
     assert admin.post(evaluate, content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
+    surrogate = admin.post(evaluate, content=b'{"cases": [{"text": "\\ud800", "expected": "greet"}]}', headers={"content-type": "application/json"})
+    assert surrogate.status_code == 400 and "cases[0].text" in surrogate.json()["message"], surrogate.text
 
 
 def test_a_flow_too_small_to_learn_from_matches_its_nearest_example_with_a_calibrated_confidence(org_server):
