@@ -14,8 +14,19 @@ from ..embeddings import Embedder, get_embedder
 from ..errors import ModelError, StartupError, error
 from ..http import Caller, json_body, services_of, whole_number
 from ..validation import is_text
+from . import evaluation
 from . import store as kb
-from .schemas import CREATE_BODY, UPDATE_BODY, Deleted, KnowledgeItem, KnowledgeItemWithContent, KnowledgePage, SearchResults, UsageLimit
+from .schemas import (
+    CREATE_BODY,
+    UPDATE_BODY,
+    Deleted,
+    KnowledgeEvaluation,
+    KnowledgeItem,
+    KnowledgeItemWithContent,
+    KnowledgePage,
+    SearchResults,
+    UsageLimit,
+)
 
 SEARCH_MODES = ("hybrid", "vector", "keyword")
 MAX_SEARCH_LIMIT = 50
@@ -83,6 +94,33 @@ async def search_knowledge(request: Request, principal: Caller, q: query("The qu
     return {"query": text.strip(), "agent_id": agent_id, "results": results}
 
 
+EVALUATE_BODY = {
+    "type": "object", "required": ["cases"],
+    "properties": {
+        "cases": {"type": "array", "minItems": 1, "maxItems": evaluation.MAX_CASES, "items": {
+            "type": "object", "required": ["query", "expected"],
+            "properties": {"query": {"type": "string", "maxLength": kb.MAX_CONTENT},
+                           "expected": {"type": ["string", "null"], "description": "the id of the item that answers it; null: none does"}}}},
+        "agent_id": {"type": "string", "description": "search only the items linked to this agent"}},
+}
+
+
+@post("/api/public/knowledge/evaluate", summary="How search ranks the items that answer test questions (flowbox extension)",
+      status_code=200, responses=doc(200, KnowledgeEvaluation, 400, 401, 403, 503), operation_class=body_doc(EVALUATE_BODY))
+async def evaluate_knowledge(request: Request, principal: Caller) -> dict[str, Any]:
+    services = services_of(request)
+    body = await json_body(request)
+    evaluation.cases_of(body)  # the 400s come before any model loading
+    agent_id = body.get("agent_id")
+    if agent_id is not None:
+        if not isinstance(agent_id, str) or not agent_id:
+            raise kb.invalid('If provided, "agent_id" must be a non-empty string.')
+        await kb.check_agent(services.store, principal.org_id, agent_id)
+    embedder = await _embedder(request)
+    async with embedding_errors():
+        return await evaluation.evaluate(services.store, embedder, principal.org_id, body, agent_id)
+
+
 @get("/api/public/knowledge/{item_id:str}", summary="Get a knowledge item", responses=doc(200, KnowledgeItemWithContent, 401, 404))
 async def get_knowledge(request: Request, principal: Caller, item_id: FromPath[str]) -> dict[str, Any]:
     return await kb.get_item(services_of(request).store, principal.org_id, item_id)
@@ -106,4 +144,4 @@ async def delete_knowledge(request: Request, principal: Caller, item_id: FromPat
 
 
 # Routed by area.py, in a Router that authenticates the caller's API key.
-HANDLERS = [add_knowledge, list_knowledge, search_knowledge, get_knowledge, update_knowledge, delete_knowledge]
+HANDLERS = [add_knowledge, list_knowledge, search_knowledge, evaluate_knowledge, get_knowledge, update_knowledge, delete_knowledge]

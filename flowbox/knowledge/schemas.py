@@ -2,7 +2,7 @@
 returns plain dicts and checks bodies itself; the fuzz test checks real responses against these)."""
 
 # (No `from __future__ import annotations`: TypedDict must see NotRequired[...] evaluated.)
-from typing import TypedDict
+from typing import Any, TypedDict
 
 from ..apidoc import obj, string
 from .store import MAX_CONTENT, MAX_NAME
@@ -57,6 +57,17 @@ class SearchResults(TypedDict):
     query: str
     agent_id: str | None
     results: list[SearchHit]
+
+
+class KnowledgeEvaluation(TypedDict):
+    """How search ranks the items that answer the questions given; nothing is stored"""
+
+    cases: int
+    threshold: float                 # the "no answer" line of relevance
+    agent_id: str | None
+    answerable: dict[str, Any]       # cases, hit1, hit5, mrr10, aboveThreshold (shares; None without cases)
+    unanswerable: dict[str, Any]     # cases, belowThreshold
+    results: list[dict[str, Any]]    # per case: query, expected, rank (1 to 10, or None), top (id, name, relevance), answered
 
 
 class Deleted(TypedDict):

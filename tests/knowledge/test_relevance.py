@@ -13,7 +13,7 @@ from flowbox.knowledge import index as idx
 from flowbox.knowledge.reembed import reembed
 from flowbox.models import search_encoder
 from tests.helpers import KNOWLEDGE_URL as URL
-from tests.helpers import add_knowledge, knowledge_org
+from tests.helpers import add_knowledge, create_agent, knowledge_org
 
 CORPUS = {
     "Refund policy": "Yearly plans can be refunded in full within 30 days of purchase or renewal if you contact "
@@ -193,3 +193,34 @@ def test_an_index_of_another_model_answers_503_naming_both_models(make_server):
         "message": "The knowledge index was built with the embedding model 'remote:embed-small', but "
                    f"'{search_encoder.MODEL}@{search_encoder.version()}' is configured; run 'flowbox knowledge reembed'.",
     }
+
+
+def test_evaluate_scores_test_questions_as_search_ranks_them(corpus):
+    _, client, agent, ids = corpus
+    cases = [{"query": "is a refund possible if I cancel my yearly plan", "expected": ids["Refund policy"]},
+             {"query": "how do I set up 2fa", "expected": ids["Two-factor authentication"]},
+             {"query": "is there an app for android phones", "expected": ids["Mobile apps"]},
+             {"query": "how much does it cost to have an old sofa taken away", "expected": ids["Bulky waste collection"]},
+             {"query": "what is the capital of peru", "expected": None}]
+    report = client.post(f"{URL}/evaluate", json={"cases": cases})
+    assert report.status_code == 200, report.text
+    report = report.json()
+    for case, result in zip(cases, report["results"]):  # as the search endpoint ranks the same question
+        found = search(client, case["query"], limit=10)
+        ranks = [r["id"] for r in found]
+        assert result["rank"] == (ranks.index(case["expected"]) + 1 if case["expected"] in ranks else None), (case, found)
+        assert result["top"]["id"] == found[0]["id"] and result["answered"] == (found[0]["relevance"] >= idx.RELEVANCE_THRESHOLD)
+    answerable = report["answerable"]
+    assert answerable["cases"] == 4 and answerable["hit1"] == sum(r["rank"] == 1 for r in report["results"][:4]) / 4 >= 0.75
+    assert answerable["mrr10"] == round(sum(1 / r["rank"] for r in report["results"][:4]) / 4, 4)
+    assert report["unanswerable"] == {"cases": 1, "belowThreshold": 1.0}  # nothing relevant to Peru
+    assert report["threshold"] == idx.RELEVANCE_THRESHOLD and report["agent_id"] is None
+    # an agent with nothing linked finds nothing: no rank, no top result
+    other = create_agent(client, name="empty")
+    scoped = client.post(f"{URL}/evaluate", json={"cases": cases[:1], "agent_id": other["id"]}).json()
+    assert scoped["results"][0]["rank"] is None and scoped["results"][0]["top"] is None and scoped["answerable"]["hit1"] == 0.0
+    for body, says in (({"cases": []}, '"cases" is required'), ({"cases": [{"query": "", "expected": None}]}, '"cases[0].query"'),
+                       ({"cases": [{"query": "refund", "expected": "nope"}]}, "no knowledge item of this organization: nope"),
+                       ({"cases": [{"query": "refund", "expected": 5}]}, '"cases[0].expected"')):
+        answer = client.post(f"{URL}/evaluate", json=body)
+        assert answer.status_code == 400 and says in answer.json()["message"], (body, answer.text)
