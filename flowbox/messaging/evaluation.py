@@ -46,7 +46,7 @@ def cases_of(body: Any, graph: Graph) -> list[dict[str, Any]]:
         text, expected, context = case.get("text"), case.get("expected"), case.get("context")
         if not is_text(text, MAX_TEXT, required=True):
             raise rest_error(400, f"cases[{n}].text must be a non-empty string of at most {MAX_TEXT} characters")
-        if expected != UNKNOWN and expected not in intents:
+        if not isinstance(expected, str) or (expected != UNKNOWN and expected not in intents):
             raise rest_error(400, f"cases[{n}].expected must be {UNKNOWN!r} or the stepId of an INTENT step; {expected!r} is neither")
         if context is not None and not graph.children.get(context if isinstance(context, str) else ""):
             raise rest_error(400, f"cases[{n}].context must be the stepId of a step with child steps; {context!r} is not")

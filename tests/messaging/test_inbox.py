@@ -147,6 +147,7 @@ def test_evaluate_counts_the_test_messages_matched_right_and_where_the_others_we
     assert admin.get(f"/v1/projects/{project_id}/threads").json() == []  # nothing stored
 
     for body, says in (({"cases": []}, "cases is required"), ({"cases": [{"text": "hi", "expected": "nope"}]}, "'nope' is neither"),
+                       ({"cases": [{"text": "hi", "expected": {"stepId": "greet"}}]}, "is neither"),
                        ({"cases": [{"text": "hi", "expected": "greet", "context": "greet"}]}, "child steps"),
                        ({"cases": [{"text": "x" * 1001, "expected": "greet"}]}, "at most 1000"),
                        ([1], "cases is required")):
