@@ -110,7 +110,7 @@ EVALUATE_BODY = {
 async def evaluate_knowledge(request: Request, principal: Caller) -> dict[str, Any]:
     services = services_of(request)
     body = await json_body(request)
-    evaluation.cases_of(body)  # the 400s come before any model loading
+    cases = evaluation.cases_of(body)  # the 400s come before any model loading
     agent_id = body.get("agent_id")
     if agent_id is not None:
         if not isinstance(agent_id, str) or not agent_id:
@@ -118,7 +118,7 @@ async def evaluate_knowledge(request: Request, principal: Caller) -> dict[str, A
         await kb.check_agent(services.store, principal.org_id, agent_id)
     embedder = await _embedder(request)
     async with embedding_errors():
-        return await evaluation.evaluate(services.store, embedder, principal.org_id, body, agent_id)
+        return await evaluation.evaluate(services.store, embedder, principal.org_id, cases, agent_id)
 
 
 @get("/api/public/knowledge/{item_id:str}", summary="Get a knowledge item", responses=doc(200, KnowledgeItemWithContent, 401, 404))

@@ -40,8 +40,9 @@ def cases_of(body: Any) -> list[dict[str, Any]]:
     return checked
 
 
-async def evaluate(store: Store, embedder: Embedder, org_id: str, body: Any, agent_id: str | None = None) -> dict[str, Any]:
-    cases = cases_of(body)
+async def evaluate(store: Store, embedder: Embedder, org_id: str, cases: list[dict[str, Any]],
+                   agent_id: str | None = None) -> dict[str, Any]:
+    """``cases`` (from ``cases_of``) searched and scored; a 400 when one names no item of the org."""
     named = {c["expected"] for c in cases if c["expected"] is not None}
     if named:
         rows = await store.fetchall(f"SELECT id FROM knowledge_items WHERE org_id = ? AND id IN ({','.join('?' * len(named))})",
