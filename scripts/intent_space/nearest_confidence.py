@@ -26,10 +26,9 @@ import json
 from pathlib import Path
 
 import numpy as np
-from train import FLOWS, FRAGMENTS, Flow, embed  # beside this script
+from train import FLOWS, FRAGMENTS, UNSEEN, Flow, embed  # beside this script
 
 EXAMPLES = (1, 2, 3, 6)
-UNSEEN = Path(__file__).with_name("unseen_flows.txt")
 
 
 def rows(flows: list[dict], vector_of: dict[str, np.ndarray], examples: int) -> np.ndarray:

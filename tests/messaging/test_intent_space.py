@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,16 @@ def test_the_nearest_examples_confidence_is_fitted_where_accepting_and_declining
 
     shipped = (np.array(NEAREST_CONFIDENCE[:2]), NEAREST_CONFIDENCE[2])
     assert round(bar(*shipped, 1), 2) == 0.34 and round(bar(*shipped, 6), 2) == 0.43
+
+
+def test_the_trainers_learn_from_the_flows_the_unseen_measure_keeps_apart():
+    """``scripts/eval/intents.py --unseen`` measures flowbox on the flows in ``unseen_flows.txt`` as flows it
+    never saw, so the scripts that learn the encoder, the map and the judge leave them out unless told."""
+    train = _trainer()
+    unseen = set(train.UNSEEN.read_text().split())
+    assert unseen and all((train.FLOWS / name).exists() for name in unseen)
+    learned = [f["domain"] for f in train.learned_from()]
+    every = [f["domain"] for f in train.learned_from(include_unseen=True)]
+    held = {json.loads((train.FLOWS / name).read_text())["domain"] for name in unseen}
+    assert len(learned) == 144 and not held & set(learned)
+    assert sorted(every) == sorted(learned + list(held)) and len(every) == len(learned) + len(unseen)
