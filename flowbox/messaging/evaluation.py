@@ -57,12 +57,8 @@ def cases_of(body: Any, graph: Graph) -> list[dict[str, Any]]:
 async def evaluate(services: Services, project: dict[str, Any], body: Any) -> dict[str, Any]:
     graph = await graph_for(services, project)
     cases = cases_of(body, graph)
-    learning = graph.index.learning
-    if learning is not None and not learning.done():
-        try:
-            await asyncio.wait_for(asyncio.shield(learning), LEARN_WAIT)
-        except asyncio.TimeoutError:
-            pass  # answered as messages are meanwhile: by the nearest example
+    if graph.index.learning is not None:  # past the wait, answered as messages are meanwhile: by the nearest example
+        await asyncio.wait([graph.index.learning], timeout=LEARN_WAIT)
     threshold = threshold_of(services, project)
     has_agent = bool(project.get("agent_id"))
     results = []
