@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .embeddings import get_embedder
+from .embeddings import get_embedder, has_pairs
 from .knowledge import index as idx
 from .knowledge.reembed import reembed
 from .messaging.conversation import prepare
@@ -42,6 +42,8 @@ async def _warm(services: Services) -> None:
     try:
         embedder = await get_embedder(services, intents=True)  # the intent matcher's
         await embedder.embed(["warm start"])  # a model's first call sets up its buffers: not a user's wait
+        if has_pairs(services):  # and its second reading's (matcher.Embeddings loads it with the first)
+            await (await get_embedder(services, pairs=True)).embed(["warm start [SEP] warm start"])
     except Exception as exc:  # noqa: BLE001 - a missing model is loaded (or reported) again when first needed
         log.warning("embedding model not loaded at start: %s", exc)
         return

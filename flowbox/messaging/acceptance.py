@@ -124,10 +124,14 @@ def confidence(model_confidence: float, probability: float) -> float:
     return max(model_confidence, probability) if probability >= SURE else model_confidence
 
 
-def best(rows: list[int], message: Message, model: Model, judged: Judge) -> tuple[int, float]:
+def judged(rows: list[int], message: Message, model: Model, judge: Judge) -> list[tuple[int, float]]:
+    """Each candidate (``candidates``) and the judge's probability that it is right."""
+    return [(r, judge.probability(measures(r, rows, message, model))) for r in candidates(message, rows)]
+
+
+def best(rows: list[int], message: Message, model: Model, judge: Judge) -> tuple[int, float]:
     """The candidate (``candidates``) the judge finds likeliest right, and that probability."""
-    return max(((r, judged.probability(measures(r, rows, message, model))) for r in candidates(message, rows)),
-               key=lambda found: found[1])
+    return max(judged(rows, message, model, judge), key=lambda found: found[1])
 
 
 class Judge:

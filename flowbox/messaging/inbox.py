@@ -28,6 +28,8 @@ from .matcher import ANSWER_PHRASING_BAR, LEARNED_LEAST, LEARNED_MAX
 
 FILTERS = ("paused", "handover", "outsideHours")
 ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
+# said of a judge's probability where the message was read again beside its candidates' examples (second_reading)
+READ_AGAIN = " when it reads the text beside the intents' examples, as it does when unsure"
 
 _LAST = "SELECT {what} FROM msg_messages m WHERE m.project_id = t.project_id AND m.thread_id = t.thread_id {also} ORDER BY m.seq DESC LIMIT 1"
 _THREADS = f"""
@@ -140,7 +142,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     if judged and judged["probability"] < judged["bar"]:
         # IntentIndex._best_learned: at the top level the judge (acceptance) has the last word
         unmatched = (f"the judge finds the likeliest intent, “{graph.steps[judged['stepId']]['title']}”, right with "
-                     f"probability {judged['probability']:.2f}, below its bar {judged['bar']:.2f}")
+                     f"probability {judged['probability']:.2f}{READ_AGAIN * judged['readAgain']}, below its bar {judged['bar']:.2f}")
     elif judged and judged["similarity"] < judged["floor"]:
         unmatched = (f"the judge's likeliest intent, “{graph.steps[judged['stepId']]['title']}”, has no example as close as "
                      f"{judged['floor']:.2f} (its closest is at {judged['similarity']:.2f})")
@@ -200,7 +202,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             reason = (f"The learned model gives it {item['confidence']:.2f} (threshold {threshold:.2f}); "
                       f"its closest example is “{item['example']}” (similarity {item['similarity']:.2f}).")
             if judged and judged["stepId"] == item["stepId"] and not child:
-                reason += f" The judge finds it right with probability {judged['probability']:.2f} (bar {judged['bar']:.2f})."
+                reason += (f" The judge finds it right with probability {judged['probability']:.2f}{READ_AGAIN * judged['readAgain']}"
+                           f" (bar {judged['bar']:.2f}).")
                 if sure:
                     reason += f" That is sure enough ({judged['sure']:.2f} or more) to count as its confidence."
         else:

@@ -55,10 +55,12 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from ..embeddings import get_embedder, has_pairs
 from ..ids import iso
+from ..models import pair_encoder
 from ..models.files import model_of
 from ..services import Services
-from . import acceptance, common_phrasings, intent_space, off_topic, shipped_vectors
+from . import acceptance, common_phrasings, intent_space, off_topic, second_reading, shipped_vectors
 from .intents import MIN_HELD_OUT, Features, Model, Speller, expand, train
 
 log = logging.getLogger("flowbox.messaging")
@@ -131,6 +133,7 @@ class Embeddings:
     def __init__(self, services: Services):
         self.services = services
         self.embedder: Any = None
+        self.pairs: Any = None  # the pair encoder, with the built-in model (``second_reading``)
         self.model = ""
         self._failed_at = 0.0
 
@@ -146,8 +149,6 @@ class Embeddings:
         if time.monotonic() - self._failed_at < RETRY_SECONDS:
             return False
         try:
-            from ..embeddings import get_embedder
-
             self.embedder = await get_embedder(self.services, intents=True)
         except Exception as exc:  # a missing model must not take the dialog engine down
             self._failed_at = time.monotonic()
@@ -156,6 +157,11 @@ class Embeddings:
         name = getattr(self.embedder, "name", None) or getattr(self.embedder, "model", None) or self.services.config.embedding_model
         # the key of the example vectors kept in SQLite (a derived model's name has its version: embedder_name)
         self.model = f"{name}:{self.embedder.dim}"
+        if self.builtin and has_pairs(self.services):
+            try:
+                self.pairs = await get_embedder(self.services, pairs=True)
+            except Exception as exc:  # noqa: BLE001 - the judge decides alone
+                log.warning("the intent matcher's second reading is off: its model is unavailable (%s)", exc)
         return True
 
     async def examples(self, texts: list[str]) -> np.ndarray:
@@ -429,8 +435,9 @@ class IntentIndex:
         (``phrasing``, ``similarity``, and the flow's nearest ``example`` and its ``exampleSimilarity``),
         or None. ``judged``: at the top level, the intent the judge (``acceptance``) finds likeliest right
         (``stepId``), that ``probability`` and the ``bar`` it must reach, its nearest example's ``similarity`` and
-        the ``floor``, and from which probability (``sure``) it stands for the candidate's confidence when higher; or
-        None without the judge."""
+        the ``floor``, from which probability (``sure``) it stands for the candidate's confidence when higher, and
+        whether the judge was unsure and the message was read beside its candidates' examples (``readAgain``,
+        ``second_reading``: the probability is then that reading's); or None without the judge."""
         exact = set(self.exact.get(normalize(text), []))
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
@@ -455,7 +462,7 @@ class IntentIndex:
                 sure = np.minimum(learned[1].confidence(features), LEARNED_MAX)
                 if confidence is None or sure.max() > confidence.max():
                     vector, confidence = found, sure
-                    judged = self._judged(learned, found, features, sure, outside, top, n > 0)
+                    judged = await self._judged(learned, query or text, found, features, sure, outside, top, n > 0)
         for step_id, item in items.items():
             if step_id in self.moves:  # the common move its examples make, and the phrasing nearest the text
                 item["move"] = self.moves[step_id]
@@ -486,7 +493,8 @@ class IntentIndex:
         ranked = sorted(items.values(), key=lambda i: (i["confidence"] or 0.0, i["similarity"] or 0.0), reverse=True)
         if judged is not None:
             judged = {"stepId": judged[0], "probability": round(judged[1], 4), "bar": acceptance.BAR,
-                      "similarity": round(judged[2], 4), "floor": acceptance.FLOOR, "sure": acceptance.SURE}
+                      "similarity": round(judged[2], 4), "floor": acceptance.FLOOR, "sure": acceptance.SURE,
+                      "readAgain": judged[3]}
         return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
 
     def _spellings(self, text: str) -> list[str]:
@@ -620,19 +628,44 @@ class IntentIndex:
         logit = weight * cosine + per_intent * np.log(self.per_intent()) + bias
         return min(float(1 / (1 + np.exp(-logit))), LEARNED_MAX)
 
-    def _judged(self, learned: tuple[Features, Model], vector: np.ndarray, features: np.ndarray, confidence: np.ndarray,
-                outside: float, step_ids: list[str], respelt: bool) -> tuple[str, float, float] | None:
+    async def _judged(self, learned: tuple[Features, Model], text: str, vector: np.ndarray, features: np.ndarray,
+                      confidence: np.ndarray, outside: float, step_ids: list[str],
+                      respelt: bool) -> tuple[str, float, float, bool] | None:
         """The top-level intent among ``step_ids`` that the judge (``acceptance``) finds likeliest right for a
-        message, that probability and its nearest example's similarity; None without the judge (not the
-        built-in model, or no judge file)."""
+        message (``text``), read again beside its candidates' examples where the judge is unsure
+        (``second_reading``), that probability, its nearest example's similarity and whether it was read
+        again; None without the judge (not the built-in model, or no judge file)."""
         judge = acceptance.judge() if self.embeddings.builtin else None
         rows = [self.row[step_id] for step_id in step_ids if step_id in self.row]
         if judge is None or not rows:
             return None
         features_of, model = learned
         message = acceptance.Message.of(features_of, vector, features, confidence, outside, self.off_topic, respelt)
-        row, probability = acceptance.best(rows, message, model, judge)
-        return self.step_of_row[row], probability, float(features[row, 0])
+        judged = acceptance.judged(rows, message, model, judge)
+        # A greeting, thanks or goodbye with a word or two after it ("hi bike shop") is left to the judge and then
+        # the social rule (``best``): the pair encoder learned from messages that seldom greet a business by
+        # name, and reads the name's words as a request ("hi bike shop" as renting bikes).
+        unsure = second_reading.unsure(max(p for _, p in judged)) and not common_phrasings.leading_social(expand(text))
+        read = await self._read_again(text, judged) if unsure else None
+        row, probability = max(read or judged, key=lambda found: found[1])
+        return self.step_of_row[row], probability, float(features[row, 0]), bool(read)
+
+    async def _read_again(self, text: str, judged: list[tuple[int, float]]) -> list[tuple[int, float]] | None:
+        """The candidates' probabilities after the pair encoder reads ``text`` beside each one's examples
+        (``second_reading``); None where it cannot (no such model, or it failed)."""
+        pairs = self.embeddings.pairs
+        if pairs is None or second_reading.weights() is None or not text.strip():
+            return None
+        texts = [second_reading.pair_text(text, self.texts[slice(*self.spans[self.step_of_row[row]])])
+                 for row, _ in judged]
+        try:  # one call: the embedder sends the waiting texts together
+            vectors = await asyncio.gather(*(pairs.embed_query(t) for t in texts))
+        except Exception as exc:  # noqa: BLE001 - the judge's word stands
+            log.warning("reading a message beside its candidates failed: %r", exc)
+            return None
+        scores = pair_encoder.score(np.stack(vectors)).tolist()
+        return [(row, second_reading.probability(p, score, lead))
+                for (row, p), score, lead in zip(judged, scores, second_reading.leads(scores))]
 
     async def _best_learned(self, learned: tuple[Features, Model], *, text: str, vector: np.ndarray, step_ids: list[str],
                             threshold: float, rivals: list[str] | None, needed: float,
@@ -660,9 +693,9 @@ class IntentIndex:
         scored = [(step_id, float(confidence[self.row[step_id]])) for step_id in step_ids if step_id in self.row]
         if not scored:
             return None
-        judged = self._judged(learned, vector, features, confidence, outside, step_ids, respelt) if top else None
+        judged = await self._judged(learned, text, vector, features, confidence, outside, step_ids, respelt) if top else None
         if judged is not None:
-            step_id, probability, similarity = judged
+            step_id, probability, similarity, _ = judged
             value = acceptance.confidence(float(confidence[self.row[step_id]]), probability)
             return (step_id, value) if acceptance.accepts(probability, similarity) and value >= threshold else None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the

@@ -262,7 +262,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     started = time.monotonic()
-    server = InProcessServer("intents", ("all-minilm-l6-v2", "all-minilm-l6-v2-intents"), call_timeout=300)
+    server = InProcessServer("intents", ("all-minilm-l6-v2", "all-minilm-l6-v2-intents", "all-minilm-l6-v2-pairs"), call_timeout=300)
     from flowbox import orgs
     from flowbox.embeddings import get_embedder
     from flowbox.messaging import intent_space

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from flowbox.embeddings import get_embedder
-from flowbox.messaging import acceptance, common_phrasings, conversation, intents, projects, shipped_vectors
+from flowbox.messaging import acceptance, common_phrasings, conversation, inbox, intents, projects, second_reading, shipped_vectors
+from flowbox.models import pair_encoder
 from tests.helpers import Receiver, eventually
 
 
@@ -239,6 +240,36 @@ def test_requests_of_another_kind_are_out_of_scope(shop):
     assert admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "I want to hire a bike"}).json()["offTopic"] is None
 
 
+def test_an_unsure_judge_has_the_message_read_again_beside_its_candidates_examples(shop):
+    # the judge weighs vectors made apart; where it is unsure, the pair encoder reads the message and each
+    # candidate's examples together, as one text, and that reading decides (second_reading)
+    shop.ready()
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    pairs = shop.server.call(get_embedder(shop.server.services, pairs=True))
+    read = pairs.embedded
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "bought the wrong size frame"}).json()
+    assert explained["judged"]["readAgain"] is True and explained["step"]["stepId"] == "return", explained
+    assert pairs.embedded > read  # read by the pair encoder, not worked out from anything stored
+    assert inbox.READ_AGAIN.strip() in explained["explanation"], explained["explanation"]
+    # a message the judge is sure of costs no second reading
+    read = pairs.embedded
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "my brakes are not working"}).json()
+    assert explained["step"]["stepId"] == "repair" and explained["judged"]["readAgain"] is False, explained
+    assert pairs.embedded == read
+
+
+def test_the_pair_encoder_reads_a_message_beside_an_intents_examples(org_server):
+    # its score is higher beside the examples of the message's own intent than beside another's, as flowbox runs
+    # it: the prepared GGUF through the embedder, its head on the unit-length vector
+    pairs = org_server.call(get_embedder(org_server.services, pairs=True))
+    repair, rent = (next(step["intent"]["examples"] for step in FLOW["steps"] if step["stepId"] == s) for s in ("repair", "rent"))
+    for text, own, other in [("the chain came off on my ride home", repair, rent), ("need two bikes for saturday", rent, repair)]:
+        vectors = org_server.call(pairs.embed([second_reading.pair_text(text, own), second_reading.pair_text(text, other)]))
+        assert np.subtract(*pair_encoder.score(np.array(vectors))) > 1.0, text
+    # read again, a likelier candidate gains and an unlikelier one loses, from the same judge's probability
+    assert second_reading.probability(0.4, 6.0, 2.0) > 0.4 > second_reading.probability(0.4, 1.0, -2.0)
+
+
 def test_the_judge_turns_away_a_top_level_match_it_finds_unlikely(shop):
     shop.ready()
     assert shop.say("judged", "I lost my keys")[0] == "unknown"
@@ -278,8 +309,9 @@ def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sur
     reply = shop.wait("message.reply", "sure", 1)[0]["messages"][0]
     assert reply["intents"][0]["confidence"] == pytest.approx(judged["probability"], abs=1e-3), reply["intents"]
     assert f"The learned model gives it {learned:.2f} (threshold 0.80)" in explained["explanation"], explained["explanation"]
-    assert (f"The judge finds it right with probability {judged['probability']:.2f} (bar {acceptance.BAR:.2f}). That is sure "
-            f"enough ({acceptance.SURE:.2f} or more) to count as its confidence.") in explained["explanation"], explained["explanation"]
+    read = inbox.READ_AGAIN if judged["readAgain"] else ""  # as it is where the judge alone was unsure
+    assert (f"The judge finds it right with probability {judged['probability']:.2f}{read} (bar {acceptance.BAR:.2f}). That is "
+            f"sure enough ({acceptance.SURE:.2f} or more) to count as its confidence.") in explained["explanation"], explained["explanation"]
     # an intent that makes a common move is explained the same way, not as a match through its common phrasings
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "i'd rather deal with a person"}).json()
     assert explained["step"]["stepId"] == "human" and explained["judged"]["probability"] > explained["intents"][0]["confidence"]
