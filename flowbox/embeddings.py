@@ -76,24 +76,29 @@ class Embedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         raise NotImplementedError
 
-    async def _embed_query(self, text: str) -> list[float]:
-        return (await self.embed([text]))[0]
+    async def _embed_queries(self, texts: list[str]) -> list[list[float]]:
+        return await self.embed(texts)
 
     async def embed_query(self, text: str) -> np.ndarray:
         """The vector (float32, read-only) of a search or a message; repeated texts come from an
         LRU of recent ones (a vector depends only on the text and this embedder's model)."""
+        return (await self.embed_queries([text]))[0]
+
+    async def embed_queries(self, texts: list[str]) -> list[np.ndarray]:
+        """``embed_query`` of several texts a user is waiting on, those not kept embedded in one call."""
         if self._queries is None:
             self._queries = collections.OrderedDict()
-        vector = self._queries.get(text)
-        if vector is not None:
+        found = {text: self._queries.get(text) for text in texts}
+        if missing := [text for text, vector in found.items() if vector is None]:
+            for text, vector in zip(missing, await self._embed_queries(missing)):
+                vector = found[text] = np.asarray(vector, dtype=np.float32)
+                vector.flags.writeable = False  # shared by every caller asking the same
+                self._queries[text] = vector
+        for text in found:
             self._queries.move_to_end(text)
-            return vector
-        vector = np.asarray(await self._embed_query(text), dtype=np.float32)
-        vector.flags.writeable = False  # shared by every caller asking the same
-        self._queries[text] = vector
-        if len(self._queries) > QUERY_CACHE:
+        while len(self._queries) > QUERY_CACHE:
             self._queries.popitem(last=False)
-        return vector
+        return [found[text] for text in texts]
 
     def close(self) -> None:
         pass
@@ -325,6 +330,11 @@ class LocalEmbedder(Embedder):
         self.batcher = Batcher(self.worker, self.dim)
         self._cls = self.llm.token_bos()
         self._sep = self.llm.token_sep()
+        # The vocabulary is tokenized on several threads (queries inline, bulk texts off the event loop) and
+        # freed by close(), which may come while one tokenizes (a server stopping mid-ingest): freeing it under
+        # a tokenizer crashes the process, so the two take turns.
+        self._vocab_lock = threading.Lock()
+        self._vocab_closed = False
 
     @property
     def embedded(self) -> int:  # type: ignore[override]
@@ -333,18 +343,29 @@ class LocalEmbedder(Embedder):
     def close(self) -> None:
         self.batcher.close()
         self.worker.close()
-        with contextlib.suppress(Exception):
-            self.llm.close()
+        with self._vocab_lock:
+            self._vocab_closed = True
+            with contextlib.suppress(Exception):
+                self.llm.close()
+
+    def _tokenize(self, text: str, special: bool) -> list[int]:
+        with self._vocab_lock:
+            if self._vocab_closed:
+                raise ModelError("the embedding model is closed")
+            return self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=special)
 
     def is_word(self, word: str) -> bool | None:
-        return len(self.llm.tokenize(word.encode("utf-8", "replace"), add_bos=False, special=False)) == 1
+        try:
+            return len(self._tokenize(word, special=False)) == 1
+        except ModelError:  # closed: it cannot tell
+            return None
 
     def _pieces(self, text: str) -> list[list[int]]:
         """Token sequences of at most N_CTX tokens, each wrapped in [CLS] ... [SEP], tokenized
         as the original (Hugging Face) tokenizer does: special tokens written in the text count,
         and a word over 100 characters is one [UNK]."""
         text = LONG_WORD.sub(" [UNK] ", text)
-        inner = self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=True)
+        inner = self._tokenize(text, special=True)
         width = N_CTX - 2
         windows = [inner[i:i + width] for i in range(0, len(inner), width)] or [[]]
         return [[self._cls, *w, self._sep] for w in windows]
@@ -365,12 +386,12 @@ class LocalEmbedder(Embedder):
         pieces = await asyncio.to_thread(self._all_pieces, texts)  # long documents: off the event loop
         return await asyncio.wrap_future(self.batcher.submit(pieces, len(texts), query=False))
 
-    async def _embed_query(self, text: str) -> list[float]:
-        if len(text) > INLINE_TOKENIZE:
-            pieces = await asyncio.to_thread(self._all_pieces, [text], True)
+    async def _embed_queries(self, texts: list[str]) -> list[list[float]]:
+        if sum(map(len, texts)) > INLINE_TOKENIZE:
+            pieces = await asyncio.to_thread(self._all_pieces, texts, True)
         else:
-            pieces = self._all_pieces([text], True)
-        return (await asyncio.wrap_future(self.batcher.submit(pieces, 1, query=True)))[0]
+            pieces = self._all_pieces(texts, True)
+        return await asyncio.wrap_future(self.batcher.submit(pieces, len(texts), query=True))
 
 
 class RemoteEmbedder(Embedder):

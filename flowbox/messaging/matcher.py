@@ -658,8 +658,8 @@ class IntentIndex:
             return None
         texts = [second_reading.pair_text(text, self.texts[slice(*self.spans[self.step_of_row[row]])])
                  for row, _ in judged]
-        try:  # one call: the embedder sends the waiting texts together
-            vectors = await asyncio.gather(*(pairs.embed_query(t) for t in texts))
+        try:
+            vectors = await pairs.embed_queries(texts)  # in one model call
         except Exception as exc:  # noqa: BLE001 - the judge's word stands
             log.warning("reading a message beside its candidates failed: %r", exc)
             return None
