@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flowbox.embeddings import LocalEmbedder
-from flowbox.models import intent_encoder, search_encoder
+from flowbox.models import intent_encoder, pair_encoder, search_encoder
 from flowbox.models.files import MODELS, ensure_model
 from tests.helpers import models
 
@@ -100,10 +100,12 @@ def test_each_reads_with_its_own(server):
 
     intents = server.call(get_embedder(server.services, intents=True))
     knowledge = server.call(get_embedder(server.services, knowledge=True))
+    pairs = server.call(get_embedder(server.services, pairs=True))
     app = server.call(get_embedder(server.services))
     assert intents.name == f"{intent_encoder.MODEL}@{intent_encoder.version()}" and app.name == intent_encoder.BASE
     assert knowledge.name == f"{search_encoder.MODEL}@{search_encoder.version()}"
-    assert {id(s.embedder) for s in loaded_embedders(server.services)} == {id(intents), id(knowledge), id(app)}
+    assert pairs.name == f"{pair_encoder.MODEL}@{pair_encoder.version()}"  # the matcher's second reading
+    assert {id(s.embedder) for s in loaded_embedders(server.services)} == {id(intents), id(knowledge), id(pairs), id(app)}
     # the matcher keeps example vectors under that name, so new changes re-embed them, and it still
     # counts as the built-in model its shipped phrasings were embedded with
     from flowbox.messaging.matcher import embeddings_of
