@@ -176,23 +176,11 @@ def measured_unseen(config, cache: Path | None) -> tuple[list[dict], list[dict],
     """The unseen flows (as the judge sees a client's flow: ``train.as_written``), every spelling of each
     message as the matcher tries them (``Speller``), and each flow measured as the matcher measures it
     (``train.judge_rows``, with the shipped encoder and map)."""
-    from flowbox.embeddings import LocalEmbedder
     from flowbox.messaging import intent_space, off_topic
-    from flowbox.messaging.intents import Speller, expand
-    from flowbox.models import intent_encoder
-    from flowbox.models.files import ensure_model
 
     unseen = set(train.UNSEEN.read_text().split())
     flows = [train.as_written(json.loads(p.read_text())) for p in sorted(train.FLOWS.glob("*.json")) if p.name in unseen]
-    words = LocalEmbedder(ensure_model(config.models_path, intent_encoder.BASE), name="words", n_threads=1)
-    try:  # every spelling of each message, as the matcher tries them (Speller)
-        spellings = []
-        for d in flows:
-            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word)
-            spellings.append({text: [v or text for v in speller.variants(expand(text))]
-                              for text in [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]})
-    finally:
-        words.close()
+    spellings = train.spellings_of(config, flows)
     texts = list(dict.fromkeys([*(t for d in flows for i in d["intents"] for t in i["examples"] + i["utterances"]),
                                 *(t for d in flows for t in d["out_of_scope"]), *off_topic.TEXTS,
                                 *(v for flow in spellings for variants in flow.values() for v in variants)]))

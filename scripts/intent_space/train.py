@@ -268,6 +268,26 @@ def _by_rules(judged: list[list[tuple[int, np.ndarray]]], threshold: float = 0.5
     return best[1]
 
 
+def spellings_of(config, flows: list[dict]) -> list[dict[str, list[str]]]:
+    """Per flow, each message's spellings as the matcher embeds them: spelt out (``intents.expand``), and again
+    per corrected spelling (``intents.Speller``; the words the encoder knows whole are MiniLM's)."""
+    from flowbox.embeddings import LocalEmbedder
+    from flowbox.messaging.intents import Speller, expand
+    from flowbox.models import intent_encoder
+    from flowbox.models.files import ensure_model
+
+    spellings = []
+    words = LocalEmbedder(ensure_model(config.models_path, intent_encoder.BASE), name="words", n_threads=1)
+    try:
+        for d in flows:
+            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word)
+            spellings.append({text: [v or text for v in speller.variants(expand(text))]
+                              for text in [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]})
+    finally:
+        words.close()
+    return spellings
+
+
 def embed(config, texts: list[str], changes: Path | None = None, cache: Path | None = None) -> np.ndarray:
     """``texts`` as the intent matcher reads them: with the shipped intent encoder, or with the one whose
     changes are in ``changes`` (``encoder.py --fold K``), prepared in a folder of its own. With ``cache``
@@ -312,12 +332,9 @@ def main() -> None:
     parser.add_argument("--all-flows", action="store_true", help="learn from the unseen flows too (then `--unseen` measures nothing unseen)")
     args = parser.parse_args()
     from flowbox.config import load
-    from flowbox.embeddings import LocalEmbedder, intent_model
+    from flowbox.embeddings import intent_model
     from flowbox.messaging import acceptance, intent_space, off_topic
     from flowbox.messaging.common_phrasings import MODEL
-    from flowbox.messaging.intents import Speller, expand
-    from flowbox.models import intent_encoder
-    from flowbox.models.files import ensure_model
 
     config = load()
     if config.embedding_base_url or intent_model(config) != MODEL:
@@ -328,17 +345,7 @@ def main() -> None:
     data = learned_from(args.all_flows)
     judged = [as_written(d) for d in data]  # what the judge learns from
     started = time.monotonic()
-    # the matcher embeds a message as spelt out (intents.expand), and again per corrected spelling (the
-    # words the encoder knows whole are MiniLM's)
-    spellings = []  # per flow: {message: its spellings}
-    words = LocalEmbedder(ensure_model(config.models_path, intent_encoder.BASE), name="words", n_threads=1)
-    try:
-        for d in judged:
-            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word)
-            spellings.append({text: [v or text for v in speller.variants(expand(text))]
-                              for text in [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]})
-    finally:
-        words.close()
+    spellings = spellings_of(config, judged)
     texts = list(dict.fromkeys([*(t for d in data for i in d["intents"] for t in i["examples"] + i["utterances"]),
                                 *(t for d in judged for t in d["out_of_scope"]), *off_topic.TEXTS,
                                 *(v for flow in spellings for variants in flow.values() for v in variants)]))
