@@ -13,7 +13,7 @@ llama.cpp's BERT reads every token), so the model runs in flowbox as any embeddi
 intents nearest by the shipped intent encoder (their first six examples, as a client writes them) are read
 beside it; a softmax over the three scores and a learned score for "none of them" is trained with
 cross-entropy (the right intent is among the three for 94% of those flows' messages in scope). ``PER_FLOW``
-messages a flow each pass, eight messages a step, Adam. On two CPU cores a pass takes about ten minutes.
+messages a flow each pass, eight messages a step, Adam. On two CPU cores a pass takes about twelve minutes.
 The shipped file was learned in two stages: six passes with the message and examples as a pair of texts
 (Hugging Face's pair encoding: 40 messages a flow for four passes, then 80; the pilot), then two passes of
 80 in the form flowbox serves (``--start``, this script as it is).
@@ -26,7 +26,7 @@ candidate's is fitted on one half of the flows and measured on the other, both w
 alone, then fitted on all 48 and written. The matcher uses it where the judge is unsure
 (``second_reading.BAND``).
 
-    python scripts/intent_space/pairs.py learn [--passes N] [--start NPZ] [--out NPZ]
+    python scripts/intent_space/pairs.py learn [--passes N] [--per-flow N] [--start NPZ] [--out NPZ]
     python scripts/intent_space/pairs.py fit [--cache DIR]
 
 Needs what ``encoder.py`` needs (PyTorch, transformers, MiniLM's wheel in ``FLOWBOX_WHEELHOUSE``) to learn;
@@ -135,7 +135,7 @@ def learn(args) -> None:
         model = PairEncoder(minilm_dir(Path(folder)), args.start)
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
     for done in range(1, args.passes + 1):
-        drawn = [flow[k] for flow in by_flow for k in rng.permutation(len(flow))[:PER_FLOW]]
+        drawn = [flow[k] for flow in by_flow for k in rng.permutation(len(flow))[:args.per_flow]]
         drawn = [drawn[k] for k in rng.permutation(len(drawn))]
         started, losses = time.monotonic(), []
         for start in range(0, len(drawn), BATCH):
@@ -292,6 +292,7 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     learning = commands.add_parser("learn", help="learn the pair encoder")
     learning.add_argument("--passes", type=int, default=PASSES)
+    learning.add_argument("--per-flow", type=int, default=PER_FLOW, help="messages of each flow a pass")
     learning.add_argument("--start", type=Path, help="continue from this pair encoder (an .npz this script wrote)")
     learning.add_argument("--out", type=Path, default=pair_encoder.FILE)
     learning.add_argument("--cache", type=Path, help="keep the intent encoder's vectors here (train.embed)")
