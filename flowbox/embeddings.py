@@ -531,11 +531,10 @@ class LoadedEmbedders:
         app = LoadedEmbedder("")
         slots = {"app": app, "knowledge": app, "intents": app}
         if not config.embedding_base_url:
-            for use, model in (("knowledge", knowledge_model(config)), ("intents", intent_model(config))):
-                if model != config.embedding_model:
+            for use, model in (("knowledge", knowledge_model(config)), ("intents", intent_model(config)),
+                               ("pairs", pairs_model(config))):
+                if model and model != config.embedding_model:
                     slots[use] = LoadedEmbedder(model)
-        if pairs_model(config):
-            slots["pairs"] = LoadedEmbedder(pairs_model(config))
         return cls(slots)
 
 

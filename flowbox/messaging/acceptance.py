@@ -129,11 +129,6 @@ def judged(rows: list[int], message: Message, model: Model, judge: Judge) -> lis
     return [(r, judge.probability(measures(r, rows, message, model))) for r in candidates(message, rows)]
 
 
-def best(rows: list[int], message: Message, model: Model, judge: Judge) -> tuple[int, float]:
-    """The candidate (``candidates``) the judge finds likeliest right, and that probability."""
-    return max(judged(rows, message, model, judge), key=lambda found: found[1])
-
-
 class Judge:
     """A logistic model over standardised ``MEASURES``."""
 

@@ -56,11 +56,17 @@ def leads(scores: list[float]) -> list[float]:
     return [s - max((o for j, o in enumerate(scores) if j != i), default=s - 1.0) for i, s in enumerate(scores)]
 
 
-def probability(judged: float, score: float, lead: float) -> float:
-    """A candidate's probability of being right from the judge's (``judged``), its pair ``score`` and ``lead``."""
-    fitted = weights()
+def measures(judged: float, score: float, lead: float) -> np.ndarray:
+    """What the logistic weighs: the judge's log-odds (``judged`` as sure as the matcher lets it be), the pair
+    ``score`` and its ``lead``."""
+    sure = float(np.clip(judged, 1e-4, 1 - 1e-4))
+    return np.array([np.log(sure / (1 - sure)), score, lead])
+
+
+def probability(judged: float, score: float, lead: float, fitted: tuple[np.ndarray, float] | None = None) -> float:
+    """A candidate's probability of being right from the judge's (``judged``), its pair ``score`` and ``lead``,
+    with the shipped ``weights`` (or ``fitted`` ones: the script that fits them)."""
+    fitted = fitted or weights()
     if fitted is None:
         return judged
-    sure = float(np.clip(judged, 1e-4, 1 - 1e-4))
-    z = float(np.array([np.log(sure / (1 - sure)), score, lead]) @ fitted[0] + fitted[1])
-    return float(1 / (1 + np.exp(-z)))
+    return float(1 / (1 + np.exp(-float(measures(judged, score, lead) @ fitted[0] + fitted[1]))))

@@ -232,8 +232,7 @@ def decide(read: list, fitted=None, band=(0.0, 1.0)) -> int:
         judged = max(p for _, p, *_ in candidates_)
         for r, p, nearest, confidence, score, lead in candidates_:
             if fitted is not None and band[0] <= judged <= band[1]:
-                sure = float(np.clip(p, 1e-4, 1 - 1e-4))
-                p = float(1 / (1 + np.exp(-(np.array([np.log(sure / (1 - sure)), score, lead]) @ fitted[0] + fitted[1]))))
+                p = second_reading.probability(p, score, lead, fitted)
             if best is None or p > best[0]:
                 best = (p, r, nearest, confidence)
     p, r, nearest, confidence = best
@@ -262,8 +261,7 @@ def fit_stage(flows: list) -> tuple[np.ndarray, float]:
         for label, read in rows:
             for candidates_ in read:
                 for r, p, _, _, score, lead in candidates_:
-                    sure = float(np.clip(p, 1e-4, 1 - 1e-4))
-                    x.append([np.log(sure / (1 - sure)), score, lead])
+                    x.append(second_reading.measures(p, score, lead))
                     y.append(float(r == label))
     weights, bias, mean, scale = fit_logistic(np.array(x), np.array(y), l2=1.0)
     return weights / scale, float(bias - (weights * mean / scale).sum())  # on the measures as they are

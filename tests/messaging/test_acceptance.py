@@ -61,8 +61,9 @@ def test_the_measures_compare_a_candidate_with_its_rivals_and_the_flows_scope():
     assert abs(measured["off_topic_lead"] - (0.72 - 0.8)) < 1e-9
     assert (measured["favourite"], measured["surest"], measured["agreed"], measured["respelt"]) == (0, 1, 0, 1)
     assert measured["behind_nearest"] == 0 and abs(measured["intents_log"] - np.log(3)) < 1e-9
-    row, probability = acceptance.best([0, 1, 2], message, model, acceptance.Judge.fit(
-        np.vstack([acceptance.measures(r, [0, 1, 2], message, model) for r in (0, 1)] * 5), np.array([1.0, 0.0] * 5)))
+    row, probability = max(acceptance.judged([0, 1, 2], message, model, acceptance.Judge.fit(
+        np.vstack([acceptance.measures(r, [0, 1, 2], message, model) for r in (0, 1)] * 5), np.array([1.0, 0.0] * 5))),
+        key=lambda found: found[1])
     assert row == 0 and probability > 0.5
 
 
