@@ -26,7 +26,7 @@ candidate's is fitted on one half of the flows and measured on the other, both w
 alone, then fitted on all 48 and written. The matcher uses it where the judge is unsure
 (``second_reading.BAND``).
 
-    python scripts/intent_space/pairs.py learn [--passes N] [--per-flow N] [--start NPZ] [--out NPZ]
+    python scripts/intent_space/pairs.py learn [--passes N] [--per-flow N] [--start NPZ] [--out NPZ] [--seed N]
     python scripts/intent_space/pairs.py fit [--cache DIR]
 
 Needs what ``encoder.py`` needs (PyTorch, transformers, MiniLM's wheel in ``FLOWBOX_WHEELHOUSE``) to learn;
@@ -121,8 +121,8 @@ def learn(args) -> None:
 
     from flowbox.config import load
 
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
     flows = [train.as_written(d) for d in train.learned_from()]
     flows = [{**d, "out_of_scope": d["out_of_scope"][:len(d["out_of_scope"]) - len(train.FRAGMENTS)]} for d in flows]
     texts = list(dict.fromkeys([t for d in flows for i in d["intents"] for t in i["examples"] + i["utterances"]]
@@ -150,9 +150,8 @@ def learn(args) -> None:
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        print(f"pass {done}: loss {np.mean(losses):.4f}, {time.monotonic() - started:.0f} s", flush=True)
-    model.save(args.out)
-    print(f"wrote {args.out}")
+        model.save(args.out)  # after every pass, so a long run stopped early keeps what it learned
+        print(f"pass {done}: loss {np.mean(losses):.4f}, {time.monotonic() - started:.0f} s, wrote {args.out}", flush=True)
 
 
 def pair_scores(config, texts: list[str], changes: Path) -> np.ndarray:
@@ -293,6 +292,7 @@ def main() -> None:
     learning.add_argument("--per-flow", type=int, default=PER_FLOW, help="messages of each flow a pass")
     learning.add_argument("--start", type=Path, help="continue from this pair encoder (an .npz this script wrote)")
     learning.add_argument("--out", type=Path, default=pair_encoder.FILE)
+    learning.add_argument("--seed", type=int, default=0, help="of the messages drawn: another when continuing a run")
     learning.add_argument("--cache", type=Path, help="keep the intent encoder's vectors here (train.embed)")
     fitting = commands.add_parser("fit", help="fit how the pair score weighs against the judge's")
     fitting.add_argument("--changes", type=Path, default=pair_encoder.FILE, help="the pair encoder to read with")
