@@ -42,7 +42,8 @@ MEASURES = ("confidence", "confidence_logit", "rank_lead", *FEATURES, "meaning_o
 L2 = 30.0  # the fit's penalty on standardised weights (10 to 100 did as well on flows it was not fitted on)
 # The least probability that a top-level candidate is right for it to match. Chosen on the dev halves of
 # scripts/eval/intents.py's twelve tuned flows and of its 48 unseen flows (all / in scope / out of scope, the
-# floor at 0.4, the second reading on), as the most out of scope for no more than 0.002 overall on either:
+# floor at 0.4, the second reading on; scripts/eval/acceptance_sweep.py), as the most out of scope for no more
+# than 0.002 overall on either:
 #   bar    tuned dev              unseen dev
 #   0.25   0.937 / 0.945 / 0.901  0.750 / 0.726 / 0.914
 #   0.3    0.935 / 0.941 / 0.910  0.750 / 0.724 / 0.918

@@ -1,0 +1,56 @@
+"""The judge's bar and floor (``flowbox/messaging/acceptance.py``) measured through the engine, on dev halves only.
+
+Each (bar, floor) is set in the running process and every dev utterance is sent as ``intents.py`` sends it
+(``Bot.ask``: a real project, ``conversation.handle``, a fresh thread), then all / in scope / out of scope is
+printed. The tuned flows' dev half by default; ``--unseen`` the 48 unseen flows' (``intents.py --unseen``).
+Never the untuned flows, and never a test half: those report what was chosen here.
+
+    python scripts/eval/acceptance_sweep.py [--bars 0.25,0.3] [--floors 0.4] [--unseen]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from inprocess import InProcessServer  # noqa: E402  (beside this script)
+from intents import DOMAINS, Bot, accuracy, load_cases, unseen  # noqa: E402
+
+
+def values(text: str) -> list[float]:
+    return [float(v) for v in text.split(",")]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bars", type=values, default=[0.25, 0.3, 0.35, 0.4])
+    parser.add_argument("--floors", type=values, default=[0.4])
+    parser.add_argument("--unseen", action="store_true", help="the unseen flows' dev half instead of the tuned flows'")
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+
+    server = InProcessServer("sweep", ("all-minilm-l6-v2", "all-minilm-l6-v2-intents", "all-minilm-l6-v2-pairs"), call_timeout=300)
+    from flowbox import orgs
+    from flowbox.messaging import acceptance
+
+    org, _ = server.call(orgs.ensure_default_org(server.services.store, with_key=False))
+    sources = unseen() if args.unseen else {d: (None, load_cases(d)) for d in DOMAINS}
+    cases = [c for _, domain_cases in sources.values() for c in domain_cases if c.split == "dev"]
+    bots = {d: Bot(server, d, org["id"], None, flow) for d, (flow, _) in sources.items()}
+    for bot in bots.values():
+        bot.wait_ready()
+    print(f"{'unseen' if args.unseen else 'tuned'} flows, dev half: {len(cases)} utterances (all / in scope / out of scope)")
+    for bar, floor in itertools.product(args.bars, args.floors):
+        acceptance.BAR, acceptance.FLOOR = bar, floor
+        measured = accuracy(cases, [bots[c.domain].ask(c) for c in cases])
+        print(f"  bar {bar:.2f}, floor {floor:.2f}: {measured['overall']:.3f} / {measured['in']:.3f} / {measured['oos']:.3f}", flush=True)
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()
