@@ -66,10 +66,8 @@ def candidates(data: dict, vector_of: dict[str, np.ndarray]) -> list[tuple[str, 
     flow = train.Flow(data, vector_of)
     nearest = flow.messages @ flow.examples.T
     per_intent = np.stack([nearest[:, flow.example_intent == n].max(1) for n in range(flow.intents)], 1)
-    messages = [t for i in data["intents"] for t in i["utterances"]] + data["out_of_scope"]
-    label = np.where(flow.label == flow.intents, -1, flow.label)
-    return [(text, [int(r) for r in np.argsort(-per_intent[m])[:CANDIDATES]], int(label[m]))
-            for m, text in enumerate(messages)]
+    return [(text, [int(r) for r in np.argsort(-per_intent[m])[:CANDIDATES]], label)
+            for m, (text, label) in enumerate(train.messages_of(data))]
 
 
 class PairEncoder:
@@ -200,8 +198,7 @@ def read_again(flows: list[dict], spellings: list[dict], measured: list[list], c
     nearest_at = acceptance.MEASURES.index("emb_max")
     pairs = {}
     for d, spelt, flow in zip(flows, spellings, measured):
-        messages = [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]
-        for text, (_, judged, _) in zip(messages, flow):
+        for (text, _), (_, judged, _) in zip(train.messages_of(d), flow):
             for spelling, candidates_ in zip(spelt[text], judged):
                 for row, _ in candidates_:
                     pairs[second_reading.pair_text(spelling, d["intents"][row]["examples"])] = None
@@ -210,9 +207,8 @@ def read_again(flows: list[dict], spellings: list[dict], measured: list[list], c
     score_of = dict(zip(texts, pair_scores(config, texts, changes).tolist()))
     out = []
     for d, spelt, flow in zip(flows, spellings, measured):
-        messages = [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]
         rows = []
-        for text, (label, judged, _) in zip(messages, flow):
+        for (text, _), (label, judged, _) in zip(train.messages_of(d), flow):
             read = []
             for spelling, candidates_ in zip(spelt[text], judged):
                 scores = [score_of[second_reading.pair_text(spelling, d["intents"][r]["examples"])] for r, _ in candidates_]

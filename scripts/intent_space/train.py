@@ -169,6 +169,12 @@ def as_written(data: dict) -> dict:
             "out_of_scope": data["out_of_scope"] + FRAGMENTS}
 
 
+def messages_of(data: dict) -> list[tuple[str, int]]:
+    """A flow's messages and their intents (-1: none of the flow's), in the order every measure of them keeps
+    (``judge_rows``, ``spellings_of``): each intent's utterances, then those the flow does not cover."""
+    return [(t, n) for n, i in enumerate(data["intents"]) for t in i["utterances"]] + [(t, -1) for t in data["out_of_scope"]]
+
+
 def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spellings: dict[str, list[str]],
                off_topic_vectors: np.ndarray) -> list[tuple[int, list[list[tuple[int, np.ndarray]]], tuple[int, float]]]:
     """One flow measured as the matcher measures it, in the space of map ``w`` (learned without this
@@ -192,8 +198,7 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
     off = off[off_topic.uncovered(off, vectors)]
     rows = list(range(len(starts)))
     out = []
-    messages = [(t, n) for n, i in enumerate(data["intents"]) for t in i["utterances"]] + [(t, -1) for t in data["out_of_scope"]]
-    for text, label in messages:
+    for text, label in messages_of(data):
         judged, nearest = [], None
         for k, spelling in enumerate(spellings[text]):
             vector = space([spelling])[0]
@@ -282,7 +287,7 @@ def spellings_of(config, flows: list[dict]) -> list[dict[str, list[str]]]:
         for d in flows:
             speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word)
             spellings.append({text: [v or text for v in speller.variants(expand(text))]
-                              for text in [t for i in d["intents"] for t in i["utterances"]] + d["out_of_scope"]})
+                              for text, _ in messages_of(d)})
     finally:
         words.close()
     return spellings
