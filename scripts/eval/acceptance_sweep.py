@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from inprocess import InProcessServer  # noqa: E402  (beside this script)
-from intents import DOMAINS, Bot, accuracy, load_cases, unseen  # noqa: E402
+from intents import DOMAINS, MODELS, Bot, accuracy, load_cases, unseen  # noqa: E402
 
 
 def values(text: str) -> list[float]:
@@ -34,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)
 
-    server = InProcessServer("sweep", ("all-minilm-l6-v2", "all-minilm-l6-v2-intents", "all-minilm-l6-v2-pairs"), call_timeout=300)
+    server = InProcessServer("sweep", MODELS, call_timeout=300)
     from flowbox import orgs
     from flowbox.messaging import acceptance
 

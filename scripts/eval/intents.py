@@ -72,6 +72,8 @@ DOMAINS = ("telecom", "restaurant", "clinic", "banking", "threadline", "brightwa
 UNTUNED = ("harbourview", "keystone", "pawsworth", "reelbox", "tidewake", "lumen", "roadguard", "pinecrest",
            "azureseas", "tollpass", "oakhousing", "kibblebox")
 READY_SECONDS = 300
+# what the matcher reads with: MiniLM as it is (the baseline), the intent encoder, the pair encoder (second reading)
+MODELS = ("all-minilm-l6-v2", "all-minilm-l6-v2-intents", "all-minilm-l6-v2-pairs")
 
 
 @dataclass
@@ -262,7 +264,7 @@ def main() -> None:
 
     logging.disable(logging.WARNING)
     started = time.monotonic()
-    server = InProcessServer("intents", ("all-minilm-l6-v2", "all-minilm-l6-v2-intents", "all-minilm-l6-v2-pairs"), call_timeout=300)
+    server = InProcessServer("intents", MODELS, call_timeout=300)
     from flowbox import orgs
     from flowbox.embeddings import get_embedder
     from flowbox.messaging import intent_space
