@@ -49,6 +49,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 from typing import Any, Iterable
@@ -135,7 +136,8 @@ class Embeddings:
         self.embedder: Any = None
         self.pairs: Any = None  # the pair encoder, with the built-in model (``second_reading``)
         self.model = ""
-        self._failed_at = 0.0
+        # when the embedder, and the pair encoder, last failed to load (-inf: never)
+        self._failed_at = self._pairs_failed_at = -math.inf
 
     @property
     def builtin(self) -> bool:
@@ -144,9 +146,23 @@ class Embeddings:
         return model_of(self.model.split(":")[0]) == common_phrasings.MODEL
 
     async def ready(self) -> bool:
-        if self.embedder is not None:
-            return True
-        if time.monotonic() - self._failed_at < RETRY_SECONDS:
+        if self.embedder is None and not await self._load():
+            return False
+        if self.pairs is None and self.builtin and has_pairs(self.services) and self._due(self._pairs_failed_at):
+            try:
+                self.pairs = await get_embedder(self.services, pairs=True)
+            except Exception as exc:  # noqa: BLE001 - the judge decides alone until the model loads
+                self._pairs_failed_at = time.monotonic()
+                log.warning("the intent matcher's second reading is off: its model is unavailable (%s)", exc)
+        return True
+
+    @staticmethod
+    def _due(failed_at: float) -> bool:
+        """Whether a model that failed to load at ``failed_at`` is tried again (each is, ``RETRY_SECONDS`` apart)."""
+        return time.monotonic() - failed_at >= RETRY_SECONDS
+
+    async def _load(self) -> bool:
+        if not self._due(self._failed_at):
             return False
         try:
             self.embedder = await get_embedder(self.services, intents=True)
@@ -157,11 +173,6 @@ class Embeddings:
         name = getattr(self.embedder, "name", None) or getattr(self.embedder, "model", None) or self.services.config.embedding_model
         # the key of the example vectors kept in SQLite (a derived model's name has its version: embedder_name)
         self.model = f"{name}:{self.embedder.dim}"
-        if self.builtin and has_pairs(self.services):
-            try:
-                self.pairs = await get_embedder(self.services, pairs=True)
-            except Exception as exc:  # noqa: BLE001 - the judge decides alone
-                log.warning("the intent matcher's second reading is off: its model is unavailable (%s)", exc)
         return True
 
     async def examples(self, texts: list[str]) -> np.ndarray:

@@ -11,8 +11,8 @@ import sys
 import numpy as np
 import pytest
 
-from flowbox.embeddings import get_embedder
-from flowbox.messaging import acceptance, common_phrasings, conversation, inbox, intents, projects, second_reading, shipped_vectors
+from flowbox.embeddings import LoadedEmbedder, LoadedEmbedders, get_embedder
+from flowbox.messaging import acceptance, common_phrasings, conversation, inbox, intents, matcher, projects, second_reading, shipped_vectors
 from flowbox.models import pair_encoder
 from tests.helpers import Receiver, eventually
 
@@ -596,3 +596,21 @@ def test_evaluate_waits_for_the_learned_model_and_matches_as_messages_are(org_se
         if result["stepId"] != "UNKNOWN":
             assert result["confidence"] == pytest.approx(explained["confidence"], abs=1e-6), (case, explained)
     assert report["right"] == sum(r["right"] for r in report["results"]) >= 4, report["results"]
+
+
+def test_a_pair_encoder_that_failed_to_load_is_tried_again(org_server, monkeypatch):
+    # a model that did not load (a file being replaced, memory short) is tried again RETRY_SECONDS later, not
+    # left off until the server restarts; the judge decides alone meanwhile
+    slots = org_server.services.state(LoadedEmbedders).slots
+    working = slots["pairs"]
+    embeddings = matcher.Embeddings(org_server.services)
+    try:
+        slots["pairs"] = LoadedEmbedder("no-such-model")
+        assert org_server.call(embeddings.ready()) is True and embeddings.pairs is None
+        slots["pairs"] = working
+        assert org_server.call(embeddings.ready()) is True and embeddings.pairs is None  # not yet due
+        monkeypatch.setattr(matcher, "RETRY_SECONDS", 0.0)
+        assert org_server.call(embeddings.ready()) is True
+        assert embeddings.pairs is org_server.call(get_embedder(org_server.services, pairs=True))
+    finally:
+        slots["pairs"] = working
