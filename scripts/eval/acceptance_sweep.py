@@ -1,11 +1,12 @@
-"""The judge's bar and floor (``flowbox/messaging/acceptance.py``) measured through the engine, on dev halves only.
+"""The judge's bar and floor (``flowbox/messaging/acceptance.py``) and the off-topic rule's margin
+(``flowbox/messaging/off_topic.py``) measured through the engine, on dev halves only.
 
-Each (bar, floor) is set in the running process and every dev utterance is sent as ``intents.py`` sends it
+Each (bar, floor, margin) is set in the running process and every dev utterance is sent as ``intents.py`` sends it
 (``Bot.ask``: a real project, ``conversation.handle``, a fresh thread), then all / in scope / out of scope is
 printed. The tuned flows' dev half by default; ``--unseen`` the 48 unseen flows' (``intents.py --unseen``).
 Never the untuned flows, and never a test half: those report what was chosen here.
 
-    python scripts/eval/acceptance_sweep.py [--bars 0.25,0.3] [--floors 0.4] [--unseen]
+    python scripts/eval/acceptance_sweep.py [--bars 0.25,0.3] [--floors 0.4] [--margins 0.15,0.2] [--unseen]
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bars", type=values, default=[0.25, 0.3, 0.35, 0.4])
     parser.add_argument("--floors", type=values, default=[0.4])
+    parser.add_argument("--margins", type=values, default=[0.15], help="the off-topic rule's (off_topic.MARGIN)")
     parser.add_argument("--unseen", action="store_true", help="the unseen flows' dev half instead of the tuned flows'")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
 
     server = InProcessServer("sweep", MODELS, call_timeout=300)
     from flowbox import orgs
-    from flowbox.messaging import acceptance
+    from flowbox.messaging import acceptance, off_topic
 
     org, _ = server.call(orgs.ensure_default_org(server.services.store, with_key=False))
     sources = unseen() if args.unseen else {d: (None, load_cases(d)) for d in DOMAINS}
@@ -45,10 +47,11 @@ def main() -> None:
     for bot in bots.values():
         bot.wait_ready()
     print(f"{'unseen' if args.unseen else 'tuned'} flows, dev half: {len(cases)} utterances (all / in scope / out of scope)")
-    for bar, floor in itertools.product(args.bars, args.floors):
-        acceptance.BAR, acceptance.FLOOR = bar, floor
+    for bar, floor, margin in itertools.product(args.bars, args.floors, args.margins):
+        acceptance.BAR, acceptance.FLOOR, off_topic.MARGIN = bar, floor, margin
         measured = accuracy(cases, [bots[c.domain].ask(c) for c in cases])
-        print(f"  bar {bar:.2f}, floor {floor:.2f}: {measured['overall']:.3f} / {measured['in']:.3f} / {measured['oos']:.3f}", flush=True)
+        print(f"  bar {bar:.2f}, floor {floor:.2f}, off-topic margin {margin:.2f}: "
+              f"{measured['overall']:.3f} / {measured['in']:.3f} / {measured['oos']:.3f}", flush=True)
     server.stop()
 
 
