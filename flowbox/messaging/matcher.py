@@ -66,7 +66,11 @@ from .intents import MIN_HELD_OUT, Features, Model, Speller, expand, train
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
-RETRY_SECONDS = 60.0
+RETRY_SECONDS = 60.0  # after a model fails to load, before it is tried again
+LOAD_FAILED = {
+    "embedder": "intent matching falls back to exact matches: embeddings unavailable (%s)",
+    "pairs": "the intent matcher's second reading is off: its model is unavailable (%s)",
+}
 INLINE_EXAMPLES = 2000         # up to this many examples a message's features take a millisecond or two, inline
 MAX_LEARNED_EXAMPLES = 10000   # past this a flow keeps the plain cosine match (training would take too long)
 # A flow with fewer examples per intent than this (on average) learns no model and keeps its nearest example
@@ -136,8 +140,9 @@ class Embeddings:
         self.embedder: Any = None
         self.pairs: Any = None  # the pair encoder, with the built-in model (``second_reading``)
         self.model = ""
-        # when the embedder, and the pair encoder, last failed to load (-inf: never)
-        self._failed_at = self._pairs_failed_at = -math.inf
+        # by model ("embedder", "pairs"): when it last failed to load (-inf: never), and its retry under way
+        self._failed_at = {"embedder": -math.inf, "pairs": -math.inf}
+        self._retrying: dict[str, asyncio.Task] = {}
 
     @property
     def builtin(self) -> bool:
@@ -146,34 +151,44 @@ class Embeddings:
         return model_of(self.model.split(":")[0]) == common_phrasings.MODEL
 
     async def ready(self) -> bool:
-        if self.embedder is None and not await self._load():
-            return False
-        if self.pairs is None and self.builtin and has_pairs(self.services) and self._due(self._pairs_failed_at):
-            try:
-                self.pairs = await get_embedder(self.services, pairs=True)
-            except Exception as exc:  # noqa: BLE001 - the judge decides alone until the model loads
-                self._pairs_failed_at = time.monotonic()
-                log.warning("the intent matcher's second reading is off: its model is unavailable (%s)", exc)
+        """Whether the embedder is loaded (and with it, where it can be, the pair encoder)."""
+        if self.embedder is None:
+            await self._attempt("embedder", self._load_embedder)
+            if self.embedder is None:
+                return False
+        if self.pairs is None and self.builtin and has_pairs(self.services):
+            await self._attempt("pairs", self._load_pairs)
         return True
 
-    @staticmethod
-    def _due(failed_at: float) -> bool:
-        """Whether a model that failed to load at ``failed_at`` is tried again (each is, ``RETRY_SECONDS`` apart)."""
-        return time.monotonic() - failed_at >= RETRY_SECONDS
+    async def _attempt(self, which: str, load: Any) -> None:
+        """Loads a model: the first time while the caller waits (a cold start), and after a failure again
+        ``RETRY_SECONDS`` later in the background, so that no message waits on a load that may fail again
+        (meanwhile intents match exactly without the embedder, and the judge decides alone without the pair
+        encoder)."""
+        failed_at = self._failed_at[which]
+        if failed_at == -math.inf:
+            await self._load(which, load)
+        elif time.monotonic() - failed_at >= RETRY_SECONDS and which not in self._retrying:
+            task = self.services.spawn(self._load(which, load), name=f"messaging-load-{which}")
+            self._retrying[which] = task
+            task.add_done_callback(lambda _: self._retrying.pop(which, None))
 
-    async def _load(self) -> bool:
-        if not self._due(self._failed_at):
-            return False
+    async def _load(self, which: str, load: Any) -> None:
         try:
-            self.embedder = await get_embedder(self.services, intents=True)
-        except Exception as exc:  # a missing model must not take the dialog engine down
-            self._failed_at = time.monotonic()
-            log.warning("intent matching falls back to exact matches: embeddings unavailable (%s)", exc)
-            return False
-        name = getattr(self.embedder, "name", None) or getattr(self.embedder, "model", None) or self.services.config.embedding_model
+            await load()
+        except Exception as exc:  # noqa: BLE001 - a missing model must not take the dialog engine down
+            self._failed_at[which] = time.monotonic()
+            log.warning(LOAD_FAILED[which], exc)
+
+    async def _load_embedder(self) -> None:
+        embedder = await get_embedder(self.services, intents=True)
+        name = getattr(embedder, "name", None) or getattr(embedder, "model", None) or self.services.config.embedding_model
         # the key of the example vectors kept in SQLite (a derived model's name has its version: embedder_name)
-        self.model = f"{name}:{self.embedder.dim}"
-        return True
+        self.model = f"{name}:{embedder.dim}"
+        self.embedder = embedder
+
+    async def _load_pairs(self) -> None:
+        self.pairs = await get_embedder(self.services, pairs=True)
 
     async def examples(self, texts: list[str]) -> np.ndarray:
         """Vectors for example texts (rows in order), from the SQLite cache or embedded now."""

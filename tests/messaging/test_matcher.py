@@ -4,6 +4,7 @@ step) and from the history; the model itself read from the SQLite file."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -598,19 +599,29 @@ def test_evaluate_waits_for_the_learned_model_and_matches_as_messages_are(org_se
     assert report["right"] == sum(r["right"] for r in report["results"]) >= 4, report["results"]
 
 
-def test_a_pair_encoder_that_failed_to_load_is_tried_again(org_server, monkeypatch):
+def test_a_pair_encoder_that_failed_to_load_is_tried_again_while_messages_go_on(org_server, monkeypatch):
     # a model that did not load (a file being replaced, memory short) is tried again RETRY_SECONDS later, not
-    # left off until the server restarts; the judge decides alone meanwhile
+    # left off until the server restarts; the retry runs in the background, and the judge decides alone meanwhile
     slots = org_server.services.state(LoadedEmbedders).slots
     working = slots["pairs"]
+    pairs = org_server.call(get_embedder(org_server.services, pairs=True))
     embeddings = matcher.Embeddings(org_server.services)
     try:
         slots["pairs"] = LoadedEmbedder("no-such-model")
         assert org_server.call(embeddings.ready()) is True and embeddings.pairs is None
-        slots["pairs"] = working
+        # the model comes back, but its load takes as long as it takes (held here until the test lets it go)
+        held = org_server.call(_a_future())
+        slots["pairs"] = LoadedEmbedder(working.model, loading=held)
         assert org_server.call(embeddings.ready()) is True and embeddings.pairs is None  # not yet due
         monkeypatch.setattr(matcher, "RETRY_SECONDS", 0.0)
-        assert org_server.call(embeddings.ready()) is True
-        assert embeddings.pairs is org_server.call(get_embedder(org_server.services, pairs=True))
+        # due now: a message does not wait for the load (the old inline retry would hang here)
+        assert org_server.call(embeddings.ready(), timeout=10) is True and embeddings.pairs is None
+        assert org_server.call(embeddings.ready(), timeout=10) is True  # one retry at a time
+        org_server.loop.call_soon_threadsafe(held.set_result, pairs)
+        eventually(lambda: embeddings.pairs is pairs, "the pair encoder loaded in the background")
     finally:
         slots["pairs"] = working
+
+
+async def _a_future():
+    return asyncio.get_running_loop().create_future()
