@@ -52,7 +52,7 @@ import logging
 import math
 import re
 import time
-from typing import Any, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 import numpy as np
 
@@ -160,7 +160,7 @@ class Embeddings:
             await self._attempt("pairs", self._load_pairs)
         return True
 
-    async def _attempt(self, which: str, load: Any) -> None:
+    async def _attempt(self, which: str, load: Callable[[], Awaitable[None]]) -> None:
         """Loads a model: the first time while the caller waits (a cold start), and after a failure again
         ``RETRY_SECONDS`` later in the background, so that no message waits on a load that may fail again
         (meanwhile intents match exactly without the embedder, and the judge decides alone without the pair
@@ -173,7 +173,7 @@ class Embeddings:
             self._retrying[which] = task
             task.add_done_callback(lambda _: self._retrying.pop(which, None))
 
-    async def _load(self, which: str, load: Any) -> None:
+    async def _load(self, which: str, load: Callable[[], Awaitable[None]]) -> None:
         try:
             await load()
         except Exception as exc:  # noqa: BLE001 - a missing model must not take the dialog engine down
