@@ -48,6 +48,7 @@ encoder learned without them, as the judge must see a new client's flow.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import tempfile
@@ -70,6 +71,7 @@ MESSAGES = 120  # of a flow's messages, a random draw each step
 # has five to seven, and a message must come near any few of them, not rely on one lucky example among eight.
 EXAMPLES = 6
 FOLDS = train.JUDGE_FOLDS  # the folds train.py measures the judge's flows in: the same split
+DISTILL = 1.0  # with --teacher: the weight of its term beside the flow's own objective
 
 
 def minilm_dir(into: Path) -> Path:
@@ -87,9 +89,11 @@ def minilm_dir(into: Path) -> Path:
 
 
 class Encoder:
-    """MiniLM with a trainable low-rank change to each of ``TARGETS``; mean-pooled unit vectors."""
+    """MiniLM with a trainable low-rank change to each of ``TARGETS``; mean-pooled unit vectors. (``teacher.py``
+    passes another model's folder and the names of its layers: ``targets``, each ending in one of ``children``.)"""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, targets: tuple[str, ...] = TARGETS,
+                 children: tuple[str, ...] = ("query", "key", "value", "dense")):
         import torch
         from torch import nn
         from transformers import AutoModel, AutoTokenizer
@@ -111,9 +115,9 @@ class Encoder:
             p.requires_grad_(False)
         self.changed = {}
         for name, module in list(self.model.named_modules()):
-            for child in ("query", "key", "value", "dense"):
+            for child in children:
                 full = f"{name}.{child}"
-                if any(full.endswith(t) for t in TARGETS) and isinstance(getattr(module, child, None), nn.Linear):
+                if any(full.endswith(t) for t in targets) and isinstance(getattr(module, child, None), nn.Linear):
                     self.changed[full.removeprefix("bert.")] = LowRank(getattr(module, child))
                     setattr(module, child, self.changed[full.removeprefix("bert.")])
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -147,8 +151,9 @@ class Encoder:
         np.savez_compressed(path, **arrays)
 
 
-def flow_loss(encoder: Encoder, data: dict, bar, rng: np.random.Generator):
-    """``train.loss_and_gradient``'s objective for one flow, on a draw of its examples and of its messages."""
+def flow_loss(encoder: Encoder, data: dict, bar, rng: np.random.Generator, teacher: dict | None = None):
+    """``train.loss_and_gradient``'s objective for one flow, on a draw of its examples and of its messages; with a
+    ``teacher`` (its vectors of the texts, ``teacher.py``), plus ``DISTILL`` times ``distillation``."""
     torch = encoder.torch
     drawn = [[i["examples"][k] for k in sorted(rng.permutation(len(i["examples"]))[:EXAMPLES])] for i in data["intents"]]
     examples = [t for d in drawn for t in d]
@@ -156,11 +161,24 @@ def flow_loss(encoder: Encoder, data: dict, bar, rng: np.random.Generator):
     messages = [(t, n) for n, i in enumerate(data["intents"]) for t in i["utterances"]]
     messages += [(t, len(data["intents"])) for t in data["out_of_scope"]]
     messages = [messages[i] for i in rng.permutation(len(messages))[:MESSAGES]]
-    similarity = encoder.encode([t for t, _ in messages], grad=True) @ encoder.encode(examples, grad=True).T
+    texts = [t for t, _ in messages]
+    similarity = encoder.encode(texts, grad=True) @ encoder.encode(examples, grad=True).T
     best = torch.stack([torch.logsumexp(train.SHARPNESS * (similarity[:, owner == n] - 1), dim=1) / train.SHARPNESS + 1
                         for n in range(len(data["intents"]))], dim=1)
     logits = train.SCALE * torch.cat([best, bar.expand(len(best), 1)], dim=1)
-    return torch.nn.functional.cross_entropy(logits, torch.tensor([n for _, n in messages], device=encoder.device))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([n for _, n in messages], device=encoder.device))
+    return loss if teacher is None else loss + DISTILL * distillation(encoder, similarity, texts, examples, teacher)
+
+
+def distillation(encoder: Encoder, similarity, messages: list[str], examples: list[str], teacher: dict):
+    """How far each message's softmax over the examples (cosines at ``train.SCALE``) lies from the teacher's
+    (KL): which other examples come near too, and how near, which the flow's labels do not say."""
+    torch = encoder.torch
+    def read(texts):
+        return torch.tensor(np.stack([teacher[t] for t in texts]), device=encoder.device)
+    target = torch.log_softmax(train.SCALE * read(messages) @ read(examples).T, dim=1)
+    return torch.nn.functional.kl_div(torch.log_softmax(train.SCALE * similarity, dim=1), target, log_target=True,
+                                      reduction="batchmean")
 
 
 def held_out_accuracy(encoder: Encoder, flows: list[dict]) -> float:
@@ -202,6 +220,8 @@ def main() -> None:
     parser.add_argument("--fold", type=int, help=f"train without the flows n %% {FOLDS} == K; report on them")
     parser.add_argument("--out", type=Path, help=f"where to write (default: flowbox/models/{FILE.name})")
     parser.add_argument("--all-flows", action="store_true", help="learn from the unseen flows too (train.learned_from)")
+    parser.add_argument("--teacher", type=Path, help="learn from teacher.py's vectors too (learned without the same fold)")
+    parser.add_argument("--passes", type=int, default=EPOCHS)
     args = parser.parse_args()
     import torch
 
@@ -214,7 +234,11 @@ def main() -> None:
         encoder = Encoder(minilm_dir(Path(folder)))
     if held:
         print(f"{len(held)} held-out flows, nearest example: {held_out_accuracy(encoder, held):.3f}", flush=True)
-    learn(encoder, trained, flow_loss, rng, EPOCHS,
+    teacher = None
+    if args.teacher:
+        with np.load(args.teacher) as stored:
+            teacher = dict(zip(stored["texts"].tolist(), stored["vectors"]))
+    learn(encoder, trained, functools.partial(flow_loss, teacher=teacher), rng, args.passes,
           (lambda changed: f"nearest example {held_out_accuracy(changed, held):.3f}") if held else None)
     out = args.out or FILE
     encoder.save(out)
