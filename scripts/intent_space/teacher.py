@@ -10,8 +10,9 @@ Measured on fold 0 (learned from the 108 flows ``n % 4 != 0``, the nearest examp
 36, ``encoder.held_out_accuracy``), in one session:
   * mpnet as it is 0.688 (MiniLM as it is 0.638); after one pass of the recipe 0.855, after two 0.883;
   * MiniLM by the recipe alone, passes 1-5: 0.800 / 0.830 / 0.832 / 0.831 / 0.842;
-  * taught by the changed mpnet (weight 1, another flow's examples among each step's too): 0.815 / 0.839 /
-    0.845 / 0.850 / 0.852 (without the other flow's, passes 1-3: 0.810 / 0.835 / 0.844);
+  * taught by the changed mpnet (two passes; ``encoder.py --teacher``, passes 1-3): 0.810 / 0.835 / 0.844; with
+    one example of each intent of another flow among each step's examples too (not kept: no clearer gain),
+    passes 1-5: 0.815 / 0.839 / 0.845 / 0.850 / 0.852;
   * taught by mpnet as it is (weight 1, passes 1-3): 0.770 / 0.790 / 0.791; at weight 0.1, 0.801 / 0.832 / 0.833.
   Above the recipe at every pass, by 0.004 to 0.019: about the size of its own wobble from pass to pass, so a
   lead, not yet a proven gain; the unseen flows (``intents.py --unseen``) would tell.
