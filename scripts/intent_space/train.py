@@ -29,7 +29,8 @@ as many maps, each from the other folds' flows), with ``FRAGMENTS``
 among its out-of-scope messages, and the judge is fitted on every candidate of every message (right or
 not); it prints the judge's accuracy on flows it was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
 
-    python scripts/intent_space/encoder.py  # and with --fold K --out FOLDER/foldK.npz for K in 0..3
+    python scripts/intent_space/teacher.py --out TEACHER.npz  # what ships: the encoders below learn from it
+    python scripts/intent_space/encoder.py --teacher TEACHER.npz  # and with --fold K --out FOLDER/foldK.npz for K in 0..3
     python scripts/intent_space/train.py --encoders FOLDER [--check | --judge] [--cache FOLDER]
 
 ``--check`` holds out the flows of fold 0 and prints, on them, the nearest example's accuracy (read by the
