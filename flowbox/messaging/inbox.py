@@ -177,6 +177,9 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         if judged is not None and judged["stepId"] == item["stepId"] and not child and given is not None:
             given = acceptance.confidence(given, judged["probability"])
         sure = given != item["confidence"]
+        # whether the judge matched it (IntentIndex._best_learned), rather than a rule for when nothing else matched
+        by_judge = (judged is not None and judged["stepId"] == item["stepId"] and not child and not scores.get("offTopic")
+                    and given is not None and given >= threshold and acceptance.accepts(judged["probability"], judged["similarity"]))
         if item.get("commonExact"):
             reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
         elif item["exact"]:
@@ -189,7 +192,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             # IntentIndex._answer_phrasing: a reply close to a common way of saying yes or no answers the question
             return (f"The text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}: it "
                     f"answers the question of “{current['title']}”.")
-        elif (not child and decision.intents and decision.intents[0]["confidence"] == LEARNED_MAX != item["confidence"]
+        elif (not child and not by_judge and decision.intents and decision.intents[0]["confidence"] == LEARNED_MAX != item["confidence"]
               and item.get("move") == common_phrasings.leading_social(expand(inp.text or ""))):
             # IntentIndex.best: a greeting, thank-you or goodbye with a word or two after it, when nothing else matched
             return (f"The text starts with {move.replace('a common way', 'one of the common ways', 1)}, and a word or two "

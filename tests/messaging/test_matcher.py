@@ -219,12 +219,16 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert shop.say("no-question", "absolutely")[0] == "unknown"
     # a greeting, a thank-you or a goodbye with a word or two after it (a name, "mate") is that move when
     # nothing else matched, but not a word that as often starts something else ("evening classes")
-    assert shop.say("social", "hello folks")[0] == "greeting"  # the learned model alone leaves it unmatched
+    assert shop.say("social", "hey bike hire")[0] == "greeting"  # the judge alone leaves it unmatched (hire: renting)
     assert [common_phrasings.leading_social(intents.expand(t)) for t in ("evening classes", "later flights", "hi", "bye then")] == \
         [None, None, None, "goodbye"]
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello folks"}).json()
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hey bike hire"}).json()
     assert explained["explanation"] == ("The text starts with one of the common ways to greet, which its examples do, and a "
                                         "word or two follow: nothing else matched, so it makes that move."), explained
+    # one the judge matches, as sure as that rule's confidence, is explained as the judge's match
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello folks"}).json()
+    assert explained["step"]["stepId"] == "greeting" and explained["confidence"] == matcher.LEARNED_MAX, explained
+    assert explained["explanation"].startswith("The learned model gives it "), explained["explanation"]
 
 
 def test_requests_of_another_kind_are_out_of_scope(shop):
