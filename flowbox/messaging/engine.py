@@ -36,7 +36,7 @@ from typing import Any
 
 from .common import BOT_ORIGINATOR
 from .entities import FREE_TEXT, extract
-from .matcher import IntentIndex
+from .matcher import IntentIndex, Match
 
 MEDIA_STEPS = {"image": "IMAGE", "file": "FILE", "audio": "AUDIO", "video": "VIDEO"}
 _PARAM = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")  # any {{...}}: one that names no param is removed too
@@ -96,6 +96,7 @@ class Decision:
     intents: list[dict[str, Any]] = field(default_factory=list)   # matched for the user's message
     contexts: list[str] = field(default_factory=list)             # the thread's context on arrival
     matched: dict[str, Any] | None = None  # the step the input matched ({stepId, title, type}), SLOT answers too
+    rule: str | None = None               # the rule that matched the intent in ``intents`` (matcher.RULES)
     agent: bool = False                   # UNKNOWN goes to the project's fallback agent
     unknown_step: dict[str, Any] | None = None   # answered when the agent cannot
     handover: dict[str, Any] | None = None
@@ -135,16 +136,21 @@ class _Turn:
             intents = [s["stepId"] for s in level if s["type"] == "INTENT"]
             best = await self.graph.index.best(inp.text, intents, self.threshold, rivals)
             if best is not None:
-                step = self.graph.steps[best[0]]
-                self.decision.intents = [{"intentId": step["intent"]["intentId"], "title": step["intent"]["title"],
-                                          "confidence": round(best[1], 4)}]
-                return step
+                return self.intent_matched(best)
         wanted = "LOCATION" if inp.kind == "location" else MEDIA_STEPS.get(inp.media_type) if inp.kind == "media" else None
         if wanted:
             step = next((s for s in level if s["type"] == wanted), None)
             if step:
                 return step
         return next((s for s in level if s["type"] == "ANYTHING"), None)
+
+    def intent_matched(self, match: Match) -> dict[str, Any]:
+        """Records the intent the matcher matched (its confidence and rule) and returns its step."""
+        step = self.graph.steps[match.step_id]
+        self.decision.intents = [{"intentId": step["intent"]["intentId"], "title": step["intent"]["title"],
+                                  "confidence": round(match.confidence, 4)}]
+        self.decision.rule = match.rule
+        return step
 
     def slot_children(self, step_id: str) -> list[dict[str, Any]]:
         return [s for s in self.graph.children.get(step_id, []) if s["type"] == "SLOT"]
@@ -248,7 +254,7 @@ class _Turn:
             escape = await self.graph.index.best(self.inp.text, top, self.threshold,
                                                  question=question if value is not None else None)
             if escape is not None:
-                self.run(self.graph.steps[escape[0]])
+                self.run(self.intent_matched(escape))
                 return True
         self.matched(slot_step)  # an answer to the question, if not a valid one
         if value is None:

@@ -24,7 +24,7 @@ from .engine import decide
 from .hours import is_open
 from .incoming import Incoming
 from .intents import MIN_HELD_OUT, expand
-from .matcher import ANSWER_PHRASING_BAR, LEARNED_LEAST, LEARNED_MAX
+from .matcher import LEARNED_LEAST
 
 FILTERS = ("paused", "handover", "outsideHours")
 ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
@@ -124,7 +124,7 @@ async def explain(services: Services, project: dict[str, Any], thread_id: str | 
         "threadId": thread_id, "text": text, "paused": threads.paused_now(thread),
         "context": {"stepId": current["stepId"], "title": current["title"], "type": current["type"]} if current else None,
         "step": matched, "flow": graph.flow_of.get(matched["stepId"]) if matched and matched["stepId"] else None,
-        "confidence": confidence, "threshold": threshold, "method": scores["method"],
+        "confidence": confidence, "threshold": threshold, "method": scores["method"], "rule": decision.rule,
         "explanation": _why(graph, state, inp, decision, current, item, scores, threshold),
         "intents": scores["intents"][:5], "offTopic": scores.get("offTopic"), "judged": scores.get("judged"),
         "params": decision.state.get("params") or {},
@@ -171,45 +171,32 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     if kind == "INTENT" and item is not None:
         move = f"a common way to {common_phrasings.DOES[item['move']]}, which its examples do" if item.get("move") else ""
         child = current is not None and matched["stepId"] in {s["stepId"] for s in graph.children.get(current["stepId"], [])}
-        leading = common_phrasings.leading_answer(expand(inp.text or "")) if child else None
-        # the confidence the matcher gave it: the learned model's, or the judge's probability where the judge was sure
-        given = item["confidence"]
-        if judged is not None and judged["stepId"] == item["stepId"] and not child and given is not None:
-            given = acceptance.confidence(given, judged["probability"])
-        sure = given != item["confidence"]
-        # whether the judge matched it (IntentIndex._best_learned), rather than a rule for when nothing else matched
-        by_judge = (judged is not None and judged["stepId"] == item["stepId"] and not child and not scores.get("offTopic")
-                    and given is not None and given >= threshold and acceptance.accepts(judged["probability"], judged["similarity"]))
-        if item.get("commonExact"):
-            reason = f"The text is {move} (case and punctuation aside): confidence 1.00."
-        elif item["exact"]:
-            reason = "The text is one of its examples (case and punctuation aside): confidence 1.00."
-        elif leading is not None and item.get("move") == leading:
-            # IntentIndex.best: a reply that leads with yes or no answers the pending question
+        rule = decision.rule  # which of the matcher's rules matched it (matcher.RULES)
+        if rule == "exact":
+            reason = (f"The text is {move} (case and punctuation aside): confidence 1.00." if item.get("commonExact") else
+                      "The text is one of its examples (case and punctuation aside): confidence 1.00.")
+        elif rule == "leading answer":
+            leading = common_phrasings.leading_answer(expand(inp.text or ""))
             return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "
                     "whatever follows.")
-        elif child and item.get("move") in common_phrasings.ANSWERS and (item.get("phrasingSimilarity") or 0) >= ANSWER_PHRASING_BAR:
-            # IntentIndex._answer_phrasing: a reply close to a common way of saying yes or no answers the question
+        elif rule == "answer phrasing":
             return (f"The text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}: it "
                     f"answers the question of “{current['title']}”.")
-        elif (not child and not by_judge and decision.intents and decision.intents[0]["confidence"] == LEARNED_MAX != item["confidence"]
-              and item.get("move") == common_phrasings.leading_social(expand(inp.text or ""))):
-            # IntentIndex.best: a greeting, thank-you or goodbye with a word or two after it, when nothing else matched
+        elif rule == "social":
             return (f"The text starts with {move.replace('a common way', 'one of the common ways', 1)}, and a word or two "
                     "follow: nothing else matched, so it makes that move.")
-        elif move and scores["method"] == "learned" and decision.intents and decision.intents[0]["confidence"] != given:
-            # not the learned model's match: the one made when nothing else matched (IntentIndex._best_phrasing)
+        elif rule == "common phrasing":
             reason = (f"The learned model matched no intent (below the threshold {threshold:.2f} or off its topic), but the "
                       f"text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}.")
-        elif scores["method"] == "learned":
+        elif rule in ("learned", "judge"):
             reason = (f"The learned model gives it {item['confidence']:.2f} (threshold {threshold:.2f}); "
                       f"its closest example is “{item['example']}” (similarity {item['similarity']:.2f}).")
-            if judged and judged["stepId"] == item["stepId"] and not child:
+            if rule == "judge" and judged and judged["stepId"] == item["stepId"]:
                 reason += (f" The judge finds it right with probability {judged['probability']:.2f}{READ_AGAIN * judged['readAgain']}"
                            f" (bar {judged['bar']:.2f}).")
-                if sure:
+                if item["confidence"] is not None and acceptance.confidence(item["confidence"], judged["probability"]) != item["confidence"]:
                     reason += f" That is sure enough ({judged['sure']:.2f} or more) to count as its confidence."
-        else:
+        else:  # "nearest example"
             # a bot builder reads this in the console's test chat: whether to wait, or to write more examples
             if not graph.index.ready:
                 model = "the learned model is not ready yet (it is learned in the background after a flow changes)"

@@ -52,7 +52,7 @@ import logging
 import math
 import re
 import time
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 import numpy as np
 
@@ -127,6 +127,27 @@ UNREAD_COSINE = 0.5
 # 6: 0.898 / 0.764 -> 0.904 / 0.837.
 OFF_TOPIC_EXAMPLES = 6
 OFF_TOPIC_LEAST = 3
+
+
+class Match(NamedTuple):
+    """An intent ``IntentIndex.best`` matched, its confidence, and the rule that matched it (one of ``RULES``),
+    for ``/explain`` to say which without deciding again."""
+
+    step_id: str
+    confidence: float
+    rule: str
+
+
+RULES = {
+    "exact": "the text is one of its examples or of its move's common phrasings (``_exact``)",
+    "leading answer": "inside a step's question, a reply that leads with yes or no (``best``)",
+    "answer phrasing": "inside a step's question, a reply close to a common way of saying yes or no (``_answer_phrasing``)",
+    "judge": "at the top level, the judge's likeliest candidate (``_best_learned``, ``acceptance``)",
+    "learned": "the learned model's candidate that passed its level's rule (``_best_learned``)",
+    "nearest example": "before the model is ready or without one: the nearest example (``_best_by_cosine``)",
+    "common phrasing": "when nothing else matched: a close paraphrase of its move's common phrasing (``_best_phrasing``)",
+    "social": "when nothing else matched: a greeting, thank-you or goodbye with a word or two after it (``best``)",
+}
 
 
 def normalize(text: str) -> str:
@@ -394,8 +415,8 @@ class IntentIndex:
         return off_topic.TEXTS[self.off_topic_text[found]], float(similarity[found])
 
     async def best(self, text: str, step_ids: list[str], threshold: float,
-                   rivals: list[str] | None = None, question: list[str] | None = None) -> tuple[str, float] | None:
-        """The best INTENT among ``step_ids`` for ``text`` and its confidence, if it is a match:
+                   rivals: list[str] | None = None, question: list[str] | None = None) -> Match | None:
+        """The best INTENT among ``step_ids`` for ``text``, its confidence and the rule that matched it, if any:
         an exact example match scores 1.0; otherwise the learned model's confidence must reach
         ``threshold`` (before the model is ready: the closest example's, ``nearest_confidence``).
         With ``rivals`` (the top-level intents, when ``step_ids`` are a step's children) a child
@@ -411,14 +432,14 @@ class IntentIndex:
             answer = common_phrasings.leading_answer(expand(text))
             child = next((s for s in step_ids if self.moves.get(s) == answer), None) if answer else None
             if child is not None:
-                return child, LEARNED_MAX
+                return Match(child, LEARNED_MAX, "leading answer")
         if self.matrix is None or self.embeddings is None or not normalize(text):
             return None
         learned = self.learned
         # The message is also tried with its misspelt words corrected (Speller): the spelling whose
         # match is surest wins.
         queries = self._spellings(text)
-        best: tuple[str, float] | None = None
+        best: Match | None = None
         vectors = []
         for query in queries:
             try:
@@ -439,7 +460,7 @@ class IntentIndex:
             else:
                 found = await self._best_learned(learned, text=query, vector=vector, step_ids=step_ids, threshold=threshold,
                                                  rivals=rivals, needed=needed, respelt=query != queries[0])
-            if found is not None and (best is None or found[1] > best[1]):
+            if found is not None and (best is None or found.confidence > best.confidence):
                 best = found
         if best is None and question is None:
             best = self._best_phrasing(vectors, step_ids, threshold, top=rivals is None)
@@ -447,7 +468,7 @@ class IntentIndex:
             move = common_phrasings.leading_social(expand(text))
             social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
             if social is not None and LEARNED_MAX >= threshold:
-                best = social, LEARNED_MAX
+                best = Match(social, LEARNED_MAX, "social")
         return best
 
     async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:
@@ -532,12 +553,12 @@ class IntentIndex:
         spellings = self.speller.variants(expand(text))
         return spellings if self.learned is not None else [text, *spellings[1:]]
 
-    def _exact(self, text: str, step_ids: list[str]) -> tuple[str, float] | None:
+    def _exact(self, text: str, step_ids: list[str]) -> Match | None:
         """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""
         exact = self.exact.get(normalize(text), [])
         for step_id in step_ids:
             if step_id in exact:
-                return step_id, 1.0
+                return Match(step_id, 1.0, "exact")
         return None
 
     async def _answer_bar(self, question: list[str], vector: np.ndarray, learned: bool) -> float | None:
@@ -550,7 +571,7 @@ class IntentIndex:
             log.warning("embedding a slot's question failed: %r", exc)
             return None
 
-    def _answer_phrasing(self, vector: np.ndarray, step_ids: list[str]) -> tuple[str, float] | None:
+    def _answer_phrasing(self, vector: np.ndarray, step_ids: list[str]) -> Match | None:
         """The child among ``step_ids`` that answers yes or no (``common_phrasings.ANSWERS``) whose common
         phrasing comes ``ANSWER_PHRASING_BAR`` close to the message, the closest; its cosine is the confidence."""
         answering = [s for s in step_ids if self.moves.get(s) in common_phrasings.ANSWERS]
@@ -561,10 +582,10 @@ class IntentIndex:
         closest = int(np.argmax(similarity))
         if similarity[closest] < ANSWER_PHRASING_BAR:
             return None
-        return str(self.phrasing_owner[lent][closest]), min(float(similarity[closest]), LEARNED_MAX)
+        return Match(str(self.phrasing_owner[lent][closest]), min(float(similarity[closest]), LEARNED_MAX), "answer phrasing")
 
     def _best_phrasing(self, vectors: list[np.ndarray], step_ids: list[str], threshold: float,
-                       top: bool) -> tuple[str, float] | None:
+                       top: bool) -> Match | None:
         """When no intent matched: the intent lent the common phrasing closest to the message (any of
         its spellings), if that phrasing is at least ``PHRASING_BAR`` close; the cosine is the match's
         confidence and must reach the threshold too. "can a person help me here" finds no example of a
@@ -592,10 +613,10 @@ class IntentIndex:
         if top and any(self.off_topic_of(vector, max(float((self.matrix @ vector).max()), float(cosines.max())))
                        for vector, cosines in zip(vectors, near)):
             return None
-        return owner, confidence
+        return Match(owner, confidence, "common phrasing")
 
     def _best_by_cosine(self, text: str, vector: np.ndarray, step_ids: list[str], threshold: float, needed: float,
-                        rivals: list[str] | None = None) -> tuple[str, float] | None:
+                        rivals: list[str] | None = None) -> Match | None:
         """Without the model: the intent with the closest example, if that cosine reaches ``needed`` and its
         confidence (``nearest_confidence``) the threshold; a step's child only if no rival (``rivals``, the
         top-level intents) has a closer example, as a greeting is not a thank-you because one was asked.
@@ -625,7 +646,7 @@ class IntentIndex:
         if rival is not None and rival[1] > best[1]:
             return None
         confidence = self.nearest_confidence(best[1])
-        return (best[0], confidence) if confidence >= threshold else None
+        return Match(best[0], confidence, "nearest example") if confidence >= threshold else None
 
     def off_topic_by_nearest(self, vector: np.ndarray, nearest_example: float) -> tuple[str, float] | None:
         """``off_topic_of`` without the model: for a flow with at least ``OFF_TOPIC_LEAST`` examples per intent,
@@ -696,7 +717,7 @@ class IntentIndex:
 
     async def _best_learned(self, learned: tuple[Features, Model], *, text: str, vector: np.ndarray, step_ids: list[str],
                             threshold: float, rivals: list[str] | None, needed: float,
-                            respelt: bool = False) -> tuple[str, float] | None:
+                            respelt: bool = False) -> Match | None:
         """With the learned model: at the top level, the candidate the judge (``acceptance``) finds likeliest
         right if it is likely enough; elsewhere (and without the judge) the first of the model's two
         candidates that passes the level's acceptance rule. ``respelt``: ``text`` is a corrected spelling."""
@@ -724,7 +745,7 @@ class IntentIndex:
         if judged is not None:
             step_id, probability, similarity, _ = judged
             value = acceptance.confidence(float(confidence[self.row[step_id]]), probability)
-            return (step_id, value) if acceptance.accepts(probability, similarity) and value >= threshold else None
+            return Match(step_id, value, "judge") if acceptance.accepts(probability, similarity) and value >= threshold else None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the
         # most confident intent; the first that passes the level's acceptance rule matches.
         ranking = features_of.ranking(vector, features)
@@ -734,11 +755,11 @@ class IntentIndex:
         for step_id, value in dict.fromkeys([favourite, surest]):
             if rivals is not None:
                 if value >= threshold * CONTEXT_SHARE and value >= rival:
-                    return step_id, value
+                    return Match(step_id, value, "learned")
             # A top-level match must also be about the intent's topic: as close to one of its
             # examples as most of the flow's own held-out examples are to theirs (Model.scope),
             # and with no more meaning of its own than they have (Model.span).
             elif (value >= threshold and model.in_scope(features[self.row[step_id]], outside)
                   and max(features[self.row[step_id], [0, 2]]) >= needed):
-                return step_id, value
+                return Match(step_id, value, "learned")
         return None

@@ -211,6 +211,11 @@ def test_engine_slots_entities_and_fallbacks():
     texts, state = run([FLOW], ["order a pizza", "many", "Hello"])
     assert texts[1] == ["How many pizzas?"] and texts[2] == ["Hi! Ask me about the weather, or give feedback."]
     assert state["slot"] is None
+    # the intent that left the question is reported with its reply, as any matched intent is, with the rule that matched it
+    _, asked = run([FLOW], ["order a pizza", "many"])
+    decision = asyncio.run(decide(build_graph([normalize_flow(FLOW, "p")], 1), asked, Input(kind="text", text="Hello"),
+                                  threshold=0.99, rng=random.Random(1)))
+    assert [i["confidence"] for i in decision.messages[0]["intents"]] == [1.0] and decision.rule == "exact"
     # a free-text slot takes any text, even one that shares words with an intent, but not an intent's example
     assert run([FLOW], ["weather forecast", "pizza town"])[0][1] == ["The weather in pizza town is sunny."]
     assert run([FLOW], ["weather forecast", "order a pizza"])[0][1] == ["Pizza it is.", "How many pizzas?"]

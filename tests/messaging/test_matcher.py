@@ -191,13 +191,13 @@ def test_common_moves_match_their_common_phrasings(shop):
     shop.say("near-why", "I want to return my bike")
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain",
                           params={"text": "wait let me think about it", "threadId": "near-why"}).json()
-    assert explained["step"]["stepId"] == "return-no", explained
+    assert explained["step"]["stepId"] == "return-no" and explained["rule"] == "answer phrasing", explained
     assert explained["explanation"].startswith("The text is close to “let me think about it” (similarity "), explained["explanation"]
     assert explained["explanation"].endswith(", a common way to say no, which its examples do: it answers the question of “return”."), explained
     shop.say("lead-why", "I want to return my bike")
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain",
                           params={"text": "nah, I'll keep the bike", "threadId": "lead-why"}).json()
-    assert explained["step"]["stepId"] == "return-no", explained
+    assert explained["step"]["stepId"] == "return-no" and explained["rule"] == "leading answer", explained
     assert explained["explanation"] == ("The text starts with a no, a common way to say no, which its examples do: it "
                                         "answers the question of “return”, whatever follows."), explained["explanation"]
     # which intent makes which move comes from its examples; the others borrow nothing
@@ -207,13 +207,14 @@ def test_common_moves_match_their_common_phrasings(shop):
     # the console's explanation names the move and the phrasing
     admin = shop.server.client(f"Bearer {shop.server.key}")
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "laters"}).json()
-    assert explained["step"]["stepId"] == "goodbye" and explained["confidence"] == 1.0
+    assert explained["step"]["stepId"] == "goodbye" and explained["confidence"] == 1.0 and explained["rule"] == "exact"
     assert "a common way to say goodbye, which its examples do" in explained["explanation"]
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "can a person help me here"}).json()
     assert explained["step"]["stepId"] == "human" and explained["intents"][0]["phrasing"] == "can a person help me"
     # far from every example of its own (0.33), yet the judge finds the learned match likely enough
     judged = explained["judged"]
     assert judged["stepId"] == "human" and judged["probability"] >= judged["bar"] == acceptance.BAR, judged
+    assert explained["rule"] == "judge", explained
     assert f"The judge finds it right with probability {judged['probability']:.2f}" in explained["explanation"]
     # a yes/no answer's phrasings are lent within its question only
     assert shop.say("no-question", "absolutely")[0] == "unknown"
@@ -225,9 +226,11 @@ def test_common_moves_match_their_common_phrasings(shop):
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hey bike hire"}).json()
     assert explained["explanation"] == ("The text starts with one of the common ways to greet, which its examples do, and a "
                                         "word or two follow: nothing else matched, so it makes that move."), explained
+    assert explained["rule"] == "social", explained
     # one the judge matches, as sure as that rule's confidence, is explained as the judge's match
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello folks"}).json()
     assert explained["step"]["stepId"] == "greeting" and explained["confidence"] == matcher.LEARNED_MAX, explained
+    assert explained["rule"] == "judge", explained
     assert explained["explanation"].startswith("The learned model gives it "), explained["explanation"]
 
 
@@ -384,6 +387,7 @@ def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
     admin = studio.server.client(f"Bearer {studio.server.key}")
     explained = admin.get(f"/v1/projects/{studio.project_id}/explain", params={"text": "contactless?"}).json()
     assert "a common way to ask how one can pay, which its examples do" in explained["explanation"], explained["explanation"]
+    assert explained["rule"] == "exact", explained  # "contactless?" is one of the phrasings
     assert set(common_phrasings.DOES) == set(common_phrasings.MOVES)  # every move can be explained
 
 
@@ -463,7 +467,7 @@ def test_a_flow_with_two_examples_per_intent_keeps_its_nearest_example_instead_o
     stored = org_server.call(org_server.services.store.fetchone("SELECT 1 FROM msg_intent_models WHERE project_id = ?", [project_id]))
     assert stored is None  # 32 examples to hold out, but one left per intent to learn what a match looks like
     found = admin.get(f"/v1/projects/{project_id}/explain", params={"text": "do you bake bread without gluten"}).json()
-    assert found["method"] == "similarity" and found["step"]["stepId"] == "gluten", found
+    assert found["method"] == "similarity" and found["step"]["stepId"] == "gluten" and found["rule"] == "nearest example", found
     assert "this flow learns no model: it has too few examples" in found["explanation"]  # what its builder can do about it
 
 
