@@ -19,6 +19,8 @@ matches no move and keeps its own examples only.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..models import intent_encoder
@@ -281,6 +283,14 @@ def leading_social(text: str) -> str | None:
         if move is not None:
             return move
     return None
+
+
+def fragment(text: str, phrasing: str) -> bool:
+    """Whether ``text`` is only some of ``phrasing``'s words (both through ``intents.expand``): the phrasing's
+    meaning is in the words it lacks ("many" of "many thanks", "really" of "not really", "good" of "good night"),
+    so it does not read as the phrasing however close their vectors come."""
+    words, whole = (set(re.findall(r"\w+", expand(t).lower())) for t in (text, phrasing))
+    return bool(words) and words < whole
 
 
 def assign(example_vectors: list[np.ndarray], phrasing_vectors: np.ndarray,

@@ -448,7 +448,7 @@ class IntentIndex:
                 log.warning("embedding a message failed: %r", exc)
                 return None
             vectors.append(vector)
-            if rivals is not None and (answered := self._answer_phrasing(vector, step_ids)) is not None:
+            if rivals is not None and (answered := self._answer_phrasing(query or text, vector, step_ids)) is not None:
                 return answered
             needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
             if question is not None:
@@ -463,7 +463,7 @@ class IntentIndex:
             if found is not None and (best is None or found.confidence > best.confidence):
                 best = found
         if best is None and question is None:
-            best = self._best_phrasing(vectors, step_ids, threshold, top=rivals is None)
+            best = self._best_phrasing(text, vectors, step_ids, threshold, top=rivals is None)
         if best is None and question is None and rivals is None:  # "hi bank", "thanks mate": a greeting, a thank-you
             move = common_phrasings.leading_social(expand(text))
             social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
@@ -571,20 +571,22 @@ class IntentIndex:
             log.warning("embedding a slot's question failed: %r", exc)
             return None
 
-    def _answer_phrasing(self, vector: np.ndarray, step_ids: list[str]) -> Match | None:
+    def _answer_phrasing(self, text: str, vector: np.ndarray, step_ids: list[str]) -> Match | None:
         """The child among ``step_ids`` that answers yes or no (``common_phrasings.ANSWERS``) whose common
-        phrasing comes ``ANSWER_PHRASING_BAR`` close to the message, the closest; its cosine is the confidence."""
+        phrasing comes ``ANSWER_PHRASING_BAR`` close to the message (``text``, its ``vector``), the closest,
+        unless the message is a fragment of it (``common_phrasings.fragment``: "really" of "not really");
+        its cosine is the confidence."""
         answering = [s for s in step_ids if self.moves.get(s) in common_phrasings.ANSWERS]
         lent = np.isin(self.phrasing_owner, answering) if answering else None
         if lent is None or not lent.any():
             return None
         similarity = self.phrasings[lent] @ vector
         closest = int(np.argmax(similarity))
-        if similarity[closest] < ANSWER_PHRASING_BAR:
+        if similarity[closest] < ANSWER_PHRASING_BAR or self._fragment(text, self.phrasing_text[lent][closest]):
             return None
         return Match(str(self.phrasing_owner[lent][closest]), min(float(similarity[closest]), LEARNED_MAX), "answer phrasing")
 
-    def _best_phrasing(self, vectors: list[np.ndarray], step_ids: list[str], threshold: float,
+    def _best_phrasing(self, text: str, vectors: list[np.ndarray], step_ids: list[str], threshold: float,
                        top: bool) -> Match | None:
         """When no intent matched: the intent lent the common phrasing closest to the message (any of
         its spellings), if that phrasing is at least ``PHRASING_BAR`` close; the cosine is the match's
@@ -593,7 +595,9 @@ class IntentIndex:
         a request of another kind is still out of scope: "what time does the gym close" is near "what
         time do you close", nearer still to an off-topic phrasing (``off_topic_of``, the lent phrasings
         counting as examples). Nor does a phrasing match a message that another move's phrasing is nearer to,
-        lent or not: "what's your phone number" is a way to get in touch, not to change one's details."""
+        lent or not: "what's your phone number" is a way to get in touch, not to change one's details. Nor
+        does a message that is a fragment of the phrasing (``common_phrasings.fragment``): "many" (for how
+        many, say) is not "many thanks"."""
         lent = np.isin(self.phrasing_owner, step_ids)
         if not lent.any():
             return None
@@ -601,7 +605,7 @@ class IntentIndex:
         similarity = np.max(near, axis=0)
         closest = int(np.argmax(similarity))
         confidence = min(float(similarity[closest]), LEARNED_MAX)  # 1.0 is an exact example's
-        if similarity[closest] < PHRASING_BAR or confidence < threshold:
+        if similarity[closest] < PHRASING_BAR or confidence < threshold or self._fragment(text, self.phrasing_text[lent][closest]):
             return None
         # and the message must be nearer that move's phrasings than any other move's: "what's your phone number"
         # comes 0.69 close to changing one's details ("how do I change my phone number"), and 0.99 to getting in touch
@@ -614,6 +618,11 @@ class IntentIndex:
                        for vector, cosines in zip(vectors, near)):
             return None
         return Match(owner, confidence, "common phrasing")
+
+    @staticmethod
+    def _fragment(text: str, phrasing: int) -> bool:
+        """Whether ``text`` is a fragment of common phrasing number ``phrasing`` (``common_phrasings.TEXTS``)."""
+        return common_phrasings.fragment(text, common_phrasings.TEXTS[phrasing])
 
     def _best_by_cosine(self, text: str, vector: np.ndarray, step_ids: list[str], threshold: float, needed: float,
                         rivals: list[str] | None = None) -> Match | None:

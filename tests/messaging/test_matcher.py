@@ -156,12 +156,20 @@ def test_slot_answers_report_their_step(shop):
     shop.ready()
     assert shop.say("s", "I want to rent a bike") == ("rent", ["Happy to rent you bikes.", "How many bikes?"])
     assert shop.say("s", "not sure yet") == ("bikes", ["How many bikes?"])  # not a number: asked again
+    # nor is "many": asked again, not thanked, though it comes as close to "many thanks" as a paraphrase would
+    # (common_phrasings.fragment: the thanks is in the word it lacks)
+    explained = shop.server.client(f"Bearer {shop.server.key}").get(
+        f"/v1/projects/{shop.project_id}/explain", params={"text": "many", "threadId": "s"}).json()
+    thanks = next(i for i in explained["intents"] if i["stepId"] == "thanks")
+    assert thanks["phrasing"] == "many thanks" and thanks["phrasingSimilarity"] >= matcher.PHRASING_BAR, thanks
+    assert shop.say("s", "many") == ("bikes", ["How many bikes?"])
     assert shop.say("s", "3 please") == ("bikes", ["Booked 3 bikes."])
     history = shop.rest.get("/rest/v1/messages/s", params={"sync": "true"}).json()["result"]["history"]
     users = [m for group in history if group["originator"]["role"] == "user" for m in group["messages"]]
     bots = [m for group in history if group["originator"]["role"] == "bot" for m in group["messages"]]
     assert [(m["fallback"], m["step"]["stepId"], m["step"]["type"]) for m in users] == [
-        ("I want to rent a bike", "rent", "INTENT"), ("not sure yet", "bikes", "SLOT"), ("3 please", "bikes", "SLOT")]
+        ("I want to rent a bike", "rent", "INTENT"), ("not sure yet", "bikes", "SLOT"), ("many", "bikes", "SLOT"),
+        ("3 please", "bikes", "SLOT")]
     assert bots[-1]["step"]["stepId"] == "bikes-done" and bots[-1]["params"]["bikes"][0]["value"] == "3"
 
 
