@@ -390,12 +390,23 @@ def main() -> None:
         print(f"  {label}: p50 {single[len(single) // 2]:.1f} ms, p90 {single[int(len(single) * .9)]:.1f} ms")
     print(f"  machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     if args.misses:
-        print(f"\nflowbox misses ({args.misses}):")
-        for case, got in zip(cases, flowbox):
+        print(f"\nflowbox misses ({args.misses}; [nearest: ...] where the intent MiniLM nearest example got it right):")
+        nearest = systems[f"nearest example, intent MiniLM >= {mapped_t:.2f}"]
+        kinds: Counter = Counter()
+        for case, got, near in zip(cases, flowbox, nearest):
             # the untuned domains' misses are not listed: reading them would be tuning on them
-            if got not in case.expected and args.misses in ("all", case.split) and case.domain in tuned:
-                where = f" [in {case.context}]" if case.context else ""
-                print(f"  {case.domain:10} {case.text!r}{where}: got {got}, want {'|'.join(sorted(case.expected))}")
+            if args.misses not in ("all", case.split) or case.domain not in tuned:
+                continue
+            kind = ("turned away" if got == "UNKNOWN" else "wrong intent") if case.in_scope else "matched out of scope"
+            if got in case.expected:
+                continue
+            kinds[kind, "missed"] += 1
+            kinds[kind, "nearest right"] += near in case.expected
+            where = f" [in {case.context}]" if case.context else ""
+            told = f" [nearest: {near}]" if near in case.expected else ""
+            print(f"  {case.domain:10} {case.text!r}{where}: got {got}, want {'|'.join(sorted(case.expected))}{told}")
+        for kind in ("turned away", "wrong intent", "matched out of scope"):
+            print(f"  {kind}: {kinds[kind, 'missed']} (of which the nearest example got {kinds[kind, 'nearest right']} right)")
     print(f"\ntotal {time.monotonic() - started:.0f} s")
     server.stop()
 
