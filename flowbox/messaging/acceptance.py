@@ -143,7 +143,15 @@ def judged(rows: list[int], message: Message, model: Model, judge: Judge) -> lis
 
 
 class Judge:
-    """A logistic model over standardised ``MEASURES``."""
+    """A logistic model over standardised ``MEASURES``.
+
+    Less simple judges measured no better, on the same measured flows and out of fold by flow as
+    ``train.fit_judge`` reports (all / in scope / out of scope, at a bar of 0.3 and this floor; the logistic
+    0.844 / 0.834 / 0.909): gradient-boosted trees on the measures 0.846 / 0.839 / 0.893, the same beside the
+    logistic's log-odds 0.848 / 0.839 / 0.905 (at 0.35, 0.845 / 0.834 / 0.911), a hidden layer of 32 beside the
+    linear part 0.846 / 0.836 / 0.907; each traded out of scope for in scope as a lower bar does. Nor a third
+    candidate, the intent with the nearest example: it brings the right intent among the candidates for 0.922
+    of the messages in scope, not 0.908, but the judge picks it no better (0.845 / 0.835 / 0.909)."""
 
     def __init__(self, mean: np.ndarray, scale: np.ndarray, weights: np.ndarray, bias: float):
         self.mean, self.scale, self.weights, self.bias = mean, scale, weights, bias
