@@ -186,7 +186,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             return (f"The text starts with {move.replace('a common way', 'one of the common ways', 1)}, and a word or two "
                     "follow: nothing else matched, so it makes that move.")
         elif rule == "common phrasing":
-            reason = (f"The learned model matched no intent (below the threshold {threshold:.2f} or off its topic), but the "
+            matcher = "The learned model" if scores["method"] == "learned" else "The nearest example"
+            reason = (f"{matcher} matched no intent (below the threshold {threshold:.2f} or off its topic), but the "
                       f"text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}.")
         elif rule in ("learned", "judge"):
             reason = (f"The learned model gives it {item['confidence']:.2f} (threshold {threshold:.2f}); "
