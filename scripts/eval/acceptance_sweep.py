@@ -13,6 +13,7 @@ Never the untuned flows, and never a test half: those report what was chosen her
 from __future__ import annotations
 
 import argparse
+import importlib
 import itertools
 import logging
 import sys
@@ -49,8 +50,6 @@ def main() -> None:
     logging.disable(logging.WARNING)
 
     server = InProcessServer("sweep", MODELS, call_timeout=300)
-    import importlib
-
     from flowbox import orgs
     from flowbox.messaging import acceptance, off_topic
 

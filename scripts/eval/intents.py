@@ -397,9 +397,9 @@ def main() -> None:
             # the untuned domains' misses are not listed: reading them would be tuning on them
             if args.misses not in ("all", case.split) or case.domain not in tuned:
                 continue
-            kind = ("turned away" if got == "UNKNOWN" else "wrong intent") if case.in_scope else "matched out of scope"
             if got in case.expected:
                 continue
+            kind = ("turned away" if got == "UNKNOWN" else "wrong intent") if case.in_scope else "matched out of scope"
             kinds[kind, "missed"] += 1
             kinds[kind, "nearest right"] += near in case.expected
             where = f" [in {case.context}]" if case.context else ""
