@@ -18,7 +18,7 @@ from typing import Any
 from ..db import Store
 from ..ids import from_iso, iso
 from ..services import Services
-from . import acceptance, common_phrasings, threads
+from . import common_phrasings, threads
 from .conversation import engine_input, graph_for, threshold_of
 from .engine import decide
 from .hours import is_open
@@ -195,7 +195,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             if rule == "judge" and judged and judged["stepId"] == item["stepId"]:
                 reason += (f" The judge finds it right with probability {judged['probability']:.2f}{READ_AGAIN * judged['readAgain']}"
                            f" (bar {judged['bar']:.2f}).")
-                if item["confidence"] is not None and acceptance.confidence(item["confidence"], judged["probability"]) != item["confidence"]:
+                matched_confidence = decision.intents[0]["confidence"] if decision.intents else None
+                if None not in (item["confidence"], matched_confidence) and matched_confidence > item["confidence"]:
                     reason += f" That is sure enough ({judged['sure']:.2f} or more) to count as its confidence."
         else:  # "nearest example"
             # a bot builder reads this in the console's test chat: whether to wait, or to write more examples

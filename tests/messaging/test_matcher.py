@@ -224,6 +224,17 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert judged["stepId"] == "human" and judged["probability"] >= judged["bar"] == acceptance.BAR, judged
     assert explained["rule"] == "judge", explained
     assert f"The judge finds it right with probability {judged['probability']:.2f}" in explained["explanation"]
+    # nothing else matches "i must go", but it paraphrases "gotta go"
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "i must go"}).json()
+    assert explained["step"]["stepId"] == "goodbye" and explained["rule"] == "common phrasing", explained
+    assert "but the text is close to “gotta go” (similarity " in explained["explanation"], explained["explanation"]
+    # "several" comes as close to "many thanks" (0.63), but closer still to "many" alone (0.89): it means "many"
+    # (matcher._reads_as_word), as "many" itself does (common_phrasings.fragment)
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "several"}).json()
+    thanks = next(i for i in explained["intents"] if i["stepId"] == "thanks")
+    assert thanks["phrasing"] == "many thanks" and thanks["phrasingSimilarity"] >= matcher.PHRASING_BAR, thanks
+    assert explained["step"]["stepId"] == "unknown", explained
+    assert shop.say("several", "several")[0] == "unknown"
     # a yes/no answer's phrasings are lent within its question only
     assert shop.say("no-question", "absolutely")[0] == "unknown"
     # a greeting, a thank-you or a goodbye with a word or two after it (a name, "mate") is that move when
