@@ -51,6 +51,26 @@ TEXTS = [text for topic in PHRASINGS for text in PHRASINGS[topic]]
 # 0.758 / 0.908; no rule, tuned 0.935 / 0.884 (with the bar at 0.4 and MARGIN 0.2, 0.934 / 0.910 and 0.750 / 0.921:
 # the same). Nor does a sure judge outweigh the rule: letting a probability of 0.8 or more stand
 # moved neither half by more than 0.004 and lets a bike shop rent out a van ("can I hire a van": the judge 0.97).
+# Measured again with the encoder taught by mpnet, the judge sure from 0.55, beside its floor (acceptance.FLOOR; all /
+# in scope / out of scope, tuned dev | unseen dev):
+#   floor 0.3   margin 0.15  0.942 / 0.948 / 0.914 | 0.771 / 0.749 / 0.912
+#               margin 0.2   0.943 / 0.950 / 0.910 | 0.778 / 0.759 / 0.902
+#               margin 0.25  0.943 / 0.953 / 0.901 | 0.781 / 0.764 / 0.895
+#   floor 0.35  margin 0.15  0.942 / 0.948 / 0.914 | 0.770 / 0.748 / 0.915
+#               margin 0.2   0.943 / 0.950 / 0.910 | 0.777 / 0.757 / 0.905
+#               margin 0.25  0.943 / 0.953 / 0.901 | 0.780 / 0.762 / 0.898
+#   floor 0.4   margin 0.1   -                     | 0.742 / 0.715 / 0.921
+#               margin 0.15  0.943 / 0.948 / 0.918 | 0.765 / 0.741 / 0.918
+#               margin 0.2   0.943 / 0.950 / 0.914 | 0.770 / 0.749 / 0.908
+#               margin 0.25  0.944 / 0.953 / 0.906 | 0.773 / 0.753 / 0.902
+#   floor 0.45  margin 0.15  0.939 / 0.942 / 0.923 | 0.746 / 0.718 / 0.931
+#               margin 0.2   0.940 / 0.944 / 0.918 | 0.751 / 0.724 / 0.925
+# The tuned flows hardly move; the unseen flows gain overall with every step that accepts more, as they lose out of
+# scope (0.918 -> 0.895), with no plateau for the bar's rule to stop on. Kept at 0.15 with the floor at 0.4: the
+# goal asks 0.90 out of scope on flows never seen, and these dev halves leave 0.018 above it. Nor did
+# treating a whole kind of business as the flow's own when it covers a share of that kind's phrasings help: a
+# quarter, tuned 0.943 / 0.949 / 0.914, unseen 0.766 / 0.743 / 0.917; a tenth, 0.943 / 0.950 / 0.910 and 0.768 /
+# 0.746 / 0.914 (each against 0.943 / 0.948 / 0.918 and 0.765 / 0.741 / 0.918 without).
 COVERED = 0.65
 BAR = 0.5
 MARGIN = 0.15
