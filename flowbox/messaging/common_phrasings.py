@@ -285,12 +285,17 @@ def leading_social(text: str) -> str | None:
     return None
 
 
+def words(text: str) -> list[str]:
+    """``text``'s words, in order, through ``intents.expand`` and lower-cased."""
+    return re.findall(r"\w+", expand(text).lower())
+
+
 def fragment(text: str, phrasing: str) -> bool:
-    """Whether ``text`` is only some of ``phrasing``'s words (both through ``intents.expand``): the phrasing's
-    meaning is in the words it lacks ("many" of "many thanks", "really" of "not really", "good" of "good night"),
-    so it does not read as the phrasing however close their vectors come."""
-    words, whole = (set(re.findall(r"\w+", expand(t).lower())) for t in (text, phrasing))
-    return bool(words) and words < whole
+    """Whether ``text`` is only some of ``phrasing``'s words (``words``): the phrasing's meaning is in the words it
+    lacks ("many" of "many thanks", "really" of "not really", "good" of "good night"), so it does not read as the
+    phrasing however close their vectors come."""
+    some, whole = set(words(text)), set(words(phrasing))
+    return bool(some) and some < whole
 
 
 def assign(example_vectors: list[np.ndarray], phrasing_vectors: np.ndarray,

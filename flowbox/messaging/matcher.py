@@ -638,8 +638,8 @@ class IntentIndex:
         the closest of those, which ``similarity`` is. A longer message says more than a word ("do u take visa" is
         nearer "visa" than "visa accepted?", and asks whether it is). One embedding per word, once (the embedder
         keeps them)."""
-        words = list(dict.fromkeys(re.findall(r"\w+", expand(common_phrasings.TEXTS[phrasing]).lower())))
-        if len(re.findall(r"\w+", expand(text))) != 1 or len(words) < 2:
+        words = set(common_phrasings.words(common_phrasings.TEXTS[phrasing]))
+        if len(common_phrasings.words(text)) != 1 or len(words) < 2:
             return False
         try:
             nearest_word = max([float(await self.embeddings.query(word) @ vector) for word in words])
