@@ -69,9 +69,10 @@ def main() -> None:
     print(f"{'unseen' if args.unseen else 'tuned'} flows, dev half: {len(cases)} utterances (all / in scope / out of scope)")
     for bar, floor, margin, *others in itertools.product(args.bars, args.floors, args.margins, *(v for _, _, v in args.settings)):
         acceptance.BAR, acceptance.FLOOR, off_topic.MARGIN = bar, floor, margin
-        for (module, constant, _), value in zip(args.settings, others):
+        chosen = [(module, constant, value) for (module, constant, _), value in zip(args.settings, others)]
+        for module, constant, value in chosen:
             setattr(modules[module], constant, value)
-        named = "".join(f", {module}.{constant} {value:.2f}" for (module, constant, _), value in zip(args.settings, others))
+        named = "".join(f", {module}.{constant} {value:.2f}" for module, constant, value in chosen)
         measured = accuracy(cases, [bots[c.domain].ask(c) for c in cases])
         print(f"  bar {bar:.2f}, floor {floor:.2f}, off-topic margin {margin:.2f}{named}: "
               f"{measured['overall']:.3f} / {measured['in']:.3f} / {measured['oos']:.3f}", flush=True)
