@@ -61,7 +61,7 @@ from ..ids import iso
 from ..models import pair_encoder
 from ..models.files import model_of
 from ..services import Services
-from . import acceptance, common_phrasings, intent_space, off_topic, second_reading, shipped_vectors
+from . import acceptance, common_phrasings, intent_space, off_topic, other_flows, second_reading, shipped_vectors
 from .intents import MIN_HELD_OUT, Features, Model, Speller, expand, train
 
 log = logging.getLogger("flowbox.messaging")
@@ -296,6 +296,7 @@ class IntentIndex:
         self.common_exact: set[str] = set()  # the normalised phrasings that match exactly
         self.off_topic = np.zeros((0, 0), dtype=np.float32)  # the off-topic phrasings the flow does not serve
         self.off_topic_text = np.zeros(0, dtype=int)  # which of off_topic.TEXTS each is
+        self.kin: other_flows.Kin | None = None  # other flows' intents like each of ours (the judge weighs them)
         self.row = {step_id: i for i, step_id in enumerate(self.spans)}  # an intent's row in the features
         self.step_of_row = list(self.spans)  # and the other way round
         self.matrix: np.ndarray | None = None
@@ -320,6 +321,8 @@ class IntentIndex:
                 self._borrow(phrasings)
             self.embeddings = embeddings
             await self._keep_off_topic()  # needs the examples only: used before the model is ready too
+            if embeddings.builtin:
+                self.kin = await asyncio.to_thread(self._kin)
             self.speller = await asyncio.to_thread(Speller, [expand(t) for t in self.texts], embeddings.is_word)
 
     def _borrow(self, phrasings: np.ndarray) -> None:
@@ -350,6 +353,11 @@ class IntentIndex:
         self.all_phrasings = phrasings
         self.phrasing_owner = np.asarray(owners, dtype=object)
         self.phrasing_text = np.asarray(rows, dtype=int)
+
+    def _kin(self) -> other_flows.Kin | None:
+        """Each intent's nearest intents of other flows (``other_flows``), or None without the library."""
+        library = other_flows.shipped()
+        return library.kin([self.matrix[a:b] for a, b in self.spans.values()]) if library is not None else None
 
     @property
     def method(self) -> str:
@@ -720,13 +728,14 @@ class IntentIndex:
         """The top-level intent among ``step_ids`` that the judge (``acceptance``) finds likeliest right for a
         message (``text``), read again beside its candidates' examples where the judge is unsure
         (``second_reading``), that probability, its nearest example's similarity and whether it was read
-        again; None without the judge (not the built-in model, or no judge file)."""
+        again; None without the judge (not the built-in model, or no judge or ``other_flows`` file)."""
         judge = acceptance.judge() if self.embeddings.builtin else None
         rows = [self.row[step_id] for step_id in step_ids if step_id in self.row]
-        if judge is None or not rows:
+        if judge is None or self.kin is None or not rows:
             return None
         features_of, model = learned
-        message = acceptance.Message.of(features_of, vector, features, confidence, outside, self.off_topic, respelt)
+        message = acceptance.Message.of(features_of, vector, features, confidence, outside, self.off_topic, respelt,
+                                        self.kin)
         judged = acceptance.judged(rows, message, model, judge)
         # A greeting, thanks or goodbye with a word or two after it ("hi bike shop") is left to the judge and then
         # the social rule (``best``): the pair encoder learned from messages that seldom greet a business by

@@ -175,7 +175,7 @@ def measured_unseen(config, cache: Path | None) -> tuple[list[dict], list[dict],
     """The unseen flows (as the judge sees a client's flow: ``train.as_written``), every spelling of each
     message as the matcher tries them (``Speller``), and each flow measured as the matcher measures it
     (``train.judge_rows``, with the shipped encoder and map)."""
-    from flowbox.messaging import intent_space, off_topic
+    from flowbox.messaging import intent_space, off_topic, other_flows
 
     unseen = set(train.UNSEEN.read_text().split())
     flows = [train.as_written(json.loads(p.read_text())) for p in sorted(train.FLOWS.glob("*.json")) if p.name in unseen]
@@ -186,7 +186,8 @@ def measured_unseen(config, cache: Path | None) -> tuple[list[dict], list[dict],
     vector_of = dict(zip(texts, train.embed(config, texts, cache=cache)))
     w = intent_space.matrix().astype(np.float64)
     off = np.stack([vector_of[t] for t in off_topic.TEXTS]).astype(np.float64)
-    return flows, spellings, [train.judge_rows(d, vector_of, w, spellings[n], off) for n, d in enumerate(flows)]
+    library = other_flows.shipped()
+    return flows, spellings, [train.judge_rows(d, vector_of, w, spellings[n], off, library) for n, d in enumerate(flows)]
 
 
 def read_again(flows: list[dict], spellings: list[dict], measured: list[list], config, changes: Path) -> list[list]:

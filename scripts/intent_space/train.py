@@ -22,10 +22,12 @@ the identity, so that what MiniLM already knows is kept and only re-weighted. Ad
 in numpy (a minute or two, after embedding the texts with the intent encoder: a few minutes, and as
 many again for each of the four encoders learned without a fold of the flows).
 
-Then it learns ``flowbox/messaging/acceptance.json``, the judge of top-level matches (see
-``flowbox/messaging/acceptance.py``): every flow is measured as the matcher measures a new client's flow,
-read by an encoder and in a map learned without it (``JUDGE_FOLDS`` encoders, ``encoder.py --fold K``, and
-as many maps, each from the other folds' flows), with ``FRAGMENTS``
+Then it writes ``flowbox/messaging/other_flows.npz`` (these flows' intents and their customers' messages, read
+by the shipped encoder and map: what the judge measures a client's flow beside, ``other_flows``) and learns
+``flowbox/messaging/acceptance.json``, the judge of top-level matches (see ``flowbox/messaging/acceptance.py``):
+every flow is measured as the matcher measures a new client's flow, read by an encoder and in a map learned
+without it (``JUDGE_FOLDS`` encoders, ``encoder.py --fold K``, and as many maps, each from the other folds'
+flows), beside the other folds' flows only, with ``FRAGMENTS``
 among its out-of-scope messages, and the judge is fitted on every candidate of every message (right or
 not); it prints the judge's accuracy on flows it was not fitted on, at ``acceptance.BAR`` and ``FLOOR``.
 
@@ -44,8 +46,12 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from flowbox.messaging import other_flows
 
 FLOWS = Path(__file__).parent / "flows"
 # The 48 flows written last: what flowbox ships learned nothing from them, so that `scripts/eval/intents.py
@@ -177,11 +183,12 @@ def messages_of(data: dict) -> list[tuple[str, int]]:
 
 
 def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spellings: dict[str, list[str]],
-               off_topic_vectors: np.ndarray) -> list[tuple[int, list[list[tuple[int, np.ndarray]]], tuple[int, float]]]:
+               off_topic_vectors: np.ndarray,
+               library: other_flows.Library) -> list[tuple[int, list[list[tuple[int, np.ndarray]]], tuple[int, float]]]:
     """One flow measured as the matcher measures it, in the space of map ``w`` (learned without this
-    flow): per message (every spelling of it, ``spellings``), its intent (-1: none), per spelling the
-    judge's candidates and their measures (``acceptance.measures``), and the intent of its nearest
-    example with that cosine (the plain baseline)."""
+    flow), beside ``library`` (other flows' intents, in the same space): per message (every spelling of
+    it, ``spellings``), its intent (-1: none), per spelling the judge's candidates and their measures
+    (``acceptance.measures``), and the intent of its nearest example with that cosine (the plain baseline)."""
     from flowbox.messaging import acceptance, off_topic
     from flowbox.messaging.intents import Features, expand
     from flowbox.messaging.intents import train as train_model
@@ -197,6 +204,7 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
     model = train_model(features_of)
     off = _unit(off_topic_vectors @ w)[0]
     off = off[off_topic.uncovered(off, vectors)]
+    kin = library.kin([vectors[a:b] for a, b in zip(starts, [*starts[1:], len(vectors)])])
     rows = list(range(len(starts)))
     out = []
     for text, label in messages_of(data):
@@ -205,13 +213,22 @@ def judge_rows(data: dict, vector_of: dict[str, np.ndarray], w: np.ndarray, spel
             vector = space([spelling])[0]
             features = features_of.of(vector, spelling)
             message = acceptance.Message.of(features_of, vector, features, np.minimum(model.confidence(features), LEARNED_MAX),
-                                            features_of.outside(vector), off, k > 0)
+                                            features_of.outside(vector), off, k > 0, kin)
             judged.append([(r, acceptance.measures(r, rows, message, model))
                            for r in acceptance.candidates(message, rows)])
             if nearest is None:
                 nearest = (int(np.argmax(features[:, 0])), float(features[:, 0].max()))
         out.append((label, judged, nearest))
     return out
+
+
+def library_of(data: list[dict], space) -> other_flows.Library:
+    """``other_flows.Library`` of flows ``data``, their texts read by ``space`` (texts to unit vectors in
+    intent space): each intent's examples, as written, and its customers' messages."""
+    from flowbox.messaging import other_flows
+
+    return other_flows.Library.of([space(i["examples"]) for d in data for i in d["intents"]],
+                                  [space(i["utterances"]) for d in data for i in d["intents"]])
 
 
 def fit_judge(flows: list[list], log=print, fragments: int = 0):
@@ -339,7 +356,7 @@ def main() -> None:
     args = parser.parse_args()
     from flowbox.config import load
     from flowbox.embeddings import intent_model
-    from flowbox.messaging import acceptance, intent_space, off_topic
+    from flowbox.messaging import acceptance, intent_space, off_topic, other_flows
     from flowbox.messaging.common_phrasings import MODEL
 
     config = load()
@@ -367,19 +384,25 @@ def main() -> None:
         print(f"{len(test)} held-out flows, nearest example: {before[0]:.3f} (bar {before[1]:.2f}) -> {after[0]:.3f} "
               f"(bar {after[1]:.2f}); learned bar {bar:.3f}")
         return
+    shipped = dict(zip(texts, embed(config, texts, cache=args.cache)))
     if not args.judge:
-        shipped = dict(zip(texts, embed(config, texts, cache=args.cache)))
         w, bar = fit([Flow(d, shipped) for d in data], dim)
         np.save(intent_space.FILE, w.astype(np.float16))
+        intent_space.matrix.cache_clear()
         print(f"wrote {intent_space.FILE.name} ({dim} x {dim}); learned bar {bar:.3f}")
+    # what a client's flow is measured beside: these flows, read as the matcher reads (the shipped map, as stored)
+    library_of(data, lambda texts: intent_space.mapped(np.stack([shipped[t] for t in texts]))).save(other_flows.FILE)
+    print(f"wrote {other_flows.FILE.name}")
     # The judge learns from flows measured as a new client's would be: each with an encoder and in a map
-    # learned without it.
+    # learned without it, beside the other folds' flows only.
     measured: list = [None] * len(data)
     for k in range(JUDGE_FOLDS):
         fold_map, _ = fit([Flow(d, vector_of[k]) for n, d in enumerate(data) if n % JUDGE_FOLDS != k], dim)
         off_topic_vectors = np.stack([vector_of[k][t] for t in off_topic.TEXTS]).astype(np.float64)
+        library = library_of([d for n, d in enumerate(data) if n % JUDGE_FOLDS != k],
+                             lambda texts: _unit(np.stack([vector_of[k][t] for t in texts]).astype(np.float64) @ fold_map)[0])
         for n in range(k, len(data), JUDGE_FOLDS):
-            measured[n] = judge_rows(judged[n], vector_of[k], fold_map, spellings[n], off_topic_vectors)
+            measured[n] = judge_rows(judged[n], vector_of[k], fold_map, spellings[n], off_topic_vectors, library)
     acceptance.FILE.write_text(fit_judge(measured, fragments=len(FRAGMENTS)).dumps() + "\n")
     print(f"wrote {acceptance.FILE.name}")
 

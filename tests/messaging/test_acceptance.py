@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from flowbox.messaging import acceptance
+from flowbox.messaging import acceptance, other_flows
 from flowbox.messaging.intents import FEATURES, Model
 from tests.messaging.test_intent_space import _trainer
 
@@ -47,8 +47,9 @@ def test_the_measures_compare_a_candidate_with_its_rivals_and_the_flows_scope():
     features = np.array([[0.8, 0.7, 0.6, 0.5, 0.3, 0.2], [0.5, 0.4, 0.3, 0.2, -0.3, -0.2], [0.6, 0.5, 0.1, 0.1, -0.2, -0.5]])
     assert features.shape[1] == len(FEATURES)
     model = Model(np.zeros(len(FEATURES)), 0.0, np.zeros(len(FEATURES)), np.ones(len(FEATURES)), (0.55, 0.4), 0.7)
+    kindred = np.arange(15, dtype=float).reshape(3, 5) / 20  # per intent, how near other flows' kin lie (other_flows)
     message = acceptance.Message(features, np.array([0.9, 0.2, 0.6]), np.array([0.1, 0.3, 0.2]), 0.65, 0.72, True,
-                                 np.array([0.6, 0.8]))
+                                 np.array([0.6, 0.8]), kindred)
     assert acceptance.candidates(message, [0, 1, 2]) == [1, 0]  # the ranker's favourite first, then the surest
     assert acceptance.candidates(message, [0, 2]) == [2, 0]  # among the rows competing only
     row = acceptance.measures(0, [0, 1, 2], message, model)
@@ -61,6 +62,7 @@ def test_the_measures_compare_a_candidate_with_its_rivals_and_the_flows_scope():
     assert abs(measured["off_topic_lead"] - (0.72 - 0.8)) < 1e-9
     assert (measured["favourite"], measured["surest"], measured["agreed"], measured["respelt"]) == (0, 1, 0, 1)
     assert measured["behind_nearest"] == 0 and abs(measured["intents_log"] - np.log(3)) < 1e-9
+    assert [measured[name] for name in other_flows.MEASURES] == list(kindred[0])  # the candidate's own kin
     row, probability = max(acceptance.judged([0, 1, 2], message, model, acceptance.Judge.fit(
         np.vstack([acceptance.measures(r, [0, 1, 2], message, model) for r in (0, 1)] * 5), np.array([1.0, 0.0] * 5))),
         key=lambda found: found[1])
@@ -78,7 +80,11 @@ def test_the_trainer_measures_every_message_of_a_flow_for_its_candidates():
     vector_of = {f"i{n} {kind}{k}": centres[n] + 0.3 * rng.standard_normal(16) for n in range(4) for kind in "eu" for k in range(8)}
     vector_of.update({t: rng.standard_normal(16) for t in data["out_of_scope"]})
     spellings = {t: [t] for i in data["intents"] for t in i["utterances"]} | {t: [t] for t in data["out_of_scope"]}
-    measured = train.judge_rows(data, vector_of, np.eye(16), spellings, rng.standard_normal((5, 16)))
+    # other flows with an intent near each of these (and one near none), their customers' messages beside it
+    kin = [centres[n % 4] + (0.3 if n < 4 else 3.0) * rng.standard_normal(16) for n in range(5)]
+    library = other_flows.Library.of([_unit(c + 0.3 * rng.standard_normal((6, 16))) for c in kin],
+                                     [_unit(c + 0.3 * rng.standard_normal((10, 16))) for c in kin])
+    measured = train.judge_rows(data, vector_of, np.eye(16), spellings, rng.standard_normal((5, 16)), library)
     assert [label for label, _, _ in measured] == [n for n in range(4) for _ in range(4)] + [-1, -1, -1]
     for label, judged, (nearest, cosine) in measured:
         assert 0 <= nearest < 4 and -1 <= cosine <= 1
@@ -95,3 +101,7 @@ def test_the_trainer_measures_every_message_of_a_flow_for_its_candidates():
     assert [line.split(" on flows")[0] for line in lines] == [f"judge (bar {acceptance.BAR}, floor {acceptance.FLOOR})", "the rules it replaces",
                                                               lines[2].split(" on flows")[0]]
     assert lines[2].startswith("nearest example (bar ") and all("out of scope" in line for line in lines)
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)

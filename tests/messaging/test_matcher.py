@@ -239,15 +239,16 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert shop.say("no-question", "absolutely")[0] == "unknown"
     # a greeting, a thank-you or a goodbye with a word or two after it (a name, "mate") is that move when
     # nothing else matched, but not a word that as often starts something else ("evening classes")
-    assert shop.say("social", "hey bike hire")[0] == "greeting"  # the judge alone leaves it unmatched (hire: renting)
+    # (the judge alone leaves this one unmatched: its greeting's nearest example is under acceptance.FLOOR)
+    assert shop.say("social", "hey cycle shop")[0] == "greeting"
     assert [common_phrasings.leading_social(intents.expand(t)) for t in ("evening classes", "later flights", "hi", "bye then")] == \
         [None, None, None, "goodbye"]
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hey bike hire"}).json()
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hey cycle shop"}).json()
     assert explained["explanation"] == ("The text starts with one of the common ways to greet, which its examples do, and a "
                                         "word or two follow: nothing else matched, so it makes that move."), explained
     assert explained["rule"] == "social", explained
     # one the judge matches, as sure as that rule's confidence, is explained as the judge's match
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello folks"}).json()
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello there folks"}).json()
     assert explained["step"]["stepId"] == "greeting" and explained["confidence"] == matcher.LEARNED_MAX, explained
     assert explained["rule"] == "judge", explained
     assert explained["explanation"].startswith("The learned model gives it "), explained["explanation"]
@@ -314,8 +315,8 @@ def test_the_judge_turns_away_a_top_level_match_it_finds_unlikely(shop):
     assert explained["judged"]["similarity"] >= acceptance.FLOOR
     # a text unlike anything it was fitted on can come out likely; with no example of the intent as close
     # as the floor, it matches nothing
-    assert shop.say("floor", "loads")[0] == "unknown"
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "loads"}).json()
+    assert shop.say("floor", "a load")[0] == "unknown"
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "a load"}).json()
     judged = explained["judged"]
     assert explained["step"]["stepId"] == "unknown" and judged["probability"] >= judged["bar"], judged
     assert judged["similarity"] < judged["floor"] == acceptance.FLOOR, judged
@@ -328,9 +329,9 @@ def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sur
     # from many flows' real messages, is sure of: the judge's probability counts, against the project's threshold
     shop = Shop(org_server, receiver, settings={"intentThreshold": 0.8})
     shop.ready()
-    assert shop.say("sure", "bought the wrong size frame")[0] == "return"
+    assert shop.say("sure", "wrong size frame, bought it here")[0] == "return"
     admin = shop.server.client(f"Bearer {shop.server.key}")
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "bought the wrong size frame"}).json()
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "wrong size frame, bought it here"}).json()
     judged, learned = explained["judged"], explained["intents"][0]["confidence"]
     assert judged["stepId"] == explained["intents"][0]["stepId"] == "return", explained
     assert judged["probability"] >= 0.8 > learned and judged["probability"] >= judged["sure"] == acceptance.SURE, explained
@@ -341,13 +342,13 @@ def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sur
     assert (f"The judge finds it right with probability {judged['probability']:.2f}{read} (bar {acceptance.BAR:.2f}). That is "
             f"sure enough ({acceptance.SURE:.2f} or more) to count as its confidence.") in explained["explanation"], explained["explanation"]
     # an intent that makes a common move is explained the same way, not as a match through its common phrasings
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "i'd rather deal with a person"}).json()
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "connect me with a team member"}).json()
     assert explained["step"]["stepId"] == "human" and explained["judged"]["probability"] > explained["intents"][0]["confidence"]
     assert explained["explanation"].startswith("The learned model gives it"), explained["explanation"]
     assert "to count as its confidence" in explained["explanation"], explained["explanation"]
     # one the judge is less sure of keeps the learned model's confidence
-    assert shop.say("unsure", "wheels for saturday?")[0] == "unknown"
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "wheels for saturday?"}).json()
+    assert shop.say("unsure", "the bike i got from you is the wrong size")[0] == "unknown"
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "the bike i got from you is the wrong size"}).json()
     assert acceptance.BAR <= explained["judged"]["probability"] < acceptance.SURE, explained
 
 
