@@ -249,7 +249,8 @@ def _sum_rows(rows: list[dict[int, float]]) -> dict[int, float]:
     return out
 
 
-def _normalised(rows: np.ndarray) -> np.ndarray:
+def normalised(rows: np.ndarray) -> np.ndarray:
+    """Rows (or one vector) at unit length; a zero row stays zero."""
     norms = np.linalg.norm(rows, axis=-1, keepdims=True)
     return rows / np.where(norms == 0, 1, norms)
 
@@ -296,7 +297,7 @@ class Features:
         self.char_sums = SparseRows(sums)
         self.char_sum_norms = np.array([np.sqrt(sum(v * v for v in s.values())) or 1.0 for s in sums])
         self.emb_sums = np.add.reduceat(vectors, self.starts, axis=0)
-        self.emb_centroids = _normalised(self.emb_sums)
+        self.emb_centroids = normalised(self.emb_sums)
         self.ranker = _ranker(vectors, self.starts, self.counts)
 
     def ranking(self, vector: np.ndarray, features: np.ndarray) -> np.ndarray:
@@ -340,7 +341,7 @@ class Features:
         emb_max = np.maximum.reduceat(emb, self.starts, axis=1)
         emb_centroid = self.vectors[keep] @ self.emb_centroids.T
         rest = self.emb_sums[own] - self.vectors[keep]  # the intent without the held-out example
-        emb_centroid[at, own] = np.einsum("ij,ij->i", _normalised(rest), self.vectors[keep])
+        emb_centroid[at, own] = np.einsum("ij,ij->i", normalised(rest), self.vectors[keep])
         char = np.stack([self.char_rows.dot(self.grams.rows[i]) for i in keep]).astype(np.float32)
         char[at, keep] = -np.inf
         char_max = np.maximum.reduceat(char, self.starts, axis=1)

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .intents import normalised
+
 FILE = Path(__file__).with_name("other_flows.npz")
 NEIGHBOURS = 3
 MEASURES = ("kindred_support", "kindred_support_best", "kindred_support_weighted", "kindred_similarity",
@@ -44,10 +46,6 @@ MEASURES = ("kindred_support", "kindred_support_best", "kindred_support_weighted
 # Kept in the messages' first principal directions, not all 384: 3.7 MB rather than 11, which the executable's
 # size limit (250 MB) needs; as good as in full (docstring).
 DIMENSIONS = 128
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=-1, keepdims=True), 1e-12)
 
 
 class Library:
@@ -66,13 +64,13 @@ class Library:
         mean = rows.mean(0)
         basis = np.linalg.svd(rows - mean, full_matrices=False)[2][:dimensions].T
         library = cls(mean.astype(np.float32), basis.astype(np.float32), np.zeros(0), np.zeros(0), np.cumsum([0] + [len(m) for m in messages]))
-        library.centroids = library.reduce(_unit(np.stack([e.mean(0) for e in examples])))
+        library.centroids = library.reduce(normalised(np.stack([e.mean(0) for e in examples])))
         library.vectors = library.reduce(rows)
         return library
 
     def reduce(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors of ``intent_space`` (rows, or one) in the library's directions, unit length."""
-        return _unit((np.asarray(vectors, dtype=np.float32) - self.mean) @ self.basis)
+        return normalised((np.asarray(vectors, dtype=np.float32) - self.mean) @ self.basis)
 
     def save(self, path: Path) -> None:
         """Messages stored as 8-bit integers per vector with its own scale (a cosine moves by well under 0.01)."""
@@ -85,12 +83,12 @@ class Library:
     def load(cls, path: Path) -> Library:
         with np.load(path) as stored:
             return cls(stored["mean"], stored["basis"].astype(np.float32), stored["centroids"].astype(np.float32),
-                       _unit(stored["vectors"].astype(np.float32) * stored["scale"]), stored["starts"])
+                       normalised(stored["vectors"].astype(np.float32) * stored["scale"]), stored["starts"])
 
     def kin(self, examples: list[np.ndarray]) -> Kin:
         """A flow's intents (each one's example vectors) and the ``NEIGHBOURS`` library intents nearest each
         (by centroid), with their messages."""
-        similarity = self.reduce(_unit(np.stack([e.mean(0) for e in examples]))) @ self.centroids.T
+        similarity = self.reduce(normalised(np.stack([e.mean(0) for e in examples]))) @ self.centroids.T
         nearest = np.argsort(-similarity, axis=1)[:, :NEIGHBOURS]
         chosen = np.unique(nearest)
         spans = [(self.starts[i], self.starts[i + 1]) for i in chosen]
