@@ -48,6 +48,10 @@ MEASURES = ("kindred_support", "kindred_support_best", "kindred_support_weighted
 DIMENSIONS = 128
 
 
+def _reduce(vectors: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndarray:
+    return normalised((np.asarray(vectors, dtype=np.float32) - mean) @ basis)
+
+
 class Library:
     """Intents of other flows: each one's centroid (of its examples) and its customers' messages' vectors,
     intent ``i``'s at ``vectors[starts[i]:starts[i + 1]]``, all in ``DIMENSIONS`` principal directions of
@@ -63,14 +67,13 @@ class Library:
         rows = np.concatenate(messages).astype(np.float64)
         mean = rows.mean(0)
         basis = np.linalg.svd(rows - mean, full_matrices=False)[2][:dimensions].T
-        library = cls(mean.astype(np.float32), basis.astype(np.float32), np.zeros(0), np.zeros(0), np.cumsum([0] + [len(m) for m in messages]))
-        library.centroids = library.reduce(normalised(np.stack([e.mean(0) for e in examples])))
-        library.vectors = library.reduce(rows)
-        return library
+        mean, basis = mean.astype(np.float32), basis.astype(np.float32)
+        centroids = _reduce(normalised(np.stack([e.mean(0) for e in examples])), mean, basis)
+        return cls(mean, basis, centroids, _reduce(rows, mean, basis), np.cumsum([0] + [len(m) for m in messages]))
 
     def reduce(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors of ``intent_space`` (rows, or one) in the library's directions, unit length."""
-        return normalised((np.asarray(vectors, dtype=np.float32) - self.mean) @ self.basis)
+        return _reduce(vectors, self.mean, self.basis)
 
     def save(self, path: Path) -> None:
         """Messages stored as 8-bit integers per vector with its own scale (a cosine moves by well under 0.01)."""
