@@ -26,6 +26,10 @@ import numpy as np
 from ..models import intent_encoder
 from .intents import expand
 
+# Parting wishes ("have a good evening", "enjoy your evening") are goodbyes, though their time of day draws them
+# to the greetings' "good evening": with the thirteen goodbyes from "have a good evening" on, 40 parting phrasings
+# written apart from them (20 goodbyes, 10 greetings, 10 thank-yous, on four of the eval's flows) went from
+# 135 to 146 of 160 right, and the tuned dev half of scripts/eval/intents.py from 0.945 to 0.946.
 PHRASINGS: dict[str, tuple[str, ...]] = {
     "greeting": (
         "hi", "hello", "hey", "hiya", "heya", "howdy", "hi there", "hello there", "hey there", "good morning",
@@ -38,7 +42,9 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "catch you later", "talk to you later", "talk soon", "ttyl", "later", "laters", "take care",
         "have a nice day", "have a good one", "good night", "night night", "farewell", "cheerio", "ciao", "adios",
         "I'm off", "gotta go", "I have to go now", "that's all for today", "that's everything, bye",
-        "nothing else, goodbye", "signing off", "until next time",
+        "nothing else, goodbye", "signing off", "until next time", "have a good evening", "have a nice evening",
+        "enjoy your evening", "have a good night", "have a great weekend", "have a lovely afternoon", "enjoy the rest of your day",
+        "speak soon", "speak to you soon", "ta ta", "toodles", "ok that's it from me", "nighty night",
     ),
     "thanks": (
         "thanks", "thank you", "thank you so much", "thanks a lot", "thanks a million", "many thanks",
