@@ -62,7 +62,7 @@ from ..models import pair_encoder
 from ..models.files import model_of
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, other_flows, second_reading, shipped_vectors
-from .intents import MIN_HELD_OUT, Features, Model, Speller, expand, train
+from .intents import MIN_HELD_OUT, CommonWords, Features, Model, Speller, expand, train
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
@@ -323,7 +323,8 @@ class IntentIndex:
             await self._keep_off_topic()  # needs the examples only: used before the model is ready too
             if embeddings.builtin:
                 self.kin = await asyncio.to_thread(self._kin)
-            self.speller = await asyncio.to_thread(Speller, [expand(t) for t in self.texts], embeddings.is_word)
+            self.speller = await asyncio.to_thread(  # the common words are read and indexed once, off the loop too
+                lambda: Speller([expand(t) for t in self.texts], embeddings.is_word, CommonWords.shipped()))
 
     def _borrow(self, phrasings: np.ndarray) -> None:
         """Lends each intent that makes a common move (a greeting, a thank-you, a yes...) that move's

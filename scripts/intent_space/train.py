@@ -291,19 +291,55 @@ def _by_rules(judged: list[list[tuple[int, np.ndarray]]], threshold: float = 0.5
     return best[1]
 
 
-def spellings_of(config, flows: list[dict]) -> list[dict[str, list[str]]]:
+def common_words(flows: list[dict], known) -> dict[str, int]:
+    """How often each word (through ``intents.expand``) is used in ``flows``' examples, customers' messages and
+    out-of-scope messages, and in the shipped phrasings: what the matcher's ``Speller`` may correct a misspelt
+    word to (``intents.CommonWords``). Only words used twice or more; nor a word the model does not know whole
+    (``known``) that is one edit from a word used three times as often, as a customer's typo is ("cancle",
+    "balnce", "pasword")."""
+    from collections import Counter
+
+    from flowbox.messaging import common_phrasings, off_topic
+    from flowbox.messaging.intents import _edit_distance, expand
+
+    texts = [t for d in flows for t in [*(t for i in d["intents"] for t in i["examples"] + i["utterances"]), *d["out_of_scope"]]]
+    counts = Counter(w for t in [*texts, *common_phrasings.TEXTS, *off_topic.TEXTS] for w in expand(t).split() if w.isalpha())
+    used = {w: n for w, n in counts.items() if n >= 2}
+    by_letter: dict[str, list[str]] = {}
+    for w in used:
+        by_letter.setdefault(w[0], []).append(w)
+
+    def typo(word: str) -> bool:
+        return not known(word) and any(used[o] >= 3 * used[word] and abs(len(o) - len(word)) <= 1
+                                       and _edit_distance(word, o) == 1 for o in by_letter[word[0]] if o != word)
+
+    return {w: n for w, n in sorted(used.items(), key=lambda item: (-item[1], item[0])) if not typo(w)}
+
+
+def spellings_of(config, flows: list[dict], written: list[dict] | None = None) -> list[dict[str, list[str]]]:
     """Per flow, each message's spellings as the matcher embeds them: spelt out (``intents.expand``), and again
-    per corrected spelling (``intents.Speller``; the words the encoder knows whole are MiniLM's)."""
+    per corrected spelling (``intents.Speller``; the words the encoder knows whole are MiniLM's), toward the flow's
+    examples and common words: with ``written`` (the flows as in ``flows/``, in the order of ``flows``), those of
+    the other folds' flows (``common_words``), as a new client's flow meets words of flows that are not its own;
+    without, the shipped ones (``intents.COMMON_WORDS``). With ``written``, the shipped ones are written too,
+    from all of it."""
     from flowbox.embeddings import LocalEmbedder
-    from flowbox.messaging.intents import Speller, expand
+    from flowbox.messaging.intents import COMMON_WORDS, CommonWords, Speller, expand
     from flowbox.models import intent_encoder
     from flowbox.models.files import ensure_model
 
     spellings = []
     words = LocalEmbedder(ensure_model(config.models_path, intent_encoder.BASE), name="words", n_threads=1)
     try:
-        for d in flows:
-            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word)
+        common = [CommonWords.shipped()] * JUDGE_FOLDS
+        if written is not None:
+            shipped = common_words(written, words.is_word)
+            COMMON_WORDS.write_text("".join(f"{word}\t{count}\n" for word, count in shipped.items()))
+            print(f"wrote {COMMON_WORDS.name} ({len(shipped)} words)")
+            common = [CommonWords(common_words([d for n, d in enumerate(written) if n % JUDGE_FOLDS != k], words.is_word))
+                      for k in range(JUDGE_FOLDS)]
+        for n, d in enumerate(flows):
+            speller = Speller([expand(t) for i in d["intents"] for t in i["examples"]], words.is_word, common[n % JUDGE_FOLDS])
             spellings.append({text: [v or text for v in speller.variants(expand(text))]
                               for text, _ in messages_of(d)})
     finally:
@@ -368,7 +404,7 @@ def main() -> None:
     data = learned_from(args.all_flows)
     judged = [as_written(d) for d in data]  # what the judge learns from
     started = time.monotonic()
-    spellings = spellings_of(config, judged)
+    spellings = spellings_of(config, judged, data)
     texts = list(dict.fromkeys([*(t for d in data for i in d["intents"] for t in i["examples"] + i["utterances"]),
                                 *(t for d in judged for t in d["out_of_scope"]), *off_topic.TEXTS,
                                 *(v for flow in spellings for variants in flow.values() for v in variants)]))

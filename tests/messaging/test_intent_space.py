@@ -137,3 +137,16 @@ def test_the_trainers_learn_from_the_flows_the_unseen_measure_keeps_apart():
     held = {json.loads((train.FLOWS / name).read_text())["domain"] for name in unseen}
     assert len(learned) == 144 and not held & set(learned)
     assert sorted(every) == sorted(learned + list(held)) and len(every) == len(learned) + len(unseen)
+
+
+def test_the_trainer_keeps_common_words_but_not_common_typos():
+    """``train.common_words``: words used twice or more, less one the model does not know whole that is one edit
+    from a word used three times as often."""
+    train = _trainer()
+    flow = {"intents": [{"examples": ["cancel my order", "cancel it"], "utterances": ["cancle my order", "cancel pls",
+                                                                                    "cancle", "cancel now", "klarna?"]}],
+            "out_of_scope": ["do you take klarna", "cancel my zither"]}
+    words = train.common_words([flow], known=lambda word: word not in {"cancle", "klarna"})
+    assert words["klarna"] == 2 and words["cancel"] >= 5 and "cancle" not in words
+    assert "zither" not in train.common_words([flow], known=lambda word: True)  # used once
+    assert "cancle" in train.common_words([flow], known=lambda word: True)  # a word the model knows is no typo

@@ -569,6 +569,22 @@ def test_misspelt_words_are_corrected_toward_the_flows_own_words():
     assert intents.Speller(["order a pizza"], None).variants("ordr pizza") == ["ordr pizza"]  # the model cannot tell
 
 
+def test_a_misspelt_word_the_examples_lack_is_corrected_toward_common_words():
+    """Words customers of other businesses use (``intents.CommonWords``) are candidates too: after the examples'
+    own at the same distance, the most used first, one edit off at most; a common word is not misspelt."""
+    common = intents.CommonWords({"blackout": 6, "house": 308, "hours": 50, "query": 40, "klarna": 8, "forgot": 137,
+                                  "forget": 90, "forgo": 1})
+    speller = intents.Speller([intents.expand(t) for t in ["opening hours", "report a power cut"]], lambda w: False, common)
+    assert speller.variants("blackput") == ["blackput", "blackout"]  # no example has the word
+    assert speller.variants("new hous") == ["new hous", "new hours", "new house"]  # the example's word first
+    assert speller.variants("you forogt") == ["you forogt", "you forgot"]  # one swap; "forget", "forgo": two edits
+    assert speller.variants("qwerty") == ["qwerty"]  # "query" is two edits off: keyboard mashing is no word
+    assert speller.variants("klarna") == ["klarna"]  # the model spells it in pieces, but customers use it
+    for word in ["cheers", "blackout", "cancel", "evening"]:  # the shipped words: customers' words, and the phrasings'
+        assert word in intents.CommonWords.shipped().counts
+    assert "cancle" not in intents.CommonWords.shipped().counts  # a typo of "cancel" that customers made is not kept
+
+
 def test_outside_measures_the_meaning_a_message_adds_to_its_nearest_examples():
     """``Features.outside``: 0 for a message its nearest examples can express together, 1 for one
     orthogonal to all of them; an example held out (``exclude``) is not its own neighbour."""
