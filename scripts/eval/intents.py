@@ -30,7 +30,7 @@ has been used to choose moves to ``DOMAINS`` and fresh ones replace it. They run
 print as a table of their own, while the
 baselines' thresholds are still chosen on the tuned domains' dev half only.
 
-    python scripts/eval/intents.py [--misses dev|test|all] [--examples N] [--unseen]
+    python scripts/eval/intents.py [--misses dev|test|all] [--examples N] [--unseen] [--typos]
 
 ``--examples N`` keeps only each intent's first N examples (in flowbox and the baselines alike): how the
 matcher does for a bot builder who writes fewer than the flows' six (with ``--unseen``, up to all 8 that
@@ -42,6 +42,10 @@ its customers' messages and those it does not cover, many more than here and of 
 but no step's question, no slot and no two intents in one message. They are a dev set (the baselines'
 thresholds are chosen on their dev half), and they stop being unseen once the matcher learns from them.
 
+``--typos`` gives every message one typo, as a hurried customer makes them (``with_typo``: in one word of four
+letters or more, a letter dropped, doubled, swapped with the next or replaced by a neighbour on the keyboard;
+the same typo in every run), for flowbox and the baselines alike; each message stays in its half.
+
 Runs offline: the MiniLM model is prepared into ~/.cache/flowbox-test-models (as the tests do).
 """
 
@@ -52,6 +56,7 @@ import hashlib
 import json
 import math
 import os
+import random
 import re
 import time
 from collections import Counter
@@ -86,11 +91,12 @@ class Case:
     expected: frozenset[str]
     context: str
     text: str
+    written: str = ""  # the utterance as written, where ``text`` was given a typo (``with_typo``)
 
     @property
     def split(self) -> str:
         """Deterministic: the same utterance always lands in the same half."""
-        digest = hashlib.sha1(f"{self.domain}|{self.context}|{self.text}".encode()).digest()
+        digest = hashlib.sha1(f"{self.domain}|{self.context}|{self.written or self.text}".encode()).digest()
         return "dev" if digest[0] % 2 == 0 else "test"
 
     @property
@@ -113,6 +119,36 @@ def unseen(examples: int = UNSEEN_EXAMPLES) -> dict[str, tuple[dict, list[Case]]
         cases += [Case(domain, frozenset(["UNKNOWN"]), "", t) for t in data["out_of_scope"]]
         out[domain] = {"flowId": domain, "title": data["domain"], "steps": steps}, cases
     return out
+
+
+KEYBOARD = ("qwertyuiop", "asdfghjkl", "zxcvbnm")
+
+
+def with_typo(case: Case) -> Case:
+    """``case`` with one typo in one of its words of four letters or more (none without one), chosen by the text
+    itself: a letter (never the first or last) dropped, doubled, swapped with the next, or replaced by a
+    neighbour on its keyboard row."""
+    pick = random.Random(case.text)
+    words = case.text.split()
+    long = [i for i, w in enumerate(words) if len(re.sub(r"\W", "", w)) >= 4]
+    if not long:
+        return case
+    i = pick.choice(long)
+    word = words[i]
+    at = pick.randrange(1, len(word) - 1)
+    kind = pick.choice(("drop", "double", "swap", "neighbour"))
+    if kind == "drop":
+        word = word[:at] + word[at + 1:]
+    elif kind == "double":
+        word = word[:at] + word[at] + word[at:]
+    elif kind == "swap":
+        word = word[:at] + word[at + 1] + word[at] + word[at + 2:]
+    else:
+        row = next((r for r in KEYBOARD if word[at].lower() in r), None)
+        if row is not None:
+            k = row.index(word[at].lower())
+            word = word[:at] + pick.choice([row[j] for j in (k - 1, k + 1) if 0 <= j < len(row)]) + word[at + 1:]
+    return Case(case.domain, case.expected, case.context, " ".join([*words[:i], word, *words[i + 1:]]), case.text)
 
 
 def load_cases(domain: str) -> list[Case]:
@@ -263,6 +299,7 @@ def main() -> None:
     parser.add_argument("--misses", choices=("dev", "test", "all"), help="list the flowbox misses of that half")
     parser.add_argument("--examples", type=int, help="keep only each intent's first N examples")
     parser.add_argument("--unseen", action="store_true", help="measure the training flows the shipped matcher did not learn from")
+    parser.add_argument("--typos", action="store_true", help="give every message one typo (with_typo)")
     args = parser.parse_args()
     import logging
 
@@ -278,7 +315,7 @@ def main() -> None:
     reader = server.call(get_embedder(server.services, intents=True))  # as the intent matcher reads (intent_encoder)
     sources = unseen(args.examples or UNSEEN_EXAMPLES) if args.unseen else {d: (None, load_cases(d)) for d in DOMAINS + UNTUNED}
     tuned, untuned = (tuple(sources), ()) if args.unseen else (DOMAINS, UNTUNED)
-    cases = [c for _, domain_cases in sources.values() for c in domain_cases]
+    cases = [with_typo(c) if args.typos else c for _, domain_cases in sources.values() for c in domain_cases]
     bots = {d: Bot(server, d, org["id"], args.examples, flow) for d, (flow, _) in sources.items()}
 
     def embed(texts: list[str], by=embedder) -> np.ndarray:

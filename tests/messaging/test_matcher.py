@@ -558,13 +558,15 @@ def test_misspelt_words_are_corrected_toward_the_flows_own_words():
     examples' words within its edits that start with the same letter; every nearest one is kept."""
     known = {"car", "hotel", "pizza"}.__contains__  # the embedding model's whole words
     speller = intents.Speller([intents.expand(t) for t in ["hello", "help me", "order a pizza", "enable roaming",
-                                                           "book an appointment"]], known)
+                                                           "book an appointment", "my card", "hire a car"]], known)
     assert speller.variants("ordr pizza") == ["ordr pizza", "order pizza"]
-    assert speller.variants("helo") == ["helo", "hello"]  # a four-letter word has no letter replaced: not "help"
+    assert speller.variants("helo") == ["helo", "hello", "help"]  # both one edit off: the surest match decides
+    assert speller.variants("crd") == ["crd", "card"]  # a three-letter word lacking a letter
+    assert speller.variants("cer") == ["cer"]  # but with none replaced: not "car"
     assert speller.variants("hepl") == ["hepl", "help"]
     assert speller.variants("apointment") == ["apointment", "appointment"]  # two edits for a long word
     assert speller.variants("enable roming") == ["enable roming", "enable roaming"]
-    for text in ["car", "hotel pizza", "prder", "ord", "xyzzy"]:  # known, other first letter, too short, too far
+    for text in ["car", "hotel pizza", "prder", "or", "xyzzy"]:  # known, other first letter, too short, too far
         assert speller.variants(text) == [text]
     assert intents.Speller(["order a pizza"], None).variants("ordr pizza") == ["ordr pizza"]  # the model cannot tell
 
