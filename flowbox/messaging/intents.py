@@ -177,7 +177,7 @@ class Speller:
         return next((edits for length, edits in reversed(SPELLING) if len(word) >= length), 0)
 
     def misspelt(self, word: str) -> bool:
-        """Whether ``word`` may be a misspelling of an example word (neither the flow nor the model knows it)."""
+        """Whether ``word`` may be a misspelling (neither the flow's examples, the common words nor the model know it)."""
         edits = self.budget(word)
         longest = max(self.longest, self.common.longest if self.common else 0)
         return bool(edits and len(word) <= longest + edits and word not in self.words and word.isalpha()
@@ -192,7 +192,7 @@ class Speller:
 
         def near(index: dict[str, set[str]], edits: int) -> list[tuple[int, str]]:
             found = {c for v in _deletions(word, edits) for c in index.get(v, ()) if c[0] == word[0]}
-            return [(d, c) for c in found if (d := _edit_distance(word, c, substitution)) <= edits]
+            return [(d, c) for c in found if (d := edit_distance(word, c, substitution)) <= edits]
 
         own = near(self.deletions, self.budget(word))
         least = min((d for d, _ in own), default=None)
@@ -263,7 +263,7 @@ def _deletions(word: str, edits: int) -> set[str]:
     return out
 
 
-def _edit_distance(a: str, b: str, substitution: int = 1) -> int:
+def edit_distance(a: str, b: str, substitution: int = 1) -> int:
     """Insertions, deletions, substitutions and swaps of adjacent letters (optimal string alignment)."""
     previous2, previous = [], list(range(len(b) + 1))
     for i in range(1, len(a) + 1):

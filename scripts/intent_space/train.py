@@ -300,7 +300,7 @@ def common_words(flows: list[dict], known) -> dict[str, int]:
     from collections import Counter
 
     from flowbox.messaging import common_phrasings, off_topic
-    from flowbox.messaging.intents import _edit_distance, expand
+    from flowbox.messaging.intents import edit_distance, expand
 
     texts = [t for d in flows for t in [*(t for i in d["intents"] for t in i["examples"] + i["utterances"]), *d["out_of_scope"]]]
     counts = Counter(w for t in [*texts, *common_phrasings.TEXTS, *off_topic.TEXTS] for w in expand(t).split() if w.isalpha())
@@ -311,7 +311,7 @@ def common_words(flows: list[dict], known) -> dict[str, int]:
 
     def typo(word: str) -> bool:
         return not known(word) and any(used[o] >= 3 * used[word] and abs(len(o) - len(word)) <= 1
-                                       and _edit_distance(word, o) == 1 for o in by_letter[word[0]] if o != word)
+                                       and edit_distance(word, o) == 1 for o in by_letter[word[0]] if o != word)
 
     return {w: n for w, n in sorted(used.items(), key=lambda item: (-item[1], item[0])) if not typo(w)}
 
