@@ -169,7 +169,7 @@ class Speller:
         self.known = known
         self.words = {w for t in texts for w in t.split()}
         self.common = common
-        self.longest = max(map(len, self.words), default=0)
+        self.longest = max([*map(len, self.words), common.longest if common else 0])  # the longest a candidate can be
         self.deletions = _deletion_index(self.words)
 
     @staticmethod
@@ -179,8 +179,7 @@ class Speller:
     def misspelt(self, word: str) -> bool:
         """Whether ``word`` may be a misspelling (neither the flow's examples, the common words nor the model know it)."""
         edits = self.budget(word)
-        longest = max(self.longest, self.common.longest if self.common else 0)
-        return bool(edits and len(word) <= longest + edits and word not in self.words and word.isalpha()
+        return bool(edits and len(word) <= self.longest + edits and word not in self.words and word.isalpha()
                     and (self.common is None or word not in self.common.counts)
                     and self.known is not None and self.known(word) is False)
 

@@ -52,6 +52,11 @@ def _reduce(vectors: np.ndarray, mean: np.ndarray, basis: np.ndarray) -> np.ndar
     return normalised((np.asarray(vectors, dtype=np.float32) - mean) @ basis)
 
 
+def _centroids(examples: list[np.ndarray]) -> np.ndarray:
+    """Each intent's centroid (of its example vectors), unit length."""
+    return normalised(np.stack([e.mean(0) for e in examples]))
+
+
 class Library:
     """Intents of other flows: each one's centroid (of its examples) and its customers' messages' vectors,
     intent ``i``'s at ``vectors[starts[i]:starts[i + 1]]``, all in ``DIMENSIONS`` principal directions of
@@ -68,7 +73,7 @@ class Library:
         mean = rows.mean(0)
         basis = np.linalg.svd(rows - mean, full_matrices=False)[2][:dimensions].T
         mean, basis = mean.astype(np.float32), basis.astype(np.float32)
-        centroids = _reduce(normalised(np.stack([e.mean(0) for e in examples])), mean, basis)
+        centroids = _reduce(_centroids(examples), mean, basis)
         return cls(mean, basis, centroids, _reduce(rows, mean, basis), np.cumsum([0] + [len(m) for m in messages]))
 
     def reduce(self, vectors: np.ndarray) -> np.ndarray:
@@ -91,7 +96,7 @@ class Library:
     def kin(self, examples: list[np.ndarray]) -> Kin:
         """A flow's intents (each one's example vectors) and the ``NEIGHBOURS`` library intents nearest each
         (by centroid), with their messages."""
-        similarity = self.reduce(normalised(np.stack([e.mean(0) for e in examples]))) @ self.centroids.T
+        similarity = self.reduce(_centroids(examples)) @ self.centroids.T
         nearest = np.argsort(-similarity, axis=1)[:, :NEIGHBOURS]
         chosen = np.unique(nearest)
         spans = [(self.starts[i], self.starts[i + 1]) for i in chosen]

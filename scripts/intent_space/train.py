@@ -331,8 +331,9 @@ def spellings_of(config, flows: list[dict], written: list[dict] | None = None) -
     spellings = []
     words = LocalEmbedder(ensure_model(config.models_path, intent_encoder.BASE), name="words", n_threads=1)
     try:
-        common = [CommonWords.shipped()] * JUDGE_FOLDS
-        if written is not None:
+        if written is None:
+            common = [CommonWords.shipped()] * JUDGE_FOLDS
+        else:
             shipped = common_words(written, words.is_word)
             COMMON_WORDS.write_text("".join(f"{word}\t{count}\n" for word, count in shipped.items()))
             print(f"wrote {COMMON_WORDS.name} ({len(shipped)} words)")
