@@ -8,7 +8,7 @@ import json
 import numpy as np
 
 from flowbox.messaging import acceptance, other_flows
-from flowbox.messaging.intents import FEATURES, Model
+from flowbox.messaging.intents import FEATURES, Model, normalised
 from tests.messaging.test_intent_space import _trainer
 
 
@@ -82,8 +82,8 @@ def test_the_trainer_measures_every_message_of_a_flow_for_its_candidates():
     spellings = {t: [t] for i in data["intents"] for t in i["utterances"]} | {t: [t] for t in data["out_of_scope"]}
     # other flows with an intent near each of these (and one near none), their customers' messages beside it
     kin = [centres[n % 4] + (0.3 if n < 4 else 3.0) * rng.standard_normal(16) for n in range(5)]
-    library = other_flows.Library.of([_unit(c + 0.3 * rng.standard_normal((6, 16))) for c in kin],
-                                     [_unit(c + 0.3 * rng.standard_normal((10, 16))) for c in kin])
+    library = other_flows.Library.of([normalised(c + 0.3 * rng.standard_normal((6, 16))) for c in kin],
+                                     [normalised(c + 0.3 * rng.standard_normal((10, 16))) for c in kin])
     measured = train.judge_rows(data, vector_of, np.eye(16), spellings, rng.standard_normal((5, 16)), library)
     assert [label for label, _, _ in measured] == [n for n in range(4) for _ in range(4)] + [-1, -1, -1]
     for label, judged, (nearest, cosine) in measured:
@@ -101,7 +101,3 @@ def test_the_trainer_measures_every_message_of_a_flow_for_its_candidates():
     assert [line.split(" on flows")[0] for line in lines] == [f"judge (bar {acceptance.BAR}, floor {acceptance.FLOOR})", "the rules it replaces",
                                                               lines[2].split(" on flows")[0]]
     assert lines[2].startswith("nearest example (bar ") and all("out of scope" in line for line in lines)
-
-
-def _unit(rows: np.ndarray) -> np.ndarray:
-    return rows / np.linalg.norm(rows, axis=-1, keepdims=True)
