@@ -16,7 +16,7 @@ Rules (README "Messaging: how flows run" says the same for authors):
   the project's fallback agent when one is set, else a top-level UNKNOWN step. An UNKNOWN
   step without children of its own leaves the thread in the step it was in.
 - After a step runs, its first unfilled SLOT child (or, following a filled one, its SLOT
-  children and siblings) is asked: its actions are the question. The next text fills the
+  children and siblings) is asked: its actions are the question. A triggered SLOT is asked too. The next text fills the
   slot (validated by the slot's entity; re-asked while invalid unless the text matches a
   top-level intent, or skipped if OPTIONAL; a free-text answer yields only to a clear change of
   subject, ``matcher.ANSWER_MARGIN``); the value lands in ``params[label]`` and the
@@ -237,9 +237,13 @@ class _Turn:
         if slot is None:
             self.decision.state["step"] = last["stepId"]
             return False
+        self.ask(slot)
+        return True
+
+    def ask(self, slot: dict[str, Any]) -> None:
+        """Asks ``slot``'s question: the next text answers it."""
         self.message(slot)
         self.decision.state.update(step=slot["stepId"], slot=slot["stepId"])
-        return True
 
     async def fill_slot(self, slot_step: dict[str, Any]) -> bool:
         """True when the input was consumed by the pending slot."""
@@ -279,7 +283,9 @@ async def decide(graph: Graph, state: dict[str, Any], inp: Input, *, threshold: 
     current, slot = decision.state["step"], decision.state["slot"]
     if inp.kind in ("step", "flow"):
         step = graph.steps.get(inp.target) if inp.kind == "step" else graph.first_of_flow.get(inp.target)
-        if step is not None and step["type"] != "SLOT":
+        if step is not None and step["type"] == "SLOT":
+            turn.ask(step)  # a client that triggers a question gets it asked, as after its parent
+        elif step is not None:
             turn.run(step)
     elif slot and inp.kind == "text" and inp.text.strip() and await turn.fill_slot(graph.steps[slot]):
         pass

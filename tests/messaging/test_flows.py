@@ -228,6 +228,10 @@ def test_engine_slots_entities_and_fallbacks():
     # a step or flow triggered directly (socket attachments)
     texts, _ = run([FLOW], [Input(kind="step", target="feedback"), Input(kind="flow", target=FLOW["flowId"])])
     assert texts == [["Did you like our service?"], ["Hi! Ask me about the weather, or give feedback."]]
+    # a SLOT triggered directly asks its question, and the next text answers it
+    texts, state = run([FLOW], [Input(kind="step", target="city"), "pizza town"])
+    assert texts == [["Which city?"], ["The weather in pizza town is sunny."]]
+    assert state["params"]["city"][0]["value"] == "pizza town" and state["slot"] is None
 
     booking = {"title": "Booking", "steps": [
         {"stepId": "book", "type": "INTENT", "intent": {"examples": ["book a table"]},
