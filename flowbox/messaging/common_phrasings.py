@@ -45,6 +45,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "nothing else, goodbye", "signing off", "until next time", "have a good evening", "have a nice evening",
         "enjoy your evening", "have a good night", "have a great weekend", "have a lovely afternoon", "enjoy the rest of your day",
         "speak soon", "speak to you soon", "ta ta", "toodles", "ok that's it from me", "nighty night",
+        "ta ra", "tara", "that's all I needed", "that's everything", "I'll leave it there", "gotta run", "I need to go",
     ),
     "thanks": (
         "thanks", "thank you", "thank you so much", "thanks a lot", "thanks a million", "many thanks",
@@ -62,6 +63,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "get me a human", "I want to talk to someone real", "I don't want a bot, I want a person",
         "I need to speak with customer support", "chat with support staff", "escalate this to a person",
         "human agent", "someone from your team", "can a person help me", "you're not helping, I need a human",
+        "can someone call me back", "can someone ring me", "I want to call you",
     ),
     "yes": (
         "yes", "yeah", "yep", "yup", "yes please", "sure", "sure thing", "of course", "certainly", "absolutely",
@@ -250,6 +252,18 @@ DOES = {"greeting": "greet", "goodbye": "say goodbye", "thanks": "say thanks", "
         "cancel": "cancel", "refund": "ask for a refund", "prices": "ask what things cost", "book": "book",
         "details": "change their details", "login": "get into their account", "status": "ask where things stand"}  # each move in words
 ANSWERS = ("yes", "no")  # moves that answer a step's question: lent to a step's children only
+# A flow's "talk to a person" intent is how its customers get in touch, unless an intent of its own is: its authors
+# write "call the practice" or "phone number for reservations" among its examples, and label "what's your phone
+# number" as asking for a person (in each of the 24 tuned flows of scripts/eval/intents.py it has such an example, and
+# none has an intent for getting in touch).
+GETTING_IN_TOUCH = {"person": "contact"}
+
+
+def lent_with(move: str, level_moves: set[str | None]) -> list[str]:
+    """The moves whose phrasings an intent that makes ``move`` borrows, beside the other moves its level's intents
+    make (``level_moves``)."""
+    also = GETTING_IN_TOUCH.get(move)
+    return [move, also] if also and also not in level_moves else [move]
 # A reply to a yes/no question that starts with one of these words gives its answer first, whatever
 # follows ("nah im good", "no wait, leave it", "yes, freeze it"): MiniLM weighs a leading "no" little
 # against the words after it. Words as ``intents.expand`` leaves them ("nope" is "no", "dont" is
@@ -278,6 +292,21 @@ SOCIAL = ("greeting", "thanks", "goodbye")
 SOCIAL_TAIL = 2  # words after the phrasing, at most
 NOT_LEADING = frozenset({"morning", "evening", "later", "laters", "sup", "yo", "see you", "take care", "ta", "ty"})
 SOCIAL_HEADS = {expand(t): move for move in SOCIAL for t in PHRASINGS[move] if expand(t) not in NOT_LEADING}
+
+
+# A goodbye at the end of a message that asks for nothing else ("ok I'll leave it there then, take care", "thats
+# everything, ta ra") says goodbye, when nothing else matched (``closing_goodbye``): at most CLOSING_LEAD words before
+# it. Not "later" ("can I pay later"), and not a thank-you: "do you sell cat litter thanks" asks for something.
+CLOSING_LEAD = 6
+NOT_CLOSING = frozenset({"later", "i am off"})
+GOODBYE_TAILS = frozenset(expand(t) for t in PHRASINGS["goodbye"]) - NOT_CLOSING
+
+
+def closing_goodbye(text: str) -> bool:
+    """Whether ``text`` (through ``intents.expand``) ends with a goodbye (``GOODBYE_TAILS``), with at most
+    ``CLOSING_LEAD`` words before it."""
+    words = text.split()
+    return any(" ".join(words[start:]) in GOODBYE_TAILS for start in range(min(CLOSING_LEAD, len(words) - 1) + 1))
 
 
 def leading_social(text: str) -> str | None:

@@ -185,6 +185,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         elif rule == "social":
             return (f"The text starts with {move.replace('a common way', 'one of the common ways', 1)}, and a word or two "
                     "follow: nothing else matched, so it makes that move.")
+        elif rule == "closing":
+            return "The text ends with a common way to say goodbye, which its examples do: nothing else matched, so it says goodbye."
         elif rule == "common phrasing":
             matcher = "The learned model" if scores["method"] == "learned" else "The nearest example"
             reason = (f"{matcher} matched no intent (below the threshold {threshold:.2f} or off its topic), but the "

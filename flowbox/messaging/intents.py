@@ -98,6 +98,11 @@ SHORTHAND = {
     "cant": "can not", "dont": "do not", "doesnt": "does not", "isnt": "is not", "wont": "will not", "whats": "what is",
     "wheres": "where is", "hows": "how is", "msg": "message", "acct": "account", "tmrw": "tomorrow", "2day": "today",
     "asap": "as soon as possible", "btw": "by the way", "pic": "picture", "info": "information",
+    "bal": "balance", "acc": "account", "appt": "appointment", "dl": "download", "pw": "password", "pwd": "password",
+    "num": "number", "txt": "text", "abt": "about", "thru": "through", "ppl": "people", "coz": "because", "cuz": "because",
+    "b4": "before", "tmr": "tomorrow", "tmw": "tomorrow", "2moro": "tomorrow", "hrs": "hours", "mins": "minutes",
+    "pmt": "payment", "amt": "amount", "deets": "details", "addy": "address", "bday": "birthday", "nvm": "never mind",
+    "gtg": "got to go", "g2g": "got to go", "tysm": "thank you so much", "thanx": "thanks", "tq": "thank you",
 }
 
 def expand(text: str) -> str:

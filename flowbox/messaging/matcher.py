@@ -20,7 +20,8 @@ of the usual requests (opening hours, where, how to get in touch, how to pay, a 
 borrows that move's common phrasings (``common_phrasings``): they match exactly, and a message
 nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``), unless it reads
 as a request of another kind ("what time does the gym close"), or through a greeting's, a thank-you's
-or a goodbye's with a word or two after it ("hi bank": ``common_phrasings.leading_social``).
+or a goodbye's with a word or two after it ("hi bank": ``common_phrasings.leading_social``), or through a
+goodbye at its end ("ok I'll leave it there, take care": ``common_phrasings.closing_goodbye``).
 
 With the built-in MiniLM the matcher reads every text (examples, messages, both lists of phrasings)
 with MiniLM as changed for intents (``models/intent_encoder.py``: ``embeddings.intent_model``), and
@@ -156,6 +157,7 @@ RULES = {
     "nearest example": "before the model is ready or without one: the nearest example (``_best_by_cosine``)",
     "common phrasing": "when nothing else matched: a close paraphrase of its move's common phrasing (``_best_phrasing``)",
     "social": "when nothing else matched: a greeting, thank-you or goodbye with a word or two after it (``best``)",
+    "closing": "when nothing else matched: a goodbye at the end of a message, a few words before it (``best``)",
 }
 
 
@@ -342,7 +344,8 @@ class IntentIndex:
         rows, owners = [], []
         for i, move in moves.items():
             step_id = spans[i][0]
-            for j in np.flatnonzero(common_phrasings.MOVE_OF_TEXT == common_phrasings.MOVES.index(move)):
+            lent = common_phrasings.lent_with(move, {moves.get(j) for level in levels if i in level for j in level})
+            for j in np.flatnonzero(np.isin(common_phrasings.MOVE_OF_TEXT, [common_phrasings.MOVES.index(m) for m in lent])):
                 rows.append(j)
                 owners.append(step_id)
                 text = normalize(common_phrasings.TEXTS[j])
@@ -482,11 +485,13 @@ class IntentIndex:
                 best = found
         if best is None and question is None:
             best = await self._best_phrasing(text, vectors, step_ids, threshold, top=rivals is None)
-        if best is None and question is None and rivals is None:  # "hi bank", "thanks mate": a greeting, a thank-you
-            move = common_phrasings.leading_social(expand(text))
+        if best is None and question is None and rivals is None:  # "hi bank", "thanks mate"; "that's all, take care"
+            move, rule = common_phrasings.leading_social(expand(text)), "social"
+            if move is None and common_phrasings.closing_goodbye(expand(text)):
+                move, rule = "goodbye", "closing"
             social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
             if social is not None and LEARNED_MAX >= threshold:
-                best = Match(social, LEARNED_MAX, "social")
+                best = Match(social, LEARNED_MAX, rule)
         return best
 
     async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:
@@ -629,7 +634,7 @@ class IntentIndex:
         # comes 0.69 close to changing one's details ("how do I change my phone number"), and 0.99 to getting in touch
         owner = str(self.phrasing_owner[lent][closest])
         spelling = vectors[int(np.argmax([n[closest] for n in near]))]
-        others = common_phrasings.MOVE_OF_TEXT != common_phrasings.MOVES.index(self.moves[owner])
+        others = common_phrasings.MOVE_OF_TEXT != common_phrasings.MOVE_OF_TEXT[self.phrasing_text[lent][closest]]
         if (self.all_phrasings @ spelling)[others].max() > similarity[closest]:
             return None
         if top and any(self.off_topic_of(vector, max(float((self.matrix @ vector).max()), float(cosines.max())))

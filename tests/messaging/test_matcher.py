@@ -224,10 +224,10 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert judged["stepId"] == "human" and judged["probability"] >= judged["bar"] == acceptance.BAR, judged
     assert explained["rule"] == "judge", explained
     assert f"The judge finds it right with probability {judged['probability']:.2f}" in explained["explanation"]
-    # nothing else matches "i must go", but it paraphrases "gotta go"
+    # nothing else matches "i must go", but it paraphrases "I need to go"
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "i must go"}).json()
     assert explained["step"]["stepId"] == "goodbye" and explained["rule"] == "common phrasing", explained
-    assert "but the text is close to “gotta go” (similarity " in explained["explanation"], explained["explanation"]
+    assert "but the text is close to “I need to go” (similarity " in explained["explanation"], explained["explanation"]
     # "several" comes as close to "many thanks" (0.63), but closer still to "many" alone (0.89): it means "many"
     # (matcher._reads_as_word), as "many" itself does (common_phrasings.fragment)
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "several"}).json()
@@ -247,6 +247,20 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert explained["explanation"] == ("The text starts with one of the common ways to greet, which its examples do, and a "
                                         "word or two follow: nothing else matched, so it makes that move."), explained
     assert explained["rule"] == "social", explained
+    # a goodbye that ends a message asking for nothing else says goodbye, when nothing else matched; not "later"
+    # ("can I pay later"), not a thank-you ("do you sell cat litter thanks"), not after more than CLOSING_LEAD words
+    assert shop.say("closing", "right that's me sorted for today, ta ra")[0] == "goodbye"
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "right that's me sorted for today, ta ra"}).json()
+    assert explained["rule"] == "closing" and explained["explanation"].startswith("The text ends with a common way to say goodbye"), explained
+    assert [common_phrasings.closing_goodbye(intents.expand(t)) for t in (
+        "ok thats everything, ta ra", "bye", "can i pay later", "do you sell cat litter thanks",
+        "my bike is broken and I need it fixed, bye")] == [True, True, False, False, False]
+    # the person intent is also how to get in touch, where no intent of its level is ("call me back" is one of its examples)
+    assert shop.say("contact", "what's your phone number")[0] == "human"
+    assert common_phrasings.lent_with("person", {"greeting", "person"}) == ["person", "contact"]
+    assert common_phrasings.lent_with("person", {"person", "contact"}) == ["person"]
+    # chat shorthand is spelled out before matching
+    assert intents.expand("bal pls, my acc") == "balance please my account"
     # one the judge matches, as sure as that rule's confidence, is explained as the judge's match
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello there folks"}).json()
     assert explained["step"]["stepId"] == "greeting" and explained["confidence"] == matcher.LEARNED_MAX, explained
