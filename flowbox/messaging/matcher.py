@@ -426,6 +426,14 @@ class IntentIndex:
         kept = await asyncio.to_thread(off_topic.uncovered, vectors, self.matrix)
         self.off_topic, self.off_topic_text = vectors[kept], kept
 
+    def nearest_known(self, vector: np.ndarray, nearest_example: float, step_ids: list[str]) -> float:
+        """The message's best cosine to what ``step_ids`` are known to mean: their examples' (``nearest_example``)
+        or a common phrasing they borrow. "this bot is useless put me through to a person" is nearer an off-topic
+        phrasing about harassment than to any example of "Human agent", but not than to "you're not helping, I need
+        a human"."""
+        lent = np.isin(self.phrasing_owner, step_ids)
+        return max(nearest_example, float((self.phrasings[lent] @ vector).max())) if lent.any() else nearest_example
+
     def off_topic_of(self, vector: np.ndarray, nearest_example: float) -> tuple[str, float] | None:
         """The off-topic phrasing that puts a message (its embedding, and its best cosine to an
         example) out of scope, and its similarity; None when none does."""
@@ -543,7 +551,8 @@ class IntentIndex:
             cosines = self.matrix @ vector
             nearest_example = int(np.argmax(cosines))
             nearest_cosine = float(cosines[nearest_example])
-            found = self.off_topic_of(vector, nearest_cosine) if learned is not None else self.off_topic_by_nearest(vector, nearest_cosine)
+            found = (self.off_topic_of(vector, self.nearest_known(vector, nearest_cosine, step_ids)) if learned is not None
+                     else self.off_topic_by_nearest(vector, nearest_cosine))
             if found is not None:  # as _best_learned judges it
                 off = {"phrasing": found[0], "similarity": round(found[1], 4), "example": self.texts[nearest_example],
                        "exampleSimilarity": round(nearest_cosine, 4)}
@@ -787,7 +796,7 @@ class IntentIndex:
             features, outside = await asyncio.to_thread(measure)
         else:
             features, outside = measure()
-        if top and self.off_topic_of(vector, float(features[:, 0].max())) is not None:
+        if top and self.off_topic_of(vector, self.nearest_known(vector, float(features[:, 0].max()), step_ids)) is not None:
             return None  # a request of another kind (off_topic): UNKNOWN, however sure the model is
         # 1.0 is kept for an exact example match: a learned confidence stays just below it
         confidence = np.minimum(model.confidence(features), LEARNED_MAX)

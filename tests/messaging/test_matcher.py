@@ -259,6 +259,9 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert shop.say("contact", "what's your phone number")[0] == "human"
     assert common_phrasings.lent_with("person", {"greeting", "person"}) == ["person", "contact"]
     assert common_phrasings.lent_with("person", {"person", "contact"}) == ["person"]
+    # an off-topic phrasing (about harassment) nearer the message than any example of "human" is not nearer than the
+    # common phrasings that intent borrows ("you're not helping, I need a human"): not a request of another kind
+    assert shop.say("useless", "this bot is useless put me through to a person")[0] == "human"
     # chat shorthand is spelled out before matching
     assert intents.expand("bal pls, my acc") == "balance please my account"
     # one the judge matches, as sure as that rule's confidence, is explained as the judge's match
