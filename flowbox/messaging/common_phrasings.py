@@ -292,6 +292,7 @@ SOCIAL = ("greeting", "thanks", "goodbye")
 SOCIAL_TAIL = 2  # words after the phrasing, at most
 NOT_LEADING = frozenset({"morning", "evening", "later", "laters", "sup", "yo", "see you", "take care", "ta", "ty"})
 SOCIAL_HEADS = {expand(t): move for move in SOCIAL for t in PHRASINGS[move] if expand(t) not in NOT_LEADING}
+AMBIGUOUS = [i for i, t in enumerate(TEXTS) if t in NOT_LEADING]  # nor are they paraphrased by longer messages (matcher)
 
 
 # A goodbye at the end of a message that asks for nothing else ("ok I'll leave it there then, take care", "thats

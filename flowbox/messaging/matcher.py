@@ -629,8 +629,12 @@ class IntentIndex:
         counting as examples). Nor does a phrasing match a message that another move's phrasing is nearer to,
         lent or not: "what's your phone number" is a way to get in touch, not to change one's details. Nor
         does a message that is a fragment of the phrasing, in its words (``common_phrasings.fragment``: "many",
-        for how many, say, is not "many thanks") or in its meaning (``_reads_as_word``: nor is "several")."""
+        for how many, say, is not "many thanks") or in its meaning (``_reads_as_word``: nor is "several"). Nor,
+        for a message of three words or more, a phrasing that as often means something else
+        (``common_phrasings.AMBIGUOUS``): "can I book for later" comes 0.86 close to "later"."""
         lent = np.isin(self.phrasing_owner, step_ids)
+        if len(common_phrasings.words(text)) > 2:  # "can I book for later" is not "later"
+            lent &= ~np.isin(self.phrasing_text, common_phrasings.AMBIGUOUS)
         if not lent.any():
             return None
         near = [self.phrasings[lent] @ vector for vector in vectors]

@@ -388,6 +388,18 @@ def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
     assert cafe.say("asked", "nope")[0] == "order-no"
 
 
+def test_a_phrasing_that_as_often_means_something_else_is_not_paraphrased_by_a_longer_message(org_server, receiver):
+    # "later" is one of the goodbyes the shop's goodbye borrows, and "can I book for later" comes 0.86 close to it;
+    # a message of three words or more is not its paraphrase. "later" alone still says goodbye.
+    flow = json.loads(json.dumps(FLOW))
+    flow["steps"][1]["intent"]["examples"] = ["bye", "goodbye", "see you soon", "have a nice day", "that's all, bye"]
+    shop = Shop(org_server, receiver, flow)
+    shop.ready()
+    for n, text in enumerate(["can I pay later", "can I book for later"]):
+        assert shop.say(f"later-{n}", text)[0] == "unknown", text
+    assert shop.say("later", "later")[0] == "goodbye"
+
+
 def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
     # opening times, where, how to pay, prices, cancelling: five examples each cannot reach "directions
     # pls" or "do u take amex"; the move's phrasings do. Requests of another kind near them stay out of scope.
