@@ -241,6 +241,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
 # nearer other intents than the conversational moves, which leave one above 0.55).
 CLOSE = 0.65
 SHARE = 0.5
+OUTRIGHT = 0.99  # an example this close to a phrasing is that phrasing (``said_outright``)
 # The cosines above and matcher.PHRASING_BAR were measured with the built-in embedding model (as the
 # intent matcher reads with it: models/intent_encoder.py); other models put cosines on other scales
 # (unrelated texts at 0.7 is common), so with one of them no intent borrows.
@@ -334,6 +335,14 @@ def fragment(text: str, phrasing: str) -> bool:
     return bool(some) and some < whole
 
 
+def said_outright(per_move: np.ndarray) -> str | None:
+    """The answer (``ANSWERS``) that some of an intent's examples are word for word (``per_move``: each example's
+    best cosine to each move's phrasings), if only one is: a step's "yes" child written as "yes", "sure, add it",
+    "that works", "ok book it" has too few examples near the phrasings to make the move by ``SHARE``, but answers yes."""
+    said = [move for move in ANSWERS if (per_move[:, MOVES.index(move)] >= OUTRIGHT).any()]
+    return said[0] if len(said) == 1 else None
+
+
 def assign(example_vectors: list[np.ndarray], phrasing_vectors: np.ndarray,
            groups: list[list[int]]) -> dict[int, str]:
     """Which intents (indexes into ``example_vectors``, one matrix of unit embeddings per intent)
@@ -351,6 +360,8 @@ def assign(example_vectors: list[np.ndarray], phrasing_vectors: np.ndarray,
         share = votes[move] / len(vectors)
         if share >= SHARE and votes[move] >= 2:
             shares[intent] = (MOVES[move], float(share))
+        elif answer := said_outright(per_move):
+            shares[intent] = (answer, float(share))
     moves: dict[int, str] = {}
     for group in groups:
         claimed: dict[str, list[tuple[float, int]]] = {}

@@ -100,6 +100,9 @@ LEARNED_MAX = 0.9999
 # every reply 0.75 or closer to an answer's phrasing (15) meant that answer, and the closest that did not was at
 # 0.57 ("i want to complain about this", near "that's not right").
 ANSWER_PHRASING_BAR = 0.7
+# Unless the reply, of this many words or more, matches a top-level intent more surely (``_asks_instead``):
+# "wait is the next one even running, heard its delayed" starts like "wait" (no) and asks about delays.
+RIVAL_WORDS = 5
 # A message no intent matched still matches an intent that makes a common move (common_phrasings)
 # when it is this close (cosine in the intent space) to one of the move's common phrasings. On the dev half of
 # scripts/eval/intents.py every message from 0.6 up (40 of them) was that move; below it the first
@@ -478,7 +481,7 @@ class IntentIndex:
                 return None
             vectors.append(vector)
             if rivals is not None and (answered := self._answer_phrasing(query or text, vector, step_ids)) is not None:
-                return answered
+                return None if await self._asks_instead(text, rivals, answered, threshold) else answered
             needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
             if question is not None:
                 needed = await self._answer_bar(question, vector, learned is not None)
@@ -493,6 +496,8 @@ class IntentIndex:
                 best = found
         if best is None and question is None:
             best = await self._best_phrasing(text, vectors, step_ids, threshold, top=rivals is None)
+            if best is not None and rivals is not None and await self._asks_instead(text, rivals, best, threshold):
+                best = None
         if best is None and question is None and rivals is None:  # "hi bank", "thanks mate"; "that's all, take care"
             move, rule = common_phrasings.leading_social(expand(text)), "social"
             if move is None and common_phrasings.closing_goodbye(expand(text)):
@@ -602,6 +607,15 @@ class IntentIndex:
         except Exception as exc:  # noqa: BLE001 - the text is taken as the answer
             log.warning("embedding a slot's question failed: %r", exc)
             return None
+
+    async def _asks_instead(self, text: str, rivals: list[str], child: Match, threshold: float) -> bool:
+        """Whether a message of ``RIVAL_WORDS`` or more that a step's child matched through a common phrasing
+        (``child``) matches one of the top-level ``rivals`` more surely: "hold on, before that, can I change my
+        seats for saturday?" starts like "hold on", a way to say no, and asks to change seats."""
+        if len(common_phrasings.words(text)) < RIVAL_WORDS:
+            return False
+        rival = await self.best(text, rivals, threshold)
+        return rival is not None and rival.confidence > child.confidence
 
     def _answer_phrasing(self, text: str, vector: np.ndarray, step_ids: list[str]) -> Match | None:
         """The child among ``step_ids`` that answers yes or no (``common_phrasings.ANSWERS``) whose common

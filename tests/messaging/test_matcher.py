@@ -388,6 +388,37 @@ def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
     assert cafe.say("asked", "nope")[0] == "order-no"
 
 
+def test_a_child_that_says_yes_outright_answers_yes(org_server, receiver):
+    # the late check-out's "yes" child has too few examples near the common yeses to make that move by its share,
+    # but one of them is "yes": it answers yes, so "sure why not" (a reply that leads with yes) is its
+    flow = {"flowId": "hotel", "title": "Hotel", "steps": [
+        intent("late-checkout", ["can I have a late check-out", "I'd like to leave later", "can I check out at 2pm",
+                                 "late departure request", "keep the room longer"], "It costs 30 euros. Shall I request it?"),
+        intent("late-yes", ["yes", "sure, add it", "that works", "ok book it", "go on then"], "Done.", contexts=("late-checkout",)),
+        intent("late-no", ["no", "no thank you", "never mind", "too expensive", "not needed"], "Alright.", contexts=("late-checkout",)),
+        intent("parking", ["is there parking", "where can I park my car", "do you have a car park", "parking costs",
+                           "can I park at the hotel"], "We have a garage."),
+        {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]},
+    ]}
+    hotel = Shop(org_server, receiver, flow)
+    hotel.ready()
+    graph = hotel.server.call(conversation.graph_for(hotel.server.services, hotel.project()))
+    assert graph.index.moves["late-yes"] == "yes" and graph.index.moves["late-no"] == "no"
+    assert hotel.say("why-not", "can I have a late check-out")[0] == "late-checkout"
+    assert hotel.say("why-not", "sure why not")[0] == "late-yes"
+    assert hotel.say("hold", "can I have a late check-out")[0] == "late-checkout"
+    assert hotel.say("hold", "hold on")[0] == "late-no"
+
+
+def test_a_longer_reply_that_starts_like_an_answer_may_ask_for_something_else(shop):
+    shop.ready()
+    # "wait" is a way to say no, and this reply comes close to it, but it matches the opening hours more surely
+    assert shop.say("wait", "I want to return my bike")[0] == "return"
+    assert shop.say("wait", "wait is the shop even open on sunday")[0] == "hours"
+    assert shop.say("wait-short", "I want to return my bike")[0] == "return"
+    assert shop.say("wait-short", "wait")[0] == "return-no"
+
+
 def test_a_phrasing_that_as_often_means_something_else_is_not_paraphrased_by_a_longer_message(org_server, receiver):
     # "later" is one of the goodbyes the shop's goodbye borrows, and "can I book for later" comes 0.86 close to it;
     # a message of three words or more is not its paraphrase. "later" alone still says goodbye.
