@@ -105,6 +105,29 @@ SHORTHAND = {
     "gtg": "got to go", "g2g": "got to go", "tysm": "thank you so much", "thanx": "thanks", "tq": "thank you",
 }
 
+# Words that only lead into a request, dropped from the start of a message before it is matched at the top level
+# (``without_preamble``): "forget that, i need to talk about my rent arrears first" is about rent arrears, and read
+# whole it came too far from the examples. Written as ``expand`` leaves them ("btw" is "by the way").
+PREAMBLES = ("forget that", "forget it", "never mind that", "actually", "also", "and also", "oh and", "one more thing",
+             "one other thing", "before that", "by the way", "anyway", "wait", "hold on", "hang on")
+PREAMBLE_LEAVES = 3  # words a message keeps at least
+
+
+def without_preamble(text: str) -> str:
+    """``text`` (through ``expand``) without the ``PREAMBLES`` it starts with, as long as ``PREAMBLE_LEAVES``
+    words are left."""
+    words = text.split()
+    cut = True
+    while cut:
+        cut = False
+        for preamble in PREAMBLES:
+            n = len(preamble.split())
+            if words[:n] == preamble.split() and len(words) - n >= PREAMBLE_LEAVES:
+                words, cut = words[n:], True
+                break
+    return " ".join(words)
+
+
 def expand(text: str) -> str:
     """Lower case, punctuation dropped, chat shorthand spelled out."""
     words = re.sub(r"[^\w\s]", " ", text.lower().replace("'", "")).split()

@@ -63,7 +63,7 @@ from ..models import pair_encoder
 from ..models.files import model_of
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, other_flows, second_reading, shipped_vectors
-from .intents import MIN_HELD_OUT, CommonWords, Features, Model, Speller, expand, train
+from .intents import MIN_HELD_OUT, CommonWords, Features, Model, Speller, expand, train, without_preamble
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
@@ -470,7 +470,7 @@ class IntentIndex:
         learned = self.learned
         # The message is also tried with its misspelt words corrected (Speller): the spelling whose
         # match is surest wins.
-        queries = self._spellings(text)
+        queries = self._spellings(text, preamble=rivals is not None)  # a step's answers may start "wait", "hold on"
         best: Match | None = None
         vectors = []
         for query in queries:
@@ -531,7 +531,7 @@ class IntentIndex:
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does: every spelling of the message, the surest one explained
             top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]  # what the judge weighs
-            for n, query in enumerate(self._spellings(text)):
+            for n, query in enumerate(self._spellings(text, preamble=False)):
                 try:
                     found = await self.embeddings.query(query or text)
                 except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
@@ -582,12 +582,15 @@ class IntentIndex:
                       "readAgain": judged[3]}
         return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
 
-    def _spellings(self, text: str) -> list[str]:
+    def _spellings(self, text: str, preamble: bool = True) -> list[str]:
         """``text`` and its spellings with misspelt words corrected: through ``expand`` with the model (as
-        it learned from them), as written without it (as the nearest example's calibration was fitted)."""
+        it learned from them), as written without it (as the nearest example's calibration was fitted).
+        Without ``preamble``, with the model: the words that only lead into a request dropped first
+        (``intents.without_preamble``)."""
         if self.speller is None:
             return [text]
-        spellings = self.speller.variants(expand(text))
+        expanded = expand(text)
+        spellings = self.speller.variants(expanded if preamble or self.learned is None else without_preamble(expanded))
         return spellings if self.learned is not None else [text, *spellings[1:]]
 
     def _exact(self, text: str, step_ids: list[str]) -> Match | None:

@@ -264,6 +264,11 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert shop.say("useless", "this bot is useless put me through to a person")[0] == "human"
     # chat shorthand is spelled out before matching
     assert intents.expand("bal pls, my acc") == "balance please my account"
+    # and at the top level the words that only lead into a request are dropped, as long as three words are left
+    assert [intents.without_preamble(intents.expand(t)) for t in (
+        "forget that, actually I need to talk about my rent arrears first", "hold on, before that, can I change my seats",
+        "actually no thanks", "wait")] == ["i need to talk about my rent arrears first", "can i change my seats",
+                                           "actually no thanks", "wait"]
     # one the judge matches, as sure as that rule's confidence, is explained as the judge's match
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello there folks"}).json()
     assert explained["step"]["stepId"] == "greeting" and explained["confidence"] == matcher.LEARNED_MAX, explained
