@@ -100,6 +100,13 @@ LEARNED_MAX = 0.9999
 # every reply 0.75 or closer to an answer's phrasing (15) meant that answer, and the closest that did not was at
 # 0.57 ("i want to complain about this", near "that's not right").
 ANSWER_PHRASING_BAR = 0.7
+# A top-level message that matches nothing as a whole is read clause by clause: its parts between these marks,
+# of CLAUSE_WORDS words or more, MAX_CLAUSES at most (``_best_clause``).
+CLAUSE = re.compile(r"[,.;:!?]+")
+CLAUSE_WORDS = 2
+MAX_CLAUSES = 4
+CLAUSE_SURE = 0.97
+LEADS_IN = ("greeting", "thanks")
 # Against a slot's question, the judge's probability a top-level intent needs to take the message from the question
 # (and its nearest example must lead the question by ANSWER_MARGIN). On the tuned dev half of scripts/eval/intents.py
 # (about 120 answers to slots and changes of subject) 0.0 and 0.3 lost one message, 0.5 and 0.9 none, 0.7 gained one.
@@ -165,6 +172,7 @@ RULES = {
     "common phrasing": "when nothing else matched: a close paraphrase of its move's common phrasing (``_best_phrasing``)",
     "social": "when nothing else matched: a greeting, thank-you or goodbye with a word or two after it (``best``)",
     "closing": "when nothing else matched: a goodbye at the end of a message, a few words before it (``best``)",
+    "clause": "when nothing matched the whole message: one of its clauses, surely (``_best_clause``)",
 }
 
 
@@ -451,7 +459,7 @@ class IntentIndex:
         return off_topic.TEXTS[self.off_topic_text[found]], float(similarity[found])
 
     async def best(self, text: str, step_ids: list[str], threshold: float,
-                   rivals: list[str] | None = None, question: list[str] | None = None) -> Match | None:
+                   rivals: list[str] | None = None, question: list[str] | None = None, whole: bool = True) -> Match | None:
         """The best INTENT among ``step_ids`` for ``text``, its confidence and the rule that matched it, if any:
         an exact example match scores 1.0; otherwise the learned model's confidence must reach
         ``threshold`` (before the model is ready: the closest example's, ``nearest_confidence``).
@@ -509,7 +517,21 @@ class IntentIndex:
             social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
             if social is not None and LEARNED_MAX >= threshold:
                 best = Match(social, LEARNED_MAX, rule)
+        if best is None and question is None and rivals is None and whole:
+            best = await self._best_clause(text, step_ids, threshold)
         return best
+
+    async def _best_clause(self, text: str, step_ids: list[str], threshold: float) -> Match | None:
+        """A top-level message that matched nothing as a whole, read clause by clause (``CLAUSE``): the surest
+        clause's match. "i want to book a room, can i bring my dog" asks two things and reads as neither."""
+        clauses = [c for c in CLAUSE.split(text) if len(common_phrasings.words(c)) >= CLAUSE_WORDS]
+        if len(clauses) < 2:
+            return None
+        found = [await self.best(c, step_ids, threshold, whole=False) for c in clauses[:MAX_CLAUSES]]
+        # a greeting or a thank-you leads into what the message asks ("hey there, can you do my taxes"): not a request
+        found = [f for f in found if f is not None and f.confidence >= CLAUSE_SURE and self.moves.get(f.step_id) not in LEADS_IN]
+        surest = max(found, key=lambda f: f.confidence, default=None)
+        return Match(surest.step_id, surest.confidence, "clause") if surest else None
 
     async def scores(self, text: str, step_ids: list[str]) -> dict[str, Any]:
         """Why ``best`` chose as it did, for people (the console's test chat; read only): for each of

@@ -424,6 +424,18 @@ def test_a_longer_reply_that_starts_like_an_answer_may_ask_for_something_else(sh
     assert shop.say("wait-short", "wait")[0] == "return-no"
 
 
+def test_a_message_that_matches_nothing_whole_is_read_clause_by_clause(shop):
+    shop.ready()
+    # a story around a request reads as neither as a whole; its last clause is an example of the repair
+    assert shop.say("story", "we had a barbecue and the neighbours complained about the smoke, fix my brakes")[0] == "repair"
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain",
+                          params={"text": "we had a barbecue and the neighbours complained about the smoke, fix my brakes"}).json()
+    assert explained["rule"] == "clause" and explained["explanation"].startswith("Nothing matched the message as a whole"), explained
+    # a greeting (or a thank-you) leads into what a message asks: as a clause it does not speak for the message
+    assert shop.say("lead-in", "hey there, can you do my taxes")[0] == "unknown"
+
+
 def test_a_phrasing_that_as_often_means_something_else_is_not_paraphrased_by_a_longer_message(org_server, receiver):
     # "later" is one of the goodbyes the shop's goodbye borrows, and "can I book for later" comes 0.86 close to it;
     # a message of three words or more is not its paraphrase. "later" alone still says goodbye.
