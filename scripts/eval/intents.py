@@ -21,8 +21,8 @@ Measured in one run, on the same utterances:
   * nearest example, BM25 over words: the same, with BM25 scores and its own dev-chosen threshold.
 
 Under flowbox's row, the range its overall and out-of-scope accuracy takes in 95% of draws of the flows again
-with replacement: how much a figure would move on another set of flows (a dozen flows make most of the
-uncertainty: untuned test, 0.896-0.925 overall and 0.82-0.93 out of scope, about 0.909 and 0.875).
+with replacement: how much a figure would move on another set of flows (a few flows make most of the
+uncertainty: untuned test, 0.903-0.928 overall and 0.74-0.85 out of scope, about 0.915 and 0.784).
 
 Untuned domains (``UNTUNED``) were written by people who never read the matcher, after it was
 tuned on ``DOMAINS``, and nothing is ever chosen by them (not even by their totals): a domain that
