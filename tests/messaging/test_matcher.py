@@ -23,6 +23,7 @@ def intent(step_id: str, examples: list[str], text: str, contexts: tuple[str, ..
             "intent": {"title": step_id, "examples": examples}, "actions": [{"type": "TEXT", "payload": {"texts": [text]}}]}
 
 
+UNKNOWN_STEP = {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]}
 FLOW = {"flowId": "bikes", "title": "Bike shop", "steps": [
     intent("greeting", ["hello", "hi there", "good morning", "hey", "good evening"], "Hi! Repairs, rentals or returns?"),
     intent("goodbye", ["bye", "goodbye", "see you later", "have a nice day", "that's all, bye"], "Bye!"),
@@ -97,6 +98,10 @@ class Shop:
         eventually(lambda: self.server.call(conversation.intents_ready(self.server.services, self.project())),
                    "the intent model trained", timeout=120, interval=0.05)
 
+    def graph(self):
+        """The project's flows as the engine reads them (``graph.index`` is its intent matcher)."""
+        return self.server.call(conversation.graph_for(self.server.services, self.project()))
+
     def stored_model(self) -> dict | None:
         row = self.server.call(self.server.services.store.fetchone(
             "SELECT data_hash, model, created_at FROM msg_intent_models WHERE project_id = ?", [self.project_id]))
@@ -104,6 +109,13 @@ class Shop:
 
 
 SERVER_OPTIONS = {"allow_private_outbound": True, "outbox_poll_ms": 50}  # webhooks to this test's receiver
+
+
+def opened(org_server, receiver, flow_id: str, steps: list[dict]) -> Shop:
+    """A small flow (``steps`` and an UNKNOWN step) as a project of its own, its intent model trained."""
+    project = Shop(org_server, receiver, {"flowId": flow_id, "title": flow_id, "steps": [*steps, UNKNOWN_STEP]})
+    project.ready()
+    return project
 
 
 @pytest.fixture
@@ -209,7 +221,7 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert explained["explanation"] == ("The text starts with a no, a common way to say no, which its examples do: it "
                                         "answers the question of “return”, whatever follows."), explained["explanation"]
     # which intent makes which move comes from its examples; the others borrow nothing
-    graph = shop.server.call(conversation.graph_for(shop.server.services, shop.project()))
+    graph = shop.graph()
     assert graph.index.moves == {"greeting": "greeting", "goodbye": "goodbye", "thanks": "thanks", "human": "person",
                                  "hours": "hours", "return-yes": "yes", "return-no": "no"}
     # the console's explanation names the move and the phrasing
@@ -377,16 +389,13 @@ def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sur
 def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
     # a top-level cancel whose examples read as "no" borrows no answers: a bare "nope" on a new
     # thread answers no question; inside the order's question it is that question's "no"
-    flow = {"flowId": "cafe", "title": "Cafe", "steps": [
+    cafe = opened(org_server, receiver, "cafe", [
         intent("stop", ["never mind", "forget it", "cancel that", "I changed my mind", "stop the order"], "Stopped."),
         intent("order", ["I want a coffee", "one latte please", "can I order a cappuccino"], "Anything to eat with it?"),
         intent("order-yes", ["yes", "yes please", "sure"], "What would you like?", contexts=("order",)),
         intent("order-no", ["no", "no thanks", "just the coffee"], "Coming up.", contexts=("order",)),
-        {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]},
-    ]}
-    cafe = Shop(org_server, receiver, flow)
-    cafe.ready()
-    graph = cafe.server.call(conversation.graph_for(cafe.server.services, cafe.project()))
+    ])
+    graph = cafe.graph()
     assert graph.index.moves == {"order-yes": "yes", "order-no": "no"}
     assert cafe.say("bare", "nope")[0] == "unknown"
     assert cafe.say("asked", "one latte please")[0] == "order"
@@ -396,32 +405,27 @@ def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
 def test_a_child_that_says_yes_outright_answers_yes(org_server, receiver):
     # the late check-out's "yes" child has too few examples near the common yeses to make that move by its share,
     # but one of them is "yes": it answers yes, so "sure why not" (a reply that leads with yes) is its
-    flow = {"flowId": "hotel", "title": "Hotel", "steps": [
+    hotel = opened(org_server, receiver, "hotel", [
         intent("late-checkout", ["can I have a late check-out", "I'd like to leave later", "can I check out at 2pm",
                                  "late departure request", "keep the room longer"], "It costs 30 euros. Shall I request it?"),
         intent("late-yes", ["yes", "sure, add it", "that works", "ok book it", "go on then"], "Done.", contexts=("late-checkout",)),
         intent("late-no", ["no", "no thank you", "never mind", "too expensive", "not needed"], "Alright.", contexts=("late-checkout",)),
         intent("parking", ["is there parking", "where can I park my car", "do you have a car park", "parking costs",
                            "can I park at the hotel"], "We have a garage."),
-        {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]},
-    ]}
-    hotel = Shop(org_server, receiver, flow)
-    hotel.ready()
-    graph = hotel.server.call(conversation.graph_for(hotel.server.services, hotel.project()))
+    ])
+    graph = hotel.graph()
     assert graph.index.moves["late-yes"] == "yes" and graph.index.moves["late-no"] == "no"
-    assert hotel.say("why-not", "can I have a late check-out")[0] == "late-checkout"
-    assert hotel.say("why-not", "sure why not")[0] == "late-yes"
-    assert hotel.say("hold", "can I have a late check-out")[0] == "late-checkout"
-    assert hotel.say("hold", "hold on")[0] == "late-no"
+    for thread, reply, want in (("why-not", "sure why not", "late-yes"), ("hold", "hold on", "late-no")):
+        assert hotel.say(thread, "can I have a late check-out")[0] == "late-checkout"
+        assert hotel.say(thread, reply)[0] == want, reply
 
 
 def test_a_longer_reply_that_starts_like_an_answer_may_ask_for_something_else(shop):
     shop.ready()
     # "wait" is a way to say no, and this reply comes close to it, but it matches the opening hours more surely
-    assert shop.say("wait", "I want to return my bike")[0] == "return"
-    assert shop.say("wait", "wait is the shop even open on sunday")[0] == "hours"
-    assert shop.say("wait-short", "I want to return my bike")[0] == "return"
-    assert shop.say("wait-short", "wait")[0] == "return-no"
+    for thread, reply, want in (("wait", "wait is the shop even open on sunday", "hours"), ("wait-short", "wait", "return-no")):
+        assert shop.say(thread, "I want to return my bike")[0] == "return"
+        assert shop.say(thread, reply)[0] == want, reply
 
 
 def test_a_message_that_matches_nothing_whole_is_read_clause_by_clause(shop):
@@ -451,7 +455,7 @@ def test_a_phrasing_that_as_often_means_something_else_is_not_paraphrased_by_a_l
 def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
     # opening times, where, how to pay, prices, cancelling: five examples each cannot reach "directions
     # pls" or "do u take amex"; the move's phrasings do. Requests of another kind near them stay out of scope.
-    flow = {"flowId": "studio", "title": "Studio", "steps": [
+    studio = opened(org_server, receiver, "studio", [
         intent("opening-times", ["when are you open", "what are your opening times", "are you open on saturday",
                                  "what time do you open in the morning", "are you open on public holidays"], "9 to 5."),
         intent("payment", ["what payment methods do you accept", "can I pay by card", "do you take cash",
@@ -466,11 +470,8 @@ def test_the_usual_requests_borrow_their_phrasings_too(org_server, receiver):
                           "how much do you charge"], "From 20."),
         intent("details", ["update my phone number", "change my email address", "I moved house", "my surname has changed",
                            "update my details"], "Done."),
-        {"stepId": "unknown", "title": "UNKNOWN", "type": "UNKNOWN", "actions": [{"type": "TEXT", "payload": {"texts": ["Sorry?"]}}]},
-    ]}
-    studio = Shop(org_server, receiver, flow)
-    studio.ready()
-    graph = studio.server.call(conversation.graph_for(studio.server.services, studio.project()))
+    ])
+    graph = studio.graph()
     assert graph.index.moves == {"opening-times": "hours", "payment": "payment", "where": "location", "book": "book",
                                  "cancel": "cancel", "prices": "prices", "details": "details"}
     for n, (text, want) in enumerate([("directions pls", "where"), ("postcode?", "where"), ("do u take amex", "payment"),
