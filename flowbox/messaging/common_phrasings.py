@@ -45,7 +45,7 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
         "nothing else, goodbye", "signing off", "until next time", "have a good evening", "have a nice evening",
         "enjoy your evening", "have a good night", "have a great weekend", "have a lovely afternoon", "enjoy the rest of your day",
         "speak soon", "speak to you soon", "ta ta", "toodles", "ok that's it from me", "nighty night",
-        "ta ra", "tara", "that's all I needed", "that's everything", "I'll leave it there", "gotta run", "I need to go",
+        "ta ra", "that's all I needed", "that's everything", "I'll leave it there", "gotta run", "I need to go",
     ),
     "thanks": (
         "thanks", "thank you", "thank you so much", "thanks a lot", "thanks a million", "many thanks",
