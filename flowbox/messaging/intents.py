@@ -111,20 +111,15 @@ SHORTHAND = {
 PREAMBLES = ("forget that", "forget it", "never mind that", "actually", "also", "and also", "oh and", "one more thing",
              "one other thing", "before that", "by the way", "anyway", "wait", "hold on", "hang on")
 PREAMBLE_LEAVES = 3  # words a message keeps at least
+_PREAMBLE_WORDS = [p.split() for p in PREAMBLES]
 
 
 def without_preamble(text: str) -> str:
     """``text`` (through ``expand``) without the ``PREAMBLES`` it starts with, as long as ``PREAMBLE_LEAVES``
     words are left."""
     words = text.split()
-    cut = True
-    while cut:
-        cut = False
-        for preamble in PREAMBLES:
-            n = len(preamble.split())
-            if words[:n] == preamble.split() and len(words) - n >= PREAMBLE_LEAVES:
-                words, cut = words[n:], True
-                break
+    while lead := next((p for p in _PREAMBLE_WORDS if words[:len(p)] == p and len(words) - len(p) >= PREAMBLE_LEAVES), None):
+        words = words[len(lead):]
     return " ".join(words)
 
 

@@ -516,8 +516,9 @@ class IntentIndex:
             if best is not None and rivals is not None and await self._asks_instead(text, rivals, best, threshold):
                 best = None
         if best is None and question is None and rivals is None:  # "hi bank", "thanks mate"; "that's all, take care"
-            move, rule = common_phrasings.leading_social(expand(text)), "social"
-            if move is None and common_phrasings.closing_goodbye(expand(text)):
+            expanded = expand(text)
+            move, rule = common_phrasings.leading_social(expanded), "social"
+            if move is None and common_phrasings.closing_goodbye(expanded):
                 move, rule = "goodbye", "closing"
             social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
             if social is not None and LEARNED_MAX >= threshold:
