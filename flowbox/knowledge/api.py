@@ -101,7 +101,8 @@ EVALUATE_BODY = {
             "type": "object", "required": ["query", "expected"],
             "properties": {"query": {"type": "string", "maxLength": kb.MAX_CONTENT},
                            "expected": {"type": ["string", "null"], "description": "the id of the item that answers it; null: none does"}}}},
-        "agent_id": {"type": "string", "description": "search only the items linked to this agent"}},
+        "agent_id": {"type": ["string", "null"], "minLength": 1,
+                     "description": "search only the items linked to this agent; null or absent: all of the org's items"}},
 }
 
 
