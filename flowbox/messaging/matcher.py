@@ -346,7 +346,13 @@ class IntentIndex:
             if embeddings.builtin:
                 self.kin = await asyncio.to_thread(self._kin)
             self.speller = await asyncio.to_thread(  # the common words are read and indexed once, off the loop too
-                lambda: Speller([expand(t) for t in self.texts], embeddings.is_word, CommonWords.shipped()))
+                lambda: Speller([expand(t) for t in self._vocabulary()], embeddings.is_word, CommonWords.shipped()))
+
+    def _vocabulary(self) -> list[str]:
+        """The texts whose words a misspelt word is corrected toward first: the examples, and the common phrasings
+        lent to the flow's intents, which match as the examples do ("chees mate", "howddy", "afent")."""
+        lent = dict.fromkeys(common_phrasings.TEXTS[j] for j in self.phrasing_text)
+        return [*self.texts, *lent]
 
     def _borrow(self, phrasings: np.ndarray) -> None:
         """Lends each intent that makes a common move (a greeting, a thank-you, a yes...) that move's
