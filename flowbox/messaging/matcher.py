@@ -282,6 +282,10 @@ class Embeddings:
         # the embedder keeps recent texts: a repeated message costs no model call
         return self._space(await self.embedder.embed_query(text))
 
+    async def queries(self, texts: list[str]) -> list[np.ndarray]:
+        """``query`` of each of ``texts`` (a message's spellings), those not kept embedded in one model call."""
+        return [self._space(vector) for vector in await self.embedder.embed_queries(texts)]
+
     def _space(self, vectors: np.ndarray) -> np.ndarray:
         """The built-in model's vectors mapped into the space learned for intents (``intent_space``)."""
         return intent_space.mapped(vectors) if self.builtin else vectors
@@ -495,14 +499,12 @@ class IntentIndex:
         # match is surest wins.
         queries = self._spellings(text, keep_preamble=rivals is not None)  # a step's answers may start "wait", "hold on"
         best: Match | None = None
-        vectors = []
-        for query in queries:
-            try:
-                vector = await self.embeddings.query(query or text)
-            except Exception as exc:  # noqa: BLE001 - as if nothing matched: the UNKNOWN step answers
-                log.warning("embedding a message failed: %r", exc)
-                return None
-            vectors.append(vector)
+        try:  # every spelling in one model call
+            vectors = await self.embeddings.queries([query or text for query in queries])
+        except Exception as exc:  # noqa: BLE001 - as if nothing matched: the UNKNOWN step answers
+            log.warning("embedding a message failed: %r", exc)
+            return None
+        for query, vector in zip(queries, vectors):
             if rivals is not None and (answered := self._answer_phrasing(query or text, vector, step_ids)) is not None:
                 return None if await self._asks_instead(text, rivals, answered, threshold) else answered
             needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
@@ -569,12 +571,13 @@ class IntentIndex:
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does: every spelling of the message, the surest one explained
             top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]  # what the judge weighs
-            for n, query in enumerate(self._spellings(text, keep_preamble=False)):
-                try:
-                    found = await self.embeddings.query(query or text)
-                except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
-                    log.warning("embedding a message failed: %r", exc)
-                    break
+            spellings = self._spellings(text, keep_preamble=False)
+            try:
+                vectors = await self.embeddings.queries([query or text for query in spellings])
+            except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
+                log.warning("embedding a message failed: %r", exc)
+                vectors = []
+            for n, (query, found) in enumerate(zip(spellings, vectors)):
                 if learned is None:  # the spelling whose nearest example is closest, as ``best`` finds it
                     nearest = float((self.matrix @ found).max())
                     if nearest > closest_cosine:
@@ -643,7 +646,7 @@ class IntentIndex:
         """The cosine an intent must reach to beat a pending question: its closest text plus ANSWER_MARGIN.
         None when the question cannot be embedded (the text is then taken as the answer)."""
         try:
-            near = [float(await self.embeddings.query(expand(q) if learned else q) @ vector) for q in question]
+            near = [float(v @ vector) for v in await self.embeddings.queries([expand(q) if learned else q for q in question])]
             return max(near, default=0.0) + ANSWER_MARGIN
         except Exception as exc:  # noqa: BLE001 - the text is taken as the answer
             log.warning("embedding a slot's question failed: %r", exc)
@@ -724,7 +727,7 @@ class IntentIndex:
         if len(common_phrasings.words(text)) != 1 or len(words) < 2:
             return False
         try:
-            nearest_word = max([float(await self.embeddings.query(word) @ vector) for word in words])
+            nearest_word = max([float(v @ vector) for v in await self.embeddings.queries(sorted(words))])
         except Exception as exc:  # noqa: BLE001 - the phrasing's match stands
             log.warning("embedding a common phrasing's words failed: %r", exc)
             return False
