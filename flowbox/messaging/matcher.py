@@ -5,7 +5,7 @@ flow edit re-embeds only new examples and a restart re-embeds nothing; the matri
 project's flow version lives in memory (``IntentIndex``). A message costs one embedding of
 its text (``Embedder.embed_query``: recent ones are kept), a matrix-vector product and a sparse
 n-gram lookup; a message with misspelt words, the same again per corrected spelling
-(``intents.Speller``).
+(``intents.Speller``), its spellings embedded in one model call.
 
 Each flow version gets a small model (``intents.py``: MiniLM and character n-gram features, a
 logistic model trained leave-one-out on the flow's own examples and kept in ``msg_intent_models``,
@@ -354,7 +354,7 @@ class IntentIndex:
 
     def _vocabulary(self) -> list[str]:
         """The texts whose words a misspelt word is corrected toward first: the examples, and the common phrasings
-        lent to the flow's intents, which match as the examples do ("chees mate", "howddy", "afent")."""
+        lent to the flow's intents, which match as the examples do ("chees mate", "howddy")."""
         lent = dict.fromkeys(common_phrasings.TEXTS[j] for j in self.phrasing_text)
         return [*self.texts, *lent]
 
