@@ -24,7 +24,7 @@ from .engine import decide
 from .hours import is_open
 from .incoming import Incoming
 from .intents import MIN_HELD_OUT, expand
-from .matcher import LEARNED_LEAST
+from .matcher import LEARNED_LEAST, LEARNED_MAX
 
 FILTERS = ("paused", "handover", "outsideHours")
 ROLES = {"user": "user", "bot": "bot", "moderator": "moderator"}
@@ -175,6 +175,9 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         if rule == "exact":
             reason = (f"The text is {move} (case and punctuation aside): confidence 1.00." if item.get("commonExact") else
                       "The text is one of its examples (case and punctuation aside): confidence 1.00.")
+        elif rule == "respelt exact":
+            reason = ("With a misspelt word corrected, or one typo put right, the text is one of its examples or of the "
+                      f"common phrasings it borrows (case and punctuation aside): confidence {LEARNED_MAX}.")
         elif rule == "leading answer":
             leading = common_phrasings.leading_answer(expand(inp.text or ""))
             return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "

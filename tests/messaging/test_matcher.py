@@ -130,7 +130,9 @@ def test_typos_shorthand_and_out_of_scope(shop):
     for n, (text, want) in enumerate([("helo", "greeting"), ("opning hours", "hours"), ("thx", "thanks"), ("retrun my bicylce", "return"),
                                       ("cya", "goodbye"), ("brakes broken", "repair"), ("my bike has a flat tire", "repair"),
                                       # toward the words of the common phrasings the intents borrow too: "howdy", "cheers"
-                                      ("howddy", "greeting"), ("chees mate", "thanks")]):
+                                      ("howddy", "greeting"), ("chees mate", "thanks"),
+                                      # one typo from a borrowed phrasing ("gotta run", "many thanks"): as exact
+                                      ("gptta run", "goodbye"), ("many tanks", "thanks")]):
         step, _ = shop.say(f"typo-{n}", text)
         assert step == want, (text, step)
     # messages the flow does not cover go to UNKNOWN, whatever they share with the examples
@@ -266,6 +268,9 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert shop.say("closing", "right that's me sorted for today, ta ra")[0] == "goodbye"
     explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "right that's me sorted for today, ta ra"}).json()
     assert explained["rule"] == "closing" and explained["explanation"].startswith("The text ends with a common way to say goodbye"), explained
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "gptta run"}).json()
+    assert explained["step"]["stepId"] == "goodbye" and explained["rule"] == "respelt exact", explained
+    assert explained["explanation"].startswith("With a misspelt word corrected, or one typo put right"), explained
     assert [common_phrasings.closing_goodbye(intents.expand(t)) for t in (
         "ok thats everything, ta ra", "bye", "can i pay later", "do you sell cat litter thanks",
         "my bike is broken and I need it fixed, bye")] == [True, True, False, False, False]
