@@ -213,7 +213,7 @@ class Speller:
         substitution = 1 if len(word) >= SUBSTITUTION_FROM else 2
 
         def near(index: dict[str, set[str]], edits: int) -> list[tuple[int, str]]:
-            found = {c for v in _deletions(word, edits) for c in index.get(v, ()) if c[0] == word[0]}
+            found = {c for v in deletions(word, edits) for c in index.get(v, ()) if c[0] == word[0]}
             return [(d, c) for c in found if (d := edit_distance(word, c, substitution)) <= edits]
 
         own = near(self.deletions, self.budget(word))
@@ -252,7 +252,7 @@ def _deletion_index(words: Iterable[str], longest: int = max(edits for _, edits 
     index: dict[str, set[str]] = {}
     for word in words:
         reach = max((e for length, e in SPELLING if len(word) + e >= length), default=0) if word.isalpha() else 0
-        for variant in _deletions(word, min(reach, longest)):
+        for variant in deletions(word, min(reach, longest)):
             index.setdefault(variant, set()).add(word)
     return index
 
@@ -276,7 +276,7 @@ class CommonWords:
         return cls({word: int(count) for word, count in (line.split("\t") for line in lines if line)})
 
 
-def _deletions(word: str, edits: int) -> set[str]:
+def deletions(word: str, edits: int) -> set[str]:
     """``word`` with up to ``edits`` letters deleted."""
     out, layer = {word}, {word}
     for _ in range(edits):

@@ -63,7 +63,7 @@ from ..models import pair_encoder
 from ..models.files import model_of
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, other_flows, second_reading, shipped_vectors
-from .intents import MIN_HELD_OUT, CommonWords, Features, Model, Speller, edit_distance, expand, train, without_preamble
+from .intents import MIN_HELD_OUT, CommonWords, Features, Model, Speller, deletions, edit_distance, expand, train, without_preamble
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
@@ -193,18 +193,13 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def _one_deletion(text: str) -> set[str]:
-    """``text`` and every string one letter shorter."""
-    return {text, *(text[:i] + text[i + 1:] for i in range(len(text)))}
-
-
 def _by_deletions(texts: list[str]) -> dict[str, set[str]]:
     """``texts`` of a length ``_near_exact`` reads, by ``text`` and its one-letter deletions: two texts one typo apart
     share one of them (symmetric delete)."""
     index: dict[str, set[str]] = {}
     for text in texts:
         if NEAR_EXACT_FROM - 1 <= len(text) <= NEAR_EXACT_UPTO + 1:
-            for variant in _one_deletion(text):
+            for variant in deletions(text, 1):
                 index.setdefault(variant, set()).add(text)
     return index
 
@@ -671,7 +666,7 @@ class IntentIndex:
         text = normalize(text)
         if not NEAR_EXACT_FROM <= len(text) <= NEAR_EXACT_UPTO:
             return None
-        near = {key for variant in _one_deletion(text) for key in self.near.get(variant, ()) if edit_distance(text, key) == 1}
+        near = {key for variant in deletions(text, 1) for key in self.near.get(variant, ()) if edit_distance(text, key) == 1}
         steps = {step_id for key in near for step_id in self.exact[key] if step_id in step_ids}
         return Match(steps.pop(), LEARNED_MAX, "respelt exact") if len(steps) == 1 else None
 
