@@ -297,12 +297,9 @@ class Embeddings:
         # mapping a few thousand rows (the off-topic phrasings) takes milliseconds: off the event loop
         return await asyncio.to_thread(self._space, np.stack([found[h] for h in hashes]))
 
-    async def query(self, text: str) -> np.ndarray:
-        # the embedder keeps recent texts: a repeated message costs no model call
-        return self._space(await self.embedder.embed_query(text))
-
     async def queries(self, texts: list[str]) -> list[np.ndarray]:
-        """``query`` of each of ``texts`` (a message's spellings), those not kept embedded in one model call."""
+        """Vectors for texts a user is waiting on (a message's spellings), those not kept embedded in one model call:
+        the embedder keeps recent texts, so a repeated message costs no model call."""
         return [self._space(vector) for vector in await self.embedder.embed_queries(texts)]
 
     def _space(self, vectors: np.ndarray) -> np.ndarray:

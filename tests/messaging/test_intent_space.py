@@ -32,7 +32,7 @@ def test_the_built_in_models_vectors_are_compared_in_the_intent_space(org_server
     texts = ["where is my parcel", "cancel my appointment", "do you sell gift cards"]
     raw = np.asarray(org_server.call(embeddings.embedder.embed(texts)), dtype=np.float32)
     examples = org_server.call(embeddings.examples(texts))
-    message = org_server.call(embeddings.query(texts[0]))
+    message = org_server.call(embeddings.queries(texts[:1]))[0]
     assert intent_space.matrix() is not None and intent_space.matrix().shape == (384, 384)
     assert np.allclose(np.linalg.norm(examples, axis=1), 1, atol=1e-5)
     assert np.allclose(examples, intent_space.mapped(raw), atol=1e-5)
