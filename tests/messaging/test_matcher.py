@@ -759,3 +759,16 @@ def test_a_pair_encoder_that_failed_to_load_is_tried_again_while_messages_go_on(
 
 async def _a_future():
     return asyncio.get_running_loop().create_future()
+
+
+def test_thanks_around_an_answer_leaves_the_answer(shop):
+    shop.ready()
+    # a reply to a pending question that also thanks answers the question, though the thanks alone reads surer
+    assert shop.say("thank-yes", "I want to return my bike")[0] == "return"
+    assert shop.say("thank-yes", "I do, thank you") == ("return-yes", ["Then bring it in."])
+    for n, reply in enumerate(["the red one, thank you", "thanks, the kids bike"]):
+        assert shop.say(f"thank-slot-{n}", "I have a flat tyre")[0] == "repair"
+        assert shop.say(f"thank-slot-{n}", reply) == ("which-bike", [f"Noted: {reply}."]), reply
+    # a thank-you alone still thanks
+    assert shop.say("thank-only", "I have a flat tyre")[0] == "repair"
+    assert shop.say("thank-only", "thank you")[0] == "thanks"
