@@ -89,6 +89,16 @@ COMMON_EDITS = 1
 COMMON_CANDIDATES = 2  # common words a misspelt word may be, at most (``Speller.candidates``)
 COMMON_WORDS = Path(__file__).with_name("common_words.tsv")  # written by scripts/intent_space/train.py
 MAX_SPELLED = 8  # words of a message looked up at most (a lookup is well under a millisecond)
+# A word of a message that neither the flow's examples nor the embedding model know may be the initials of three or four
+# words the examples use together ("ncb" for "no claims bonus", "pcn" for "penalty charge notice"): the Speller tries it
+# spelt out (``acronyms``), when only one run of the examples' words, none of them one of ``ACRONYM_GLUE``, has those
+# initials. Two letters are too short to tell ("tv" would be "thanks very"): the one customers write most, "dd", is
+# shorthand (``SHORTHAND``).
+ACRONYM_WORDS = (3, 4)
+ACRONYM_GLUE = frozenset(
+    "a an and are as at be but by can do does for from had has have how i if in is it its me my not of on or our so "
+    "than that the their them then there these they this to was we were what when where which who why will with would "
+    "you your am up out off get got want need please".split())
 # Chat shorthand spelled out before matching; both sides (examples and messages) go through it.
 SHORTHAND = {
     "thx": "thanks", "thnx": "thanks", "tnx": "thanks", "thks": "thanks", "ty": "thank you", "tyvm": "thank you very much",
@@ -97,7 +107,7 @@ SHORTHAND = {
     "gn": "good night", "wanna": "want to", "gonna": "going to", "gotta": "got to", "im": "i am", "idk": "i do not know",
     "cant": "can not", "dont": "do not", "doesnt": "does not", "isnt": "is not", "wont": "will not", "whats": "what is",
     "wheres": "where is", "hows": "how is", "msg": "message", "acct": "account", "tmrw": "tomorrow", "2day": "today",
-    "asap": "as soon as possible", "btw": "by the way", "pic": "picture", "info": "information",
+    "asap": "as soon as possible", "dd": "direct debit", "btw": "by the way", "pic": "picture", "info": "information",
     "bal": "balance", "acc": "account", "appt": "appointment", "dl": "download", "pw": "password", "pwd": "password",
     "num": "number", "txt": "text", "abt": "about", "thru": "through", "ppl": "people", "coz": "because", "cuz": "because",
     "b4": "before", "tmr": "tomorrow", "tmw": "tomorrow", "2moro": "tomorrow", "hrs": "hours", "mins": "minutes",
@@ -188,9 +198,10 @@ class Speller:
     probes, whatever the size of the flow."""
 
     def __init__(self, texts: list[str], known: Callable[[str], bool | None] | None,
-                 common: CommonWords | None = None):
+                 common: CommonWords | None = None, own: list[str] | None = None):
         self.known = known
         self.words = {w for t in texts for w in t.split()}
+        self.acronyms = acronyms(texts if own is None else own)  # from the flow's own examples (``own``) where given
         self.common = common
         self.longest = max([*map(len, self.words), common.longest if common else 0])  # the longest a candidate can be
         self.deletions = _deletion_index(self.words)
@@ -234,7 +245,9 @@ class Speller:
         looked = 0
         options: list[list[str]] = []
         for word in words:
-            if looked < MAX_SPELLED and self.misspelt(word):
+            if word in self.acronyms and word not in self.words and self.known is not None and self.known(word) is False:
+                options.append([self.acronyms[word]])
+            elif looked < MAX_SPELLED and self.misspelt(word):
                 looked += 1
                 options.append(self.candidates(word))
             else:
@@ -243,6 +256,20 @@ class Speller:
         for k in range(max(map(len, options), default=0)):
             out.append(" ".join(o[min(k, len(o) - 1)] if o else w for w, o in zip(words, options)))
         return out[:MAX_SPELLINGS]
+
+
+def acronyms(texts: Iterable[str]) -> dict[str, str]:
+    """{initials: the words} for each run of ``ACRONYM_WORDS`` words of ``texts`` (through ``expand``, none of them one
+    of ``ACRONYM_GLUE``) that no other run shares its initials with."""
+    runs: dict[str, set[str]] = {}
+    for text in texts:
+        words = text.split()
+        for size in range(ACRONYM_WORDS[0], ACRONYM_WORDS[1] + 1):
+            for start in range(len(words) - size + 1):
+                run = words[start:start + size]
+                if all(w.isalpha() and w not in ACRONYM_GLUE for w in run):
+                    runs.setdefault("".join(w[0] for w in run), set()).add(" ".join(run))
+    return {initials: next(iter(found)) for initials, found in runs.items() if len(found) == 1}
 
 
 def _deletion_index(words: Iterable[str], longest: int = max(edits for _, edits in SPELLING)) -> dict[str, set[str]]:

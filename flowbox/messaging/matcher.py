@@ -370,7 +370,8 @@ class IntentIndex:
             if embeddings.builtin:
                 self.kin = await asyncio.to_thread(self._kin)
             self.speller = await asyncio.to_thread(  # the common words are read and indexed once, off the loop too
-                lambda: Speller([expand(t) for t in self._vocabulary()], embeddings.is_word, CommonWords.shipped()))
+                lambda: Speller([expand(t) for t in self._vocabulary()], embeddings.is_word, CommonWords.shipped(),
+                                own=[expand(t) for t in self.texts]))
             self.near = await asyncio.to_thread(_by_deletions, list(self.exact))
 
     def _vocabulary(self) -> list[str]:
