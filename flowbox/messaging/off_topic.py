@@ -35,7 +35,9 @@ def _load() -> dict[str, tuple[str, ...]]:
 # About 2,000 phrasings of 144 kinds of business and of a general assistant. The first 485 were
 # written with the matcher; the rest (shops, trades, travel, leisure, finance, public services and
 # a general assistant's requests, 16 or so for each of 100 kinds) were written apart from it and
-# from the evaluation's flows.
+# from the evaluation's flows. The last eight, refer-a-friend schemes, were added once the tuned flows' dev misses
+# showed such questions matched to the intent that asks for a person ("how do i refer a friend"): tuned dev out of
+# scope 0.876 -> 0.880 (two more right, none lost), the unseen flows' dev half unchanged (0.767 / 0.744 / 0.917).
 PHRASINGS = _load()
 TEXTS = [text for topic in PHRASINGS for text in PHRASINGS[topic]]
 
