@@ -272,16 +272,23 @@ def acronyms(texts: Iterable[str]) -> dict[str, str]:
     return {initials: next(iter(found)) for initials, found in runs.items() if len(found) == 1}
 
 
-def _deletion_index(words: Iterable[str], longest: int = max(edits for _, edits in SPELLING)) -> dict[str, set[str]]:
-    """Each string reachable from a word by deleting letters, and the words it comes from: as many
-    deletions as the edits a message word within reach may have (symmetric delete finds a pair within
-    d edits through a common string of d deletions at most), ``longest`` at most."""
+def deletion_index(words: Iterable[str], edits: Callable[[str], int]) -> dict[str, set[str]]:
+    """Each string reachable from a word by deleting up to ``edits(word)`` letters, and the words it comes from:
+    symmetric delete finds a pair within d edits through a common string of d deletions at most."""
     index: dict[str, set[str]] = {}
     for word in words:
-        reach = max((e for length, e in SPELLING if len(word) + e >= length), default=0) if word.isalpha() else 0
-        for variant in deletions(word, min(reach, longest)):
+        for variant in deletions(word, edits(word)):
             index.setdefault(variant, set()).add(word)
     return index
+
+
+def _deletion_index(words: Iterable[str], longest: int = max(edits for _, edits in SPELLING)) -> dict[str, set[str]]:
+    """``deletion_index`` with as many deletions as the edits a message word within reach may have (``SPELLING``),
+    ``longest`` at most."""
+    def reach(word: str) -> int:
+        return min(max((e for length, e in SPELLING if len(word) + e >= length), default=0) if word.isalpha() else 0, longest)
+
+    return deletion_index(words, reach)
 
 
 class CommonWords:

@@ -63,7 +63,7 @@ from ..models import pair_encoder
 from ..models.files import model_of
 from ..services import Services
 from . import acceptance, common_phrasings, intent_space, off_topic, other_flows, second_reading, shipped_vectors
-from .intents import MIN_HELD_OUT, CommonWords, Features, Model, Speller, deletions, edit_distance, expand, train, without_preamble
+from .intents import MIN_HELD_OUT, CommonWords, Features, Model, Speller, deletion_index, deletions, edit_distance, expand, train, without_preamble
 
 log = logging.getLogger("flowbox.messaging")
 EMBED_BATCH = 64
@@ -199,12 +199,7 @@ def normalize(text: str) -> str:
 def _by_deletions(texts: list[str]) -> dict[str, set[str]]:
     """``texts`` of a length ``_near_exact`` reads, by ``text`` and its one-letter deletions: two texts one typo apart
     share one of them (symmetric delete)."""
-    index: dict[str, set[str]] = {}
-    for text in texts:
-        if NEAR_EXACT_FROM - 1 <= len(text) <= NEAR_EXACT_UPTO + 1:
-            for variant in deletions(text, 1):
-                index.setdefault(variant, set()).add(text)
-    return index
+    return deletion_index([t for t in texts if NEAR_EXACT_FROM - 1 <= len(t) <= NEAR_EXACT_UPTO + 1], lambda _: 1)
 
 
 class Embeddings:
