@@ -674,7 +674,6 @@ def test_a_misspelt_word_the_examples_lack_is_corrected_toward_common_words():
     assert "cancle" not in intents.CommonWords.shipped().counts  # a typo of "cancel" that customers made is not kept
 
 
-
 def test_initials_of_the_examples_words_are_spelt_out():
     """A word neither the examples nor the model know that is the initials of three or four words the examples use
     together, and of no other run of them, is tried spelt out; a word the model knows is left as it is."""
@@ -683,11 +682,12 @@ def test_initials_of_the_examples_words_are_spelt_out():
     assert intents.acronyms(examples)["ncb"] == "no claims bonus"
     assert "pcn" not in intents.acronyms(examples)  # penalty or parking: which is not for the speller to guess
     known = {"tab", "claims"}.__contains__
-    speller = intents.Speller(examples, lambda w: known(w))
+    speller = intents.Speller(examples, known)
     assert speller.variants("ncb") == ["ncb", "no claims bonus"]
     assert speller.variants(intents.expand("whats my NCB")) == ["what is my ncb", "what is my no claims bonus"]
     assert speller.variants("tab") == ["tab"]  # a word: not "thats all bye"
     assert intents.expand("set up a DD") == "set up a direct debit"  # the two-letter one customers write most
+
 
 def test_outside_measures_the_meaning_a_message_adds_to_its_nearest_examples():
     """``Features.outside``: 0 for a message its nearest examples can express together, 1 for one
