@@ -35,6 +35,7 @@ Everything here is plain numpy and takes milliseconds; the engine still trains i
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -88,6 +89,10 @@ MAX_SPELLINGS = 4
 COMMON_EDITS = 1
 COMMON_CANDIDATES = 2  # common words a misspelt word may be, at most (``Speller.candidates``)
 COMMON_WORDS = Path(__file__).with_name("common_words.tsv")  # written by scripts/intent_space/train.py
+# English words (SCOWL's British and American lists as Debian ships them, lower case, without apostrophes; their notice:
+# english_words.COPYRIGHT): which misspelt words are words after all ("scarves", "abort", "snowing"), though neither the
+# flow, the common words nor the model know them whole (``Speller.garbled``).
+ENGLISH_WORDS = Path(__file__).with_name("english_words.txt.gz")
 MAX_SPELLED = 8  # words of a message looked up at most (a lookup is well under a millisecond)
 # A word of a message that neither the flow's examples nor the embedding model know may be the initials of three or four
 # words the examples use together ("ncb" for "no claims bonus", "pcn" for "penalty charge notice"): the Speller tries it
@@ -198,8 +203,9 @@ class Speller:
     probes, whatever the size of the flow."""
 
     def __init__(self, texts: list[str], known: Callable[[str], bool | None] | None,
-                 common: CommonWords | None = None, own: list[str] | None = None):
+                 common: CommonWords | None = None, own: list[str] | None = None, english: frozenset[str] = frozenset()):
         self.known = known
+        self.english = english
         self.words = {w for t in texts for w in t.split()}
         self.acronyms = acronyms(texts if own is None else own)  # from the flow's own examples (``own``) where given
         self.common = common
@@ -237,13 +243,12 @@ class Speller:
             out += [c for d, _, c in common if d <= reach][:COMMON_CANDIDATES]
         return out
 
-    def variants(self, text: str) -> list[str]:
-        """``text`` (through ``expand``) first, then its corrections: every misspelt word replaced
-        by its first candidate, then by its second (or its only one), ... ``MAX_SPELLINGS`` in all."""
-        words = text.split()
+    def _options(self, words: list[str]) -> list[list[str] | None]:
+        """For each of ``words``: what it may be spelt out as (an acronym's words), or the words nearest to it where
+        it is ``misspelt`` (possibly none); None where it stays as it is."""
         # a bounded cost on the event loop: the first MAX_SPELLED words that could be misspelt
         looked = 0
-        options: list[list[str]] = []
+        options: list[list[str] | None] = []
         for word in words:
             if word in self.acronyms and word not in self.words and self.known is not None and self.known(word) is False:
                 options.append([self.acronyms[word]])
@@ -251,7 +256,23 @@ class Speller:
                 looked += 1
                 options.append(self.candidates(word))
             else:
-                options.append([])
+                options.append(None)
+        return options
+
+    def garbled(self, text: str) -> bool:
+        """Whether ``text`` (through ``expand``) has words that ``variants`` corrects and none of them is an
+        English word (``english``): typos, which the embedding model spells out in pieces and reads as nothing,
+        rather than words it does not know whole ("scarves", "abort") and still reads in part. Without the English
+        words (``english`` empty), every corrected word counts as a typo."""
+        words = text.split()
+        corrected = [word for word, option in zip(words, self._options(words)) if option]
+        return bool(corrected) and not any(word in self.english for word in corrected)
+
+    def variants(self, text: str) -> list[str]:
+        """``text`` (through ``expand``) first, then its corrections: every misspelt word replaced
+        by its first candidate, then by its second (or its only one), ... ``MAX_SPELLINGS`` in all."""
+        words = text.split()
+        options = [option or [] for option in self._options(words)]
         out = [text]
         for k in range(max(map(len, options), default=0)):
             out.append(" ".join(o[min(k, len(o) - 1)] if o else w for w, o in zip(words, options)))
@@ -308,6 +329,15 @@ class CommonWords:
         except FileNotFoundError:
             return None
         return cls({word: int(count) for word, count in (line.split("\t") for line in lines if line)})
+
+
+@functools.cache
+def english_words() -> frozenset[str]:
+    """The English words (``ENGLISH_WORDS``); none where the file is missing."""
+    try:
+        return frozenset(gzip.decompress(ENGLISH_WORDS.read_bytes()).decode().split())
+    except FileNotFoundError:
+        return frozenset()
 
 
 def deletions(word: str, edits: int) -> set[str]:

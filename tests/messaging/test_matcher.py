@@ -150,6 +150,19 @@ def test_typos_shorthand_and_out_of_scope(shop):
     assert shop.say("strict", "hello")[0] == "greeting"
 
 
+def test_a_top_level_message_with_a_misspelt_word_is_read_as_corrected(shop):
+    shop.ready()
+    # spelt out in pieces, "motorbiks" leaves "do you fix" (a repair); the corrected spelling is another
+    # kind of business's request, as the message is
+    for n, text in enumerate(["do you fix motorbikes", "do you fix motorbiks"]):
+        assert shop.say(f"corrected-{n}", text)[0] == "unknown", text
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "do you fix motorbiks"}).json()
+    assert explained["step"]["stepId"] == "unknown", explained
+    # a typo in what the shop does still reaches it
+    assert shop.say("corrected-rent", "can i hire a bke")[0] == "rent"
+
+
 def test_a_steps_children_are_tried_first(shop):
     shop.ready()
     # "nah" answers the receipt question; the same word without the question matches nothing
@@ -672,6 +685,21 @@ def test_a_misspelt_word_the_examples_lack_is_corrected_toward_common_words():
     for word in ["cheers", "blackout", "cancel", "evening"]:  # the shipped words: customers' words, and the phrasings'
         assert word in intents.CommonWords.shipped().counts
     assert "cancle" not in intents.CommonWords.shipped().counts  # a typo of "cancel" that customers made is not kept
+
+
+def test_a_typo_is_told_from_an_english_word_the_model_does_not_know_whole():
+    """``Speller.garbled``: whether the words a message's spellings correct are all typos, so that only the
+    corrected spellings are read at the top level (``matcher.IntentIndex._read``)."""
+    speller = intents.Speller([intents.expand(t) for t in ["do you deliver parcels", "tell me about my bill"]],
+                              {"do", "you", "my", "order", "deliver", "groceries"}.__contains__,
+                              english=intents.english_words())
+    assert speller.variants("do you delivr parcels") == ["do you delivr parcels", "do you deliver parcels"]
+    assert speller.garbled("do you delivr parcels")  # no English word: read corrected only
+    assert speller.variants("abort my order")[1:] == ["about my order"]
+    assert not speller.garbled("abort my order")  # English, though the model spells it in pieces
+    assert not speller.garbled("do you deliver groceries")  # nothing corrected
+    assert {"scarves", "abort", "colour", "color", "snowing"} <= intents.english_words()
+    assert not {"groceires", "delivr", "cancle"} & intents.english_words()
 
 
 def test_initials_of_the_examples_words_are_spelt_out():
