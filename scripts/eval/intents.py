@@ -22,7 +22,7 @@ Measured in one run, on the same utterances:
 
 Under flowbox's row, the range its overall and out-of-scope accuracy takes in 95% of draws of the flows again
 with replacement: how much a figure would move on another set of flows (a few flows make most of the
-uncertainty: untuned test, 0.904-0.946 overall and 0.77-0.91 out of scope, about 0.924 and 0.847).
+uncertainty: untuned test, 0.903-0.932 overall and 0.79-0.90 out of scope, about 0.918 and 0.847).
 
 Untuned domains (``UNTUNED``) were written by people who never read the matcher, after it was
 tuned on ``DOMAINS``, and nothing is ever chosen by them (not even by their totals): a domain that
