@@ -93,7 +93,7 @@ COMMON_CANDIDATES = 2  # common words a misspelt word may be, at most (``Speller
 COMMON_WORDS = Path(__file__).with_name("common_words.tsv")  # written by scripts/intent_space/train.py
 # English words (SCOWL's British and American lists as Debian ships them, lower case, without apostrophes; their notice:
 # english_words.COPYRIGHT): which misspelt words are words after all ("scarves", "abort", "snowing"), though neither the
-# flow, the common words nor the model know them whole (``Speller.garbled``).
+# flow, the common words nor the model know them whole (``Speller.spellings``).
 ENGLISH_WORDS = Path(__file__).with_name("english_words.txt.gz")
 MAX_SPELLED = 8  # words of a message looked up at most (a lookup is well under a millisecond)
 # A word of a message that neither the flow's examples nor the embedding model know may be the initials of three or four
@@ -261,24 +261,27 @@ class Speller:
                 options.append(None)
         return options
 
-    def garbled(self, text: str) -> bool:
-        """Whether ``text`` (through ``expand``) has words that ``variants`` corrects and none of them is an
-        English word (``english``): typos, which the embedding model spells out in pieces and reads as nothing,
-        rather than words it does not know whole ("scarves", "abort") and still reads in part. Without the English
-        words (``english`` empty), every corrected word counts as a typo."""
+    def spellings(self, text: str) -> tuple[list[str], bool]:
+        """``text`` (through ``expand``) first, then its corrections: every misspelt word replaced by its first
+        candidate, then by its second (or its only one), ... ``MAX_SPELLINGS`` in all; and whether the words
+        corrected are all typos: none of them an English word (``english``), which the embedding model spells out
+        in pieces and reads as nothing, rather than words it does not know whole ("scarves", "abort") and still
+        reads in part. Without the English words (``english`` empty), every corrected word counts as a typo."""
         words = text.split()
-        corrected = [word for word, option in zip(words, self._options(words)) if option]
-        return bool(corrected) and not any(word in self.english for word in corrected)
+        options = self._options(words)
+        corrected = [word for word, option in zip(words, options) if option]
+        out = [text]
+        for k in range(max((len(o) for o in options if o), default=0)):
+            out.append(" ".join(o[min(k, len(o) - 1)] if o else w for w, o in zip(words, options)))
+        return out[:MAX_SPELLINGS], bool(corrected) and not any(word in self.english for word in corrected)
 
     def variants(self, text: str) -> list[str]:
-        """``text`` (through ``expand``) first, then its corrections: every misspelt word replaced
-        by its first candidate, then by its second (or its only one), ... ``MAX_SPELLINGS`` in all."""
-        words = text.split()
-        options = [option or [] for option in self._options(words)]
-        out = [text]
-        for k in range(max(map(len, options), default=0)):
-            out.append(" ".join(o[min(k, len(o) - 1)] if o else w for w, o in zip(words, options)))
-        return out[:MAX_SPELLINGS]
+        """``text`` and its corrections (``spellings``)."""
+        return self.spellings(text)[0]
+
+    def garbled(self, text: str) -> bool:
+        """Whether the words ``spellings`` corrects in ``text`` are all typos."""
+        return self.spellings(text)[1]
 
 
 def acronyms(texts: Iterable[str]) -> dict[str, str]:

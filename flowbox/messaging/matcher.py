@@ -529,7 +529,7 @@ class IntentIndex:
         learned = self.learned
         # The message is also tried with its misspelt words corrected (Speller): the spelling whose
         # match is surest wins; at the top level, where the words corrected are typos, the corrected ones only (``_read``).
-        queries = self._spellings(text, keep_preamble=rivals is not None)  # a step's answers may start "wait", "hold on"
+        queries, garbled = self._spellings(text, keep_preamble=rivals is not None)  # a step's answers may start "wait", "hold on"
         written = queries[0]
         if LEARNED_MAX >= threshold:  # a corrected spelling that is an example or a borrowed phrasing ("afent", "operayor")
             for query in queries[1:]:
@@ -538,7 +538,7 @@ class IntentIndex:
             if (near := self._near_exact(text, step_ids)) is not None:  # or the message is one typo from one ("gptta run")
                 return near
         if rivals is None and question is None:
-            queries = self._read(queries)
+            queries = self._read(queries, garbled)
         best: Match | None = None
         try:  # every spelling in one model call
             vectors = await self.embeddings.queries([query or text for query in queries])
@@ -621,8 +621,8 @@ class IntentIndex:
         if self.matrix is not None and self.embeddings is not None and normalize(text):
             # as ``best`` does at the top level: every spelling of the message it reads, the surest one explained
             top = [s for s in (self.levels[0] if self.levels else step_ids) if s in step_ids]  # what the judge weighs
-            written, *_ = spellings = self._spellings(text, keep_preamble=False)
-            spellings = self._read(spellings)
+            spellings, garbled = self._spellings(text, keep_preamble=False)
+            written, spellings = spellings[0], self._read(spellings, garbled)
             try:
                 vectors = await self.embeddings.queries([query or text for query in spellings])
             except Exception as exc:  # noqa: BLE001 - explained from exact matches alone
@@ -674,20 +674,21 @@ class IntentIndex:
                       "readAgain": judged[3]}
         return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
 
-    def _spellings(self, text: str, keep_preamble: bool = True) -> list[str]:
+    def _spellings(self, text: str, keep_preamble: bool = True) -> tuple[list[str], bool]:
         """``text`` and its spellings with misspelt words corrected: through ``expand`` with the model (as
         it learned from them), as written without it (as the nearest example's calibration was fitted).
         Unless ``keep_preamble``, with the model: the words that only lead into a request dropped first
-        (``intents.without_preamble``)."""
+        (``intents.without_preamble``). And whether the words corrected are all typos (``Speller.spellings``)."""
         if self.speller is None:
-            return [text]
+            return [text], False
         expanded = expand(text)
-        spellings = self.speller.variants(expanded if keep_preamble or self.learned is None else without_preamble(expanded))
-        return spellings if self.learned is not None else [text, *spellings[1:]]
+        spellings, garbled = self.speller.spellings(expanded if keep_preamble or self.learned is None else without_preamble(expanded))
+        return (spellings if self.learned is not None else [text, *spellings[1:]]), garbled
 
-    def _read(self, spellings: list[str]) -> list[str]:
+    @staticmethod
+    def _read(spellings: list[str], garbled: bool) -> list[str]:
         """The spellings of a top-level message (``_spellings``) that the model reads: the corrected ones alone
-        where the words corrected are typos (``Speller.garbled``). MiniLM spells a typo out in pieces and reads it
+        where the words corrected are all typos (``garbled``). MiniLM spells a typo out in pieces and reads it
         as nothing, and the rest of the message may then ask for an intent that the whole does not: "do you deliver
         groceires" to a parcel service reads as "do you deliver" (delivery times), while "do you deliver groceries"
         is out of scope, as the message is. A word the model does not know whole but English does ("is it snowing
@@ -697,9 +698,7 @@ class IntentIndex:
         -> 0.928 / 0.935 / 0.893, unseen 0.765 / 0.741 / 0.924 -> 0.764 / 0.740 / 0.924. The corrected spellings alone
         whatever the words corrected: 0.911 / 0.917 / 0.881 with typos, but unseen 0.762 / 0.738 / 0.924 ("scarves
         allowed?" read as "scares allowed")."""
-        if len(spellings) > 1 and self.speller is not None and self.speller.garbled(expand(spellings[0])):
-            return spellings[1:]
-        return spellings
+        return spellings[1:] if garbled else spellings
 
     def _near_exact(self, text: str, step_ids: list[str]) -> Match | None:
         """The one intent of ``step_ids`` whose examples or borrowed phrasings include a text one typo from ``text``."""
