@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 FEATURES = ("emb_max", "emb_centroid", "char_max", "char_centroid", "emb_lead", "char_lead")
-MODEL_VERSION = 3
+MODEL_VERSION = 4  # 4: ``expand`` reads typed apostrophes and stretched letters
 L2 = 1.0
 # Total weight of the training rows: right intents, wrong intents, intents of a left-out topic.
 SHARES = (0.5, 0.1, 0.4)  # ridge on the standardised weights: a flow has a few hundred rows at most
@@ -140,10 +140,18 @@ def without_preamble(text: str) -> str:
     return " ".join(words)
 
 
+# Apostrophes as phones and word processors type them ("I’m", "don’t"): read as "'", so that "don’t" is "dont", as
+# "don't" is, and not "don t".
+APOSTROPHES = str.maketrans({c: "'" for c in "\u2019\u2018\u02bc\u0060\u00b4\u2032"})
+# A letter typed three times or more ("pleaseeee", "billll", "hiii") is read as typed twice: no English word has
+# three in a row, and the speller then reaches the word ("pleasee", "bill", "hii") as from any other typo.
+STRETCHED = re.compile(r"([a-z])\1{2,}")
+
+
 def expand(text: str) -> str:
-    """Lower case, punctuation dropped, chat shorthand spelled out."""
-    words = re.sub(r"[^\w\s]", " ", text.lower().replace("'", "")).split()
-    return " ".join(SHORTHAND.get(w, w) for w in words)
+    """Lower case, punctuation dropped, stretched letters cut to two, chat shorthand spelled out."""
+    text = STRETCHED.sub(r"\1\1", text.lower().translate(APOSTROPHES).replace("'", ""))
+    return " ".join(SHORTHAND.get(w, w) for w in re.sub(r"[^\w\s]", " ", text).split())
 
 
 class CharGrams:
