@@ -296,6 +296,55 @@ SOCIAL_HEADS = {expand(t): move for move in SOCIAL for t in PHRASINGS[move] if e
 AMBIGUOUS = [i for i, t in enumerate(TEXTS) if t in NOT_LEADING]  # nor are they paraphrased by longer messages (matcher)
 
 
+# A request wrapped in courtesy ("hi, my internet is down", "where's my parcel? thanks", "send me a new card pls") asks
+# for what it would ask bare; read whole, the greeting or the thanks drew it to the greeting or the thank-you intent
+# (``request_inside``, ``matcher.IntentIndex.best``). Leading: a greeting's phrasing of COURTESY_WORDS words or fewer; where
+# no mark ends it, only one of two words or fewer that does not as often start something else (NOT_LEADING: "morning
+# classes?"; "what's up with my bill"), while "morning, my contacts never arrived" greets. Not a thank-you: what follows
+# one is what it thanks for ("many thanks for your help with this"). Trailing: a thank-you's phrasing or a please. What
+# is left must ask for more than courtesy: more words than a greeting's phrasing has of its own ("hey! anyone there?"),
+# two or more before a thank-you or a please that no mark sets apart ("pizza please", "brill ty"; "representative?
+# thanks" asks), and more than the word or two that name whom a greeting greets where no mark ends it (REQUEST_WORDS:
+# "hi bike shop", ``leading_social``).
+COURTESY_WORDS = 4
+REQUEST_WORDS = SOCIAL_TAIL + 1
+COURTESY_HEADS = frozenset(expand(t) for t in PHRASINGS["greeting"] if len(expand(t).split()) <= COURTESY_WORDS)
+UNMARKED_HEADS = frozenset(h for h in COURTESY_HEADS if len(h.split()) <= 2 and h not in NOT_LEADING)
+COURTESY_TAILS = frozenset(expand(t) for t in (*PHRASINGS["thanks"], "please", "thanks in advance", "thank you in advance")
+                           if len(expand(t).split()) <= COURTESY_WORDS and expand(t) not in NOT_LEADING)
+COURTESY_WORD_SETS = [set(expand(t).split()) for move in ("greeting", "thanks") for t in PHRASINGS[move]]
+_MARKED = re.compile(r"[,.;:!?]$")
+
+
+def request_inside(text: str) -> str | None:
+    """``text`` without the greetings it opens with and the thank-you or please it ends with (``COURTESY_HEADS``,
+    ``COURTESY_TAILS``), as written, where something was taken away and what is left asks for more than courtesy;
+    else None."""
+    words = text.split()
+    start, end, marked = 0, len(words), True
+
+    def head() -> int:  # the words of the greeting at ``start``, or 0
+        for n in range(min(COURTESY_WORDS, end - start - 1), 0, -1):
+            said = expand(" ".join(words[start:start + n]))
+            if said in (COURTESY_HEADS if _MARKED.search(words[start + n - 1]) else UNMARKED_HEADS):
+                return n
+        return 0
+
+    while n := head():
+        marked = marked and bool(_MARKED.search(words[start + n - 1]))
+        start += n
+    for n in range(min(COURTESY_WORDS, end - start - 1), 0, -1):
+        if expand(" ".join(words[end - n:end])) in COURTESY_TAILS:
+            end -= n
+            break
+    request = " ".join(words[start:end])
+    said = expand(request).split()
+    least = (1 if marked else REQUEST_WORDS) if start else (1 if _MARKED.search(request) else 2)
+    if (start, end) == (0, len(words)) or len(said) < least or any(set(said) <= s for s in COURTESY_WORD_SETS):
+        return None
+    return request
+
+
 # A goodbye at the end of a message that asks for nothing else ("ok I'll leave it there then, take care", "thats
 # everything, ta ra") says goodbye, when nothing else matched (``closing_goodbye``): at most CLOSING_LEAD words before
 # it. Not "later" ("can I pay later"), and not a thank-you: "do you sell cat litter thanks" asks for something.

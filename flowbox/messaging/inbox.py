@@ -191,6 +191,9 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         elif rule == "clause":
             return (f"Nothing matched the message as a whole, but one of its clauses matches this intent surely "
                     f"(confidence {decision.intents[0]['confidence']:.2f}).")
+        elif rule == "request":
+            return (f"The message greets or thanks around a request, and the request alone matches this intent "
+                    f"(confidence {decision.intents[0]['confidence']:.2f}).")
         elif rule == "closing":
             return "The text ends with a common way to say goodbye, which its examples do: nothing else matched, so it says goodbye."
         elif rule == "common phrasing":

@@ -202,6 +202,7 @@ RULES = {
     "social": "when nothing else matched: a greeting, thank-you or goodbye with a word or two after it (``best``)",
     "closing": "when nothing else matched: a goodbye at the end of a message, a few words before it (``best``)",
     "clause": "when nothing matched the whole message: one of its clauses, surely (``_best_clause``)",
+    "request": "at the top level, the message without the greeting or thanks around it (``_request``)",
 }
 
 
@@ -517,6 +518,8 @@ class IntentIndex:
         exact = self._exact(text, step_ids)
         if exact is not None:
             return exact
+        if rivals is None and question is None and (request := await self._request(text, step_ids, threshold)):
+            return request
         if (rivals is not None or question is not None) and (answer := self._without_courtesy(text)) is not None:
             return await self.best(answer, step_ids, threshold, rivals, question, whole)
         if rivals is not None:  # a step's question is pending: a reply that leads with yes or no answers it
@@ -575,6 +578,14 @@ class IntentIndex:
         if best is None and question is None and rivals is None and whole:
             best = await self._best_clause(text, step_ids, threshold)
         return best
+
+    async def _request(self, text: str, step_ids: list[str], threshold: float) -> Match | None:
+        """A top-level message's request without the courtesy around it (``common_phrasings.request_inside``: "hi, my
+        internet is down"), where that matches an intent that is not itself a greeting, a thank-you or a goodbye."""
+        request = common_phrasings.request_inside(text)
+        found = await self.best(request, step_ids, threshold) if request is not None else None
+        return (Match(found.step_id, found.confidence, "request") if found is not None
+                and self.moves.get(found.step_id) not in common_phrasings.SOCIAL else None)
 
     def _without_courtesy(self, text: str) -> str | None:
         """A reply to a pending question without its clauses (``CLAUSE``) that only greet or thank (an example or a

@@ -816,3 +816,47 @@ def test_thanks_around_an_answer_leaves_the_answer(shop):
     # a thank-you alone still thanks
     assert shop.say("thank-only", "I have a flat tyre")[0] == "repair"
     assert shop.say("thank-only", "thank you")[0] == "thanks"
+
+
+def test_a_request_wrapped_in_courtesy_is_read_as_the_request(shop):
+    shop.ready()
+    # read whole, a greeting before a short request drew it to the greeting (all five did)
+    for n, (text, want) in enumerate([("hello, operator", "human"), ("hi, human", "human"), ("hi, puncture", "repair"),
+                                      ("good morning, flat tyre", "repair"), ("hello, brakes", "repair"),
+                                      ("hi, the chain on my bike keeps coming off", "repair"),
+                                      ("what time do you shut on saturdays? thanks", "hours"),
+                                      ("hey there, I need to speak to someone please", "human"),
+                                      # a letter typed again and again, an apostrophe as phones type it
+                                      ("my tyre is flaaaat", "repair"), ("I’d like to talk to a human", "human")]):
+        assert shop.say(f"courtesy-{n}", text)[0] == want, text
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain",
+                          params={"text": "hi, the chain on my bike keeps coming off"}).json()
+    assert explained["step"]["stepId"] == "repair" and explained["rule"] == "request", explained
+    assert explained["explanation"].startswith("The message greets or thanks around a request"), explained
+    # courtesy alone, or around what the shop does not do, is answered as before
+    for n, (text, want) in enumerate([("hi bike shop", "greeting"), ("thanks, that helped", "thanks"),
+                                      ("hey there, can you do my taxes", "unknown"), ("hello, how do I bake bread", "unknown")]):
+        assert shop.say(f"courtesy-kept-{n}", text)[0] == want, text
+
+
+def test_typed_apostrophes_and_stretched_letters_read_as_plain_ones():
+    assert intents.expand("I’m sure, don’t") == intents.expand("I'm sure, don't") == "i am sure do not"
+    assert intents.expand("pleaseeee, my BILLLL") == "pleasee my bill"
+    assert intents.expand("call 1000 now") == "call 1000 now"  # digits are not letters typed again
+
+
+def test_the_request_inside_courtesy_is_what_is_left_of_a_message():
+    inside = common_phrasings.request_inside
+    assert inside("hi, my internet is down") == inside("hi my internet is down") == "my internet is down"
+    assert inside("hey, quick question, do you deliver?") == "do you deliver?"
+    assert inside("where is my parcel? thanks") == "where is my parcel?" and inside("new card pls") == "new card"
+    assert inside("representative? thanks") == "representative?" and inside("pizza please") is None
+    assert inside("hi, representative") == "representative" and inside("hi bike shop") is None  # names whom it greets
+    assert inside("hi there good morning, i need to pay my bill thank you so much!") == "i need to pay my bill"
+    assert inside("morning, my contacts never arrived") == "my contacts never arrived"
+    # nothing taken away, a phrasing that as often starts something else, too little left, only courtesy left, or what
+    # a thank-you thanks for
+    assert [inside(t) for t in ("my internet is down", "morning classes on saturday?", "what's up with my bill", "hi",
+                                "please help me", "brill ty", "hey! anyone there?", "hello?? anyone",
+                                "many thanks for your help with this")] == [None] * 9
