@@ -21,7 +21,9 @@ borrows that move's common phrasings (``common_phrasings``): they match exactly,
 nothing else matched matches through a close paraphrase of one (``PHRASING_BAR``), unless it reads
 as a request of another kind ("what time does the gym close"), or through a greeting's, a thank-you's
 or a goodbye's with a word or two after it ("hi bank": ``common_phrasings.leading_social``), or through a
-goodbye at its end ("ok I'll leave it there, take care": ``common_phrasings.closing_goodbye``).
+goodbye at its end ("ok I'll leave it there, take care": ``common_phrasings.closing_goodbye``). A top-level request
+wrapped in courtesy ("hi, puncture", "representative? thanks") is matched first without it (``_request``): read
+whole, the greeting or the thanks drew it to the greeting or the thank-you intent.
 
 With the built-in MiniLM the matcher reads every text (examples, messages, both lists of phrasings)
 with MiniLM as changed for intents (``models/intent_encoder.py``: ``embeddings.intent_model``), and

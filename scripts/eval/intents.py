@@ -30,7 +30,7 @@ has been used to choose moves to ``DOMAINS`` and fresh ones replace it. They run
 print as a table of their own, while the
 baselines' thresholds are still chosen on the tuned domains' dev half only.
 
-    python scripts/eval/intents.py [--misses dev|test|all] [--examples N] [--unseen] [--typos]
+    python scripts/eval/intents.py [--misses dev|test|all] [--examples N] [--unseen] [--typos] [--courtesy]
 
 ``--examples N`` keeps only each intent's first N examples (in flowbox and the baselines alike): how the
 matcher does for a bot builder who writes fewer than the flows' six (with ``--unseen``, up to all 8 that
@@ -41,6 +41,10 @@ were written: more than six too).
 its customers' messages and those it does not cover, many more than here and of many kinds of business,
 but no step's question, no slot and no two intents in one message. They are a dev set (the baselines'
 thresholds are chosen on their dev half), and they stop being unseen once the matcher learns from them.
+
+``--courtesy`` wraps every top-level message that is not itself a greeting, a thank-you or a goodbye in one, as customers
+write them (``with_courtesy``: "hi, " before it, or " thanks", " please" after it; the same in every run), for flowbox and the
+baselines alike; each message stays in its half and keeps its expected step.
 
 ``--typos`` gives every message one typo, as a hurried customer makes them (``with_typo``: in one word of four
 letters or more, a letter dropped, doubled, swapped with the next or replaced by a neighbour on the keyboard;
@@ -153,6 +157,23 @@ def with_typo(case: Case) -> Case:
             k = row.index(word[at].lower())
             word = word[:at] + pick.choice([row[j] for j in (k - 1, k + 1) if 0 <= j < len(row)]) + word[at + 1:]
     return Case(case.domain, case.expected, case.context, " ".join([*words[:i], word, *words[i + 1:]]), case.text)
+
+
+# What customers wrap a request in (``--courtesy``). A courtesy move itself is left as written: "hi, thank you" greets and thanks.
+OPENINGS = ("hi, ", "hello, ", "hey there, ", "good morning, ", "hi ", "hello ")
+CLOSINGS = (" thanks", ", thank you", " please", " pls", "? thanks", " thank you so much")
+SOCIAL_STEPS = ("greeting", "thanks", "goodbye")
+
+
+def with_courtesy(case: Case) -> Case:
+    """``case`` at the top level with a greeting before it or thanks or a please after it (``OPENINGS``, ``CLOSINGS``),
+    chosen by the text itself; a message inside a step's question, or that greets, thanks or says goodbye, as it is."""
+    if case.context or case.expected & set(SOCIAL_STEPS):
+        return case
+    pick = random.Random(f"courtesy|{case.text}")
+    text = case.text.rstrip(" .!?") if pick.random() < 0.5 else None
+    text = pick.choice(OPENINGS) + case.text if text is None else text + pick.choice(CLOSINGS)
+    return Case(case.domain, case.expected, case.context, text, case.written or case.text)
 
 
 def load_cases(domain: str) -> list[Case]:
@@ -304,6 +325,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, help="keep only each intent's first N examples")
     parser.add_argument("--unseen", action="store_true", help="measure the training flows the shipped matcher did not learn from")
     parser.add_argument("--typos", action="store_true", help="give every message one typo (with_typo)")
+    parser.add_argument("--courtesy", action="store_true", help="wrap every top-level request in a greeting or thanks (with_courtesy)")
     args = parser.parse_args()
     import logging
 
@@ -320,6 +342,7 @@ def main() -> None:
     sources = unseen(args.examples or UNSEEN_EXAMPLES) if args.unseen else {d: (None, load_cases(d)) for d in DOMAINS + UNTUNED}
     tuned, untuned = (tuple(sources), ()) if args.unseen else (DOMAINS, UNTUNED)
     cases = [with_typo(c) if args.typos else c for _, domain_cases in sources.values() for c in domain_cases]
+    cases = [with_courtesy(c) if args.courtesy else c for c in cases]
     bots = {d: Bot(server, d, org["id"], args.examples, flow) for d, (flow, _) in sources.items()}
 
     def embed(texts: list[str], by=embedder) -> np.ndarray:
