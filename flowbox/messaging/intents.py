@@ -287,10 +287,6 @@ class Speller:
         """``text`` and its corrections (``spellings``)."""
         return self.spellings(text)[0]
 
-    def garbled(self, text: str) -> bool:
-        """Whether the words ``spellings`` corrects in ``text`` are all typos."""
-        return self.spellings(text)[1]
-
 
 def acronyms(texts: Iterable[str]) -> dict[str, str]:
     """{initials: the words} for each run of ``ACRONYM_WORDS`` words of ``texts`` (through ``expand``, none of them one

@@ -171,8 +171,10 @@ def with_courtesy(case: Case) -> Case:
     if case.context or case.expected & set(SOCIAL_STEPS):
         return case
     pick = random.Random(f"courtesy|{case.text}")
-    text = case.text.rstrip(" .!?") if pick.random() < 0.5 else None
-    text = pick.choice(OPENINGS) + case.text if text is None else text + pick.choice(CLOSINGS)
+    if pick.random() < 0.5:
+        text = case.text.rstrip(" .!?") + pick.choice(CLOSINGS)
+    else:
+        text = pick.choice(OPENINGS) + case.text
     return Case(case.domain, case.expected, case.context, text, case.written or case.text)
 
 

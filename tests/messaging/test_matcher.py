@@ -688,16 +688,16 @@ def test_a_misspelt_word_the_examples_lack_is_corrected_toward_common_words():
 
 
 def test_a_typo_is_told_from_an_english_word_the_model_does_not_know_whole():
-    """``Speller.garbled``: whether the words a message's spellings correct are all typos, so that only the
+    """``Speller.spellings``: whether the words a message's spellings correct are all typos, so that only the
     corrected spellings are read at the top level (``matcher.IntentIndex._read``)."""
     speller = intents.Speller([intents.expand(t) for t in ["do you deliver parcels", "tell me about my bill"]],
                               {"do", "you", "my", "order", "deliver", "groceries"}.__contains__,
                               english=intents.english_words())
-    assert speller.variants("do you delivr parcels") == ["do you delivr parcels", "do you deliver parcels"]
-    assert speller.garbled("do you delivr parcels")  # no English word: read corrected only
-    assert speller.variants("abort my order")[1:] == ["about my order"]
-    assert not speller.garbled("abort my order")  # English, though the model spells it in pieces
-    assert not speller.garbled("do you deliver groceries")  # nothing corrected
+    # no English word: read corrected only
+    assert speller.spellings("do you delivr parcels") == (["do you delivr parcels", "do you deliver parcels"], True)
+    # English, though the model spells it in pieces
+    assert speller.spellings("abort my order") == (["abort my order", "about my order"], False)
+    assert speller.spellings("do you deliver groceries") == (["do you deliver groceries"], False)  # nothing corrected
     assert {"scarves", "abort", "colour", "color", "snowing"} <= intents.english_words()
     assert not {"groceires", "delivr", "cancle"} & intents.english_words()
 
