@@ -173,11 +173,11 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         child = current is not None and matched["stepId"] in {s["stepId"] for s in graph.children.get(current["stepId"], [])}
         rule = decision.rule  # which of the matcher's rules matched it (matcher.RULES)
         if rule == "exact":
-            reason = (f"The text is {move} (case and punctuation aside): confidence 1.00." if item.get("commonExact") else
-                      "The text is one of its examples (case and punctuation aside): confidence 1.00.")
+            reason = (f"The text is {move} (case, punctuation, spaces and chat shorthand aside): confidence 1.00." if item.get("commonExact") else
+                      "The text is one of its examples (case, punctuation, spaces and chat shorthand aside): confidence 1.00.")
         elif rule == "respelt exact":
             reason = ("With a misspelt word corrected, or one typo put right, the text is one of its examples or of the "
-                      f"common phrasings it borrows (case and punctuation aside): confidence {LEARNED_MAX}.")
+                      f"common phrasings it borrows (case, punctuation, spaces and chat shorthand aside): confidence {LEARNED_MAX}.")
         elif rule == "leading answer":
             leading = common_phrasings.leading_answer(expand(inp.text or ""))
             return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "

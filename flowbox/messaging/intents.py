@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 FEATURES = ("emb_max", "emb_centroid", "char_max", "char_centroid", "emb_lead", "char_lead")
-MODEL_VERSION = 4  # 4: ``expand`` reads typed apostrophes and stretched letters
+MODEL_VERSION = 5  # 4: ``expand`` reads typed apostrophes and stretched letters; 5: more shorthand
 L2 = 1.0
 # Total weight of the training rows: right intents, wrong intents, intents of a left-out topic.
 SHARES = (0.5, 0.1, 0.4)  # ridge on the standardised weights: a flow has a few hundred rows at most
@@ -120,6 +120,11 @@ SHORTHAND = {
     "b4": "before", "tmr": "tomorrow", "tmw": "tomorrow", "2moro": "tomorrow", "hrs": "hours", "mins": "minutes",
     "pmt": "payment", "amt": "amount", "deets": "details", "addy": "address", "bday": "birthday", "nvm": "never mind",
     "gtg": "got to go", "g2g": "got to go", "tysm": "thank you so much", "thanx": "thanks", "tq": "thank you",
+    "thanku": "thank you", "thankyou": "thank you", "thnks": "thanks", "wat": "what", "wats": "what is", "wot": "what",
+    "wots": "what is", "wht": "what", "cos": "because", "plss": "please", "plse": "please", "pleasee": "please",
+    "kk": "ok", "rn": "right now", "sry": "sorry", "srry": "sorry", "wud": "would", "cud": "could",
+    "shud": "should", "wen": "when", "whn": "when", "tho": "though", "gud": "good", "nite": "night", "tonite": "tonight",
+    "gr8": "great", "l8r": "later",
 }
 
 # Words that only lead into a request, dropped from the start of a message before it is matched at the top level

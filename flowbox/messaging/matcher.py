@@ -212,10 +212,33 @@ def normalize(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
 
 
-def _by_deletions(texts: list[str]) -> dict[str, set[str]]:
-    """``texts`` of a length ``_near_exact`` reads, by ``text`` and its one-letter deletions: two texts one typo apart
-    share one of them (symmetric delete)."""
-    return deletion_index([t for t in texts if NEAR_EXACT_FROM - 1 <= len(t) <= NEAR_EXACT_UPTO + 1], lambda _: 1)
+def compact(text: str) -> str:
+    """``text`` through ``intents.expand`` without its spaces: what an exact match also compares, so that "thankyou",
+    "thank u" and "thank you" are one text, as are "log in" and "login", "r u open" and "are you open"."""
+    return expand(text).replace(" ", "")
+
+
+def forms(text: str) -> set[str]:
+    """The ``compact`` forms of ``text``: through ``expand`` and, for a typo made in shorthand ("gptta run" for "gotta
+    run", which ``expand`` reads as "got to run"), as written."""
+    return {form for form in (compact(text), normalize(text).replace(" ", "")) if form}
+
+
+def _by_compact(texts: list[str]) -> dict[str, str]:
+    """The exact texts (``IntentIndex.exact``'s keys) of ``texts`` by their ``forms``, the first text of a form keeping
+    it: the flow's own examples come first (``IntentIndex._vocabulary``), so that one matches its own intents only, as
+    in ``IntentIndex._borrow``."""
+    out: dict[str, str] = {}
+    for text in texts:
+        for form in forms(text):
+            out.setdefault(form, normalize(text))
+    return out
+
+
+def _by_deletions(keys: list[str]) -> dict[str, set[str]]:
+    """The exact texts' ``forms`` (``keys``) of a length ``_near_exact`` reads, by the form and its one-letter deletions:
+    two texts one typo apart share one of them (symmetric delete)."""
+    return deletion_index([k for k in keys if len(k) <= NEAR_EXACT_UPTO + 1], lambda _: 1)
 
 
 class Embeddings:
@@ -359,7 +382,8 @@ class IntentIndex:
         self.embeddings: Embeddings | None = None
         self.learned: tuple[Features, Model] | None = None
         self.speller: Speller | None = None  # misspelt words corrected toward the examples' (with the model or without)
-        self.near: dict[str, set[str]] = {}  # the exact texts by their one-letter deletions (``_near_exact``)
+        self.compact: dict[str, str] = {}  # the exact texts by their ``forms`` (``_exact_key``)
+        self.near: dict[str, set[str]] = {}  # those forms by their one-letter deletions (``_near_exact``)
         self.learning: asyncio.Task | None = None
 
     async def attach(self, embeddings: Embeddings) -> None:
@@ -383,7 +407,8 @@ class IntentIndex:
             self.speller = await asyncio.to_thread(  # the common words are read and indexed once, off the loop too
                 lambda: Speller([expand(t) for t in self._vocabulary()], embeddings.is_word, CommonWords.shipped(),
                                 own=[expand(t) for t in self.texts], english=english_words()))
-            self.near = await asyncio.to_thread(_by_deletions, list(self.exact))
+            self.compact = await asyncio.to_thread(_by_compact, self._vocabulary())
+            self.near = await asyncio.to_thread(_by_deletions, list(self.compact))
 
     def _vocabulary(self) -> list[str]:
         """The texts whose words a misspelt word is corrected toward first: the examples, and the common phrasings
@@ -625,7 +650,8 @@ class IntentIndex:
         the ``floor``, from which probability (``sure``) it stands for the candidate's confidence when higher, and
         whether the judge was unsure and the message was read beside its candidates' examples (``readAgain``,
         ``second_reading``: the probability is then that reading's); or None without the judge."""
-        exact = set(self.exact.get(normalize(text), []))
+        key = self._exact_key(text)
+        exact = set(self.exact.get(key, []))
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,
                      "confidence": 1.0 if s in exact else None} for s in step_ids if s in self.spans}
         learned = self.learned
@@ -655,7 +681,7 @@ class IntentIndex:
         for step_id, item in items.items():
             if step_id in self.moves:  # the common move its examples make, and the phrasing nearest the text
                 item["move"] = self.moves[step_id]
-                item["commonExact"] = item["exact"] and normalize(text) in self.common_exact
+                item["commonExact"] = item["exact"] and key in self.common_exact
         off = None
         if vector is not None:
             cosines = self.matrix @ vector
@@ -714,17 +740,23 @@ class IntentIndex:
         return spellings[1:] if garbled else spellings
 
     def _near_exact(self, text: str, step_ids: list[str]) -> Match | None:
-        """The one intent of ``step_ids`` whose examples or borrowed phrasings include a text one typo from ``text``."""
-        text = normalize(text)
-        if not NEAR_EXACT_FROM <= len(text) <= NEAR_EXACT_UPTO:
+        """The one intent of ``step_ids`` whose examples or borrowed phrasings include a text one typo from ``text``
+        (compared in their ``forms``: "tahnkyou" is one from "thank you")."""
+        if not NEAR_EXACT_FROM <= len(normalize(text)) <= NEAR_EXACT_UPTO:
             return None
-        near = {key for variant in deletions(text, 1) for key in self.near.get(variant, ()) if edit_distance(text, key) == 1}
-        steps = {step_id for key in near for step_id in self.exact[key] if step_id in step_ids}
+        near = {key for form in forms(text) for variant in deletions(form, 1) for key in self.near.get(variant, ())
+                if edit_distance(form, key) == 1}
+        steps = {step_id for key in near for step_id in self.exact[self.compact[key]] if step_id in step_ids}
         return Match(steps.pop(), LEARNED_MAX, "respelt exact") if len(steps) == 1 else None
 
+    def _exact_key(self, text: str) -> str:
+        """The exact text (a key of ``exact``) that ``text`` is once normalized, or failing that in one of its ``forms``."""
+        key = normalize(text)
+        return key if key in self.exact else next((self.compact[f] for f in forms(text) if f in self.compact), key)
+
     def _exact(self, text: str, step_ids: list[str]) -> Match | None:
-        """The first of ``step_ids`` with an example equal to ``text`` (once normalized), at 1.0."""
-        exact = self.exact.get(normalize(text), [])
+        """The first of ``step_ids`` with an example equal to ``text`` (once normalized, or in one of its ``forms``), at 1.0."""
+        exact = self.exact.get(self._exact_key(text), [])
         for step_id in step_ids:
             if step_id in exact:
                 return Match(step_id, 1.0, "exact")

@@ -162,7 +162,7 @@ class ThreadView(ThreadSummary):
 class IntentScore(TypedDict):
     stepId: str
     title: str
-    exact: bool                # an example equals the text (case and punctuation aside)
+    exact: bool                # an example equals the text (case, punctuation, spaces and chat shorthand aside)
     example: str | None        # the closest example by meaning
     similarity: float | None   # its cosine
     confidence: float | None   # the learned model's (1.0 for an exact example)

@@ -150,6 +150,26 @@ def test_typos_shorthand_and_out_of_scope(shop):
     assert shop.say("strict", "hello")[0] == "greeting"
 
 
+def test_an_exact_match_reads_past_spaces_and_shorthand(shop):
+    shop.ready()
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+
+    def explained(text: str) -> tuple[str, str, float]:
+        found = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": text}).json()
+        return found["step"]["stepId"], found["rule"], found["confidence"]
+
+    # the example "thank you" and the borrowed phrasing "good night" (a goodbye), written as one word or in shorthand;
+    # "r u open today" is the example "are you open today"
+    for text, want in [("thankyou", "thanks"), ("Thank u!!", "thanks"), ("goodnight", "goodbye"), ("r u open today", "hours")]:
+        assert explained(text) == (want, "exact", 1.0), text
+    # and one typo from one of them, spaces aside, is one typo from it
+    for text, want in [("tahnkyou", "thanks"), ("goodnihgt", "goodbye")]:
+        assert explained(text) == (want, "respelt exact", matcher.LEARNED_MAX), text
+    assert shop.say("thank-u", "Thank u!!")[0] == "thanks" and shop.say("goodnihgt", "goodnihgt")[0] == "goodbye"
+    assert matcher.compact("Log-in, pls") == matcher.compact("login please") == "loginplease"
+    assert intents.expand("wat time r u open cos i cud come tonite plss") == "what time are you open because i could come tonight please"
+
+
 def test_a_top_level_message_with_a_misspelt_word_is_read_as_corrected(shop):
     shop.ready()
     # spelt out in pieces, "motorbiks" leaves "do you fix" (a repair); the corrected spelling is another
@@ -842,7 +862,7 @@ def test_a_request_wrapped_in_courtesy_is_read_as_the_request(shop):
 
 def test_typed_apostrophes_and_stretched_letters_read_as_plain_ones():
     assert intents.expand("I’m sure, don’t") == intents.expand("I'm sure, don't") == "i am sure do not"
-    assert intents.expand("pleaseeee, my BILLLL") == "pleasee my bill"
+    assert intents.expand("pleaseeee, my BILLLL") == "please my bill"  # "pleasee" is shorthand too
     assert intents.expand("call 1000 now") == "call 1000 now"  # digits are not letters typed again
 
 
