@@ -351,7 +351,7 @@ def test_an_unsure_judge_has_the_message_read_again_beside_its_candidates_exampl
     pairs = shop.server.call(get_embedder(shop.server.services, pairs=True))
     read = pairs.embedded
     # a text no other test sends: the module's server keeps the pairs' vectors of texts read before
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "bought the wrong size frame"}).json()
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "the bike i bought is too big"}).json()
     assert explained["judged"]["readAgain"] is True and explained["step"]["stepId"] == "return", explained
     assert pairs.embedded > read  # read by the pair encoder, not worked out from anything stored
     assert inbox.READ_AGAIN.strip() in explained["explanation"], explained["explanation"]
