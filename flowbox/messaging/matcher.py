@@ -404,10 +404,11 @@ class IntentIndex:
             await self._keep_off_topic()  # needs the examples only: used before the model is ready too
             if embeddings.builtin:
                 self.kin = await asyncio.to_thread(self._kin)
+            vocabulary = self._vocabulary()
             self.speller = await asyncio.to_thread(  # the common words are read and indexed once, off the loop too
-                lambda: Speller([expand(t) for t in self._vocabulary()], embeddings.is_word, CommonWords.shipped(),
+                lambda: Speller([expand(t) for t in vocabulary], embeddings.is_word, CommonWords.shipped(),
                                 own=[expand(t) for t in self.texts], english=english_words()))
-            self.compact = await asyncio.to_thread(_by_compact, self._vocabulary())
+            self.compact = await asyncio.to_thread(_by_compact, vocabulary)
             self.near = await asyncio.to_thread(_by_deletions, list(self.compact))
 
     def _vocabulary(self) -> list[str]:
