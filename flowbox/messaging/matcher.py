@@ -55,6 +55,7 @@ import logging
 import math
 import re
 import time
+import unicodedata
 from typing import Any, Awaitable, Callable, Iterable, NamedTuple
 
 import numpy as np
@@ -206,6 +207,13 @@ RULES = {
     "clause": "when nothing matched the whole message: one of its clauses, surely (``_best_clause``)",
     "request": "at the top level, the message without the greeting or thanks around it (``_request``)",
 }
+
+
+def plain(text: str) -> str:
+    """``text`` with compatibility characters as the plain ones they stand for (Unicode NFKC): full-width letters
+    ("ｔｈａｎｋ ｙｏｕ"), ligatures ("ﬁle"), circled and superscript digits. A keyboard or a phone that types them
+    means the same words, and the examples, the speller and MiniLM know the plain ones only."""
+    return unicodedata.normalize("NFKC", text)
 
 
 def normalize(text: str) -> str:
@@ -361,7 +369,7 @@ class IntentIndex:
         self.texts: list[str] = []
         for step_id, queries in intents:
             start = len(self.texts)
-            for query in queries:
+            for query in map(plain, queries):
                 self.exact.setdefault(normalize(query), []).append(step_id)
                 self.texts.append(query)
             if len(self.texts) > start:
@@ -543,6 +551,7 @@ class IntentIndex:
         the question by ``ANSWER_MARGIN``: otherwise the text is taken as the answer."""
         if not step_ids:
             return None
+        text = plain(text)
         exact = self._exact(text, step_ids)
         if exact is not None:
             return exact
@@ -651,6 +660,7 @@ class IntentIndex:
         the ``floor``, from which probability (``sure``) it stands for the candidate's confidence when higher, and
         whether the judge was unsure and the message was read beside its candidates' examples (``readAgain``,
         ``second_reading``: the probability is then that reading's); or None without the judge."""
+        text = plain(text)
         key = self._exact_key(text)
         exact = set(self.exact.get(key, []))
         items = {s: {"stepId": s, "exact": s in exact, "example": None, "similarity": None,

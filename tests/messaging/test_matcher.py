@@ -166,6 +166,11 @@ def test_an_exact_match_reads_past_spaces_and_shorthand(shop):
     for text, want in [("tahnkyou", "thanks"), ("goodnihgt", "goodbye")]:
         assert explained(text) == (want, "respelt exact", matcher.LEARNED_MAX), text
     assert shop.say("thank-u", "Thank u!!")[0] == "thanks" and shop.say("goodnihgt", "goodnihgt")[0] == "goodbye"
+    # full-width letters, as some keyboards type them, are the plain ones: an exact match, and a request the model reads
+    assert explained("\uff54\uff48\uff41\uff4e\uff4b \uff59\uff4f\uff55") == ("thanks", "exact", 1.0)
+    wide = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in "Can I hire a bike for the day")
+    assert explained(wide)[0] == explained("Can I hire a bike for the day")[0] == "rent"
+    assert shop.say("wide", wide)[0] == "rent"
     assert matcher.compact("Log-in, pls") == matcher.compact("login please") == "loginplease"
     assert intents.expand("wat time r u open cos i cud come tonite plss") == "what time are you open because i could come tonight please"
 
