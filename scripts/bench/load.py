@@ -4,6 +4,11 @@
 - flowbox's authed GET /api/public/agent req/s and p99 alone, and its ratio to the baseline (goal >= 0.5)
 - intent-flow REST messages alone (one thread): req/s, p99; for both, the server's CPU time per request
   (less hurt by a busy machine than req/s)
+- the same with customers' own words: the eval's telecom flow (``scripts/eval/data``) sent its utterances, each
+  text once and on a thread of its own, as new conversations (the measures above send "Hello", an exact match, on
+  one thread, whose turns are taken one at a time; a repeated text's vector would be found cached):
+  what a message the learned model and its judge read costs, CPU counted in the embedding workers too.
+  For information: the goals below are set on the measures above
 - a mixed load at once: authed GETs, intent-flow REST messages, knowledge searches, with sockets held
   open: req/s, p99 and errors for each (goals: 0 errors; knowledge search p99 <= 250 ms; intent-flow
   messages >= 100 req/s, all on one thread, as one busy conversation sends them)
@@ -29,6 +34,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
+EVAL_DATA = ROOT / "scripts" / "eval" / "data"
 HELLO_APP = textwrap.dedent('''
     from litestar import Litestar, get
     import uvicorn
@@ -74,27 +80,65 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None
     if script:
         os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
     p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
     p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1, "s": 1000}[p99.group(2)] if p99 else float("nan")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
-    return {"rps": rps, "p99_ms": p99_ms, "errors": errors, "seconds": seconds}
+    return {"rps": rps, "p99_ms": p99_ms, "errors": errors, "seconds": seconds, "requests": requests}
 
 
-def cpu_seconds(pid: int) -> float:
-    """A process's user + system CPU time so far (Linux, as wrk)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """A process's user + system CPU time so far (Linux, as wrk); with ``children``, its child processes' too (the
+    embedding workers)."""
+    def stat(p: int | str) -> list[str]:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+
+    pids = [pid]
+    if children:
+        for entry in Path("/proc").iterdir():
+            try:
+                if entry.name.isdigit() and int(stat(entry.name)[1]) == pid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+    total = 0.0
+    for p in pids:
+        try:
+            fields = stat(p)
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
-def measured(pid: int, run) -> dict:
-    """``run()``'s wrk result with the server's CPU milliseconds per request."""
-    before = cpu_seconds(pid)
+def measured(pid: int, run, children: bool = False) -> dict:
+    """``run()``'s wrk result with the server's CPU milliseconds per request (with ``children``, its workers' too)."""
+    before = cpu_seconds(pid, children)
     result = run()
-    requests = result["rps"] * result["seconds"]
-    result["cpu_ms"] = (cpu_seconds(pid) - before) * 1000 / requests if requests else float("nan")
+    requests = result["requests"]
+    result["cpu_ms"] = (cpu_seconds(pid, children) - before) * 1000 / requests if requests else float("nan")
     return result
+
+
+def once_lua(bodies: list[dict], headers: dict[str, str], path: str) -> str:
+    """A wrk script that POSTs each of ``bodies`` once, in turn, each to ``path`` and its number (a thread of its own),
+    and stops once they have all been answered."""
+    lines = ["bodies = {" + ", ".join(json.dumps(json.dumps(b)) for b in bodies) + "}", "i = 0",
+             'wrk.method = "POST"', 'wrk.headers["Content-Type"] = "application/json"']
+    lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+    lines += ["answered = 0",
+              "request = function()", "  i = i + 1", f'  return wrk.format(nil, "{path}" .. i, nil, bodies[(i - 1) % #bodies + 1])', "end",
+              "response = function(status, headers, body)", "  answered = answered + 1",
+              "  if answered >= #bodies then wrk.thread:stop() end", "end"]
+    return "\n".join(lines) + "\n"
+
+
+def customer_messages() -> list[str]:
+    """The eval's telecom utterances that open a conversation (no step's question pending), each text once."""
+    rows = (line.split("\t") for line in (EVAL_DATA / "telecom_utterances.tsv").read_text().splitlines() if line.strip())
+    return list(dict.fromkeys(text for expected, context, text in rows if not context and not expected.startswith("#")))
 
 
 def post_lua(body: dict, headers: dict[str, str]) -> str:
@@ -174,6 +218,25 @@ def main() -> None:
         messages = measured(server, lambda: wrk(f"{base}/rest/v1/messages/alone-thread", args.seconds, 4, lua=message))
         print(f"messages alone:       {messages['rps']:.0f} req/s, p99 {messages['p99_ms']:.1f} ms, errors {messages['errors']} "
               f"(4 connections, one thread); server CPU {messages['cpu_ms']:.2f} ms/message")
+        # customers' own words, to a flow the learned model and its judge read (CPU counted in the workers too)
+        telecom = cli(env, "projects", "create", "telecom", "--json")
+        cli(env, "flows", "import", str(EVAL_DATA / "telecom_flow.json"), "--project", telecom["projectId"], "--json")
+        telecom_auth = {"Authorization": f"Bearer {telecom['token']}"}
+        texts = customer_messages()
+        bodies = [{"payload": {"type": "text", "speech": t, "originator": {"name": "Load", "role": "external"}}} for t in texts]
+        deadline = time.time() + 300  # the flow's model is learned in the background: wait for it, as a client would
+        while time.time() < deadline:
+            explained = httpx.get(f"{base}/v1/projects/{telecom['projectId']}/explain", params={"text": "warm up"},
+                                  headers={"Authorization": f"Bearer {key}"}, timeout=120)
+            explained.raise_for_status()
+            if explained.json()["method"] == "learned":
+                break
+            time.sleep(1)
+        varied = measured(server, lambda: wrk(f"{base}/rest/v1/messages/varied", args.seconds, 4,
+                                              lua=once_lua(bodies, telecom_auth, "/rest/v1/messages/varied-")), children=True)
+        print(f"customers' words, each a new thread: {varied['rps']:.0f} req/s, p99 {varied['p99_ms']:.1f} ms, errors {varied['errors']} "
+              f"({varied['requests']} texts, each once); "
+              f"server and worker CPU {varied['cpu_ms']:.2f} ms/message")
         agent = httpx.post(f"{base}/api/public/agent", headers=auth, json={"name": "kb"}).json()
         for i in range(50):
             httpx.post(f"{base}/api/public/knowledge", headers=auth, timeout=60, json={
