@@ -171,6 +171,9 @@ def test_an_exact_match_reads_past_spaces_and_shorthand(shop):
     wide = "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in "Can I hire a bike for the day")
     assert explained(wide)[0] == explained("Can I hire a bike for the day")[0] == "rent"
     assert shop.say("wide", wide)[0] == "rent"
+    # but a text that would grow by more than a few letters is read as written (one "\ufdfa" stands for 18 letters)
+    assert matcher.plain("\ufb01x my brakes") == "fix my brakes"
+    assert matcher.plain("\ufb01x my brakes \ufdfa") == "\ufb01x my brakes \ufdfa"
     assert matcher.compact("Log-in, pls") == matcher.compact("login please") == "loginplease"
     assert intents.expand("wat time r u open cos i cud come tonite plss") == "what time are you open because i could come tonight please"
 
