@@ -116,6 +116,7 @@ LEARNED_MAX = 0.9999
 # 0.850 (six more right, none lost); as written, the tuned and the unseen dev halves unchanged.
 NEAR_EXACT_FROM = 6
 NEAR_EXACT_UPTO = 40  # and at most this long: a typo matters most in a short message, and the index stays small
+PLAIN_GROWTH = 16  # letters that compatibility characters, spelt out, may add to a text (``plain``)
 # Inside a step's question, a reply this close (a cosine in the intent space) to a common way of saying yes or
 # no is answered by the child that makes that move, before the learned model weighs its words: "wait let me think
 # about it" is "let me think about it" (no), though the model, reading "wait" and "it", chose the cancellation's
@@ -217,9 +218,6 @@ def plain(text: str) -> str:
     of them, spelt out, would cost the models seconds to read (a 255-letter one, 1.5 s against 0.04 s)."""
     spelt = unicodedata.normalize("NFKC", text)
     return spelt if len(spelt) <= len(text) + PLAIN_GROWTH else text
-
-
-PLAIN_GROWTH = 16
 
 
 def normalize(text: str) -> str:
