@@ -7,7 +7,8 @@
 - messages in customers' own words: the eval's telecom flow (``scripts/eval/data``) sent its utterances, each
   text once and on a thread of its own, as new conversations, 4 at a time (the measures above send "Hello", an exact
   match, on one thread, whose turns are taken one at a time; a repeated text's vector would be found cached):
-  what a message the learned model and its judge read costs, CPU counted in the embedding workers too.
+  what a message the learned model and its judge read costs, CPU counted in the embedding workers too; and knowledge
+  searches in customers' words: the eval's help-centre corpus searched with its questions, each once, 4 at a time.
   For information: the goals below are set on the measures above
 - a mixed load at once: authed GETs, intent-flow REST messages, knowledge searches, with sockets held
   open: req/s, p99 and errors for each (goals: 0 errors; knowledge search p99 <= 250 ms; intent-flow
@@ -123,21 +124,21 @@ def measured(pid: int, run, children: bool = False) -> dict:
     return result
 
 
-async def send_each_once(url: str, bodies: list[dict], headers: dict[str, str], concurrency: int) -> dict:
-    """POSTs each of ``bodies`` once, ``concurrency`` at a time, each to ``url`` and its number (a thread of its
-    own): messages a second over the time they took (wrk divides by its whole duration, even when its script stops it
-    early), p50 and p99 latency, errors."""
-    queue = list(enumerate(bodies))
+async def send_each_once(requests: list[dict], concurrency: int) -> dict:
+    """Sends each of ``requests`` (``httpx.AsyncClient.request``'s arguments) once, ``concurrency`` at a time: requests a
+    second over the time they took (wrk divides by its whole duration, even when its script stops it early), p50 and
+    p99 latency, errors."""
+    queue = list(requests)
     latencies: list[float] = []
     errors = 0
 
     async def sender(client: httpx.AsyncClient) -> None:
         nonlocal errors
         while queue:
-            n, body = queue.pop(0)
+            request = queue.pop(0)
             began = time.perf_counter()
             try:
-                response = await client.post(f"{url}{n}", json=body, headers=headers)
+                response = await client.request(**request)
                 errors += response.status_code >= 300
             except httpx.HTTPError:
                 errors += 1
@@ -148,8 +149,21 @@ async def send_each_once(url: str, bodies: list[dict], headers: dict[str, str], 
         await asyncio.gather(*(sender(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - began
     ms = np.percentile(latencies, [50, 99]) * 1000
-    return {"rps": len(bodies) / elapsed, "p50_ms": float(ms[0]), "p99_ms": float(ms[1]), "errors": errors,
-            "seconds": elapsed, "requests": len(bodies)}
+    return {"rps": len(requests) / elapsed, "p50_ms": float(ms[0]), "p99_ms": float(ms[1]), "errors": errors,
+            "seconds": elapsed, "requests": len(requests)}
+
+
+def knowledge_corpus() -> tuple[list[dict], list[str]]:
+    """The eval's help-centre corpus (``helpdesk_kb.txt``: "=== id | name" lines, each entry's text after it) as
+    knowledge items, and its questions, each once."""
+    items: list[dict] = []
+    for line in (EVAL_DATA / "helpdesk_kb.txt").read_text().splitlines():
+        if line.startswith("=== "):
+            items.append({"name": line.split("|", 1)[1].strip(), "content": ""})
+        elif line.strip() and not line.startswith("#") and items:
+            items[-1]["content"] = f"{items[-1]['content']}\n{line}".strip()
+    rows = (line.split("\t") for line in (EVAL_DATA / "helpdesk_questions.tsv").read_text().splitlines())
+    return items, list(dict.fromkeys(row[1] for row in rows if len(row) == 2 and not row[0].startswith("#")))
 
 
 def customer_messages() -> list[str]:
@@ -249,11 +263,23 @@ def main() -> None:
             if explained.json()["method"] == "learned":
                 break
             time.sleep(1)
-        varied = measured(server, lambda: asyncio.run(send_each_once(f"{base}/rest/v1/messages/varied-", bodies, telecom_auth, 4)),
-                          children=True)
+        sends = [{"method": "POST", "url": f"{base}/rest/v1/messages/varied-{n}", "json": body, "headers": telecom_auth}
+                 for n, body in enumerate(bodies)]
+        varied = measured(server, lambda: asyncio.run(send_each_once(sends, 4)), children=True)
         print(f"customers' words:     {varied['rps']:.0f} req/s, p50 {varied['p50_ms']:.1f} ms, p99 {varied['p99_ms']:.1f} ms, "
               f"errors {varied['errors']} ({varied['requests']} texts, each once and on a new thread, 4 at a time); "
               f"server and worker CPU {varied['cpu_ms']:.2f} ms/message")
+        # knowledge searches in customers' words: a help centre's questions, each once (the mixed load repeats one)
+        helpdesk = httpx.post(f"{base}/api/public/agent", headers=auth, json={"name": "helpdesk"}).json()
+        items, questions = knowledge_corpus()
+        for item in items:
+            httpx.post(f"{base}/api/public/knowledge", headers=auth, timeout=60, json={**item, "agent_ids": helpdesk["id"]})
+        searches = [{"method": "GET", "url": f"{base}/api/public/knowledge/search", "headers": auth,
+                     "params": {"q": q, "agent_id": helpdesk["id"], "limit": 5}} for q in questions]
+        asked = measured(server, lambda: asyncio.run(send_each_once(searches, 4)), children=True)
+        print(f"customers' questions: {asked['rps']:.0f} req/s, p50 {asked['p50_ms']:.1f} ms, p99 {asked['p99_ms']:.1f} ms, "
+              f"errors {asked['errors']} ({asked['requests']} questions to {len(items)} entries, each once, 4 at a time); "
+              f"server and worker CPU {asked['cpu_ms']:.2f} ms/search")
         agent = httpx.post(f"{base}/api/public/agent", headers=auth, json={"name": "kb"}).json()
         for i in range(50):
             httpx.post(f"{base}/api/public/knowledge", headers=auth, timeout=60, json={
