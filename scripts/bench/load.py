@@ -37,6 +37,10 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 EVAL_DATA = ROOT / "scripts" / "eval" / "data"
+sys.path.insert(0, str(EVAL_DATA.parent))  # first: this folder has a knowledge.py of its own
+from intents import load_cases  # noqa: E402 - the evaluations' data, read as they read it
+from knowledge import load_entries, load_questions  # noqa: E402
+
 HELLO_APP = textwrap.dedent('''
     from litestar import Litestar, get
     import uvicorn
@@ -153,25 +157,6 @@ async def send_each_once(requests: list[dict], concurrency: int) -> dict:
             "seconds": elapsed, "requests": len(requests)}
 
 
-def knowledge_corpus() -> tuple[list[dict], list[str]]:
-    """The eval's help-centre corpus (``helpdesk_kb.txt``: "=== id | name" lines, each entry's text after it) as
-    knowledge items, and its questions, each once."""
-    items: list[dict] = []
-    for line in (EVAL_DATA / "helpdesk_kb.txt").read_text().splitlines():
-        if line.startswith("=== "):
-            items.append({"name": line.split("|", 1)[1].strip(), "content": ""})
-        elif line.strip() and not line.startswith("#") and items:
-            items[-1]["content"] = f"{items[-1]['content']}\n{line}".strip()
-    rows = (line.split("\t") for line in (EVAL_DATA / "helpdesk_questions.tsv").read_text().splitlines())
-    return items, list(dict.fromkeys(row[1] for row in rows if len(row) == 2 and not row[0].startswith("#")))
-
-
-def customer_messages() -> list[str]:
-    """The eval's telecom utterances that open a conversation (no step's question pending), each text once."""
-    rows = (line.split("\t") for line in (EVAL_DATA / "telecom_utterances.tsv").read_text().splitlines() if line.strip())
-    return list(dict.fromkeys(text for expected, context, text in rows if not context and not expected.startswith("#")))
-
-
 def post_lua(body: dict, headers: dict[str, str]) -> str:
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(body))}", 'wrk.headers["Content-Type"] = "application/json"']
     lines += [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
@@ -253,7 +238,7 @@ def main() -> None:
         telecom = cli(env, "projects", "create", "telecom", "--json")
         cli(env, "flows", "import", str(EVAL_DATA / "telecom_flow.json"), "--project", telecom["projectId"], "--json")
         telecom_auth = {"Authorization": f"Bearer {telecom['token']}"}
-        texts = customer_messages()
+        texts = list(dict.fromkeys(case.text for case in load_cases("telecom") if not case.context))  # each text once
         bodies = [{"payload": {"type": "text", "speech": t, "originator": {"name": "Load", "role": "external"}}} for t in texts]
         deadline = time.time() + 300  # the flow's model is learned in the background: wait for it, as a client would
         while time.time() < deadline:
@@ -271,9 +256,11 @@ def main() -> None:
               f"server and worker CPU {varied['cpu_ms']:.2f} ms/message")
         # knowledge searches in customers' words: a help centre's questions, each once (the mixed load repeats one)
         helpdesk = httpx.post(f"{base}/api/public/agent", headers=auth, json={"name": "helpdesk"}).json()
-        items, questions = knowledge_corpus()
+        items = load_entries("helpdesk")
+        questions = list(dict.fromkeys(q.text for q in load_questions("helpdesk", {item.id for item in items})))
         for item in items:
-            httpx.post(f"{base}/api/public/knowledge", headers=auth, timeout=60, json={**item, "agent_ids": helpdesk["id"]})
+            httpx.post(f"{base}/api/public/knowledge", headers=auth, timeout=60,
+                       json={"name": item.name, "content": item.content, "agent_ids": helpdesk["id"]})
         searches = [{"method": "GET", "url": f"{base}/api/public/knowledge/search", "headers": auth,
                      "params": {"q": q, "agent_id": helpdesk["id"], "limit": 5}} for q in questions]
         asked = measured(server, lambda: asyncio.run(send_each_once(searches, 4)), children=True)
