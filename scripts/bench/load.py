@@ -120,7 +120,8 @@ def cpu_seconds(pid: int, children: bool = False) -> float:
 
 
 def measured(pid: int, run, children: bool = False) -> dict:
-    """``run()``'s wrk result with the server's CPU milliseconds per request (with ``children``, its workers' too)."""
+    """``run()``'s result (``wrk``'s or ``send_each_once``'s) with the server's CPU milliseconds per request (with
+    ``children``, its workers' too)."""
     before = cpu_seconds(pid, children)
     result = run()
     requests = result["requests"]
