@@ -21,8 +21,8 @@ from ..revocation import REVOKED_MESSAGE, Credential, api_key, project_token, st
 from ..sse import EventStream as EventStreamResponse
 from ..sse import event, until_revoked
 from ..validation import is_text
-from . import conversation, evaluation, flows, inbox, projects, socket_api, sockets, threads, webhooks
-from .common import int_param, rest_error
+from . import conversation, evaluation, flows, inbox, projects, socket_api, sockets, threads, unmatched, webhooks
+from .common import int_param, iso_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
 from .hub import hub_of
 from .incoming import check_thread_id, from_rest
@@ -49,6 +49,7 @@ from .schemas import (
     ThreadSummary,
     ThreadView,
     TokenRotated,
+    Unmatched,
     errors,
 )
 
@@ -433,6 +434,18 @@ async def explain(request: Request, project: ProjectOf, project_id: FromPath[str
     return await inbox.explain(services_of(request), project, threadId, text)
 
 
+@get("/v1/projects/{project_id:str}/unmatched", summary="What customers wrote that no intent matched, the most frequent first",
+     responses=doc(200, Unmatched, *errors(400, 401, 403, 404)))
+async def list_unmatched(request: Request, project: ProjectOf, project_id: FromPath[str],
+                         since: query(f"ISO 8601: count messages from then on (the last {unmatched.DAYS} days)") = None,
+                         limit: query(f"At most this many texts, 1 to {unmatched.MAX_LIMIT} (20)") = None) -> dict[str, Any]:
+    services = services_of(request)
+    start = unmatched.default_since() if since is None else iso_param(since, "since")
+    report = await unmatched.unmatched(services.store, project, start, int_param(limit, "limit", 20, 1, unmatched.MAX_LIMIT))
+    await unmatched.suggest(services, project, report["texts"])
+    return report
+
+
 EVALUATE_BODY = {
     "type": "object", "required": ["cases"],
     "properties": {"cases": {"type": "array", "minItems": 1, "maxItems": evaluation.MAX_CASES, "items": {
@@ -465,6 +478,7 @@ ROUTES = [
     authenticated([list_projects, create_project], org_of, provides="org_id"),
     authenticated([get_project, update_project, delete_project, rotate_token,
                    list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow,
-                   list_threads, get_thread, take_over, hand_back, agent_reply, project_events, explain, evaluate],
+                   list_threads, get_thread, take_over, hand_back, agent_reply, project_events, explain, evaluate,
+                   list_unmatched],
                   managed_project, provides="project"),
 ]

@@ -10,6 +10,8 @@ from ..cli.common import config_options, fail, json_option, org_option, output, 
 from ..cli.keys import _org_id
 from . import flows as flows_mod
 from . import projects as projects_mod
+from . import unmatched as unmatched_mod
+from .common import iso_param
 from .media import forget_project
 
 COLUMNS = ["projectId", "name", "clientId", "tokenPrefix", "webhookUrl", "agentId"]
@@ -142,6 +144,28 @@ def projects_delete(project_id, as_json, cfg):
         fail(f"no project with id {project_id}")
     forget_project(cfg.data_path, project_id)
     output({"projectId": project_id, "deleted": True}, as_json)
+
+
+@projects.command("unmatched")
+@click.argument("project_id")
+@click.option("--since", default=None, help=f"ISO 8601 date or time to count from (default: the last {unmatched_mod.DAYS} days).")
+@click.option("--limit", type=click.IntRange(1, unmatched_mod.MAX_LIMIT), default=20, show_default=True, help="Texts listed at most.")
+@json_option
+@config_options
+def projects_unmatched(project_id, since, limit, as_json, cfg):
+    """What customers wrote that no intent matched, the most frequent first. The Management API's
+    /unmatched adds what the flows make of each text now (it needs the server's models)."""
+
+    async def go(store):
+        start = unmatched_mod.default_since() if since is None else iso_param(since, "--since")
+        return await unmatched_mod.unmatched(store, await _project(store, project_id), start, limit)
+
+    report = with_store(cfg, go)
+    if as_json:
+        output(report, True)
+        return
+    click.echo(f"{report['messages']} unmatched messages since {report['since']}, {report['distinct']} distinct texts")
+    output(report["texts"], False, ["count", "threads", "lastAt", "text"])
 
 
 @click.group()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from ..errors import Problem, error
 from ..http import whole_number
+from ..ids import from_iso, iso
 
 # The engine speaks as this originator; the id keeps the value widgets written for the
 # original service already know.
@@ -33,6 +35,20 @@ def int_param(raw: str | None, name: str, default: int | None, minimum: int, max
         upper = f" and at most {maximum}" if maximum is not None else ""
         raise rest_error(400, f"{name} must be a whole number of at least {minimum}{upper}")
     return value
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def iso_param(raw: str, name: str) -> str:
+    """A moment given in ISO 8601 ("2026-12-01", "2026-12-01T09:30:00Z"; UTC unless it names an offset), as
+    ``iso`` writes it, so that it compares with stored times as text."""
+    try:
+        moment = from_iso(raw)
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+        return iso(max(moment, EPOCH))  # before then, all the same (and ``iso`` writes a year below 1000 short)
+    except (ValueError, TypeError, OverflowError):  # OverflowError: an offset that moves it out of years 1 to 9999
+        raise rest_error(400, f"{name} must be a date or time in ISO 8601, such as 2026-12-01T09:30:00Z") from None
 
 
 def public_base(request: Any, config: Any) -> str:

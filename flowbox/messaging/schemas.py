@@ -188,6 +188,33 @@ class Explanation(TypedDict):
     handover: bool
 
 
+class UnmatchedSuggestion(TypedDict):
+    stepId: str
+    title: str
+    confidence: float | None   # the learned model's (before it is ready: the closest example's)
+    example: str | None        # the intent's closest example by meaning
+    similarity: float | None   # its cosine
+
+
+class UnmatchedText(TypedDict):
+    text: str                                # as it came last
+    count: int                               # messages with this text (case, punctuation, spaces and chat shorthand aside)
+    threads: int                             # threads they came on
+    lastAt: str
+    now: dict[str, Any] | None               # the step it matches now, as a new thread's message: stepId, title, type
+    suggestion: UnmatchedSuggestion | None   # the top-level intent the matcher finds likeliest
+    offTopic: str | None                     # the off-topic phrasing that puts it out of scope, if one does
+
+
+class Unmatched(TypedDict):
+    """The user texts an UNKNOWN step answered, the most frequent first"""
+
+    since: str        # the window's start
+    messages: int     # unmatched messages counted (the most recent 10,000 at most)
+    distinct: int     # distinct texts among them
+    texts: list[UnmatchedText]
+
+
 class EvaluationCase(TypedDict):
     text: str
     expected: str            # the INTENT step's id the text should reach, or UNKNOWN

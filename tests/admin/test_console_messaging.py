@@ -273,9 +273,17 @@ def test_test_messages_show_what_the_flows_match_and_what_they_miss(context, org
     api = org_server.client(f"Bearer {org_server.key}")
     project = api.post("/v1/projects", json={"name": "Shop"}).json()
     assert api.post(f"/v1/projects/{project['projectId']}/flows", json=SHOP_FLOW).status_code == 201
+    rest = org_server.client(f"Bearer {project['token']}")
+    for thread in ("t1", "t2"):  # what a customer wrote that nothing matched is listed under the test messages
+        assert rest.post(f"/rest/v1/messages/{thread}", json={"payload": {"type": "text", "speech": "zxqv wvvk"}}).status_code == 200
     tab = context.new_page()
     sign_in(tab, org_server)
     tab.goto(f"{org_server.base_url}/#/messaging/{project['projectId']}")
+    expect(tab.locator("#unmatched")).to_contain_text("2 unmatched messages, 1 distinct texts")
+    row = tab.locator("#unmatched tbody tr")
+    expect(row).to_have_count(1)
+    expect(row).to_contain_text("zxqv wvvk")
+    expect(row).to_contain_text("UNKNOWN")  # what it matches now
     tab.locator("#evaluate-form textarea").fill("greet | hello!\norder | I want to talk to a human\nUNKNOWN | zxqv wvvk")
     tab.locator("#evaluate-form button[type=submit]").click()
     expect(tab.locator("#evaluation-summary")).to_contain_text("Right: 2 of 3 (67%) · in scope 1 of 2 (50%) · out of scope 1 of 1 (100%)")

@@ -3,11 +3,14 @@ and the matcher's explanation, on a real server with the shop flow of ``messagin
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 
 import httpx
+from click.testing import CliRunner
 
+from flowbox.cli.main import cli
 from flowbox.messaging import matcher
 from tests.helpers import SHOP_FLOW
 
@@ -157,6 +160,61 @@ def test_evaluate_counts_the_test_messages_matched_right_and_where_the_others_we
     assert admin.post(evaluate, content=b"{not json", headers={"content-type": "application/json"}).status_code == 400
     surrogate = admin.post(evaluate, content=b'{"cases": [{"text": "\\ud800", "expected": "greet"}]}', headers={"content-type": "application/json"})
     assert surrogate.status_code == 400 and "cases[0].text" in surrogate.json()["message"], surrogate.text
+
+
+def test_unmatched_lists_what_no_intent_took_the_most_frequent_first(org_server):
+    project_id, admin, rest = project(org_server)
+    base = f"/v1/projects/{project_id}"
+    say(rest, "u1", "zxqv wvvk")
+    say(rest, "u2", "Zxqv  wvvk!")  # the same text as an exact match reads it, on another thread
+    say(rest, "u2", "Hello")  # matched: not listed
+    say(rest, "u3", "I want to give feedback")
+    say(rest, "u3", "purple monkey dishwasher")  # the Feedback question's own UNKNOWN step answers it
+    assert [m["step"]["type"] for m in admin.get(f"{base}/threads/u1").json()["history"]["history"][0]["messages"]
+            if m.get("step")] == ["UNKNOWN"]
+
+    report = admin.get(f"{base}/unmatched").json()
+    assert (report["messages"], report["distinct"]) == (3, 2)
+    first, second = report["texts"]
+    assert (first["text"], first["count"], first["threads"]) == ("Zxqv  wvvk!", 2, 2)  # worded as it came last
+    assert (second["text"], second["count"], second["threads"]) == ("purple monkey dishwasher", 1, 1)
+    assert first["lastAt"] > report["since"] and first["now"]["type"] == "UNKNOWN"
+    assert first["suggestion"]["stepId"] in {"greet", "weather", "order", "feedback", "human"} and "offTopic" in first
+    assert admin.get(f"{base}/threads/u1").json()["messages"] == 2  # reading them again stored nothing
+
+    # the builder adds the text as an example: it is still listed (it came), and now matches
+    flow = copy.deepcopy(SHOP_FLOW)
+    next(s for s in flow["steps"] if s["stepId"] == "weather")["intent"]["examples"].append("zxqv wvvk")
+    assert admin.put(f"{base}/flows/{flow['flowId']}", json=flow).status_code == 200
+    again = admin.get(f"{base}/unmatched", params={"limit": "1"}).json()
+    assert [t["text"] for t in again["texts"]] == ["Zxqv  wvvk!"] and again["texts"][0]["now"]["stepId"] == "weather"
+    assert again["texts"][0]["suggestion"] == {**again["texts"][0]["suggestion"], "stepId": "weather", "confidence": 1.0}
+
+    assert admin.get(f"{base}/unmatched", params={"since": "2999-01-01"}).json()["texts"] == []
+    assert admin.get(f"{base}/unmatched", params={"since": "1999-01-01T00:00:00+02:00"}).json()["messages"] == 3
+    for params, says in (({"since": "yesterday"}, "since must be a date"), ({"limit": "0"}, "limit must be"),
+                         ({"limit": "101"}, "at most 100")):
+        bad = admin.get(f"{base}/unmatched", params=params)
+        assert bad.status_code == 400 and says in bad.json()["message"], bad.text
+    other = org_server.in_new_org("other")
+    assert other.client(f"Bearer {other.key}").get(f"{base}/unmatched").status_code == 404
+
+
+def test_unmatched_from_the_cli(make_server):
+    server = make_server()
+    project_id, admin, rest = project(server)
+    say(rest, "c1", "zxqv wvvk")
+    say(rest, "c2", "zxqv wvvk")
+    data_dir = str(server.config.data_path)
+    server.stop()  # one writer: the CLI opens the same database
+    out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--json", "--data-dir", data_dir])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert report["texts"] == [{"text": "zxqv wvvk", "count": 2, "threads": 2, "lastAt": report["texts"][0]["lastAt"]}]
+    out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--data-dir", data_dir])
+    assert out.exit_code == 0 and "2 unmatched messages since" in out.output and "zxqv wvvk" in out.output
+    out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--since", "soon", "--data-dir", data_dir])
+    assert out.exit_code == 1 and "--since must be a date" in out.output
 
 
 def test_a_flow_too_small_to_learn_from_matches_its_nearest_example_with_a_calibrated_confidence(org_server):

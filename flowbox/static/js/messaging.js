@@ -1,7 +1,7 @@
 // Messaging (the Flow.ai-style API): projects, their intent flows (edited in flows.js), and a test
 // chat that talks to the bot over the socket API as a web-chat widget would.
 import { api } from "./api.js";
-import { field, h, mount, onSubmit, picker, table } from "./dom.js";
+import { errorBox, field, h, mount, onSubmit, picker, table } from "./dom.js";
 import { testChat } from "./testchat.js";
 
 const NEW_TOKEN = "flowbox.new-project"; // shown once, on the page the creation leads to
@@ -41,6 +41,7 @@ export async function render(main, args) {
       flowList(project, flows)),
       h("div", {}, h("h2", {}, "Test chat"), chat.panel)),
     flows.length ? evaluation(project) : null,
+    flows.length ? unmatched(project) : null,
     create);
   return chat.close;
 }
@@ -88,4 +89,20 @@ function evaluation(project) {
         ["Confidence", (r) => (r.confidence === null ? "" : r.confidence.toFixed(2))]], report.results.filter((r) => !r.right), "None missed."));
   });
   return h("div", {}, h("h2", {}, "Test messages"), form, out);
+}
+
+// Not understood: what customers wrote that no intent matched, the most frequent first, with what the flows
+// make of each text now (GET .../unmatched): what to add to an intent's examples, or to the UNKNOWN step's answer.
+function unmatched(project) {
+  const out = h("div", { id: "unmatched" }, h("div", { class: "panel empty" }, "Loading…"));
+  const confidence = (s) => (s.confidence === null ? "" : ` (${s.confidence.toFixed(2)})`);
+  api(`/v1/projects/${encodeURIComponent(project.projectId)}/unmatched`).then((report) => mount(out,
+    h("p", { class: "muted small" }, `${report.messages} unmatched messages, ${report.distinct} distinct texts, since ${report.since.slice(0, 10)}. `,
+      "Add a text an intent should take to its examples; one the business does not serve belongs in the UNKNOWN step's answer."),
+    table([["Message", (t) => t.text], ["Times", (t) => String(t.count)], ["Threads", (t) => String(t.threads)],
+      ["Likeliest intent", (t) => (t.suggestion ? t.suggestion.title + confidence(t.suggestion) : "")],
+      ["Matches now", (t) => (!t.now ? "nothing" : t.now.type === "INTENT" ? t.now.title : t.now.type)],
+      ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")]], report.texts, "Nothing unmatched: every message found its step.")),
+  (err) => mount(out, errorBox(err)));
+  return h("div", {}, h("h2", {}, "Not understood"), out);
 }

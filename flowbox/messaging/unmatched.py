@@ -1,0 +1,85 @@
+"""What a project's customers wrote that its flows did not understand (``GET /v1/projects/:id/unmatched``,
+``flowbox projects unmatched``): the user texts an UNKNOWN step answered, the same text (as an exact match
+reads it: case, punctuation, spaces and chat shorthand aside) counted once with how often and on how many
+threads it came, the most frequent first.
+
+This is what a bot builder reads to improve a flow: a text that keeps coming and belongs to an intent is an
+example to add (the flow is learned again in the background); one the business does not serve may be what
+the UNKNOWN step's answer should mention. So that the builder can tell the two apart, each text comes with
+the step it matches now (a flow changed since may take it), the intent its matcher finds likeliest, and the
+off-topic phrasing that puts it out of scope, if one does (``suggest``: the same reading ``explain`` gives).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import random
+from typing import Any
+
+from ..db import Store
+from ..ids import iso, now
+from ..services import Services
+from .conversation import graph_for, threshold_of
+from .engine import decide
+from .incoming import Incoming
+from .matcher import compact, normalize, plain
+
+DAYS = 30          # the window read when no ``since`` is given
+MAX_LIMIT = 100    # texts answered at most (each is read by the matcher again)
+SCANNED = 10_000   # the most recent unmatched messages in the window that are counted
+
+_UNMATCHED = """
+SELECT thread_id, message, created_at FROM msg_messages
+WHERE project_id = ? AND sender = 'user' AND created_at >= ? AND json_extract(message, '$.step.type') = 'UNKNOWN'
+ORDER BY created_at DESC LIMIT ?
+"""
+
+
+def default_since() -> str:
+    return iso(now() - dt.timedelta(days=DAYS))
+
+
+def key_of(text: str) -> str:
+    """One key for the texts an exact match reads as one ("Cancel my order!", "cancel  my order")."""
+    text = plain(text)
+    return compact(text) or normalize(text) or text.strip()
+
+
+async def unmatched(store: Store, project: dict[str, Any], since: str, limit: int) -> dict[str, Any]:
+    """The project's user texts an UNKNOWN step answered since ``since`` (ISO 8601), grouped by ``key_of``:
+    the ``limit`` most frequent (then the most recent), each worded as it came last."""
+    rows = await store.fetchall(_UNMATCHED, [project["id"], since, SCANNED])
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:  # newest first
+        text = (json.loads(row["message"]).get("fallback") or "").strip()
+        if not text:
+            continue
+        group = groups.setdefault(key_of(text), {"text": text, "count": 0, "threads": set(), "lastAt": row["created_at"]})
+        group["count"] += 1
+        group["threads"].add(row["thread_id"])
+    ranked = sorted(groups.values(), key=lambda g: (-g["count"], -len(g["threads"])))  # stable: the most recent first among equals
+    texts = [{**g, "threads": len(g["threads"])} for g in ranked[:limit]]
+    return {"since": since, "messages": len(rows), "distinct": len(groups), "texts": texts}
+
+
+async def suggest(services: Services, project: dict[str, Any], texts: list[dict[str, Any]]) -> None:
+    """Adds to each of ``texts`` what the flows make of it now, as a new thread's message: ``now`` (the step it
+    matches: stepId, title, type; None when nothing does), ``suggestion`` (the top-level intent the matcher
+    finds likeliest: stepId, title, confidence, its closest example and that similarity; None without
+    intents) and ``offTopic`` (the off-topic phrasing that puts it out of scope, or None)."""
+    graph = await graph_for(services, project)
+    threshold = threshold_of(services, project)
+    top = [s["stepId"] for s in graph.top if s["type"] == "INTENT"]
+    for item in texts:
+        inp = Incoming(kind="text", speech=item["text"]).engine_input()  # the flows, whatever the hour
+        decision = await decide(graph, {}, inp, threshold=threshold,
+                                has_agent=bool(project.get("agent_id")), rng=random.Random(0))
+        scores = await graph.index.scores(item["text"], top)
+        likeliest = scores["intents"][0] if scores["intents"] else None
+        off = scores.get("offTopic")
+        item["now"] = decision.matched
+        item["suggestion"] = None if likeliest is None else {
+            "stepId": likeliest["stepId"], "title": graph.steps[likeliest["stepId"]]["title"],
+            "confidence": likeliest["confidence"], "example": likeliest["example"], "similarity": likeliest["similarity"]}
+        item["offTopic"] = off["phrasing"] if off else None
