@@ -275,15 +275,23 @@ def test_test_messages_show_what_the_flows_match_and_what_they_miss(context, org
     assert api.post(f"/v1/projects/{project['projectId']}/flows", json=SHOP_FLOW).status_code == 201
     rest = org_server.client(f"Bearer {project['token']}")
     for thread in ("t1", "t2"):  # what a customer wrote that nothing matched is listed under the test messages
-        assert rest.post(f"/rest/v1/messages/{thread}", json={"payload": {"type": "text", "speech": "zxqv wvvk"}}).status_code == 200
+        assert rest.post(f"/rest/v1/messages/{thread}", json={"payload": {"type": "text", "speech": "plorb fnark"}}).status_code == 200
     tab = context.new_page()
     sign_in(tab, org_server)
     tab.goto(f"{org_server.base_url}/#/messaging/{project['projectId']}")
     expect(tab.locator("#unmatched")).to_contain_text("2 unmatched messages, 1 distinct texts")
     row = tab.locator("#unmatched tbody tr")
     expect(row).to_have_count(1)
-    expect(row).to_contain_text("zxqv wvvk")
+    expect(row).to_contain_text("plorb fnark")
     expect(row).to_contain_text("UNKNOWN")  # what it matches now
+    likeliest = api.get(f"/v1/projects/{project['projectId']}/unmatched").json()["texts"][0]["suggestion"]
+    row.locator("button").click()  # "Add to <the likeliest intent>": the text becomes one of its examples
+    expect(tab.locator("#toast")).to_contain_text(f"Added “plorb fnark” to the examples of “{likeliest['title']}”")
+    expect(row.locator("td").nth(4)).to_have_text(likeliest["title"])  # it matches that intent now
+    expect(row.locator("button")).to_have_count(0)
+    flow = api.get(f"/v1/projects/{project['projectId']}/flows/{SHOP_FLOW['flowId']}").json()
+    step = next(s for s in flow["steps"] if s["stepId"] == likeliest["stepId"])
+    assert step["intent"]["examples"][-1]["query"] == "plorb fnark"
     tab.locator("#evaluate-form textarea").fill("greet | hello!\norder | I want to talk to a human\nUNKNOWN | zxqv wvvk")
     tab.locator("#evaluate-form button[type=submit]").click()
     expect(tab.locator("#evaluation-summary")).to_contain_text("Right: 2 of 3 (67%) · in scope 1 of 2 (50%) · out of scope 1 of 1 (100%)")

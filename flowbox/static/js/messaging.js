@@ -1,7 +1,7 @@
 // Messaging (the Flow.ai-style API): projects, their intent flows (edited in flows.js), and a test
 // chat that talks to the bot over the socket API as a web-chat widget would.
 import { api } from "./api.js";
-import { errorBox, field, h, mount, onSubmit, picker, table } from "./dom.js";
+import { errorBox, field, h, mount, onSubmit, picker, table, toast } from "./dom.js";
 import { testChat } from "./testchat.js";
 
 const NEW_TOKEN = "flowbox.new-project"; // shown once, on the page the creation leads to
@@ -41,7 +41,7 @@ export async function render(main, args) {
       flowList(project, flows)),
       h("div", {}, h("h2", {}, "Test chat"), chat.panel)),
     flows.length ? evaluation(project) : null,
-    flows.length ? unmatched(project) : null,
+    flows.length ? unmatched(project, flows) : null,
     create);
   return chat.close;
 }
@@ -93,16 +93,40 @@ function evaluation(project) {
 
 // Not understood: what customers wrote that no intent matched, the most frequent first, with what the flows
 // make of each text now (GET .../unmatched): what to add to an intent's examples, or to the UNKNOWN step's answer.
-function unmatched(project) {
+function unmatched(project, flows) {
+  const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
   const out = h("div", { id: "unmatched" }, h("div", { class: "panel empty" }, "Loading…"));
   const confidence = (s) => (s.confidence === null ? "" : ` (${s.confidence.toFixed(2)})`);
-  api(`/v1/projects/${encodeURIComponent(project.projectId)}/unmatched`).then((report) => mount(out,
+  const load = () => api(`${base}/unmatched`).then((report) => mount(out,
     h("p", { class: "muted small" }, `${report.messages} unmatched messages, ${report.distinct} distinct texts, since ${report.since.slice(0, 10)}. `,
       "Add a text an intent should take to its examples; one the business does not serve belongs in the UNKNOWN step's answer."),
     table([["Message", (t) => t.text], ["Times", (t) => String(t.count)], ["Threads", (t) => String(t.threads)],
       ["Likeliest intent", (t) => (t.suggestion ? t.suggestion.title + confidence(t.suggestion) : "")],
       ["Matches now", (t) => (!t.now ? "nothing" : t.now.type === "INTENT" ? t.now.title : t.now.type)],
-      ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")]], report.texts, "Nothing unmatched: every message found its step.")),
+      ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")], ["", adding]], report.texts, "Nothing unmatched: every message found its step.")),
   (err) => mount(out, errorBox(err)));
+
+  // The text as an example of the likeliest intent: its flow, read again, saved with it (the flow is learned
+  // again in the background; the text matches it exactly at once).
+  function adding(t) {
+    const owner = t.suggestion && flows.find((f) => (f.steps || []).some((s) => s.stepId === t.suggestion.stepId));
+    if (!owner || (t.now && t.now.type === "INTENT")) return "";
+    return h("button", { type: "button", class: "small", onclick: async (event) => {
+      const button = event.currentTarget;
+      button.disabled = true;
+      try {
+        const flow = await api(`${base}/flows/${encodeURIComponent(owner.flowId)}`);
+        flow.steps.find((s) => s.stepId === t.suggestion.stepId).intent.examples.push({ query: t.text, entities: [] });
+        await api(`${base}/flows/${encodeURIComponent(owner.flowId)}`, { method: "PUT", body: flow });
+        toast(`Added “${t.text}” to the examples of “${t.suggestion.title}”`);
+        await load();
+      } catch (err) {
+        button.disabled = false;
+        out.prepend(errorBox(err));
+      }
+    } }, `Add to ${t.suggestion.title}`);
+  }
+
+  load();
   return h("div", {}, h("h2", {}, "Not understood"), out);
 }
