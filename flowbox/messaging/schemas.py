@@ -198,12 +198,14 @@ class UnmatchedSuggestion(TypedDict):
 
 class UnmatchedText(TypedDict):
     text: str                                # as it came last
+    unknownStepId: str | None                # the UNKNOWN step that answered it (the top level's, or one under a step's question)
     count: int                               # messages with this text (case, punctuation, spaces and chat shorthand aside)
     threads: int                             # threads they came on
     lastAt: str
-    now: dict[str, Any] | None               # the step it matches now, as a new thread's message: stepId, title, type
-    suggestion: UnmatchedSuggestion | None   # the top-level intent the matcher finds likeliest
-    offTopic: str | None                     # the off-topic phrasing that puts it out of scope, if one does
+    context: dict[str, Any] | None           # the step whose question it answered (its UNKNOWN step's parent); None: the top level
+    now: dict[str, Any] | None               # the step it matches now there: stepId, title, type
+    suggestion: UnmatchedSuggestion | None   # the intent the matcher finds likeliest there (the context's children first)
+    offTopic: str | None                     # at the top level, the off-topic phrasing that puts it out of scope, if one does
 
 
 class Unmatched(TypedDict):

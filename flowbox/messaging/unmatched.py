@@ -1,13 +1,15 @@
 """What a project's customers wrote that its flows did not understand (``GET /v1/projects/:id/unmatched``,
 ``flowbox projects unmatched``): the user texts an UNKNOWN step answered, the same text (as an exact match
-reads it: case, punctuation, spaces and chat shorthand aside) counted once with how often and on how many
-threads it came, the most frequent first.
+reads it: case, punctuation, spaces and chat shorthand aside) to the same UNKNOWN step (the top-level one, or
+one under a step's question: "not yes or no") counted once with how often and on how many threads it came, the
+most frequent first.
 
 This is what a bot builder reads to improve a flow: a text that keeps coming and belongs to an intent is an
 example to add (the flow is learned again in the background); one the business does not serve may be what
 the UNKNOWN step's answer should mention. So that the builder can tell the two apart, each text comes with
-the step it matches now (a flow changed since may take it), the intent its matcher finds likeliest, and the
-off-topic phrasing that puts it out of scope, if one does (``suggest``: the same reading ``explain`` gives).
+the step it matches now where it came (a flow changed since may take it), the intent its matcher finds likeliest
+there (under a question, that step's children first), and the off-topic phrasing that puts it out of scope, if one
+does (``suggest``: the same reading ``explain`` gives).
 Events, locations and media an UNKNOWN step answered are not listed: no example would match them.
 """
 
@@ -31,7 +33,8 @@ MAX_LIMIT = 100    # texts answered at most (each is read by the matcher again)
 SCANNED = 10_000   # the most recent unmatched messages in the window that are counted
 
 _UNMATCHED = """
-SELECT thread_id, json_extract(message, '$.fallback') AS text, created_at FROM msg_messages
+SELECT thread_id, json_extract(message, '$.fallback') AS text, json_extract(message, '$.step.stepId') AS step_id, created_at
+FROM msg_messages
 WHERE project_id = ? AND sender = 'user' AND created_at >= ? AND json_extract(message, '$.step.type') = 'UNKNOWN'
   AND json_extract(message, '$.responses[0].type') = 'text'
 ORDER BY created_at DESC LIMIT ?
@@ -57,13 +60,15 @@ async def unmatched(store: Store, project: dict[str, Any], since: str, limit: in
 
 
 def _grouped(rows: list[Any], limit: int) -> tuple[list[dict[str, Any]], int]:
-    """The ``limit`` most frequent texts of ``rows`` (newest first) by ``key_of``, and how many there were."""
+    """The ``limit`` most frequent texts of ``rows`` (newest first) by UNKNOWN step and ``key_of``, and how many there were."""
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
         text = row["text"].strip() if isinstance(row["text"], str) else ""
         if not text:
             continue
-        group = groups.setdefault(key_of(text), {"text": text, "count": 0, "threads": set(), "lastAt": row["created_at"]})
+        step_id = row["step_id"] if isinstance(row["step_id"], str) else None
+        group = groups.setdefault(f"{step_id}\n{key_of(text)}", {"text": text, "unknownStepId": step_id, "count": 0,
+                                                                  "threads": set(), "lastAt": row["created_at"]})
         group["count"] += 1
         group["threads"].add(row["thread_id"])
     ranked = sorted(groups.values(), key=lambda g: (-g["count"], -len(g["threads"])))  # stable: the most recent first among equals
@@ -71,22 +76,27 @@ def _grouped(rows: list[Any], limit: int) -> tuple[list[dict[str, Any]], int]:
 
 
 async def suggest(services: Services, project: dict[str, Any], texts: list[dict[str, Any]]) -> None:
-    """Adds to each of ``texts`` what the flows make of it now, as a new thread's message: ``now`` (the step it
-    matches: stepId, title, type; None when nothing does), ``suggestion`` (the top-level intent the matcher
-    finds likeliest: stepId, title, confidence, its closest example and that similarity; None without
-    intents) and ``offTopic`` (the off-topic phrasing that puts it out of scope, or None)."""
+    """Adds to each of ``texts`` what the flows make of it now, where it came: ``context`` (the step whose question it
+    answered, when the UNKNOWN step that took it is that step's child: stepId, title, type; else None), ``now`` (the
+    step it matches there: stepId, title, type; None when nothing does), ``suggestion`` (the intent the matcher finds
+    likeliest there, that step's children first: stepId, title, confidence, its closest example and that similarity;
+    None without intents) and ``offTopic`` (at the top level, the off-topic phrasing that puts it out of scope, or None)."""
     graph = await graph_for(services, project)
     threshold = threshold_of(services, project)
     top = [s["stepId"] for s in graph.top if s["type"] == "INTENT"]
     for item in texts:
+        unknown = graph.steps.get(item["unknownStepId"] or "")
+        parent = graph.steps.get((unknown.get("contexts") or [""])[0]) if unknown else None
+        children = [s["stepId"] for s in graph.children.get(parent["stepId"], []) if s["type"] == "INTENT"] if parent else []
         inp = Incoming(kind="text", speech=item["text"]).engine_input()  # the flows, whatever the hour
-        decision = await decide(graph, {}, inp, threshold=threshold,
+        decision = await decide(graph, {"step": parent["stepId"]} if parent else {}, inp, threshold=threshold,
                                 has_agent=bool(project.get("agent_id")), rng=random.Random(0))
-        scores = await graph.index.scores(item["text"], top)
+        scores = await graph.index.scores(item["text"], children + [s for s in top if s not in children])
         likeliest = scores["intents"][0] if scores["intents"] else None
         off = scores.get("offTopic")
+        item["context"] = {k: parent[k] for k in ("stepId", "title", "type")} if parent else None
         item["now"] = decision.matched
         item["suggestion"] = None if likeliest is None else {
             "stepId": likeliest["stepId"], "title": graph.steps[likeliest["stepId"]]["title"],
             "confidence": likeliest["confidence"], "example": likeliest["example"], "similarity": likeliest["similarity"]}
-        item["offTopic"] = off["phrasing"] if off else None
+        item["offTopic"] = off["phrasing"] if off and not parent else None

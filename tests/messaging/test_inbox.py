@@ -173,13 +173,21 @@ def test_unmatched_lists_what_no_intent_took_the_most_frequent_first(org_server)
     assert [m["step"]["type"] for m in admin.get(f"{base}/threads/u1").json()["history"]["history"][0]["messages"]
             if m.get("step")] == ["UNKNOWN"]
 
+    say(rest, "u4", "purple monkey dishwasher")  # the same text at the top level: an entry of its own
+
     report = admin.get(f"{base}/unmatched").json()
-    assert (report["messages"], report["distinct"]) == (3, 2)
-    first, second = report["texts"]
+    assert (report["messages"], report["distinct"]) == (4, 3)
+    first, second, third = report["texts"]
     assert (first["text"], first["count"], first["threads"]) == ("Zxqv  wvvk!", 2, 2)  # worded as it came last
-    assert (second["text"], second["count"], second["threads"]) == ("purple monkey dishwasher", 1, 1)
-    assert first["lastAt"] > report["since"] and first["now"]["type"] == "UNKNOWN"
-    assert first["suggestion"]["stepId"] in {"greet", "weather", "order", "feedback", "human"} and "offTopic" in first
+    assert first["lastAt"] > report["since"] and first["unknownStepId"] == "unknown" and first["context"] is None
+    assert first["now"]["stepId"] == "unknown" and "offTopic" in first
+    assert first["suggestion"]["stepId"] in {"greet", "weather", "order", "feedback", "human"}
+    assert [(t["text"], t["count"], t["unknownStepId"]) for t in (second, third)] == [
+        ("purple monkey dishwasher", 1, "unknown"), ("purple monkey dishwasher", 1, "feedback-unknown")]  # the latest first
+    # the one that answered Feedback's question is read there again: its children first
+    assert third["context"] == {"stepId": "feedback", "title": "Feedback", "type": "INTENT"}
+    assert third["now"]["stepId"] == "feedback-unknown" and third["offTopic"] is None
+    assert third["suggestion"]["stepId"] in {"feedback-yes", "feedback-no", "greet", "weather", "order", "feedback", "human"}
     assert admin.get(f"{base}/threads/u1").json()["messages"] == 2  # reading them again stored nothing
 
     # the builder adds the text as an example: it is still listed (it came), and now matches
@@ -191,7 +199,7 @@ def test_unmatched_lists_what_no_intent_took_the_most_frequent_first(org_server)
     assert again["texts"][0]["suggestion"] == {**again["texts"][0]["suggestion"], "stepId": "weather", "confidence": 1.0}
 
     assert admin.get(f"{base}/unmatched", params={"since": "2999-01-01"}).json()["texts"] == []
-    assert admin.get(f"{base}/unmatched", params={"since": "1999-01-01T00:00:00+02:00"}).json()["messages"] == 3
+    assert admin.get(f"{base}/unmatched", params={"since": "1999-01-01T00:00:00+02:00"}).json()["messages"] == 4
     for params, says in (({"since": "yesterday"}, "since must be a date"), ({"limit": "0"}, "limit must be"),
                          ({"limit": "101"}, "at most 100")):
         bad = admin.get(f"{base}/unmatched", params=params)
@@ -210,7 +218,8 @@ def test_unmatched_from_the_cli(make_server):
     out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--json", "--data-dir", data_dir])
     assert out.exit_code == 0, out.output
     report = json.loads(out.output)
-    assert report["texts"] == [{"text": "zxqv wvvk", "count": 2, "threads": 2, "lastAt": report["texts"][0]["lastAt"]}]
+    assert report["texts"] == [{"text": "zxqv wvvk", "unknownStepId": "unknown", "count": 2, "threads": 2,
+                                "lastAt": report["texts"][0]["lastAt"]}]
     out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--data-dir", data_dir])
     assert out.exit_code == 0 and "2 unmatched messages since" in out.output and "zxqv wvvk" in out.output
     out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--since", "soon", "--data-dir", data_dir])
