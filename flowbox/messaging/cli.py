@@ -165,7 +165,7 @@ def projects_unmatched(project_id, since, limit, as_json, cfg):
         output(report, True)
         return
     click.echo(f"{report['messages']} unmatched messages since {report['since']}, {report['distinct']} distinct texts")
-    output(report["texts"], False, ["count", "threads", "lastAt", "text"])
+    output(report["texts"], False, ["count", "threads", "lastAt", "unknownStepId", "text"])
 
 
 @click.group()

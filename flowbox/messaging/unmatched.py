@@ -52,8 +52,8 @@ def key_of(text: str) -> str:
 
 
 async def unmatched(store: Store, project: dict[str, Any], since: str, limit: int) -> dict[str, Any]:
-    """The project's user texts an UNKNOWN step answered since ``since`` (ISO 8601), grouped by ``key_of``:
-    the ``limit`` most frequent (then the most recent), each worded as it came last."""
+    """The project's user texts an UNKNOWN step answered since ``since`` (ISO 8601), one per UNKNOWN step and
+    ``key_of``: the ``limit`` most frequent (then the most recent), each worded as it came last."""
     rows = await store.fetchall(_UNMATCHED, [project["id"], since, SCANNED])
     texts, distinct = await asyncio.to_thread(_grouped, rows, limit)  # 10,000 texts read as an exact match: 0.1 s of CPU
     return {"since": since, "messages": len(rows), "distinct": distinct, "texts": texts}
