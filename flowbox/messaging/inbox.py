@@ -20,7 +20,7 @@ from ..ids import from_iso, iso
 from ..services import Services
 from . import common_phrasings, threads
 from .conversation import engine_input, graph_for, threshold_of
-from .engine import decide
+from .engine import Decision, Graph, Input, decide
 from .hours import is_open
 from .incoming import Incoming
 from .intents import MIN_HELD_OUT, expand
@@ -107,14 +107,7 @@ async def explain(services: Services, project: dict[str, Any], thread_id: str | 
     state = copy.deepcopy(thread["state"]) if thread else {}
     threshold = threshold_of(services, project)
     inp = engine_input(project, Incoming(kind="text", speech=text))
-    decision = await decide(graph, copy.deepcopy(state), inp, threshold=threshold,
-                            has_agent=bool(project.get("agent_id")), rng=random.Random(0))
-    current = graph.steps.get(state.get("step") or "")
-    weighed = [s["stepId"] for s in (graph.children.get(current["stepId"], []) if current else []) if s["type"] == "INTENT"]
-    weighed += [s["stepId"] for s in graph.top if s["type"] == "INTENT" and s["stepId"] not in weighed]
-    scores = await graph.index.scores(text, weighed) if inp.kind == "text" else {"method": "exact", "intents": []}
-    for item in scores["intents"]:
-        item["title"] = graph.steps[item["stepId"]]["title"]
+    decision, current, scores = await reading(graph, project, state, inp, text, threshold)
     matched = decision.matched
     item = next((i for i in scores["intents"] if matched and i["stepId"] == matched["stepId"]), None)
     confidence = decision.intents[0]["confidence"] if decision.intents else item["confidence"] if item else None
@@ -130,6 +123,23 @@ async def explain(services: Services, project: dict[str, Any], thread_id: str | 
         "params": decision.state.get("params") or {},
         "replies": [m["fallback"] for m in decision.messages], "handover": decision.handover is not None,
     }
+
+
+async def reading(graph: Graph, project: dict[str, Any], state: dict[str, Any], inp: Input, text: str,
+                  threshold: float) -> tuple[Decision, dict[str, Any] | None, dict[str, Any]]:
+    """What the engine makes of ``inp`` (``text``, or the event the business hours put in its place) on a thread in
+    ``state``, storing nothing: its decision, the step the thread is in, and the matcher's scores
+    (``IntentIndex.scores``, each intent with its title) for the intents it weighs there, that step's children
+    first, then the top level's. ``explain`` and ``unmatched.suggest`` read a text so."""
+    decision = await decide(graph, copy.deepcopy(state), inp, threshold=threshold,
+                            has_agent=bool(project.get("agent_id")), rng=random.Random(0))
+    current = graph.steps.get(state.get("step") or "")
+    weighed = [s["stepId"] for s in (graph.children.get(current["stepId"], []) if current else []) if s["type"] == "INTENT"]
+    weighed += [s["stepId"] for s in graph.top if s["type"] == "INTENT" and s["stepId"] not in weighed]
+    scores = await graph.index.scores(text, weighed) if inp.kind == "text" else {"method": "exact", "intents": []}
+    for item in scores["intents"]:
+        item["title"] = graph.steps[item["stepId"]]["title"]
+    return decision, current, scores
 
 
 def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:

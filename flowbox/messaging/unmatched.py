@@ -9,7 +9,7 @@ example to add (the flow is learned again in the background); one the business d
 the UNKNOWN step's answer should mention. So that the builder can tell the two apart, each text comes with
 the step it matches now where it came (a flow changed since may take it), the intent its matcher finds likeliest
 there (under a question, that step's children first), and the off-topic phrasing that puts it out of scope, if one
-does (``suggest``: the same reading ``explain`` gives).
+does (``suggest``: ``inbox.reading``, as ``explain`` reads a text).
 Events, locations and media an UNKNOWN step answered are not listed: no example would match them.
 """
 
@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import random
 from typing import Any
 
 from ..db import Store
 from ..ids import iso, now
 from ..services import Services
 from .conversation import graph_for, threshold_of
-from .engine import decide
+from .inbox import reading
 from .incoming import Incoming
 from .matcher import compact, normalize, plain
 
@@ -83,20 +82,16 @@ async def suggest(services: Services, project: dict[str, Any], texts: list[dict[
     None without intents) and ``offTopic`` (at the top level, the off-topic phrasing that puts it out of scope, or None)."""
     graph = await graph_for(services, project)
     threshold = threshold_of(services, project)
-    top = [s["stepId"] for s in graph.top if s["type"] == "INTENT"]
     for item in texts:
         unknown = graph.steps.get(item["unknownStepId"] or "")
         parent = graph.steps.get((unknown.get("contexts") or [""])[0]) if unknown else None
-        children = [s["stepId"] for s in graph.children.get(parent["stepId"], []) if s["type"] == "INTENT"] if parent else []
         inp = Incoming(kind="text", speech=item["text"]).engine_input()  # the flows, whatever the hour
-        decision = await decide(graph, {"step": parent["stepId"]} if parent else {}, inp, threshold=threshold,
-                                has_agent=bool(project.get("agent_id")), rng=random.Random(0))
-        scores = await graph.index.scores(item["text"], children + [s for s in top if s not in children])
+        decision, context, scores = await reading(graph, project, {"step": parent["stepId"]} if parent else {}, inp,
+                                                  item["text"], threshold)
         likeliest = scores["intents"][0] if scores["intents"] else None
         off = scores.get("offTopic")
-        item["context"] = {k: parent[k] for k in ("stepId", "title", "type")} if parent else None
+        item["context"] = {k: context[k] for k in ("stepId", "title", "type")} if context else None
         item["now"] = decision.matched
         item["suggestion"] = None if likeliest is None else {
-            "stepId": likeliest["stepId"], "title": graph.steps[likeliest["stepId"]]["title"],
-            "confidence": likeliest["confidence"], "example": likeliest["example"], "similarity": likeliest["similarity"]}
-        item["offTopic"] = off["phrasing"] if off and not parent else None
+            k: likeliest[k] for k in ("stepId", "title", "confidence", "example", "similarity")}
+        item["offTopic"] = off["phrasing"] if off and not context else None

@@ -98,25 +98,15 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None
 def cpu_seconds(pid: int, children: bool = False) -> float:
     """A process's user + system CPU time so far (Linux, as wrk); with ``children``, its child processes' too (the
     embedding workers)."""
-    def stat(p: int | str) -> list[str]:
-        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-
-    pids = [pid]
-    if children:
-        for entry in Path("/proc").iterdir():
-            try:
-                if entry.name.isdigit() and int(stat(entry.name)[1]) == pid:
-                    pids.append(int(entry.name))
-            except (OSError, IndexError):
-                continue  # gone meanwhile
-    total = 0.0
-    for p in pids:
+    ticks = 0
+    for name in [p.name for p in Path("/proc").iterdir() if p.name.isdigit()] if children else [str(pid)]:
         try:
-            fields = stat(p)
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if name == str(pid) or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measured(pid: int, run, children: bool = False) -> dict:
