@@ -50,6 +50,7 @@ from .schemas import (
     ThreadView,
     TokenRotated,
     Unmatched,
+    Unsure,
     errors,
 )
 
@@ -434,14 +435,28 @@ async def explain(request: Request, project: ProjectOf, project_id: FromPath[str
     return await inbox.explain(services_of(request), project, threadId, text)
 
 
+SINCE = f"ISO 8601: count messages from then on (the last {unmatched.DAYS} days)"
+LIMIT = f"At most this many texts, 1 to {unmatched.MAX_LIMIT} (20)"
+
+
 @get("/v1/projects/{project_id:str}/unmatched", summary="What customers wrote that no intent matched, the most frequent first",
      responses=doc(200, Unmatched, *errors(400, 401, 403, 404)))
 async def list_unmatched(request: Request, project: ProjectOf, project_id: FromPath[str],
-                         since: query(f"ISO 8601: count messages from then on (the last {unmatched.DAYS} days)") = None,
-                         limit: query(f"At most this many texts, 1 to {unmatched.MAX_LIMIT} (20)") = None) -> dict[str, Any]:
+                         since: query(SINCE) = None, limit: query(LIMIT) = None) -> dict[str, Any]:
+    return await _misread(request, project, since, limit, unmatched.unmatched)
+
+
+@get("/v1/projects/{project_id:str}/unsure", summary="What intents matched with little confidence, the most frequent first",
+     responses=doc(200, Unsure, *errors(400, 401, 403, 404)))
+async def list_unsure(request: Request, project: ProjectOf, project_id: FromPath[str],
+                      since: query(SINCE) = None, limit: query(LIMIT) = None) -> dict[str, Any]:
+    return await _misread(request, project, since, limit, unmatched.unsure)
+
+
+async def _misread(request: Request, project: dict[str, Any], since: str | None, limit: str | None, listing) -> dict[str, Any]:
     services = services_of(request)
     start = unmatched.default_since() if since is None else iso_param(since, "since")
-    report = await unmatched.unmatched(services.store, project, start, int_param(limit, "limit", 20, 1, unmatched.MAX_LIMIT))
+    report = await listing(services.store, project, start, int_param(limit, "limit", 20, 1, unmatched.MAX_LIMIT))
     await unmatched.suggest(services, project, report["texts"])
     return report
 
@@ -479,6 +494,6 @@ ROUTES = [
     authenticated([get_project, update_project, delete_project, rotate_token,
                    list_flows, create_flow, import_flows, export_flows, get_flow, replace_flow, delete_flow,
                    list_threads, get_thread, take_over, hand_back, agent_reply, project_events, explain, evaluate,
-                   list_unmatched],
+                   list_unmatched, list_unsure],
                   managed_project, provides="project"),
 ]

@@ -146,26 +146,38 @@ def projects_delete(project_id, as_json, cfg):
     output({"projectId": project_id, "deleted": True}, as_json)
 
 
-@projects.command("unmatched")
-@click.argument("project_id")
-@click.option("--since", default=None, help=f"ISO 8601 date or time to count from (default: the last {unmatched_mod.DAYS} days).")
-@click.option("--limit", type=click.IntRange(1, unmatched_mod.MAX_LIMIT), default=20, show_default=True, help="Texts listed at most.")
-@json_option
-@config_options
-def projects_unmatched(project_id, since, limit, as_json, cfg):
-    """What customers wrote that no intent matched, the most frequent first. The Management API's
-    /unmatched adds what the flows make of each text now (it needs the server's models)."""
+def _misread_command(name: str, listing, what: str, columns: list[str], help: str):  # noqa: A002 - click's word
+    """``flowbox projects unmatched`` and ``unsure``: ``listing`` (unmatched.py) of one project, from the database."""
 
-    async def go(store):
-        start = unmatched_mod.default_since() if since is None else iso_param(since, "--since")
-        return await unmatched_mod.unmatched(store, await _project(store, project_id), start, limit)
+    @projects.command(name, help=help)
+    @click.argument("project_id")
+    @click.option("--since", default=None, help=f"ISO 8601 date or time to count from (default: the last {unmatched_mod.DAYS} days).")
+    @click.option("--limit", type=click.IntRange(1, unmatched_mod.MAX_LIMIT), default=20, show_default=True, help="Texts listed at most.")
+    @json_option
+    @config_options
+    def command(project_id, since, limit, as_json, cfg):
+        async def go(store):
+            start = unmatched_mod.default_since() if since is None else iso_param(since, "--since")
+            return await listing(store, await _project(store, project_id), start, limit)
 
-    report = with_store(cfg, go)
-    if as_json:
-        output(report, True)
-        return
-    click.echo(f"{report['messages']} unmatched messages since {report['since']}, {report['distinct']} distinct texts")
-    output(report["texts"], False, ["count", "threads", "lastAt", "unknownStepId", "text"])
+        report = with_store(cfg, go)
+        if as_json:
+            output(report, True)
+            return
+        click.echo(f"{report['messages']} {what} since {report['since']}, {report['distinct']} distinct texts")
+        output([{**t, "matched": t["matched"]["stepId"]} if "matched" in t else t for t in report["texts"]], False, columns)
+
+    return command
+
+
+projects_unmatched = _misread_command(
+    "unmatched", unmatched_mod.unmatched, "unmatched messages", ["count", "threads", "lastAt", "unknownStepId", "text"],
+    "What customers wrote that no intent matched, the most frequent first. The Management API's /unmatched adds "
+    "what the flows make of each text now (it needs the server's models).")
+projects_unsure = _misread_command(
+    "unsure", unmatched_mod.unsure, "unsure matches", ["count", "threads", "lastAt", "confidence", "matched", "text"],
+    f"What intents matched with a confidence below {unmatched_mod.UNSURE}, the most frequent first: where the flows "
+    "most likely misunderstood. The Management API's /unsure adds what the flows make of each text now.")
 
 
 @click.group()

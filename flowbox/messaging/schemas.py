@@ -217,6 +217,29 @@ class Unmatched(TypedDict):
     texts: list[UnmatchedText]
 
 
+class UnsureText(TypedDict):
+    text: str                                # as it came last
+    matched: dict[str, Any]                  # the step it matched (stepId, title), as stored
+    confidence: float                        # that match's, below 0.9 (unmatched.UNSURE)
+    count: int                               # messages with this text matched to that step
+    threads: int
+    lastAt: str
+    context: dict[str, Any] | None           # the step whose question it answered (the matched step's parent); None: the top level
+    now: dict[str, Any] | None               # the step it matches now there: stepId, title, type
+    suggestion: UnmatchedSuggestion | None   # the intent the matcher finds likeliest there now
+    alternative: UnmatchedSuggestion | None  # the likeliest intent other than the one it matched
+    offTopic: str | None                     # at the top level, the off-topic phrasing that puts it out of scope, if one does
+
+
+class Unsure(TypedDict):
+    """The user texts an intent matched with little confidence (below 0.9), the most frequent first"""
+
+    since: str
+    messages: int     # such matches counted (the most recent 10,000 at most)
+    distinct: int
+    texts: list[UnsureText]
+
+
 class EvaluationCase(TypedDict):
     text: str
     expected: str            # the INTENT step's id the text should reach, or UNKNOWN

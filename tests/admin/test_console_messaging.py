@@ -276,6 +276,8 @@ def test_test_messages_show_what_the_flows_match_and_what_they_miss(context, org
     rest = org_server.client(f"Bearer {project['token']}")
     for thread in ("t1", "t2"):  # what a customer wrote that nothing matched is listed under the test messages
         assert rest.post(f"/rest/v1/messages/{thread}", json={"payload": {"type": "text", "speech": "plorb fnark"}}).status_code == 200
+    # and what an intent matched with little confidence, under it
+    assert rest.post("/rest/v1/messages/t3", json={"payload": {"type": "text", "speech": "can i get some food"}}).status_code == 200
     tab = context.new_page()
     sign_in(tab, org_server)
     tab.goto(f"{org_server.base_url}/#/messaging/{project['projectId']}")
@@ -292,6 +294,15 @@ def test_test_messages_show_what_the_flows_match_and_what_they_miss(context, org
     flow = api.get(f"/v1/projects/{project['projectId']}/flows/{SHOP_FLOW['flowId']}").json()
     step = next(s for s in flow["steps"] if s["stepId"] == likeliest["stepId"])
     assert step["intent"]["examples"][-1]["query"] == "plorb fnark"
+    unsure = tab.locator("#unsure tbody tr")
+    expect(unsure).to_have_count(1)
+    expect(unsure).to_contain_text("can i get some food")
+    expect(unsure.locator("td").nth(2)).to_contain_text("Order (0.")  # the step it matched, and how surely
+    unsure.locator("button", has_text="Confirm Order").click()  # a right match: the text becomes an example of Order
+    expect(tab.locator("#toast")).to_contain_text("Added “can i get some food” to the examples of “Order”")
+    expect(unsure.locator("button")).to_have_count(0)
+    flow = api.get(f"/v1/projects/{project['projectId']}/flows/{SHOP_FLOW['flowId']}").json()
+    assert next(s for s in flow["steps"] if s["stepId"] == "order")["intent"]["examples"][-1]["query"] == "can i get some food"
     tab.locator("#evaluate-form textarea").fill("greet | hello!\norder | I want to talk to a human\nUNKNOWN | zxqv wvvk")
     tab.locator("#evaluate-form button[type=submit]").click()
     expect(tab.locator("#evaluation-summary")).to_contain_text("Right: 2 of 3 (67%) · in scope 1 of 2 (50%) · out of scope 1 of 1 (100%)")

@@ -11,7 +11,7 @@ import httpx
 from click.testing import CliRunner
 
 from flowbox.cli.main import cli
-from flowbox.messaging import matcher
+from flowbox.messaging import matcher, unmatched
 from tests.helpers import SHOP_FLOW
 
 
@@ -208,11 +208,12 @@ def test_unmatched_lists_what_no_intent_took_the_most_frequent_first(org_server)
     assert other.client(f"Bearer {other.key}").get(f"{base}/unmatched").status_code == 404
 
 
-def test_unmatched_from_the_cli(make_server):
+def test_unmatched_and_unsure_from_the_cli(make_server):
     server = make_server()
     project_id, admin, rest = project(server)
     say(rest, "c1", "zxqv wvvk")
     say(rest, "c2", "zxqv wvvk")
+    say(rest, "c3", "can i get some food")
     data_dir = str(server.config.data_path)
     server.stop()  # one writer: the CLI opens the same database
     out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--json", "--data-dir", data_dir])
@@ -224,6 +225,43 @@ def test_unmatched_from_the_cli(make_server):
     assert out.exit_code == 0 and "2 unmatched messages since" in out.output and "zxqv wvvk" in out.output
     out = CliRunner().invoke(cli, ["projects", "unmatched", project_id, "--since", "soon", "--data-dir", data_dir])
     assert out.exit_code == 1 and "--since must be a date" in out.output
+    out = CliRunner().invoke(cli, ["projects", "unsure", project_id, "--json", "--data-dir", data_dir])
+    assert out.exit_code == 0, out.output
+    [unsure] = json.loads(out.output)["texts"]
+    assert (unsure["text"], unsure["matched"]["stepId"], unsure["count"]) == ("can i get some food", "order", 1)
+    out = CliRunner().invoke(cli, ["projects", "unsure", project_id, "--data-dir", data_dir])
+    assert out.exit_code == 0 and "1 unsure matches since" in out.output and "order    can i get some food" in out.output
+
+
+def test_unsure_lists_what_an_intent_matched_with_little_confidence(org_server):
+    project_id, admin, rest = project(org_server)
+    base = f"/v1/projects/{project_id}"
+    say(rest, "s1", "can i get some food")  # the nearest example's intent, order, with a confidence below 0.9
+    say(rest, "s2", "Can I get some food?")
+    say(rest, "s3", "Hello")  # an example: 1.0, not listed
+    say(rest, "s4", "zxqv wvvk")  # unmatched, not unsure
+    report = admin.get(f"{base}/unsure").json()
+    assert (report["messages"], report["distinct"]) == (2, 1)
+    [item] = report["texts"]
+    assert (item["text"], item["count"], item["threads"]) == ("Can I get some food?", 2, 2)
+    assert item["matched"] == {"stepId": "order", "title": "Order"} and 0.5 < item["confidence"] < unmatched.UNSURE
+    assert item["context"] is None and item["now"]["stepId"] == "order" and item["suggestion"]["stepId"] == "order"
+    assert item["alternative"]["stepId"] in {"greet", "weather", "feedback", "human"}
+    assert admin.get(f"{base}/unmatched").json()["texts"][0]["text"] == "zxqv wvvk"
+
+    # the builder confirms it with an example: still listed (it came), now matched surely; later matches are not unsure
+    flow = copy.deepcopy(SHOP_FLOW)
+    next(s for s in flow["steps"] if s["stepId"] == "order")["intent"]["examples"].append("can I get some food")
+    assert admin.put(f"{base}/flows/{flow['flowId']}", json=flow).status_code == 200
+    again = admin.get(f"{base}/unsure").json()["texts"][0]
+    assert again["suggestion"] == {**again["suggestion"], "stepId": "order", "confidence": 1.0}
+    say(rest, "s5", "can i get some food")
+    assert admin.get(f"{base}/unsure").json()["messages"] == 2
+    for params, says in (({"since": "today"}, "since must be a date"), ({"limit": "x"}, "limit must be")):
+        bad = admin.get(f"{base}/unsure", params=params)
+        assert bad.status_code == 400 and says in bad.json()["message"], bad.text
+    other = org_server.in_new_org("other")
+    assert other.client(f"Bearer {other.key}").get(f"{base}/unsure").status_code == 404
 
 
 def test_a_flow_too_small_to_learn_from_matches_its_nearest_example_with_a_calibrated_confidence(org_server):

@@ -42,6 +42,7 @@ export async function render(main, args) {
       h("div", {}, h("h2", {}, "Test chat"), chat.panel)),
     flows.length ? evaluation(project) : null,
     flows.length ? unmatched(project, flows) : null,
+    flows.length ? unsure(project, flows) : null,
     create);
   return chat.close;
 }
@@ -96,37 +97,65 @@ function evaluation(project) {
 function unmatched(project, flows) {
   const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
   const out = h("div", { id: "unmatched" }, h("div", { class: "panel empty" }, "Loading…"));
-  const confidence = (s) => (s.confidence === null ? "" : ` (${s.confidence.toFixed(2)})`);
   const load = () => api(`${base}/unmatched`).then((report) => mount(out,
     h("p", { class: "muted small" }, `${report.messages} unmatched messages, ${report.distinct} distinct texts, since ${report.since.slice(0, 10)}. `,
       "Add a text an intent should take to its examples; one the business does not serve belongs in the UNKNOWN step's answer."),
     table([["Message", (t) => t.text], ["Times", (t) => String(t.count)], ["Threads", (t) => String(t.threads)],
-      ["Likeliest intent", (t) => (t.suggestion ? t.suggestion.title + confidence(t.suggestion) : "")],
+      ["Likeliest intent", (t) => intentWith(t.suggestion)],
       ["Matches now", (t) => (!t.now ? "nothing" : t.now.type === "INTENT" ? t.now.title : t.now.type)],
-      ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")], ["", adding]], report.texts, "Nothing unmatched: every message found its step.")),
+      ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")],
+      ["", (t) => (t.now && t.now.type === "INTENT" ? "" : addButton(t.text, t.suggestion, "Add to"))]], report.texts,
+    "Nothing unmatched: every message found its step.")),
   (err) => mount(out, errorBox(err)));
+  const addButton = exampleAdder(base, flows, out, load);
+  load();
+  return h("div", {}, h("h2", {}, "Not understood"), out);
+}
 
-  // The text as an example of the likeliest intent: its flow, read again, saved with it (the flow is learned
-  // again in the background; the text matches it exactly at once).
-  function adding(t) {
-    const owner = t.suggestion && flows.find((f) => (f.steps || []).some((s) => s.stepId === t.suggestion.stepId));
-    if (!owner || (t.now && t.now.type === "INTENT")) return "";
+// Unsure: what an intent matched with little confidence (GET .../unsure), where the flows most likely misunderstood:
+// confirm the match with an example, or move the text to the likeliest other intent.
+function unsure(project, flows) {
+  const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
+  const out = h("div", { id: "unsure" }, h("div", { class: "panel empty" }, "Loading…"));
+  const load = () => api(`${base}/unsure`).then((report) => mount(out,
+    h("p", { class: "muted small" }, `${report.messages} matches below 0.9 confidence, ${report.distinct} distinct texts, since ${report.since.slice(0, 10)}. `,
+      "Confirm a right one with an example; move a wrong one to the intent it meant. One the business does not serve belongs in the UNKNOWN step's answer."),
+    table([["Message", (t) => t.text], ["Times", (t) => String(t.count)],
+      ["Matched", (t) => `${t.matched.title || t.matched.stepId} (${t.confidence.toFixed(2)})`],
+      ["Likeliest other", (t) => intentWith(t.alternative)],
+      ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")],
+      ["", (t) => (t.suggestion && t.suggestion.confidence === 1 ? "" : h("span", {},
+        addButton(t.text, t.matched, "Confirm"), " ", addButton(t.text, t.alternative, "Move to")))]],
+    report.texts, "Nothing unsure: every match was confident.")),
+  (err) => mount(out, errorBox(err)));
+  const addButton = exampleAdder(base, flows, out, load);
+  load();
+  return h("div", {}, h("h2", {}, "Matched, but unsure"), out);
+}
+
+function intentWith(scored) {
+  return scored ? scored.title + (scored.confidence === null ? "" : ` (${scored.confidence.toFixed(2)})`) : "";
+}
+
+// A button that adds a text to an intent's examples: its flow, read again, saved with it (the flow is learned
+// again in the background; the text matches it exactly at once), then the panel loads again.
+function exampleAdder(base, flows, out, load) {
+  return (text, intent, label) => {
+    const owner = intent && flows.find((f) => (f.steps || []).some((s) => s.stepId === intent.stepId));
+    if (!owner) return "";
     return h("button", { type: "button", class: "small", onclick: async (event) => {
       const button = event.currentTarget;
       button.disabled = true;
       try {
         const flow = await api(`${base}/flows/${encodeURIComponent(owner.flowId)}`);
-        flow.steps.find((s) => s.stepId === t.suggestion.stepId).intent.examples.push({ query: t.text, entities: [] });
+        flow.steps.find((s) => s.stepId === intent.stepId).intent.examples.push({ query: text, entities: [] });
         await api(`${base}/flows/${encodeURIComponent(owner.flowId)}`, { method: "PUT", body: flow });
-        toast(`Added “${t.text}” to the examples of “${t.suggestion.title}”`);
+        toast(`Added “${text}” to the examples of “${intent.title}”`);
         await load();
       } catch (err) {
         button.disabled = false;
         out.prepend(errorBox(err));
       }
-    } }, `Add to ${t.suggestion.title}`);
-  }
-
-  load();
-  return h("div", {}, h("h2", {}, "Not understood"), out);
+    } }, `${label} ${intent.title}`);
+  };
 }
