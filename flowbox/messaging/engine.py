@@ -95,7 +95,8 @@ class Decision:
     state: dict[str, Any] = field(default_factory=dict)
     intents: list[dict[str, Any]] = field(default_factory=list)   # matched for the user's message
     contexts: list[str] = field(default_factory=list)             # the thread's context on arrival
-    matched: dict[str, Any] | None = None  # the step the input matched ({stepId, title, type}), SLOT answers too
+    matched: dict[str, Any] | None = None  # the step the input matched ({stepId, title, type}), SLOT answers too;
+    # UNKNOWN with no stepId where nothing matched and no UNKNOWN step answers (or the fallback agent does)
     rule: str | None = None               # the rule that matched the intent in ``intents`` (matcher.RULES)
     agent: bool = False                   # UNKNOWN goes to the project's fallback agent
     unknown_step: dict[str, Any] | None = None   # answered when the agent cannot
@@ -311,6 +312,8 @@ async def decide(graph: Graph, state: dict[str, Any], inp: Input, *, threshold: 
                     decision.unknown_step = fallback
                 elif fallback is not None:
                     turn.run(fallback)
+                else:  # nothing answers, but the message is known not understood (history, webhooks, unmatched.py)
+                    decision.matched = {"stepId": None, "title": "UNKNOWN", "type": "UNKNOWN"}
     decision.state["params"] = turn.params
     return decision
 

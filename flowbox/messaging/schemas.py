@@ -198,7 +198,7 @@ class UnmatchedSuggestion(TypedDict):
 
 class UnmatchedText(TypedDict):
     text: str                                # as it came last
-    unknownStepId: str | None                # the UNKNOWN step that answered it (the top level's, or one under a step's question)
+    unknownStepId: str | None                # the UNKNOWN step that answered it (the top level's, or one under a step's question); None: none did
     count: int                               # messages with this text (case, punctuation, spaces and chat shorthand aside)
     threads: int                             # threads they came on
     lastAt: str

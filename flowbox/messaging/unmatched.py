@@ -1,7 +1,8 @@
 """What a project's customers wrote that its flows did not understand (``GET /v1/projects/:id/unmatched``,
-``flowbox projects unmatched``): the user texts an UNKNOWN step answered, the same text (as an exact match
-reads it: case, punctuation, spaces and chat shorthand aside) to the same UNKNOWN step (the top-level one, or
-one under a step's question: "not yes or no") counted once with how often and on how many threads it came, the
+``flowbox projects unmatched``): the user texts an UNKNOWN step answered (or none did, in flows without one:
+``engine.Decision.matched``), the same text (as an exact match reads it: case, punctuation, spaces and chat
+shorthand aside) to the same UNKNOWN step (the top-level one, one under a step's question: "not yes or no", or
+none) counted once with how often and on how many threads it came, the
 most frequent first.
 
 This is what a bot builder reads to improve a flow: a text that keeps coming and belongs to an intent is an

@@ -208,6 +208,26 @@ def test_unmatched_lists_what_no_intent_took_the_most_frequent_first(org_server)
     assert other.client(f"Bearer {other.key}").get(f"{base}/unmatched").status_code == 404
 
 
+def test_unmatched_lists_what_nothing_answered_in_flows_without_an_unknown_step(org_server):
+    admin = org_server.client(f"Bearer {org_server.key}")
+    created = admin.post("/v1/projects", json={"name": "no fallback"}).json()
+    base = f"/v1/projects/{created['projectId']}"
+    flow = copy.deepcopy(SHOP_FLOW)
+    flow["steps"] = [s for s in flow["steps"] if s["stepId"] != "unknown"]
+    assert admin.post(f"{base}/flows", json=flow).status_code == 201
+    rest = org_server.client(f"Bearer {created['token']}")
+    say(rest, "n1", "zxqv wvvk")  # nothing answers it: the bot is silent, but the message is known not understood
+    assert admin.post(f"{base}/threads/n2/pause", json={}).json() == {"status": "ok"}
+    say(rest, "n2", "zxqv wvvk")  # while paused nothing reads it: not listed
+    [entry] = admin.get(f"{base}/threads/n1").json()["history"]["history"][0]["messages"]
+    assert entry["step"] == {"stepId": None, "title": "UNKNOWN", "type": "UNKNOWN"}
+    report = admin.get(f"{base}/unmatched").json()
+    assert [(t["text"], t["count"], t["unknownStepId"], t["context"]) for t in report["texts"]] == [("zxqv wvvk", 1, None, None)]
+    assert report["texts"][0]["now"] == {"stepId": None, "title": "UNKNOWN", "type": "UNKNOWN"}
+    explained = admin.get(f"{base}/explain", params={"text": "zxqv wvvk"}).json()
+    assert explained["explanation"].startswith("Nothing matched: ") and "no ANYTHING or UNKNOWN step" in explained["explanation"]
+
+
 def test_unmatched_and_unsure_from_the_cli(make_server):
     server = make_server()
     project_id, admin, rest = project(server)
