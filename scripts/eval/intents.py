@@ -23,6 +23,8 @@ Measured in one run, on the same utterances:
 Under flowbox's row, the range its overall and out-of-scope accuracy takes in 95% of draws of the flows again
 with replacement: how much a figure would move on another set of flows (a few flows make most of the
 uncertainty: untuned test, 0.903-0.932 overall and 0.79-0.90 out of scope, about 0.918 and 0.847).
+Then how the unsure list (``GET /v1/projects/:id/unsure``, ``unmatched.UNSURE``) would read: of the top-level
+matches, how many are below the line, and the share wrong below it and above it.
 
 Untuned domains (``UNTUNED``) were written by people who never read the matcher, after it was
 tuned on ``DOMAINS``, and nothing is ever chosen by them (not even by their totals): a domain that
@@ -203,6 +205,7 @@ class Bot:
         server.call(flows.import_flows(server.services.store, self.project["id"], self.flow))
         self.project = server.call(projects.get_project(server.services.store, self.project["id"]))
         self.count = 0
+        self.confidence: float | None = None  # the last message's match's (None: no intent matched)
 
     def wait_ready(self) -> float:
         """Seconds until the project's intent model is trained (the engine answers meanwhile; the
@@ -228,6 +231,10 @@ class Bot:
             self.server.call(conversation.handle(services, self.project, thread, Incoming(kind="step", target=case.context)))
         outcome = self.server.call(conversation.handle(services, self.project, thread,
                                                        from_rest({"payload": {"type": "text", "speech": case.text}})))
+        stored = self.server.call(services.store.fetchone(  # the match's confidence, as the history keeps it
+            "SELECT json_extract(message, '$.intents[0].confidence') AS confidence FROM msg_messages"
+            " WHERE project_id = ? AND thread_id = ? AND sender = 'user' ORDER BY seq DESC LIMIT 1", [self.project["id"], thread]))
+        self.confidence = stored["confidence"] if stored else None
         return _answered_step(outcome)
 
 
@@ -363,11 +370,12 @@ def main() -> None:
     mapped_scores = [mapped[c.domain].example_scores(c.text) for c in cases]
 
     waited = {d: b.wait_ready() for d, b in bots.items()}
-    latencies, flowbox = [], []
+    latencies, flowbox, confidences = [], [], []
     for case in cases:
         t0 = time.perf_counter()
         flowbox.append(bots[case.domain].ask(case))
         latencies.append((time.perf_counter() - t0) * 1000)
+        confidences.append(bots[case.domain].confidence)
 
     dev = [i for i, c in enumerate(cases) if c.split == "dev" and c.domain in tuned]  # thresholds: tuned domains only
     pick = lambda idx: [cases[i] for i in idx]  # noqa: E731
@@ -409,6 +417,20 @@ def main() -> None:
                 line.append(f"{short} {accuracy(pick(idx), [predicted[i] for i in idx])['overall']:.3f}")
             print(f"  test, {domain}: " + ", ".join(line))
 
+    def unsure(domains: tuple[str, ...]) -> None:
+        # what /v1/projects/:id/unsure lists (unmatched.UNSURE): how much likelier a top-level match below it is wrong
+        from flowbox.messaging.unmatched import UNSURE
+
+        row = []
+        for half in ("dev", "test"):
+            idx = [i for i, c in enumerate(cases) if c.domain in domains and c.split == half and not c.context
+                   and flowbox[i] != "UNKNOWN" and confidences[i] is not None]
+            below = [i for i in idx if confidences[i] < UNSURE]
+            above = [i for i in idx if confidences[i] >= UNSURE]
+            wrong = lambda group: sum(flowbox[i] not in cases[i].expected for i in group) / max(1, len(group))  # noqa: E731
+            row.append(f"{len(below)}/{len(idx)}: {wrong(below):.3f} / {wrong(above):.3f}")
+        print(f"{f'  unsure (below {UNSURE}) listed: wrong below / above':44} |  {row[0]:21} |  {row[1]:21}")
+
     def interval(domains: tuple[str, ...], half: str, draws: int = 2000) -> str:
         """flowbox's overall and out-of-scope accuracy on ``half``, 2.5th to 97.5th percentile over the flows
         drawn again with replacement: a flow's utterances share its examples, so they are not independent, and
@@ -447,10 +469,12 @@ def main() -> None:
     print(f"intent model ready after {', '.join(f'{d} {s:.1f} s' for d, s in waited.items())}\n")
     report(tuned)
     without_verbatim(tuned)
+    unsure(tuned)
     if untuned:
         print(f"\nuntuned ({', '.join(untuned)}: never tuned on; thresholds above, from the tuned dev half)")
         report(untuned)
         without_verbatim(untuned)
+        unsure(untuned)
     print("\nflowbox, one message on a new thread (conversation.handle: matched, reply stored and queued):")
     for label, domains in (("tuned flows", tuned), ("untuned", untuned)) if untuned else (("flows", tuned),):
         single = sorted(ms for ms, c in zip(latencies, cases) if not c.context and c.domain in domains)
