@@ -281,7 +281,7 @@ def test_test_messages_show_what_the_flows_match_and_what_they_miss(context, org
     tab = context.new_page()
     sign_in(tab, org_server)
     tab.goto(f"{org_server.base_url}/#/messaging/{project['projectId']}")
-    expect(tab.locator("#unmatched")).to_contain_text("2 unmatched messages, 1 distinct texts")
+    expect(tab.locator("#unmatched")).to_contain_text("2 unmatched messages, 1 distinct text,")
     row = tab.locator("#unmatched tbody tr")
     expect(row).to_have_count(1)
     expect(row).to_contain_text("plorb fnark")
@@ -294,6 +294,7 @@ def test_test_messages_show_what_the_flows_match_and_what_they_miss(context, org
     flow = api.get(f"/v1/projects/{project['projectId']}/flows/{SHOP_FLOW['flowId']}").json()
     step = next(s for s in flow["steps"] if s["stepId"] == likeliest["stepId"])
     assert step["intent"]["examples"][-1]["query"] == "plorb fnark"
+    expect(tab.locator("#unsure")).to_contain_text("1 match below 0.9 confidence, 1 distinct text,")
     unsure = tab.locator("#unsure tbody tr")
     expect(unsure).to_have_count(1)
     expect(unsure).to_contain_text("can i get some food")

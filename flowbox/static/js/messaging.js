@@ -98,7 +98,7 @@ function unmatched(project, flows) {
   const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
   const out = h("div", { id: "unmatched" }, h("div", { class: "panel empty" }, "Loading…"));
   const load = () => api(`${base}/unmatched`).then((report) => mount(out,
-    h("p", { class: "muted small" }, `${report.messages} unmatched messages, ${report.distinct} distinct texts, since ${report.since.slice(0, 10)}. `,
+    h("p", { class: "muted small" }, `${counted(report.messages, "unmatched message")}, ${counted(report.distinct, "distinct text")}, since ${report.since.slice(0, 10)}. `,
       "Add a text an intent should take to its examples; one the business does not serve belongs in the UNKNOWN step's answer."),
     table([["Message", (t) => t.text], ["Times", (t) => String(t.count)], ["Threads", (t) => String(t.threads)],
       ["Likeliest intent", (t) => intentWith(t.suggestion)],
@@ -118,7 +118,7 @@ function unsure(project, flows) {
   const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
   const out = h("div", { id: "unsure" }, h("div", { class: "panel empty" }, "Loading…"));
   const load = () => api(`${base}/unsure`).then((report) => mount(out,
-    h("p", { class: "muted small" }, `${report.messages} matches below 0.9 confidence, ${report.distinct} distinct texts, since ${report.since.slice(0, 10)}. `,
+    h("p", { class: "muted small" }, `${counted(report.messages, "match", "matches")} below 0.9 confidence, ${counted(report.distinct, "distinct text")}, since ${report.since.slice(0, 10)}. `,
       "Confirm a right one with an example; move a wrong one to the intent it meant. One the business does not serve belongs in the UNKNOWN step's answer."),
     table([["Message", (t) => t.text], ["Times", (t) => String(t.count)],
       ["Matched", (t) => `${t.matched.title || t.matched.stepId} (${t.confidence.toFixed(2)})`],
@@ -131,6 +131,10 @@ function unsure(project, flows) {
   const addButton = exampleAdder(base, flows, out, load);
   load();
   return h("div", {}, h("h2", {}, "Matched, but unsure"), out);
+}
+
+function counted(n, one, many = `${one}s`) {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 function intentWith(scored) {
