@@ -375,22 +375,27 @@ def leading_social(text: str) -> str | None:
     return None
 
 
-# A message that asks for help ("help", "i need some help", "can you help me", "hope someone can help") is no thank-you,
-# though thanks are often for help ("thanks for your help", "that helped a lot"): the learned model and the judge read
-# "help me" and "i need help" as thanks (0.91 and 0.92 on the telecom flow of scripts/eval), so a thank-you intent
-# does not take one that thanks for nothing (``asks_for_help``, ``matcher.IntentIndex.best``).
+# A message that asks for help ("help", "i need some help", "can you help me", "hope someone can help") or says none
+# came ("that didnt help", "not helpful") is no thank-you, though thanks are often for help ("thanks for your help",
+# "that helped a lot"): the learned model and the judge read "help me", "i need help" and "that didnt help" as thanks
+# (0.91, 0.92 and 0.95 on the telecom flow of scripts/eval), so a thank-you intent does not take one that thanks for
+# nothing (``no_thanks_for_help``, ``matcher.IntentIndex.best``).
 ASKS_FOR_HELP = re.compile(
     r"^help\b|\b(need|needs|needed|want|wants|after|get|getting|looking for|ask for|asking for|some|any)"
     r" (some |any |a bit of |a little |your |urgent )?help\b"
     r"|\b(can|could|would|will|please) (you|someone|somebody|anyone|anybody|i get|we get) (please )?help\b|\bhelp (me|us|please)\b"
     r"|\bhope (you|someone|somebody|anyone) (can|could|will) help\b")
+NO_HELP = re.compile(
+    r"\b(not|no|never|didnt|doesnt|dont|wasnt|isnt|werent|arent|havent|hasnt|did not|does not|do not|was not|is not|were not"
+    r"|are not|has not|have not)( really| very| much| at all| been| of any)? (help|helped|helping|helpful|use)\b|\bunhelpful\b")
 THANKS_CUE = re.compile(r"\bthank|\bcheers\b|\bappreciat|\bgrateful\b|\bobliged\b|\bstar\b|\bnice one\b")
 
 
-def asks_for_help(text: str) -> bool:
-    """Whether ``text`` (through ``intents.expand``) asks for help (``ASKS_FOR_HELP``) and thanks for nothing."""
+def no_thanks_for_help(text: str) -> bool:
+    """Whether ``text`` (through ``intents.expand``) asks for help (``ASKS_FOR_HELP``) or says none came (``NO_HELP``),
+    and thanks for nothing."""
     said = expand(text).lower()
-    return bool(ASKS_FOR_HELP.search(said)) and not THANKS_CUE.search(said)
+    return bool(ASKS_FOR_HELP.search(said) or NO_HELP.search(said)) and not THANKS_CUE.search(said)
 
 
 def words(text: str) -> list[str]:

@@ -559,7 +559,7 @@ class IntentIndex:
         exact = self._exact(text, step_ids)
         if exact is not None:
             return exact
-        if common_phrasings.asks_for_help(text):  # "i need help" is no thank-you, whatever "thanks for your help" is near
+        if common_phrasings.no_thanks_for_help(text):  # "i need help" is no thank-you, though "thanks for your help" is near
             step_ids = [s for s in step_ids if self.moves.get(s) != "thanks"]
         if rivals is None and question is None and (request := await self._request(text, step_ids, threshold)):
             return request
