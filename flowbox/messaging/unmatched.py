@@ -37,9 +37,9 @@ DAYS = 30          # the window read when no ``since`` is given
 MAX_LIMIT = 100    # texts answered at most (each is read by the matcher again)
 SCANNED = 10_000   # the most recent unmatched messages in the window that are counted
 # Matches below this confidence are listed as unsure. On scripts/eval/intents.py's flows, a top-level match below it
-# was wrong (another intent's, or out of scope) 4 to 7 times as often as one above it: tuned dev half, 0.265 of 147
+# was wrong (another intent's, or out of scope) 7 to 12 times as often as one above it: tuned dev half, 0.265 of 147
 # matches against 0.037 of 1,889 (0.218 and 0.027 at 0.95, which lists twice as many); its 16 untuned flows, test
-# half, 0.427 of 82 against 0.036 of 850. An exact example match is 1.0, and so never listed.
+# half, 0.434 of 83 against 0.035 of 849. An exact example match is 1.0, and so never listed.
 UNSURE = 0.9
 
 _UNMATCHED = """
