@@ -165,7 +165,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
     if inp.kind == "event":
         found = f"its EVENT step “{matched['title']}” answers" if matched else "no EVENT step has that name"
         return f"Outside business hours the project's event “{inp.event}” takes the place of the flows: {found}."
-    if matched is None or (matched["type"] == "UNKNOWN" and (decision.agent or matched["stepId"] is None)):
+    if matched is None or matched["stepId"] is None or decision.agent:  # no step of the flows answers
         if decision.agent:
             return f"{opening}: the project's fallback agent answers."
         return f"Nothing matched: {unmatched}, and no ANYTHING or UNKNOWN step takes the text."

@@ -42,21 +42,17 @@ SCANNED = 10_000   # the most recent unmatched messages in the window that are c
 # half, 0.434 of 83 against 0.035 of 849. An exact example match is 1.0, and so never listed.
 UNSURE = 0.9
 
-_UNMATCHED = """
-SELECT thread_id, json_extract(message, '$.fallback') AS text, json_extract(message, '$.step.stepId') AS step_id, created_at
-FROM msg_messages
-WHERE project_id = ? AND sender = 'user' AND created_at >= ? AND json_extract(message, '$.step.type') = 'UNKNOWN'
-  AND json_extract(message, '$.responses[0].type') = 'text'
-ORDER BY created_at DESC LIMIT ?
-"""
-_UNSURE = """
+# The project's user texts since a time, newest first, that ``where`` (a condition on the stored message) picks
+_TEXTS = """
 SELECT thread_id, json_extract(message, '$.fallback') AS text, json_extract(message, '$.step.stepId') AS step_id,
        json_extract(message, '$.step.title') AS title, json_extract(message, '$.intents[0].confidence') AS confidence, created_at
 FROM msg_messages
-WHERE project_id = ? AND sender = 'user' AND created_at >= ? AND json_extract(message, '$.step.type') = 'INTENT'
-  AND json_extract(message, '$.intents[0].confidence') < ? AND json_extract(message, '$.responses[0].type') = 'text'
+WHERE project_id = ? AND sender = 'user' AND created_at >= ? AND json_extract(message, '$.responses[0].type') = 'text'
+  AND {where}
 ORDER BY created_at DESC LIMIT ?
 """
+_UNMATCHED = _TEXTS.format(where="json_extract(message, '$.step.type') = 'UNKNOWN'")
+_UNSURE = _TEXTS.format(where="json_extract(message, '$.step.type') = 'INTENT' AND json_extract(message, '$.intents[0].confidence') < ?")
 
 
 def default_since() -> str:
