@@ -204,8 +204,7 @@ class Bot:
         self.project, _ = server.call(projects.create_project(server.services.store, org_id, f"eval-{domain}"))
         server.call(flows.import_flows(server.services.store, self.project["id"], self.flow))
         self.project = server.call(projects.get_project(server.services.store, self.project["id"]))
-        self.count = 0
-        self.confidence: float | None = None  # the last message's match's (None: no intent matched)
+        self.count, self.thread = 0, ""  # the last message's thread
 
     def wait_ready(self) -> float:
         """Seconds until the project's intent model is trained (the engine answers meanwhile; the
@@ -225,17 +224,22 @@ class Bot:
         from flowbox.messaging.incoming import Incoming, from_rest
 
         self.count += 1
-        thread = f"eval-{self.count}"
+        thread = self.thread = f"eval-{self.count}"
         services = self.server.services
         if case.context:  # the bot asked this step's question first
             self.server.call(conversation.handle(services, self.project, thread, Incoming(kind="step", target=case.context)))
         outcome = self.server.call(conversation.handle(services, self.project, thread,
                                                        from_rest({"payload": {"type": "text", "speech": case.text}})))
-        stored = self.server.call(services.store.fetchone(  # the match's confidence, as the history keeps it
-            "SELECT json_extract(message, '$.intents[0].confidence') AS confidence FROM msg_messages"
-            " WHERE project_id = ? AND thread_id = ? AND sender = 'user' ORDER BY seq DESC LIMIT 1", [self.project["id"], thread]))
-        self.confidence = stored["confidence"] if stored else None
         return _answered_step(outcome)
+
+    def last_confidence(self) -> float | None:
+        """The confidence of the last message's match, as the history keeps it (None: no intent matched); read
+        apart from ``ask``, so that the latency measured is the message's alone."""
+        stored = self.server.call(self.server.services.store.fetchone(
+            "SELECT json_extract(message, '$.intents[0].confidence') AS confidence FROM msg_messages"
+            " WHERE project_id = ? AND thread_id = ? AND sender = 'user' ORDER BY seq DESC LIMIT 1",
+            [self.project["id"], self.thread]))
+        return stored["confidence"] if stored else None
 
 
 def _answered_step(outcome) -> str:
@@ -375,7 +379,7 @@ def main() -> None:
         t0 = time.perf_counter()
         flowbox.append(bots[case.domain].ask(case))
         latencies.append((time.perf_counter() - t0) * 1000)
-        confidences.append(bots[case.domain].confidence)
+        confidences.append(bots[case.domain].last_confidence())
 
     dev = [i for i, c in enumerate(cases) if c.split == "dev" and c.domain in tuned]  # thresholds: tuned domains only
     pick = lambda idx: [cases[i] for i in idx]  # noqa: E731
