@@ -95,9 +95,7 @@ function evaluation(project) {
 // Not understood: what customers wrote that no intent matched, the most frequent first, with what the flows
 // make of each text now (GET .../unmatched): what to add to an intent's examples, or to the UNKNOWN step's answer.
 function unmatched(project, flows) {
-  const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
-  const out = h("div", { id: "unmatched" }, h("div", { class: "panel empty" }, "Loading…"));
-  const load = () => api(`${base}/unmatched`).then((report) => mount(out,
+  return textsPanel(project, flows, "unmatched", "Not understood", (report, addButton) => [
     h("p", { class: "muted small" }, `${counted(report.messages, "unmatched message")}, ${counted(report.distinct, "distinct text")}, since ${report.since.slice(0, 10)}. `,
       "Add a text an intent should take to its examples; one the business does not serve belongs in the UNKNOWN step's answer."),
     table([["Message", (t) => t.text], ["Times", (t) => String(t.count)], ["Threads", (t) => String(t.threads)],
@@ -105,19 +103,13 @@ function unmatched(project, flows) {
       ["Matches now", (t) => (!t.now ? "nothing" : t.now.type === "INTENT" ? t.now.title : t.now.type)],
       ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")],
       ["", (t) => (t.now && t.now.type === "INTENT" ? "" : addButton(t.text, t.suggestion, "Add to"))]], report.texts,
-    "Nothing unmatched: every message found its step.")),
-  (err) => mount(out, errorBox(err)));
-  const addButton = exampleAdder(base, flows, out, load);
-  load();
-  return h("div", {}, h("h2", {}, "Not understood"), out);
+    "Nothing unmatched: every message found its step.")]);
 }
 
 // Unsure: what an intent matched with little confidence (GET .../unsure), where the flows most likely misunderstood:
 // confirm the match with an example, or move the text to the likeliest other intent.
 function unsure(project, flows) {
-  const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
-  const out = h("div", { id: "unsure" }, h("div", { class: "panel empty" }, "Loading…"));
-  const load = () => api(`${base}/unsure`).then((report) => mount(out,
+  return textsPanel(project, flows, "unsure", "Matched, but unsure", (report, addButton) => [
     h("p", { class: "muted small" }, `${counted(report.messages, "match", "matches")} below 0.9 confidence, ${counted(report.distinct, "distinct text")}, since ${report.since.slice(0, 10)}. `,
       "Confirm a right one with an example; move a wrong one to the intent it meant. One the business does not serve belongs in the UNKNOWN step's answer."),
     table([["Message", (t) => t.text], ["Times", (t) => String(t.count)],
@@ -126,11 +118,18 @@ function unsure(project, flows) {
       ["Off topic", (t) => (t.offTopic ? `like “${t.offTopic}”` : "")],
       ["", (t) => (t.suggestion && t.suggestion.confidence === 1 ? "" : h("span", {},
         addButton(t.text, t.matched, "Confirm"), " ", addButton(t.text, t.alternative, "Move to")))]],
-    report.texts, "Nothing unsure: every match was confident.")),
-  (err) => mount(out, errorBox(err)));
+    report.texts, "Nothing unsure: every match was confident.")]);
+}
+
+// A titled panel of the project's GET .../<path> report, drawn by ``draw(report, addButton)``; loaded again after a
+// button adds a text to an intent's examples.
+function textsPanel(project, flows, path, title, draw) {
+  const base = `/v1/projects/${encodeURIComponent(project.projectId)}`;
+  const out = h("div", { id: path }, h("div", { class: "panel empty" }, "Loading…"));
+  const load = () => api(`${base}/${path}`).then((report) => mount(out, ...draw(report, addButton)), (err) => mount(out, errorBox(err)));
   const addButton = exampleAdder(base, flows, out, load);
   load();
-  return h("div", {}, h("h2", {}, "Matched, but unsure"), out);
+  return h("div", {}, h("h2", {}, title), out);
 }
 
 function counted(n, one, many = `${one}s`) {
