@@ -235,6 +235,7 @@ class Unsure(TypedDict):
     """The user texts an intent matched with little confidence (below 0.9), the most frequent first"""
 
     since: str
+    below: float      # the confidence below which a match is listed (0.9)
     messages: int     # such matches counted (the most recent 10,000 at most)
     distinct: int
     texts: list[UnsureText]

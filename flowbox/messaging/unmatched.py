@@ -76,11 +76,11 @@ async def unmatched(store: Store, project: dict[str, Any], since: str, limit: in
 async def unsure(store: Store, project: dict[str, Any], since: str, limit: int) -> dict[str, Any]:
     """The project's user texts an intent matched with a confidence below ``UNSURE`` since ``since``, one per
     step matched and ``key_of``, as ``unmatched`` lists them; each with the step (stepId, title) and the
-    confidence of its latest match."""
+    confidence of its latest match. ``below`` says the line, so that a client need not hard-code it."""
     rows = await store.fetchall(_UNSURE, [project["id"], since, UNSURE, SCANNED])
     texts, distinct = await asyncio.to_thread(_grouped, rows, limit, lambda row, step_id: {
         "matched": {"stepId": step_id, "title": row["title"]}, "confidence": row["confidence"]})
-    return {"since": since, "messages": len(rows), "distinct": distinct, "texts": texts}
+    return {"since": since, "below": UNSURE, "messages": len(rows), "distinct": distinct, "texts": texts}
 
 
 def _grouped(rows: list[Any], limit: int, fields: Callable[[Any, str | None], dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:

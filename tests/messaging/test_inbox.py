@@ -261,7 +261,7 @@ def test_unsure_lists_what_an_intent_matched_with_little_confidence(org_server):
     say(rest, "s3", "Hello")  # an example: 1.0, not listed
     say(rest, "s4", "zxqv wvvk")  # unmatched, not unsure
     report = admin.get(f"{base}/unsure").json()
-    assert (report["messages"], report["distinct"]) == (2, 1)
+    assert (report["messages"], report["distinct"], report["below"]) == (2, 1, unmatched.UNSURE)
     [item] = report["texts"]
     assert (item["text"], item["count"], item["threads"]) == ("Can I get some food?", 2, 2)
     assert item["matched"] == {"stepId": "order", "title": "Order"} and 0.5 < item["confidence"] < unmatched.UNSURE

@@ -110,7 +110,7 @@ function unmatched(project, flows) {
 // confirm the match with an example, or move the text to the likeliest other intent.
 function unsure(project, flows) {
   return textsPanel(project, flows, "unsure", "Matched, but unsure", (report, addButton) => [
-    h("p", { class: "muted small" }, `${counted(report.messages, "match", "matches")} below 0.9 confidence, ${counted(report.distinct, "distinct text")}, since ${report.since.slice(0, 10)}. `,
+    h("p", { class: "muted small" }, `${counted(report.messages, "match", "matches")} below ${report.below} confidence, ${counted(report.distinct, "distinct text")}, since ${report.since.slice(0, 10)}. `,
       "Confirm a right one with an example; move a wrong one to the intent it meant. One the business does not serve belongs in the UNKNOWN step's answer."),
     table([["Message", (t) => t.text], ["Times", (t) => String(t.count)],
       ["Matched", (t) => `${t.matched.title || t.matched.stepId} (${t.confidence.toFixed(2)})`],
