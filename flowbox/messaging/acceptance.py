@@ -79,7 +79,17 @@ L2 = 30.0  # the fit's penalty on standardised weights (10 to 100 did as well on
 #   0.45   0.925 / 0.928 / 0.910  0.761 / 0.736 / 0.929
 # (at 0.35 the floor at 0.35, 0.927 / 0.935 / 0.887, at 0.45, 0.924 / 0.928 / 0.901, on the tuned dev half; the
 # off-topic margin at 0.1, 0.925 / 0.930 / 0.901, at 0.2, 0.928 / 0.936 / 0.885: both stay.)
-BAR = 0.35
+# Then raised to 0.4 by what a wrong match costs: the customer gets another request's answer, where a message not
+# matched is asked to rephrase. Measured again with the share of messages answered wrongly (another intent's answer,
+# or an answer to what the flows do not cover; acceptance_sweep.py prints it last):
+#   0.3    0.928 / 0.937 / 0.881, 0.043  0.766 / 0.744 / 0.917, 0.121
+#   0.35   0.928 / 0.935 / 0.893, 0.038  0.765 / 0.741 / 0.924, 0.117
+#   0.4    0.926 / 0.932 / 0.901, 0.036  0.763 / 0.738 / 0.925, 0.111
+#   0.45   0.925 / 0.928 / 0.912, 0.033  0.761 / 0.735 / 0.929, 0.106
+# From 0.35 to 0.4 both halves lose 0.002 overall and answer fewer wrongly (6 messages fewer on the tuned half, 32
+# on the unseen); the tuned half reaches the goal's 0.90 out of scope. Each step beyond costs more overall (0.003 and
+# 0.004 at 0.45, 0.007 at 0.5 on the tuned half).
+BAR = 0.4
 # Nor does a candidate match when none of its examples comes this close to the message (a cosine in
 # ``intent_space``), whatever its probability: the judge is linear in its measures, and a message unlike
 # anything it was fitted on can come out likely (to this one, "loads" for a bike shop, at 0.39, though its likeliest

@@ -66,16 +66,19 @@ def main() -> None:
     bots = {d: Bot(server, d, org["id"], None, flow) for d, (flow, _) in sources.items()}
     for bot in bots.values():
         bot.wait_ready()
-    print(f"{'unseen' if args.unseen else 'tuned'} flows, dev half: {len(cases)} utterances (all / in scope / out of scope)")
+    print(f"{'unseen' if args.unseen else 'tuned'} flows, dev half: {len(cases)} utterances (all / in scope / out of scope; "
+          "then the share answered wrongly: another intent's answer, or an answer to what the flows do not cover)")
     for bar, floor, margin, *others in itertools.product(args.bars, args.floors, args.margins, *(v for _, _, v in args.settings)):
         acceptance.BAR, acceptance.FLOOR, off_topic.MARGIN = bar, floor, margin
         chosen = [(module, constant, value) for (module, constant, _), value in zip(args.settings, others)]
         for module, constant, value in chosen:
             setattr(modules[module], constant, value)
         named = "".join(f", {module}.{constant} {value:.2f}" for module, constant, value in chosen)
-        measured = accuracy(cases, [bots[c.domain].ask(c) for c in cases])
+        predicted = [bots[c.domain].ask(c) for c in cases]
+        measured = accuracy(cases, predicted)
+        wrong = sum(p != "UNKNOWN" and p not in c.expected for c, p in zip(cases, predicted)) / len(cases)
         print(f"  bar {bar:.2f}, floor {floor:.2f}, off-topic margin {margin:.2f}{named}: "
-              f"{measured['overall']:.3f} / {measured['in']:.3f} / {measured['oos']:.3f}", flush=True)
+              f"{measured['overall']:.3f} / {measured['in']:.3f} / {measured['oos']:.3f}; wrongly {wrong:.3f}", flush=True)
     server.stop()
 
 
