@@ -4,7 +4,9 @@ other of ``flowbox.messaging``'s bars too (``--set matcher.PHRASING_BAR=0.6,0.65
 
 Each (bar, floor, margin, and what ``--set`` names) is set in the running process and every dev utterance is sent as ``intents.py`` sends it
 (``Bot.ask``: a real project, ``conversation.handle``, a fresh thread), then all / in scope / out of scope is
-printed. The tuned flows' dev half by default; ``--unseen`` the 48 unseen flows' (``intents.py --unseen``).
+printed, and the share of messages answered wrongly (another intent's answer, or an answer to what the flows do not
+cover: where a message turned away is asked to rephrase, these mislead). The tuned flows' dev half by default;
+``--unseen`` the 48 unseen flows' (``intents.py --unseen``).
 Never the untuned flows, and never a test half: those report what was chosen here. The flows are prepared once,
 before the sweep, so a constant read while a flow is prepared (``off_topic.COVERED``, which phrasings a flow keeps)
 does not move here: measure that one a process per value.
