@@ -46,7 +46,8 @@ thresholds are chosen on their dev half), and they stop being unseen once the ma
 
 ``--courtesy`` wraps every top-level message that is not itself a greeting, a thank-you or a goodbye in one, as customers
 write them (``with_courtesy``: "hi, " before it, or " thanks", " please" after it; the same in every run), for flowbox and the
-baselines alike; each message stays in its half and keeps its expected step.
+baselines alike; each message stays in its half and keeps its expected step (an out-of-scope one that says nothing,
+"lol" or "asdfgh", is then also right answered by the greeting or the thank-you around it: ``says_nothing``).
 
 ``--typos`` gives every message one typo, as a hurried customer makes them (``with_typo``: in one word of four
 letters or more, a letter dropped, doubled, swapped with the next or replaced by a neighbour on the keyboard;
@@ -167,19 +168,32 @@ def with_typo(case: Case) -> Case:
 OPENINGS = ("hi, ", "hello, ", "hey there, ", "good morning, ", "hi ", "hello ")
 CLOSINGS = (" thanks", ", thank you", " please", " pls", "? thanks", " thank you so much")
 SOCIAL_STEPS = ("greeting", "thanks", "goodbye")
+# An out-of-scope message that says nothing: one or two words of laughter, hesitation, keyboard mashing (the letters
+# of one keyboard row), digits, or none at all ("lol", "hmm ok", "asdkjh qwe", "1234", "..."). Wrapped in courtesy it is
+# the courtesy ("hi lol", "..., thank you"), whose answer is as right as UNKNOWN's; a request, however short ("hi,
+# mortgage rates?", "order pizza thanks"), stays out of scope.
+FILLER = frozenset({"lol", "hmm", "ok", "so", "k"})
+
+
+def says_nothing(text: str) -> bool:
+    words = re.findall(r"\w+", text.lower())
+    return len(words) < 3 and all(w in FILLER or w.isdigit() or any(set(w) <= set(row) for row in KEYBOARD) for w in words)
 
 
 def with_courtesy(case: Case) -> Case:
     """``case`` at the top level with a greeting before it or thanks or a please after it (``OPENINGS``, ``CLOSINGS``),
-    chosen by the text itself; a message inside a step's question, or that greets, thanks or says goodbye, as it is."""
+    chosen by the text itself; a message inside a step's question, or that greets, thanks or says goodbye, as it is.
+    An out-of-scope message that says nothing (``says_nothing``) is then also answered right by the courtesy's step."""
     if case.context or case.expected & set(SOCIAL_STEPS):
         return case
     pick = random.Random(f"courtesy|{case.text}")
     if pick.random() < 0.5:
-        text = case.text.rstrip(" .!?") + pick.choice(CLOSINGS)
+        closing = pick.choice(CLOSINGS)
+        text, courtesy = case.text.rstrip(" .!?") + closing, "thanks" if "thank" in closing else None
     else:
-        text = pick.choice(OPENINGS) + case.text
-    return Case(case.domain, case.expected, case.context, text, case.written or case.text)
+        text, courtesy = pick.choice(OPENINGS) + case.text, "greeting"
+    expected = case.expected | {courtesy} if courtesy and not case.in_scope and says_nothing(case.text) else case.expected
+    return Case(case.domain, expected, case.context, text, case.written or case.text)
 
 
 def load_cases(domain: str) -> list[Case]:
