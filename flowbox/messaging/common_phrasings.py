@@ -270,7 +270,23 @@ def lent_with(move: str, level_moves: set[str | None]) -> list[str]:
 # against the words after it. Words as ``intents.expand`` leaves them ("nope" is "no", "dont" is
 # "do not"); "ok" is left out, it as often leads into something else ("ok and what does it cost").
 LEADING = {"yes": ("yes", "yeah", "yea", "yess", "sure", "absolutely", "definitely", "certainly", "affirmative"),
-           "no": ("no", "not", "never", "do not", "please do not", "negative")}
+           "no": ("no", "na", "not", "never", "do not", "please do not", "negative")}
+# A reply with none of these words says no by what it asks for, if at all ("keep the booking"), never by a negation
+# MiniLM would miss; with the words of one of a "yes" child's examples, less its yes and its please, it says yes
+# (``says_yes_in``): "please cancel it" has those of "yes cancel it" (``matcher.IntentIndex._unnegated``).
+NEGATIONS = frozenset({"no", "na", "not", "never", "nope", "nothing", "none", "neither", "nor", "without", "instead",
+                       "rather", "wait", "hold", "later", "leave", "keep", "stop", "forget", "but"})
+YES_WORDS = frozenset({"yes", "yeah", "yea", "yess", "yep", "sure", "please", "ok", "okay", "absolutely", "definitely",
+                       "certainly", "go", "ahead", "do", "it", "then", "on", "now"})
+
+
+def says_yes_in(text: str, examples: list[str]) -> bool:
+    """Whether ``text`` has no negation (``NEGATIONS``) and every word of one of ``examples`` that says more than yes
+    (``YES_WORDS``)."""
+    said = set(words(text))
+    if said & NEGATIONS:
+        return False
+    return any((content := set(words(example)) - YES_WORDS) and content <= said for example in examples)
 
 
 def leading_answer(text: str) -> str | None:

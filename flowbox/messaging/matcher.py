@@ -207,6 +207,7 @@ RULES = {
     "closing": "when nothing else matched: a goodbye at the end of a message, a few words before it (``best``)",
     "clause": "when nothing matched the whole message: one of its clauses, surely (``_best_clause``)",
     "request": "at the top level, the message without the greeting or thanks around it (``_request``)",
+    "unnegated": "inside a yes/no question, a reply matched to no that says yes in a yes example's words (``_unnegated``)",
 }
 
 
@@ -593,7 +594,7 @@ class IntentIndex:
             return None
         for query, vector in zip(queries, vectors):
             if rivals is not None and (answered := self._answer_phrasing(query or text, vector, step_ids)) is not None:
-                return None if await self._asks_instead(text, rivals, answered, threshold) else answered
+                return None if await self._asks_instead(text, rivals, answered, threshold) else self._unnegated(text, answered, step_ids)
             needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
             if question is not None:
                 needed = await self._answer_bar(question, vector, learned is not None)
@@ -620,7 +621,20 @@ class IntentIndex:
                 best = Match(social, LEARNED_MAX, rule)
         if best is None and question is None and rivals is None and whole:
             best = await self._best_clause(text, step_ids, threshold)
+        if best is not None and rivals is not None and best.rule != "leading answer":
+            best = self._unnegated(text, best, step_ids)
         return best
+
+    def _unnegated(self, text: str, found: Match, step_ids: list[str]) -> Match:
+        """A reply to a yes/no question matched to its "no" child that says yes in the words of a "yes" example and
+        no negation (``common_phrasings.says_yes_in``): the "yes" child. MiniLM weighs a "not" little, so "please block
+        it" comes closer to "don't block it", and to the common no "please don't", than to "yes block it"; asked
+        whether to cancel, "please cancel it" comes close to "cancel that"."""
+        yes = next((s for s in step_ids if self.moves.get(s) == "yes"), None)
+        if self.moves.get(found.step_id) != "no" or yes is None:
+            return found
+        examples = self.texts[slice(*self.spans[yes])] if yes in self.spans else []
+        return Match(yes, found.confidence, "unnegated") if common_phrasings.says_yes_in(text, examples) else found
 
     async def _request(self, text: str, step_ids: list[str], threshold: float) -> Match | None:
         """A top-level message's request without the courtesy around it (``common_phrasings.request_inside``: "hi, my

@@ -469,6 +469,29 @@ def test_a_child_that_says_yes_outright_answers_yes(org_server, receiver):
         assert hotel.say(thread, reply)[0] == want, reply
 
 
+def test_a_reply_in_a_yes_examples_words_without_a_negation_answers_yes(org_server, receiver):
+    # MiniLM weighs a "not" little: "please block it" comes closest to "don't block it", yet it says yes in the words
+    # of "yes block it" and negates nothing; a reply with a negation, or in no yes example's words, keeps its match
+    mobile = opened(org_server, receiver, "mobile", [
+        intent("lost-sim", ["I lost my phone", "my sim was stolen", "block my sim", "someone stole my phone",
+                            "my phone is missing"], "Shall I block your SIM now?"),
+        intent("lost-yes", ["yes", "yes block it", "do it now", "yes, block my SIM", "go on then"], "Blocked.",
+               contexts=("lost-sim",)),
+        intent("lost-no", ["no", "don't block it", "no, I might find it", "not just yet", "leave it for now"], "Left as it is.",
+               contexts=("lost-sim",)),
+        intent("roaming", ["does my phone work abroad", "roaming charges", "turn on roaming", "using my phone in spain",
+                           "travelling next week, will my sim work"], "Roaming is included in Europe."),
+    ])
+    for n, (text, want) in enumerate([("please block it", "lost-yes"), ("please don't block it", "lost-no"),
+                                      ("na im good", "lost-no"), ("leave it, I'll find it", "lost-no")]):
+        assert mobile.say(f"lost-{n}", "I lost my phone")[0] == "lost-sim"
+        assert mobile.say(f"lost-{n}", text)[0] == want, text
+    assert common_phrasings.says_yes_in("please cancel it", ["yes", "yes cancel it", "go ahead"])
+    assert not common_phrasings.says_yes_in("no, keep it", ["yes", "yes keep it going"])  # a negation
+    assert not common_phrasings.says_yes_in("keep the booking", ["yes", "yes cancel it", "go ahead"])  # no yes words
+    assert not common_phrasings.says_yes_in("ok", ["yes", "do it", "go on then"])  # yes examples that say only yes
+
+
 def test_a_longer_reply_that_starts_like_an_answer_may_ask_for_something_else(shop):
     shop.ready()
     # "wait" is a way to say no, and this reply comes close to it, but it matches the opening hours more surely
