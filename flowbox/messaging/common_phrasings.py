@@ -271,9 +271,9 @@ def lent_with(move: str, level_moves: set[str | None]) -> list[str]:
 # "do not"); "ok" is left out, it as often leads into something else ("ok and what does it cost").
 LEADING = {"yes": ("yes", "yeah", "yea", "yess", "sure", "absolutely", "definitely", "certainly", "affirmative"),
            "no": ("no", "na", "not", "never", "do not", "please do not", "negative")}
-# A reply with none of these words says no by what it asks for, if at all ("keep the booking"), never by a negation
-# MiniLM would miss; with the words of one of a "yes" child's examples, less its yes and its please, it says yes
-# (``says_yes_in``): "please cancel it" has those of "yes cancel it" (``matcher.IntentIndex._unnegated``).
+# Words by which a reply to a yes/no question may say no: a negation, or putting the thing off ("wait", "later", "keep
+# it", "leave it"). A reply with none of them and every word of one of a "yes" child's examples, less its yes and its
+# please, says yes (``says_yes_in``): "please cancel it" has those of "yes cancel it" (``matcher.IntentIndex._unnegated``).
 NEGATIONS = frozenset({"no", "na", "not", "never", "nope", "nothing", "none", "neither", "nor", "without", "instead",
                        "rather", "wait", "hold", "later", "leave", "keep", "stop", "forget", "but"})
 YES_WORDS = frozenset({"yes", "yeah", "yea", "yess", "yep", "sure", "please", "ok", "okay", "absolutely", "definitely",

@@ -621,7 +621,7 @@ class IntentIndex:
                 best = Match(social, LEARNED_MAX, rule)
         if best is None and question is None and rivals is None and whole:
             best = await self._best_clause(text, step_ids, threshold)
-        if best is not None and rivals is not None and best.rule != "leading answer":
+        if best is not None and rivals is not None:
             best = self._unnegated(text, best, step_ids)
         return best
 
