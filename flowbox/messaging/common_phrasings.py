@@ -289,6 +289,22 @@ def says_yes_in(text: str, examples: list[str]) -> bool:
     return any((content := set(words(example)) - YES_WORDS) and content <= said for example in examples)
 
 
+# The moves whose step's question asks to confirm doing it ("Shall I start the cancellation?", "Shall I book it?"):
+# a reply that asks for it again says yes (``asks_again``, ``matcher.IntentIndex._unnegated``).
+CONFIRMED = ("cancel", "refund", "book", "payment", "person")
+# Words that carry no request of their own in a short reply ("i want to cancel", "go ahead and cancel that").
+REPLY_FILLER = frozenset({"i", "want", "to", "my", "the", "a", "an", "that", "this", "just", "and", "can", "you", "would",
+                          "like", "me", "for", "so", "am", "is", "will"})
+
+
+def asks_again(text: str, asked: list[str]) -> bool:
+    """Whether ``text`` has no negation (``NEGATIONS``) and asks for something, in none but the words of ``asked`` (the
+    texts of what the question's step does: its examples and its move's common phrasings), yes and filler aside."""
+    said = set(words(text))
+    content = said - YES_WORDS - REPLY_FILLER
+    return bool(asked) and not said & NEGATIONS and bool(content) and content <= {w for t in asked for w in words(t)}
+
+
 def leading_answer(text: str) -> str | None:
     """The answer (``"yes"`` or ``"no"``) that ``text`` (through ``intents.expand``) starts with, if any."""
     words = text.split()

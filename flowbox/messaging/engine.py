@@ -125,7 +125,8 @@ class _Turn:
 
     # -- matching --------------------------------------------------------------------------
 
-    async def pick(self, level: list[dict[str, Any]], rivals: list[str] | None = None) -> dict[str, Any] | None:
+    async def pick(self, level: list[dict[str, Any]], rivals: list[str] | None = None,
+                   asker: str | None = None) -> dict[str, Any] | None:
         inp = self.inp
         if inp.kind == "event":
             named = [s for s in level if s["type"] == "EVENT"]
@@ -135,7 +136,7 @@ class _Turn:
             return next((s for s in level if s["type"] == "NOTHING"), None)
         if inp.kind == "text":
             intents = [s["stepId"] for s in level if s["type"] == "INTENT"]
-            best = await self.graph.index.best(inp.text, intents, self.threshold, rivals)
+            best = await self.graph.index.best(inp.text, intents, self.threshold, rivals, asker=asker)
             if best is not None:
                 return self.intent_matched(best)
         wanted = "LOCATION" if inp.kind == "location" else MEDIA_STEPS.get(inp.media_type) if inp.kind == "media" else None
@@ -296,7 +297,7 @@ async def decide(graph: Graph, state: dict[str, Any], inp: Input, *, threshold: 
         rivals = [s["stepId"] for s in graph.top if s["type"] == "INTENT" and s["stepId"] != current]
         levels = ([(graph.children.get(current, []), rivals)] if current else []) + [(graph.top, None)]
         for level, rivals in levels:
-            step = await turn.pick(level, rivals)
+            step = await turn.pick(level, rivals, current if rivals is not None else None)
             if step is not None:
                 turn.run(step)
                 break

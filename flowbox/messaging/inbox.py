@@ -193,8 +193,8 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             return (f"The text starts with a {leading}, {move}: it answers the question of “{current['title']}”, "
                     "whatever follows.")
         elif rule == "unnegated":
-            return (f"The text came closest to the question's “no” answer, but it has the words of one of this intent's "
-                    f"examples and no negation: it says yes to the question of “{current['title']}”.")
+            return (f"The text came closest to the question's “no” answer, but it negates nothing and has the words of one "
+                    f"of this intent's examples, or asks again for what “{current['title']}” does: it says yes to its question.")
         elif rule == "answer phrasing":
             return (f"The text is close to “{item['phrasing']}” (similarity {item['phrasingSimilarity']:.2f}), {move}: it "
                     f"answers the question of “{current['title']}”.")

@@ -545,15 +545,16 @@ class IntentIndex:
             return None
         return off_topic.TEXTS[self.off_topic_text[found]], float(similarity[found])
 
-    async def best(self, text: str, step_ids: list[str], threshold: float,
-                   rivals: list[str] | None = None, question: list[str] | None = None, whole: bool = True) -> Match | None:
+    async def best(self, text: str, step_ids: list[str], threshold: float, rivals: list[str] | None = None,
+                   question: list[str] | None = None, whole: bool = True, asker: str | None = None) -> Match | None:
         """The best INTENT among ``step_ids`` for ``text``, its confidence and the rule that matched it, if any:
         an exact example match scores 1.0; otherwise the learned model's confidence must reach
         ``threshold`` (before the model is ready: the closest example's, ``nearest_confidence``).
         With ``rivals`` (the top-level intents, when ``step_ids`` are a step's children) a child
         matches at ``CONTEXT_SHARE`` of the threshold unless a rival is more likely. With
         ``question`` (the texts of a pending free-text slot's question) a match must also lead
-        the question by ``ANSWER_MARGIN``: otherwise the text is taken as the answer."""
+        the question by ``ANSWER_MARGIN``: otherwise the text is taken as the answer. ``asker``: the step whose
+        question ``step_ids`` answer, where they are its children."""
         if not step_ids:
             return None
         text = plain(text)
@@ -565,7 +566,7 @@ class IntentIndex:
         if rivals is None and question is None and (request := await self._request(text, step_ids, threshold)):
             return request
         if (rivals is not None or question is not None) and (answer := self._without_courtesy(text)) is not None:
-            return await self.best(answer, step_ids, threshold, rivals, question, whole)
+            return await self.best(answer, step_ids, threshold, rivals, question, whole, asker)
         if rivals is not None:  # a step's question is pending: a reply that leads with yes or no answers it
             answer = common_phrasings.leading_answer(expand(text))
             child = next((s for s in step_ids if self.moves.get(s) == answer), None) if answer else None
@@ -594,7 +595,7 @@ class IntentIndex:
             return None
         for query, vector in zip(queries, vectors):
             if rivals is not None and (answered := self._answer_phrasing(query or text, vector, step_ids)) is not None:
-                return None if await self._asks_instead(text, rivals, answered, threshold) else self._unnegated(text, answered, step_ids)
+                return None if await self._asks_instead(text, rivals, answered, threshold) else self._unnegated(text, answered, step_ids, asker)
             needed = -np.inf  # the least cosine to an intent's closest example: the question's, plus ANSWER_MARGIN
             if question is not None:
                 needed = await self._answer_bar(question, vector, learned is not None)
@@ -622,19 +623,25 @@ class IntentIndex:
         if best is None and question is None and rivals is None and whole:
             best = await self._best_clause(text, step_ids, threshold)
         if best is not None and rivals is not None:
-            best = self._unnegated(text, best, step_ids)
+            best = self._unnegated(text, best, step_ids, asker)
         return best
 
-    def _unnegated(self, text: str, found: Match, step_ids: list[str]) -> Match:
-        """A reply to a yes/no question matched to its "no" child that says yes in the words of a "yes" example and
-        no negation (``common_phrasings.says_yes_in``): the "yes" child. MiniLM weighs a "not" little, so "please block
-        it" comes closer to "don't block it", and to the common no "please don't", than to "yes block it"; asked
-        whether to cancel, "please cancel it" comes close to "cancel that"."""
+    def _unnegated(self, text: str, found: Match, step_ids: list[str], asker: str | None) -> Match:
+        """A reply to a yes/no question matched to its "no" child that says yes with no negation: in the words of a
+        "yes" example (``common_phrasings.says_yes_in``), or asking again for what the step that asks (``asker``)
+        does, where that is a move one confirms (``common_phrasings.CONFIRMED``, ``asks_again``): the "yes" child.
+        MiniLM weighs a "not" little, so "please block it" comes closer to "don't block it", and to the common no
+        "please don't", than to "yes block it"; asked whether to start a cancellation, "please cancel it" and "cancel
+        my contract" come close to the common no "cancel that"."""
         yes = next((s for s in step_ids if self.moves.get(s) == "yes"), None)
         if self.moves.get(found.step_id) != "no" or yes is None:
             return found
+        move = self.moves.get(asker or "")
+        asked = [*self.texts[slice(*self.spans[asker])], *common_phrasings.PHRASINGS[move]] if move and asker in self.spans else []
         examples = self.texts[slice(*self.spans[yes])] if yes in self.spans else []
-        return Match(yes, found.confidence, "unnegated") if common_phrasings.says_yes_in(text, examples) else found
+        if common_phrasings.says_yes_in(text, examples) or (move in common_phrasings.CONFIRMED and common_phrasings.asks_again(text, asked)):
+            return Match(yes, found.confidence, "unnegated")
+        return found
 
     async def _request(self, text: str, step_ids: list[str], threshold: float) -> Match | None:
         """A top-level message's request without the courtesy around it (``common_phrasings.request_inside``: "hi, my

@@ -486,6 +486,25 @@ def test_a_reply_in_a_yes_examples_words_without_a_negation_answers_yes(org_serv
                                       ("na im good", "lost-no"), ("leave it, I'll find it", "lost-no")]):
         assert mobile.say(f"lost-{n}", "I lost my phone")[0] == "lost-sim"
         assert mobile.say(f"lost-{n}", text)[0] == want, text
+    # asked whether to start a cancellation, with "yes" examples that only say yes, a reply that asks again for what
+    # the asking step does (a move one confirms: cancelling) says yes; one that puts it off does not
+    telco = opened(org_server, receiver, "telco", [
+        intent("cancel", ["cancel my contract", "I want to terminate my subscription", "end my service", "how do I cancel",
+                          "I want to leave", "close my account"], "Do you want me to start the cancellation now?"),
+        intent("cancel-yes", ["yes", "yes please", "sure", "go ahead", "do it", "ok"], "Started.", contexts=("cancel",)),
+        intent("cancel-no", ["no", "no thanks", "not now", "don't do it", "I changed my mind", "wait"], "Nothing changed.",
+               contexts=("cancel",)),
+        intent("roaming", ["does my phone work abroad", "roaming charges", "turn on roaming", "using my phone in spain",
+                           "travelling next week, will my sim work"], "Roaming is included in Europe."),
+    ])
+    assert telco.graph().index.moves["cancel"] == "cancel"
+    for n, (text, want) in enumerate([("please cancel it", "cancel-yes"), ("i want to cancel", "cancel-yes"),
+                                      ("cancel it later", "cancel-no"), ("no, don't cancel", "cancel-no")]):
+        assert telco.say(f"cancel-{n}", "cancel my contract")[0] == "cancel"
+        assert telco.say(f"cancel-{n}", text)[0] == want, text
+    assert common_phrasings.asks_again("go ahead and cancel", ["cancel my contract", "how do I cancel"])
+    assert not common_phrasings.asks_again("cancel my roaming", ["cancel my contract"])  # words it does not ask for
+    assert not common_phrasings.asks_again("just cancel it", [])  # a step that makes no such move
     assert common_phrasings.says_yes_in("please cancel it", ["yes", "yes cancel it", "go ahead"])
     assert not common_phrasings.says_yes_in("no, keep it", ["yes", "yes keep it going"])  # a negation
     assert not common_phrasings.says_yes_in("book me in for friday", ["yes", "yes cancel it", "go ahead"])  # not its words
