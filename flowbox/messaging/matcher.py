@@ -637,9 +637,10 @@ class IntentIndex:
         if self.moves.get(found.step_id) != "no" or yes is None:
             return found
         move = self.moves.get(asker or "")
-        asked = [*self.texts[slice(*self.spans[asker])], *common_phrasings.PHRASINGS[move]] if move and asker in self.spans else []
+        asked = ([*self.texts[slice(*self.spans[asker])], *common_phrasings.PHRASINGS[move]]
+                 if move in common_phrasings.CONFIRMED and asker in self.spans else [])
         examples = self.texts[slice(*self.spans[yes])] if yes in self.spans else []
-        if common_phrasings.says_yes_in(text, examples) or (move in common_phrasings.CONFIRMED and common_phrasings.asks_again(text, asked)):
+        if common_phrasings.says_yes_in(text, examples) or common_phrasings.asks_again(text, asked):
             return Match(yes, found.confidence, "unnegated")
         return found
 
