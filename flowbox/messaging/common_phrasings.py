@@ -272,37 +272,31 @@ def lent_with(move: str, level_moves: set[str | None]) -> list[str]:
 LEADING = {"yes": ("yes", "yeah", "yea", "yess", "sure", "absolutely", "definitely", "certainly", "affirmative"),
            "no": ("no", "na", "not", "never", "do not", "please do not", "negative")}
 # Words by which a reply to a yes/no question may say no: a negation, or putting the thing off ("wait", "later", "keep
-# it", "leave it"). A reply with none of them and every word of one of a "yes" child's examples, less its yes and its
-# please, says yes (``says_yes_in``): "please cancel it" has those of "yes cancel it" (``matcher.IntentIndex._unnegated``).
+# it", "leave it"). A reply with none of them may still say yes where the model took it for no (``says_yes``).
 NEGATIONS = frozenset({"no", "na", "not", "never", "nope", "nothing", "none", "neither", "nor", "without", "instead",
                        "rather", "wait", "hold", "later", "leave", "keep", "stop", "forget", "but"})
 YES_WORDS = frozenset({"yes", "yeah", "yea", "yess", "yep", "sure", "please", "ok", "okay", "absolutely", "definitely",
                        "certainly", "go", "ahead", "do", "it", "then", "on", "now"})
-
-
-def says_yes_in(text: str, examples: list[str]) -> bool:
-    """Whether ``text`` has no negation (``NEGATIONS``) and every word of one of ``examples`` that says more than yes
-    (``YES_WORDS``)."""
-    said = set(words(text))
-    if said & NEGATIONS:
-        return False
-    return any((content := set(words(example)) - YES_WORDS) and content <= said for example in examples)
-
-
 # The moves whose step's question asks to confirm doing it ("Shall I start the cancellation?", "Shall I book it?"):
-# a reply that asks for it again says yes (``asks_again``, ``matcher.IntentIndex._unnegated``).
+# a reply that asks for it again says yes (``says_yes``, ``matcher.IntentIndex._unnegated``).
 CONFIRMED = ("cancel", "refund", "book", "payment", "person")
 # Words that carry no request of their own in a short reply ("i want to cancel", "go ahead and cancel that").
 REPLY_FILLER = frozenset({"i", "want", "to", "my", "the", "a", "an", "that", "this", "just", "and", "can", "you", "would",
                           "like", "me", "for", "so", "am", "is", "will"})
 
 
-def asks_again(text: str, asked: list[str]) -> bool:
-    """Whether ``text`` has no negation (``NEGATIONS``) and asks for something, in none but the words of ``asked`` (the
-    texts of what the question's step does: its examples and its move's common phrasings), yes and filler aside."""
+def says_yes(text: str, yes_examples: list[str], asked: list[str]) -> bool:
+    """Whether ``text``, a reply to a yes/no question, has no negation (``NEGATIONS``) and either every word of one of
+    ``yes_examples`` that says more than yes (``YES_WORDS``: "please cancel it" has those of "yes cancel it"), or asks
+    for something in none but the words of ``asked`` (what the question's step does: its examples and its move's
+    common phrasings), yes and filler (``REPLY_FILLER``) aside."""
     said = set(words(text))
-    content = said - YES_WORDS - REPLY_FILLER
-    return bool(asked) and not said & NEGATIONS and bool(content) and content <= {w for t in asked for w in words(t)}
+    if said & NEGATIONS:
+        return False
+    if any((content := set(words(example)) - YES_WORDS) and content <= said for example in yes_examples):
+        return True
+    asked_for = said - YES_WORDS - REPLY_FILLER
+    return bool(asked_for) and asked_for <= {w for t in asked for w in words(t)}
 
 
 def leading_answer(text: str) -> str | None:

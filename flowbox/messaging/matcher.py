@@ -207,7 +207,7 @@ RULES = {
     "closing": "when nothing else matched: a goodbye at the end of a message, a few words before it (``best``)",
     "clause": "when nothing matched the whole message: one of its clauses, surely (``_best_clause``)",
     "request": "at the top level, the message without the greeting or thanks around it (``_request``)",
-    "unnegated": "inside a yes/no question, a reply matched to no that says yes in a yes example's words (``_unnegated``)",
+    "unnegated": "inside a yes/no question, a reply matched to no that says yes: in a yes example's words, or asking again (``_unnegated``)",
 }
 
 
@@ -628,8 +628,8 @@ class IntentIndex:
 
     def _unnegated(self, text: str, found: Match, step_ids: list[str], asker: str | None) -> Match:
         """A reply to a yes/no question matched to its "no" child that says yes with no negation: in the words of a
-        "yes" example (``common_phrasings.says_yes_in``), or asking again for what the step that asks (``asker``)
-        does, where that is a move one confirms (``common_phrasings.CONFIRMED``, ``asks_again``): the "yes" child.
+        "yes" example, or asking again for what the step that asks (``asker``) does, where that is a move one
+        confirms (``common_phrasings.says_yes``, ``CONFIRMED``): the "yes" child.
         MiniLM weighs a "not" little, so "please block it" comes closer to "don't block it", and to the common no
         "please don't", than to "yes block it"; asked whether to start a cancellation, "please cancel it" and "cancel
         my contract" come close to the common no "cancel that"."""
@@ -640,7 +640,7 @@ class IntentIndex:
         asked = ([*self.texts[slice(*self.spans[asker])], *common_phrasings.PHRASINGS[move]]
                  if move in common_phrasings.CONFIRMED and asker in self.spans else [])
         examples = self.texts[slice(*self.spans[yes])] if yes in self.spans else []
-        if common_phrasings.says_yes_in(text, examples) or common_phrasings.asks_again(text, asked):
+        if common_phrasings.says_yes(text, examples, asked):
             return Match(yes, found.confidence, "unnegated")
         return found
 
