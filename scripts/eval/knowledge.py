@@ -25,7 +25,7 @@ answerable questions above the line that puts 80% of dev's no-answer questions b
 
     python scripts/eval/knowledge.py [--misses dev|test|all] [--fit]
 
-``--fit`` refits the fusion/relevance models of ``flowbox/knowledge/index.py`` on the dev half of
+``--fit`` refits the fusion/relevance models of ``flowbox/knowledge/index.py``, for each packaged model, on the dev half of
 every corpus but the untuned ones (printing constants to paste there); the report itself always uses the constants in the code.
 Runs offline: the models are prepared into ~/.cache/flowbox-test-models (as the tests do).
 """
@@ -166,65 +166,77 @@ def share_at(tops: list[float], answerable: list[bool], target: float = 0.8) -> 
 
 
 def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
-    """Chooses the fusion weights (coverage, relative BM25; the cosine's is 1) on the dev
-    candidates (hits of a deep hybrid search): among those whose MRR@10 is within 0.005 of the
-    best, the ones that put the most answerable questions above a line below which 80% of the
-    no-answer questions fall. Then fits the calibration (relevance = sigmoid(a * score + m * margin
-    + b), the margin over the best other candidate as ``index.margin`` measures it: is this
-    candidate the answer?) and the keyword-only model on the same candidates, places the
-    line (the lowest relevance, to 0.01, below which 80% of dev's no-answer questions fall), moves the
-    bias so that the documented ``RELEVANCE_THRESHOLD`` is that line (the same line for every model),
-    and prints the constants for ``flowbox/knowledge/index.py``. The rival floor is the model's own."""
+    """Chooses the fusion weights (coverage, relative BM25; the cosine's is 1) on the dev candidates
+    (hits of a deep hybrid search): among those whose MRR@10 is within 0.005 of the best, the ones whose
+    fused score puts the most answerable questions above a line below which 80% of the no-answer questions
+    fall. Then fits the calibration (relevance = sigmoid(a * cosine + c * coverage + k * relative BM25 +
+    m * margin + b), the margin over the best other candidate as ``index.margin`` measures it) two ways,
+    on each question's leader (does the knowledge base answer this question?) and on every candidate (is
+    this one the answer?), and keeps the one that puts the most answerable questions' leaders above the
+    line below which ``NO_ANSWER_SHARE`` of the no-answer questions' leaders fall. Fits the keyword-only
+    model on every candidate, places the line (to 0.01), moves the bias so that the documented
+    ``RELEVANCE_THRESHOLD`` is that line (the same line for every model), and prints the constants for
+    ``flowbox/knowledge/index.py``. The rival floor is the model's own."""
     from flowbox.knowledge import index as idx
 
     cal = idx.calibration_of(model)
-
-    groups = []
+    answerable = np.array([q.expected is not None for q, _ in candidates])
+    groups = []  # per question: its candidates' cosine, coverage, relative and saturated BM25; their entries
     for question, hits in candidates:
         top = max((h["keyword"] for h in hits), default=0.0)
         feats = np.array([(h["similarity"], h["coverage"], h["keyword"] / top if top > 0 else 0.0,
                            h["keyword"] / (h["keyword"] + 2.0)) for h in hits]).reshape(-1, 4)
         groups.append((question, feats, [h["entry"] for h in hits]))
-    answerable = [q.expected is not None for q, _, _ in groups]
-    grid = []
-    for w_cov in np.arange(0.0, 0.41, 0.025):
-        for w_rel in np.arange(0.0, 0.21, 0.025):
-            weights = np.array([1.0, w_cov, w_rel, 0.0])
-            ranks, tops = [], []
-            for question, feats, entries in groups:
-                scores = feats @ weights
-                tops.append(float(scores.max()) if len(scores) else -1.0)
-                if question.expected is not None:
-                    order = np.argsort(-scores, kind="stable")
-                    ranks.append(rank_of(question, list(dict.fromkeys(entries[i] for i in order))[:DEPTH]))
-            grid.append((ranking_metrics(ranks), share_at(tops, answerable)[0], w_cov, w_rel))
-    best_mrr = max(m["mrr@10"] for m, *_ in grid)
-    m, share, w_cov, w_rel = max((g for g in grid if g[0]["mrr@10"] >= best_mrr - 0.005),
-                                 key=lambda g: (round(g[1], 6), round(g[0]["mrr@10"], 6), -g[2] - g[3]))
-    weights = np.array([1.0, w_cov, w_rel, 0.0])
 
-    def margins(scores: np.ndarray) -> np.ndarray:
-        """Each candidate's margin over its rival, as a search measures it."""
-        values = [float(s) for s in scores]
-        return np.array([idx.margin(s, r, cal) for s, r in zip(values, idx.rivals(values))])
+    def weighted(weights: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+        """Under these fusion weights: the ranking metrics, every candidate's calibration features
+        (cosine, coverage, relative BM25, margin) and label, and which candidate leads its question."""
+        ranks, rows, labels, leads = [], [], [], []
+        for question, feats, entries in groups:
+            scores = feats @ weights
+            order = np.argsort(-scores, kind="stable")
+            if question.expected is not None:
+                ranks.append(rank_of(question, list(dict.fromkeys(entries[i] for i in order))[:DEPTH]))
+            values = [float(v) for v in scores]
+            margin = [idx.margin(v, r, cal) for v, r in zip(values, idx.rivals(values))]
+            rows += [(*feats[i, :3], margin[i]) for i in range(len(values))]
+            labels += [float(e == question.expected) for e in entries]
+            leads += [i == order[0] for i in range(len(values))]
+        return ranking_metrics(ranks), np.array(rows).reshape(-1, 4), np.array(labels), np.array(leads, dtype=bool)
 
-    scores = np.concatenate([feats @ weights for _, feats, _ in groups])
-    margin = np.concatenate([margins(feats @ weights) for _, feats, _ in groups])
+    grid = [(w_cov, w_rel, *weighted(np.array([1.0, w_cov, w_rel, 0.0])))
+            for w_cov in np.arange(0.0, 0.41, 0.025) for w_rel in np.arange(0.0, 0.21, 0.025)]
+    best_mrr = max(g[2]["mrr@10"] for g in grid)
+
+    def score_share(g) -> float:
+        """The share of answerable questions above the 80% line, by the leader's fused score."""
+        _, _, _, rows, _, leads = g
+        scores = np.zeros(len(groups))
+        scores[[k for k, (_, f, _) in enumerate(groups) if len(f)]] = rows[leads, :3] @ np.array([1.0, g[0], g[1]])
+        return share_at(list(scores), list(answerable))[0]
+
+    w_cov, w_rel, m, rows, labels, leads = max((g for g in grid if g[2]["mrr@10"] >= best_mrr - 0.005),
+                                               key=lambda g: (round(score_share(g), 6), round(g[2]["mrr@10"], 6), -g[0] - g[1]))
+    leaders = np.zeros((len(groups), 4))  # a question without candidates: all zero
+    leaders[[k for k, (_, f, _) in enumerate(groups) if len(f)]] = rows[leads]
+    trials = []
+    for how, w in (("leader", logistic(leaders, answerable.astype(float))), ("candidate", logistic(rows, labels))):
+        tops = list(1 / (1 + np.exp(-(w[0] + leaders @ w[1:]))))
+        trials.append((share_at(tops, list(answerable), idx.NO_ANSWER_SHARE)[0], how, w, tops))
+    share, how, (b, a, c, k, m_), tops = max(trials, key=lambda t: t[0])
     feats = np.concatenate([feats for _, feats, _ in groups])
     labels = np.concatenate([[float(e == q.expected) for e in entries] for q, _, entries in groups])
-    b, a, c = logistic(np.c_[scores, margin], labels)
     wk = logistic(feats[:, [3, 2, 1]], labels)
-    tops = [float(1 / (1 + np.exp(-(a * (f @ weights).max() + c * margins(f @ weights).max() + b)))) if len(f) else 0.0
-            for _, f, _ in groups]
-    line = math.ceil(share_at(tops, answerable)[1] * 100) / 100
+    line = math.ceil(share_at(tops, list(answerable), idx.NO_ANSWER_SHARE)[1] * 100) / 100
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     shift = logit(idx.RELEVANCE_THRESHOLD) - logit(line)
-    print(f'"{model}": Calibration(({w_cov:.3f}, {w_rel:.3f}), ({a:.3f}, {c:.3f}, {b + shift:.3f}), {cal.rival_floor}),\n'
+    print(f'"{model}": Calibration(({w_cov:.3f}, {w_rel:.3f}), ({a:.3f}, {c:.3f}, {k:.3f}, {m_:.3f}, {b + shift:.3f}), '
+          f"{cal.rival_floor}),\n"
           f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\n"
-          f"its own line {line}, moved to RELEVANCE_THRESHOLD {idx.RELEVANCE_THRESHOLD} (bias {shift:+.3f})\n"
+          f"fitted on each {how}; its own line {line}, moved to RELEVANCE_THRESHOLD {idx.RELEVANCE_THRESHOLD} (bias {shift:+.3f})\n"
           f"dev: hit@1 {m['hit@1']:.3f} hit@5 {m['hit@5']:.3f} MRR@10 {m['mrr@10']:.3f} (best MRR@10 {best_mrr:.3f}); "
-          f"answerable above the line: {no_answer_metrics(tops, answerable, line)[1]:.3f} "
-          f"(no-answer below it: {no_answer_metrics(tops, answerable, line)[0]:.3f})")
+          f"answerable above the line: {no_answer_metrics(tops, list(answerable), line)[1]:.3f} "
+          f"(no-answer below it: {no_answer_metrics(tops, list(answerable), line)[0]:.3f})")
 
 
 # -- the run ------------------------------------------------------------------------------------
@@ -297,22 +309,22 @@ async def run(args) -> None:
             latency[name].append((time.perf_counter() - t0) * 1000)
             results[name].append(found)
 
-    if args.fit:
+    for which in MODELS if args.fit else ():  # every packaged model's constants, each from its own store
         dev = []
         for question in questions:
             if question.split != "dev" or question.domain in UNTUNED:
                 continue
-            vector = await embedder.embed_query(question.text)
+            vector = await embedders[which].embed_query(question.text)
 
-            def read(conn, question=question, vector=vector):
+            def read(conn, question=question, vector=vector, which=which):
                 index = idx.info(conn)
-                hits = idx.hybrid_search(conn, index, orgs_of[mine, question.domain], None, question.text, vector, 40)
+                hits = idx.hybrid_search(conn, index, orgs_of[which, question.domain], None, question.text, vector, 40)
                 rows = {r["n"]: r["id"] for r in conn.execute("SELECT n, id FROM knowledge_items")}
                 return [{**h, "entry": entry_of[rows[h["n"]]]} for h in hits]
 
-            async with store.read() as tx:
+            async with stores[which].read() as tx:
                 dev.append((question, await tx.run(read)))
-        fit(dev, model_of(embedder.name))
+        fit(dev, model_of(embedders[which].name))
 
     # Small knowledge bases: SUBSET_SIZES entries drawn from a corpus into an org of their own (the
     # same chunks and vectors); there, a question about an entry left out has no answer. (BM25 counts
