@@ -181,13 +181,14 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
     from flowbox.knowledge import index as idx
 
     cal = idx.calibration_of(model)
-    answerable = np.array([q.expected is not None for q, _ in candidates])
+    answerable = [q.expected is not None for q, _ in candidates]
     groups = []  # per question: its candidates' cosine, coverage, relative and saturated BM25; their entries
     for question, hits in candidates:
         top = max((h["keyword"] for h in hits), default=0.0)
         feats = np.array([(h["similarity"], h["coverage"], h["keyword"] / top if top > 0 else 0.0,
                            h["keyword"] / (h["keyword"] + 2.0)) for h in hits]).reshape(-1, 4)
         groups.append((question, feats, [h["entry"] for h in hits]))
+    led = [k for k, (_, feats, _) in enumerate(groups) if len(feats)]  # the questions with a leader
 
     def weighted(weights: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
         """Under these fusion weights: the ranking metrics, every candidate's calibration features
@@ -213,22 +214,22 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
         """The share of answerable questions above the 80% line, by the leader's fused score."""
         _, _, _, rows, _, leads = g
         scores = np.zeros(len(groups))
-        scores[[k for k, (_, f, _) in enumerate(groups) if len(f)]] = rows[leads, :3] @ np.array([1.0, g[0], g[1]])
-        return share_at(list(scores), list(answerable))[0]
+        scores[led] = rows[leads, :3] @ np.array([1.0, g[0], g[1]])
+        return share_at(list(scores), answerable)[0]
 
     w_cov, w_rel, m, rows, labels, leads = max((g for g in grid if g[2]["mrr@10"] >= best_mrr - 0.005),
                                                key=lambda g: (round(score_share(g), 6), round(g[2]["mrr@10"], 6), -g[0] - g[1]))
     leaders = np.zeros((len(groups), 4))  # a question without candidates: all zero
-    leaders[[k for k, (_, f, _) in enumerate(groups) if len(f)]] = rows[leads]
-    trials = []
-    for how, w in (("leader", logistic(leaders, answerable.astype(float))), ("candidate", logistic(rows, labels))):
+    leaders[led] = rows[leads]
+    trials = []  # (share of answerable leaders above the line, the line, how fitted, weights, the leaders' relevance)
+    for how, w in (("leader", logistic(leaders, np.array(answerable, dtype=float))), ("candidate", logistic(rows, labels))):
         tops = list(1 / (1 + np.exp(-(w[0] + leaders @ w[1:]))))
-        trials.append((share_at(tops, list(answerable), idx.NO_ANSWER_SHARE)[0], how, w, tops))
-    share, how, (b, a, c, k, m_), tops = max(trials, key=lambda t: t[0])
+        trials.append((*share_at(tops, answerable, idx.NO_ANSWER_SHARE), how, w, tops))
+    _, exact_line, how, (b, a, c, k, m_), tops = max(trials, key=lambda t: t[0])
     feats = np.concatenate([feats for _, feats, _ in groups])
     labels = np.concatenate([[float(e == q.expected) for e in entries] for q, _, entries in groups])
     wk = logistic(feats[:, [3, 2, 1]], labels)
-    line = math.ceil(share_at(tops, list(answerable), idx.NO_ANSWER_SHARE)[1] * 100) / 100
+    line = math.ceil(exact_line * 100) / 100
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     shift = logit(idx.RELEVANCE_THRESHOLD) - logit(line)
     print(f'"{model}": Calibration(({w_cov:.3f}, {w_rel:.3f}), ({a:.3f}, {c:.3f}, {k:.3f}, {m_:.3f}, {b + shift:.3f}), '
@@ -236,8 +237,8 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
           f"KEYWORD_ONLY = ({', '.join(f'{v:.3f}' for v in wk)})\n"
           f"fitted on each {how}; its own line {line}, moved to RELEVANCE_THRESHOLD {idx.RELEVANCE_THRESHOLD} (bias {shift:+.3f})\n"
           f"dev: hit@1 {m['hit@1']:.3f} hit@5 {m['hit@5']:.3f} MRR@10 {m['mrr@10']:.3f} (best MRR@10 {best_mrr:.3f}); "
-          f"answerable above the line: {no_answer_metrics(tops, list(answerable), line)[1]:.3f} "
-          f"(no-answer below it: {no_answer_metrics(tops, list(answerable), line)[0]:.3f})")
+          f"answerable above the line: {no_answer_metrics(tops, answerable, line)[1]:.3f} "
+          f"(no-answer below it: {no_answer_metrics(tops, answerable, line)[0]:.3f})")
 
 
 # -- the run ------------------------------------------------------------------------------------
