@@ -35,7 +35,7 @@ flowbox ships the one learned from the 30.
 
 ``--teacher FILE`` also learns from a bigger model's vectors (``teacher.py``: all-mpnet-base-v2 changed by this
 recipe), as ``scripts/intent_space/encoder.py --teacher`` does. The teacher reads help centres far better: on fold 0,
-mpnet as it is 0.622 / 0.911 / 0.743, changed 0.757 / 0.965 / 0.848, 0.812 after two passes (about seven minutes a
+mpnet as it is 0.622 / 0.911 / 0.743, changed by two passes 0.757 / 0.965 / 0.848, 0.812 (about seven minutes a
 pass on two cores, against MiniLM's one and a half). Taught by it (learned without fold 0), MiniLM on fold 0 went to
 0.653 / 0.937 / 0.771, 0.719 (the recipe alone, in the same session: 0.640 / 0.932 / 0.762, 0.781); learned from all 30 and
 taught by the same teacher, vector-only search on ``scripts/eval/knowledge.py``'s nine tuned corpora went from
@@ -104,14 +104,14 @@ def corpus_loss(encoder, corpus: Corpus, bar, rng: np.random.Generator, teacher:
     drawn = [corpus.questions[i] for i in rng.permutation(len(corpus.questions))[:QUESTIONS]]
     questions = [q for q, _ in drawn]
     similarity = encoder.encode(questions, grad=True) @ encoder.encode(corpus.chunks, grad=True).T
-    owner = torch.tensor(corpus.owner)
+    owner = torch.tensor(corpus.owner, device=encoder.device)
     best = torch.stack([similarity[:, owner == n].max(dim=1).values for n in range(corpus.articles)], dim=1)
     logits = SCALE * torch.cat([best, bar.expand(len(best), 1)], dim=1)
-    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([n for _, n in drawn]))
+    loss = torch.nn.functional.cross_entropy(logits, torch.tensor([n for _, n in drawn], device=encoder.device))
     if teacher is None:
         return loss
     def read(texts):
-        return torch.tensor(np.stack([teacher[t] for t in texts]))
+        return torch.tensor(np.stack([teacher[t] for t in texts]), device=encoder.device)
     target = torch.log_softmax(SCALE * read(questions) @ read(corpus.chunks).T, dim=1)
     return loss + DISTILL * torch.nn.functional.kl_div(torch.log_softmax(SCALE * similarity, dim=1), target,
                                                        log_target=True, reduction="batchmean")
@@ -121,8 +121,8 @@ def search_metrics(encoder, corpora: list[Corpus]) -> dict[str, float]:
     """Vector-only search on ``corpora``, each question against its own corpus's articles."""
     ranks, answered_tops, unanswered_tops = [], [], []
     for corpus in corpora:
-        chunks = encoder.encode(corpus.chunks).numpy()
-        questions = encoder.encode([q for q, _ in corpus.questions]).numpy()
+        chunks = encoder.encode(corpus.chunks).cpu().numpy()
+        questions = encoder.encode([q for q, _ in corpus.questions]).cpu().numpy()
         similarity = questions @ chunks.T
         owner = np.array(corpus.owner)
         best = np.stack([similarity[:, owner == n].max(axis=1) for n in range(corpus.articles)], axis=1)
