@@ -192,11 +192,12 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
                            h["keyword"] / (h["keyword"] + 2.0)) for h in hits]).reshape(-1, 4)
         groups.append((question, feats, [h["entry"] for h in hits]))
     led = [k for k, (_, feats, _) in enumerate(groups) if len(feats)]  # the questions with a leader
+    labels = np.array([float(e == q.expected) for q, _, entries in groups for e in entries])  # is it the answer?
 
-    def weighted(weights: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
+    def weighted(weights: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
         """Under these fusion weights: the ranking metrics, every candidate's calibration features
-        (cosine, coverage, relative BM25, margin) and label, and which candidate leads its question."""
-        ranks, rows, labels, leads = [], [], [], []
+        (cosine, coverage, relative BM25, margin), and which candidate leads its question."""
+        ranks, rows, leads = [], [], []
         for question, feats, entries in groups:
             scores = feats @ weights
             order = np.argsort(-scores, kind="stable")
@@ -205,9 +206,8 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
             values = [float(v) for v in scores]
             margin = [idx.margin(v, r, cal) for v, r in zip(values, idx.rivals(values))]
             rows += [(*feats[i, :3], margin[i]) for i in range(len(values))]
-            labels += [float(e == question.expected) for e in entries]
             leads += [i == order[0] for i in range(len(values))]
-        return ranking_metrics(ranks), np.array(rows).reshape(-1, 4), np.array(labels), np.array(leads, dtype=bool)
+        return ranking_metrics(ranks), np.array(rows).reshape(-1, 4), np.array(leads, dtype=bool)
 
     grid = [(w_cov, w_rel, *weighted(np.array([1.0, w_cov, w_rel, 0.0])))
             for w_cov in np.arange(0.0, 0.41, 0.025) for w_rel in np.arange(0.0, 0.21, 0.025)]
@@ -215,13 +215,13 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
 
     def score_share(g) -> float:
         """The share of answerable questions above the 80% line, by the leader's fused score."""
-        _, _, _, rows, _, leads = g
+        _, _, _, rows, leads = g
         scores = np.zeros(len(groups))
         scores[led] = rows[leads, :3] @ np.array([1.0, g[0], g[1]])
         return share_at(list(scores), answerable)[0]
 
-    w_cov, w_rel, m, rows, labels, leads = max((g for g in grid if g[2]["mrr@10"] >= best_mrr - 0.005),
-                                               key=lambda g: (round(score_share(g), 6), round(g[2]["mrr@10"], 6), -g[0] - g[1]))
+    w_cov, w_rel, m, rows, leads = max((g for g in grid if g[2]["mrr@10"] >= best_mrr - 0.005),
+                                       key=lambda g: (round(score_share(g), 6), round(g[2]["mrr@10"], 6), -g[0] - g[1]))
     leaders = np.zeros((len(groups), 4))  # a question without candidates: all zero
     leaders[led] = rows[leads]
     trials = []  # (share of answerable leaders above the line, the line, how fitted, weights, the leaders' relevance)
@@ -230,7 +230,6 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
         trials.append((*share_at(tops, answerable, idx.NO_ANSWER_SHARE), how, w, tops))
     _, exact_line, how, (b, a, c, k, m_), tops = max(trials, key=lambda t: t[0])
     feats = np.concatenate([feats for _, feats, _ in groups])
-    labels = np.concatenate([[float(e == q.expected) for e in entries] for q, _, entries in groups])
     wk = logistic(feats[:, [3, 2, 1]], labels)
     line = math.ceil(exact_line * 100) / 100
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
