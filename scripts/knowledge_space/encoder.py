@@ -117,6 +117,13 @@ def corpus_loss(encoder, corpus: Corpus, bar, rng: np.random.Generator, teacher:
                                                        log_target=True, reduction="batchmean")
 
 
+def split(fold: int | None) -> tuple[list[Corpus], list[Corpus], list[Corpus]]:
+    """Every corpus, those learned from (all but ``n % FOLDS == fold``; all without a fold) and those held out."""
+    corpora = [Corpus(json.loads(p.read_text())) for p in sorted(CORPORA.glob("*.json"))]
+    return (corpora, [c for n, c in enumerate(corpora) if fold is None or n % FOLDS != fold],
+            [c for n, c in enumerate(corpora) if fold is not None and n % FOLDS == fold])
+
+
 def search_metrics(encoder, corpora: list[Corpus]) -> dict[str, float]:
     """Vector-only search on ``corpora``, each question against its own corpus's articles."""
     ranks, answered_tops, unanswered_tops = [], [], []
@@ -155,11 +162,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    corpora = [Corpus(json.loads(p.read_text())) for p in sorted(CORPORA.glob("*.json"))]
-    trained = [c for n, c in enumerate(corpora) if args.fold is None or n % FOLDS != args.fold]
+    _, trained, held = split(args.fold)
     if args.more:
         trained += [Corpus(json.loads(p.read_text())) for p in sorted(MORE.glob("*.json"))]
-    held = [c for n, c in enumerate(corpora) if args.fold is not None and n % FOLDS == args.fold]
     with tempfile.TemporaryDirectory() as folder:
         encoder = intent_encoder_training.Encoder(intent_encoder_training.minilm_dir(Path(folder)))
     if held:

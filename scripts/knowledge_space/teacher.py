@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +34,7 @@ PASSES = 2
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fold", type=int, help="learn without the corpora n %% 4 == K; report on them")
+    parser.add_argument("--fold", type=int, help=f"learn without the corpora n %% {knowledge_encoder.FOLDS} == K; report on them")
     parser.add_argument("--out", type=Path, required=True, help="where to write the vectors (.npz)")
     parser.add_argument("--steps", type=int, help="stop after this many steps (a quick check of the script)")
     args = parser.parse_args()
@@ -44,9 +43,7 @@ def main() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     ks = knowledge_encoder
-    corpora = [ks.Corpus(json.loads(p.read_text())) for p in sorted(ks.CORPORA.glob("*.json"))]
-    trained = [c for n, c in enumerate(corpora) if args.fold is None or n % ks.FOLDS != args.fold]
-    held = [c for n, c in enumerate(corpora) if args.fold is not None and n % ks.FOLDS == args.fold]
+    corpora, trained, held = ks.split(args.fold)
     training = ks.intent_encoder_training
     with tempfile.TemporaryDirectory() as folder:
         teacher = training.Encoder(intent_teacher.mpnet_dir(Path(folder)), intent_teacher.TARGETS, intent_teacher.CHILDREN)
