@@ -72,6 +72,7 @@ from pathlib import Path
 
 import numpy as np
 from inprocess import InProcessServer  # beside this script
+from redraw import interval, redrawn  # beside this script
 
 DATA = Path(__file__).parent / "data"
 INTENT_SPACE = Path(__file__).parents[1] / "intent_space"
@@ -428,7 +429,7 @@ def main() -> None:
                 acc = accuracy(pick(idx), [predicted[i] for i in idx])
                 row.append(f"{acc['overall']:.3f} {acc['in']:.3f} {acc['oos']:.3f}")
             print(f"{name:44} |  {row[0]:21} |  {row[1]:21}")
-        print(f"{'  flowbox, 95% interval (flows resampled)':44} |  {interval(domains, 'dev'):21} |  {interval(domains, 'test'):21}")
+        print(f"{'  flowbox, 95% interval (flows resampled)':44} |  {flow_interval(domains, 'dev'):21} |  {flow_interval(domains, 'test'):21}")
         for domain in domains if 1 < len(domains) <= 24 else ():
             line = []
             for name, predicted in systems.items():
@@ -451,7 +452,7 @@ def main() -> None:
             row.append(f"{len(below)}/{len(idx)}: {wrong(below):.3f} / {wrong(above):.3f}")
         print(f"{f'  unsure (below {UNSURE}) listed: wrong below / above':44} |  {row[0]:21} |  {row[1]:21}")
 
-    def interval(domains: tuple[str, ...], half: str, draws: int = 2000) -> str:
+    def flow_interval(domains: tuple[str, ...], half: str) -> str:
         """flowbox's overall and out-of-scope accuracy on ``half``, 2.5th to 97.5th percentile over the flows
         drawn again with replacement: a flow's utterances share its examples, so they are not independent, and
         the spread between flows is most of the uncertainty."""
@@ -461,11 +462,8 @@ def main() -> None:
             hits = np.array([flowbox[i] in cases[i].expected for i in idx], dtype=float)
             oos = np.array([not cases[i].in_scope for i in idx])
             per_flow.append((hits.sum(), len(hits), hits[oos].sum(), oos.sum()))
-        counts = np.array(per_flow)
-        drawn = counts[np.random.default_rng(0).integers(0, len(counts), (draws, len(counts)))].sum(axis=1)
-        overall, oos = drawn[:, 0] / drawn[:, 1], drawn[:, 2] / np.maximum(drawn[:, 3], 1)
-        low, high = np.percentile(overall, [2.5, 97.5])
-        oos_low, oos_high = np.percentile(oos, [2.5, 97.5])
+        drawn = redrawn(per_flow)
+        (low, high), (oos_low, oos_high) = interval(drawn[:, 0], drawn[:, 1]), interval(drawn[:, 2], drawn[:, 3])
         return f"{low:.3f}-{high:.3f} oos {oos_low:.2f}-{oos_high:.2f}"
 
     def without_verbatim(domains: tuple[str, ...]) -> None:

@@ -21,7 +21,10 @@ answerable questions: hit@1, hit@5, MRR@10. On the questions without an answer: 
 result is below the "no answer" line (flowbox: its documented ``relevance`` threshold; the
 baselines: one threshold on their top score, chosen on dev for the best balanced accuracy),
 beside the share of answerable questions above it; and, for every system alike, the share of
-answerable questions above the line that puts 80% of dev's no-answer questions below it.
+answerable questions above the line that puts 80% of dev's no-answer questions below it. Under the tables, the
+range flowbox's MRR@10, hit@5, lead in MRR@10 over each vector-only search, and share of no-answer questions below
+the line take in 95% of draws of the corpora again with replacement (``redraw.py``): how much a figure would move
+on other help centres.
 
     python scripts/eval/knowledge.py [--misses dev|test|all] [--fit]
 
@@ -50,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from redraw import interval, redrawn  # noqa: E402  (beside this script)
 
 DATA = Path(__file__).parent / "data"
 MODELS_DIR = Path(os.environ.get("FLOWBOX_TEST_MODELS_DIR") or Path.home() / ".cache" / "flowbox-test-models")
@@ -373,7 +377,29 @@ async def run(args) -> None:
                 row.append(f"{m['hit@1']:.3f} {m['hit@5']:.3f} {m['mrr@10']:.3f}")
             print(f"{name:36} |  {row[0]:23} |  {row[1]:23}")
 
+    def reciprocal(name: str, i: int) -> float:
+        rank = ranked[name][i]
+        return 1 / rank if rank is not None and rank <= DEPTH else 0.0
+
+    def intervals(domains: tuple[str, ...]) -> None:
+        """flowbox's MRR@10 and hit@5, and how far its MRR@10 is above each vector-only search's, with the
+        range each takes in 95% of draws of the corpora again with replacement."""
+        rows = {"flowbox MRR@10": lambda i: reciprocal("flowbox (hybrid)", i),
+                "flowbox hit@5": lambda i: float(ranked["flowbox (hybrid)"][i] is not None and ranked["flowbox (hybrid)"][i] <= 5)}
+        for baseline in ("vector only (MiniLM for search)", "vector only (MiniLM)"):
+            rows[f"MRR@10 over {baseline}"] = lambda i, b=baseline: reciprocal("flowbox (hybrid)", i) - reciprocal(b, i)
+        for label, value in rows.items():
+            row = []
+            for idxs in halves.values():
+                per_corpus = [(sum(value(i) for i in asked), len(asked)) for d in domains
+                              if (asked := [i for i in idxs if questions[i].domain == d and questions[i].expected is not None])]
+                mean = sum(a for a, _ in per_corpus) / sum(b for _, b in per_corpus)
+                low, high = interval(*redrawn(per_corpus).T)
+                row.append(f"{mean:+.3f} ({low:+.3f} to {high:+.3f})" if "over" in label else f"{mean:.3f} ({low:.3f}-{high:.3f})")
+            print(f"  {label + ', 95% of corpora redrawn':68} dev {row[0]:26} test {row[1]}")
+
     table(DOMAINS)
+    intervals(DOMAINS)
     for domain in DOMAINS:
         for half, idxs in halves.items():
             idxs = [i for i in idxs if questions[i].domain == domain and questions[i].expected is not None]
@@ -384,6 +410,7 @@ async def run(args) -> None:
             print(f"  {half + ', ' + domain:15} (hit@1/hit@5/MRR@10): " + ", ".join(line))
     print(f"untuned corpora together ({', '.join(UNTUNED)}: nothing is chosen by them)", end="")
     table(UNTUNED)
+    intervals(UNTUNED)
 
     print("\nno answer: share of no-answer questions whose top result is below the line / share of answerable above it")
     answerable = [q.expected is not None for q in questions]
@@ -411,6 +438,13 @@ async def run(args) -> None:
             none, some = no_answer_metrics([tops[i] for i in idxs], [answerable[i] for i in idxs], threshold)
             row.append(f"{none:.3f} / {some:.3f}")
         print(f"  {name:52} dev {row[0]}   test {row[1]}")
+    row, relevances = [], lines[next(iter(lines))][0]
+    for idxs in halves.values():
+        per_corpus = [(sum(relevances[i] < idx.RELEVANCE_THRESHOLD for i in unanswered), len(unanswered)) for d in DOMAINS
+                      if (unanswered := [i for i in idxs if questions[i].domain == d and not answerable[i]])]
+        row.append("{:.3f}-{:.3f}".format(*interval(*redrawn(per_corpus).T)))
+    print(f"  {'flowbox no-answer questions below ' + str(idx.RELEVANCE_THRESHOLD) + ', 95% of corpora redrawn':68} "
+          f"dev {row[0]:15} test {row[1]}")
     print("  at the line that puts 80% of dev's no-answer questions below it (placed on the tuned corpora's dev): answerable above it")
     for name, (tops, _) in lines.items():
         share, line = share_at([tops[i] for i in dev_idx], [answerable[i] for i in dev_idx])
