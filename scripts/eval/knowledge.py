@@ -26,7 +26,10 @@ range flowbox's MRR@10, hit@5, lead in MRR@10 over each vector-only search, and 
 the line take in 95% of draws of the corpora again with replacement (``redraw.py``): how much a figure would move
 on other help centres.
 
-    python scripts/eval/knowledge.py [--misses dev|test|all] [--fit]
+    python scripts/eval/knowledge.py [--misses dev|test|all] [--fit] [--chunk N]
+
+``--chunk N`` splits the entries into items of at most N characters instead (``--chunk 4000`` keeps each entry one
+item, as a client creating entries through the API does; ``--chunk 1500`` is ``flowbox knowledge import``'s default).
 
 ``--fit`` refits the fusion/relevance models of ``flowbox/knowledge/index.py``, for each packaged model, on the dev half of
 every corpus but the untuned ones (printing constants to paste there); the report itself always uses the constants in the code.
@@ -70,6 +73,7 @@ DOMAINS = ("helpdesk", "municipal", "devices", "travel", "campus", "insurer", "l
 # hosting company's help centre and a hospital's outpatient pages after that, the same way.)
 UNTUNED = ("grocery", "hr", "hostly", "outpatients")
 CHUNK = 600  # characters: the long entries become two to four chunks
+MAX_ITEM = 4000  # the most an item's content may hold (knowledge.store.MAX_CONTENT); no entry here is longer
 DEPTH = 10  # results asked for (MRR@10)
 # system -> (which model's store, search mode): flowbox as configured (knowledge_embedding_model: MiniLM as
 # changed for search by default) and with each packaged model; each model's cosine alone; BM25 alone
@@ -290,7 +294,7 @@ async def run(args) -> None:
         now = iso()
         items = []
         for entry in entries:
-            for chunk in split_text(entry.content, CHUNK):
+            for chunk in split_text(entry.content, args.chunk):
                 item = {"n": None, "id": new_id(), "org_id": orgs_of[mine, domain], "name": entry.name, "content": chunk,
                         "description_to_index_on": None, "source": "api", "source_key": None, "created_at": now,
                         "updated_at": now, "agent_ids": None}
@@ -362,7 +366,7 @@ async def run(args) -> None:
     print(f"flowbox's knowledge embedding model: {MODELS[mine]}")
     n_none = sum(q.expected is None for q in questions)
     halves = {half: [i for i, q in enumerate(questions) if q.split == half] for half in ("dev", "test")}
-    print(f"{sum(len(load_entries(d)) for d in DOMAINS)} entries ({chunks} chunks of at most {CHUNK} characters) "
+    print(f"{sum(len(load_entries(d)) for d in DOMAINS)} entries ({chunks} chunks of at most {args.chunk} characters) "
           f"in {len(DOMAINS)} domains ({', '.join(DOMAINS)}); {len(questions)} questions, {n_none} without an "
           f"answer ({n_none / len(questions):.0%}); dev {len(halves['dev'])}, test {len(halves['test'])}")
     ranked = {name: [rank_of(q, list(dict.fromkeys(entry_of[r["id"]] for r in found))) for q, found in zip(questions, results[name])]
@@ -517,6 +521,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", choices=("dev", "test", "all"), help="list flowbox's misses in that half")
     parser.add_argument("--fit", action="store_true", help="refit index.py's fusion/relevance constants on dev")
+    parser.add_argument("--chunk", type=int, default=CHUNK, help=f"split entries into items of at most this many characters "
+                        f"(default {CHUNK}; {MAX_ITEM} keeps every entry whole, as an item created through the API is)")
     args = parser.parse_args()
     import logging
 
