@@ -3,7 +3,7 @@ written apart from the entries, split into a dev half (tune here) and a test hal
 
 Data (``scripts/eval/data/``): one corpus per domain (``<name>_kb.txt``: entries, each starting
 with a ``=== id | name`` line; long ones have markdown headings and are split into chunks of at
-most ``CHUNK`` characters as ``flowbox knowledge import`` splits documents, every chunk an item
+most ``CHUNK`` characters as ``flowbox knowledge import --chunk-size`` splits documents, every chunk an item
 named after its entry) and its questions (``<name>_questions.tsv``: expected entry id, question;
 ``NONE`` when nothing in the corpus answers it). The questions use other words than the entries:
 synonyms, user language, typos.
@@ -524,6 +524,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=CHUNK, help=f"split entries into items of at most this many characters "
                         f"(default {CHUNK}; {MAX_ITEM} keeps every entry whole, as an item created through the API is)")
     args = parser.parse_args()
+    if not 100 <= args.chunk <= MAX_ITEM:
+        parser.error(f"--chunk must be between 100 and {MAX_ITEM} characters, as an import's chunk size")
     import logging
 
     logging.disable(logging.WARNING)
