@@ -73,7 +73,6 @@ DOMAINS = ("helpdesk", "municipal", "devices", "travel", "campus", "insurer", "l
 # hosting company's help centre and a hospital's outpatient pages after that, the same way.)
 UNTUNED = ("grocery", "hr", "hostly", "outpatients")
 CHUNK = 600  # characters: the long entries become two to four chunks
-MAX_ITEM = 4000  # the most an item's content may hold (knowledge.store.MAX_CONTENT); no entry here is longer
 DEPTH = 10  # results asked for (MRR@10)
 # system -> (which model's store, search mode): flowbox as configured (knowledge_embedding_model: MiniLM as
 # changed for search by default) and with each packaged model; each model's cosine alone; BM25 alone
@@ -521,11 +520,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--misses", choices=("dev", "test", "all"), help="list flowbox's misses in that half")
     parser.add_argument("--fit", action="store_true", help="refit index.py's fusion/relevance constants on dev")
+    from flowbox.knowledge.store import MAX_CONTENT  # the most an item holds; no entry here is longer
+
     parser.add_argument("--chunk", type=int, default=CHUNK, help=f"split entries into items of at most this many characters "
-                        f"(default {CHUNK}; {MAX_ITEM} keeps every entry whole, as an item created through the API is)")
+                        f"(default {CHUNK}; {MAX_CONTENT} keeps every entry whole, as an item created through the API is)")
     args = parser.parse_args()
-    if not 100 <= args.chunk <= MAX_ITEM:
-        parser.error(f"--chunk must be between 100 and {MAX_ITEM} characters, as an import's chunk size")
+    if not 100 <= args.chunk <= MAX_CONTENT:
+        parser.error(f"--chunk must be between 100 and {MAX_CONTENT} characters, as an import's chunk size")
     import logging
 
     logging.disable(logging.WARNING)
