@@ -120,9 +120,13 @@ def corpus_loss(encoder, corpus: Corpus, bar, rng: np.random.Generator, teacher:
                                                        log_target=True, reduction="batchmean")
 
 
+def load(folder: Path) -> list[Corpus]:
+    return [Corpus(json.loads(p.read_text())) for p in sorted(folder.glob("*.json"))]
+
+
 def split(fold: int | None) -> tuple[list[Corpus], list[Corpus], list[Corpus]]:
     """Every corpus, those learned from (all but ``n % FOLDS == fold``; all without a fold) and those held out."""
-    corpora = [Corpus(json.loads(p.read_text())) for p in sorted(CORPORA.glob("*.json"))]
+    corpora = load(CORPORA)
     return (corpora, [c for n, c in enumerate(corpora) if fold is None or n % FOLDS != fold],
             [c for n, c in enumerate(corpora) if fold is not None and n % FOLDS == fold])
 
@@ -167,7 +171,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     _, trained, held = split(args.fold)
     if args.more:
-        trained += [Corpus(json.loads(p.read_text())) for p in sorted(MORE.glob("*.json"))]
+        trained += load(MORE)
     with tempfile.TemporaryDirectory() as folder:
         encoder = intent_encoder_training.Encoder(intent_encoder_training.minilm_dir(Path(folder)))
     if held:
