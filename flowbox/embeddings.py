@@ -51,6 +51,11 @@ INLINE_TOKENIZE = 2000  # a query up to this many characters is tokenized on the
 LONG_WORD = re.compile(r"[^\W_\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]{101,}")
 
 
+# Token attributes of what a model does not read as text: its unknown token ([UNK] is a control token in
+# MiniLM's vocabulary as llama.cpp loads it).
+_UNREAD = 1 | 8  # LLAMA_TOKEN_ATTR_UNKNOWN | LLAMA_TOKEN_ATTR_CONTROL
+
+
 def _normalise(vectors: np.ndarray) -> list[list[float]]:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return (vectors / np.where(norms == 0, 1, norms)).tolist()
@@ -71,6 +76,12 @@ class Embedder:
     def is_word(self, word: str) -> bool | None:
         """Whether the model's vocabulary has ``word`` (lower case) as one whole token: a word it
         knows, not a misspelling it spells out in pieces; None when this embedder cannot tell."""
+        return None
+
+    def reads(self, text: str) -> bool | None:
+        """Whether the model reads anything in ``text``: a token other than its unknown one. A text of
+        emoji or of a script its vocabulary lacks embeds as [UNK] alone, a vector that says nothing of
+        the text yet lies near some unrelated ones. None when this embedder cannot tell."""
         return None
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
@@ -359,6 +370,15 @@ class LocalEmbedder(Embedder):
             return len(self._tokenize(word, special=False)) == 1
         except ModelError:  # closed: it cannot tell
             return None
+
+    def reads(self, text: str) -> bool | None:
+        if len(text) > INLINE_TOKENIZE:  # a long text is not worth tokenizing twice on the event loop
+            return None
+        with self._vocab_lock:
+            if self._vocab_closed:
+                return None
+            tokens = self.llm.tokenize(text.encode("utf-8", "replace"), add_bos=False, special=False)
+            return any(not self.llm.token_get_attr(t) & _UNREAD for t in tokens)
 
     def _pieces(self, text: str) -> list[list[int]]:
         """Token sequences of at most N_CTX tokens, each wrapped in [CLS] ... [SEP], tokenized

@@ -349,7 +349,10 @@ async def search(store: Store, embedder: Embedder | None, org_id: str, query: st
     """The org's items (or those linked to ``agent_id``) best matching ``query``, best first,
     each with ``score`` (what ``mode`` ranks by), ``similarity`` (cosine to the query) and
     ``relevance`` (0 to 1; below ``index.RELEVANCE_THRESHOLD``: nothing relevant)."""
-    vector = await embedder.embed_query(query) if embedder is not None and mode != "keyword" else None
+    # A query the model reads nothing of (emoji, a script it lacks) is searched by its words alone: its vector
+    # is [UNK]'s, close to short unrelated items (0.88 relevance to an item "x").
+    readable = embedder is not None and mode != "keyword" and embedder.reads(query) is not False
+    vector = await embedder.embed_query(query) if readable else None
 
     def read(conn):
         index = idx.info(conn)

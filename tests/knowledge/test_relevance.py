@@ -85,6 +85,25 @@ def test_relevance_means_the_same_in_a_knowledge_base_of_one_entry(srv):
     assert unrelated[0]["relevance"] < idx.RELEVANCE_THRESHOLD, unrelated
 
 
+def test_a_query_the_model_cannot_read_is_searched_by_its_words_alone(srv):
+    """Emoji and a script MiniLM lacks embed as [UNK] alone, a vector near short unrelated items: such a
+    query is not matched by vectors (it read 0.88 relevance to an item "x"), while a query with a word the
+    model reads beside them still is, and an item holding those very characters is found by its words."""
+    _, client, agent = knowledge_org(srv)
+    junk = add_knowledge(client, [agent["id"]], "x", name="x")["id"]
+    add_knowledge(client, [agent["id"]], CORPUS["Refund policy"], name="Refund policy")
+    for unreadable in ("🙂🙂", "١٢٣", "🙂 ١٢٣ 🎉"):
+        for mode in ("hybrid", "vector"):
+            results = search(client, unreadable, mode=mode)
+            assert all(r["relevance"] < idx.RELEVANCE_THRESHOLD for r in results), (unreadable, mode, results)
+            assert junk not in [r["id"] for r in results], (unreadable, mode, results)
+    readable = search(client, "refund 🙂", mode="vector")
+    assert readable and readable[0]["similarity"] > 0.3, readable
+    digits = add_knowledge(client, [agent["id"]], "Branch code ١٢٣ is our Dubai office.", name="Dubai branch")["id"]
+    found = search(client, "١٢٣")
+    assert [r["id"] for r in found] == [digits], found
+
+
 def test_the_name_is_embedded_with_the_content(srv):
     """Two items with the same content, told apart only by their names, even by vectors alone."""
     _, client, agent = knowledge_org(srv)
