@@ -117,6 +117,12 @@ LEARNED_MAX = 0.9999
 NEAR_EXACT_FROM = 6
 NEAR_EXACT_UPTO = 40  # and at most this long: a typo matters most in a short message, and the index stays small
 PLAIN_GROWTH = 16  # letters that compatibility characters, spelt out, may add to a text (``plain``)
+# Emoji that chat users send for a word ("👍" to a yes/no question, "🙏" for thanks), read as that word (``plain``):
+# MiniLM reads every emoji as one unknown token, so unread they all mean the same nothing. Only those whose word
+# is plain in a customer-service chat ("👋" is hello or goodbye; "❤️" thanks or love).
+EMOJI_WORDS = {"👍": "ok", "👌": "ok", "✅": "yes", "✔": "yes", "☑": "yes", "👎": "no", "❌": "no", "✖": "no",
+               "🙏": "thanks"}
+_EMOJI = re.compile(f"({'|'.join(EMOJI_WORDS)})[\ufe0f\U0001f3fb-\U0001f3ff]*")  # with a variation or skin tone
 # Inside a step's question, a reply this close (a cosine in the intent space) to a common way of saying yes or
 # no is answered by the child that makes that move, before the learned model weighs its words: "wait let me think
 # about it" is "let me think about it" (no), though the model, reading "wait" and "it", chose the cancellation's
@@ -216,9 +222,11 @@ def plain(text: str) -> str:
     ("ｔｈａｎｋ ｙｏｕ"), ligatures ("ﬁle"), circled and superscript digits. A keyboard or a phone that types them
     means the same words, and the examples, the speller and MiniLM know the plain ones only. A text they would make
     more than ``PLAIN_GROWTH`` letters longer stays as written: one character can stand for 18 ("ﷺ"), and a message
-    of them, spelt out, would cost the models seconds to read (a 255-letter one, 1.5 s against 0.04 s)."""
+    of them, spelt out, would cost the models seconds to read (a 255-letter one, 1.5 s against 0.04 s). And the emoji
+    of ``EMOJI_WORDS`` as their words ("👍🏽" as "ok")."""
     spelt = unicodedata.normalize("NFKC", text)
-    return spelt if len(spelt) <= len(text) + PLAIN_GROWTH else text
+    spelt = spelt if len(spelt) <= len(text) + PLAIN_GROWTH else text
+    return " ".join(_EMOJI.sub(lambda m: f" {EMOJI_WORDS[m.group(1)]} ", spelt).split()) if _EMOJI.search(spelt) else spelt
 
 
 def normalize(text: str) -> str:

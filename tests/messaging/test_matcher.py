@@ -451,6 +451,25 @@ def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
     assert cafe.say("asked", "nope")[0] == "order-no"
 
 
+def test_emoji_that_stand_for_a_word_are_read_as_it(org_server, receiver):
+    # a thumbs up answers a yes/no question as "ok" does, in any skin tone; a thumbs down as "no"; praying hands
+    # thank; an emoji with no plain word in a chat still means nothing (the model reads every emoji alike)
+    cafe = opened(org_server, receiver, "cafe-emoji", [
+        intent("order", ["I want a coffee", "one latte please", "can I order a cappuccino"], "Anything to eat with it?"),
+        intent("order-yes", ["yes", "yes please", "sure"], "What would you like?", contexts=("order",)),
+        intent("order-no", ["no", "no thanks", "just the coffee"], "Coming up.", contexts=("order",)),
+        intent("thanks", ["thanks", "thank you", "cheers"], "You're welcome."),
+    ])
+    assert matcher.plain("👍🏽") == "ok" and matcher.plain("✔️ done") == "yes done" and matcher.plain("🙂") == "🙂"
+    for thread, reply, want in (("up", "👍", "order-yes"), ("toned", "👍🏾", "order-yes"), ("down", "👎", "order-no"),
+                                ("cross", "❌", "order-no")):
+        assert cafe.say(thread, "one latte please")[0] == "order"
+        assert cafe.say(thread, reply)[0] == want, reply
+    assert cafe.say("grateful", "🙏")[0] == "thanks"
+    for meaningless in ("🙂", "😡😡", "🎉"):
+        assert cafe.say(f"bare-{meaningless}", meaningless)[0] == "unknown", meaningless
+
+
 def test_a_child_that_says_yes_outright_answers_yes(org_server, receiver):
     # the late check-out's "yes" child has too few examples near the common yeses to make that move by its share,
     # but one of them is "yes": it answers yes, so "sure why not" (a reply that leads with yes) is its
