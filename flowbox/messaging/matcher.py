@@ -226,7 +226,8 @@ def plain(text: str) -> str:
     of ``EMOJI_WORDS`` as their words ("👍🏽" as "ok")."""
     spelt = unicodedata.normalize("NFKC", text)
     spelt = spelt if len(spelt) <= len(text) + PLAIN_GROWTH else text
-    return " ".join(_EMOJI.sub(lambda m: f" {EMOJI_WORDS[m.group(1)]} ", spelt).split()) if _EMOJI.search(spelt) else spelt
+    worded, emoji = _EMOJI.subn(lambda m: f" {EMOJI_WORDS[m.group(1)]} ", spelt)
+    return " ".join(worded.split()) if emoji else spelt
 
 
 def normalize(text: str) -> str:
