@@ -108,8 +108,8 @@ PASSES = 1
 PER_ARTICLE = 4  # of an article's questions a pass (and every question no article answers)
 
 
-def nearest(corpora: list, config) -> list[tuple[str, list[int], int, list[str]]]:
-    """Per question: its text, its ``CANDIDATES`` nearest articles (the answer forced in), its answer's place
+def nearest(corpora: list, config) -> list[tuple]:
+    """Per question: its corpus, its text, its ``CANDIDATES`` nearest articles (the answer forced in), its answer's place
     among them (``CANDIDATES``: none), and each candidate's best chunk as the knowledge base indexes it."""
     from flowbox.embeddings import LocalEmbedder
     from flowbox.models import search_encoder
@@ -198,8 +198,9 @@ def _evaluation():
 
 def searched(path: Path) -> list[dict]:
     """Every question of ``scripts/eval/knowledge.py``'s corpora searched as flowbox searches them (the default
-    embedding model, hybrid): its half, domain, answer and first ``eval.DEPTH`` results (entry, fused score,
-    relevance, the text read again). Kept in ``path`` (JSON): the search is a few minutes."""
+    embedding model, hybrid), in each whole corpus and in the evaluation's small knowledge bases drawn from it (its
+    draws; there a question about an entry left out has no answer): its half, domain, size (None: whole), answer and
+    first ``DEPTH`` results (entry, fused score, relevance, the text read again). Kept in ``path`` (JSON)."""
     import asyncio
     import json
     import random
