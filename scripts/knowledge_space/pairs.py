@@ -81,10 +81,14 @@ def unsure(relevance: float) -> bool:
     return BAND[0] <= relevance <= BAND[1]
 
 
+def log_odds(p: float) -> float:
+    p = min(max(p, 1e-6), 1 - 1e-6)
+    return float(np.log(p / (1 - p)))
+
+
 def relevance(first: float, answer: float, weights: tuple[float, float, float]) -> float:
     """The leader's relevance after the reading: a logistic of the search's (as log-odds) and the answer score."""
-    p = min(max(first, 1e-6), 1 - 1e-6)
-    z = weights[0] + weights[1] * np.log(p / (1 - p)) + weights[2] * answer
+    z = weights[0] + weights[1] * log_odds(first) + weights[2] * answer
     return float(1.0 / (1.0 + np.exp(-np.clip(z, -30.0, 30.0))))
 
 
@@ -244,7 +248,7 @@ def searched(path: Path) -> list[dict]:
             async with store.write() as tx:
                 await tx.run(kb.save_items, embedder.name, embedder.dim, [{**i, "vector": v} for i, v in zip(items, vectors)])
             questions = evaluation.load_questions(domain, {e.id for e in entries})
-            orgs_of = {(None, None): org}
+            scopes = [(None, org, None)]  # (size, org, the entries it holds; None: all)
             by_entry: dict[str, list[dict]] = {}
             for item in items:
                 by_entry.setdefault(entry_of[item["id"]], []).append(item)
@@ -252,16 +256,14 @@ def searched(path: Path) -> list[dict]:
                 for number in range(evaluation.SUBSET_DRAWS):
                     chosen = set(draw.sample(sorted(by_entry), size))
                     small = (await orgs.create_org(store, f"eval-{domain}-{size}-{number}"))["id"]
-                    subset = [{**item, "n": None, "id": new_id(), "org_id": small, "vector": vector_of[item["id"]]}
-                              for e in sorted(chosen) for item in by_entry[e]]
-                    entry_of.update((copy["id"], entry_of[item["id"]]) for copy, item in
-                                    zip(subset, (item for e in sorted(chosen) for item in by_entry[e])))
+                    subset = []
+                    for item in (item for e in sorted(chosen) for item in by_entry[e]):
+                        subset.append({**item, "n": None, "id": new_id(), "org_id": small, "vector": vector_of[item["id"]]})
+                        entry_of[subset[-1]["id"]] = entry_of[item["id"]]
                     async with store.write() as tx:
                         await tx.run(kb.save_items, embedder.name, embedder.dim, subset)
-                    orgs_of[size, number] = small
-                    orgs_of[size, number, "chosen"] = chosen
-            for (size, number), where in [(k, v) for k, v in orgs_of.items() if len(k) == 2]:
-                chosen = orgs_of.get((size, number, "chosen"))
+                    scopes.append((size, small, chosen))
+            for size, where, chosen in scopes:
                 for question in questions:
                     found = await kb.search(store, embedder, where, question.text, limit=evaluation.DEPTH)
                     expected = question.expected if chosen is None or question.expected in chosen else None
@@ -355,10 +357,6 @@ def report(questions: list[dict]) -> None:
     def read(q) -> bool:
         return bool(q["hits"]) and unsure(first(q))
 
-    def log_odds(p: float) -> float:
-        p = min(max(p, 1e-6), 1 - 1e-6)
-        return float(np.log(p / (1 - p)))
-
     def again(q, weights) -> float:
         return relevance(first(q), q["hits"][0]["answer"], weights) if read(q) else first(q)
 
@@ -369,8 +367,7 @@ def report(questions: list[dict]) -> None:
         w = evaluation.logistic(np.array([[log_odds(first(q)), q["hits"][0]["answer"]] for q in inside]),
                                 np.array([float(q["expected"] is not None) for q in inside]))
         none = sorted(again(q, w) for q in dev if q["expected"] is None)
-        line = none[int(np.ceil(idx.NO_ANSWER_SHARE * len(none))) - 1] + 1e-9
-        line = max(v for v in sorted(set(again(q, w) for q in dev)) if v <= line)  # the lowest line with the share below
+        line = none[int(np.ceil(idx.NO_ANSWER_SHARE * len(none))) - 1]  # just above it, the share is below
         shift = log_odds(idx.RELEVANCE_THRESHOLD) - log_odds(min(line + 1e-6, 1 - 1e-6))
         weights = (float(w[0] + shift), float(w[1]), float(w[2]))
         print(f"fitted on {label}: {len(inside) / len(fitted_on):.0%} read again; WEIGHTS = ({', '.join(f'{v:.3f}' for v in weights)})")
