@@ -34,7 +34,8 @@ def cases_of(body: Any) -> list[dict[str, Any]]:
         query, expected = (case.get("query"), case.get("expected")) if isinstance(case, dict) else (None, None)
         if not is_text(query, kb.MAX_CONTENT, required=True):
             raise invalid(f'"cases[{n}].query" must be a non-empty string of at most {kb.MAX_CONTENT} characters.')
-        if expected is not None and not isinstance(expected, str):
+        # Absent is not null: a misspelt key would otherwise count silently as a question with no answer.
+        if "expected" not in case or (expected is not None and not isinstance(expected, str)):
             raise invalid(f'"cases[{n}].expected" must be the id of the item that answers it, or null.')
         checked.append({"query": query.strip(), "expected": expected})
     return checked

@@ -247,6 +247,7 @@ def test_evaluate_scores_test_questions_as_search_ranks_them(corpus):
     assert scoped["results"][0]["rank"] is None and scoped["results"][0]["top"] is None and scoped["answerable"]["hit1"] == 0.0
     for body, says in (({"cases": []}, '"cases" is required'), ({"cases": [{"query": "", "expected": None}]}, '"cases[0].query"'),
                        ({"cases": [{"query": "refund", "expected": "nope"}]}, "no knowledge item of this organization: nope"),
-                       ({"cases": [{"query": "refund", "expected": 5}]}, '"cases[0].expected"')):
+                       ({"cases": [{"query": "refund", "expected": 5}]}, '"cases[0].expected"'),
+                       ({"cases": [{"query": "refund"}]}, '"cases[0].expected"')):  # absent is not null
         answer = client.post(f"{URL}/evaluate", json=body)
         assert answer.status_code == 400 and says in answer.json()["message"], (body, answer.text)
