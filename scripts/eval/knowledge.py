@@ -255,16 +255,64 @@ def fit(candidates: list[tuple[Question, list[dict]]], model: str) -> None:
           f"(no-answer below it: {no_answer_metrics(tops, answerable, line)[0]:.3f})")
 
 
+# -- the knowledge bases ---------------------------------------------------------------------------
+
+def items_of_entries(entries: list[Entry], org_id: str, chunk: int) -> tuple[list[dict], dict[str, str]]:
+    """A corpus's entries as the items an org stores (each entry split into chunks of at most ``chunk`` characters,
+    every chunk named after its entry), and the entry of each item (id -> entry id)."""
+    from flowbox.ids import iso, new_id
+    from flowbox.knowledge.chunking import split_text
+
+    now = iso()
+    items, entry_of = [], {}
+    for entry in entries:
+        for text in split_text(entry.content, chunk):
+            item = {"n": None, "id": new_id(), "org_id": org_id, "name": entry.name, "content": text,
+                    "description_to_index_on": None, "source": "api", "source_key": None, "created_at": now,
+                    "updated_at": now, "agent_ids": None}
+            entry_of[item["id"]] = entry.id
+            items.append(item)
+    return items, entry_of
+
+
+async def small_knowledge_bases(store, embedder, domain: str, items: list[dict], entry_of: dict[str, str],
+                                draw: random.Random) -> list[tuple[int, str, set[str]]]:
+    """``SUBSET_DRAWS`` draws of each of ``SUBSET_SIZES`` entries from a corpus's ``items`` (with their "vector"),
+    each saved into an org of its own (the same chunks and vectors; ``entry_of`` learns the copies): a knowledge base
+    as an agent's linked entries make one, where a question about an entry left out has no answer. (BM25 counts
+    words and documents org by org, so the copies change no other org's scores.) Per draw: size, org id, the
+    entries drawn. ``draw`` is one generator for every corpus in turn, so each run draws the same."""
+    from flowbox import orgs
+    from flowbox.ids import new_id
+    from flowbox.knowledge import store as kb
+
+    by_entry: dict[str, list[dict]] = {}
+    for item in items:
+        by_entry.setdefault(entry_of[item["id"]], []).append(item)
+    drawn = []
+    for size in SUBSET_SIZES:
+        for number in range(SUBSET_DRAWS):
+            chosen = set(draw.sample(sorted(by_entry), size))
+            org = (await orgs.create_org(store, f"eval-{domain}-{size}-{number}"))["id"]
+            subset = []
+            for entry in sorted(chosen):
+                for item in by_entry[entry]:
+                    subset.append({**item, "n": None, "id": new_id(), "org_id": org})
+                    entry_of[subset[-1]["id"]] = entry
+            async with store.write() as tx:
+                await tx.run(kb.save_items, embedder.name, embedder.dim, subset)
+            drawn.append((size, org, chosen))
+    return drawn
+
+
 # -- the run ------------------------------------------------------------------------------------
 
 async def run(args) -> None:
     from flowbox import config as config_mod
     from flowbox import db, orgs
     from flowbox.embeddings import knowledge_model, load_embedder
-    from flowbox.ids import iso, new_id
     from flowbox.knowledge import index as idx
     from flowbox.knowledge import store as kb
-    from flowbox.knowledge.chunking import split_text
     from flowbox.models.files import ensure_model, model_of
 
     started = time.monotonic()
@@ -294,15 +342,8 @@ async def run(args) -> None:
         questions += load_questions(domain, {e.id for e in entries})
         for which, each in stores.items():
             orgs_of[which, domain] = (await orgs.create_org(each, f"eval-{domain}"))["id"]
-        now = iso()
-        items = []
-        for entry in entries:
-            for chunk in split_text(entry.content, args.chunk):
-                item = {"n": None, "id": new_id(), "org_id": orgs_of[mine, domain], "name": entry.name, "content": chunk,
-                        "description_to_index_on": None, "source": "api", "source_key": None, "created_at": now,
-                        "updated_at": now, "agent_ids": None}
-                entry_of[item["id"]] = entry.id
-                items.append(item)
+        items, entries_of_items = items_of_entries(entries, orgs_of[mine, domain], args.chunk)
+        entry_of.update(entries_of_items)
         for which, each in embedders.items():
             vectors = await each.embed([idx.indexed_text(i) for i in items])
             async with stores[which].write() as tx:
@@ -342,29 +383,18 @@ async def run(args) -> None:
                 dev.append((question, await tx.run(read)))
         fit(dev, model_of(embedders[which].name))
 
-    # Small knowledge bases: SUBSET_SIZES entries drawn from a corpus into an org of their own (the
-    # same chunks and vectors); there, a question about an entry left out has no answer. (BM25 counts
-    # words and documents org by org, so the copies change no other org's scores.)
+    # Small knowledge bases drawn from each corpus: there, a question about an entry left out has no answer.
     small: dict[tuple[int, str], list[tuple[float, bool]]] = {}  # (size, half) -> (top relevance, answerable)
     draw = random.Random(0)
     for domain in DOMAINS:
-        by_entry: dict[str, list[dict]] = {}
-        for item in items_of[domain]:
-            by_entry.setdefault(entry_of[item["id"]], []).append(item)
-        for size in SUBSET_SIZES:
-            for number in range(SUBSET_DRAWS):
-                chosen = set(draw.sample(sorted(by_entry), size))
-                org = await orgs.create_org(store, f"eval-{domain}-{size}-{number}")
-                subset = [{**item, "n": None, "id": new_id(), "org_id": org["id"]} for e in sorted(chosen) for item in by_entry[e]]
-                async with store.write() as tx:
-                    await tx.run(kb.save_items, embedder.name, embedder.dim, subset)
-                for question in questions:
-                    if question.domain == domain:
-                        found = await kb.search(store, embedder, org["id"], question.text, limit=DEPTH)
-                        small.setdefault((size, question.split), []).append(
-                            (found[0]["relevance"] if found else 0.0, question.expected in chosen))
-                        if domain not in UNTUNED:  # what a setting may be chosen by
-                            small.setdefault((size, question.split, "tuned"), []).append(small[size, question.split][-1])
+        for size, org, chosen in await small_knowledge_bases(store, embedder, domain, items_of[domain], entry_of, draw):
+            for question in questions:
+                if question.domain == domain:
+                    found = await kb.search(store, embedder, org, question.text, limit=DEPTH)
+                    small.setdefault((size, question.split), []).append(
+                        (found[0]["relevance"] if found else 0.0, question.expected in chosen))
+                    if domain not in UNTUNED:  # what a setting may be chosen by
+                        small.setdefault((size, question.split, "tuned"), []).append(small[size, question.split][-1])
 
     print(f"flowbox's knowledge embedding model: {MODELS[mine]}")
     n_none = sum(q.expected is None for q in questions)

@@ -114,7 +114,9 @@ PER_ARTICLE = 4  # of an article's questions a pass (and every question no artic
 
 def nearest(corpora: list, config) -> list[tuple]:
     """Per question: its corpus, its text, its ``CANDIDATES`` nearest articles (the answer forced in), its answer's place
-    among them (``CANDIDATES``: none), and each candidate's best chunk as the knowledge base indexes it."""
+    among them (``CANDIDATES``: none), each candidate's best chunk as the knowledge base indexes it, and the
+    ``CANDIDATES`` nearest articles other than the answer with their best chunks (the question asked of a knowledge
+    base without its article)."""
     from flowbox.embeddings import LocalEmbedder
     from flowbox.models import search_encoder
     from flowbox.models.files import ensure_model
@@ -136,7 +138,9 @@ def nearest(corpora: list, config) -> list[tuple]:
                 if label < corpus.articles and label not in ranked:
                     ranked[-1] = label
                 place = ranked.index(label) if label in ranked else CANDIDATES
-                out.append((corpus, text, ranked, place, [corpus.chunks[best_chunk[a]] for a in ranked]))
+                others = [a for a in best_chunk if a != label][:CANDIDATES]
+                out.append((corpus, text, ranked, place, [corpus.chunks[best_chunk[a]] for a in ranked],
+                            [corpus.chunks[best_chunk[a]] for a in others]))
     finally:
         embedder.close()
     return out
@@ -166,13 +170,16 @@ def learn(args) -> None:
             for answer, group in by_answer.items():
                 take = len(group) if answer == CANDIDATES else args.per_article  # every unanswered question
                 drawn += [group[k] for k in rng.permutation(len(group))[:take]]
-        drawn = [drawn[k] for k in rng.permutation(len(drawn))]
+        # With --absent, that share of the answerable questions is asked without its article: its nearest others
+        # read, "none" the answer (what a small knowledge base asks about an entry it lacks).
+        drawn = [(text, others, CANDIDATES) if place < CANDIDATES and rng.random() < args.absent else (text, chunks, place)
+                 for _, text, _, place, chunks, others in (drawn[k] for k in rng.permutation(len(drawn)))]
         started, losses = time.monotonic(), []
         for start in range(0, len(drawn), BATCH):
             batch = drawn[start:start + BATCH]
-            texts = [pair_text(text, chunk) for _, text, _, _, chunks in batch for chunk in chunks]
+            texts = [pair_text(text, chunk) for text, chunks, _ in batch for chunk in chunks]
             logits = torch.cat([model.scores(texts, True).view(len(batch), CANDIDATES), model.none.expand(len(batch), 1)], 1)
-            target = torch.tensor([place for _, _, _, place, _ in batch], device=model.encoder.device)
+            target = torch.tensor([place for _, _, place in batch], device=model.encoder.device)
             loss = torch.nn.functional.cross_entropy(logits, target)
             optimizer.zero_grad()
             loss.backward()
@@ -219,50 +226,27 @@ def searched(path: Path) -> list[dict]:
         from flowbox import config as config_mod
         from flowbox import db, orgs
         from flowbox.embeddings import knowledge_model, load_embedder
-        from flowbox.ids import iso, new_id
         from flowbox.knowledge import index as idx
         from flowbox.knowledge import store as kb
-        from flowbox.knowledge.chunking import split_text
 
         os.environ["FLOWBOX_MODELS_DIR"] = str(evaluation.MODELS_DIR)
         config = config_mod.load(None)
         embedder = load_embedder(config, model=knowledge_model(config))
-        folder = Path(tempfile.mkdtemp(prefix="flowbox-pairs-"))
-        store = db.Store(folder / "kb.db")
+        store = db.Store(Path(tempfile.mkdtemp(prefix="flowbox-pairs-")) / "kb.db")
         await store.open()
         out = []
-        draw = random.Random(0)
+        draw = random.Random(0)  # the evaluation's draws
         for domain in evaluation.DOMAINS:
             entries = evaluation.load_entries(domain)
             org = (await orgs.create_org(store, f"eval-{domain}"))["id"]
-            items, entry_of = [], {}
-            for entry in entries:
-                for chunk in split_text(entry.content, evaluation.CHUNK):
-                    item = {"n": None, "id": new_id(), "org_id": org, "name": entry.name, "content": chunk,
-                            "description_to_index_on": None, "source": "api", "source_key": None, "created_at": iso(),
-                            "updated_at": iso(), "agent_ids": None}
-                    entry_of[item["id"]] = entry.id
-                    items.append(item)
-            vectors = await embedder.embed([idx.indexed_text(i) for i in items])
-            vector_of = {i["id"]: v for i, v in zip(items, vectors)}
+            items, entry_of = evaluation.items_of_entries(entries, org, evaluation.CHUNK)
+            for item, vector in zip(items, await embedder.embed([idx.indexed_text(i) for i in items])):
+                item["vector"] = vector
             async with store.write() as tx:
-                await tx.run(kb.save_items, embedder.name, embedder.dim, [{**i, "vector": v} for i, v in zip(items, vectors)])
+                await tx.run(kb.save_items, embedder.name, embedder.dim, items)
             questions = evaluation.load_questions(domain, {e.id for e in entries})
             scopes = [(None, org, None)]  # (size, org, the entries it holds; None: all)
-            by_entry: dict[str, list[dict]] = {}
-            for item in items:
-                by_entry.setdefault(entry_of[item["id"]], []).append(item)
-            for size in evaluation.SUBSET_SIZES:  # drawn as the evaluation draws its small knowledge bases
-                for number in range(evaluation.SUBSET_DRAWS):
-                    chosen = set(draw.sample(sorted(by_entry), size))
-                    small = (await orgs.create_org(store, f"eval-{domain}-{size}-{number}"))["id"]
-                    subset = []
-                    for item in (item for e in sorted(chosen) for item in by_entry[e]):
-                        subset.append({**item, "n": None, "id": new_id(), "org_id": small, "vector": vector_of[item["id"]]})
-                        entry_of[subset[-1]["id"]] = entry_of[item["id"]]
-                    async with store.write() as tx:
-                        await tx.run(kb.save_items, embedder.name, embedder.dim, subset)
-                    scopes.append((size, small, chosen))
+            scopes += await evaluation.small_knowledge_bases(store, embedder, domain, items, entry_of, draw)
             for size, where, chosen in scopes:
                 for question in questions:
                     found = await kb.search(store, embedder, where, question.text, limit=evaluation.DEPTH)
@@ -395,6 +379,8 @@ def main() -> None:
     learning.add_argument("--start", type=Path, default=pair_encoder.FILE, help="start from this pair encoder")
     learning.add_argument("--out", type=Path, default=FILE)
     learning.add_argument("--seed", type=int, default=0)
+    learning.add_argument("--absent", type=float, default=0.0,
+                          help="share of answerable questions asked without their article (none the answer)")
     learning.add_argument("--steps", type=int, help="stop a pass after this many steps (a quick check)")
     measuring = commands.add_parser("measure", help="measure a knowledge pair encoder on the evaluation's corpora")
     measuring.add_argument("--changes", type=Path, default=FILE)
