@@ -22,9 +22,12 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import logging
+import math
 import os
 import re
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,8 @@ import numpy as np
 from .config import Config
 from .errors import ModelError, StartupError, upstream_refusal
 from .services import Services
+
+log = logging.getLogger(__name__)
 
 N_CTX = 512  # MiniLM's trained context; longer texts are embedded in pieces and averaged
 REMOTE_BATCH = 64
@@ -504,6 +509,17 @@ def pairs_model(config: Config) -> str:
     return MODEL if config.embedding_model == BASE and not config.embedding_base_url else ""
 
 
+def answers_model(config: Config) -> str:
+    """The local model that reads a question beside a knowledge entry (``models/answer_encoder.py``): with the
+    built-in MiniLM, run locally, and the knowledge base reading with MiniLM as changed for search, only; ""
+    otherwise (the knowledge base's second reading is then not made: it was learned beside that search)."""
+    from .models.answer_encoder import BASE, MODEL
+    from .models.search_encoder import MODEL as SEARCH
+
+    usable = config.embedding_model == BASE and not config.embedding_base_url and knowledge_model(config) == SEARCH
+    return MODEL if usable else ""
+
+
 def load_embedder(config: Config, progress: bool = False, *, model: str = "") -> Embedder:
     """The configured embedder (blocking: loads a model file or probes a server); with ``model``, that
     local model instead of ``embedding_model`` (``knowledge_model``, ``intent_model``). A remote embedder
@@ -533,6 +549,7 @@ class LoadedEmbedder:
     # started it goes away (a request, the warm start), so no model worker is left unowned.
     loading: asyncio.Future | None = None
     closed: bool = False
+    failed_at: float = -math.inf  # when an optional model (``answer_reader``) last failed to load
 
 
 def loaded_embedders(services: Services) -> list[LoadedEmbedder]:
@@ -543,7 +560,8 @@ def loaded_embedders(services: Services) -> list[LoadedEmbedder]:
 
 @dataclass
 class LoadedEmbedders:
-    # by use: "app", "knowledge", "intents" (two uses of one model share it), and "pairs" where there is one
+    # by use: "app", "knowledge", "intents" (two uses of one model share it), and "pairs" and "answers" where
+    # there are such models
     slots: dict[str, LoadedEmbedder]
 
     @classmethod
@@ -552,7 +570,7 @@ class LoadedEmbedders:
         slots = {"app": app, "knowledge": app, "intents": app}
         if not config.embedding_base_url:
             for use, model in (("knowledge", knowledge_model(config)), ("intents", intent_model(config)),
-                               ("pairs", pairs_model(config))):
+                               ("pairs", pairs_model(config)), ("answers", answers_model(config))):
                 if model and model != config.embedding_model:
                     slots[use] = LoadedEmbedder(model)
         return cls(slots)
@@ -563,12 +581,37 @@ def has_pairs(services: Services) -> bool:
     return "pairs" in services.state(LoadedEmbedders).slots
 
 
+def has_answers(services: Services) -> bool:
+    """Whether there is a model that reads a question beside a knowledge entry (``answers_model``)."""
+    return "answers" in services.state(LoadedEmbedders).slots
+
+
+RETRY_SECONDS = 60.0  # before an optional model that failed to load is tried again
+
+
+async def answer_reader(services: Services) -> Embedder | None:
+    """The answer encoder, where there is one (``has_answers``) and it loads; None otherwise (a search then
+    stands on its first reading; a model that failed to load is tried again ``RETRY_SECONDS`` later)."""
+    if not has_answers(services):
+        return None
+    slot = services.state(LoadedEmbedders).slots["answers"]
+    if time.monotonic() - slot.failed_at < RETRY_SECONDS:
+        return None
+    try:
+        return await get_embedder(services, answers=True)
+    except Exception as exc:  # noqa: BLE001 - the search answers without it
+        slot.failed_at = time.monotonic()
+        log.warning("the knowledge base's second reading is off: its model is unavailable (%s)", exc)
+        return None
+
+
 async def get_embedder(services: Services, *, knowledge: bool = False, intents: bool = False,
-                       pairs: bool = False) -> Embedder:
+                       pairs: bool = False, answers: bool = False) -> Embedder:
     """The app's embedder (with ``knowledge``: the knowledge base's; with ``intents``: the intent
-    matcher's; with ``pairs``, where ``has_pairs``: the pair encoder), loaded once (off the event loop) on
-    first use."""
-    use = "knowledge" if knowledge else "intents" if intents else "pairs" if pairs else "app"
+    matcher's; with ``pairs``, where ``has_pairs``: the pair encoder; with ``answers``, where ``has_answers``:
+    the answer encoder), loaded once (off the event loop) on first use."""
+    use = ("knowledge" if knowledge else "intents" if intents else "pairs" if pairs else "answers" if answers
+           else "app")
     loaded = services.state(LoadedEmbedders).slots[use]
     if loaded.embedder is not None:
         return loaded.embedder

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from .embeddings import get_embedder, has_pairs
+from .embeddings import answer_reader, get_embedder, has_pairs
 from .knowledge import index as idx
 from .knowledge.reembed import reembed
 from .messaging.conversation import prepare
@@ -54,7 +54,7 @@ async def _warm(services: Services) -> None:
 
 
 async def _warm_knowledge(services: Services) -> None:
-    """Loads the knowledge base's embedder; an index built with another model (an upgrade that
+    """Loads the knowledge base's embedder (and its second reading's); an index built with another model (an upgrade that
     changed the default, a changed ``knowledge_embedding_model``) or text format is re-embedded,
     as ``flowbox knowledge reembed`` would, while searches answer 503 saying so."""
     try:
@@ -63,6 +63,11 @@ async def _warm_knowledge(services: Services) -> None:
     except Exception as exc:  # noqa: BLE001 - loaded (or reported) again when first needed
         log.warning("knowledge embedding model not loaded at start: %s", exc)
         return
+    if (answers := await answer_reader(services)) is not None:  # the second reading's (knowledge.second_reading)
+        try:
+            await answers.embed(["warm start [SEP] warm start"])
+        except Exception as exc:  # noqa: BLE001 - a search whose reading fails keeps the search's word
+            log.warning("the knowledge base's answer encoder failed at start: %r", exc)
     async with services.store.read() as tx:
         index = await tx.run(idx.info)
     if index is None or idx.built_for(index, embedder.name, embedder.dim):

@@ -49,6 +49,7 @@ def models() -> Path:
     ensure_model(MODELS_DIR, "all-minilm-l6-v2", progress=False)
     ensure_model(MODELS_DIR, "all-minilm-l6-v2-intents", progress=False)
     ensure_model(MODELS_DIR, "all-minilm-l6-v2-pairs", progress=False)
+    ensure_model(MODELS_DIR, "all-minilm-l6-v2-answers", progress=False)
     ensure_model(MODELS_DIR, "e5-small", progress=False)
     return MODELS_DIR
 

@@ -8,7 +8,7 @@ import os
 
 import click
 
-from ..embeddings import intent_model, knowledge_model, pairs_model
+from ..embeddings import answers_model, intent_model, knowledge_model, pairs_model
 from ..models.files import MODELS, ensure_model, model_path
 from .common import check_data_dir, config_options, handle_errors, json_option, output
 
@@ -26,7 +26,7 @@ def models() -> None:
 def models_pull(names, as_json, cfg):
     """Fetch and prepare models (default: the configured chat and embedding models)."""
     names = names or tuple(n for n in dict.fromkeys((cfg.chat_model, cfg.embedding_model, knowledge_model(cfg),
-                                                     intent_model(cfg), pairs_model(cfg))) if n)
+                                                     intent_model(cfg), pairs_model(cfg), answers_model(cfg))) if n)
     done = [{"name": n, "path": str(ensure_model(cfg.models_path, n, progress=not as_json))} for n in names]
     output(done, as_json, ["name", "path"])
 
@@ -141,7 +141,7 @@ def models_list(as_json, cfg):
             "path": str(path),
             "role": "chat" if name == cfg.chat_model else "embedding" if name == cfg.embedding_model
             else "knowledge" if name == knowledge_model(cfg) else "intents" if name == intent_model(cfg)
-            else "pairs" if name == pairs_model(cfg) else "",
+            else "pairs" if name == pairs_model(cfg) else "answers" if name == answers_model(cfg) else "",
         })
     for name, remote in cfg.remotes.items():
         rows.append({"name": name, "description": f"remote {remote.model} at {', '.join(remote.base_urls)}", "ready": True, "path": "",

@@ -18,7 +18,7 @@ import re
 from typing import Any
 
 from ..agents.tools import Tool, ToolContext
-from ..embeddings import get_embedder
+from ..embeddings import answer_reader, get_embedder
 from ..models import ToolSpec
 from . import index as idx
 from . import store as kb
@@ -48,7 +48,8 @@ async def _search(ctx: ToolContext, query: str, limit: int) -> dict[str, Any]:
     """The tool's result: the relevant entries, or a message saying there are none (unrelated
     entries would only give a small model something wrong to repeat)."""
     embedder = await get_embedder(ctx.services, knowledge=True)
-    results = await kb.search(ctx.store, embedder, ctx.org_id, query, agent_id=ctx.agent_id, limit=limit)
+    results = await kb.search(ctx.store, embedder, ctx.org_id, query, agent_id=ctx.agent_id, limit=limit,
+                              answers=await answer_reader(ctx.services))
     relevant = [{"id": r["id"], "name": r["name"], "content": r["content"], "similarity": r["similarity"],
                  "relevance": r["relevance"]} for r in idx.handed_on(results, limit)]
     return {"query": query, "results": relevant, **({} if relevant else {"message": NOTHING_RELEVANT})}

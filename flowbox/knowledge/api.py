@@ -10,7 +10,7 @@ from litestar import Request, delete, get, patch, post
 from litestar.params import FromPath
 
 from ..apidoc import body_doc, doc, query
-from ..embeddings import Embedder, get_embedder
+from ..embeddings import Embedder, answer_reader, get_embedder
 from ..errors import ModelError, StartupError, error
 from ..http import Caller, json_body, services_of, whole_number
 from ..validation import is_text
@@ -90,7 +90,7 @@ async def search_knowledge(request: Request, principal: Caller, q: query("The qu
     embedder = await _embedder(request) if mode != "keyword" else None
     async with embedding_errors():
         results = await kb.search(services.store, embedder, principal.org_id, text.strip(),
-                                  agent_id=agent_id, limit=count, mode=mode)
+                                  agent_id=agent_id, limit=count, mode=mode, answers=await answer_reader(services))
     return {"query": text.strip(), "agent_id": agent_id, "results": results}
 
 
@@ -119,7 +119,8 @@ async def evaluate_knowledge(request: Request, principal: Caller) -> dict[str, A
         await kb.check_agent(services.store, principal.org_id, agent_id)
     embedder = await _embedder(request)
     async with embedding_errors():
-        return await evaluation.evaluate(services.store, embedder, principal.org_id, cases, agent_id)
+        return await evaluation.evaluate(services.store, embedder, principal.org_id, cases, agent_id,
+                                         answers=await answer_reader(services))
 
 
 @get("/api/public/knowledge/{item_id:str}", summary="Get a knowledge item", responses=doc(200, KnowledgeItemWithContent, 401, 404))

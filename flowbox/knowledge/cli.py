@@ -11,7 +11,7 @@ import click
 from ..cli.common import config_options, fail, json_option, org_option, output, with_store
 from ..cli.keys import _org_id
 from ..db import Store
-from ..embeddings import Embedder, knowledge_model, load_embedder
+from ..embeddings import Embedder, answers_model, knowledge_model, load_embedder
 from . import store as kb
 
 COLUMNS = ["id", "name", "source", "linked_agents", "updated_at"]
@@ -172,8 +172,15 @@ def knowledge_search(query, agent_id, limit, mode, org_id, as_json, cfg):
         org = await _org_id(store, org_id)
         if agent_id is not None:
             await kb.check_agent(store, org, agent_id)
-        return await kb.search(store, embedder if mode != "keyword" else None, org, query,
-                               agent_id=agent_id, limit=limit, mode=mode)
+        reader = None
+        if mode == "hybrid" and answers_model(cfg):  # the second reading, as the server makes it
+            reader = await asyncio.to_thread(load_embedder, cfg, True, model=answers_model(cfg))
+        try:
+            return await kb.search(store, embedder if mode != "keyword" else None, org, query,
+                                   agent_id=agent_id, limit=limit, mode=mode, answers=reader)
+        finally:
+            if reader is not None:
+                await reader.aclose()
 
     results = run(cfg, go, embedder=True)
     rows = results if as_json else [{**r, "snippet": " ".join(r["content"].split())[:60]} for r in results]

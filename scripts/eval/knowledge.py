@@ -11,8 +11,8 @@ synonyms, user language, typos.
 Measured in one run, through the real code (a real SQLite store written by ``save_items``,
 searched by ``flowbox.knowledge.store.search``), on the same questions:
   * flowbox: the default search (``mode=hybrid``) over the configured knowledge embedding model
-    (MiniLM as changed for search unless ``FLOWBOX_KNOWLEDGE_EMBEDDING_MODEL`` says otherwise), and over
-    MiniLM as it is and e5-small;
+    (MiniLM as changed for search unless ``FLOWBOX_KNOWLEDGE_EMBEDDING_MODEL`` says otherwise), with its second
+    reading (``flowbox/knowledge/second_reading.py``) and without, and over MiniLM as it is and e5-small;
   * vector only: each model's cosine over the same chunks (``mode=vector``; MiniLM's is the plain baseline);
   * BM25 only: FTS5 over the same chunks (``mode=keyword``).
 Each model's vectors are in a store of its own, holding the same items.
@@ -81,7 +81,8 @@ DEPTH = 10  # results asked for (MRR@10)
 # system -> (which model's store, search mode): flowbox as configured (knowledge_embedding_model: MiniLM as
 # changed for search by default) and with each packaged model; each model's cosine alone; BM25 alone
 MODELS = {"search": "all-minilm-l6-v2-search", "minilm": "all-minilm-l6-v2", "e5": "e5-small"}
-MODES = {"flowbox (hybrid)": ("knowledge", "hybrid"), "flowbox, MiniLM as it is (hybrid)": ("minilm", "hybrid"),
+MODES = {"flowbox (hybrid)": ("knowledge", "hybrid"), "flowbox, no second reading": ("knowledge", "hybrid"),
+         "flowbox, MiniLM as it is (hybrid)": ("minilm", "hybrid"),
          "flowbox, e5-small (hybrid)": ("e5", "hybrid"), "vector only (MiniLM for search)": ("search", "vector"),
          "vector only (MiniLM)": ("minilm", "vector"), "vector only (e5-small)": ("e5", "vector"),
          "BM25 only (FTS5)": ("knowledge", "keyword")}
@@ -310,7 +311,7 @@ async def small_knowledge_bases(store, embedder, domain: str, items: list[dict],
 async def run(args) -> None:
     from flowbox import config as config_mod
     from flowbox import db, orgs
-    from flowbox.embeddings import knowledge_model, load_embedder
+    from flowbox.embeddings import answers_model, knowledge_model, load_embedder
     from flowbox.knowledge import index as idx
     from flowbox.knowledge import store as kb
     from flowbox.models.files import ensure_model, model_of
@@ -324,6 +325,8 @@ async def run(args) -> None:
     embedders = {which: load_embedder(config.replace(embedding_base_url=""), model=name)
                  for which, name in MODELS.items()}
     mine = next((k for k, v in MODELS.items() if v == knowledge_model(config)), "minilm")  # flowbox's configured model
+    # flowbox's second reading (knowledge.second_reading), where its configuration has one; MODES says who gets it
+    answers = load_embedder(config, model=answers_model(config)) if answers_model(config) else None
     aliases = {"knowledge": mine}
     embedder = embedders[mine]
     scratch = Path(tempfile.mkdtemp(prefix="flowbox-eval-knowledge-"))
@@ -362,7 +365,7 @@ async def run(args) -> None:
             which = aliases.get(which, which)
             t0 = time.perf_counter()
             found = await kb.search(stores[which], embedders[which] if mode != "keyword" else None, orgs_of[which, question.domain],
-                                    question.text, limit=DEPTH, mode=mode)
+                                    question.text, limit=DEPTH, mode=mode, answers=answers if name == "flowbox (hybrid)" else None)
             latency[name].append((time.perf_counter() - t0) * 1000)
             results[name].append(found)
 
@@ -390,7 +393,7 @@ async def run(args) -> None:
         for size, org, chosen in await small_knowledge_bases(store, embedder, domain, items_of[domain], entry_of, draw):
             for question in questions:
                 if question.domain == domain:
-                    found = await kb.search(store, embedder, org, question.text, limit=DEPTH)
+                    found = await kb.search(store, embedder, org, question.text, limit=DEPTH, answers=answers)
                     small.setdefault((size, question.split), []).append(
                         (found[0]["relevance"] if found else 0.0, question.expected in chosen))
                     if domain not in UNTUNED:  # what a setting may be chosen by
@@ -547,6 +550,8 @@ async def run(args) -> None:
     for which in stores:
         await stores[which].close()
         embedders[which].close()
+    if answers is not None:
+        answers.close()
     shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -1,5 +1,5 @@
 """Retrieval quality on a real server with real MiniLM embeddings: the calibrated ``relevance`` of
-search results, the item's name and heading embedded with its text, an index built by an earlier
+search results and its second reading, the item's name and heading embedded with its text, an index built by an earlier
 flowbox noticed and rebuilt, and agents told when nothing relevant is linked."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from flowbox.agents.tools import ToolContext, tools_for_agent
-from flowbox.embeddings import get_embedder
-from flowbox.knowledge import agent_tools
+from flowbox.embeddings import LoadedEmbedder, LoadedEmbedders, answer_reader, get_embedder, has_answers
+from flowbox.knowledge import agent_tools, second_reading
 from flowbox.knowledge import index as idx
+from flowbox.knowledge import store as kb
 from flowbox.knowledge.reembed import reembed
 from flowbox.models import search_encoder
 from tests.helpers import KNOWLEDGE_URL as URL
@@ -72,6 +73,64 @@ def test_paraphrase_is_relevant_and_unrelated_question_is_not(corpus):
         top = search(client, unrelated)
         assert top and top[0]["relevance"] < idx.RELEVANCE_THRESHOLD, (unrelated, top[0])
         assert top[0]["relevance"] < loose["relevance"], (unrelated, top[0], loose)
+
+
+def test_a_search_unsure_of_its_leader_reads_the_question_beside_it(srv, corpus):
+    """Where the search alone is unsure whether its leader answers the question, the answer encoder reads the two
+    together (``second_reading``): "a desktop app for Windows?" meets the mobile apps entry well by its words and
+    vector, but that entry names no desktop app, so the knowledge base has no answer; the mattress question's is
+    confirmed. Other modes, and what lies outside the band, keep the search's word."""
+    org_id, client, _, ids = corpus
+    embedder = srv.call(get_embedder(srv.services, knowledge=True))
+    assert srv.call(answer_reader(srv.services)) is not None
+
+    def alone(question: str, mode: str = "hybrid") -> dict:
+        return srv.call(kb.search(srv.services.store, embedder, org_id, question, mode=mode))[0]
+
+    no_answer, answered = "do you have a desktop app for Windows?", "mattress pickup price"
+    first = alone(no_answer)
+    assert first["id"] == ids["Mobile apps"] and first["relevance"] >= idx.RELEVANCE_THRESHOLD, first
+    read = search(client, no_answer)
+    assert read[0]["id"] == first["id"] and read[0]["relevance"] < idx.RELEVANCE_THRESHOLD, read[0]
+    assert all(r["relevance"] <= read[0]["relevance"] for r in read[1:]), read
+    first, read = alone(answered), search(client, answered)[0]
+    assert read["id"] == first["id"] == ids["Bulky waste collection"], (first, read)
+    assert read["relevance"] >= idx.RELEVANCE_THRESHOLD and read["relevance"] != first["relevance"], (first, read)
+    assert search(client, no_answer, mode="vector")[0]["relevance"] == alone(no_answer, "vector")["relevance"]
+    sure = alone("is a refund possible if I cancel my yearly plan")
+    assert not second_reading.unsure(sure["relevance"])
+    assert search(client, "is a refund possible if I cancel my yearly plan")[0]["relevance"] == sure["relevance"]
+
+
+def test_a_search_whose_answer_encoder_will_not_load_keeps_the_searchs_word(srv, corpus):
+    """A model that does not load (a file being replaced, memory short) leaves searches as the search alone ranks
+    and rates them, and is not tried again on every search (``embeddings.RETRY_SECONDS``)."""
+    org_id, client, _, _ = corpus
+    slots = srv.services.state(LoadedEmbedders).slots
+    working = slots["answers"]
+    embedder = srv.call(get_embedder(srv.services, knowledge=True))
+    question = "do you have a desktop app for Windows?"
+    try:
+        slots["answers"] = broken = LoadedEmbedder("no-such-model")
+        found = search(client, question)
+        failed_at = broken.failed_at
+        assert failed_at > 0, "the failed load is remembered"
+        assert found == srv.call(kb.search(srv.services.store, embedder, org_id, question)), found
+        assert search(client, question) == found and broken.failed_at == failed_at  # not tried again at once
+    finally:
+        slots["answers"] = working
+
+
+def test_the_second_reading_weighs_the_search_and_the_answer_score():
+    """Relevance after the reading rises with the search's relevance and with the answer score, stays between 0
+    and 1, and is only asked for where the search is unsure."""
+    low, high = second_reading.BAND
+    assert not second_reading.unsure(low / 2) and not second_reading.unsure((1 + high) / 2)
+    assert second_reading.unsure(idx.RELEVANCE_THRESHOLD)
+    scores = [second_reading.relevance(0.5, answer) for answer in (-8.0, -2.0, 0.0, 2.0, 8.0)]
+    assert scores == sorted(scores) and scores[0] < idx.RELEVANCE_THRESHOLD < scores[-1], scores
+    assert second_reading.relevance(0.2, 1.0) < second_reading.relevance(0.8, 1.0)
+    assert all(0.0 <= second_reading.relevance(p, a) <= 1.0 for p in (0.0, 1e-9, 0.5, 1.0) for a in (-100.0, 100.0))
 
 
 def test_relevance_means_the_same_in_a_knowledge_base_of_one_entry(srv):
@@ -198,6 +257,7 @@ def test_a_knowledge_base_on_e5_ranks_and_calibrates_with_its_own_constants(make
 
     assert srv.call(index())["model"] == "e5-small"
     assert srv.call(get_embedder(srv.services)).name == "all-minilm-l6-v2"
+    assert not has_answers(srv.services)  # the answer encoder learned beside MiniLM for search, not e5
 
 
 def test_an_index_of_another_model_answers_503_naming_both_models(make_server):

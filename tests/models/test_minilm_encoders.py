@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from flowbox.embeddings import LocalEmbedder
-from flowbox.models import intent_encoder, pair_encoder, search_encoder
+from flowbox.models import answer_encoder, intent_encoder, pair_encoder, search_encoder
 from flowbox.models.files import MODELS, ensure_model
 from tests.helpers import models
 
@@ -93,7 +93,8 @@ def test_it_reads_a_question_nearer_its_answer_than_minilm():
 
 
 def test_each_reads_with_its_own(server):
-    """The intent matcher's embedder is the intent encoder, the knowledge base's the search encoder (each
+    """The intent matcher's embedder is the intent encoder, the knowledge base's the search encoder, their second
+    readings the pair and the answer encoders (each
     named with its changes' version, which the knowledge index and the stored example vectors are kept
     under); the OpenAI-compatible endpoint keeps MiniLM as it is."""
     from flowbox.embeddings import get_embedder, loaded_embedders
@@ -101,11 +102,13 @@ def test_each_reads_with_its_own(server):
     intents = server.call(get_embedder(server.services, intents=True))
     knowledge = server.call(get_embedder(server.services, knowledge=True))
     pairs = server.call(get_embedder(server.services, pairs=True))
+    answers = server.call(get_embedder(server.services, answers=True))
     app = server.call(get_embedder(server.services))
     assert intents.name == f"{intent_encoder.MODEL}@{intent_encoder.version()}" and app.name == intent_encoder.BASE
     assert knowledge.name == f"{search_encoder.MODEL}@{search_encoder.version()}"
     assert pairs.name == f"{pair_encoder.MODEL}@{pair_encoder.version()}"  # the matcher's second reading
-    assert {id(s.embedder) for s in loaded_embedders(server.services)} == {id(intents), id(knowledge), id(pairs), id(app)}
+    assert answers.name == f"{answer_encoder.MODEL}@{answer_encoder.version()}"  # the knowledge base's
+    assert {id(s.embedder) for s in loaded_embedders(server.services)} == {id(intents), id(knowledge), id(pairs), id(answers), id(app)}
     # the matcher keeps example vectors under that name, so new changes re-embed them, and it still
     # counts as the built-in model its shipped phrasings were embedded with
     from flowbox.messaging.matcher import embeddings_of
