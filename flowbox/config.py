@@ -119,6 +119,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("embedding_api_key", "", "Remote embeddings: API key (sent as a Bearer token)."),
     Setting("embedding_remote_model", "", "Remote embeddings: the model name to ask for."),
     Setting("knowledge_max_items", 0, "Knowledge items one org may hold (0 = unlimited); beyond it adding answers the documented 402."),
+    Setting("knowledge_second_reading", True,
+            "Knowledge search reads a question beside its leading result where the search alone is unsure whether it answers "
+            "(the answer encoder, with the default models only): 1 to 6 points more answerable questions above the 'no answer' "
+            "line, for about 50 ms more CPU on such a search (README \"Knowledge\"). false = the search alone decides."),
     Setting("knowledge_context_items", 2, "Knowledge entries retrieved into a linked agent's context each turn (0 = only through the search tool)."),
     Setting("messaging_intent_threshold", 50,
             "Messaging: least confidence, in percent, for an intent to match (README \"Intent matching\"; a project may set its own)."),

@@ -512,11 +512,13 @@ def pairs_model(config: Config) -> str:
 def answers_model(config: Config) -> str:
     """The local model that reads a question beside a knowledge entry (``models/answer_encoder.py``): with the
     built-in MiniLM, run locally, and the knowledge base reading with MiniLM as changed for search, only; ""
-    otherwise (the knowledge base's second reading is then not made: it was learned beside that search)."""
+    otherwise (the knowledge base's second reading is then not made: it was learned beside that search), and
+    where ``knowledge_second_reading`` is off."""
     from .models.answer_encoder import BASE, MODEL
     from .models.search_encoder import MODEL as SEARCH
 
-    usable = config.embedding_model == BASE and not config.embedding_base_url and knowledge_model(config) == SEARCH
+    usable = (config.knowledge_second_reading and config.embedding_model == BASE and not config.embedding_base_url
+              and knowledge_model(config) == SEARCH)
     return MODEL if usable else ""
 
 

@@ -121,6 +121,17 @@ def test_a_search_whose_answer_encoder_will_not_load_keeps_the_searchs_word(srv,
         slots["answers"] = working
 
 
+def test_the_second_reading_can_be_turned_off(make_server):
+    """``knowledge_second_reading = false`` (a busy search endpoint on a small machine): no answer encoder is
+    loaded, and the search alone rates its leader (the Windows question's, which the reading puts below the line)."""
+    srv = make_server(knowledge_second_reading=False)
+    _, client, agent = knowledge_org(srv)
+    ids = {name: add_knowledge(client, [agent["id"]], content, name=name)["id"] for name, content in CORPUS.items()}
+    assert not has_answers(srv.services) and srv.call(answer_reader(srv.services)) is None
+    top = search(client, "do you have a desktop app for Windows?")[0]
+    assert top["id"] == ids["Mobile apps"] and top["relevance"] >= idx.RELEVANCE_THRESHOLD, top
+
+
 def test_the_second_reading_weighs_the_search_and_the_answer_score():
     """Relevance after the reading rises with the search's relevance and with the answer score, stays between 0
     and 1, and is only asked for where the search is unsure."""
