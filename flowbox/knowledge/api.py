@@ -88,9 +88,10 @@ async def search_knowledge(request: Request, principal: Caller, q: query("The qu
     if agent_id is not None:
         await kb.check_agent(services.store, principal.org_id, agent_id)
     embedder = await _embedder(request) if mode != "keyword" else None
+    answers = await answer_reader(services) if mode == "hybrid" else None  # only a hybrid search is read again
     async with embedding_errors():
         results = await kb.search(services.store, embedder, principal.org_id, text.strip(),
-                                  agent_id=agent_id, limit=count, mode=mode, answers=await answer_reader(services))
+                                  agent_id=agent_id, limit=count, mode=mode, answers=answers)
     return {"query": text.strip(), "agent_id": agent_id, "results": results}
 
 

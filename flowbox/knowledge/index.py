@@ -437,7 +437,8 @@ def keyword_search(conn, org_id: str, agent_id: str | None, text: str, limit: in
     return [(n, -score) for n, score in rows]
 
 
-def _sigmoid(z: float) -> float:
+def sigmoid(z: float) -> float:
+    """The logistic function, clamped so that no score overflows it."""
     return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
 
 
@@ -480,11 +481,11 @@ def relevance(similarity: float | None, coverage: float, keyword: float, best_ke
     if similarity is None:
         _, cov, rel = features(0.0, coverage, keyword, best_keyword)
         b0, b_sat, b_rel, b_cov = KEYWORD_ONLY
-        return _sigmoid(b0 + b_sat * keyword / (keyword + KEYWORD_HALF) + b_rel * rel + b_cov * cov)
+        return sigmoid(b0 + b_sat * keyword / (keyword + KEYWORD_HALF) + b_rel * rel + b_cov * cov)
     cos, cov, rel = features(similarity, coverage, keyword, best_keyword)
     a, c, k, m, b = cal.relevance
     score = fused(similarity, coverage, keyword, best_keyword, cal)
-    return _sigmoid(a * cos + c * cov + k * rel + m * margin(score, rival, cal) + b)
+    return sigmoid(a * cos + c * cov + k * rel + m * margin(score, rival, cal) + b)
 
 
 def handed_on(results: Sequence[dict], limit: int) -> list[dict]:

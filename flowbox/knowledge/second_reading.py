@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import math
 
+from .index import sigmoid
+
 CHARS = 800  # of an entry's indexed text read beside the question: its name and a chunk as the encoder learned
 QUESTION_CHARS = 400  # of the question: the two within MiniLM's 512 tokens
 # Outside it the search's word stands. Fitted reading the leaders within (0.05, 0.95); narrowed after to the narrowest
@@ -47,5 +49,4 @@ def log_odds(p: float) -> float:
 
 def relevance(first: float, answer: float, weights: tuple[float, float, float] = WEIGHTS) -> float:
     """The leader's relevance after the second reading, from the search's (``first``) and the answer score."""
-    z = weights[0] + weights[1] * log_odds(first) + weights[2] * answer
-    return 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
+    return sigmoid(weights[0] + weights[1] * log_odds(first) + weights[2] * answer)

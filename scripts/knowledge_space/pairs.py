@@ -262,13 +262,13 @@ def answer_scores(texts: list[str], changes: Path) -> np.ndarray:
     config = load()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "answers.gguf"
-        intent_encoder.prepare(ensure_model(config.models_path, intent_encoder.BASE), path, changes)
-        embedder = LocalEmbedder(path, name="all-minilm-l6-v2-answers", n_threads=config.threads)
+        answer_encoder.prepare(ensure_model(config.models_path, answer_encoder.BASE), path, changes)
+        embedder = LocalEmbedder(path, name=answer_encoder.MODEL, n_threads=config.threads)
         try:
             vectors = np.asarray(embedder.embed_sync(texts), dtype=np.float32)
         finally:
             embedder.close()
-    return pair_encoder.score(vectors, changes)
+    return answer_encoder.score(vectors, changes)
 
 
 def read_again(questions: list[dict], changes: Path, known: dict[str, float]) -> None:
@@ -306,14 +306,6 @@ def auc(positive: list[float], negative: list[float]) -> float:
     """How often an answerable question's leader reads above a no-answer question's (ties count half)."""
     p, n = np.array(positive)[:, None], np.array(negative)[None, :]
     return float(np.mean(p > n) + 0.5 * np.mean(p == n))
-
-
-def no_answer_share(values: list[float], questions: list[dict]) -> float:
-    """The share of ``questions`` without an answer whose ``values`` fall below the "no answer" line."""
-    from flowbox.knowledge import index as idx
-
-    below = [v < idx.RELEVANCE_THRESHOLD for v, q in zip(values, questions) if q["expected"] is None]
-    return sum(below) / len(below)
 
 
 def place_line(w, shares) -> float:
@@ -357,6 +349,9 @@ def report(questions: list[dict]) -> None:
     def again(q, weights, within=fitted) -> float:
         return relevance(first(q), q["hits"][0]["answer"], weights) if read(q, within) else first(q)
 
+    def share_below(values: list[float], group: list[dict]) -> float:  # of its no-answer questions, below the line
+        return evaluation.no_answer_metrics(values, [q["expected"] is not None for q in group], idx.RELEVANCE_THRESHOLD)[0]
+
     dev = groups[None, "tuned dev"]
     fits = {"whole corpora": dev, "whole and small": [q for size in (None, *evaluation.SUBSET_SIZES) for q in groups[size, "tuned dev"]]}
     for label, fitted_on in fits.items():
@@ -364,8 +359,8 @@ def report(questions: list[dict]) -> None:
         w = evaluation.logistic(np.array([[log_odds(first(q)), q["hits"][0]["answer"]] for q in inside]),
                                 np.array([float(q["expected"] is not None) for q in inside]))
         weights = (float(w[0] + place_line(w, lambda weights: [
-            (no_answer_share([again(q, weights) for q in groups[size, "tuned dev"]], groups[size, "tuned dev"]),
-             no_answer_share([first(q) for q in groups[size, "tuned dev"]], groups[size, "tuned dev"]))
+            (share_below([again(q, weights) for q in groups[size, "tuned dev"]], groups[size, "tuned dev"]),
+             share_below([first(q) for q in groups[size, "tuned dev"]], groups[size, "tuned dev"]))
             for size in (None, *evaluation.SUBSET_SIZES)])), float(w[1]), float(w[2]))
         print(f"fitted on {label}: {len(inside) / len(fitted_on):.0%} read again; WEIGHTS = ({', '.join(f'{v:.3f}' for v in weights)})")
         print(f"  no answer: share of no-answer questions below {idx.RELEVANCE_THRESHOLD} / answerable above it; AUC")
