@@ -401,6 +401,46 @@ def leading_social(text: str) -> str | None:
     return None
 
 
+# A greeting, a thank-you or a goodbye said to the business by name or to whoever reads ("hey warmhearth", "morning
+# freshfold team", "thanks guys", "bye all"), or a greeting that offers a question or asks for help and asks nothing yet
+# ("Good afternoon, I hope you can assist me.", "hi im after some help"), makes that move, whatever the learned model
+# and the judge make of it (``addressed_social``, ``matcher.IntentIndex.best``): the name is in examples such as "call
+# WarmHearth", and with nothing else to read, "hey warmhearth" went to the person intent and "hey boxmove" to packing
+# materials; "I hope you can assist me" reads as a request for a person. The business's names are the flows' titles'
+# words that are no English word (``names``). Tuned dev half of scripts/eval/intents.py: six greetings more right.
+ADDRESSEES = frozenset({"team", "folks", "guys", "all", "everyone", "everybody", "there", "people", "mate", "friends",
+                        "yall", "again", "both"})
+EMPTY_ASK = frozenset({"i", "im", "am", "was", "just", "hope", "hoping", "wonder", "wondering", "if", "you", "can", "could",
+                       "would", "will", "please", "help", "assist", "me", "us", "with", "something", "a", "some", "bit", "of",
+                       "quick", "question", "query", "have", "got", "need", "after", "looking", "for", "anyone", "someone",
+                       "somebody", "is", "are", "be", "able", "to", "little"})
+ASKING = frozenset({"help", "assist", "question", "query"})
+SOCIAL_OPENINGS = {expand(t): move for move in SOCIAL for t in PHRASINGS[move]}
+
+
+def names(titles: list[str], english: frozenset[str]) -> frozenset[str]:
+    """The words of ``titles`` (the flows') that name the business: those of three letters or more that are no
+    English word (``english``), through ``intents.expand``."""
+    return frozenset(w for t in titles for w in expand(t).split() if len(w) >= 3 and w not in english and w.isalpha())
+
+
+def addressed_social(text: str, named: frozenset[str]) -> str | None:
+    """The social move (``SOCIAL``) that ``text`` (through ``intents.expand``) makes said to the business by one of
+    its names (``named``) or to whoever reads (``ADDRESSEES``), or, a greeting, with an offer of a question or a plea
+    for help and nothing more (``EMPTY_ASK``, ``ASKING``); None where it makes none so or is a phrasing itself."""
+    words = text.split()
+    for n in range(min(COURTESY_WORDS, len(words) - 1), 0, -1):
+        move = SOCIAL_OPENINGS.get(" ".join(words[:n]))
+        rest = set(words[n:])
+        if move is None or not rest:
+            continue
+        if rest <= ADDRESSEES | named:
+            return move
+        if move == "greeting" and rest & ASKING and rest <= ADDRESSEES | named | EMPTY_ASK:
+            return move
+    return None
+
+
 # A message that asks for help ("help", "i need some help", "can you help me", "hope someone can help") or says none
 # came ("that didnt help", "not helpful") is no thank-you, though thanks are often for help ("thanks for your help",
 # "that helped a lot"): the learned model and the judge read "help me", "i need help" and "that didnt help" as thanks

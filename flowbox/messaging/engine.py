@@ -86,7 +86,8 @@ def build_graph(flows: list[dict[str, Any]], version: int) -> Graph:
                 children.setdefault(parent, []).append(step)
     intents = [(s["stepId"], [e["query"] for e in s["intent"]["examples"]]) for s in steps.values() if s["type"] == "INTENT"]
     levels = [[s["stepId"] for s in level if s["type"] == "INTENT"] for level in (top, *children.values())]
-    return Graph(version, steps, flow_of, children, top, first_of_flow, IntentIndex(intents, levels))
+    titles = [f["title"] for f in flows if not f.get("disabled")]  # what the business calls itself
+    return Graph(version, steps, flow_of, children, top, first_of_flow, IntentIndex(intents, levels, titles))
 
 
 @dataclass

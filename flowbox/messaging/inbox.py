@@ -201,6 +201,9 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
         elif rule == "social":
             return (f"The text starts with {move.replace('a common way', 'one of the common ways', 1)}, and a word or two "
                     "follow: nothing else matched, so it makes that move.")
+        elif rule == "addressed":
+            return (f"The text is {move.replace('a common way', 'one of the common ways', 1)}, said to the business by name "
+                    "or to whoever reads, or a greeting that offers a question and asks nothing yet: it makes that move.")
         elif rule == "clause":
             return (f"Nothing matched the message as a whole, but one of its clauses matches this intent surely "
                     f"(confidence {decision.intents[0]['confidence']:.2f}).")

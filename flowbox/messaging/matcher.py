@@ -210,6 +210,7 @@ RULES = {
     "nearest example": "before the model is ready or without one: the nearest example (``_best_by_cosine``)",
     "common phrasing": "when nothing else matched: a close paraphrase of its move's common phrasing (``_best_phrasing``)",
     "social": "when nothing else matched: a greeting, thank-you or goodbye with a word or two after it (``best``)",
+    "addressed": "at the top level, a greeting, thank-you or goodbye said to the business or to whoever reads (``_addressed``)",
     "closing": "when nothing else matched: a goodbye at the end of a message, a few words before it (``best``)",
     "clause": "when nothing matched the whole message: one of its clauses, surely (``_best_clause``)",
     "request": "at the top level, the message without the greeting or thanks around it (``_request``)",
@@ -377,7 +378,7 @@ def embeddings_of(services: Services) -> Embeddings:
 class IntentIndex:
     """The INTENT examples of one project's flow version."""
 
-    def __init__(self, intents: Iterable[tuple[str, list[str]]], levels: Iterable[list[str]] = ()):
+    def __init__(self, intents: Iterable[tuple[str, list[str]]], levels: Iterable[list[str]] = (), titles: Iterable[str] = ()):
         self.exact: dict[str, list[str]] = {}
         self.spans: dict[str, tuple[int, int]] = {}
         self.texts: list[str] = []
@@ -389,6 +390,8 @@ class IntentIndex:
             if len(self.texts) > start:
                 self.spans[step_id] = (start, len(self.texts))
         self.levels = [list(level) for level in levels]  # intents that compete: the top level first, then each step's children
+        self.titles = list(titles)  # the flows': what the business calls itself (common_phrasings.names)
+        self.names: frozenset[str] = frozenset()  # read from them on ``attach``, with the English words
         self.moves: dict[str, str] = {}  # step id -> the common move it makes (common_phrasings)
         self.phrasings = np.zeros((0, 0), dtype=np.float32)  # the common phrasings lent to those intents
         self.all_phrasings = np.zeros((0, 0), dtype=np.float32)  # every move's, lent or not
@@ -431,6 +434,7 @@ class IntentIndex:
                 lambda: Speller([expand(t) for t in vocabulary], embeddings.is_word, CommonWords.shipped(),
                                 own=[expand(t) for t in self.texts], english=english_words()))
             self.compact = await asyncio.to_thread(_by_compact, vocabulary)
+            self.names = await asyncio.to_thread(lambda: common_phrasings.names(self.titles, english_words()))
             self.near = await asyncio.to_thread(_by_deletions, list(self.compact))
 
     def _vocabulary(self) -> list[str]:
@@ -572,6 +576,8 @@ class IntentIndex:
             return exact
         if common_phrasings.no_thanks_for_help(text):  # "i need help" is no thank-you, though "thanks for your help" is near
             step_ids = [s for s in step_ids if self.moves.get(s) != "thanks"]
+        if rivals is None and question is None and (social := self._addressed(text, step_ids, threshold)) is not None:
+            return social
         if rivals is None and question is None and (request := await self._request(text, step_ids, threshold)):
             return request
         if (rivals is not None or question is not None) and (answer := self._without_courtesy(text)) is not None:
@@ -652,6 +658,14 @@ class IntentIndex:
         if common_phrasings.says_yes(text, examples, asked):
             return Match(yes, found.confidence, "unnegated")
         return found
+
+    def _addressed(self, text: str, step_ids: list[str], threshold: float) -> Match | None:
+        """A top-level greeting, thank-you or goodbye said to the business or to whoever reads, or a greeting that asks
+        nothing yet ("hey warmhearth", "hi im after some help": ``common_phrasings.addressed_social``): the intent
+        among ``step_ids`` that makes that move."""
+        move = common_phrasings.addressed_social(expand(text), self.names)
+        social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
+        return Match(social, LEARNED_MAX, "addressed") if social is not None and LEARNED_MAX >= threshold else None
 
     async def _request(self, text: str, step_ids: list[str], threshold: float) -> Match | None:
         """A top-level message's request without the courtesy around it (``common_phrasings.request_inside``: "hi, my

@@ -939,6 +939,34 @@ def test_a_request_wrapped_in_courtesy_is_read_as_the_request(shop):
         assert shop.say(f"courtesy-kept-{n}", text)[0] == want, text
 
 
+def test_a_greeting_to_the_business_or_asking_nothing_yet_is_a_greeting(org_server, receiver):
+    # the shop's name is in the person intent's examples: read as a whole, "hey spokesmith" came closest to them
+    steps = [dict(s, intent={"title": s["title"], "examples": [*s["intent"]["examples"], "call Spokesmith"]})
+             if s["stepId"] == "human" else s for s in FLOW["steps"]]
+    shop = Shop(org_server, receiver, {"flowId": "spokesmith", "title": "Spokesmith bike shop", "steps": steps})
+    shop.ready()
+    for n, (text, want) in enumerate([("hey spokesmith", "greeting"), ("morning Spokesmith team", "greeting"),
+                                      ("hi guys", "greeting"), ("Good afternoon, I hope you can help me.", "greeting"),
+                                      ("hi im after some help", "greeting"), ("thanks spokesmith", "thanks"), ("bye all", "goodbye"),
+                                      # a request after the greeting is still the request
+                                      ("hi spokesmith, can you help me with a flat tyre", "repair")]):
+        assert shop.say(f"addressed-{n}", text)[0] == want, text
+    admin = shop.server.client(f"Bearer {shop.server.key}")
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hey spokesmith"}).json()
+    assert explained["rule"] == "addressed" and "said to the business by name" in explained["explanation"], explained
+
+
+def test_the_business_is_named_by_its_flows_titles_words_that_are_no_english_word():
+    named = common_phrasings.names(["Spokesmith bike shop", "Repairs FAQ"], intents.english_words())
+    assert named == {"spokesmith"}
+    addressed = common_phrasings.addressed_social
+    assert [addressed(intents.expand(t), named) for t in ("hey spokesmith", "thanks all", "see you later folks",
+                                                          "hello, I have a quick question")] == ["greeting", "thanks", "goodbye", "greeting"]
+    # a phrasing alone, a request, the shop's words that are English ("bike shop": leading_social's), a thank-you for help
+    assert [addressed(intents.expand(t), named) for t in ("hi", "hi my bike is broken", "hi bike shop", "morning classes",
+                                                          "hello can you help me with my bill", "thanks for your help")] == [None] * 6
+
+
 def test_typed_apostrophes_and_stretched_letters_read_as_plain_ones():
     assert intents.expand("I’m sure, don’t") == intents.expand("I'm sure, don't") == "i am sure do not"
     assert intents.expand("pleaseeee, my BILLLL") == "please my bill"  # "pleasee" is shorthand too
