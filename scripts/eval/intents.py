@@ -79,14 +79,17 @@ INTENT_SPACE = Path(__file__).parents[1] / "intent_space"
 UNSEEN_EXAMPLES = 6  # examples per intent of an --unseen flow: as many as the judge learns from, and this eval's flows have
 # The first four were tuned on from the start; the next fifty-two were written blind to the matcher and
 # later used to choose settings (the first four of them in aggregate only; the others' dev misses were
-# read once they had been replaced as the untuned set, their test halves never).
+# read once they had been replaced as the untuned set, their test halves never). The last four (a travel insurer, a
+# holiday cottage agency, a clear-aligner company, an airport's help desk) were written blind from the same brief as
+# the newest untuned group, when that group came out harder than any before it, and joined as tuned at once.
 DOMAINS = ("telecom", "restaurant", "clinic", "banking", "threadline", "brightwatt", "parcelway", "pulsegym",
            "drivo", "fjordair", "safenest", "millbrook", "harbourview", "keystone", "pawsworth", "reelbox", "tidewake",
            "lumen", "roadguard", "pinecrest", "azureseas", "tollpass", "oakhousing", "kibblebox",
            "fibrelink", "simwise", "shieldline", "streamora", "scootly", "loyaltree", "cityparks", "paylater",
            "aqualine", "brightsmile", "loftandlog", "pillpost", "torquefix", "stagepass", "lingoleaf", "boxvault",
            "petalpost", "freshfold", "warmhearth", "clearview", "sunharvest", "pageturn", "boxmove", "steerclear",
-           "bugbusters", "snipstudio", "forkfresh", "deskhive", "fixpoint", "snowridge", "binday", "taxwise")
+           "bugbusters", "snipstudio", "forkfresh", "deskhive", "fixpoint", "snowridge", "binday", "taxwise",
+           "tripshield", "cottagecove", "alignly", "skyport")
 # Never tuned on: an honest check of the matcher on a new client's flow. Written blind to the matcher and to the other flows,
 # and committed before any measurement, a group at a time; when a group has been reported many times it joins DOMAINS (its
 # dev misses may then be read) and a fresh group replaces it. Now: an electric-vehicle charging network, a cinema chain, a
