@@ -18,7 +18,7 @@ from typing import Any
 from ..db import Store
 from ..ids import from_iso, iso
 from ..services import Services
-from . import common_phrasings, threads
+from . import acceptance, common_phrasings, threads
 from .conversation import engine_input, graph_for, threshold_of
 from .engine import Decision, Graph, Input, decide
 from .hours import is_open
@@ -149,7 +149,7 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
                if top and (top["confidence"] is not None or top["similarity"] is not None) else "")
     unmatched = f"no intent reached the threshold {threshold:.2f}{closest}"
     judged = scores.get("judged")
-    if judged and judged["probability"] < judged["bar"]:
+    if judged and judged["probability"] < judged["bar"] and not acceptance.shared(judged["probability"], judged["together"]):
         # IntentIndex._best_learned: at the top level the judge (acceptance) has the last word
         unmatched = (f"the judge finds the likeliest intent, “{graph.steps[judged['stepId']]['title']}”, right with "
                      f"probability {judged['probability']:.2f}{READ_AGAIN * judged['readAgain']}, below its bar {judged['bar']:.2f}")
@@ -222,6 +222,10 @@ def _why(graph, state, inp, decision, current, item, scores, threshold) -> str:
             if rule == "judge" and judged and judged["stepId"] == item["stepId"]:
                 reason += (f" The judge finds it right with probability {judged['probability']:.2f}{READ_AGAIN * judged['readAgain']}"
                            f" (bar {judged['bar']:.2f}).")
+                if judged["probability"] < judged["bar"]:
+                    reason += (f" It and the other intent the judge weighed are right {judged['together']:.2f} together (from "
+                               f"{judged['togetherBar']:.2f}, the likelier from {judged['shared']:.2f}): the message asks for one of "
+                               "them, and this one is the likelier.")
                 matched_confidence = decision.intents[0]["confidence"] if decision.intents else None
                 if None not in (item["confidence"], matched_confidence) and matched_confidence > item["confidence"]:
                     reason += f" That is sure enough ({judged['sure']:.2f} or more) to count as its confidence."

@@ -772,7 +772,8 @@ class IntentIndex:
         if judged is not None:
             judged = {"stepId": judged[0], "probability": round(judged[1], 4), "bar": acceptance.BAR,
                       "similarity": round(judged[2], 4), "floor": acceptance.FLOOR, "sure": acceptance.SURE,
-                      "readAgain": judged[3]}
+                      "readAgain": judged[3], "together": round(judged[4], 4), "togetherBar": acceptance.TOGETHER,
+                      "shared": acceptance.SHARED}
         return {"method": method, "intents": ranked, "offTopic": off, "judged": judged}
 
     def _spellings(self, text: str, keep_preamble: bool = True) -> tuple[list[str], bool]:
@@ -983,7 +984,7 @@ class IntentIndex:
 
     async def _judged(self, learned: tuple[Features, Model], text: str, vector: np.ndarray, features: np.ndarray,
                       confidence: np.ndarray, outside: float, step_ids: list[str],
-                      respelt: bool) -> tuple[str, float, float, bool] | None:
+                      respelt: bool) -> tuple[str, float, float, bool, float] | None:
         """The top-level intent among ``step_ids`` that the judge (``acceptance``) finds likeliest right for a
         message (``text``), read again beside its candidates' examples where the judge is unsure
         (``second_reading``), that probability, its nearest example's similarity and whether it was read
@@ -1002,7 +1003,8 @@ class IntentIndex:
         unsure = second_reading.unsure(max(p for _, p in judged)) and not common_phrasings.leading_social(expand(text))
         read = await self._read_again(text, judged) if unsure else None
         row, probability = max(read or judged, key=lambda found: found[1])
-        return self.step_of_row[row], probability, float(features[row, 0]), bool(read)
+        together = sum(p for _, p in read or judged)  # that one of the candidates is right (``acceptance.accepts``)
+        return self.step_of_row[row], probability, float(features[row, 0]), bool(read), together
 
     async def _read_again(self, text: str, judged: list[tuple[int, float]]) -> list[tuple[int, float]] | None:
         """The candidates' probabilities after the pair encoder reads ``text`` beside each one's examples
@@ -1052,10 +1054,11 @@ class IntentIndex:
             return None
         judged = await self._judged(learned, text, vector, features, confidence, outside, step_ids, respelt) if judging else None
         if judged is not None:
-            step_id, probability, similarity, _ = judged
+            step_id, probability, similarity, _, together = judged
             value = acceptance.confidence(float(confidence[self.row[step_id]]), probability)
             answers = not top and (max(features[self.row[step_id], [0, 2]]) < needed or probability < ESCAPE_BAR)
-            return Match(step_id, value, "judge") if acceptance.accepts(probability, similarity) and value >= threshold and not answers else None
+            accepted = acceptance.accepts(probability, similarity, together)
+            return Match(step_id, value, "judge") if accepted and value >= threshold and not answers else None
         # The ranker's favourite is tried first (it tells similar intents apart better), then the
         # most confident intent; the first that passes the level's acceptance rule matches.
         ranking = features_of.ranking(vector, features)

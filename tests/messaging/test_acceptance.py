@@ -43,6 +43,18 @@ def test_a_fitted_judge_recovers_the_rule_behind_its_rows():
     assert abs(again.probability(x[0]) - judge.probability(x[0])) < 1e-12
 
 
+def test_a_candidate_below_the_bar_matches_where_the_candidates_are_likely_together():
+    accepts, bar, floor = acceptance.accepts, acceptance.BAR, acceptance.FLOOR
+    assert accepts(bar, floor) and not accepts(bar - 0.01, floor) and not accepts(0.99, floor - 0.01)
+    # two candidates, each below the bar, that the message asks for one of: the likelier matches
+    likelier = (acceptance.SHARED + bar) / 2
+    assert accepts(likelier, floor, together=acceptance.TOGETHER) and acceptance.shared(likelier, acceptance.TOGETHER)
+    # not where they are not likely enough together, where the likelier is itself unlikely, or below the floor
+    assert not accepts(likelier, floor, together=acceptance.TOGETHER - 0.01)
+    assert not accepts(acceptance.SHARED - 0.01, floor, together=1.0)
+    assert not accepts(likelier, floor - 0.01, together=1.0)
+
+
 def test_the_measures_compare_a_candidate_with_its_rivals_and_the_flows_scope():
     features = np.array([[0.8, 0.7, 0.6, 0.5, 0.3, 0.2], [0.5, 0.4, 0.3, 0.2, -0.3, -0.2], [0.6, 0.5, 0.1, 0.1, -0.2, -0.5]])
     assert features.shape[1] == len(FEATURES)
