@@ -329,9 +329,11 @@ def test_common_moves_match_their_common_phrasings(shop):
         "forget that, actually I need to talk about my rent arrears first", "hold on, before that, can I change my seats",
         "actually no thanks", "wait")] == ["i need to talk about my rent arrears first", "can i change my seats",
                                            "actually no thanks", "wait"]
-    # one the judge matches, as sure as that rule's confidence, is explained as the judge's match
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello there folks"}).json()
-    assert explained["step"]["stepId"] == "greeting" and explained["confidence"] == matcher.LEARNED_MAX, explained
+    # a greeting with a word after it that the judge matches, nearly as sure as that rule's confidence, is explained as
+    # the judge's match ("hello there folks", said to whoever reads, is ``common_phrasings.addressed_social``'s)
+    assert common_phrasings.leading_social(intents.expand("hello there sir")) == "greeting"
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "hello there sir"}).json()
+    assert explained["step"]["stepId"] == "greeting" and explained["confidence"] >= 0.999, explained
     assert explained["rule"] == "judge", explained
     assert explained["explanation"].startswith("The learned model gives it "), explained["explanation"]
 
