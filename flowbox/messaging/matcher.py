@@ -632,9 +632,7 @@ class IntentIndex:
             move, rule = common_phrasings.leading_social(expanded), "social"
             if move is None and common_phrasings.closing_goodbye(expanded):
                 move, rule = "goodbye", "closing"
-            social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
-            if social is not None and LEARNED_MAX >= threshold:
-                best = Match(social, LEARNED_MAX, rule)
+            best = self._making(move, step_ids, threshold, rule)
         if best is None and question is None and rivals is None and whole:
             best = await self._best_clause(text, step_ids, threshold)
         if best is not None and rivals is not None:
@@ -663,9 +661,13 @@ class IntentIndex:
         """A top-level greeting, thank-you or goodbye said to the business or to whoever reads, or a greeting that asks
         nothing yet ("hey warmhearth", "hi im after some help": ``common_phrasings.addressed_social``): the intent
         among ``step_ids`` that makes that move."""
-        move = common_phrasings.addressed_social(expand(text), self.names)
-        social = next((s for s in step_ids if move and self.moves.get(s) == move), None)
-        return Match(social, LEARNED_MAX, "addressed") if social is not None and LEARNED_MAX >= threshold else None
+        return self._making(common_phrasings.addressed_social(expand(text), self.names), step_ids, threshold, "addressed")
+
+    def _making(self, move: str | None, step_ids: list[str], threshold: float, rule: str) -> Match | None:
+        """The intent among ``step_ids`` that makes the common ``move`` (``moves``), matched by ``rule`` as sure as a
+        learned match may be, where that reaches the threshold; None without such an intent or move."""
+        found = next((s for s in step_ids if move and self.moves.get(s) == move), None)
+        return Match(found, LEARNED_MAX, rule) if found is not None and LEARNED_MAX >= threshold else None
 
     async def _request(self, text: str, step_ids: list[str], threshold: float) -> Match | None:
         """A top-level message's request without the courtesy around it (``common_phrasings.request_inside``: "hi, my
