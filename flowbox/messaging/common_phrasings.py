@@ -40,7 +40,8 @@ PHRASINGS: dict[str, tuple[str, ...]] = {
     "goodbye": (
         "bye", "goodbye", "bye bye", "bye for now", "see you", "see you later", "see ya", "see you soon",
         "catch you later", "talk to you later", "talk soon", "ttyl", "later", "laters", "take care",
-        "have a nice day", "have a good one", "good night", "night night", "farewell", "cheerio", "ciao", "adios",
+        "have a nice day", "have a good day", "have a great day", "have a lovely day", "have a good one", "good night",
+        "night night", "farewell", "cheerio", "ciao", "adios",
         "I'm off", "gotta go", "I have to go now", "that's all for today", "that's everything, bye",
         "nothing else, goodbye", "signing off", "until next time", "have a good evening", "have a nice evening",
         "enjoy your evening", "have a good night", "have a great weekend", "have a lovely afternoon", "enjoy the rest of your day",
@@ -403,7 +404,7 @@ def leading_social(text: str) -> str | None:
 
 # A greeting, a thank-you or a goodbye said to the business by name or to whoever reads ("hey warmhearth", "morning
 # freshfold team", "thanks guys", "bye all"), or a greeting that offers a question or asks for help and asks nothing yet
-# ("Good afternoon, I hope you can assist me.", "hi im after some help"), makes that move, whatever the learned model
+# ("Good afternoon, I hope you can assist me.", "hi im after some help", "hi there, anyone about?"), makes that move, whatever the learned model
 # and the judge make of it (``addressed_social``, ``matcher.IntentIndex.best``): the name is in examples such as "call
 # WarmHearth", and with nothing else to read, "hey warmhearth" went to the person intent and "hey boxmove" to packing
 # materials; "I hope you can assist me" reads as a request for a person. The business's names are the flows' titles'
@@ -413,8 +414,8 @@ ADDRESSEES = frozenset({"team", "folks", "guys", "all", "everyone", "everybody",
 EMPTY_ASK = frozenset({"i", "im", "am", "was", "just", "hope", "hoping", "wonder", "wondering", "if", "you", "can", "could",
                        "would", "will", "please", "help", "assist", "me", "us", "with", "something", "a", "some", "bit", "of",
                        "quick", "question", "query", "have", "got", "need", "after", "looking", "for", "anyone", "someone",
-                       "somebody", "is", "are", "be", "able", "to", "little"})
-ASKING = frozenset({"help", "assist", "question", "query"})
+                       "somebody", "is", "are", "be", "able", "to", "little", "anybody", "about", "around", "here"})
+ASKING = frozenset({"help", "assist", "question", "query", "anyone", "anybody"})  # "hi there, anyone about?" asks for no one yet
 SOCIAL_OPENINGS = {expand(t): move for move in SOCIAL for t in PHRASINGS[move]}
 
 

@@ -313,8 +313,8 @@ def test_common_moves_match_their_common_phrasings(shop):
     assert explained["step"]["stepId"] == "goodbye" and explained["rule"] == "respelt exact", explained
     assert explained["explanation"].startswith("With a misspelt word corrected, or one typo put right"), explained
     assert [common_phrasings.closing_goodbye(intents.expand(t)) for t in (
-        "ok thats everything, ta ra", "bye", "can i pay later", "do you sell cat litter thanks",
-        "my bike is broken and I need it fixed, bye")] == [True, True, False, False, False]
+        "ok thats everything, ta ra", "bye", "nothing else, have a good day", "can i pay later", "do you sell cat litter thanks",
+        "my bike is broken and I need it fixed, bye")] == [True, True, True, False, False, False]
     # the person intent is also how to get in touch, where no intent of its level is ("call me back" is one of its examples)
     assert shop.say("contact", "what's your phone number")[0] == "human"
     assert common_phrasings.lent_with("person", {"greeting", "person"}) == ["person", "contact"]
@@ -963,10 +963,12 @@ def test_the_business_is_named_by_its_flows_titles_words_that_are_no_english_wor
     assert named == {"spokesmith"}
     addressed = common_phrasings.addressed_social
     assert [addressed(intents.expand(t), named) for t in ("hey spokesmith", "thanks all", "see you later folks",
-                                                          "hello, I have a quick question")] == ["greeting", "thanks", "goodbye", "greeting"]
+                                                          "hello, I have a quick question", "hi there, anyone about?")] == \
+        ["greeting", "thanks", "goodbye", "greeting", "greeting"]
     # a phrasing alone, a request, the shop's words that are English ("bike shop": leading_social's), a thank-you for help
     assert [addressed(intents.expand(t), named) for t in ("hi", "hi my bike is broken", "hi bike shop", "morning classes",
-                                                          "hello can you help me with my bill", "thanks for your help")] == [None] * 6
+                                                          "hello can you help me with my bill", "thanks for your help",
+                                                          "hi is anyone available to help with my order")] == [None] * 7
 
 
 def test_typed_apostrophes_and_stretched_letters_read_as_plain_ones():
