@@ -200,6 +200,9 @@ def _coordinate(value: Any, name: str) -> str:
     raise rest_error(400, f"{name} must be a number (as a string)")
 
 
+TEXT_FIELDS = ("speech", "eventName", "mediaType", "mediaUrl")  # payload fields documented as strings (schemas._PAYLOAD)
+
+
 def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
     """The REST v1 message body: ``{"payload": {"type": ..., ...}}``; fields documented as
     arguments (traceId, lang, timezone, params) are read from the payload or beside it."""
@@ -212,6 +215,14 @@ def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
     def arg(name: str) -> Any:
         return payload.get(name, body.get(name))
 
+    # A documented field of another kind of message is ignored, but one given must have its documented type:
+    # {"type": "text", "speech": "hi", "mediaType": ["image"]} is a malformed request, not a text.
+    for name in TEXT_FIELDS:
+        if name in payload and not isinstance(payload[name], str):
+            raise rest_error(400, f"payload.{name} must be a string")
+    for name in ("lat", "long"):
+        if name in payload and (isinstance(payload[name], bool) or not isinstance(payload[name], (int, float, str))):
+            raise rest_error(400, f"{name} must be a number (as a string)")
     kind = payload.get("type")
     if kind not in ("text", "event", "location", "media"):
         what = "is required" if kind is None else "must be"

@@ -328,7 +328,8 @@ _PAYLOAD = obj(
     lat={"type": ["number", "string"]}, long={"type": ["number", "string"]},
     mediaType={"type": "string"}, mediaUrl={"type": "string"},
     originator=_ORIGINATOR, traceId={"type": "number"},
-    lang={"type": "string"}, timezone={"type": ["integer", "string"]}, params={"type": "object"},
+    lang={"type": "string"}, timezone={"type": "number", "minimum": -14, "maximum": 14, "description": "UTC offset in hours"},
+    params={"type": "object"},
 )
 MESSAGE_BODY = obj(("payload",), payload=_PAYLOAD, originator=_ORIGINATOR)
 MESSAGE_FORM = obj(("payload",), payload=string(description="The JSON message body above, as text"),

@@ -430,6 +430,10 @@ def test_bad_input(bot):
     error(bot.send(t, type="event"), 400)
     error(bot.send(t, type="location", lat="north", long="4"), 400)
     error(bot.send(t, speech="hi", traceId=True), 400)
+    # a field of another kind of message is ignored, but one given must have the type the document gives it
+    for field, value in (("mediaType", ["image"]), ("eventName", 7), ("speech", None), ("mediaUrl", {}), ("lat", True), ("long", [1])):
+        assert field in error(bot.send(t, type="event", eventName="INTRO", **{field: value}) if field == "speech" else
+                              bot.send(t, speech="hi", **{field: value}), 400)
     for trace in ("1519091841664", "x", [1], {"n": 1}):  # the document's type is a number: no string, however numeric
         assert "traceId" in error(bot.send(t, speech="hi", traceId=trace), 400)
     assert bot.send(t, speech="x" * 255, traceId=1519091841664.5).status_code == 200
