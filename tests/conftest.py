@@ -11,6 +11,13 @@ import pytest
 from tests.helpers import MODELS_DIR, Receiver, Server, models, start_server
 
 
+def pytest_collection_modifyitems(items):
+    """Modules marked slow first. The suite's two processes each take a whole module at a time
+    (README: test; ``--dist loadfile``, in this order: ``--no-loadscope-reorder``), so a long module
+    left for last would run alone at the end while the other process sits idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: collection order otherwise
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     """The prepared models, for tests that load one without starting a server through helpers.py."""

@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+import pytest
 
 from tests.helpers import ServeProcess, eventually
+
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
 
 # Generous: a busy CI machine may take minutes for what takes seconds here. Every wait polls for the
 # state it needs and ends as soon as that state is there.

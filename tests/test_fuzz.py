@@ -23,6 +23,7 @@ import time
 
 import httpx
 import hypothesis
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis import GenerationMode
@@ -35,6 +36,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.helpers import create_agent
+
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
 
 EXAMPLES = 8  # per operation: bounded so the test fits in CI (the seed changes every run)
 NEGATIVE_EXAMPLES = 6  # more per operation with a documented body, all invalid

@@ -19,10 +19,13 @@ import time
 import urllib.parse
 
 import httpx
+import pytest
 
 from flowbox.middleware import body_deadline
 from flowbox.surfaces import Surfaces
 from tests.helpers import create_agent
+
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
 
 # Operations that start a model turn when a body is valid: they get only bodies that are invalid as
 # JSON (strings that would be valid text are not sent there; the model's own robustness is tested apart).

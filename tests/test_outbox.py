@@ -21,6 +21,8 @@ from flowbox.cli.main import cli
 from flowbox.db import Store
 from tests.helpers import Receiver, eventually, free_port, models, wait_serving
 
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
+
 FAST = dict(preload_model=False, allow_private_outbound=True, outbox_retry_base_ms=100, outbox_poll_ms=100)
 
 

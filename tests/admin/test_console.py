@@ -24,7 +24,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 TIMEOUT_MS = 120_000  # model answers on a busy 2-core machine
 expect.set_options(timeout=TIMEOUT_MS)
 
-pytestmark = pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = [pytest.mark.slow,  # a long module: run first (conftest.py)
+              pytest.mark.skipif(not shutil.which(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")]
 
 
 @pytest.fixture(scope="module")

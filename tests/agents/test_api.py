@@ -11,6 +11,8 @@ import pytest
 from flowbox import orgs
 from tests.helpers import create_agent, eventually
 
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
+
 SERVER_OPTIONS = {"allow_private_outbound": True}  # a callback target on loopback
 MISSING = {"error": "API key is required", "message": "Please provide an API key in the Authorization header"}
 INVALID = {"error": "Invalid API key", "message": "The provided API key is not valid"}

@@ -17,6 +17,8 @@ from flowbox.messaging import acceptance, common_phrasings, conversation, inbox,
 from flowbox.models import pair_encoder
 from tests.helpers import Receiver, eventually
 
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
+
 
 def intent(step_id: str, examples: list[str], text: str, contexts: tuple[str, ...] = ()) -> dict:
     return {"stepId": step_id, "title": step_id, "type": "INTENT", "contexts": list(contexts),

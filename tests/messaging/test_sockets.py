@@ -24,6 +24,8 @@ from websockets.sync.client import connect
 from flowbox.messaging import sockets
 from tests.helpers import PNG, SHOP_FLOW, ServeProcess, Shop, closed, ping, recv, say, self_signed_cert, send, texts
 
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
+
 
 @pytest.fixture
 def shop(org_server):

@@ -16,6 +16,8 @@ from flowbox.models.batching import Job
 from flowbox.models.files import model_path
 from flowbox.models.local import ChatRunner, LocalChatModel
 
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
+
 REQUESTS = [
     ChatRequest(messages=[{"role": "user", "content": "What is the capital of France?"}], max_tokens=12, temperature=0),
     ChatRequest(messages=[{"role": "system", "content": "You are a poet."}, {"role": "user", "content": "A haiku about the sea."}],

@@ -15,6 +15,8 @@ import pytest
 from flowbox import usage
 from tests.helpers import create_agent, eventually
 
+pytestmark = pytest.mark.slow  # a long module: run first (conftest.py)
+
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather for a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
