@@ -28,9 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import flowbox  # noqa: E402, F401  first: numpy's OpenBLAS on one thread, as in a server (flowbox/__init__.py)
+
+# isort: split
+import numpy as np  # noqa: E402
 
 from flowbox import config as config_mod  # noqa: E402
 from flowbox import db, orgs  # noqa: E402

@@ -70,6 +70,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import flowbox as _flowbox  # noqa: F401  first: numpy's OpenBLAS on one thread, as in a server (flowbox/__init__.py)
+
+# isort: split
 import numpy as np
 from inprocess import InProcessServer  # beside this script
 from redraw import interval, redrawn  # beside this script

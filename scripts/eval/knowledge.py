@@ -53,9 +53,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import flowbox  # noqa: E402, F401  first: numpy's OpenBLAS on one thread, as in a server (flowbox/__init__.py)
+
+# isort: split
+import numpy as np  # noqa: E402
 from redraw import interval, redrawn  # noqa: E402  (beside this script)
 
 DATA = Path(__file__).parent / "data"
