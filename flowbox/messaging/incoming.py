@@ -188,10 +188,17 @@ def check_media(payload: dict[str, Any], upload: dict[str, Any] | None) -> dict[
     return media
 
 
+def _check_coordinate_type(value: Any, name: str) -> None:
+    """A location's lat or long is a number (not true or false) or a string, in any kind of message."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise rest_error(400, f"{name} must be a number (as a string)")
+
+
 def _coordinate(value: Any, name: str) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    _check_coordinate_type(value, name)
+    if not isinstance(value, str):
         return str(value)
-    if isinstance(value, str) and len(value) <= 50:
+    if len(value) <= 50:
         try:
             float(value)
             return value
@@ -221,8 +228,8 @@ def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
         if name in payload and not isinstance(payload[name], str):
             raise rest_error(400, f"payload.{name} must be a string")
     for name in ("lat", "long"):
-        if name in payload and (isinstance(payload[name], bool) or not isinstance(payload[name], (int, float, str))):
-            raise rest_error(400, f"{name} must be a number (as a string)")
+        if name in payload:
+            _check_coordinate_type(payload[name], name)
     kind = payload.get("type")
     if kind not in ("text", "event", "location", "media"):
         what = "is required" if kind is None else "must be"
