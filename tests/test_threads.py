@@ -19,4 +19,4 @@ def threads(**env: str) -> list[str]:
 
 def test_openblas_runs_on_one_thread_unless_the_environment_says_otherwise():
     assert threads() == ["1", "1"]
-    assert threads(OPENBLAS_NUM_THREADS="2") == ["2", "2"]  # a value set by the user is kept
+    assert threads(OPENBLAS_NUM_THREADS="2") == ["2", "2"]  # a value set by the user is kept (OpenBLAS caps it at the cores: 2 or more)
