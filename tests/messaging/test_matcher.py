@@ -411,7 +411,7 @@ def test_the_judge_turns_away_a_top_level_match_it_finds_unlikely(shop):
                                                f"{acceptance.FLOOR:.2f}"), explained["explanation"]
 
 
-def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sure(org_server, receiver):
+def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sure(org_server, receiver, monkeypatch):
     # the flow's own model, from five examples an intent, is unsure of an indirect request that the judge, learned
     # from many flows' real messages, is sure of: the judge's probability counts, against the project's threshold
     shop = Shop(org_server, receiver, settings={"intentThreshold": 0.8})
@@ -433,10 +433,16 @@ def test_the_judges_probability_stands_for_the_confidence_where_the_judge_is_sur
     assert explained["step"]["stepId"] == "human" and explained["judged"]["probability"] > explained["intents"][0]["confidence"]
     assert explained["explanation"].startswith("The learned model gives it"), explained["explanation"]
     assert "to count as its confidence" in explained["explanation"], explained["explanation"]
-    # one the judge is less sure of keeps the learned model's confidence
-    assert shop.say("unsure", "this bike doesnt fit me")[0] == "unknown"
-    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "this bike doesnt fit me"}).json()
-    assert acceptance.BAR <= explained["judged"]["probability"] < acceptance.SURE, explained
+    # one the judge is less sure of keeps the learned model's confidence (the judge is sure from 0.7 here, so that a
+    # message it finds about 0.6 likely, above its bar, shows it)
+    monkeypatch.setattr(acceptance, "SURE", 0.7)
+    explained = admin.get(f"/v1/projects/{shop.project_id}/explain", params={"text": "bike is too small, bought here"}).json()
+    judged, learned = explained["judged"], explained["intents"][0]
+    assert explained["step"]["stepId"] == judged["stepId"] == learned["stepId"] == "return", explained
+    assert acceptance.BAR <= judged["probability"] < acceptance.SURE and learned["confidence"] >= 0.8, explained
+    assert shop.say("unsure", "bike is too small, bought here")[0] == "return"
+    reply = shop.wait("message.reply", "unsure", 1)[0]["messages"][0]
+    assert reply["intents"][0]["confidence"] == pytest.approx(learned["confidence"], abs=1e-3), reply["intents"]
 
 
 def test_yes_and_no_are_lent_inside_a_question_only(org_server, receiver):
