@@ -43,6 +43,26 @@ def test_a_fitted_judge_recovers_the_rule_behind_its_rows():
     assert abs(again.probability(x[0]) - judge.probability(x[0])) < 1e-12
 
 
+def test_the_judge_does_not_extrapolate_on_a_flows_size():
+    """Every flow the shipped judge learned from had 13 or 14 intents: one of 30 or 300 intents counts as one
+    ``Z_LIMIT`` deviations above their mean (about 16), one of 5 or 2 as one as far below it (about 11)."""
+    judge = acceptance.judge()
+    size = acceptance.MEASURES.index("intents_log")
+
+    def probability(log_intents: float) -> float:
+        measured = judge.mean.copy()  # an average candidate, but for the flow's size
+        measured[size] = log_intents
+        return judge.probability(measured)
+
+    mean, limit = judge.mean[size], acceptance.Z_LIMIT * judge.scale[size]
+    assert np.exp(mean + limit) < 17 and np.exp(mean - limit) > 11  # the sizes it learned from lie well inside
+    assert probability(np.log(30)) == probability(np.log(300)) == probability(mean + limit)
+    assert probability(np.log(5)) == probability(np.log(2)) == probability(mean - limit)
+    small, large = probability(np.log(5)), probability(np.log(30))
+    gap = np.log(small / (1 - small)) - np.log(large / (1 - large))  # in logits; 1.9 before the limit
+    assert 0 < gap < 0.35, gap
+
+
 def test_a_candidate_below_the_bar_matches_where_the_candidates_are_likely_together():
     accepts, bar, floor = acceptance.accepts, acceptance.BAR, acceptance.FLOOR
     assert accepts(bar, floor) and not accepts(bar - 0.01, floor) and not accepts(0.99, floor - 0.01)
