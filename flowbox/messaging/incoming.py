@@ -227,6 +227,8 @@ def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
     for name in TEXT_FIELDS:
         if name in payload and not isinstance(payload[name], str):
             raise rest_error(400, f"payload.{name} must be a string")
+    if "eventName" in payload and not is_text(payload["eventName"], 255, required=True):
+        raise rest_error(400, "payload.eventName must be an event's name: 1 to 255 characters")
     for name in ("lat", "long"):
         if name in payload:
             _check_coordinate_type(payload[name], name)

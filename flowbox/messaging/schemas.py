@@ -319,7 +319,7 @@ class Delivered(TypedDict):
 
 # -- request bodies --------------------------------------------------------------------------------
 
-_ORIGINATOR = obj(name=string(255), role={"type": "string"}, profile={"type": "object"})
+_ORIGINATOR = obj(name=string(200, min_length=0), role={"type": "string"}, profile={"type": "object"})
 _PAYLOAD = obj(
     ("type",),
     type={"type": "string", "enum": ["text", "event", "location", "media"]},

@@ -434,6 +434,8 @@ def test_bad_input(bot):
     for field, value in (("mediaType", ["image"]), ("eventName", 7), ("speech", None), ("mediaUrl", {}), ("lat", True), ("long", [1])):
         assert field in error(bot.send(t, type="event", eventName="INTRO", **{field: value}) if field == "speech" else
                               bot.send(t, speech="hi", **{field: value}), 400)
+    for name in ("e" * 256, " "):  # and within the document's limits, whatever the message's type
+        assert "eventName" in error(bot.send(t, speech="hi", eventName=name), 400)
     for trace in ("1519091841664", "x", [1], {"n": 1}):  # the document's type is a number: no string, however numeric
         assert "traceId" in error(bot.send(t, speech="hi", traceId=trace), 400)
     assert bot.send(t, speech="x" * 255, traceId=1519091841664.5).status_code == 200
