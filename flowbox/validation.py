@@ -9,6 +9,7 @@ name), then the fields in the order the Struct declares them.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -17,6 +18,14 @@ import msgspec
 from .errors import InvalidRequest
 
 S = TypeVar("S", bound=msgspec.Struct)
+
+
+def is_number(value: Any, low: float = -math.inf, high: float = math.inf, *, integer: bool = False) -> bool:
+    """A JSON number (an integer where ``integer``) from ``low`` to ``high``, and finite: JSON's true and
+    false decode to Python's bools, which are ints, and are not numbers here."""
+    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+        return False
+    return math.isfinite(value) and low <= value <= high
 
 
 def is_text(value: Any, max_len: int | None = None, *, required: bool = False) -> bool:

@@ -16,7 +16,7 @@ from ..agents.store import agents_of_org
 from ..db import Store, Tx
 from ..errors import error
 from ..ids import iso, new_id
-from ..validation import invalid, is_text
+from ..validation import invalid, is_number, is_text
 
 ASSISTANT, USER_PROXY = "assistant", "user_proxy"
 HUMAN_INPUT_MODES = ("ALWAYS", "TERMINATE", "NEVER")
@@ -76,11 +76,11 @@ def _agent(raw: Any, index: int, model_names: list[str]) -> dict[str, Any]:
         raise invalid(f"{where}.model must be one of: {', '.join(model_names)}.")
     agent["model"] = model
     temperature = raw.get("temperature", 0.2)
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= 2:
+    if not is_number(temperature, 0, 2):
         raise invalid(f"{where}.temperature must be a number between 0 and 2.")
     agent["temperature"] = float(temperature)
     max_tokens = raw.get("max_tokens")
-    if max_tokens is not None and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= 8192):
+    if max_tokens is not None and not is_number(max_tokens, 1, 8192, integer=True):
         raise invalid(f"{where}.max_tokens must be an integer between 1 and 8192, or null.")
     agent["max_tokens"] = max_tokens
     return agent
@@ -119,7 +119,7 @@ def validate_flow(fields: Any, model_names: list[str], base: dict[str, Any] | No
         raise invalid(f"\"manager_model\" must be one of: {', '.join(model_names)}.")
     flow["manager_model"] = merged["manager_model"]
     rounds = merged["max_rounds"]
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
+    if not is_number(rounds, 1, MAX_ROUNDS, integer=True):
         raise invalid(f"\"max_rounds\" must be an integer between 1 and {MAX_ROUNDS}.")
     flow["max_rounds"] = rounds
     keyword = merged["termination_keyword"]

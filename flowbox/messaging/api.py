@@ -20,7 +20,7 @@ from ..http import authenticated, optional_json_body, presented_key, services_of
 from ..revocation import REVOKED_MESSAGE, Credential, api_key, project_token, streams_of
 from ..sse import EventStream as EventStreamResponse
 from ..sse import event, until_revoked
-from ..validation import is_text
+from ..validation import is_number, is_text
 from . import conversation, evaluation, flows, inbox, projects, socket_api, sockets, threads, unmatched, webhooks
 from .common import int_param, iso_param, rest_error
 from .flows import MAX_PAUSE_SECONDS
@@ -121,8 +121,7 @@ async def pause_seconds(request: Request) -> int | None:
     """A pause request's optional body, ``{"secondsToPause": n}``: None pauses until resumed."""
     body = await optional_json_body(request, lambda exc: rest_error(400, f"The request body is not valid JSON: {exc}"))
     seconds = body.get("secondsToPause") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or (seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)
-                                                               or not 0 <= seconds <= MAX_PAUSE_SECONDS)):
+    if not isinstance(body, dict) or (seconds is not None and not is_number(seconds, 0, MAX_PAUSE_SECONDS, integer=True)):
         raise rest_error(400, f"The body must be an object; secondsToPause, when given, a whole number of seconds up to {MAX_PAUSE_SECONDS}")
     return seconds or None
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..db import Store, Tx
 from ..ids import iso, new_id
-from ..validation import Problems, is_text
+from ..validation import Problems, is_number, is_text
 from .common import rest_error
 from .entities import ENTITY_IDS
 
@@ -86,7 +86,7 @@ def _action(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
 
 def _handover_action(payload: dict[str, Any], path: str, problems: Problems) -> dict[str, Any] | None:
     seconds = payload.get("secondsToPause", 0)
-    if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= MAX_PAUSE_SECONDS:
+    if not is_number(seconds, 0, MAX_PAUSE_SECONDS, integer=True):
         problems.add(f"{path}.secondsToPause", f"must be a whole number of seconds up to {MAX_PAUSE_SECONDS} (0: until resumed)")
         return None
     return {"type": "HANDOVER", "payload": {"secondsToPause": seconds}}
@@ -102,7 +102,7 @@ def _text_action(payload: dict[str, Any], path: str, problems: Problems) -> dict
         return None
     quick_replies = _quick_replies(payload.get("quickReplies") or [], f"{path}.quickReplies", problems)
     delay = payload.get("delay", 0)
-    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
+    if not is_number(delay, 0, MAX_DELAY):
         problems.add(f"{path}.delay", f"must be a number of seconds between 0 and {MAX_DELAY}")
         delay = 0
     tags = payload.get("tags") or []

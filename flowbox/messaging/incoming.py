@@ -8,14 +8,14 @@ the history, how it is echoed as ``message.delivered`` and what the engine sees.
 from __future__ import annotations
 
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..validation import is_text
+from ..validation import is_number, is_text
 from .common import rest_error
 from .engine import Input
+from .schemas import MESSAGE_PAYLOAD
 
 MAX_SPEECH = 255  # documented: "The maximum length of a message is 255 characters."
 MEDIA_TYPES = ("image", "file", "audio", "video")
@@ -111,7 +111,7 @@ def check_trace_id(value: Any) -> int | float | None:
     """The document types traceId as a number; a string (even of digits) is refused, not coerced."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not is_number(value):
         raise rest_error(400, "traceId must be a number")
     return value
 
@@ -158,7 +158,7 @@ def check_lang(value: Any) -> str | None:
 def check_timezone(value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not -14 <= value <= 14:
+    if not is_number(value, -14, 14):
         raise rest_error(400, "timezone must be a UTC offset in hours between -14 and 14")
     return value
 
@@ -194,20 +194,23 @@ def _check_coordinate_type(value: Any, name: str) -> None:
         raise rest_error(400, f"{name} must be a number (as a string)")
 
 
+_COORDINATE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", re.ASCII)  # what float() reads, in ASCII digits only
+_DEGREES = {"lat": 90, "long": 180}
+
+
 def _coordinate(value: Any, name: str) -> str:
+    """A location's lat or long as the client wrote it (the document's examples are strings), if it is a
+    number of degrees in range: float() would also read "nan", "inf" and other scripts' digits ("٥٢")."""
     _check_coordinate_type(value, name)
-    if not isinstance(value, str):
-        return str(value)
-    if len(value) <= 50:
-        try:
-            float(value)
-            return value
-        except ValueError:
-            pass
-    raise rest_error(400, f"{name} must be a number (as a string)")
+    written = value if isinstance(value, str) else str(value)
+    text = written.strip()
+    if len(text) > 50 or not _COORDINATE.fullmatch(text) or not is_number(float(text), -_DEGREES[name], _DEGREES[name]):
+        raise rest_error(400, f"{name} must be a number (as a string) of degrees from -{_DEGREES[name]} to {_DEGREES[name]}")
+    return written
 
 
-TEXT_FIELDS = ("speech", "eventName", "mediaType", "mediaUrl")  # payload fields documented as strings (schemas._PAYLOAD)
+# The payload's fields documented as strings, with their limits: one given must keep them whatever the message's type.
+TEXT_FIELDS = {name: rule for name, rule in MESSAGE_PAYLOAD["properties"].items() if rule.get("type") == "string" and "enum" not in rule}
 
 
 def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
@@ -224,11 +227,12 @@ def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
 
     # A documented field of another kind of message is ignored, but one given must have its documented type:
     # {"type": "text", "speech": "hi", "mediaType": ["image"]} is a malformed request, not a text.
-    for name in TEXT_FIELDS:
+    for name, rule in TEXT_FIELDS.items():
         if name in payload and not isinstance(payload[name], str):
             raise rest_error(400, f"payload.{name} must be a string")
-    if "eventName" in payload and not is_text(payload["eventName"], 255, required=True):
-        raise rest_error(400, "payload.eventName must be an event's name: 1 to 255 characters")
+        if name in payload and not is_text(payload[name], rule.get("maxLength"), required=rule.get("minLength", 0) > 0):
+            limits = f"{rule['minLength']} to {rule['maxLength']} characters, not all spaces, of " if "maxLength" in rule else ""
+            raise rest_error(400, f"payload.{name} must be {limits}Unicode text (no lone surrogates)")
     for name in ("lat", "long"):
         if name in payload:
             _check_coordinate_type(payload[name], name)

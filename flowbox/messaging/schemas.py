@@ -320,7 +320,7 @@ class Delivered(TypedDict):
 # -- request bodies --------------------------------------------------------------------------------
 
 _ORIGINATOR = obj(name=string(200, min_length=0), role={"type": "string"}, profile={"type": "object"})
-_PAYLOAD = obj(
+MESSAGE_PAYLOAD = obj(
     ("type",),
     type={"type": "string", "enum": ["text", "event", "location", "media"]},
     speech=string(min_length=0, description="The text (text messages)"),
@@ -331,7 +331,7 @@ _PAYLOAD = obj(
     lang={"type": "string"}, timezone={"type": "number", "minimum": -14, "maximum": 14, "description": "UTC offset in hours"},
     params={"type": "object"},
 )
-MESSAGE_BODY = obj(("payload",), payload=_PAYLOAD, originator=_ORIGINATOR)
+MESSAGE_BODY = obj(("payload",), payload=MESSAGE_PAYLOAD, originator=_ORIGINATOR)
 MESSAGE_FORM = obj(("payload",), payload=string(description="The JSON message body above, as text"),
                    file={"type": "string", "format": "binary", "description": "With payload.type \"media\""})
 PAUSE_BODY = obj(secondsToPause={"type": ["integer", "null"], "minimum": 0, "maximum": MAX_PAUSE_SECONDS,

@@ -14,7 +14,7 @@ from typing import Any
 from ..http import BadJSON, decode_json
 from ..ids import short_id
 from ..models import ToolSpec
-from ..validation import is_text
+from ..validation import is_number, is_text
 from .errors import bad, unsupported
 
 KNOWN = {
@@ -62,7 +62,7 @@ def _number(body: dict, name: str, low: float, high: float, integer: bool = Fals
     value = body.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+    if not is_number(value, integer=integer):
         raise _type_error(name, "an integer" if integer else "a number", value)
     if not low <= value <= high:
         raise bad(f"Invalid '{name}': {value} is out of range; expected a value from {low} to {high}.", name)

@@ -429,6 +429,9 @@ def test_bad_input(bot):
     error(bot.send(t, type="media", mediaType="image", url="ftp://example.com/x"), 400)
     error(bot.send(t, type="event"), 400)
     error(bot.send(t, type="location", lat="north", long="4"), 400)
+    # degrees in range, in ASCII digits: float() alone would read these
+    for lat, long in (("nan", "4"), ("52", "inf"), ("٥٢", "4"), ("91", "4"), ("52", -180.5), ("1e3", "4")):
+        assert "must be a number" in error(bot.send(t, type="location", lat=lat, long=long), 400)
     error(bot.send(t, speech="hi", traceId=True), 400)
     # a field of another kind of message is ignored, but one given must have the type the document gives it
     for field, value in (("mediaType", ["image"]), ("eventName", 7), ("speech", None), ("mediaUrl", {}), ("lat", True), ("long", [1])):
