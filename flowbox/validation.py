@@ -25,7 +25,7 @@ def is_number(value: Any, low: float = -math.inf, high: float = math.inf, *, int
     false decode to Python's bools, which are ints, and are not numbers here."""
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         return False
-    return math.isfinite(value) and low <= value <= high
+    return (isinstance(value, int) or math.isfinite(value)) and low <= value <= high  # an int of 400 digits is no float
 
 
 def is_text(value: Any, max_len: int | None = None, *, required: bool = False) -> bool:

@@ -10,7 +10,7 @@ import pytest
 from msgspec import UNSET, Meta, UnsetType
 
 from flowbox.errors import InvalidRequest
-from flowbox.validation import NOT_BLANK, Problems, given, is_text, typed
+from flowbox.validation import NOT_BLANK, Problems, given, is_number, is_text, typed
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -36,6 +36,14 @@ def test_is_text():
     assert is_text("") and is_text(" ", 1) and not is_text(" ", required=True)
     assert is_text("abc", 3) and not is_text("abcd", 3)
     assert not is_text("a\ud800b") and not is_text(5) and not is_text(None)
+
+
+def test_is_number():
+    # JSON's true and false decode to bools, which Python counts as ints: not numbers here
+    assert not is_number(True) and not is_number(False) and not is_number("1") and not is_number(None)
+    assert is_number(0) and is_number(-2.5) and not is_number(float("nan")) and not is_number(float("inf"))
+    assert is_number(3, 1, 3, integer=True) and not is_number(3.0, integer=True) and not is_number(4, 1, 3)
+    assert is_number(10**400) and not is_number(10**400, high=1e308)  # an int too long for a float is still compared
 
 
 def test_the_first_problem_in_field_order():
