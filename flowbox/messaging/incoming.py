@@ -231,8 +231,8 @@ def from_rest(body: Any, upload: dict[str, Any] | None = None) -> Incoming:
         if name in payload and not isinstance(payload[name], str):
             raise rest_error(400, f"payload.{name} must be a string")
         if name in payload and not is_text(payload[name], rule.get("maxLength"), required=rule.get("minLength", 0) > 0):
-            limits = f"{rule['minLength']} to {rule['maxLength']} characters, not all spaces, of " if "maxLength" in rule else ""
-            raise rest_error(400, f"payload.{name} must be {limits}Unicode text (no lone surrogates)")
+            what = f"{rule['minLength']} to {rule['maxLength']} characters, not only spaces" if "maxLength" in rule else "valid Unicode text"
+            raise rest_error(400, f"payload.{name} must be {what}")
     for name in ("lat", "long"):
         if name in payload:
             _check_coordinate_type(payload[name], name)
