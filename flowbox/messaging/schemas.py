@@ -320,10 +320,11 @@ class Delivered(TypedDict):
 # -- request bodies --------------------------------------------------------------------------------
 
 _ORIGINATOR = obj(name=string(200, min_length=0), role={"type": "string"}, profile={"type": "object"})
+MAX_SPEECH = 255  # documented: "The maximum length of a message is 255 characters."
 MESSAGE_PAYLOAD = obj(
     ("type",),
     type={"type": "string", "enum": ["text", "event", "location", "media"]},
-    speech=string(min_length=0, description="The text (text messages)"),
+    speech=string(MAX_SPEECH, min_length=0, description="The text (text messages)"),
     eventName=string(255, description="Event messages"),
     lat={"type": ["number", "string"]}, long={"type": ["number", "string"]},
     mediaType={"type": "string"}, mediaUrl={"type": "string"},

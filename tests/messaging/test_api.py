@@ -421,8 +421,11 @@ def test_bad_input(bot):
         assert response.json()["status"] == "error" and response.json()["message"]
         return response.json()["message"]
 
-    assert "255" in error(bot.send(t, speech="x" * 256), 400)
+    # the document's limit, in its own words, and in the OpenAPI document
+    assert error(bot.send(t, speech="x" * 256), 400) == "The maximum length of a message is 255 characters"
     assert bot.send(t, speech="x" * 255).status_code == 200
+    body = rest.get("/schema/openapi.json").json()["paths"]["/rest/v1/messages/{thread_id}"]["post"]["requestBody"]
+    assert body["content"]["application/json"]["schema"]["properties"]["payload"]["properties"]["speech"]["maxLength"] == 255
     error(bot.send(t, type="fax", speech="hi"), 400)
     error(bot.send(t, type="media", mediaType="hologram", url="https://example.com/x"), 400)
     error(bot.send(t, type="media", mediaType="image"), 400)
