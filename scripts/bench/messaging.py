@@ -1,17 +1,20 @@
 """Messaging benchmark: REST message -> reply latency (no LLM) and intent accuracy on paraphrases.
 
-Runs a real flowbox server on 127.0.0.1 (temp data dir) with a loopback webhook receiver, a flow
-of eight intents, and measures in one run:
+Runs ``flowbox serve`` on 127.0.0.1 (temp data dir, a process of its own, as deployed) with a loopback
+webhook receiver in this process, a flow of eight intents, and measures in one run:
   * POST /rest/v1/messages -> reply produced (stored and queued; the POST returns after that):
-    p50/p99 for exact-example messages and for paraphrases (one embedding each);
+    p50/p99 for exact-example messages and for paraphrases (one embedding each), and the server's
+    CPU time per message (its embedding worker's included);
   * the same messages -> the reply webhook received at the receiver (through the outbox);
   * intent accuracy on paraphrases that are not examples (and on off-topic messages, which must
-    fall to UNKNOWN), at several thresholds side by side.
+    fall to UNKNOWN), at several thresholds side by side (the engine called in this process, on the
+    same data, after the server has stopped).
 
     python scripts/bench/messaging.py [--messages 300] [--threads N]
 
-``--threads`` sets ``n_threads`` (the local models' CPU threads; 0 = all cores, the default):
-on a busy machine a one-thread embedder avoids llama.cpp's thread barriers stalling.
+``--threads`` sets ``n_threads`` (the local models' CPU threads; 0 = all cores, the default).
+The server is a separate process because a client or receiver in the server's own process shares
+its interpreter lock: on a 2-core machine that added 5-10 ms to every message measured.
 """
 
 from __future__ import annotations
@@ -21,13 +24,18 @@ import asyncio
 import json
 import os
 import random
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import uvicorn
+
+ROOT = Path(__file__).resolve().parents[2]
 
 INTENTS = {
     "greeting": ["hello", "hi there", "good morning", "hey"],
@@ -103,7 +111,52 @@ class Receiver:
             return self.arrived[thread]
 
 
+def free_port() -> int:
+    with __import__("socket").socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(env: dict, *args: str) -> dict:
+    result = subprocess.run([sys.executable, "-m", "flowbox", *args, "--json"], capture_output=True, text=True, env=env, cwd=ROOT)
+    if result.returncode:
+        raise RuntimeError(result.stderr)
+    return json.loads(result.stdout)
+
+
+def serve(env: dict) -> tuple[subprocess.Popen, str]:
+    """``flowbox serve`` in a process of its own; returns it and its base URL once /healthz answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port)], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("flowbox serve did not come up")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` and its child processes (the embedding worker), Linux."""
+    ticks = 0
+    for name in (p.name for p in Path("/proc").iterdir() if p.name.isdigit()):
+        try:
+            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if name == str(pid) or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def start_server(data_dir: str, threads: int):
+    """The app in this process (for the accuracy section, which calls the engine directly)."""
     os.environ["FLOWBOX_DATA_DIR"] = data_dir
     from flowbox import config as config_mod
     from flowbox.app import create_app
@@ -142,19 +195,15 @@ def main() -> None:
     args = parser.parse_args()
     logging_off()
     data_dir = tempfile.mkdtemp(prefix="flowbox-bench-messaging-")
-    app, server, loop, base = start_server(data_dir, args.threads)
-    services = app.state.services
-    call = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(300)  # noqa: E731
-
-    from flowbox import orgs
-    from flowbox.messaging import conversation, projects
-    from flowbox.messaging.engine import Input, decide
-
+    env = {**os.environ, "FLOWBOX_DATA_DIR": data_dir, "FLOWBOX_RATE_LIMIT_PER_MINUTE": "0", "FLOWBOX_ALLOW_PRIVATE_OUTBOUND": "true",
+           "FLOWBOX_OUTBOX_POLL_MS": "50", "FLOWBOX_LOG_LEVEL": "warning", "FLOWBOX_N_THREADS": str(args.threads)}
     receiver = Receiver()
-    org, _ = call(orgs.ensure_default_org(services.store, with_key=False))
-    project, token = call(projects.create_project(services.store, org["id"], "bench", {"webhookUrl": f"http://127.0.0.1:{receiver.httpd.server_address[1]}/hook"}))
-    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60)
-    assert client.post(f"/v1/projects/{project['id']}/flows", json=flow()).status_code == 201
+    project = cli(env, "projects", "create", "bench", "--webhook-url", f"http://127.0.0.1:{receiver.httpd.server_address[1]}/hook")
+    flow_file = Path(data_dir) / "bench-flow.json"
+    flow_file.write_text(json.dumps(flow()))
+    cli(env, "flows", "import", str(flow_file), "--project", project["projectId"])
+    proc, base = serve(env)
+    client = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {project['token']}"}, timeout=60)
 
     # warm up: the embedding model loads and the flow's examples are embedded once
     started = time.perf_counter()
@@ -164,6 +213,7 @@ def main() -> None:
 
     def measure(texts: list[str], label: str) -> None:
         posted, delivered = [], []
+        cpu = cpu_seconds(proc.pid)
         for i, text in enumerate(texts):
             thread = f"{label}-{i}"
             t0 = time.perf_counter()
@@ -172,17 +222,30 @@ def main() -> None:
             assert response.status_code == 200, response.text
             posted.append((t1 - t0) * 1000)
             delivered.append((receiver.wait(thread) - t0) * 1000)
+        cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1000 / len(texts)
         print(f"{label:11} n={len(texts):4}  POST->reply produced p50 {pct(posted, .5):6.2f}  p90 {pct(posted, .9):6.2f}"
-              f"  p99 {pct(posted, .99):7.2f} ms  |  ->webhook received p50 {pct(delivered, .5):6.2f}  p99 {pct(delivered, .99):7.2f} ms")
+              f"  p99 {pct(posted, .99):7.2f} ms  |  ->webhook received p50 {pct(delivered, .5):6.2f}  p99 {pct(delivered, .99):7.2f} ms"
+              f"  |  server CPU {cpu_ms:.1f} ms/message (webhooks and worker included)")
 
     rng = random.Random(7)
     examples = [e for ex in INTENTS.values() for e in ex]
     print()
-    measure([rng.choice(examples) for _ in range(args.messages)], "exact")
-    measure([rng.choice(PARAPHRASES)[0] + ("" if i < len(PARAPHRASES) else f" {i}") for i in range(args.messages)], "paraphrase")
+    try:
+        measure([rng.choice(examples) for _ in range(args.messages)], "exact")
+        measure([rng.choice(PARAPHRASES)[0] + ("" if i < len(PARAPHRASES) else f" {i}") for i in range(args.messages)], "paraphrase")
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(30)
+
+    app, server, loop, _ = start_server(data_dir, args.threads)
+    services = app.state.services
+    call = lambda coro: asyncio.run_coroutine_threadsafe(coro, loop).result(300)  # noqa: E731
+    from flowbox.messaging import conversation, projects
+    from flowbox.messaging.engine import Input, decide
 
     # accuracy: the engine on the same compiled flow, at several thresholds
-    graph = call(conversation.graph_for(services, call(projects.get_project(services.store, project["id"]))))
+    graph = call(conversation.graph_for(services, call(projects.get_project(services.store, project["projectId"]))))
 
     async def classify(text: str, threshold: float) -> str:
         decision = await decide(graph, {}, Input(kind="text", text=text, reply_to=text), threshold=threshold)
@@ -200,7 +263,6 @@ def main() -> None:
     misses = [m for m in misses if m[1] != m[2]]
     if misses:
         print("misses at the default threshold: " + "; ".join(f"{t!r} -> {got} (want {want})" for t, want, got in misses))
-    client.close()
     server.should_exit = True
     time.sleep(0.5)
     print(f"\nmachine load average: {', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
