@@ -258,7 +258,9 @@ class Outbox:
         now = time.time()
         free = self.concurrency - len(self._inflight)
         if free > 0:
-            rows = await self.store.fetchall(
+            # Both reads walk the partial index of pending rows, skipping at most those in flight: small
+            # enough for the loop's own connection (a reader thread's hop costs more than the read, twice a delivery).
+            rows = await self.store.lookup(
                 "SELECT o.*, COALESCE(o.secret, s.secret) AS signing_secret FROM outbox o "
                 "LEFT JOIN outbox_secrets s ON s.org_id = o.org_id "
                 "WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND o.id NOT IN (SELECT value FROM json_each(?)) "
@@ -272,10 +274,11 @@ class Outbox:
                 task.add_done_callback(self._attempts.discard)
         if len(self._inflight) >= self.concurrency:
             return self.poll  # a finishing attempt wakes the loop
-        row = await self.store.fetchone(
+        found = await self.store.lookup(
             "SELECT MIN(next_attempt_at) AS at FROM outbox WHERE status = 'pending' AND id NOT IN (SELECT value FROM json_each(?))",
             [json.dumps(sorted(self._inflight))],
         )
+        row = found[0] if found else None
         if row is None or row["at"] is None:
             return self.poll
         return min(self.poll, max(0.0, row["at"] - time.time()))
@@ -336,7 +339,7 @@ class Outbox:
             if not batch:
                 return
             try:
-                async with self.store.write() as tx:
+                async with self.store.batch() as tx:  # a few rows commit on the loop, without three hops to the writer
                     await tx.executemany(
                         "UPDATE outbox SET status = ?, attempts = ?, next_attempt_at = ?, last_status = ?, last_error = ?, "
                         "delivered_at = ?, updated_at = ? WHERE id = ? AND status = 'pending'",
