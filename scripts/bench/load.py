@@ -40,6 +40,7 @@ EVAL_DATA = ROOT / "scripts" / "eval" / "data"
 sys.path.insert(0, str(EVAL_DATA.parent))  # first: this folder has a knowledge.py of its own
 from intents import load_cases  # noqa: E402 - the evaluations' data, read as they read it
 from knowledge import load_entries, load_questions  # noqa: E402
+from processes import cpu_seconds  # noqa: E402 - this folder's
 
 HELLO_APP = textwrap.dedent('''
     from litestar import Litestar, get
@@ -93,20 +94,6 @@ def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, socket_errors.groups())) if socket_errors else 0)
     return {"rps": rps, "p99_ms": p99_ms, "errors": errors, "seconds": seconds, "requests": requests}
-
-
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """A process's user + system CPU time so far (Linux, as wrk); with ``children``, its child processes' too (the
-    embedding workers)."""
-    ticks = 0
-    for name in [p.name for p in Path("/proc").iterdir() if p.name.isdigit()] if children else [str(pid)]:
-        try:
-            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if name == str(pid) or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def measured(pid: int, run, children: bool = False) -> dict:

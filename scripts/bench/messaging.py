@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
+from processes import cpu_seconds  # this folder's
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,19 +143,6 @@ def serve(env: dict) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("flowbox serve did not come up")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its child processes (the embedding worker), Linux."""
-    ticks = 0
-    for name in (p.name for p in Path("/proc").iterdir() if p.name.isdigit()):
-        try:
-            fields = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # gone meanwhile
-        if name == str(pid) or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 def start_server(data_dir: str, threads: int):
     """The app in this process (for the accuracy section, which calls the engine directly)."""
     os.environ["FLOWBOX_DATA_DIR"] = data_dir
@@ -213,7 +201,7 @@ def main() -> None:
 
     def measure(texts: list[str], label: str) -> None:
         posted, delivered = [], []
-        cpu = cpu_seconds(proc.pid)
+        cpu = cpu_seconds(proc.pid, children=True)
         for i, text in enumerate(texts):
             thread = f"{label}-{i}"
             t0 = time.perf_counter()
@@ -222,7 +210,7 @@ def main() -> None:
             assert response.status_code == 200, response.text
             posted.append((t1 - t0) * 1000)
             delivered.append((receiver.wait(thread) - t0) * 1000)
-        cpu_ms = (cpu_seconds(proc.pid) - cpu) * 1000 / len(texts)
+        cpu_ms = (cpu_seconds(proc.pid, children=True) - cpu) * 1000 / len(texts)
         print(f"{label:11} n={len(texts):4}  POST->reply produced p50 {pct(posted, .5):6.2f}  p90 {pct(posted, .9):6.2f}"
               f"  p99 {pct(posted, .99):7.2f} ms  |  ->webhook received p50 {pct(delivered, .5):6.2f}  p99 {pct(delivered, .99):7.2f} ms"
               f"  |  server CPU {cpu_ms:.1f} ms/message (webhooks and worker included)")
