@@ -40,7 +40,7 @@ EVAL_DATA = ROOT / "scripts" / "eval" / "data"
 sys.path.insert(0, str(EVAL_DATA.parent))  # first: this folder has a knowledge.py of its own
 from intents import load_cases  # noqa: E402 - the evaluations' data, read as they read it
 from knowledge import load_entries, load_questions  # noqa: E402
-from processes import cpu_seconds  # noqa: E402 - this folder's
+from processes import cpu_seconds, free_port, wait_http  # noqa: E402 - this folder's
 
 HELLO_APP = textwrap.dedent('''
     from litestar import Litestar, get
@@ -52,25 +52,6 @@ HELLO_APP = textwrap.dedent('''
 
     uvicorn.run(Litestar([hello]), host="127.0.0.1", port=int(__import__("sys").argv[1]), log_level="warning")
 ''')
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def wrk(url: str, seconds: int, connections: int, headers: dict[str, str] | None = None, lua: str | None = None) -> dict:

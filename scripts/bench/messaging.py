@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 import uvicorn
-from processes import cpu_seconds  # this folder's
+from processes import cpu_seconds, free_port, wait_http  # this folder's
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -112,12 +112,6 @@ class Receiver:
             return self.arrived[thread]
 
 
-def free_port() -> int:
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def cli(env: dict, *args: str) -> dict:
     result = subprocess.run([sys.executable, "-m", "flowbox", *args, "--json"], capture_output=True, text=True, env=env, cwd=ROOT)
     if result.returncode:
@@ -131,16 +125,12 @@ def serve(env: dict) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "flowbox", "serve", "--port", str(port)], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("flowbox serve did not come up")
+    try:
+        wait_http(f"{base}/healthz", 120, proc)
+    except RuntimeError:
+        proc.kill()
+        raise
+    return proc, base
 
 
 def start_server(data_dir: str, threads: int):
@@ -149,9 +139,7 @@ def start_server(data_dir: str, threads: int):
     from flowbox import config as config_mod
     from flowbox.app import create_app
 
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     cfg = config_mod.load(None).replace(host="127.0.0.1", port=port, rate_limit_per_minute=0, allow_private_outbound=True,
                                         outbox_poll_ms=50, log_level="warning", n_threads=threads)
     app = create_app(cfg, preload_model=False)
